@@ -1,0 +1,93 @@
+#include "bind/array.h"
+
+namespace fdnn::bind {
+
+std::string type_name(py::handle obj) {
+  py::handle type = reinterpret_cast<PyObject*>(Py_TYPE(obj.ptr()));
+  return py::str(type.attr("__module__")).cast<std::string>() + "." +
+         py::str(type.attr("__qualname__")).cast<std::string>();
+}
+
+std::string dtype_str(const py::dtype& dt) { return py::str(dt).cast<std::string>(); }
+
+namespace {
+
+py::array as_ndarray(py::handle obj, const char* name) {
+  if (!py::isinstance<py::array>(obj))
+    throw TypeError(std::string(name) + ": expected a numpy.ndarray, got " + type_name(obj));
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
+DType float_dtype(const py::array& a, const char* name) {
+  const py::dtype dt = a.dtype();
+  if (dt.equal(py::dtype::of<float>())) return DType::float32;
+  if (dt.equal(py::dtype::of<double>())) return DType::float64;
+  throw TypeError(std::string(name) + ": expected dtype float32 or float64, got " + dtype_str(dt));
+}
+
+TensorView view_of(const py::array& a, DType dtype, const char* name) {
+  if (a.ndim() > kMaxDims)
+    throw ValueError(std::string(name) + ": expected at most " + std::to_string(kMaxDims) + " dimensions, got " +
+                     std::to_string(a.ndim()));
+  TensorView v;
+  v.data = const_cast<void*>(a.data());
+  v.dtype = dtype;
+  v.ndim = static_cast<int>(a.ndim());
+  v.writable = a.writeable();
+  for (int i = 0; i < v.ndim; ++i) {
+    v.shape[i] = a.shape(i);
+    v.strides[i] = a.strides(i) / a.itemsize();
+  }
+  return v;
+}
+
+constexpr int kContiguousAligned = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+
+bool contiguous_aligned(const py::array& a) {
+  return (py::detail::array_proxy(a.ptr())->flags & kContiguousAligned) == kContiguousAligned;
+}
+
+}  // namespace
+
+TensorView input_array(py::handle obj, const char* name, KeepAlive& keep) {
+  py::array a = as_ndarray(obj, name);
+  const DType dtype = float_dtype(a, name);
+  if (!contiguous_aligned(a)) {
+    a = py::module_::import("numpy").attr("ascontiguousarray")(a);
+    keep.push_back(a);
+  }
+  return view_of(a, dtype, name);
+}
+
+TensorView output_array(py::handle obj, const char* name, DType dtype, const std::vector<int64_t>& shape) {
+  py::array a = as_ndarray(obj, name);
+  const py::dtype dt = a.dtype();
+  const bool dtype_ok = dtype == DType::float32 ? dt.equal(py::dtype::of<float>()) : dt.equal(py::dtype::of<double>());
+  if (!dtype_ok)
+    throw TypeError(std::string(name) + ": expected dtype " + dtype_name(dtype) + ", got " + dtype_str(dt));
+  TensorView v = view_of(a, dtype, name);
+  bool shape_ok = v.ndim == static_cast<int>(shape.size());
+  for (int i = 0; shape_ok && i < v.ndim; ++i) shape_ok = v.shape[i] == shape[i];
+  if (!shape_ok) {
+    TensorView want;
+    want.ndim = static_cast<int>(shape.size());
+    for (int i = 0; i < want.ndim; ++i) want.shape[i] = shape[i];
+    throw ValueError(std::string(name) + ": expected shape " + want.shape_str() + ", got " + v.shape_str());
+  }
+  if (!a.writeable()) throw ValueError(std::string(name) + ": expected a writable array, got a read-only one");
+  if (!contiguous_aligned(a))
+    throw ValueError(std::string(name) +
+                     ": expected a C-contiguous, aligned array (it is written in place, so it cannot be copied), "
+                     "got strides " +
+                     py::str(py::tuple(a.attr("strides"))).cast<std::string>());
+  return v;
+}
+
+TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& shape) {
+  std::vector<py::ssize_t> s(shape.begin(), shape.end());
+  py::array a = dtype == DType::float32 ? py::array(py::array_t<float>(s)) : py::array(py::array_t<double>(s));
+  obj = a;
+  return view_of(a, dtype, "out");
+}
+
+}  // namespace fdnn::bind

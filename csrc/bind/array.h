@@ -1,0 +1,46 @@
+// NumPy array -> TensorView, with the checks every binding needs. Inputs may be any strided
+// array (a contiguous copy is made and kept alive for the call); outputs must be exactly
+// right, because the caller expects them to be written in place.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/check.h"
+#include "common/tensor.h"
+
+namespace fdnn::bind {
+
+namespace py = pybind11;
+
+std::string type_name(py::handle obj);
+std::string dtype_str(const py::dtype& dt);
+
+// Keeps the contiguous copies of inputs alive for the duration of a call.
+using KeepAlive = std::vector<py::object>;
+
+// A float32/float64 NumPy array, made C-contiguous and aligned if it is not.
+TensorView input_array(py::handle obj, const char* name, KeepAlive& keep);
+inline std::optional<TensorView> optional_input_array(py::handle obj, const char* name, KeepAlive& keep) {
+  if (obj.is_none()) return std::nullopt;
+  return input_array(obj, name, keep);
+}
+
+// An array the kernel writes into: must be a NumPy array of exactly this dtype and shape,
+// C-contiguous, aligned and writable.
+TensorView output_array(py::handle obj, const char* name, DType dtype, const std::vector<int64_t>& shape);
+
+// A new uninitialized C-contiguous array; `obj` receives the owning Python object.
+TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& shape);
+
+// `out` if given (checked as above), else a new array.
+inline TensorView output_or_new(py::object& obj, const char* name, DType dtype, const std::vector<int64_t>& shape) {
+  if (obj.is_none()) return new_array(obj, dtype, shape);
+  return output_array(obj, name, dtype, shape);
+}
+
+}  // namespace fdnn::bind

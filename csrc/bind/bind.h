@@ -1,0 +1,8 @@
+// One registration function per family; module.cpp calls them all.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace fdnn::bind {
+void bind_linear(pybind11::module_& m);
+}  // namespace fdnn::bind

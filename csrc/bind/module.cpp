@@ -1,0 +1,52 @@
+// The fusednn._C module: exception translation, threads, build information, and the families.
+#include <omp.h>
+#include <pybind11/stl.h>
+
+#include "bind/bind.h"
+#include "common/blas.h"
+#include "common/check.h"
+#include "common/isa.h"
+#include "common/parallel.h"
+
+namespace py = pybind11;
+
+#ifndef FUSEDNN_COMPILER
+#define FUSEDNN_COMPILER "unknown"
+#endif
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fusednn CPU kernels";
+  fdnn::blas_use_one_thread();
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const fdnn::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const fdnn::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  m.def(
+      "set_num_threads",
+      [](int n) {
+        if (n < 1) throw fdnn::ValueError("n: expected a thread count >= 1, got " + std::to_string(n));
+        fdnn::set_num_threads(n);
+      },
+      py::arg("n"), "Threads used by fusednn's kernels, GEMMs included.");
+  m.def("get_num_threads", &fdnn::num_threads, "Threads used by fusednn's kernels, GEMMs included.");
+
+  m.def("_build_info", []() {
+    py::dict d;
+    d["compiler"] = FUSEDNN_COMPILER;
+    d["isa_paths_compiled"] = fdnn::isa_paths_compiled();
+    d["isa_path_selected"] = fdnn::isa_path_selected();
+    d["openmp"] = _OPENMP;
+    d["blas"] = std::string("scipy-openblas32: ") + fdnn::blas_config();
+    d["blas_core"] = fdnn::blas_core();
+    return d;
+  });
+
+  fdnn::bind::bind_linear(m);
+}

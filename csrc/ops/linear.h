@@ -1,0 +1,33 @@
+// Linear layer y = act(x @ w.T + b): the element math shared by the CPU and CUDA builds, and
+// the CPU entry points. Plain C++ (no CUDA includes).
+//
+// Shapes (row-major, contiguous): x (n, in), w (out, in), b (out) or null, y and dy (n, out),
+// dx (n, in), dw (out, in), db (out) or null.
+#pragma once
+
+#include <cstdint>
+
+#include "common/macros.h"
+
+namespace fdnn {
+
+enum class Activation { none = 0, relu = 1 };
+
+// NaN stays NaN, as in torch.relu and np.maximum(v, 0).
+template <typename T> FDNN_HD inline T relu(T v) { return v < T(0) ? T(0) : v; }
+
+// Gradient of relu given its output: passes where the output is positive (torch's convention:
+// zero at the kink).
+template <typename T> FDNN_HD inline T relu_grad_from_output(T dy, T y) { return y > T(0) ? dy : T(0); }
+
+// y = act(x @ w.T + b).
+template <typename T>
+void linear(T* y, const T* x, const T* w, const T* b, int64_t n, int64_t in, int64_t out, Activation act);
+
+// dz = dy * act'(y); dx = dz @ w; dw = dz.T @ x; db = sum_rows(dz). Any of dx, dw, db may be
+// null to skip it. y is needed only when act != none.
+template <typename T>
+void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* y, int64_t n, int64_t in,
+                     int64_t out, Activation act);
+
+}  // namespace fdnn

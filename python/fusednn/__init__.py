@@ -1,0 +1,41 @@
+"""fusednn: fused C++/CUDA kernels for training deep networks from NumPy and CuPy.
+
+The functional ops live in :mod:`fusednn.ops`, each with a plain NumPy twin in
+:mod:`fusednn.reference`.
+"""
+
+__version__ = "0.1.0"
+
+from fusednn import _C
+from fusednn._C import get_num_threads, set_num_threads
+
+# Start with one thread count for our loops and our BLAS (OMP_NUM_THREADS sets it).
+set_num_threads(get_num_threads())
+
+
+def build_info() -> dict:
+    """How this fusednn was built and what it runs on.
+
+    Keys: ``version``, ``compiler``, ``isa_paths_compiled`` (code paths of our vectorized
+    loops), ``isa_path_selected`` (the one this CPU runs), ``openmp`` (the OpenMP version
+    date), ``blas``, ``blas_core`` (the BLAS kernel set chosen for this CPU), ``num_threads``
+    and ``cuda`` (whether the CUDA module is built).
+    """
+    info = {"version": __version__}
+    info.update(_C._build_info())
+    info["num_threads"] = get_num_threads()
+    info["cuda"] = _cuda_available()
+    return info
+
+
+def _cuda_available() -> bool:
+    try:
+        from fusednn import _C_cuda  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+from fusednn import ops, reference  # noqa: E402
+
+__all__ = ["__version__", "build_info", "get_num_threads", "set_num_threads", "ops", "reference"]
