@@ -1,0 +1,120 @@
+"""Benchmark harness: machine ceilings, timing, and the report.
+
+Every case times fusednn, the NumPy reference written the way a user would, and PyTorch CPU
+(when importable) in the same run, each as the median of repeated calls after warm-up. The
+machine's ceilings are measured in the same run: the SGEMM peak (a large BLAS sgemm) and the
+memory bandwidth (an in-place streaming pass, one thread per core, counting bytes read and
+written), so "% of peak" compares numbers taken minutes apart on the same machine.
+"""
+
+import dataclasses
+import os
+import threading
+import time
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Case:
+    family: str
+    name: str
+    impls: Dict[str, Optional[Callable[[], object]]]  # "fusednn", "numpy", "torch"
+    flops: float = 0.0  # for GEMM-bound cases: % of SGEMM peak
+    bytes: float = 0.0  # for memory-bound cases (minimal traffic): % of bandwidth
+
+
+def median_seconds(fn, repeat, warmup=2, settle=0.05):
+    """Median wall time of fn() over `repeat` calls, after `warmup` calls. Sleeps `settle`
+    seconds first so thread pools of the previous implementation (OpenMP spin-waits, BLAS
+    workers) have gone idle."""
+    time.sleep(settle)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def sgemm_peak(repeat=5, size=3072):
+    """GFLOP/s of a large square float32 matmul through NumPy's BLAS."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), np.float32)
+    b = rng.standard_normal((size, size), np.float32)
+    c = np.empty((size, size), np.float32)
+    t = median_seconds(lambda: np.matmul(a, b, out=c), repeat, warmup=1)
+    return 2.0 * size**3 / t / 1e9
+
+
+def memory_bandwidth(repeat=7, megabytes=256, threads=None):
+    """GB/s of `x *= a` over a 256 MB float32 array, split over one thread per core (NumPy
+    releases the GIL in ufuncs), counting each byte read and written."""
+    threads = threads or os.cpu_count() or 1
+    x = np.ones(megabytes * 2**20 // 4, np.float32)
+    parts = np.array_split(x, threads)
+    factor = np.float32(1.0000001)
+
+    def scale_all():
+        workers = [threading.Thread(target=np.multiply, args=(p, factor), kwargs={"out": p}) for p in parts]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    t = median_seconds(scale_all, repeat, warmup=1)
+    return 2.0 * x.nbytes / t / 1e9
+
+
+def format_time(seconds):
+    if seconds is None:
+        return "-"
+    if seconds >= 1e-1:
+        return f"{seconds:.3f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def run_cases(cases, repeat, peaks):
+    """Times every case; returns one result dict per case."""
+    results = []
+    for case in cases:
+        times = {}
+        for impl, fn in case.impls.items():
+            times[impl] = None if fn is None else median_seconds(fn, repeat)
+        t = times["fusednn"]
+        row = {"family": case.family, "case": case.name, "seconds": times}
+        for other in ("numpy", "torch"):
+            row[f"speedup_vs_{other}"] = times[other] / t if times.get(other) else None
+        if case.flops:
+            row["gflops"] = case.flops / t / 1e9
+            row["fraction_of_peak"] = row["gflops"] / peaks["sgemm_gflops"]
+            row["roof"] = "SGEMM peak"
+        elif case.bytes:
+            row["gbytes_per_s"] = case.bytes / t / 1e9
+            row["fraction_of_peak"] = row["gbytes_per_s"] / peaks["bandwidth_gbytes"]
+            row["roof"] = "memory bandwidth"
+        results.append(row)
+        print(format_row(row), flush=True)
+    return results
+
+
+HEADER = (f"{'case':34} {'fusednn':>10} {'numpy':>10} {'torch':>10} {'vs numpy':>9} {'vs torch':>9}  "
+          f"{'fusednn rate, % of roof':<}")
+
+
+def format_row(row):
+    s = row["seconds"]
+    vs = {k: (f"{row[f'speedup_vs_{k}']:.2f}x" if row[f"speedup_vs_{k}"] else "-") for k in ("numpy", "torch")}
+    if "gflops" in row:
+        rate = f"{row['gflops']:.0f} GFLOP/s = {row['fraction_of_peak']:.0%} of SGEMM peak"
+    elif "gbytes_per_s" in row:
+        rate = f"{row['gbytes_per_s']:.1f} GB/s = {row['fraction_of_peak']:.0%} of bandwidth"
+    else:
+        rate = ""
+    return (f"{row['family'] + ' ' + row['case']:34} {format_time(s['fusednn']):>10} {format_time(s.get('numpy')):>10} "
+            f"{format_time(s.get('torch')):>10} {vs['numpy']:>9} {vs['torch']:>9}  {rate}")
