@@ -66,6 +66,7 @@ def test_large_values(dtype):
             assert_reduction_close(g, r, r64)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_nan_and_inf_propagate_like_numpy(dtype, activation):
