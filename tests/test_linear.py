@@ -152,6 +152,16 @@ def test_strided_inputs_are_accepted():
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
 
 
+def test_unaligned_inputs_are_accepted():
+    rng = np.random.default_rng(9)
+    x, w, b = make((7, 5, 3), rng, np.float32)
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    x_unaligned = raw[1:].view(np.float32).reshape(x.shape)
+    x_unaligned[...] = x
+    assert not x_unaligned.flags.aligned
+    np.testing.assert_allclose(ops.linear(x_unaligned, w, b), reference.linear(x, w, b), rtol=1e-5, atol=1e-6)
+
+
 def test_out_is_written_in_place_and_returned():
     rng = np.random.default_rng(5)
     x, w, b = make((8, 5, 3), rng, np.float32)
@@ -250,6 +260,7 @@ def test_forward_bad_activation():
         (lambda: np.empty((2, 4), np.float32).T, ValueError, r"out: expected a C-contiguous"),
         (lambda: np.empty((4, 4), np.float32)[:, ::2], ValueError, r"out: expected a C-contiguous"),
         (lambda: _read_only(np.empty((4, 2), np.float32)), ValueError, r"out: expected a writable array"),
+        (lambda: np.zeros(33, np.uint8)[1:].view(np.float32).reshape(4, 2), ValueError, r"out: expected a C-contiguous, aligned"),
         (lambda: [[0.0] * 2] * 4, TypeError, r"out: expected a numpy.ndarray"),
     ],
 )

@@ -53,7 +53,8 @@ TensorView input_array(py::handle obj, const char* name, KeepAlive& keep) {
   py::array a = as_ndarray(obj, name);
   const DType dtype = float_dtype(a, name);
   if (!contiguous_aligned(a)) {
-    a = py::module_::import("numpy").attr("ascontiguousarray")(a);
+    // A fresh C-ordered copy (np.ascontiguousarray would return an unaligned input as is).
+    a = py::module_::import("numpy").attr("array")(a, py::arg("order") = "C", py::arg("copy") = true);
     keep.push_back(a);
   }
   return view_of(a, dtype, name);
