@@ -25,10 +25,11 @@ class Case:
     bytes: float = 0.0  # for memory-bound cases (minimal traffic): % of bandwidth
 
 
-def median_seconds(fn, repeat, warmup=2, settle=0.05):
+def median_seconds(fn, repeat, warmup=2, settle=0.25):
     """Median wall time of fn() over `repeat` calls, after `warmup` calls. Sleeps `settle`
-    seconds first so thread pools of the previous implementation (OpenMP spin-waits, BLAS
-    workers) have gone idle."""
+    seconds first so the thread pools of whatever ran before have gone idle: OpenMP workers
+    spin for milliseconds and OpenBLAS workers yield-spin for ~0.1 s after their last call,
+    taking cores from the next implementation."""
     time.sleep(settle)
     for _ in range(warmup):
         fn()
