@@ -12,10 +12,6 @@ enum class DType { float32, float64 };
 
 inline const char* dtype_name(DType d) { return d == DType::float32 ? "float32" : "float64"; }
 
-template <typename T> constexpr DType dtype_of();
-template <> constexpr DType dtype_of<float>() { return DType::float32; }
-template <> constexpr DType dtype_of<double>() { return DType::float64; }
-
 constexpr int kMaxDims = 8;
 
 struct TensorView {
@@ -32,15 +28,6 @@ struct TensorView {
     return n;
   }
   int64_t itemsize() const { return dtype == DType::float32 ? 4 : 8; }
-  int64_t nbytes() const { return numel() * itemsize(); }
-  bool is_contiguous() const {
-    int64_t expected = 1;
-    for (int i = ndim - 1; i >= 0; --i) {
-      if (shape[i] != 1 && strides[i] != expected) return false;
-      expected *= shape[i];
-    }
-    return true;
-  }
   std::string shape_str() const {
     std::string s = "(";
     for (int i = 0; i < ndim; ++i) {
