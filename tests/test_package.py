@@ -55,3 +55,6 @@ def test_cupy_arrays_without_cuda_module_get_a_clear_error():
         fusednn.ops.linear(FakeCupyArray(), FakeCupyArray())
     with pytest.raises(TypeError, match=r"arrays must all be NumPy or all be CuPy, got a mix: x is numpy, w is cupy"):
         fusednn.ops.linear(np.ones((2, 2), np.float32), FakeCupyArray())
+    a = np.ones((2, 2), np.float32)
+    with pytest.raises(TypeError, match=r"got a mix: dy is numpy, x is numpy, w is numpy, out\[1\] is cupy"):
+        fusednn.ops.linear_backward(a, a, a, out=(None, FakeCupyArray(), None))

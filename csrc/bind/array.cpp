@@ -33,7 +33,6 @@ TensorView view_of(const py::array& a, DType dtype, const char* name) {
   v.data = const_cast<void*>(a.data());
   v.dtype = dtype;
   v.ndim = static_cast<int>(a.ndim());
-  v.writable = a.writeable();
   for (int i = 0; i < v.ndim; ++i) {
     v.shape[i] = a.shape(i);
     v.strides[i] = a.strides(i) / a.itemsize();

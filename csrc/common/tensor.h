@@ -20,7 +20,6 @@ struct TensorView {
   int ndim = 0;
   int64_t shape[kMaxDims] = {};
   int64_t strides[kMaxDims] = {};  // in elements
-  bool writable = false;
 
   int64_t numel() const {
     int64_t n = 1;

@@ -35,8 +35,12 @@ template <typename T> Buffer<T> scratch(int64_t count) {
 template <typename T>
 FDNN_MULTIVERSION void broadcast_rows(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT b, int64_t rows, int64_t cols,
                                       int64_t ld) {
-  for (int64_t r = 0; r < rows; ++r, y += ld)
-    for (int64_t j = 0; j < cols; ++j) y[j] = b ? b[j] : T(0);
+  for (int64_t r = 0; r < rows; ++r, y += ld) {
+    if (b)
+      std::copy(b, b + cols, y);
+    else
+      std::fill(y, y + cols, T(0));
+  }
 }
 
 template <typename T> FDNN_MULTIVERSION void relu_rows(T* FDNN_RESTRICT y, int64_t rows, int64_t cols, int64_t ld) {

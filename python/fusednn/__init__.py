@@ -9,9 +9,6 @@ __version__ = "0.1.0"
 from fusednn import _C
 from fusednn._C import get_num_threads, set_num_threads
 
-# Start with one thread count for our loops and our BLAS (OMP_NUM_THREADS sets it).
-set_num_threads(get_num_threads())
-
 
 def build_info() -> dict:
     """How this fusednn was built and what it runs on.

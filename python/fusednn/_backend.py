@@ -12,17 +12,20 @@ def _is_cupy(a) -> bool:
 
 
 def backend_for(**arrays):
-    """The module that runs an op on these arrays (None values are ignored)."""
+    """The module that runs an op on these arrays (None values are ignored; a tuple, such as
+    ``out=(dx, dw, db)``, is checked entry by entry as ``out[0]``, ``out[1]``, ...)."""
     kinds = {}
-    for name, a in arrays.items():
+    pending = list(arrays.items())
+    while pending:
+        name, a = pending.pop(0)
         if a is None:
             continue
-        if isinstance(a, np.ndarray):
+        if isinstance(a, tuple):
+            pending[:0] = [(f"{name}[{i}]", v) for i, v in enumerate(a)]
+        elif isinstance(a, np.ndarray):
             kinds[name] = "numpy"
         elif _is_cupy(a):
             kinds[name] = "cupy"
-        elif isinstance(a, (tuple, list)) and name == "out":
-            continue  # a tuple of output arrays; the kernel checks each one
         else:
             raise TypeError(f"{name}: expected a numpy.ndarray or cupy.ndarray, got {type(a).__module__}."
                             f"{type(a).__qualname__}")
