@@ -6,6 +6,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,5 +43,35 @@ inline TensorView output_or_new(py::object& obj, const char* name, DType dtype, 
   if (obj.is_none()) return new_array(obj, dtype, shape);
   return output_array(obj, name, dtype, shape);
 }
+
+}  // namespace fdnn::bind
+
+namespace fdnn::bind {
+
+// Scalar arguments, checked with messages that name them.
+// A real number (Python or NumPy, not bool); `expected` describes the valid values for the
+// message, e.g. "a drop probability in [0, 1)" (the caller checks the range).
+double float_arg(py::handle obj, const char* name, const char* expected = "a real number");
+uint64_t uint64_arg(py::handle obj, const char* name);  // an integer in [0, 2**64)
+int64_t int64_arg(py::handle obj, const char* name);    // an integer that fits in int64
+std::string choice_arg(py::handle obj, const char* name, std::initializer_list<const char*> choices);
+
+// A NumPy scalar of the dtype, e.g. numpy.float32(v).
+py::object numpy_scalar(double v, DType dtype);
+
+// Calls f(float{}) or f(double{}) for the dtype; f reads the type with decltype.
+template <typename F> void dispatch(DType dtype, F&& f) {
+  if (dtype == DType::float32)
+    f(float{});
+  else
+    f(double{});
+}
+
+// Python's shape tuple of a view, as a vector.
+std::vector<int64_t> shape_of(const TensorView& t);
+
+// True when the two views are the same shape.
+bool same_shape(const TensorView& a, const TensorView& b);
+void check_same_shape(const TensorView& t, const char* name, const TensorView& ref, const char* ref_name);
 
 }  // namespace fdnn::bind

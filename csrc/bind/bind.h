@@ -5,4 +5,7 @@
 
 namespace fdnn::bind {
 void bind_linear(pybind11::module_& m);
+void bind_xent(pybind11::module_& m);
+void bind_norm(pybind11::module_& m);
+void bind_dropout(pybind11::module_& m);
 }  // namespace fdnn::bind

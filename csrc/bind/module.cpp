@@ -49,4 +49,7 @@ PYBIND11_MODULE(_C, m) {
   });
 
   fdnn::bind::bind_linear(m);
+  fdnn::bind::bind_xent(m);
+  fdnn::bind::bind_norm(m);
+  fdnn::bind::bind_dropout(m);
 }

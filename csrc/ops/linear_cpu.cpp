@@ -1,13 +1,11 @@
 // CPU linear forward and backward: the GEMMs come from BLAS; the bias, the ReLU and the
 // bias-gradient reduction are fused around them in as few passes as possible.
 #include <algorithm>
-#include <cstdlib>
-#include <memory>
-#include <new>
 
 #include "common/blas.h"
 #include "common/isa.h"
 #include "common/parallel.h"
+#include "common/scratch.h"
 #include "ops/linear.h"
 
 namespace fdnn {
@@ -15,19 +13,6 @@ namespace {
 
 // Rows per block for the row-parallel passes: about 64K elements, independent of threads.
 int64_t rows_per_block(int64_t cols) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, cols)); }
-
-template <typename T> struct FreeDeleter {
-  void operator()(T* p) const { std::free(p); }
-};
-template <typename T> using Buffer = std::unique_ptr<T[], FreeDeleter<T>>;
-
-// Uninitialized, 64-byte aligned scratch.
-template <typename T> Buffer<T> scratch(int64_t count) {
-  const size_t bytes = (static_cast<size_t>(std::max<int64_t>(count, 1)) * sizeof(T) + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
-  return Buffer<T>(static_cast<T*>(p));
-}
 
 // ---- vectorized leaf loops (one clone per ISA) ----
 

@@ -1,6 +1,19 @@
 """Functional ops on NumPy arrays (CuPy once the CUDA module lands): each has a NumPy twin
-of the same name in :mod:`fusednn.reference`."""
+of the same name in :mod:`fusednn.reference`. Exact semantics: docs/ops.md."""
 
+from fusednn.ops.dropout import (drop_connect, drop_connect_backward, dropout, dropout_backward, dropout_mask,
+                                 gaussian_noise)
 from fusednn.ops.linear import linear, linear_backward
+from fusednn.ops.norm import (batch_norm, batch_norm_backward, layer_norm, layer_norm_backward, local_response_norm,
+                              local_response_norm_backward, weight_norm, weight_norm_backward)
+from fusednn.ops.xent import (log_softmax, log_softmax_backward, softmax, softmax_backward, softmax_cross_entropy,
+                              softmax_cross_entropy_with_grad)
 
-__all__ = ["linear", "linear_backward"]
+__all__ = [
+    "linear", "linear_backward",
+    "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
+    "softmax_cross_entropy", "softmax_cross_entropy_with_grad",
+    "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
+    "weight_norm", "weight_norm_backward", "local_response_norm", "local_response_norm_backward",
+    "dropout_mask", "dropout", "dropout_backward", "drop_connect", "drop_connect_backward", "gaussian_noise",
+]

@@ -1,6 +1,21 @@
 """Plain NumPy implementations of every op in :mod:`fusednn.ops`, with the same names and
-signatures: the specification the kernels are tested against."""
+signatures: the specification the kernels are tested against (docs/ops.md)."""
 
+from fusednn.reference.dropout import (drop_connect, drop_connect_backward, dropout, dropout_backward, dropout_mask,
+                                       gaussian_noise, philox4x32_10, philox_uint32)
 from fusednn.reference.linear import linear, linear_backward
+from fusednn.reference.norm import (batch_norm, batch_norm_backward, layer_norm, layer_norm_backward,
+                                    local_response_norm, local_response_norm_backward, weight_norm,
+                                    weight_norm_backward)
+from fusednn.reference.xent import (log_softmax, log_softmax_backward, softmax, softmax_backward,
+                                    softmax_cross_entropy, softmax_cross_entropy_with_grad)
 
-__all__ = ["linear", "linear_backward"]
+__all__ = [
+    "linear", "linear_backward",
+    "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
+    "softmax_cross_entropy", "softmax_cross_entropy_with_grad",
+    "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
+    "weight_norm", "weight_norm_backward", "local_response_norm", "local_response_norm_backward",
+    "dropout_mask", "dropout", "dropout_backward", "drop_connect", "drop_connect_backward", "gaussian_noise",
+    "philox4x32_10", "philox_uint32",
+]

@@ -1,0 +1,316 @@
+// Bindings of batch, layer, weight and local response normalization.
+#include <optional>
+#include <string>
+
+#include "bind/array.h"
+#include "bind/bind.h"
+#include "ops/norm.h"
+
+namespace fdnn::bind {
+namespace {
+
+template <typename T> T* ptr_or_null(const std::optional<TensorView>& t) { return t ? t->ptr<T>() : nullptr; }
+
+std::string repr_str(py::handle h) { return py::repr(h).cast<std::string>(); }
+
+// A 1-D per-feature parameter (gamma, beta, mean, inv_std, g) of length len, or None.
+std::optional<TensorView> feature_array(py::handle obj, const char* name, int64_t len, const char* what, DType dtype,
+                                        KeepAlive& keep) {
+  auto t = optional_input_array(obj, name, keep);
+  if (!t) return t;
+  check_same_dtype(*t, name, dtype, "x");
+  if (t->ndim != 1 || t->shape[0] != len)
+    throw ValueError(std::string(name) + ": expected shape (" + what + ",) = (" + std::to_string(len) + ",), got " +
+                     t->shape_str());
+  return t;
+}
+
+TensorView required(const std::optional<TensorView>& t, const char* name) {
+  if (!t) throw ValueError(std::string(name) + ": expected an array, got None");
+  return *t;
+}
+
+double eps_arg(py::handle obj) {
+  const double eps = float_arg(obj, "eps", "a value > 0");
+  if (!(eps > 0.0)) throw ValueError("eps: expected a value > 0, got " + repr_str(obj));
+  return eps;
+}
+
+struct BnShape {
+  int64_t n, c, s;
+};
+BnShape bn_shape(const TensorView& x) {
+  if (x.ndim < 2)
+    throw ValueError("x: expected an array with ndim >= 2 (N, C, ...), got " + std::to_string(x.ndim) + "-D");
+  BnShape b{x.shape[0], x.shape[1], 1};
+  for (int i = 2; i < x.ndim; ++i) b.s *= x.shape[i];
+  return b;
+}
+
+py::tuple batch_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_obj, py::object rm_obj,
+                        py::object rv_obj, bool training, py::object momentum_obj, py::object eps_obj) {
+  KeepAlive keep;
+  const TensorView x = input_array(x_obj, "x", keep);
+  const BnShape b = bn_shape(x);
+  const auto gamma = feature_array(gamma_obj, "gamma", b.c, "C", x.dtype, keep);
+  const auto beta = feature_array(beta_obj, "beta", b.c, "C", x.dtype, keep);
+  const double momentum = float_arg(momentum_obj, "momentum", "a value in [0, 1]");
+  if (!(momentum >= 0.0 && momentum <= 1.0))
+    throw ValueError("momentum: expected a value in [0, 1], got " + repr_str(momentum_obj));
+  const double eps = eps_arg(eps_obj);
+  std::optional<TensorView> rm, rv;
+  if (!rm_obj.is_none()) rm = output_array(rm_obj, "running_mean", x.dtype, {b.c});
+  if (!rv_obj.is_none()) rv = output_array(rv_obj, "running_var", x.dtype, {b.c});
+  if (rm && rv) check_no_overlap(*rm, "running_mean", *rv, "running_var");
+  for (const auto& [buf, name] : {std::pair{&rm, "running_mean"}, std::pair{&rv, "running_var"}})
+    if (*buf) {
+      check_no_overlap(**buf, name, x, "x");
+      if (gamma) check_no_overlap(**buf, name, *gamma, "gamma");
+      if (beta) check_no_overlap(**buf, name, *beta, "beta");
+    }
+  if (!training && !(rm && rv))
+    throw ValueError(std::string(rm ? "running_var" : "running_mean") + ": required when training=False, got None");
+  if (training && b.n * b.s <= 1)
+    throw ValueError("x: batch norm in training needs more than 1 value per channel, got N * spatial = " +
+                     std::to_string(b.n * b.s));
+  py::object y_obj = py::none(), mean_obj = py::none(), is_obj = py::none();
+  const TensorView y = new_array(y_obj, x.dtype, shape_of(x));
+  const TensorView mean = new_array(mean_obj, x.dtype, {b.c});
+  const TensorView inv_std = new_array(is_obj, x.dtype, {b.c});
+  {
+    py::gil_scoped_release release;
+    dispatch(x.dtype, [&](auto t) {
+      using T = decltype(t);
+      batch_norm<T>(y.ptr<T>(), mean.ptr<T>(), inv_std.ptr<T>(), ptr_or_null<T>(rm), ptr_or_null<T>(rv), x.ptr<T>(),
+                    ptr_or_null<T>(gamma), ptr_or_null<T>(beta), b.n, b.c, b.s, training, momentum, eps);
+    });
+  }
+  return py::make_tuple(y_obj, mean_obj, is_obj);
+}
+
+py::tuple batch_norm_backward_py(py::object dy_obj, py::object x_obj, py::object gamma_obj, py::object mean_obj,
+                                 py::object inv_std_obj, bool training) {
+  KeepAlive keep;
+  const TensorView x = input_array(x_obj, "x", keep);
+  const BnShape b = bn_shape(x);
+  const TensorView dy = input_array(dy_obj, "dy", keep);
+  check_same_dtype(dy, "dy", x.dtype, "x");
+  check_same_shape(dy, "dy", x, "x");
+  const auto gamma = feature_array(gamma_obj, "gamma", b.c, "C", x.dtype, keep);
+  const TensorView mean = required(feature_array(mean_obj, "mean", b.c, "C", x.dtype, keep), "mean");
+  const TensorView inv_std = required(feature_array(inv_std_obj, "inv_std", b.c, "C", x.dtype, keep), "inv_std");
+  py::object dx_obj = py::none(), dg_obj = py::none(), db_obj = py::none();
+  const TensorView dx = new_array(dx_obj, x.dtype, shape_of(x));
+  const TensorView dg = new_array(dg_obj, x.dtype, {b.c});
+  const TensorView db = new_array(db_obj, x.dtype, {b.c});
+  {
+    py::gil_scoped_release release;
+    dispatch(x.dtype, [&](auto t) {
+      using T = decltype(t);
+      batch_norm_backward<T>(dx.ptr<T>(), dg.ptr<T>(), db.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), ptr_or_null<T>(gamma),
+                             mean.ptr<T>(), inv_std.ptr<T>(), b.n, b.c, b.s, training);
+    });
+  }
+  return py::make_tuple(dx_obj, dg_obj, db_obj);
+}
+
+struct LnShape {
+  int64_t rows, d;
+  std::vector<int64_t> stat_shape;
+};
+LnShape ln_shape(const TensorView& x) {
+  if (x.ndim < 1) throw ValueError("x: expected an array with ndim >= 1, got 0-D");
+  LnShape s{1, x.shape[x.ndim - 1], {}};
+  for (int i = 0; i + 1 < x.ndim; ++i) {
+    s.rows *= x.shape[i];
+    s.stat_shape.push_back(x.shape[i]);
+  }
+  return s;
+}
+
+// mean / inv_std of layer norm: shape x.shape[:-1].
+TensorView row_stat(py::handle obj, const char* name, const LnShape& s, const TensorView& x, KeepAlive& keep) {
+  const TensorView t = input_array(obj, name, keep);
+  check_same_dtype(t, name, x.dtype, "x");
+  bool ok = t.ndim == static_cast<int>(s.stat_shape.size());
+  for (int i = 0; ok && i < t.ndim; ++i) ok = t.shape[i] == s.stat_shape[i];
+  if (!ok) {
+    TensorView want;
+    want.ndim = static_cast<int>(s.stat_shape.size());
+    for (int i = 0; i < want.ndim; ++i) want.shape[i] = s.stat_shape[i];
+    throw ValueError(std::string(name) + ": expected shape " + want.shape_str() + " (x.shape[:-1]), got " +
+                     t.shape_str());
+  }
+  return t;
+}
+
+py::tuple layer_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_obj, py::object eps_obj) {
+  KeepAlive keep;
+  const TensorView x = input_array(x_obj, "x", keep);
+  const LnShape s = ln_shape(x);
+  const auto gamma = feature_array(gamma_obj, "gamma", s.d, "D", x.dtype, keep);
+  const auto beta = feature_array(beta_obj, "beta", s.d, "D", x.dtype, keep);
+  const double eps = eps_arg(eps_obj);
+  py::object y_obj = py::none(), mean_obj = py::none(), is_obj = py::none();
+  const TensorView y = new_array(y_obj, x.dtype, shape_of(x));
+  const TensorView mean = new_array(mean_obj, x.dtype, s.stat_shape);
+  const TensorView inv_std = new_array(is_obj, x.dtype, s.stat_shape);
+  {
+    py::gil_scoped_release release;
+    dispatch(x.dtype, [&](auto t) {
+      using T = decltype(t);
+      layer_norm<T>(y.ptr<T>(), mean.ptr<T>(), inv_std.ptr<T>(), x.ptr<T>(), ptr_or_null<T>(gamma),
+                    ptr_or_null<T>(beta), s.rows, s.d, eps);
+    });
+  }
+  return py::make_tuple(y_obj, mean_obj, is_obj);
+}
+
+py::tuple layer_norm_backward_py(py::object dy_obj, py::object x_obj, py::object gamma_obj, py::object mean_obj,
+                                 py::object inv_std_obj) {
+  KeepAlive keep;
+  const TensorView x = input_array(x_obj, "x", keep);
+  const LnShape s = ln_shape(x);
+  const TensorView dy = input_array(dy_obj, "dy", keep);
+  check_same_dtype(dy, "dy", x.dtype, "x");
+  check_same_shape(dy, "dy", x, "x");
+  const auto gamma = feature_array(gamma_obj, "gamma", s.d, "D", x.dtype, keep);
+  const TensorView mean = row_stat(mean_obj, "mean", s, x, keep);
+  const TensorView inv_std = row_stat(inv_std_obj, "inv_std", s, x, keep);
+  py::object dx_obj = py::none(), dg_obj = py::none(), db_obj = py::none();
+  const TensorView dx = new_array(dx_obj, x.dtype, shape_of(x));
+  const TensorView dg = new_array(dg_obj, x.dtype, {s.d});
+  const TensorView db = new_array(db_obj, x.dtype, {s.d});
+  {
+    py::gil_scoped_release release;
+    dispatch(x.dtype, [&](auto t) {
+      using T = decltype(t);
+      layer_norm_backward<T>(dx.ptr<T>(), dg.ptr<T>(), db.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), ptr_or_null<T>(gamma),
+                             mean.ptr<T>(), inv_std.ptr<T>(), s.rows, s.d);
+    });
+  }
+  return py::make_tuple(dx_obj, dg_obj, db_obj);
+}
+
+struct WnShape {
+  int64_t rows, d;
+};
+WnShape wn_shape(const TensorView& v) {
+  if (v.ndim < 1) throw ValueError("v: expected an array with ndim >= 1 (out, ...), got 0-D");
+  return {v.shape[0], v.shape[0] ? v.numel() / v.shape[0] : 0};
+}
+
+py::object weight_norm_py(py::object v_obj, py::object g_obj) {
+  KeepAlive keep;
+  const TensorView v = input_array(v_obj, "v", keep);
+  const WnShape s = wn_shape(v);
+  const TensorView g = input_array(g_obj, "g", keep);
+  check_same_dtype(g, "g", v.dtype, "v");
+  if (g.ndim != 1 || g.shape[0] != s.rows)
+    throw ValueError("g: expected shape (out,) = (" + std::to_string(s.rows) + ",), got " + g.shape_str());
+  py::object w_obj = py::none();
+  const TensorView w = new_array(w_obj, v.dtype, shape_of(v));
+  {
+    py::gil_scoped_release release;
+    dispatch(v.dtype, [&](auto t) {
+      using T = decltype(t);
+      weight_norm<T>(w.ptr<T>(), v.ptr<T>(), g.ptr<T>(), s.rows, s.d);
+    });
+  }
+  return w_obj;
+}
+
+py::tuple weight_norm_backward_py(py::object dw_obj, py::object v_obj, py::object g_obj) {
+  KeepAlive keep;
+  const TensorView v = input_array(v_obj, "v", keep);
+  const WnShape s = wn_shape(v);
+  const TensorView dw = input_array(dw_obj, "dw", keep);
+  check_same_dtype(dw, "dw", v.dtype, "v");
+  check_same_shape(dw, "dw", v, "v");
+  const TensorView g = input_array(g_obj, "g", keep);
+  check_same_dtype(g, "g", v.dtype, "v");
+  if (g.ndim != 1 || g.shape[0] != s.rows)
+    throw ValueError("g: expected shape (out,) = (" + std::to_string(s.rows) + ",), got " + g.shape_str());
+  py::object dv_obj = py::none(), dg_obj = py::none();
+  const TensorView dv = new_array(dv_obj, v.dtype, shape_of(v));
+  const TensorView dg = new_array(dg_obj, v.dtype, {s.rows});
+  {
+    py::gil_scoped_release release;
+    dispatch(v.dtype, [&](auto t) {
+      using T = decltype(t);
+      weight_norm_backward<T>(dv.ptr<T>(), dg.ptr<T>(), dw.ptr<T>(), v.ptr<T>(), g.ptr<T>(), s.rows, s.d);
+    });
+  }
+  return py::make_tuple(dv_obj, dg_obj);
+}
+
+struct LrnArgs {
+  int64_t n, c, s, size;
+  double alpha, beta, k;
+};
+LrnArgs lrn_args(const TensorView& x, py::handle size, py::handle alpha, py::handle beta, py::handle k) {
+  if (x.ndim < 3)
+    throw ValueError("x: expected an array with ndim >= 3 (N, C, ...), got " + std::to_string(x.ndim) + "-D");
+  LrnArgs a{x.shape[0], x.shape[1], 1, int64_arg(size, "size"), float_arg(alpha, "alpha"), float_arg(beta, "beta"),
+            float_arg(k, "k")};
+  if (a.size < 1) throw ValueError("size: expected an integer >= 1, got " + repr_str(size));
+  for (int i = 2; i < x.ndim; ++i) a.s *= x.shape[i];
+  return a;
+}
+
+py::object lrn_py(py::object x_obj, py::object size, py::object alpha, py::object beta, py::object k) {
+  KeepAlive keep;
+  const TensorView x = input_array(x_obj, "x", keep);
+  const LrnArgs a = lrn_args(x, size, alpha, beta, k);
+  py::object y_obj = py::none();
+  const TensorView y = new_array(y_obj, x.dtype, shape_of(x));
+  {
+    py::gil_scoped_release release;
+    dispatch(x.dtype, [&](auto t) {
+      using T = decltype(t);
+      local_response_norm<T>(y.ptr<T>(), x.ptr<T>(), a.n, a.c, a.s, a.size, a.alpha, a.beta, a.k);
+    });
+  }
+  return y_obj;
+}
+
+py::object lrn_backward_py(py::object dy_obj, py::object x_obj, py::object size, py::object alpha, py::object beta,
+                           py::object k) {
+  KeepAlive keep;
+  const TensorView x = input_array(x_obj, "x", keep);
+  const LrnArgs a = lrn_args(x, size, alpha, beta, k);
+  const TensorView dy = input_array(dy_obj, "dy", keep);
+  check_same_dtype(dy, "dy", x.dtype, "x");
+  check_same_shape(dy, "dy", x, "x");
+  py::object dx_obj = py::none();
+  const TensorView dx = new_array(dx_obj, x.dtype, shape_of(x));
+  {
+    py::gil_scoped_release release;
+    dispatch(x.dtype, [&](auto t) {
+      using T = decltype(t);
+      local_response_norm_backward<T>(dx.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), a.n, a.c, a.s, a.size, a.alpha, a.beta,
+                                      a.k);
+    });
+  }
+  return dx_obj;
+}
+
+}  // namespace
+
+void bind_norm(py::module_& m) {
+  m.def("batch_norm", &batch_norm_py, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
+        py::arg("running_var"), py::arg("training"), py::arg("momentum"), py::arg("eps"));
+  m.def("batch_norm_backward", &batch_norm_backward_py, py::arg("dy"), py::arg("x"), py::arg("gamma"),
+        py::arg("mean"), py::arg("inv_std"), py::arg("training"));
+  m.def("layer_norm", &layer_norm_py, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps"));
+  m.def("layer_norm_backward", &layer_norm_backward_py, py::arg("dy"), py::arg("x"), py::arg("gamma"),
+        py::arg("mean"), py::arg("inv_std"));
+  m.def("weight_norm", &weight_norm_py, py::arg("v"), py::arg("g"));
+  m.def("weight_norm_backward", &weight_norm_backward_py, py::arg("dw"), py::arg("v"), py::arg("g"));
+  m.def("local_response_norm", &lrn_py, py::arg("x"), py::arg("size"), py::arg("alpha"), py::arg("beta"),
+        py::arg("k"));
+  m.def("local_response_norm_backward", &lrn_backward_py, py::arg("dy"), py::arg("x"), py::arg("size"),
+        py::arg("alpha"), py::arg("beta"), py::arg("k"));
+}
+
+}  // namespace fdnn::bind

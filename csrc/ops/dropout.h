@@ -1,0 +1,41 @@
+// Dropout, DropConnect and Gaussian noise from the counter-based Philox stream
+// (common/philox.h): element i's random word depends only on (seed, offset, i), so masks are
+// the same for any thread count and on any device, and backward regenerates them.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common/macros.h"
+#include "common/philox.h"
+
+namespace fdnn {
+
+// Box-Muller: two 32-bit words -> two standard normals, in double.
+FDNN_HD inline void box_muller(uint32_t a, uint32_t b, double& z0, double& z1) {
+  const double two_pi = 6.283185307179586476925286766559;
+  const double u1 = (static_cast<double>(a >> 8) + 1.0) * (1.0 / 16777216.0);  // (0, 1]
+  const double u2 = static_cast<double>(b >> 8) * (1.0 / 16777216.0);          // [0, 1)
+  const double radius = sqrt(-2.0 * log(u1));
+  z0 = radius * cos(two_pi * u2);
+  z1 = radius * sin(two_pi * u2);
+}
+
+// y[i] = x[i] * (keep_i ? keep_scale : 0), with keep_i = dropout_keep(r_i, threshold).
+// Training dropout (scale 1/(1-p) or 1), its backward and DropConnect are all this call.
+template <typename T>
+void dropout_apply(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, T keep_scale);
+
+// y[i] = x[i] * scale (vanilla dropout at evaluation).
+template <typename T> void scale_copy(T* y, const T* x, int64_t n, T scale);
+
+// mask[i] = keep_i (1 or 0).
+void dropout_mask(uint8_t* mask, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold);
+
+// y[i] = x[i] + std * z_i (computed in double), z_i standard normal.
+template <typename T> void gaussian_noise(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, double std);
+
+// out[b] = Philox4x32-10(counters[b], key) for n blocks of 4 words (for known-answer tests).
+void philox4x32_10_blocks(uint32_t* out, const uint32_t* counters, int64_t n, uint32_t k0, uint32_t k1);
+
+}  // namespace fdnn

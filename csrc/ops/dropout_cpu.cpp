@@ -1,0 +1,158 @@
+// CPU dropout and noise. The Philox rounds run on 16 counters at once in a lane loop that
+// the compiler vectorizes (AVX-512: one vpmuludq pair per round covers all 16), then the
+// 64 words are applied to 64 contiguous elements.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common/isa.h"
+#include "common/parallel.h"
+#include "ops/dropout.h"
+
+namespace fdnn {
+namespace {
+
+constexpr int kBlocksPerChunk = 16;                  // Philox blocks generated together
+constexpr int kChunk = 4 * kBlocksPerChunk;          // elements they cover
+constexpr int64_t kElementsPerTask = 64 * 1024;      // fixed partition (a multiple of kChunk)
+
+// Sixteen Philox counters at once in GCC vector types, which each ISA clone lowers to its own
+// registers (one zmm on AVX-512, two ymm on AVX2, four xmm on the baseline). The arithmetic is
+// philox4x32_10's (common/philox.h), lane by lane; tests check both against the known answers.
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint64_t u64x8 __attribute__((vector_size(64)));
+
+// High and low 32-bit halves of a * m in every lane (32x32 -> 64-bit products of the even and
+// the odd lanes, recombined).
+__attribute__((always_inline)) inline void mulhilo(u32x16 a, uint32_t m, u32x16& hi, u32x16& lo) {
+  const u64x8 low_mask = u64x8{} + 0xffffffffull;
+  const u64x8 a64 = reinterpret_cast<u64x8>(a);
+  const u64x8 even = (a64 & low_mask) * static_cast<uint64_t>(m);
+  const u64x8 odd = (a64 >> 32) * static_cast<uint64_t>(m);
+  hi = reinterpret_cast<u32x16>((even >> 32) | (odd & ~low_mask));
+  lo = reinterpret_cast<u32x16>((even & low_mask) | (odd << 32));
+}
+
+// The 64 words of elements [i0, i0 + 64), in element order; i0 is a multiple of 64, so the low
+// counter word of the first block is a multiple of 16 and adding the lane index never carries.
+__attribute__((always_inline)) inline void chunk_words(uint32_t* FDNN_RESTRICT w, const PhiloxStream& s, int64_t i0) {
+  const uint64_t j0 = static_cast<uint64_t>(i0) / 4;
+  const u32x16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  u32x16 c0 = lane + static_cast<uint32_t>(j0);
+  u32x16 c1 = u32x16{} + static_cast<uint32_t>(j0 >> 32);
+  u32x16 c2 = u32x16{} + s.o0;
+  u32x16 c3 = u32x16{} + s.o1;
+  uint32_t k0 = s.k0, k1 = s.k1;
+  for (int round = 0; round < 10; ++round) {
+    u32x16 hi0, lo0, hi1, lo1;
+    mulhilo(c0, kPhiloxM0, hi0, lo0);
+    mulhilo(c2, kPhiloxM1, hi1, lo1);
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  // Transpose to element order: block l's words c0[l] c1[l] c2[l] c3[l] are elements 4l .. 4l+3.
+  const u32x16 lo_pairs = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+  const u32x16 hi_pairs = lo_pairs + 8;
+  const u64x8 a0 = reinterpret_cast<u64x8>(__builtin_shuffle(c0, c1, lo_pairs));  // (c0 c1) of blocks 0-7
+  const u64x8 a1 = reinterpret_cast<u64x8>(__builtin_shuffle(c0, c1, hi_pairs));  // blocks 8-15
+  const u64x8 b0 = reinterpret_cast<u64x8>(__builtin_shuffle(c2, c3, lo_pairs));  // (c2 c3) of blocks 0-7
+  const u64x8 b1 = reinterpret_cast<u64x8>(__builtin_shuffle(c2, c3, hi_pairs));
+  const u64x8 first = {0, 8, 1, 9, 2, 10, 3, 11}, second = {4, 12, 5, 13, 6, 14, 7, 15};
+  const u64x8 out[4] = {__builtin_shuffle(a0, b0, first), __builtin_shuffle(a0, b0, second),
+                        __builtin_shuffle(a1, b1, first), __builtin_shuffle(a1, b1, second)};
+  std::memcpy(w, out, sizeof(out));
+}
+
+template <typename T>
+FDNN_MULTIVERSION void dropout_range(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t begin, int64_t end,
+                                     PhiloxStream s, uint32_t threshold, T keep_scale) {
+  alignas(64) uint32_t w[kChunk];
+  for (int64_t i0 = begin; i0 < end; i0 += kChunk) {
+    chunk_words(w, s, i0);
+    const int64_t m = std::min<int64_t>(kChunk, end - i0);
+    if (m == kChunk) {
+#pragma omp simd
+      for (int k = 0; k < kChunk; ++k) y[i0 + k] = x[i0 + k] * (dropout_keep(w[k], threshold) ? keep_scale : T(0));
+    } else {
+      for (int64_t k = 0; k < m; ++k) y[i0 + k] = x[i0 + k] * (dropout_keep(w[k], threshold) ? keep_scale : T(0));
+    }
+  }
+}
+
+FDNN_MULTIVERSION void mask_range(uint8_t* FDNN_RESTRICT mask, int64_t begin, int64_t end, PhiloxStream s,
+                                  uint32_t threshold) {
+  alignas(64) uint32_t w[kChunk];
+  for (int64_t i0 = begin; i0 < end; i0 += kChunk) {
+    chunk_words(w, s, i0);
+    const int64_t m = std::min<int64_t>(kChunk, end - i0);
+    for (int64_t k = 0; k < m; ++k) mask[i0 + k] = dropout_keep(w[k], threshold) ? 1 : 0;
+  }
+}
+
+template <typename T>
+void noise_range(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t begin, int64_t end, PhiloxStream s,
+                 double std) {
+  alignas(64) uint32_t w[kChunk];
+  for (int64_t i0 = begin; i0 < end; i0 += kChunk) {
+    chunk_words(w, s, i0);
+    const int64_t m = std::min<int64_t>(kChunk, end - i0);
+    for (int64_t k = 0; k < m; k += 2) {
+      double z0, z1;
+      box_muller(w[k], w[k + 1], z0, z1);
+      y[i0 + k] = static_cast<T>(static_cast<double>(x[i0 + k]) + std * z0);
+      if (k + 1 < m) y[i0 + k + 1] = static_cast<T>(static_cast<double>(x[i0 + k + 1]) + std * z1);
+    }
+  }
+}
+
+template <typename T>
+FDNN_MULTIVERSION void scale_range(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t begin, int64_t end, T scale) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) y[i] = x[i] * scale;
+}
+
+}  // namespace
+
+template <typename T> void scale_copy(T* y, const T* x, int64_t n, T scale) {
+  parallel_for(n, kElementsPerTask, 2, [&](int64_t b, int64_t e) { scale_range(y, x, b, e, scale); });
+}
+
+template <typename T>
+void dropout_apply(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, T keep_scale) {
+  const PhiloxStream s(seed, offset);
+  parallel_for(n, kElementsPerTask, 8, [&](int64_t b, int64_t e) { dropout_range(y, x, b, e, s, threshold, keep_scale); });
+}
+
+void dropout_mask(uint8_t* mask, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold) {
+  const PhiloxStream s(seed, offset);
+  parallel_for(n, kElementsPerTask, 8, [&](int64_t b, int64_t e) { mask_range(mask, b, e, s, threshold); });
+}
+
+template <typename T> void gaussian_noise(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, double std) {
+  const PhiloxStream s(seed, offset);
+  parallel_for(n, kElementsPerTask, 32, [&](int64_t b, int64_t e) { noise_range(y, x, b, e, s, std); });
+}
+
+void philox4x32_10_blocks(uint32_t* out, const uint32_t* counters, int64_t n, uint32_t k0, uint32_t k1) {
+  for (int64_t b = 0; b < n; ++b) {
+    uint32_t c0 = counters[4 * b], c1 = counters[4 * b + 1], c2 = counters[4 * b + 2], c3 = counters[4 * b + 3];
+    philox4x32_10(c0, c1, c2, c3, k0, k1);
+    out[4 * b] = c0;
+    out[4 * b + 1] = c1;
+    out[4 * b + 2] = c2;
+    out[4 * b + 3] = c3;
+  }
+}
+
+template void dropout_apply<float>(float*, const float*, int64_t, uint64_t, uint64_t, uint32_t, float);
+template void dropout_apply<double>(double*, const double*, int64_t, uint64_t, uint64_t, uint32_t, double);
+template void scale_copy<float>(float*, const float*, int64_t, float);
+template void scale_copy<double>(double*, const double*, int64_t, double);
+template void gaussian_noise<float>(float*, const float*, int64_t, uint64_t, uint64_t, double);
+template void gaussian_noise<double>(double*, const double*, int64_t, uint64_t, uint64_t, double);
+
+}  // namespace fdnn

@@ -1,0 +1,522 @@
+// CPU normalization kernels. Reductions accumulate in double over fixed blocks merged in
+// block order, so results do not depend on the thread count; each block is small enough to
+// stay in cache between its passes, so x is read from memory once per kernel pass.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common/isa.h"
+#include "common/parallel.h"
+#include "common/scratch.h"
+#include "common/welford.h"
+#include "ops/norm.h"
+
+namespace fdnn {
+namespace {
+
+// Rows per block of a row-parallel pass over `cols` columns: a fixed amount of work.
+int64_t rows_per_block(int64_t cols, int64_t elements) {
+  return std::max<int64_t>(1, elements / std::max<int64_t>(1, cols));
+}
+
+template <typename T> inline T param_or(const T* p, int64_t j, T fallback) { return p ? p[j] : fallback; }
+
+// ---- batch norm, (N, C) layout: blocks of rows, per-channel partials ----
+
+// Mean and M2 per channel of rows [r0, r1) into pm, pm2 (c each).
+template <typename T>
+FDNN_MULTIVERSION void column_block_stats(double* FDNN_RESTRICT pm, double* FDNN_RESTRICT pm2,
+                                          const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
+  std::fill(pm, pm + c, 0.0);
+  std::fill(pm2, pm2 + c, 0.0);
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* row = x + r * c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) pm[j] += static_cast<double>(row[j]);
+  }
+  const double inv = 1.0 / static_cast<double>(r1 - r0);
+  for (int64_t j = 0; j < c; ++j) pm[j] *= inv;
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* row = x + r * c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      const double dev = static_cast<double>(row[j]) - pm[j];
+      pm2[j] += dev * dev;
+    }
+  }
+}
+
+// y = (x - mean) * a + beta for rows [r0, r1), a = inv_std * gamma per column.
+template <typename T>
+FDNN_MULTIVERSION void normalize_columns(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT mean,
+                                         const T* FDNN_RESTRICT a, const T* FDNN_RESTRICT beta, int64_t r0, int64_t r1,
+                                         int64_t c) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* xr = x + r * c;
+    T* yr = y + r * c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mean[j]) * a[j] + beta[j];
+  }
+}
+
+// Partial sums of dy and dy * xhat per column for rows [r0, r1).
+template <typename T>
+FDNN_MULTIVERSION void column_block_grads(double* FDNN_RESTRICT sdy, double* FDNN_RESTRICT sdyx,
+                                          const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
+                                          const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std, int64_t r0,
+                                          int64_t r1, int64_t c) {
+  std::fill(sdy, sdy + c, 0.0);
+  std::fill(sdyx, sdyx + c, 0.0);
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* g = dy + r * c;
+    const T* xr = x + r * c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      const T xhat = (xr[j] - mean[j]) * inv_std[j];
+      sdy[j] += static_cast<double>(g[j]);
+      sdyx[j] += static_cast<double>(g[j] * xhat);
+    }
+  }
+}
+
+// dx = k_dy dy - k_xhat xhat - k_0 per column for rows [r0, r1).
+template <typename T>
+FDNN_MULTIVERSION void bn_dx_columns(T* FDNN_RESTRICT dx, const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
+                                     const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std,
+                                     const T* FDNN_RESTRICT k_dy, const T* FDNN_RESTRICT k_xhat,
+                                     const T* FDNN_RESTRICT k_0, int64_t r0, int64_t r1, int64_t c, bool training) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* g = dy + r * c;
+    const T* xr = x + r * c;
+    T* d = dx + r * c;
+    if (training) {
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) d[j] = k_dy[j] * g[j] - k_xhat[j] * ((xr[j] - mean[j]) * inv_std[j]) - k_0[j];
+    } else {  // the statistics are constants: x does not enter (a NaN in x stays out of dx)
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) d[j] = k_dy[j] * g[j];
+    }
+  }
+}
+
+// ---- contiguous planes (batch norm with spatial axes, layer norm rows, weight norm rows) ----
+
+template <typename T> FDNN_MULTIVERSION double plane_sum(const T* FDNN_RESTRICT x, int64_t len) {
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < len; ++i) sum += static_cast<double>(x[i]);
+  return sum;
+}
+
+template <typename T> FDNN_MULTIVERSION double plane_sq_dev(const T* FDNN_RESTRICT x, int64_t len, double mean) {
+  double m2 = 0.0;
+#pragma omp simd reduction(+ : m2)
+  for (int64_t i = 0; i < len; ++i) {
+    const double dev = static_cast<double>(x[i]) - mean;
+    m2 += dev * dev;
+  }
+  return m2;
+}
+
+template <typename T> MeanM2 plane_stats(const T* FDNN_RESTRICT x, int64_t len) {
+  const double mean = len ? plane_sum(x, len) / static_cast<double>(len) : 0.0;
+  return {static_cast<double>(len), mean, plane_sq_dev(x, len, mean)};
+}
+
+// y = (x - mean) * a + b over a plane.
+template <typename T>
+FDNN_MULTIVERSION void normalize_plane(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t len, T mean, T a, T b) {
+#pragma omp simd
+  for (int64_t i = 0; i < len; ++i) y[i] = (x[i] - mean) * a + b;
+}
+
+// sum(dy) and sum(dy * xhat) over a plane.
+template <typename T>
+FDNN_MULTIVERSION void plane_grad_sums(double& sdy, double& sdyx, const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
+                                       int64_t len, T mean, T inv_std) {
+  double a = 0.0, b = 0.0;
+#pragma omp simd reduction(+ : a, b)
+  for (int64_t i = 0; i < len; ++i) {
+    const T xhat = (x[i] - mean) * inv_std;
+    a += static_cast<double>(dy[i]);
+    b += static_cast<double>(dy[i] * xhat);
+  }
+  sdy = a;
+  sdyx = b;
+}
+
+template <typename T>
+FDNN_MULTIVERSION void bn_dx_plane(T* FDNN_RESTRICT dx, const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
+                                   int64_t len, T mean, T inv_std, T k_dy, T k_xhat, T k_0, bool training) {
+  if (training) {
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) dx[i] = k_dy * dy[i] - k_xhat * ((x[i] - mean) * inv_std) - k_0;
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) dx[i] = k_dy * dy[i];
+  }
+}
+
+// Layer norm of rows [r0, r1).
+template <typename T>
+FDNN_MULTIVERSION void layer_norm_rows(T* FDNN_RESTRICT y, T* FDNN_RESTRICT mean, T* FDNN_RESTRICT inv_std,
+                                       const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT gamma,
+                                       const T* FDNN_RESTRICT beta, int64_t r0, int64_t r1, int64_t d, double eps) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* xr = x + r * d;
+    T* yr = y + r * d;
+    const MeanM2 st = plane_stats(xr, d);
+    const T mu = static_cast<T>(st.mean);
+    const T is = static_cast<T>(inv_std_of(st.m2 / static_cast<double>(d), eps));
+    mean[r] = mu;
+    inv_std[r] = is;
+    if (gamma && beta) {
+#pragma omp simd
+      for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] - mu) * is * gamma[j] + beta[j];
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] - mu) * is * param_or(gamma, j, T(1)) + param_or(beta, j, T(0));
+    }
+  }
+}
+
+// Layer norm backward of rows [r0, r1); pg, pb (d each) receive the block's sums of
+// dy * xhat and dy.
+template <typename T>
+FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDNN_RESTRICT pg,
+                                                double* FDNN_RESTRICT pb, const T* FDNN_RESTRICT dy,
+                                                const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT gamma,
+                                                const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std,
+                                                int64_t r0, int64_t r1, int64_t d) {
+  std::fill(pg, pg + d, 0.0);
+  std::fill(pb, pb + d, 0.0);
+  const T inv_d = T(1) / static_cast<T>(d);
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* g = dy + r * d;
+    const T* xr = x + r * d;
+    T* dr = dx + r * d;
+    const T mu = mean[r], is = inv_std[r];
+    T sg = 0, sgx = 0;
+#pragma omp simd reduction(+ : sg, sgx)
+    for (int64_t j = 0; j < d; ++j) {
+      const T xhat = (xr[j] - mu) * is;
+      const T gj = g[j] * param_or(gamma, j, T(1));
+      sg += gj;
+      sgx += gj * xhat;
+      pg[j] += static_cast<double>(g[j] * xhat);
+      pb[j] += static_cast<double>(g[j]);
+    }
+    const T mg = sg * inv_d, mgx = sgx * inv_d;
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) {
+      const T xhat = (xr[j] - mu) * is;
+      dr[j] = is * (g[j] * param_or(gamma, j, T(1)) - mg - xhat * mgx);
+    }
+  }
+}
+
+template <typename T>
+FDNN_MULTIVERSION void weight_norm_rows(T* FDNN_RESTRICT w, const T* FDNN_RESTRICT v, const T* FDNN_RESTRICT g,
+                                        int64_t r0, int64_t r1, int64_t d) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* vr = v + r * d;
+    double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t j = 0; j < d; ++j) ss += static_cast<double>(vr[j]) * static_cast<double>(vr[j]);
+    const T scale = static_cast<T>(static_cast<double>(g[r]) / std::sqrt(ss));
+    T* wr = w + r * d;
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) wr[j] = vr[j] * scale;
+  }
+}
+
+template <typename T>
+FDNN_MULTIVERSION void weight_norm_backward_rows(T* FDNN_RESTRICT dv, T* FDNN_RESTRICT dg, const T* FDNN_RESTRICT dw,
+                                                 const T* FDNN_RESTRICT v, const T* FDNN_RESTRICT g, int64_t r0,
+                                                 int64_t r1, int64_t d) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* vr = v + r * d;
+    const T* gr = dw + r * d;
+    double ss = 0.0, dot = 0.0;
+#pragma omp simd reduction(+ : ss, dot)
+    for (int64_t j = 0; j < d; ++j) {
+      ss += static_cast<double>(vr[j]) * static_cast<double>(vr[j]);
+      dot += static_cast<double>(gr[j]) * static_cast<double>(vr[j]);
+    }
+    const double norm = std::sqrt(ss);
+    dg[r] = static_cast<T>(dot / norm);
+    const T a = static_cast<T>(static_cast<double>(g[r]) / norm);
+    const T b = static_cast<T>(dot / ss);
+    T* out = dv + r * d;
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) out[j] = a * (gr[j] - vr[j] * b);
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- batch norm
+
+template <typename T>
+void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, const T* x, const T* gamma,
+                const T* beta, int64_t n, int64_t c, int64_t s, bool training, double momentum, double eps) {
+  const int64_t m = n * s;
+  std::vector<double> var(c);
+  if (training) {
+    std::vector<MeanM2> st(c);
+    if (s == 1) {
+      const int64_t rpb = rows_per_block(c, 32768);
+      const int64_t blocks = ceil_div(n, rpb);
+      Buffer<double> pm = scratch<double>(blocks * c), pm2 = scratch<double>(blocks * c);
+      parallel_for(n, rpb, 2 * c, [&](int64_t r0, int64_t r1) {
+        const int64_t b = r0 / rpb;
+        column_block_stats(pm.get() + b * c, pm2.get() + b * c, x, r0, r1, c);
+      });
+      for (int64_t b = 0; b < blocks; ++b) {
+        const double count = static_cast<double>(std::min(n, (b + 1) * rpb) - b * rpb);
+        for (int64_t j = 0; j < c; ++j) st[j] = merge(st[j], {count, pm[b * c + j], pm2[b * c + j]});
+      }
+    } else {
+      // Two passes over the channel's planes (the mean, then squared deviations from it):
+      // merging many small planes would lose precision when the mean dwarfs the spread.
+      parallel_for(c, 1, 2 * n * s, [&](int64_t c0, int64_t c1) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          double sum = 0.0;
+          for (int64_t i = 0; i < n; ++i) sum += plane_sum(x + (i * c + ch) * s, s);
+          const double mu = sum / static_cast<double>(m);
+          double m2 = 0.0;
+          for (int64_t i = 0; i < n; ++i) m2 += plane_sq_dev(x + (i * c + ch) * s, s, mu);
+          st[ch] = {static_cast<double>(m), mu, m2};
+        }
+      });
+    }
+    for (int64_t j = 0; j < c; ++j) {
+      var[j] = st[j].m2 / static_cast<double>(m);
+      mean[j] = static_cast<T>(st[j].mean);
+      inv_std[j] = static_cast<T>(inv_std_of(var[j], eps));
+      if (running_mean) running_mean[j] = static_cast<T>(running_update(running_mean[j], st[j].mean, momentum));
+      if (running_var)
+        running_var[j] = static_cast<T>(
+            running_update(running_var[j], var[j] * static_cast<double>(m) / static_cast<double>(m - 1), momentum));
+    }
+  } else {
+    for (int64_t j = 0; j < c; ++j) {
+      mean[j] = running_mean[j];
+      inv_std[j] = static_cast<T>(inv_std_of(running_var[j], eps));
+    }
+  }
+  // y = (x - mean) * (inv_std * gamma) + beta
+  Buffer<T> a = scratch<T>(c), b = scratch<T>(c);
+  for (int64_t j = 0; j < c; ++j) {
+    a[j] = inv_std[j] * param_or(gamma, j, T(1));
+    b[j] = param_or(beta, j, T(0));
+  }
+  if (s == 1) {
+    parallel_for(n, rows_per_block(c, 16384), c,
+                 [&](int64_t r0, int64_t r1) { normalize_columns(y, x, mean, a.get(), b.get(), r0, r1, c); });
+  } else {
+    parallel_for(n * c, std::max<int64_t>(1, 16384 / s), s, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t ch = p % c;
+        normalize_plane(y + p * s, x + p * s, s, mean[ch], a[ch], b[ch]);
+      }
+    });
+  }
+}
+
+template <typename T>
+void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* gamma, const T* mean,
+                         const T* inv_std, int64_t n, int64_t c, int64_t s, bool training) {
+  std::vector<double> sdy(c, 0.0), sdyx(c, 0.0);
+  if (s == 1) {
+    const int64_t rpb = rows_per_block(c, 32768);
+    const int64_t blocks = ceil_div(n, rpb);
+    Buffer<double> p1 = scratch<double>(blocks * c), p2 = scratch<double>(blocks * c);
+    parallel_for(n, rpb, 2 * c, [&](int64_t r0, int64_t r1) {
+      const int64_t b = r0 / rpb;
+      column_block_grads(p1.get() + b * c, p2.get() + b * c, dy, x, mean, inv_std, r0, r1, c);
+    });
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t j = 0; j < c; ++j) {
+        sdy[j] += p1[b * c + j];
+        sdyx[j] += p2[b * c + j];
+      }
+  } else {
+    parallel_for(c, 1, 2 * n * s, [&](int64_t c0, int64_t c1) {
+      for (int64_t ch = c0; ch < c1; ++ch)
+        for (int64_t i = 0; i < n; ++i) {
+          double a, b;
+          const int64_t off = (i * c + ch) * s;
+          plane_grad_sums(a, b, dy + off, x + off, s, mean[ch], inv_std[ch]);
+          sdy[ch] += a;
+          sdyx[ch] += b;
+        }
+    });
+  }
+  Buffer<T> k_dy = scratch<T>(c), k_xhat = scratch<T>(c), k_0 = scratch<T>(c);
+  const double m = static_cast<double>(n * s);
+  for (int64_t j = 0; j < c; ++j) {
+    dbeta[j] = static_cast<T>(sdy[j]);
+    dgamma[j] = static_cast<T>(sdyx[j]);
+    const BnGradCoeffs k = batch_norm_grad_coeffs(param_or(gamma, j, T(1)), inv_std[j], sdyx[j], sdy[j], m, training);
+    k_dy[j] = static_cast<T>(k.k_dy);
+    k_xhat[j] = static_cast<T>(k.k_xhat);
+    k_0[j] = static_cast<T>(k.k_0);
+  }
+  if (s == 1) {
+    parallel_for(n, rows_per_block(c, 16384), 2 * c, [&](int64_t r0, int64_t r1) {
+      bn_dx_columns(dx, dy, x, mean, inv_std, k_dy.get(), k_xhat.get(), k_0.get(), r0, r1, c, training);
+    });
+  } else {
+    parallel_for(n * c, std::max<int64_t>(1, 16384 / s), 2 * s, [&](int64_t q0, int64_t q1) {
+      for (int64_t p = q0; p < q1; ++p) {
+        const int64_t ch = p % c;
+        bn_dx_plane(dx + p * s, dy + p * s, x + p * s, s, mean[ch], inv_std[ch], k_dy[ch], k_xhat[ch], k_0[ch],
+                    training);
+      }
+    });
+  }
+}
+
+// ---------------------------------------------------------------- layer norm
+
+template <typename T>
+void layer_norm(T* y, T* mean, T* inv_std, const T* x, const T* gamma, const T* beta, int64_t rows, int64_t d,
+                double eps) {
+  parallel_for(rows, rows_per_block(d, 16384), 2 * d, [&](int64_t r0, int64_t r1) {
+    layer_norm_rows(y, mean, inv_std, x, gamma, beta, r0, r1, d, eps);
+  });
+}
+
+template <typename T>
+void layer_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* gamma, const T* mean,
+                         const T* inv_std, int64_t rows, int64_t d) {
+  const int64_t rpb = rows_per_block(d, 65536);
+  const int64_t blocks = ceil_div(rows, rpb);
+  Buffer<double> pg = scratch<double>(blocks * d), pb = scratch<double>(blocks * d);
+  parallel_for(rows, rpb, 3 * d, [&](int64_t r0, int64_t r1) {
+    const int64_t b = r0 / rpb;
+    layer_norm_backward_rows(dx, pg.get() + b * d, pb.get() + b * d, dy, x, gamma, mean, inv_std, r0, r1, d);
+  });
+  std::vector<double> sg(d, 0.0), sb(d, 0.0);
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t j = 0; j < d; ++j) {
+      sg[j] += pg[b * d + j];
+      sb[j] += pb[b * d + j];
+    }
+  for (int64_t j = 0; j < d; ++j) {
+    dgamma[j] = static_cast<T>(sg[j]);
+    dbeta[j] = static_cast<T>(sb[j]);
+  }
+}
+
+// ---------------------------------------------------------------- weight norm
+
+template <typename T> void weight_norm(T* w, const T* v, const T* g, int64_t rows, int64_t d) {
+  parallel_for(rows, rows_per_block(d, 16384), d,
+               [&](int64_t r0, int64_t r1) { weight_norm_rows(w, v, g, r0, r1, d); });
+}
+
+template <typename T>
+void weight_norm_backward(T* dv, T* dg, const T* dw, const T* v, const T* g, int64_t rows, int64_t d) {
+  parallel_for(rows, rows_per_block(d, 16384), 2 * d,
+               [&](int64_t r0, int64_t r1) { weight_norm_backward_rows(dv, dg, dw, v, g, r0, r1, d); });
+}
+
+// ---------------------------------------------------------------- local response norm
+
+namespace {
+constexpr int64_t kLrnSpan = 256;  // spatial positions per task
+
+// For one image and spatial positions [s0, s0 + len): base[ch][i] = k + alpha/size * window sum.
+template <typename T>
+void lrn_base(double* base, const T* x, int64_t c, int64_t s, int64_t s0, int64_t len, int64_t size, double alpha,
+              double k) {
+  const double a = alpha / static_cast<double>(size);
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double* out = base + ch * len;
+    std::fill(out, out + len, 0.0);
+    const int64_t lo = std::max<int64_t>(0, lrn_window_lo(ch, size));
+    const int64_t hi = std::min<int64_t>(c - 1, lrn_window_hi(ch, size));
+    for (int64_t cc = lo; cc <= hi; ++cc) {
+      const T* xr = x + cc * s + s0;
+      for (int64_t i = 0; i < len; ++i) out[i] += static_cast<double>(xr[i]) * static_cast<double>(xr[i]);
+    }
+    for (int64_t i = 0; i < len; ++i) out[i] = k + a * out[i];
+  }
+}
+}  // namespace
+
+template <typename T>
+void local_response_norm(T* y, const T* x, int64_t n, int64_t c, int64_t s, int64_t size, double alpha, double beta,
+                         double k) {
+  const int64_t spans = ceil_div(s, kLrnSpan);
+  parallel_for(n * spans, 1, c * kLrnSpan * size, [&](int64_t t0, int64_t t1) {
+    Buffer<double> base = scratch<double>(c * kLrnSpan);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t img = t / spans, s0 = (t % spans) * kLrnSpan, len = std::min(kLrnSpan, s - s0);
+      const T* xi = x + img * c * s;
+      T* yi = y + img * c * s;
+      lrn_base(base.get(), xi, c, s, s0, len, size, alpha, k);
+      for (int64_t ch = 0; ch < c; ++ch)
+        for (int64_t i = 0; i < len; ++i)
+          yi[ch * s + s0 + i] =
+              static_cast<T>(static_cast<double>(xi[ch * s + s0 + i]) * std::pow(base[ch * len + i], -beta));
+    }
+  });
+}
+
+// dx_j = dy_j d_j^-beta - 2 alpha beta / size * x_j * sum_{c : j in window(c)} dy_c x_c d_c^(-beta-1)
+template <typename T>
+void local_response_norm_backward(T* dx, const T* dy, const T* x, int64_t n, int64_t c, int64_t s, int64_t size,
+                                  double alpha, double beta, double k) {
+  const int64_t spans = ceil_div(s, kLrnSpan);
+  const double coef = 2.0 * alpha * beta / static_cast<double>(size);
+  parallel_for(n * spans, 1, 2 * c * kLrnSpan * size, [&](int64_t t0, int64_t t1) {
+    Buffer<double> base = scratch<double>(c * kLrnSpan), term = scratch<double>(c * kLrnSpan);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t img = t / spans, s0 = (t % spans) * kLrnSpan, len = std::min(kLrnSpan, s - s0);
+      const int64_t off = img * c * s + s0;
+      lrn_base(base.get(), x + img * c * s, c, s, s0, len, size, alpha, k);
+      for (int64_t ch = 0; ch < c; ++ch)
+        for (int64_t i = 0; i < len; ++i) {
+          const double b = base[ch * len + i];
+          const double p = std::pow(b, -beta);
+          term[ch * len + i] = static_cast<double>(dy[off + ch * s + i]) * static_cast<double>(x[off + ch * s + i]) *
+                               p / b;
+          base[ch * len + i] = p;
+        }
+      // Channel j is in the window of c for c in [j - (size - 1) / 2, j + size / 2].
+      for (int64_t j = 0; j < c; ++j) {
+        const int64_t lo = std::max<int64_t>(0, j - (size - 1) / 2);
+        const int64_t hi = std::min<int64_t>(c - 1, j + size / 2);
+        for (int64_t i = 0; i < len; ++i) {
+          double acc = 0.0;
+          for (int64_t cc = lo; cc <= hi; ++cc) acc += term[cc * len + i];
+          const int64_t e = off + j * s + i;
+          dx[e] = static_cast<T>(static_cast<double>(dy[e]) * base[j * len + i] -
+                                 coef * static_cast<double>(x[e]) * acc);
+        }
+      }
+    }
+  });
+}
+
+#define FDNN_INSTANTIATE(T)                                                                                        \
+  template void batch_norm<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, bool,    \
+                              double, double);                                                                     \
+  template void batch_norm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,       \
+                                       int64_t, int64_t, bool);                                                    \
+  template void layer_norm<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, double);                  \
+  template void layer_norm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,       \
+                                       int64_t);                                                                   \
+  template void weight_norm<T>(T*, const T*, const T*, int64_t, int64_t);                                          \
+  template void weight_norm_backward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t);                   \
+  template void local_response_norm<T>(T*, const T*, int64_t, int64_t, int64_t, int64_t, double, double, double);  \
+  template void local_response_norm_backward<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t, double, \
+                                                double, double);
+FDNN_INSTANTIATE(float)
+FDNN_INSTANTIATE(double)
+#undef FDNN_INSTANTIATE
+
+}  // namespace fdnn

@@ -1,0 +1,66 @@
+"""Batch, layer, weight and local response normalization, forward and backward."""
+
+from fusednn._backend import backend_for
+
+
+def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training, momentum=0.1, eps=1e-5):
+    """Batch normalization of (N, C) or (N, C, *spatial) input, per channel.
+
+    Training uses the batch mean and biased variance and, when given, updates
+    ``running_mean`` / ``running_var`` in place as PyTorch does (``momentum`` weights the new
+    value; the running variance takes the unbiased batch variance; the course's rho is
+    1 - momentum). Evaluation uses the running statistics.
+
+    Args:
+        x: (N, C, ...) float32 or float64.
+        gamma, beta: (C,) scale and shift, or None for 1 and 0.
+        running_mean, running_var: (C,) C-contiguous writable arrays of x's dtype, or None
+            (required when ``training=False``).
+
+    Returns:
+        ``(y, mean, inv_std)``; ``mean`` and ``inv_std`` (C,) are what
+        :func:`batch_norm_backward` needs.
+    """
+    return backend_for(x=x, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var).batch_norm(
+        x, gamma, beta, running_mean, running_var, training, momentum, eps)
+
+
+def batch_norm_backward(dy, x, gamma, mean, inv_std, *, training=True):
+    """``(dx, dgamma, dbeta)`` of :func:`batch_norm` from the forward's ``mean`` and
+    ``inv_std``; ``training=False`` treats the statistics as constants."""
+    return backend_for(dy=dy, x=x, gamma=gamma, mean=mean, inv_std=inv_std).batch_norm_backward(
+        dy, x, gamma, mean, inv_std, training)
+
+
+def layer_norm(x, gamma, beta, *, eps=1e-5):
+    """Layer normalization over the last axis; returns ``(y, mean, inv_std)`` with the
+    statistics of shape ``x.shape[:-1]``. ``gamma``/``beta``: (D,) or None."""
+    return backend_for(x=x, gamma=gamma, beta=beta).layer_norm(x, gamma, beta, eps)
+
+
+def layer_norm_backward(dy, x, gamma, mean, inv_std):
+    """``(dx, dgamma, dbeta)`` of :func:`layer_norm`."""
+    return backend_for(dy=dy, x=x, gamma=gamma, mean=mean, inv_std=inv_std).layer_norm_backward(
+        dy, x, gamma, mean, inv_std)
+
+
+def weight_norm(v, g):
+    """``w = g * v / ||v||`` with one norm per output row (all axes but the first), as
+    ``torch.nn.utils.weight_norm`` with ``dim=0``."""
+    return backend_for(v=v, g=g).weight_norm(v, g)
+
+
+def weight_norm_backward(dw, v, g):
+    """``(dv, dg)`` of :func:`weight_norm`."""
+    return backend_for(dw=dw, v=v, g=g).weight_norm_backward(dw, v, g)
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """Local response normalization across the channels of (N, C, *spatial) input, with
+    ``torch.nn.functional.local_response_norm``'s definition."""
+    return backend_for(x=x).local_response_norm(x, size, alpha, beta, k)
+
+
+def local_response_norm_backward(dy, x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """``dx`` of :func:`local_response_norm`."""
+    return backend_for(dy=dy, x=x).local_response_norm_backward(dy, x, size, alpha, beta, k)
