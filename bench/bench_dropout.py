@@ -24,7 +24,7 @@ def cases(torch=None):
 
     def numpy_dropout():
         scale = np.float32(1 / (1 - P))
-        mask = gen.random(x.shape, np.float32) >= P
+        mask = gen.random(x.shape) >= P
         return x * mask * scale, dy * mask * scale
 
     torch_fn = None

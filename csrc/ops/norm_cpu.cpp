@@ -8,6 +8,7 @@
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
+#include "common/stream.h"
 #include "common/welford.h"
 #include "ops/norm.h"
 
@@ -47,15 +48,16 @@ FDNN_MULTIVERSION void column_block_stats(double* FDNN_RESTRICT pm, double* FDNN
 }
 
 // y = (x - mean) * a + beta for rows [r0, r1), a = inv_std * gamma per column.
+// Rows are built in `work` (c elements) and stored once, streamed when `stream`.
 template <typename T>
-FDNN_MULTIVERSION void normalize_columns(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT mean,
-                                         const T* FDNN_RESTRICT a, const T* FDNN_RESTRICT beta, int64_t r0, int64_t r1,
-                                         int64_t c) {
+FDNN_MULTIVERSION void normalize_columns(T* FDNN_RESTRICT y, T* FDNN_RESTRICT work, const T* FDNN_RESTRICT x,
+                                         const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT a,
+                                         const T* FDNN_RESTRICT beta, int64_t r0, int64_t r1, int64_t c, bool stream) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* xr = x + r * c;
-    T* yr = y + r * c;
 #pragma omp simd
-    for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mean[j]) * a[j] + beta[j];
+    for (int64_t j = 0; j < c; ++j) work[j] = (xr[j] - mean[j]) * a[j] + beta[j];
+    store_row(y + r * c, work, c, stream);
   }
 }
 
@@ -81,14 +83,15 @@ FDNN_MULTIVERSION void column_block_grads(double* FDNN_RESTRICT sdy, double* FDN
 
 // dx = k_dy dy - k_xhat xhat - k_0 per column for rows [r0, r1).
 template <typename T>
-FDNN_MULTIVERSION void bn_dx_columns(T* FDNN_RESTRICT dx, const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
+FDNN_MULTIVERSION void bn_dx_columns(T* FDNN_RESTRICT dx, T* FDNN_RESTRICT d, const T* FDNN_RESTRICT dy,
+                                     const T* FDNN_RESTRICT x,
                                      const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std,
                                      const T* FDNN_RESTRICT k_dy, const T* FDNN_RESTRICT k_xhat,
-                                     const T* FDNN_RESTRICT k_0, int64_t r0, int64_t r1, int64_t c, bool training) {
+                                     const T* FDNN_RESTRICT k_0, int64_t r0, int64_t r1, int64_t c, bool training,
+                                     bool stream) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* g = dy + r * c;
     const T* xr = x + r * c;
-    T* d = dx + r * c;
     if (training) {
 #pragma omp simd
       for (int64_t j = 0; j < c; ++j) d[j] = k_dy[j] * g[j] - k_xhat[j] * ((xr[j] - mean[j]) * inv_std[j]) - k_0[j];
@@ -96,6 +99,7 @@ FDNN_MULTIVERSION void bn_dx_columns(T* FDNN_RESTRICT dx, const T* FDNN_RESTRICT
 #pragma omp simd
       for (int64_t j = 0; j < c; ++j) d[j] = k_dy[j] * g[j];
     }
+    store_row(dx + r * c, d, c, stream);
   }
 }
 
@@ -159,12 +163,12 @@ FDNN_MULTIVERSION void bn_dx_plane(T* FDNN_RESTRICT dx, const T* FDNN_RESTRICT d
 
 // Layer norm of rows [r0, r1).
 template <typename T>
-FDNN_MULTIVERSION void layer_norm_rows(T* FDNN_RESTRICT y, T* FDNN_RESTRICT mean, T* FDNN_RESTRICT inv_std,
-                                       const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT gamma,
-                                       const T* FDNN_RESTRICT beta, int64_t r0, int64_t r1, int64_t d, double eps) {
+FDNN_MULTIVERSION void layer_norm_rows(T* FDNN_RESTRICT y, T* FDNN_RESTRICT yr, T* FDNN_RESTRICT mean,
+                                       T* FDNN_RESTRICT inv_std, const T* FDNN_RESTRICT x,
+                                       const T* FDNN_RESTRICT gamma, const T* FDNN_RESTRICT beta, int64_t r0,
+                                       int64_t r1, int64_t d, double eps, bool stream) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* xr = x + r * d;
-    T* yr = y + r * d;
     const MeanM2 st = plane_stats(xr, d);
     const T mu = static_cast<T>(st.mean);
     const T is = static_cast<T>(inv_std_of(st.m2 / static_cast<double>(d), eps));
@@ -177,24 +181,24 @@ FDNN_MULTIVERSION void layer_norm_rows(T* FDNN_RESTRICT y, T* FDNN_RESTRICT mean
 #pragma omp simd
       for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] - mu) * is * param_or(gamma, j, T(1)) + param_or(beta, j, T(0));
     }
+    store_row(y + r * d, yr, d, stream);
   }
 }
 
 // Layer norm backward of rows [r0, r1); pg, pb (d each) receive the block's sums of
 // dy * xhat and dy.
 template <typename T>
-FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDNN_RESTRICT pg,
+FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, T* FDNN_RESTRICT dr, double* FDNN_RESTRICT pg,
                                                 double* FDNN_RESTRICT pb, const T* FDNN_RESTRICT dy,
                                                 const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT gamma,
                                                 const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std,
-                                                int64_t r0, int64_t r1, int64_t d) {
+                                                int64_t r0, int64_t r1, int64_t d, bool stream) {
   std::fill(pg, pg + d, 0.0);
   std::fill(pb, pb + d, 0.0);
   const T inv_d = T(1) / static_cast<T>(d);
   for (int64_t r = r0; r < r1; ++r) {
     const T* g = dy + r * d;
     const T* xr = x + r * d;
-    T* dr = dx + r * d;
     const T mu = mean[r], is = inv_std[r];
     T sg = 0, sgx = 0;
 #pragma omp simd reduction(+ : sg, sgx)
@@ -212,6 +216,7 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
       const T xhat = (xr[j] - mu) * is;
       dr[j] = is * (g[j] * param_or(gamma, j, T(1)) - mg - xhat * mgx);
     }
+    store_row(dx + r * d, dr, d, stream);
   }
 }
 
@@ -312,8 +317,12 @@ void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, cons
     b[j] = param_or(beta, j, T(0));
   }
   if (s == 1) {
-    parallel_for(n, rows_per_block(c, 16384), c,
-                 [&](int64_t r0, int64_t r1) { normalize_columns(y, x, mean, a.get(), b.get(), r0, r1, c); });
+    const bool stream = stream_output(n * c, sizeof(T));
+    parallel_for(n, rows_per_block(c, 16384), c, [&](int64_t r0, int64_t r1) {
+      Buffer<T> work = scratch<T>(c);
+      normalize_columns(y, work.get(), x, mean, a.get(), b.get(), r0, r1, c, stream);
+      if (stream) stream_fence();
+    });
   } else {
     parallel_for(n * c, std::max<int64_t>(1, 16384 / s), s, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
@@ -364,8 +373,12 @@ void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
     k_0[j] = static_cast<T>(k.k_0);
   }
   if (s == 1) {
+    const bool stream = stream_output(n * c, sizeof(T));
     parallel_for(n, rows_per_block(c, 16384), 2 * c, [&](int64_t r0, int64_t r1) {
-      bn_dx_columns(dx, dy, x, mean, inv_std, k_dy.get(), k_xhat.get(), k_0.get(), r0, r1, c, training);
+      Buffer<T> work = scratch<T>(c);
+      bn_dx_columns(dx, work.get(), dy, x, mean, inv_std, k_dy.get(), k_xhat.get(), k_0.get(), r0, r1, c, training,
+                    stream);
+      if (stream) stream_fence();
     });
   } else {
     parallel_for(n * c, std::max<int64_t>(1, 16384 / s), 2 * s, [&](int64_t q0, int64_t q1) {
@@ -383,8 +396,11 @@ void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
 template <typename T>
 void layer_norm(T* y, T* mean, T* inv_std, const T* x, const T* gamma, const T* beta, int64_t rows, int64_t d,
                 double eps) {
+  const bool stream = stream_output(rows * d, sizeof(T));
   parallel_for(rows, rows_per_block(d, 16384), 2 * d, [&](int64_t r0, int64_t r1) {
-    layer_norm_rows(y, mean, inv_std, x, gamma, beta, r0, r1, d, eps);
+    Buffer<T> work = scratch<T>(d);
+    layer_norm_rows(y, work.get(), mean, inv_std, x, gamma, beta, r0, r1, d, eps, stream);
+    if (stream) stream_fence();
   });
 }
 
@@ -394,9 +410,13 @@ void layer_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
   const int64_t rpb = rows_per_block(d, 65536);
   const int64_t blocks = ceil_div(rows, rpb);
   Buffer<double> pg = scratch<double>(blocks * d), pb = scratch<double>(blocks * d);
+  const bool stream = stream_output(rows * d, sizeof(T));
   parallel_for(rows, rpb, 3 * d, [&](int64_t r0, int64_t r1) {
     const int64_t b = r0 / rpb;
-    layer_norm_backward_rows(dx, pg.get() + b * d, pb.get() + b * d, dy, x, gamma, mean, inv_std, r0, r1, d);
+    Buffer<T> work = scratch<T>(d);
+    layer_norm_backward_rows(dx, work.get(), pg.get() + b * d, pb.get() + b * d, dy, x, gamma, mean, inv_std, r0, r1,
+                             d, stream);
+    if (stream) stream_fence();
   });
   std::vector<double> sg(d, 0.0), sb(d, 0.0);
   for (int64_t b = 0; b < blocks; ++b)
