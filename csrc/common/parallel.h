@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <exception>
 
 namespace fdnn {
 
@@ -32,6 +33,9 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Calls f(begin, end) for the blocks [0, block), [block, 2 block), ... of [0, n).
 // work_per_index estimates the elements touched per index, to decide whether threads pay.
+// An exception thrown by f (e.g. std::bad_alloc from a scratch buffer) is caught on its thread
+// (one escaping an OpenMP region would terminate the process), the remaining blocks are skipped,
+// and the first exception is rethrown on the calling thread.
 template <class F>
 void parallel_for(int64_t n, int64_t block, int64_t work_per_index, F&& f) {
   if (n <= 0) return;
@@ -42,8 +46,20 @@ void parallel_for(int64_t n, int64_t block, int64_t work_per_index, F&& f) {
     for (int64_t b = 0; b < n_blocks; ++b) f(b * block, std::min(n, (b + 1) * block));
     return;
   }
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t b = 0; b < n_blocks; ++b) f(b * block, std::min(n, (b + 1) * block));
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    if (failed.load(std::memory_order_relaxed)) continue;
+    try {
+      f(b * block, std::min(n, (b + 1) * block));
+    } catch (...) {
+#pragma omp critical(fdnn_parallel_for_error)
+      if (!error) error = std::current_exception();
+      failed.store(true, std::memory_order_relaxed);
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace fdnn

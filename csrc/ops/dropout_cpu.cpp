@@ -1,13 +1,12 @@
-// CPU dropout and noise. The Philox rounds run on 16 counters at once in a lane loop that
-// the compiler vectorizes (AVX-512: one vpmuludq pair per round covers all 16), then the
-// 64 words are applied to 64 contiguous elements.
+// CPU dropout and noise. The Philox rounds run on 16 counters at once in GCC vector types
+// (one AVX-512 register, or two AVX2 / four SSE registers in the other ISA clones); the 64
+// words are transposed to element order and applied to 64 contiguous elements.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "common/isa.h"
 #include "common/parallel.h"
-#include "common/stream.h"
 #include "ops/dropout.h"
 
 namespace fdnn {
@@ -70,16 +69,14 @@ __attribute__((always_inline)) inline void chunk_words(uint32_t* FDNN_RESTRICT w
 
 template <typename T>
 FDNN_MULTIVERSION void dropout_range(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t begin, int64_t end,
-                                     PhiloxStream s, uint32_t threshold, T keep_scale, bool stream) {
+                                     PhiloxStream s, uint32_t threshold, T keep_scale) {
   alignas(64) uint32_t w[kChunk];
-  alignas(64) T out[kChunk];
   for (int64_t i0 = begin; i0 < end; i0 += kChunk) {
     chunk_words(w, s, i0);
     const int64_t m = std::min<int64_t>(kChunk, end - i0);
     if (m == kChunk) {
 #pragma omp simd
-      for (int k = 0; k < kChunk; ++k) out[k] = x[i0 + k] * (dropout_keep(w[k], threshold) ? keep_scale : T(0));
-      store_row(y + i0, out, kChunk, stream);
+      for (int k = 0; k < kChunk; ++k) y[i0 + k] = x[i0 + k] * (dropout_keep(w[k], threshold) ? keep_scale : T(0));
     } else {
       for (int64_t k = 0; k < m; ++k) y[i0 + k] = x[i0 + k] * (dropout_keep(w[k], threshold) ? keep_scale : T(0));
     }
@@ -127,11 +124,7 @@ template <typename T> void scale_copy(T* y, const T* x, int64_t n, T scale) {
 template <typename T>
 void dropout_apply(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, T keep_scale) {
   const PhiloxStream s(seed, offset);
-  const bool stream = stream_output(n, sizeof(T));
-  parallel_for(n, kElementsPerTask, 8, [&](int64_t b, int64_t e) {
-    dropout_range(y, x, b, e, s, threshold, keep_scale, stream);
-    if (stream) stream_fence();
-  });
+  parallel_for(n, kElementsPerTask, 8, [&](int64_t b, int64_t e) { dropout_range(y, x, b, e, s, threshold, keep_scale); });
 }
 
 void dropout_mask(uint8_t* mask, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold) {

@@ -8,7 +8,6 @@
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
-#include "common/stream.h"
 #include "common/welford.h"
 #include "ops/norm.h"
 
@@ -20,44 +19,65 @@ int64_t rows_per_block(int64_t cols, int64_t elements) {
   return std::max<int64_t>(1, elements / std::max<int64_t>(1, cols));
 }
 
+// Rows per block of a pass that keeps one partial row (cols doubles) per block: as above, but
+// at most kMaxPartials blocks, so wide rows do not need rows * cols doubles of partials.
+constexpr int64_t kMaxPartials = 64;
+int64_t rows_per_partial(int64_t rows, int64_t cols, int64_t elements) {
+  return std::max(rows_per_block(cols, elements), ceil_div(rows, kMaxPartials));
+}
+
 template <typename T> inline T param_or(const T* p, int64_t j, T fallback) { return p ? p[j] : fallback; }
 
 // ---- batch norm, (N, C) layout: blocks of rows, per-channel partials ----
+
+// Column reductions over a block of rows run on chunks of kColumnChunk columns whose
+// accumulators (in T, over the block's rows) stay in registers; the block results go out in
+// double and blocks are merged in double.
+constexpr int64_t kColumnChunk = 64;
 
 // Mean and M2 per channel of rows [r0, r1) into pm, pm2 (c each).
 template <typename T>
 FDNN_MULTIVERSION void column_block_stats(double* FDNN_RESTRICT pm, double* FDNN_RESTRICT pm2,
                                           const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
-  std::fill(pm, pm + c, 0.0);
-  std::fill(pm2, pm2 + c, 0.0);
-  for (int64_t r = r0; r < r1; ++r) {
-    const T* row = x + r * c;
-#pragma omp simd
-    for (int64_t j = 0; j < c; ++j) pm[j] += static_cast<double>(row[j]);
-  }
   const double inv = 1.0 / static_cast<double>(r1 - r0);
-  for (int64_t j = 0; j < c; ++j) pm[j] *= inv;
-  for (int64_t r = r0; r < r1; ++r) {
-    const T* row = x + r * c;
+  for (int64_t j0 = 0; j0 < c; j0 += kColumnChunk) {
+    const int64_t w = std::min(kColumnChunk, c - j0);
+    T sum[kColumnChunk] = {}, m[kColumnChunk], m2[kColumnChunk] = {};
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = x + r * c + j0;
 #pragma omp simd
-    for (int64_t j = 0; j < c; ++j) {
-      const double dev = static_cast<double>(row[j]) - pm[j];
-      pm2[j] += dev * dev;
+      for (int64_t j = 0; j < w; ++j) sum[j] += row[j];
+    }
+    for (int64_t j = 0; j < w; ++j) {
+      pm[j0 + j] = static_cast<double>(sum[j]) * inv;
+      m[j] = static_cast<T>(pm[j0 + j]);
+    }
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = x + r * c + j0;
+#pragma omp simd
+      for (int64_t j = 0; j < w; ++j) {
+        const T dev = row[j] - m[j];
+        m2[j] += dev * dev;
+      }
+    }
+    // M2 about the rounded block mean m, corrected to the exact block mean pm.
+    for (int64_t j = 0; j < w; ++j) {
+      const double shift = pm[j0 + j] - static_cast<double>(m[j]);
+      pm2[j0 + j] = std::max(0.0, static_cast<double>(m2[j]) - static_cast<double>(r1 - r0) * shift * shift);
     }
   }
 }
 
 // y = (x - mean) * a + beta for rows [r0, r1), a = inv_std * gamma per column.
-// Rows are built in `work` (c elements) and stored once, streamed when `stream`.
 template <typename T>
-FDNN_MULTIVERSION void normalize_columns(T* FDNN_RESTRICT y, T* FDNN_RESTRICT work, const T* FDNN_RESTRICT x,
-                                         const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT a,
-                                         const T* FDNN_RESTRICT beta, int64_t r0, int64_t r1, int64_t c, bool stream) {
+FDNN_MULTIVERSION void normalize_columns(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT mean,
+                                         const T* FDNN_RESTRICT a, const T* FDNN_RESTRICT beta, int64_t r0, int64_t r1,
+                                         int64_t c) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* xr = x + r * c;
+    T* yr = y + r * c;
 #pragma omp simd
-    for (int64_t j = 0; j < c; ++j) work[j] = (xr[j] - mean[j]) * a[j] + beta[j];
-    store_row(y + r * c, work, c, stream);
+    for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mean[j]) * a[j] + beta[j];
   }
 }
 
@@ -67,31 +87,37 @@ FDNN_MULTIVERSION void column_block_grads(double* FDNN_RESTRICT sdy, double* FDN
                                           const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
                                           const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std, int64_t r0,
                                           int64_t r1, int64_t c) {
-  std::fill(sdy, sdy + c, 0.0);
-  std::fill(sdyx, sdyx + c, 0.0);
-  for (int64_t r = r0; r < r1; ++r) {
-    const T* g = dy + r * c;
-    const T* xr = x + r * c;
+  for (int64_t j0 = 0; j0 < c; j0 += kColumnChunk) {
+    const int64_t w = std::min(kColumnChunk, c - j0);
+    T a[kColumnChunk] = {}, b[kColumnChunk] = {};
+    const T* mu = mean + j0;
+    const T* is = inv_std + j0;
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* g = dy + r * c + j0;
+      const T* xr = x + r * c + j0;
 #pragma omp simd
-    for (int64_t j = 0; j < c; ++j) {
-      const T xhat = (xr[j] - mean[j]) * inv_std[j];
-      sdy[j] += static_cast<double>(g[j]);
-      sdyx[j] += static_cast<double>(g[j] * xhat);
+      for (int64_t j = 0; j < w; ++j) {
+        a[j] += g[j];
+        b[j] += g[j] * ((xr[j] - mu[j]) * is[j]);
+      }
+    }
+    for (int64_t j = 0; j < w; ++j) {
+      sdy[j0 + j] = static_cast<double>(a[j]);
+      sdyx[j0 + j] = static_cast<double>(b[j]);
     }
   }
 }
 
 // dx = k_dy dy - k_xhat xhat - k_0 per column for rows [r0, r1).
 template <typename T>
-FDNN_MULTIVERSION void bn_dx_columns(T* FDNN_RESTRICT dx, T* FDNN_RESTRICT d, const T* FDNN_RESTRICT dy,
-                                     const T* FDNN_RESTRICT x,
+FDNN_MULTIVERSION void bn_dx_columns(T* FDNN_RESTRICT dx, const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
                                      const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std,
                                      const T* FDNN_RESTRICT k_dy, const T* FDNN_RESTRICT k_xhat,
-                                     const T* FDNN_RESTRICT k_0, int64_t r0, int64_t r1, int64_t c, bool training,
-                                     bool stream) {
+                                     const T* FDNN_RESTRICT k_0, int64_t r0, int64_t r1, int64_t c, bool training) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* g = dy + r * c;
     const T* xr = x + r * c;
+    T* d = dx + r * c;
     if (training) {
 #pragma omp simd
       for (int64_t j = 0; j < c; ++j) d[j] = k_dy[j] * g[j] - k_xhat[j] * ((xr[j] - mean[j]) * inv_std[j]) - k_0[j];
@@ -99,7 +125,6 @@ FDNN_MULTIVERSION void bn_dx_columns(T* FDNN_RESTRICT dx, T* FDNN_RESTRICT d, co
 #pragma omp simd
       for (int64_t j = 0; j < c; ++j) d[j] = k_dy[j] * g[j];
     }
-    store_row(dx + r * c, d, c, stream);
   }
 }
 
@@ -163,12 +188,12 @@ FDNN_MULTIVERSION void bn_dx_plane(T* FDNN_RESTRICT dx, const T* FDNN_RESTRICT d
 
 // Layer norm of rows [r0, r1).
 template <typename T>
-FDNN_MULTIVERSION void layer_norm_rows(T* FDNN_RESTRICT y, T* FDNN_RESTRICT yr, T* FDNN_RESTRICT mean,
-                                       T* FDNN_RESTRICT inv_std, const T* FDNN_RESTRICT x,
-                                       const T* FDNN_RESTRICT gamma, const T* FDNN_RESTRICT beta, int64_t r0,
-                                       int64_t r1, int64_t d, double eps, bool stream) {
+FDNN_MULTIVERSION void layer_norm_rows(T* FDNN_RESTRICT y, T* FDNN_RESTRICT mean, T* FDNN_RESTRICT inv_std,
+                                       const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT gamma,
+                                       const T* FDNN_RESTRICT beta, int64_t r0, int64_t r1, int64_t d, double eps) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* xr = x + r * d;
+    T* yr = y + r * d;
     const MeanM2 st = plane_stats(xr, d);
     const T mu = static_cast<T>(st.mean);
     const T is = static_cast<T>(inv_std_of(st.m2 / static_cast<double>(d), eps));
@@ -181,42 +206,51 @@ FDNN_MULTIVERSION void layer_norm_rows(T* FDNN_RESTRICT y, T* FDNN_RESTRICT yr, 
 #pragma omp simd
       for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] - mu) * is * param_or(gamma, j, T(1)) + param_or(beta, j, T(0));
     }
-    store_row(y + r * d, yr, d, stream);
   }
 }
 
 // Layer norm backward of rows [r0, r1); pg, pb (d each) receive the block's sums of
-// dy * xhat and dy.
+// dy * xhat and dy (a second pass over the block's rows, which are still in cache).
 template <typename T>
-FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, T* FDNN_RESTRICT dr, double* FDNN_RESTRICT pg,
+FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDNN_RESTRICT pg,
                                                 double* FDNN_RESTRICT pb, const T* FDNN_RESTRICT dy,
                                                 const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT gamma,
                                                 const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std,
-                                                int64_t r0, int64_t r1, int64_t d, bool stream) {
-  std::fill(pg, pg + d, 0.0);
-  std::fill(pb, pb + d, 0.0);
+                                                int64_t r0, int64_t r1, int64_t d) {
   const T inv_d = T(1) / static_cast<T>(d);
   for (int64_t r = r0; r < r1; ++r) {
     const T* g = dy + r * d;
     const T* xr = x + r * d;
+    T* dr = dx + r * d;
     const T mu = mean[r], is = inv_std[r];
     T sg = 0, sgx = 0;
 #pragma omp simd reduction(+ : sg, sgx)
     for (int64_t j = 0; j < d; ++j) {
-      const T xhat = (xr[j] - mu) * is;
       const T gj = g[j] * param_or(gamma, j, T(1));
       sg += gj;
-      sgx += gj * xhat;
-      pg[j] += static_cast<double>(g[j] * xhat);
-      pb[j] += static_cast<double>(g[j]);
+      sgx += gj * ((xr[j] - mu) * is);
     }
     const T mg = sg * inv_d, mgx = sgx * inv_d;
 #pragma omp simd
-    for (int64_t j = 0; j < d; ++j) {
-      const T xhat = (xr[j] - mu) * is;
-      dr[j] = is * (g[j] * param_or(gamma, j, T(1)) - mg - xhat * mgx);
+    for (int64_t j = 0; j < d; ++j) dr[j] = is * (g[j] * param_or(gamma, j, T(1)) - mg - ((xr[j] - mu) * is) * mgx);
+  }
+  for (int64_t j0 = 0; j0 < d; j0 += kColumnChunk) {
+    const int64_t w = std::min(kColumnChunk, d - j0);
+    T a[kColumnChunk] = {}, b[kColumnChunk] = {};
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* g = dy + r * d + j0;
+      const T* xr = x + r * d + j0;
+      const T mu = mean[r], is = inv_std[r];
+#pragma omp simd
+      for (int64_t j = 0; j < w; ++j) {
+        a[j] += g[j] * ((xr[j] - mu) * is);
+        b[j] += g[j];
+      }
     }
-    store_row(dx + r * d, dr, d, stream);
+    for (int64_t j = 0; j < w; ++j) {
+      pg[j0 + j] = static_cast<double>(a[j]);
+      pb[j0 + j] = static_cast<double>(b[j]);
+    }
   }
 }
 
@@ -270,7 +304,7 @@ void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, cons
   if (training) {
     std::vector<MeanM2> st(c);
     if (s == 1) {
-      const int64_t rpb = rows_per_block(c, 32768);
+      const int64_t rpb = rows_per_partial(n, c, 32768);
       const int64_t blocks = ceil_div(n, rpb);
       Buffer<double> pm = scratch<double>(blocks * c), pm2 = scratch<double>(blocks * c);
       parallel_for(n, rpb, 2 * c, [&](int64_t r0, int64_t r1) {
@@ -317,12 +351,8 @@ void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, cons
     b[j] = param_or(beta, j, T(0));
   }
   if (s == 1) {
-    const bool stream = stream_output(n * c, sizeof(T));
-    parallel_for(n, rows_per_block(c, 16384), c, [&](int64_t r0, int64_t r1) {
-      Buffer<T> work = scratch<T>(c);
-      normalize_columns(y, work.get(), x, mean, a.get(), b.get(), r0, r1, c, stream);
-      if (stream) stream_fence();
-    });
+    parallel_for(n, rows_per_block(c, 16384), c,
+                 [&](int64_t r0, int64_t r1) { normalize_columns(y, x, mean, a.get(), b.get(), r0, r1, c); });
   } else {
     parallel_for(n * c, std::max<int64_t>(1, 16384 / s), s, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
@@ -338,7 +368,7 @@ void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
                          const T* inv_std, int64_t n, int64_t c, int64_t s, bool training) {
   std::vector<double> sdy(c, 0.0), sdyx(c, 0.0);
   if (s == 1) {
-    const int64_t rpb = rows_per_block(c, 32768);
+    const int64_t rpb = rows_per_partial(n, c, 32768);
     const int64_t blocks = ceil_div(n, rpb);
     Buffer<double> p1 = scratch<double>(blocks * c), p2 = scratch<double>(blocks * c);
     parallel_for(n, rpb, 2 * c, [&](int64_t r0, int64_t r1) {
@@ -373,12 +403,8 @@ void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
     k_0[j] = static_cast<T>(k.k_0);
   }
   if (s == 1) {
-    const bool stream = stream_output(n * c, sizeof(T));
     parallel_for(n, rows_per_block(c, 16384), 2 * c, [&](int64_t r0, int64_t r1) {
-      Buffer<T> work = scratch<T>(c);
-      bn_dx_columns(dx, work.get(), dy, x, mean, inv_std, k_dy.get(), k_xhat.get(), k_0.get(), r0, r1, c, training,
-                    stream);
-      if (stream) stream_fence();
+      bn_dx_columns(dx, dy, x, mean, inv_std, k_dy.get(), k_xhat.get(), k_0.get(), r0, r1, c, training);
     });
   } else {
     parallel_for(n * c, std::max<int64_t>(1, 16384 / s), 2 * s, [&](int64_t q0, int64_t q1) {
@@ -396,27 +422,20 @@ void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
 template <typename T>
 void layer_norm(T* y, T* mean, T* inv_std, const T* x, const T* gamma, const T* beta, int64_t rows, int64_t d,
                 double eps) {
-  const bool stream = stream_output(rows * d, sizeof(T));
   parallel_for(rows, rows_per_block(d, 16384), 2 * d, [&](int64_t r0, int64_t r1) {
-    Buffer<T> work = scratch<T>(d);
-    layer_norm_rows(y, work.get(), mean, inv_std, x, gamma, beta, r0, r1, d, eps, stream);
-    if (stream) stream_fence();
+    layer_norm_rows(y, mean, inv_std, x, gamma, beta, r0, r1, d, eps);
   });
 }
 
 template <typename T>
 void layer_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* gamma, const T* mean,
                          const T* inv_std, int64_t rows, int64_t d) {
-  const int64_t rpb = rows_per_block(d, 65536);
+  const int64_t rpb = rows_per_partial(rows, d, 65536);
   const int64_t blocks = ceil_div(rows, rpb);
   Buffer<double> pg = scratch<double>(blocks * d), pb = scratch<double>(blocks * d);
-  const bool stream = stream_output(rows * d, sizeof(T));
   parallel_for(rows, rpb, 3 * d, [&](int64_t r0, int64_t r1) {
     const int64_t b = r0 / rpb;
-    Buffer<T> work = scratch<T>(d);
-    layer_norm_backward_rows(dx, work.get(), pg.get() + b * d, pb.get() + b * d, dy, x, gamma, mean, inv_std, r0, r1,
-                             d, stream);
-    if (stream) stream_fence();
+    layer_norm_backward_rows(dx, pg.get() + b * d, pb.get() + b * d, dy, x, gamma, mean, inv_std, r0, r1, d);
   });
   std::vector<double> sg(d, 0.0), sb(d, 0.0);
   for (int64_t b = 0; b < blocks; ++b)

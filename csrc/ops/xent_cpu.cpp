@@ -8,7 +8,6 @@
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
-#include "common/stream.h"
 #include "common/vmath.h"
 #include "ops/xent.h"
 
@@ -82,22 +81,17 @@ FDNN_MULTIVERSION void softmax_backward_rows(T* FDNN_RESTRICT dx, const T* FDNN_
   }
 }
 
-// Cross-entropy of rows [r0, r1). With dlogits, each row's gradient is built in `work` (k
-// elements, cache-resident) and written out once, streamed when `stream`.
 template <typename T>
-FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRICT dlogits, T* FDNN_RESTRICT work,
+FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRICT dlogits,
                                  const T* FDNN_RESTRICT logits, const int64_t* FDNN_RESTRICT labels,
                                  const T* FDNN_RESTRICT weight, double w_sum, int64_t r0, int64_t r1, int64_t k,
-                                 int64_t ignore_index, XentTarget t, double scale, bool stream) {
+                                 int64_t ignore_index, XentTarget t, double scale) {
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t label = labels[r];
-    T* d = dlogits ? work : nullptr;
+    T* d = dlogits ? dlogits + r * k : nullptr;
     if (label == ignore_index) {
       row_loss[r] = 0.0;
-      if (d) {
-        std::fill(d, d + k, T(0));
-        store_row(dlogits + r * k, d, k, stream);
-      }
+      if (d) std::fill(d, d + k, T(0));
       continue;
     }
     const T* z = logits + r * k;
@@ -129,7 +123,6 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
       for (int64_t j = 0; j < k; ++j) d[j] = c_p * d[j] - c_w;
     }
     d[label] -= static_cast<T>(scale * t.a * w_y);
-    store_row(dlogits + r * k, d, k, stream);
   }
 }
 
@@ -170,12 +163,8 @@ double softmax_cross_entropy(T* row_loss, T* dlogits, const T* logits, const int
   // A mean over rows of total weight 0 is undefined: NaN loss and NaN gradients on the counted rows.
   const double scale = divisor == 0.0 ? std::numeric_limits<double>::quiet_NaN() : 1.0 / divisor;
   Buffer<double> losses = scratch<double>(n);
-  const bool stream = dlogits && stream_output(n * k, sizeof(T));
   parallel_for(n, rows_per_block(k), k, [&](int64_t r0, int64_t r1) {
-    Buffer<T> work = scratch<T>(dlogits ? k : 0);
-    xent_rows(losses.get(), dlogits, work.get(), logits, labels, weight, w_sum, r0, r1, k, ignore_index, t, scale,
-              stream);
-    if (stream) stream_fence();
+    xent_rows(losses.get(), dlogits, logits, labels, weight, w_sum, r0, r1, k, ignore_index, t, scale);
   });
   if (reduction == Reduction::none) {
     if (row_loss)
