@@ -8,4 +8,5 @@ void bind_linear(pybind11::module_& m);
 void bind_xent(pybind11::module_& m);
 void bind_norm(pybind11::module_& m);
 void bind_dropout(pybind11::module_& m);
+void bind_optim(pybind11::module_& m);
 }  // namespace fdnn::bind

@@ -52,4 +52,5 @@ PYBIND11_MODULE(_C, m) {
   fdnn::bind::bind_xent(m);
   fdnn::bind::bind_norm(m);
   fdnn::bind::bind_dropout(m);
+  fdnn::bind::bind_optim(m);
 }

@@ -1,0 +1,286 @@
+// Bindings of the optimizer updates, gradient norms and clipping. Hyperparameters are checked
+// in Python (fusednn/_checks.py, shared with the Optimizer classes); here: the arrays, and the
+// host-side constants of each rule (bias corrections, decayed rates).
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "bind/array.h"
+#include "bind/bind.h"
+#include "ops/optim.h"
+
+namespace fdnn::bind {
+namespace {
+
+// An array or a list/tuple of arrays, as a list.
+std::vector<py::handle> as_list(py::handle obj, const char* name) {
+  if (py::isinstance<py::array>(obj)) return {obj};
+  if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj))
+    throw TypeError(std::string(name) + ": expected an array or a list of arrays, got " + type_name(obj));
+  std::vector<py::handle> out;
+  for (py::handle h : obj) out.push_back(h);
+  return out;
+}
+
+std::string item_name(const char* name, size_t i) { return std::string(name) + "[" + std::to_string(i) + "]"; }
+
+// Parameters, gradients and states of one update call, checked.
+struct Lists {
+  DType dtype = DType::float32;
+  std::vector<int64_t> sizes;
+  std::vector<TensorView> params, grads;
+  std::vector<std::vector<TensorView>> states;  // one list per state (empty when None)
+  KeepAlive keep;
+};
+
+Lists collect(py::handle params_obj, py::handle grads_obj,
+              std::initializer_list<std::pair<py::handle, const char*>> states) {
+  Lists l;
+  const std::vector<py::handle> params = as_list(params_obj, "params");
+  const std::vector<py::handle> grads = as_list(grads_obj, "grads");
+  if (grads.size() != params.size())
+    throw ValueError("grads: expected " + std::to_string(params.size()) + " arrays (one per parameter), got " +
+                     std::to_string(grads.size()));
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::string pname = item_name("params", i);
+    if (i == 0) {
+      KeepAlive probe;  // the dtype of params[0] is the dtype of the call
+      l.dtype = input_array(params[0], pname.c_str(), probe).dtype;
+    }
+    py::array a = py::reinterpret_borrow<py::array>(params[i]);
+    std::vector<int64_t> shape;
+    if (py::isinstance<py::array>(params[i]))
+      for (py::ssize_t d = 0; d < a.ndim(); ++d) shape.push_back(a.shape(d));
+    l.params.push_back(output_array(params[i], pname.c_str(), l.dtype, shape));
+    const TensorView& p = l.params.back();
+    l.sizes.push_back(p.numel());
+    const std::string gname = item_name("grads", i);
+    l.grads.push_back(input_array(grads[i], gname.c_str(), l.keep));
+    check_same_dtype(l.grads.back(), gname.c_str(), l.dtype, pname.c_str());
+    check_same_shape(l.grads.back(), gname.c_str(), p, pname.c_str());
+    check_no_overlap(p, pname.c_str(), l.grads.back(), gname.c_str());
+  }
+  for (const auto& [obj, name] : states) {
+    l.states.emplace_back();
+    if (obj.is_none()) continue;
+    const std::vector<py::handle> items = as_list(obj, name);
+    if (items.size() != params.size())
+      throw ValueError(std::string(name) + ": expected " + std::to_string(params.size()) +
+                       " arrays (one per parameter), got " + std::to_string(items.size()));
+    for (size_t i = 0; i < items.size(); ++i) {
+      const std::string sname = item_name(name, i);
+      const TensorView s = output_array(items[i], sname.c_str(), l.dtype, shape_of(l.params[i]));
+      check_no_overlap(s, sname.c_str(), l.params[i], item_name("params", i).c_str());
+      check_no_overlap(s, sname.c_str(), l.grads[i], item_name("grads", i).c_str());
+      l.states.back().push_back(s);
+    }
+  }
+  return l;
+}
+
+template <typename T> std::vector<T*> pointers(const std::vector<TensorView>& views) {
+  std::vector<T*> out;
+  for (const TensorView& v : views) out.push_back(v.ptr<T>());
+  return out;
+}
+
+template <typename T> OptimArrays<T> arrays_of(const Lists& l) {
+  OptimArrays<T> a;
+  a.sizes = l.sizes;
+  a.params = pointers<T>(l.params);
+  for (T* g : pointers<T>(l.grads)) a.grads.push_back(g);
+  std::vector<T*>* slots[3] = {&a.state0, &a.state1, &a.state2};
+  for (size_t s = 0; s < l.states.size() && s < 3; ++s) *slots[s] = pointers<T>(l.states[s]);
+  return a;
+}
+
+template <typename T> GradPrep<T> prep(double grad_scale, bool maximize) {
+  return {static_cast<T>(grad_scale), maximize};
+}
+
+// Runs f(OptimArrays<T>, T-tag) for the call's dtype with the GIL released.
+template <typename F> void run(const Lists& l, F&& f) {
+  py::gil_scoped_release release;
+  dispatch(l.dtype, [&](auto t) {
+    using T = decltype(t);
+    f(arrays_of<T>(l), t);
+  });
+}
+
+void sgd_py(py::object params, py::object grads, py::object bufs, double lr, double momentum, double dampening,
+            bool nesterov, double weight_decay, bool maximize, bool first_step, double grad_scale) {
+  const Lists l = collect(params, grads, {{bufs, "momentum_buffers"}});
+  if (momentum != 0.0 && l.states[0].empty() && !l.params.empty())
+    throw ValueError("momentum_buffers: required when momentum > 0, got None");
+  run(l, [&](const auto& a, auto t) {
+    using T = decltype(t);
+    const SgdHyper<T> h{prep<T>(grad_scale, maximize), T(lr), T(momentum), T(1.0 - dampening), T(weight_decay),
+                        nesterov, first_step, momentum != 0.0};
+    sgd_step<T>(a, h);
+  });
+}
+
+void adagrad_py(py::object params, py::object grads, py::object sums, int64_t step, double lr, double lr_decay,
+                double weight_decay, double eps, bool maximize, double grad_scale) {
+  const Lists l = collect(params, grads, {{sums, "state_sums"}});
+  if (l.states[0].empty() && !l.params.empty()) throw ValueError("state_sums: expected arrays, got None");
+  const double clr = lr / (1.0 + static_cast<double>(step - 1) * lr_decay);
+  run(l, [&](const auto& a, auto t) {
+    using T = decltype(t);
+    adagrad_step<T>(a, AdagradHyper<T>{prep<T>(grad_scale, maximize), T(clr), T(weight_decay), T(eps)});
+  });
+}
+
+void rmsprop_py(py::object params, py::object grads, py::object square_avgs, py::object bufs, py::object grad_avgs,
+                double lr, double alpha, double eps, double weight_decay, double momentum, bool centered,
+                bool maximize, double grad_scale) {
+  // state order in the kernel: square_avg, grad_avg, momentum buffer
+  const Lists l = collect(params, grads, {{square_avgs, "square_avgs"}, {grad_avgs, "grad_avgs"}, {bufs, "momentum_buffers"}});
+  if (!l.params.empty()) {
+    if (l.states[0].empty()) throw ValueError("square_avgs: expected arrays, got None");
+    if (centered && l.states[1].empty()) throw ValueError("grad_avgs: required when centered=True, got None");
+    if (momentum != 0.0 && l.states[2].empty())
+      throw ValueError("momentum_buffers: required when momentum > 0, got None");
+  }
+  run(l, [&](const auto& a, auto t) {
+    using T = decltype(t);
+    rmsprop_step<T>(a, RmspropHyper<T>{prep<T>(grad_scale, maximize), T(lr), T(alpha), T(1.0 - alpha), T(eps),
+                                       T(weight_decay), T(momentum), centered, momentum != 0.0});
+  });
+}
+
+void adadelta_py(py::object params, py::object grads, py::object square_avgs, py::object acc_deltas, double lr,
+                 double rho, double eps, double weight_decay, bool maximize, double grad_scale) {
+  const Lists l = collect(params, grads, {{square_avgs, "square_avgs"}, {acc_deltas, "acc_deltas"}});
+  if (!l.params.empty() && (l.states[0].empty() || l.states[1].empty()))
+    throw ValueError(std::string(l.states[0].empty() ? "square_avgs" : "acc_deltas") + ": expected arrays, got None");
+  run(l, [&](const auto& a, auto t) {
+    using T = decltype(t);
+    adadelta_step<T>(a, AdadeltaHyper<T>{prep<T>(grad_scale, maximize), T(lr), T(rho), T(1.0 - rho), T(eps),
+                                         T(weight_decay)});
+  });
+}
+
+void adam_py(py::object params, py::object grads, py::object exp_avgs, py::object exp_avg_sqs,
+             py::object max_exp_avg_sqs, int64_t step, double lr, double beta1, double beta2, double eps,
+             double weight_decay, bool amsgrad, bool decoupled, bool maximize, double grad_scale) {
+  const Lists l = collect(params, grads,
+                          {{exp_avgs, "exp_avgs"}, {exp_avg_sqs, "exp_avg_sqs"}, {max_exp_avg_sqs, "max_exp_avg_sqs"}});
+  if (!l.params.empty()) {
+    if (l.states[0].empty() || l.states[1].empty())
+      throw ValueError(std::string(l.states[0].empty() ? "exp_avgs" : "exp_avg_sqs") + ": expected arrays, got None");
+    if (amsgrad && l.states[2].empty())
+      throw ValueError("max_exp_avg_sqs: required when amsgrad=True, got None");
+  }
+  const double t_step = static_cast<double>(step);
+  const double bc1 = 1.0 - std::pow(beta1, t_step), bc2 = 1.0 - std::pow(beta2, t_step);
+  run(l, [&](const auto& a, auto t) {
+    using T = decltype(t);
+    OptimArrays<T> arrays = a;
+    if (!amsgrad) arrays.state2.clear();
+    adam_step<T>(arrays, AdamHyper<T>{prep<T>(grad_scale, maximize), T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps),
+                                      T(weight_decay), T(1.0 - lr * weight_decay), T(lr / bc1), T(std::sqrt(bc2)),
+                                      decoupled});
+  });
+}
+
+double nadam_py(py::object params, py::object grads, py::object exp_avgs, py::object exp_avg_sqs, int64_t step,
+                double mu_product, double lr, double beta1, double beta2, double eps, double weight_decay,
+                double momentum_decay, bool decoupled, bool maximize, double grad_scale) {
+  const Lists l = collect(params, grads, {{exp_avgs, "exp_avgs"}, {exp_avg_sqs, "exp_avg_sqs"}});
+  if (!l.params.empty() && (l.states[0].empty() || l.states[1].empty()))
+    throw ValueError(std::string(l.states[0].empty() ? "exp_avgs" : "exp_avg_sqs") + ": expected arrays, got None");
+  const double t_step = static_cast<double>(step);
+  const double mu = beta1 * (1.0 - 0.5 * std::pow(0.96, t_step * momentum_decay));
+  const double mu_next = beta1 * (1.0 - 0.5 * std::pow(0.96, (t_step + 1.0) * momentum_decay));
+  const double product = mu_product * mu;
+  const double c_grad = lr * (1.0 - mu) / (1.0 - product);
+  const double c_avg = lr * mu_next / (1.0 - product * mu_next);
+  const double bc2 = 1.0 - std::pow(beta2, t_step);
+  run(l, [&](const auto& a, auto t) {
+    using T = decltype(t);
+    nadam_step<T>(a, NadamHyper<T>{prep<T>(grad_scale, maximize), T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps),
+                                   T(weight_decay), T(1.0 - lr * weight_decay), T(bc2), T(c_grad), T(c_avg),
+                                   decoupled});
+  });
+  return product;
+}
+
+// Arrays read (norm) or written in place (clipping, scaling): one dtype, any shapes.
+struct Flat {
+  DType dtype = DType::float32;
+  std::vector<TensorView> views;
+  std::vector<int64_t> sizes;
+  KeepAlive keep;
+};
+Flat flat_list(py::handle obj, const char* name, bool in_place) {
+  Flat f;
+  const std::vector<py::handle> items = as_list(obj, name);
+  for (size_t i = 0; i < items.size(); ++i) {
+    const std::string n = item_name(name, i);
+    TensorView v = input_array(items[i], n.c_str(), f.keep);
+    if (i == 0) f.dtype = v.dtype;
+    check_same_dtype(v, n.c_str(), f.dtype, item_name(name, 0).c_str());
+    if (in_place) v = output_array(items[i], n.c_str(), f.dtype, shape_of(v));
+    f.views.push_back(v);
+    f.sizes.push_back(v.numel());
+  }
+  return f;
+}
+
+double grad_norm_py(py::object grads, bool infinity) {
+  Flat f = flat_list(grads, "grads", false);
+  double norm = 0.0;
+  py::gil_scoped_release release;
+  dispatch(f.dtype, [&](auto t) {
+    using T = decltype(t);
+    std::vector<const T*> ptrs;
+    for (const TensorView& v : f.views) ptrs.push_back(v.ptr<T>());
+    norm = grad_norm<T>(ptrs, f.sizes, infinity);
+  });
+  return norm;
+}
+
+void clip_value_py(py::object grads, double clip) {
+  Flat f = flat_list(grads, "grads", true);
+  py::gil_scoped_release release;
+  dispatch(f.dtype, [&](auto t) {
+    using T = decltype(t);
+    clip_by_value<T>(pointers<T>(f.views), f.sizes, static_cast<T>(clip));
+  });
+}
+
+void scale_py(py::object arrays, double factor) {
+  Flat f = flat_list(arrays, "arrays", true);
+  py::gil_scoped_release release;
+  dispatch(f.dtype, [&](auto t) {
+    using T = decltype(t);
+    scale_in_place<T>(pointers<T>(f.views), f.sizes, static_cast<T>(factor));
+  });
+}
+
+}  // namespace
+
+void bind_optim(py::module_& m) {
+  using py::arg;
+  m.def("sgd_step", &sgd_py, arg("params"), arg("grads"), arg("momentum_buffers"), arg("lr"), arg("momentum"),
+        arg("dampening"), arg("nesterov"), arg("weight_decay"), arg("maximize"), arg("first_step"), arg("grad_scale"));
+  m.def("adagrad_step", &adagrad_py, arg("params"), arg("grads"), arg("state_sums"), arg("step"), arg("lr"),
+        arg("lr_decay"), arg("weight_decay"), arg("eps"), arg("maximize"), arg("grad_scale"));
+  m.def("rmsprop_step", &rmsprop_py, arg("params"), arg("grads"), arg("square_avgs"), arg("momentum_buffers"),
+        arg("grad_avgs"), arg("lr"), arg("alpha"), arg("eps"), arg("weight_decay"), arg("momentum"), arg("centered"),
+        arg("maximize"), arg("grad_scale"));
+  m.def("adadelta_step", &adadelta_py, arg("params"), arg("grads"), arg("square_avgs"), arg("acc_deltas"), arg("lr"),
+        arg("rho"), arg("eps"), arg("weight_decay"), arg("maximize"), arg("grad_scale"));
+  m.def("adam_step", &adam_py, arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"),
+        arg("max_exp_avg_sqs"), arg("step"), arg("lr"), arg("beta1"), arg("beta2"), arg("eps"), arg("weight_decay"),
+        arg("amsgrad"), arg("decoupled_weight_decay"), arg("maximize"), arg("grad_scale"));
+  m.def("nadam_step", &nadam_py, arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"),
+        arg("mu_product"), arg("lr"), arg("beta1"), arg("beta2"), arg("eps"), arg("weight_decay"),
+        arg("momentum_decay"), arg("decoupled_weight_decay"), arg("maximize"), arg("grad_scale"));
+  m.def("grad_norm", &grad_norm_py, arg("grads"), arg("infinity"));
+  m.def("clip_grad_value_", &clip_value_py, arg("grads"), arg("clip_value"));
+  m.def("scale_", &scale_py, arg("arrays"), arg("factor"));
+}
+
+}  // namespace fdnn::bind

@@ -1,0 +1,166 @@
+// Optimizer update rules, one element at a time, shared by the CPU and CUDA builds, and the CPU
+// entry points. The order of operations follows torch.optim's single-tensor implementations.
+// Each rule first applies grad_scale (fused gradient clipping) and maximize.
+//
+// Hyperparameters arrive in a struct of T values precomputed on the host (bias corrections,
+// the decayed Adagrad rate, NAdam's momentum coefficients), so the per-element code is plain
+// arithmetic that vectorizes.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "common/macros.h"
+
+namespace fdnn {
+
+template <typename T> struct GradPrep {
+  T scale;        // multiplies the gradient first (1 without clipping)
+  bool maximize;  // negate the gradient
+  FDNN_HD T operator()(T g) const { return maximize ? -(g * scale) : g * scale; }
+};
+
+// ---- SGD (momentum, dampening, Nesterov, coupled weight decay)
+template <typename T> struct SgdHyper {
+  GradPrep<T> prep;
+  T lr, momentum, dampening_c /* 1 - dampening */, weight_decay;
+  bool nesterov, first_step, use_momentum;
+};
+template <typename T> FDNN_HD inline void sgd_update(T& p, T g, T* buf, const SgdHyper<T>& h) {
+  g = h.prep(g);
+  if (h.weight_decay != T(0)) g = g + h.weight_decay * p;
+  if (h.use_momentum) {
+    const T b = h.first_step ? g : *buf * h.momentum + h.dampening_c * g;
+    *buf = b;
+    g = h.nesterov ? g + h.momentum * b : b;
+  }
+  p = p - h.lr * g;
+}
+
+// ---- Adagrad: clr = lr / (1 + (step - 1) lr_decay) is computed on the host.
+template <typename T> struct AdagradHyper {
+  GradPrep<T> prep;
+  T clr, weight_decay, eps;
+};
+template <typename T> FDNN_HD inline void adagrad_update(T& p, T g, T& sum, const AdagradHyper<T>& h) {
+  g = h.prep(g);
+  if (h.weight_decay != T(0)) g = g + h.weight_decay * p;
+  sum = sum + g * g;
+  p = p - h.clr * (g / (sqrt(sum) + h.eps));
+}
+
+// ---- RMSprop (centered, momentum)
+template <typename T> struct RmspropHyper {
+  GradPrep<T> prep;
+  T lr, alpha, alpha_c /* 1 - alpha */, eps, weight_decay, momentum;
+  bool centered, use_momentum;
+};
+template <typename T>
+FDNN_HD inline void rmsprop_update(T& p, T g, T& square_avg, T* grad_avg, T* buf, const RmspropHyper<T>& h) {
+  g = h.prep(g);
+  if (h.weight_decay != T(0)) g = g + h.weight_decay * p;
+  square_avg = square_avg * h.alpha + h.alpha_c * g * g;
+  T avg;
+  if (h.centered) {
+    const T a = *grad_avg + h.alpha_c * (g - *grad_avg);
+    *grad_avg = a;
+    avg = sqrt(square_avg - a * a) + h.eps;
+  } else {
+    avg = sqrt(square_avg) + h.eps;
+  }
+  if (h.use_momentum) {
+    const T b = *buf * h.momentum + g / avg;
+    *buf = b;
+    p = p - h.lr * b;
+  } else {
+    p = p - h.lr * (g / avg);
+  }
+}
+
+// ---- Adadelta
+template <typename T> struct AdadeltaHyper {
+  GradPrep<T> prep;
+  T lr, rho, rho_c /* 1 - rho */, eps, weight_decay;
+};
+template <typename T>
+FDNN_HD inline void adadelta_update(T& p, T g, T& square_avg, T& acc_delta, const AdadeltaHyper<T>& h) {
+  g = h.prep(g);
+  if (h.weight_decay != T(0)) g = g + h.weight_decay * p;
+  square_avg = square_avg * h.rho + h.rho_c * g * g;
+  const T delta = sqrt(acc_delta + h.eps) / sqrt(square_avg + h.eps) * g;
+  acc_delta = acc_delta * h.rho + h.rho_c * delta * delta;
+  p = p - h.lr * delta;
+}
+
+// ---- Adam / AdamW (decoupled weight decay) / AMSGrad.
+// step_size = lr / (1 - beta1^t), inv_bc2_sqrt = 1 / sqrt(1 - beta2^t).
+template <typename T> struct AdamHyper {
+  GradPrep<T> prep;
+  T beta1_c /* 1 - beta1 */, beta2, beta2_c /* 1 - beta2 */, eps, weight_decay, decay_factor /* 1 - lr wd */;
+  T step_size, bc2_sqrt;
+  bool decoupled;
+};
+template <typename T>
+FDNN_HD inline void adam_update(T& p, T g, T& m, T& v, T* vmax, const AdamHyper<T>& h) {
+  g = h.prep(g);
+  if (h.decoupled)
+    p = p * h.decay_factor;
+  else if (h.weight_decay != T(0))
+    g = g + h.weight_decay * p;
+  m = m + h.beta1_c * (g - m);
+  v = v * h.beta2 + h.beta2_c * g * g;
+  T second = v;
+  if (vmax) {
+    second = *vmax > v ? *vmax : v;
+    *vmax = second;
+  }
+  const T denom = sqrt(second) / h.bc2_sqrt + h.eps;
+  p = p - h.step_size * (m / denom);
+}
+
+// ---- NAdam: c_grad = lr (1 - mu_t) / (1 - prod mu), c_avg = lr mu_{t+1} / (1 - prod mu * mu_{t+1}).
+template <typename T> struct NadamHyper {
+  GradPrep<T> prep;
+  T beta1_c, beta2, beta2_c, eps, weight_decay, decay_factor, bias_correction2, c_grad, c_avg;
+  bool decoupled;
+};
+template <typename T> FDNN_HD inline void nadam_update(T& p, T g, T& m, T& v, const NadamHyper<T>& h) {
+  g = h.prep(g);
+  if (h.decoupled)
+    p = p * h.decay_factor;
+  else if (h.weight_decay != T(0))
+    g = g + h.weight_decay * p;
+  m = m + h.beta1_c * (g - m);
+  v = v * h.beta2 + h.beta2_c * g * g;
+  const T denom = sqrt(v / h.bias_correction2) + h.eps;
+  p = p - h.c_grad * (g / denom);
+  p = p - h.c_avg * (m / denom);
+}
+
+// A list of same-dtype arrays updated together (a flat buffer is a list of one). The state
+// lists are empty when the rule does not use that state.
+template <typename T> struct OptimArrays {
+  std::vector<int64_t> sizes;
+  std::vector<T*> params;
+  std::vector<const T*> grads;
+  std::vector<T*> state0, state1, state2;
+};
+
+template <typename T> void sgd_step(const OptimArrays<T>& a, const SgdHyper<T>& h);          // state0 = momentum
+template <typename T> void adagrad_step(const OptimArrays<T>& a, const AdagradHyper<T>& h);  // state0 = sum
+// state0 = square_avg, state1 = grad_avg (centered), state2 = momentum buffer
+template <typename T> void rmsprop_step(const OptimArrays<T>& a, const RmspropHyper<T>& h);
+template <typename T> void adadelta_step(const OptimArrays<T>& a, const AdadeltaHyper<T>& h);  // square_avg, acc
+// state0 = exp_avg, state1 = exp_avg_sq, state2 = max_exp_avg_sq (amsgrad)
+template <typename T> void adam_step(const OptimArrays<T>& a, const AdamHyper<T>& h);
+template <typename T> void nadam_step(const OptimArrays<T>& a, const NadamHyper<T>& h);
+
+// Norm of all arrays together: 2 (sqrt of the sum of squares, accumulated in double over a
+// fixed partition) or infinity (max |x|); NaN if any element is NaN.
+template <typename T> double grad_norm(const std::vector<const T*>& arrays, const std::vector<int64_t>& sizes,
+                                       bool infinity_norm);
+template <typename T> void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip);
+template <typename T> void scale_in_place(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T factor);
+
+}  // namespace fdnn

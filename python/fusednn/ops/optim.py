@@ -1,0 +1,105 @@
+"""Fused optimizer updates over lists of arrays (a flat parameter buffer is a list of one),
+gradient norms and clipping. Exact rules: docs/optim.md. Every update follows torch.optim's
+single-tensor order of operations and updates params and states in place."""
+
+from fusednn import _checks
+from fusednn._backend import backend_for
+
+
+def _backend(**arrays):
+    return backend_for(**{k: tuple(v) if isinstance(v, list) else v for k, v in arrays.items()})
+
+
+def sgd_step(params, grads, momentum_buffers, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
+             maximize=False, first_step=False, grad_scale=1.0):
+    """SGD with momentum, dampening, Nesterov and coupled weight decay (``torch.optim.SGD``).
+    ``first_step=True`` starts the momentum buffers at the gradient, as torch does."""
+    lr, momentum = _checks.at_least_zero("lr", lr), _checks.at_least_zero("momentum", momentum)
+    dampening, weight_decay = _checks.real("dampening", dampening, "a real number"), _checks.at_least_zero(
+        "weight_decay", weight_decay)
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError("nesterov: requires momentum > 0 and dampening = 0")
+    _backend(params=params, grads=grads, momentum_buffers=momentum_buffers).sgd_step(
+        params, grads, momentum_buffers, lr, momentum, dampening, bool(nesterov), weight_decay, bool(maximize),
+        bool(first_step), float(grad_scale))
+
+
+def adagrad_step(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+                 maximize=False, grad_scale=1.0):
+    """Adagrad (``torch.optim.Adagrad``); ``step`` counts updates from 1."""
+    step = _checks.step_number("step", step)
+    lr, lr_decay = _checks.at_least_zero("lr", lr), _checks.at_least_zero("lr_decay", lr_decay)
+    weight_decay, eps = _checks.at_least_zero("weight_decay", weight_decay), _checks.positive("eps", eps)
+    _backend(params=params, grads=grads, state_sums=state_sums).adagrad_step(
+        params, grads, state_sums, step, lr, lr_decay, weight_decay, eps, bool(maximize), float(grad_scale))
+
+
+def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr=1e-2, alpha=0.99, eps=1e-8,
+                 weight_decay=0.0, momentum=0.0, centered=False, maximize=False, grad_scale=1.0):
+    """RMSprop, optionally centered and with momentum (``torch.optim.RMSprop``)."""
+    lr, alpha = _checks.at_least_zero("lr", lr), _checks.in_unit_interval("alpha", alpha)
+    eps, weight_decay = _checks.positive("eps", eps), _checks.at_least_zero("weight_decay", weight_decay)
+    momentum = _checks.at_least_zero("momentum", momentum)
+    _backend(params=params, grads=grads, square_avgs=square_avgs, momentum_buffers=momentum_buffers,
+             grad_avgs=grad_avgs).rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps,
+                                               weight_decay, momentum, bool(centered), bool(maximize),
+                                               float(grad_scale))
+
+
+def adadelta_step(params, grads, square_avgs, acc_deltas, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
+                  maximize=False, grad_scale=1.0):
+    """Adadelta (``torch.optim.Adadelta``)."""
+    lr, rho = _checks.at_least_zero("lr", lr), _checks.in_unit_interval("rho", rho)
+    eps, weight_decay = _checks.positive("eps", eps), _checks.at_least_zero("weight_decay", weight_decay)
+    _backend(params=params, grads=grads, square_avgs=square_avgs, acc_deltas=acc_deltas).adadelta_step(
+        params, grads, square_avgs, acc_deltas, lr, rho, eps, weight_decay, bool(maximize), float(grad_scale))
+
+
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
+              eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled_weight_decay=False, maximize=False,
+              grad_scale=1.0):
+    """Adam, AMSGrad and (``decoupled_weight_decay=True``) AdamW, as ``torch.optim.Adam``."""
+    step = _checks.step_number("step", step)
+    lr = _checks.at_least_zero("lr", lr)
+    beta1 = _checks.in_unit_interval("beta1", beta1, closed_right=False)
+    beta2 = _checks.in_unit_interval("beta2", beta2, closed_right=False)
+    eps, weight_decay = _checks.positive("eps", eps), _checks.at_least_zero("weight_decay", weight_decay)
+    _backend(params=params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs,
+             max_exp_avg_sqs=max_exp_avg_sqs).adam_step(
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay,
+        bool(amsgrad), bool(decoupled_weight_decay), bool(maximize), float(grad_scale))
+
+
+def nadam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+               weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False, grad_scale=1.0):
+    """NAdam (``torch.optim.NAdam``). ``mu_product`` is the product of the momentum
+    coefficients of the previous steps (1.0 before the first); returns the new product."""
+    step = _checks.step_number("step", step)
+    lr = _checks.at_least_zero("lr", lr)
+    beta1 = _checks.in_unit_interval("beta1", beta1, closed_right=False)
+    beta2 = _checks.in_unit_interval("beta2", beta2, closed_right=False)
+    eps, weight_decay = _checks.positive("eps", eps), _checks.at_least_zero("weight_decay", weight_decay)
+    momentum_decay = _checks.at_least_zero("momentum_decay", momentum_decay)
+    mu_product = _checks.real("mu_product", mu_product, "a real number")
+    return _backend(params=params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs).nadam_step(
+        params, grads, exp_avgs, exp_avg_sqs, step, mu_product, lr, beta1, beta2, eps, weight_decay, momentum_decay,
+        bool(decoupled_weight_decay), bool(maximize), float(grad_scale))
+
+
+def grad_norm(grads, norm_type=2.0):
+    """The 2- or inf-norm of all gradients together, as a Python float (accumulated in
+    float64 over a fixed partition: the same for any thread count)."""
+    norm_type = _checks.norm_type(norm_type)
+    return _backend(grads=grads).grad_norm(grads, norm_type != 2.0)
+
+
+def clip_grad_value_(grads, clip_value):
+    """Clamps every gradient into [-clip_value, clip_value], in place."""
+    clip_value = _checks.at_least_zero("clip_value", clip_value)
+    _backend(grads=grads).clip_grad_value_(grads, clip_value)
+
+
+def scale_(arrays, factor):
+    """Multiplies every array by ``factor``, in place."""
+    factor = _checks.real("factor", factor, "a real number")
+    _backend(arrays=arrays).scale_(arrays, factor)
