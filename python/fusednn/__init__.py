@@ -33,6 +33,8 @@ def _cuda_available() -> bool:
     return True
 
 
-from fusednn import ops, reference  # noqa: E402
+from fusednn import ops, optim, reference  # noqa: E402
+from fusednn.params import FlatParameters  # noqa: E402
 
-__all__ = ["__version__", "build_info", "get_num_threads", "set_num_threads", "ops", "reference"]
+__all__ = ["__version__", "build_info", "get_num_threads", "set_num_threads", "ops", "optim", "reference",
+           "FlatParameters"]

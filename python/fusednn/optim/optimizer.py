@@ -1,0 +1,501 @@
+"""Optimizers over parameter groups, each group updated by one fused kernel call.
+
+Parameters are NumPy arrays updated in place. When they are views into a
+:class:`fusednn.FlatParameters` buffer, the optimizer knows their gradients (``step()`` with
+no argument) and merges adjacent views into spans, so a model whose parameters form one
+group is updated by a single pass over one flat buffer. Otherwise ``step(grads)`` takes the
+gradients as a list in parameter order, and the kernel takes the arrays as a list (still one
+call and one pass per array).
+
+Optimizer state lives in one flat buffer per state and group, in the group's parameter order.
+"""
+
+import math
+
+import numpy as np
+
+from fusednn import _checks, ops
+from fusednn.params import FlatParameters
+
+
+class _Span:
+    """A run of parameters that are adjacent in one flat buffer (or a single array), its
+    gradient (None when not known) and its offset into the group's state buffers."""
+
+    def __init__(self, param, grad, state_offset, indices):
+        self.param, self.grad, self.state_offset, self.indices = param, grad, state_offset, indices
+
+
+class Optimizer:
+    """Base class: parameter groups, hyperparameter checks, state, step, state_dict.
+
+    Args:
+        params: a :class:`~fusednn.FlatParameters`, a list of arrays, or a list of dicts
+            ``{"params": [...], **hyperparameters}`` (parameter groups, e.g. no weight decay
+            on biases and normalization scales).
+        defaults: the rule's hyperparameters; a group's own values override them. ``lr`` may
+            be a number or a schedule (any callable of the step count, see
+            :mod:`fusednn.optim.schedules`), evaluated at the number of steps done so far.
+        max_grad_norm: when set, the global norm of all gradients (``grad_norm_type``, 2 or
+            inf) is computed first and the update uses ``g * min(1, max_grad_norm / (norm +
+            1e-6))``, as ``clip_grad_norm_`` followed by the step would, without writing the
+            gradients. The norm is kept in ``last_grad_norm``.
+    """
+
+    state_names = ()  # the per-parameter state arrays of the rule, in kernel order
+
+    def __init__(self, params, defaults, *, max_grad_norm=None, grad_norm_type=2.0):
+        self.defaults = dict(defaults)
+        self.max_grad_norm = None if max_grad_norm is None else _checks.positive("max_grad_norm", max_grad_norm)
+        self.grad_norm_type = _checks.norm_type(grad_norm_type)
+        self.last_grad_norm = None
+        self.step_count = 0
+        self.param_groups = []
+        self._params = []  # every parameter, in group order: the indices of state_dict
+        seen = set()
+        for group in self._groups_of(params):
+            for p in group["params"]:
+                if id(p) in seen:
+                    raise ValueError("params: a parameter appears in more than one place")
+                seen.add(id(p))
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            unknown = set(group) - set(self.defaults) - {"params"}
+            if unknown:
+                raise ValueError(f"param_groups: unknown hyperparameters {sorted(unknown)}; "
+                                 f"{type(self).__name__} takes {sorted(self.defaults)}")
+            self._check(group)
+            self.param_groups.append(group)
+            self._params.extend(group["params"])
+        self._groups_state = [self._new_group_state(g) for g in self.param_groups]
+
+    # ---- construction
+
+    @staticmethod
+    def _groups_of(params):
+        if isinstance(params, FlatParameters):
+            return [{"params": [params[n] for n in params]}]
+        if isinstance(params, np.ndarray):
+            params = [params]
+        params = list(params)
+        if not params:
+            raise ValueError("params: expected at least one parameter, got an empty list")
+        if all(isinstance(p, dict) for p in params):
+            groups = []
+            for i, g in enumerate(params):
+                if "params" not in g:
+                    raise ValueError(f"params[{i}]: a parameter group needs a 'params' entry")
+                group = dict(g)
+                members = group["params"]
+                if isinstance(members, FlatParameters):
+                    members = [members[n] for n in members]
+                elif isinstance(members, np.ndarray):
+                    members = [members]
+                group["params"] = list(members)
+                groups.append(group)
+            return groups
+        if any(isinstance(p, dict) for p in params):
+            raise TypeError("params: expected arrays or parameter-group dicts, not a mix")
+        return [{"params": params}]
+
+    def _new_group_state(self, group):
+        members = group["params"]
+        for i, p in enumerate(members):
+            if not isinstance(p, np.ndarray):
+                raise TypeError(f"params: expected numpy arrays, got {type(p).__module__}.{type(p).__qualname__}")
+            if p.dtype not in (np.float32, np.float64):
+                raise TypeError(f"params: expected float32 or float64 arrays, got {p.dtype}")
+            if p.dtype != members[0].dtype:
+                raise TypeError(f"params: a group must have one dtype, got {members[0].dtype} and {p.dtype}")
+            if not (p.flags.c_contiguous and p.flags.aligned and p.flags.writeable):
+                raise ValueError("params: expected C-contiguous, aligned, writable arrays (they are updated in "
+                                 "place), got one that is not")
+        sizes = [p.size for p in members]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        return {
+            "size": int(offsets[-1]),
+            "offsets": offsets,
+            "dtype": members[0].dtype if members else np.dtype(np.float32),
+            "buffers": {},  # state name -> flat buffer, allocated on first use
+            "step": 0,
+            "extra": {},  # scalar state of the rule (NAdam's mu_product)
+            "spans": self._spans(members, offsets),
+        }
+
+    @staticmethod
+    def _spans(members, offsets):
+        """Merge parameters that are adjacent views of one FlatParameters (in group order)."""
+        spans = []
+        for i, p in enumerate(members):
+            owner = FlatParameters.owner_of(p)
+            where = owner.span_of(p) if owner is not None else None
+            if where is not None and spans and spans[-1].owner is owner and spans[-1].end == where[0]:
+                last = spans[-1]
+                last.end += where[1]
+                last.indices.append(i)
+                continue
+            span = _Span(None, None, int(offsets[i]), [i])
+            span.owner, span.start, span.end = (owner, where[0], where[0] + where[1]) if where else (None, 0, 0)
+            span.single = p
+            spans.append(span)
+        for s in spans:
+            if s.owner is not None:
+                s.param, s.grad = s.owner.data[s.start:s.end], s.owner.grad[s.start:s.end]
+            else:
+                s.param, s.grad = s.single, None
+        return spans
+
+    # ---- hyperparameters
+
+    def _check(self, group):
+        """Validate a group's hyperparameters (subclasses extend)."""
+        lr = group["lr"]
+        if not callable(lr):
+            _checks.at_least_zero("lr", lr)
+
+    def _lr(self, group):
+        lr = group["lr"]
+        value = lr(self.step_count) if callable(lr) else lr
+        return _checks.at_least_zero("lr", value)
+
+    # ---- state
+
+    def _buffer(self, gi, name, fill=0.0):
+        st = self._groups_state[gi]
+        if name not in st["buffers"]:
+            st["buffers"][name] = np.full(st["size"], fill, st["dtype"])
+        return st["buffers"][name]
+
+    def _state_views(self, gi, name, spans, per_param):
+        """The state `name` as arrays matching the parameter arrays handed to the kernel."""
+        st = self._groups_state[gi]
+        buf = self._buffer(gi, name)
+        if per_param:
+            return [buf[st["offsets"][i]:st["offsets"][i + 1]].reshape(p.shape)
+                    for i, p in enumerate(self.param_groups[gi]["params"])]
+        return [buf[s.state_offset:s.state_offset + s.param.size] for s in spans]
+
+    # ---- stepping
+
+    def _grads_by_group(self, grads):
+        """Per group: (params, grads, per_param) as the kernel takes them."""
+        out = []
+        if grads is None:
+            for gi, st in enumerate(self._groups_state):
+                if any(s.grad is None for s in st["spans"]):
+                    raise ValueError("grads: required, because some parameters are not views of a FlatParameters "
+                                     "(so the optimizer does not know their gradients)")
+                out.append(([s.param for s in st["spans"]], [s.grad for s in st["spans"]], False))
+            return out
+        if isinstance(grads, np.ndarray):
+            grads = [grads]
+        grads = list(grads)
+        if len(grads) != len(self._params):
+            raise ValueError(f"grads: expected {len(self._params)} arrays (one per parameter, in group order), "
+                             f"got {len(grads)}")
+        k = 0
+        for group in self.param_groups:
+            n = len(group["params"])
+            gs = grads[k:k + n]
+            for j, (p, g) in enumerate(zip(group["params"], gs)):
+                if not isinstance(g, np.ndarray) or g.shape != p.shape or g.dtype != p.dtype:
+                    desc = (f"{g.dtype} array of shape {g.shape}" if isinstance(g, np.ndarray)
+                            else f"{type(g).__module__}.{type(g).__qualname__}")
+                    raise ValueError(f"grads[{k + j}]: expected a {p.dtype} array of shape {p.shape} (its "
+                                     f"parameter's), got a {desc}")
+            out.append((list(group["params"]), gs, True))
+            k += n
+        return out
+
+    def step(self, grads=None):
+        """One update of every parameter group.
+
+        Args:
+            grads: None when the parameters are views of a :class:`~fusednn.FlatParameters`
+                (its gradient buffer is used), else the gradients as a list in parameter order
+                (the order of ``param_groups``).
+        """
+        work = self._grads_by_group(grads)
+        scale = 1.0
+        if self.max_grad_norm is not None:
+            all_grads = [g for _, gs, _ in work for g in gs]
+            norm = ops.grad_norm(all_grads, self.grad_norm_type)
+            self.last_grad_norm = norm
+            coef = self.max_grad_norm / (norm + 1e-6)
+            scale = coef if not coef >= 1.0 else 1.0  # NaN stays NaN, as in clip_grad_norm_
+        for gi, (group, (params, gs, per_param)) in enumerate(zip(self.param_groups, work)):
+            self._check(group)
+            st = self._groups_state[gi]
+            st["step"] += 1
+            if params:
+                self._update(gi, group, params, gs, per_param, st, self._lr(group), scale)
+        self.step_count += 1
+
+    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
+        raise NotImplementedError
+
+    def zero_grad(self):
+        """Zero the gradients the optimizer knows (those in FlatParameters gradient buffers)."""
+        for st in self._groups_state:
+            for s in st["spans"]:
+                if s.grad is not None:
+                    s.grad.fill(0)
+
+    # ---- state_dict
+
+    def state_dict(self):
+        """Plain arrays and numbers, as ``torch.optim.Optimizer.state_dict``: ``{"state": {i:
+        {"step": n, <state name>: array, ...}}, "param_groups": [{hyperparameters...,
+        "params": [i, ...]}], "step_count": n}``. A schedule-valued lr is saved as its current
+        value."""
+        state, groups, k = {}, [], 0
+        for gi, group in enumerate(self.param_groups):
+            st = self._groups_state[gi]
+            ids = list(range(k, k + len(group["params"])))
+            for j, i in enumerate(ids):
+                entry = {"step": st["step"]}
+                entry.update(st["extra"])
+                for name, buf in st["buffers"].items():
+                    entry[name] = buf[st["offsets"][j]:st["offsets"][j + 1]].reshape(group["params"][j].shape).copy()
+                state[i] = entry
+            saved = {key: (self._lr_value(value) if key == "lr" else value)
+                     for key, value in group.items() if key != "params"}
+            saved["params"] = ids
+            groups.append(saved)
+            k += len(ids)
+        return {"state": state, "param_groups": groups, "step_count": self.step_count}
+
+    def _lr_value(self, lr):
+        return float(lr(self.step_count)) if callable(lr) else lr
+
+    def load_state_dict(self, state_dict):
+        """Restore what :meth:`state_dict` returned (copies the arrays into this optimizer's
+        state). The groups must match in number and sizes; a schedule-valued lr is kept."""
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict: expected {len(self.param_groups)} parameter groups, got {len(groups)}")
+        for gi, (group, saved) in enumerate(zip(self.param_groups, groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"state_dict: group {gi} has {len(saved['params'])} parameters, expected "
+                                 f"{len(group['params'])}")
+            st = self._groups_state[gi]
+            for j, i in enumerate(saved["params"]):
+                entry = state_dict["state"].get(i, state_dict["state"].get(str(i)))
+                if entry is None:
+                    continue
+                st["step"] = int(entry["step"])
+                for name, value in entry.items():
+                    if name == "step":
+                        continue
+                    if isinstance(value, np.ndarray):
+                        p = group["params"][j]
+                        if value.shape != p.shape:
+                            raise ValueError(f"state_dict: state {name!r} of parameter {i} has shape "
+                                             f"{value.shape}, expected {p.shape}")
+                        buf = self._buffer(gi, name)
+                        buf[st["offsets"][j]:st["offsets"][j + 1]] = value.reshape(-1)
+                    else:
+                        st["extra"][name] = value
+            for key, value in saved.items():
+                if key == "params" or (key == "lr" and callable(group.get("lr"))):
+                    continue
+                group[key] = value
+            self._check(group)
+        self.step_count = int(state_dict.get("step_count", self.step_count))
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            hp = ", ".join(f"{k}={v!r}" for k, v in g.items() if k != "params")
+            lines.append(f"  group {i}: {len(g['params'])} parameters, {hp}")
+        return "\n".join(lines + [")"])
+
+
+def _betas(name, betas):
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{name}: expected a pair (beta1, beta2), got {betas!r}")
+    _checks.in_unit_interval(f"{name}[0]", betas[0], closed_right=False)
+    _checks.in_unit_interval(f"{name}[1]", betas[1], closed_right=False)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, dampening, Nesterov and (coupled) weight
+    decay, as ``torch.optim.SGD`` (velocity without the learning rate: b = mu b + g, p -= lr b)."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
+                 maximize=False, max_grad_norm=None, grad_norm_type=2.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                                      nesterov=nesterov, maximize=maximize),
+                         max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
+
+    def _check(self, group):
+        super()._check(group)
+        _checks.at_least_zero("momentum", group["momentum"])
+        _checks.at_least_zero("weight_decay", group["weight_decay"])
+        _checks.real("dampening", group["dampening"], "a real number")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("nesterov: requires momentum > 0 and dampening = 0")
+
+    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
+        bufs, first = None, False
+        if group["momentum"] != 0:
+            first = "momentum_buffer" not in st["buffers"]
+            bufs = self._state_views(gi, "momentum_buffer", st["spans"], per_param)
+        ops.sgd_step(params, grads, bufs, lr=lr, momentum=group["momentum"], dampening=group["dampening"],
+                     nesterov=group["nesterov"], weight_decay=group["weight_decay"], maximize=group["maximize"],
+                     first_step=first, grad_scale=scale)
+
+
+class Adagrad(Optimizer):
+    """Adagrad, as ``torch.optim.Adagrad``."""
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, *,
+                 maximize=False, max_grad_norm=None, grad_norm_type=2.0):
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value, eps=eps,
+                                      maximize=maximize),
+                         max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
+        for gi, group in enumerate(self.param_groups):  # torch fills the sums at construction
+            self._buffer(gi, "sum", fill=group["initial_accumulator_value"])
+
+    def _check(self, group):
+        super()._check(group)
+        _checks.at_least_zero("lr_decay", group["lr_decay"])
+        _checks.at_least_zero("weight_decay", group["weight_decay"])
+        _checks.at_least_zero("initial_accumulator_value", group["initial_accumulator_value"])
+        _checks.positive("eps", group["eps"])
+
+    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
+        ops.adagrad_step(params, grads, self._state_views(gi, "sum", st["spans"], per_param), step=st["step"], lr=lr,
+                         lr_decay=group["lr_decay"], weight_decay=group["weight_decay"], eps=group["eps"],
+                         maximize=group["maximize"], grad_scale=scale)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (optionally centered, with momentum), as ``torch.optim.RMSprop`` (eps outside
+    the square root)."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, *,
+                 maximize=False, max_grad_norm=None, grad_norm_type=2.0):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                      centered=centered, maximize=maximize),
+                         max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
+
+    def _check(self, group):
+        super()._check(group)
+        _checks.in_unit_interval("alpha", group["alpha"])
+        _checks.positive("eps", group["eps"])
+        _checks.at_least_zero("weight_decay", group["weight_decay"])
+        _checks.at_least_zero("momentum", group["momentum"])
+
+    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
+        views = lambda name: self._state_views(gi, name, st["spans"], per_param)  # noqa: E731
+        ops.rmsprop_step(params, grads, views("square_avg"), views("momentum_buffer") if group["momentum"] else None,
+                         views("grad_avg") if group["centered"] else None, lr=lr, alpha=group["alpha"],
+                         eps=group["eps"], weight_decay=group["weight_decay"], momentum=group["momentum"],
+                         centered=group["centered"], maximize=group["maximize"], grad_scale=scale)
+
+
+class Adadelta(Optimizer):
+    """Adadelta, as ``torch.optim.Adadelta``."""
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False, max_grad_norm=None,
+                 grad_norm_type=2.0):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize),
+                         max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
+
+    def _check(self, group):
+        super()._check(group)
+        _checks.in_unit_interval("rho", group["rho"])
+        _checks.positive("eps", group["eps"])
+        _checks.at_least_zero("weight_decay", group["weight_decay"])
+
+    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
+        ops.adadelta_step(params, grads, self._state_views(gi, "square_avg", st["spans"], per_param),
+                          self._state_views(gi, "acc_delta", st["spans"], per_param), lr=lr, rho=group["rho"],
+                          eps=group["eps"], weight_decay=group["weight_decay"], maximize=group["maximize"],
+                          grad_scale=scale)
+
+
+class Adam(Optimizer):
+    """Adam / AMSGrad, as ``torch.optim.Adam``; ``decoupled_weight_decay=True`` is AdamW."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
+                 decoupled_weight_decay=False, maximize=False, max_grad_norm=None, grad_norm_type=2.0):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                                      decoupled_weight_decay=decoupled_weight_decay, maximize=maximize),
+                         max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
+
+    def _check(self, group):
+        super()._check(group)
+        _betas("betas", group["betas"])
+        _checks.positive("eps", group["eps"])
+        _checks.at_least_zero("weight_decay", group["weight_decay"])
+
+    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
+        views = lambda name: self._state_views(gi, name, st["spans"], per_param)  # noqa: E731
+        ops.adam_step(params, grads, views("exp_avg"), views("exp_avg_sq"),
+                      views("max_exp_avg_sq") if group["amsgrad"] else None, step=st["step"], lr=lr,
+                      beta1=group["betas"][0], beta2=group["betas"][1], eps=group["eps"],
+                      weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
+                      decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"],
+                      grad_scale=scale)
+
+
+class AdamW(Adam):
+    """AdamW (decoupled weight decay, default 1e-2), as ``torch.optim.AdamW``."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False, max_grad_norm=None, grad_norm_type=2.0):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         decoupled_weight_decay=True, maximize=maximize, max_grad_norm=max_grad_norm,
+                         grad_norm_type=grad_norm_type)
+
+
+class NAdam(Optimizer):
+    """NAdam (Nesterov-accelerated Adam with momentum decay), as ``torch.optim.NAdam``."""
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, *,
+                 decoupled_weight_decay=False, maximize=False, max_grad_norm=None, grad_norm_type=2.0):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+                                      maximize=maximize),
+                         max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
+
+    def _check(self, group):
+        super()._check(group)
+        _betas("betas", group["betas"])
+        _checks.positive("eps", group["eps"])
+        _checks.at_least_zero("weight_decay", group["weight_decay"])
+        _checks.at_least_zero("momentum_decay", group["momentum_decay"])
+
+    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
+        views = lambda name: self._state_views(gi, name, st["spans"], per_param)  # noqa: E731
+        st["extra"]["mu_product"] = ops.nadam_step(
+            params, grads, views("exp_avg"), views("exp_avg_sq"), step=st["step"],
+            mu_product=st["extra"].get("mu_product", 1.0), lr=lr, beta1=group["betas"][0], beta2=group["betas"][1],
+            eps=group["eps"], weight_decay=group["weight_decay"], momentum_decay=group["momentum_decay"],
+            decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"], grad_scale=scale)
+
+
+def clip_grad_value(grads, clip_value):
+    """Clamp every gradient into [-clip_value, clip_value] in place (``clip_grad_value_``)."""
+    ops.clip_grad_value_(grads, clip_value)
+
+
+def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Scale the gradients in place so that their global norm is at most ``max_norm``, as
+    ``torch.nn.utils.clip_grad_norm_``: ``g *= min(1, max_norm / (norm + 1e-6))``.
+
+    Returns the total norm before clipping (a float). With ``error_if_nonfinite``, a NaN or
+    infinite norm raises RuntimeError and leaves the gradients unchanged.
+    """
+    max_norm = _checks.at_least_zero("max_norm", max_norm)
+    norm = ops.grad_norm(grads, norm_type)
+    if error_if_nonfinite and not math.isfinite(norm):
+        raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite ({norm}), so they "
+                           "cannot be clipped; pass error_if_nonfinite=False to clip anyway")
+    coef = max_norm / (norm + 1e-6)
+    if not coef >= 1.0:
+        ops.scale_(grads, coef)
+    return norm
