@@ -145,7 +145,8 @@ void rmsprop_py(py::object params, py::object grads, py::object square_avgs, py:
   run(l, [&](const auto& a, auto t) {
     using T = decltype(t);
     rmsprop_step<T>(a, RmspropHyper<T>{prep<T>(grad_scale, maximize), T(lr), T(alpha), T(1.0 - alpha), T(eps),
-                                       T(weight_decay), T(momentum), centered, momentum != 0.0});
+                                       T(weight_decay), T(momentum), centered, momentum != 0.0,
+                                       make_lerp<T>(1.0 - alpha)});
   });
 }
 
@@ -178,9 +179,9 @@ void adam_py(py::object params, py::object grads, py::object exp_avgs, py::objec
     using T = decltype(t);
     OptimArrays<T> arrays = a;
     if (!amsgrad) arrays.state2.clear();
-    adam_step<T>(arrays, AdamHyper<T>{prep<T>(grad_scale, maximize), T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps),
+    adam_step<T>(arrays, AdamHyper<T>{prep<T>(grad_scale, maximize), T(beta2), T(1.0 - beta2), T(eps),
                                       T(weight_decay), T(1.0 - lr * weight_decay), T(lr / bc1), T(std::sqrt(bc2)),
-                                      decoupled});
+                                      decoupled, make_lerp<T>(1.0 - beta1)});
   });
 }
 
@@ -199,9 +200,9 @@ double nadam_py(py::object params, py::object grads, py::object exp_avgs, py::ob
   const double bc2 = 1.0 - std::pow(beta2, t_step);
   run(l, [&](const auto& a, auto t) {
     using T = decltype(t);
-    nadam_step<T>(a, NadamHyper<T>{prep<T>(grad_scale, maximize), T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps),
+    nadam_step<T>(a, NadamHyper<T>{prep<T>(grad_scale, maximize), T(beta2), T(1.0 - beta2), T(eps),
                                    T(weight_decay), T(1.0 - lr * weight_decay), T(bc2), T(c_grad), T(c_avg),
-                                   decoupled});
+                                   decoupled, make_lerp<T>(1.0 - beta1)});
   });
   return product;
 }

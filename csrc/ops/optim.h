@@ -21,6 +21,18 @@ template <typename T> struct GradPrep {
   FDNN_HD T operator()(T g) const { return maximize ? -(g * scale) : g * scale; }
 };
 
+// torch.lerp(a, b, w): a + w (b - a) for |w| < 0.5, else b - (b - a)(1 - w) (so that w = 1
+// gives b exactly); the branch depends only on w, chosen once on the host.
+template <typename T> struct Lerp {
+  T w, w_c;  // w and 1 - w (in T)
+  bool from_end;
+  FDNN_HD T operator()(T a, T b) const { return from_end ? b - (b - a) * w_c : a + w * (b - a); }
+};
+template <typename T> inline Lerp<T> make_lerp(double w) {
+  const T wt = static_cast<T>(w);
+  return {wt, T(1) - wt, !(std::fabs(w) < 0.5)};
+}
+
 // ---- SGD (momentum, dampening, Nesterov, coupled weight decay)
 template <typename T> struct SgdHyper {
   GradPrep<T> prep;
@@ -55,6 +67,7 @@ template <typename T> struct RmspropHyper {
   GradPrep<T> prep;
   T lr, alpha, alpha_c /* 1 - alpha */, eps, weight_decay, momentum;
   bool centered, use_momentum;
+  Lerp<T> avg_lerp;  // lerp weight 1 - alpha
 };
 template <typename T>
 FDNN_HD inline void rmsprop_update(T& p, T g, T& square_avg, T* grad_avg, T* buf, const RmspropHyper<T>& h) {
@@ -63,7 +76,7 @@ FDNN_HD inline void rmsprop_update(T& p, T g, T& square_avg, T* grad_avg, T* buf
   square_avg = square_avg * h.alpha + h.alpha_c * g * g;
   T avg;
   if (h.centered) {
-    const T a = *grad_avg + h.alpha_c * (g - *grad_avg);
+    const T a = h.avg_lerp(*grad_avg, g);
     *grad_avg = a;
     avg = sqrt(square_avg - a * a) + h.eps;
   } else {
@@ -97,9 +110,10 @@ FDNN_HD inline void adadelta_update(T& p, T g, T& square_avg, T& acc_delta, cons
 // step_size = lr / (1 - beta1^t), inv_bc2_sqrt = 1 / sqrt(1 - beta2^t).
 template <typename T> struct AdamHyper {
   GradPrep<T> prep;
-  T beta1_c /* 1 - beta1 */, beta2, beta2_c /* 1 - beta2 */, eps, weight_decay, decay_factor /* 1 - lr wd */;
+  T beta2, beta2_c /* 1 - beta2 */, eps, weight_decay, decay_factor /* 1 - lr wd */;
   T step_size, bc2_sqrt;
   bool decoupled;
+  Lerp<T> m_lerp;  // lerp weight 1 - beta1
 };
 template <typename T>
 FDNN_HD inline void adam_update(T& p, T g, T& m, T& v, T* vmax, const AdamHyper<T>& h) {
@@ -108,7 +122,7 @@ FDNN_HD inline void adam_update(T& p, T g, T& m, T& v, T* vmax, const AdamHyper<
     p = p * h.decay_factor;
   else if (h.weight_decay != T(0))
     g = g + h.weight_decay * p;
-  m = m + h.beta1_c * (g - m);
+  m = h.m_lerp(m, g);
   v = v * h.beta2 + h.beta2_c * g * g;
   T second = v;
   if (vmax) {
@@ -122,8 +136,9 @@ FDNN_HD inline void adam_update(T& p, T g, T& m, T& v, T* vmax, const AdamHyper<
 // ---- NAdam: c_grad = lr (1 - mu_t) / (1 - prod mu), c_avg = lr mu_{t+1} / (1 - prod mu * mu_{t+1}).
 template <typename T> struct NadamHyper {
   GradPrep<T> prep;
-  T beta1_c, beta2, beta2_c, eps, weight_decay, decay_factor, bias_correction2, c_grad, c_avg;
+  T beta2, beta2_c, eps, weight_decay, decay_factor, bias_correction2, c_grad, c_avg;
   bool decoupled;
+  Lerp<T> m_lerp;
 };
 template <typename T> FDNN_HD inline void nadam_update(T& p, T g, T& m, T& v, const NadamHyper<T>& h) {
   g = h.prep(g);
@@ -131,7 +146,7 @@ template <typename T> FDNN_HD inline void nadam_update(T& p, T g, T& m, T& v, co
     p = p * h.decay_factor;
   else if (h.weight_decay != T(0))
     g = g + h.weight_decay * p;
-  m = m + h.beta1_c * (g - m);
+  m = h.m_lerp(m, g);
   v = v * h.beta2 + h.beta2_c * g * g;
   const T denom = sqrt(v / h.bias_correction2) + h.eps;
   p = p - h.c_grad * (g / denom);

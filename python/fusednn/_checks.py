@@ -51,6 +51,6 @@ def step_number(name, value):
 
 def norm_type(value):
     v = real("norm_type", value, "2.0 or inf")
-    if v != 2.0 and not math.isinf(v):
+    if v != 2.0 and v != math.inf:
         raise ValueError(f"norm_type: expected 2.0 or inf, got {_show(value)}")
     return v

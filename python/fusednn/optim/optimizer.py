@@ -52,12 +52,7 @@ class Optimizer:
         self.step_count = 0
         self.param_groups = []
         self._params = []  # every parameter, in group order: the indices of state_dict
-        seen = set()
         for group in self._groups_of(params):
-            for p in group["params"]:
-                if id(p) in seen:
-                    raise ValueError("params: a parameter appears in more than one place")
-                seen.add(id(p))
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
             unknown = set(group) - set(self.defaults) - {"params"}
@@ -68,6 +63,7 @@ class Optimizer:
             self.param_groups.append(group)
             self._params.extend(group["params"])
         self._groups_state = [self._new_group_state(g) for g in self.param_groups]
+        self._check_no_shared_memory()
 
     # ---- construction
 
@@ -144,6 +140,14 @@ class Optimizer:
             else:
                 s.param, s.grad = s.single, None
         return spans
+
+    def _check_no_shared_memory(self):
+        """Two parameters must not share memory (both would be updated, or one twice)."""
+        ranges = sorted((p.__array_interface__["data"][0], p.nbytes, i) for i, p in enumerate(self._params) if p.size)
+        for (a0, an, i), (b0, _, j) in zip(ranges, ranges[1:]):
+            if b0 < a0 + an:
+                raise ValueError(f"params: parameters {min(i, j)} and {max(i, j)} share memory (a parameter appears "
+                                 "in more than one place)")
 
     # ---- hyperparameters
 
