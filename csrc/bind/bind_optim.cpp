@@ -22,7 +22,30 @@ std::vector<py::handle> as_list(py::handle obj, const char* name) {
   return out;
 }
 
-std::string item_name(const char* name, size_t i) { return std::string(name) + "[" + std::to_string(i) + "]"; }
+// "name[i]" in a stack buffer: built for every array of every call, so no heap allocation.
+class ItemName {
+ public:
+  ItemName(const char* name, size_t i) {
+    char digits[24];
+    int nd = 0;
+    do {
+      digits[nd++] = static_cast<char>('0' + i % 10);
+      i /= 10;
+    } while (i);
+    size_t k = 0;
+    while (name[k] && k < sizeof(buf_) - nd - 3) buf_[k] = name[k], ++k;
+    buf_[k++] = '[';
+    while (nd) buf_[k++] = digits[--nd];
+    buf_[k++] = ']';
+    buf_[k] = '\0';
+  }
+  const char* c_str() const { return buf_; }
+
+ private:
+  char buf_[64];
+};
+
+ItemName item_name(const char* name, size_t i) { return ItemName(name, i); }
 
 // Parameters, gradients and states of one update call, checked.
 struct Lists {
@@ -42,7 +65,7 @@ Lists collect(py::handle params_obj, py::handle grads_obj,
     throw ValueError("grads: expected " + std::to_string(params.size()) + " arrays (one per parameter), got " +
                      std::to_string(grads.size()));
   for (size_t i = 0; i < params.size(); ++i) {
-    const std::string pname = item_name("params", i);
+    const ItemName pname = item_name("params", i);
     if (i == 0) {
       KeepAlive probe;  // the dtype of params[0] is the dtype of the call
       l.dtype = input_array(params[0], pname.c_str(), probe).dtype;
@@ -54,7 +77,7 @@ Lists collect(py::handle params_obj, py::handle grads_obj,
     l.params.push_back(output_array(params[i], pname.c_str(), l.dtype, shape));
     const TensorView& p = l.params.back();
     l.sizes.push_back(p.numel());
-    const std::string gname = item_name("grads", i);
+    const ItemName gname = item_name("grads", i);
     l.grads.push_back(input_array(grads[i], gname.c_str(), l.keep));
     check_same_dtype(l.grads.back(), gname.c_str(), l.dtype, pname.c_str());
     check_same_shape(l.grads.back(), gname.c_str(), p, pname.c_str());
@@ -68,7 +91,7 @@ Lists collect(py::handle params_obj, py::handle grads_obj,
       throw ValueError(std::string(name) + ": expected " + std::to_string(params.size()) +
                        " arrays (one per parameter), got " + std::to_string(items.size()));
     for (size_t i = 0; i < items.size(); ++i) {
-      const std::string sname = item_name(name, i);
+      const ItemName sname = item_name(name, i);
       const TensorView s = output_array(items[i], sname.c_str(), l.dtype, shape_of(l.params[i]));
       check_no_overlap(s, sname.c_str(), l.params[i], item_name("params", i).c_str());
       check_no_overlap(s, sname.c_str(), l.grads[i], item_name("grads", i).c_str());
@@ -218,7 +241,7 @@ Flat flat_list(py::handle obj, const char* name, bool in_place) {
   Flat f;
   const std::vector<py::handle> items = as_list(obj, name);
   for (size_t i = 0; i < items.size(); ++i) {
-    const std::string n = item_name(name, i);
+    const ItemName n = item_name(name, i);
     TensorView v = input_array(items[i], n.c_str(), f.keep);
     if (i == 0) f.dtype = v.dtype;
     check_same_dtype(v, n.c_str(), f.dtype, item_name(name, 0).c_str());

@@ -4,7 +4,8 @@
 //
 // Hyperparameters arrive in a struct of T values precomputed on the host (bias corrections,
 // the decayed Adagrad rate, NAdam's momentum coefficients), so the per-element code is plain
-// arithmetic that vectorizes.
+// arithmetic that vectorizes. Math calls are std:: so that float stays float (a bare
+// sqrt(float) is the C library's double sqrt).
 #pragma once
 
 #include <cmath>
@@ -43,7 +44,8 @@ template <typename T> FDNN_HD inline void sgd_update(T& p, T g, T* buf, const Sg
   g = h.prep(g);
   if (h.weight_decay != T(0)) g = g + h.weight_decay * p;
   if (h.use_momentum) {
-    const T b = h.first_step ? g : *buf * h.momentum + h.dampening_c * g;
+    const T old = *buf;  // read unconditionally, so that the CPU loop vectorizes
+    const T b = h.first_step ? g : old * h.momentum + h.dampening_c * g;
     *buf = b;
     g = h.nesterov ? g + h.momentum * b : b;
   }
@@ -59,7 +61,7 @@ template <typename T> FDNN_HD inline void adagrad_update(T& p, T g, T& sum, cons
   g = h.prep(g);
   if (h.weight_decay != T(0)) g = g + h.weight_decay * p;
   sum = sum + g * g;
-  p = p - h.clr * (g / (sqrt(sum) + h.eps));
+  p = p - h.clr * (g / (std::sqrt(sum) + h.eps));
 }
 
 // ---- RMSprop (centered, momentum)
@@ -78,9 +80,9 @@ FDNN_HD inline void rmsprop_update(T& p, T g, T& square_avg, T* grad_avg, T* buf
   if (h.centered) {
     const T a = h.avg_lerp(*grad_avg, g);
     *grad_avg = a;
-    avg = sqrt(square_avg - a * a) + h.eps;
+    avg = std::sqrt(square_avg - a * a) + h.eps;
   } else {
-    avg = sqrt(square_avg) + h.eps;
+    avg = std::sqrt(square_avg) + h.eps;
   }
   if (h.use_momentum) {
     const T b = *buf * h.momentum + g / avg;
@@ -101,13 +103,13 @@ FDNN_HD inline void adadelta_update(T& p, T g, T& square_avg, T& acc_delta, cons
   g = h.prep(g);
   if (h.weight_decay != T(0)) g = g + h.weight_decay * p;
   square_avg = square_avg * h.rho + h.rho_c * g * g;
-  const T delta = sqrt(acc_delta + h.eps) / sqrt(square_avg + h.eps) * g;
+  const T delta = std::sqrt(acc_delta + h.eps) / std::sqrt(square_avg + h.eps) * g;
   acc_delta = acc_delta * h.rho + h.rho_c * delta * delta;
   p = p - h.lr * delta;
 }
 
 // ---- Adam / AdamW (decoupled weight decay) / AMSGrad.
-// step_size = lr / (1 - beta1^t), inv_bc2_sqrt = 1 / sqrt(1 - beta2^t).
+// step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t) (torch divides by it).
 template <typename T> struct AdamHyper {
   GradPrep<T> prep;
   T beta2, beta2_c /* 1 - beta2 */, eps, weight_decay, decay_factor /* 1 - lr wd */;
@@ -129,7 +131,7 @@ FDNN_HD inline void adam_update(T& p, T g, T& m, T& v, T* vmax, const AdamHyper<
     second = *vmax > v ? *vmax : v;
     *vmax = second;
   }
-  const T denom = sqrt(second) / h.bc2_sqrt + h.eps;
+  const T denom = std::sqrt(second) / h.bc2_sqrt + h.eps;
   p = p - h.step_size * (m / denom);
 }
 
@@ -148,7 +150,7 @@ template <typename T> FDNN_HD inline void nadam_update(T& p, T g, T& m, T& v, co
     g = g + h.weight_decay * p;
   m = h.m_lerp(m, g);
   v = v * h.beta2 + h.beta2_c * g * g;
-  const T denom = sqrt(v / h.bias_correction2) + h.eps;
+  const T denom = std::sqrt(v / h.bias_correction2) + h.eps;
   p = p - h.c_grad * (g / denom);
   p = p - h.c_avg * (m / denom);
 }

@@ -11,9 +11,21 @@ def _is_cupy(a) -> bool:
     return type(a).__module__.startswith("cupy") and hasattr(a, "__cuda_array_interface__")
 
 
+_NUMPY_OR_NONE = {np.ndarray, type(None)}
+
+
+def _all_numpy(value) -> bool:
+    """True for None, a NumPy array, or a list/tuple of them (a fast check, no names)."""
+    if value is None or type(value) is np.ndarray:
+        return True
+    return type(value) in (tuple, list) and set(map(type, value)) <= _NUMPY_OR_NONE
+
+
 def backend_for(**arrays):
     """The module that runs an op on these arrays (None values are ignored; a tuple, such as
     ``out=(dx, dw, db)``, is checked entry by entry as ``out[0]``, ``out[1]``, ...)."""
+    if all(_all_numpy(a) for a in arrays.values()):  # the common case, without building names
+        return _C
     kinds = {}
     pending = list(arrays.items())
     while pending:

@@ -116,6 +116,8 @@ class Optimizer:
             "step": 0,
             "extra": {},  # scalar state of the rule (NAdam's mu_product)
             "spans": self._spans(members, offsets),
+            "shapes": [p.shape for p in members],
+            "views": {},  # (state name, per_param) -> the state views handed to the kernel
         }
 
     @staticmethod
@@ -173,11 +175,16 @@ class Optimizer:
     def _state_views(self, gi, name, spans, per_param):
         """The state `name` as arrays matching the parameter arrays handed to the kernel."""
         st = self._groups_state[gi]
-        buf = self._buffer(gi, name)
-        if per_param:
-            return [buf[st["offsets"][i]:st["offsets"][i + 1]].reshape(p.shape)
-                    for i, p in enumerate(self.param_groups[gi]["params"])]
-        return [buf[s.state_offset:s.state_offset + s.param.size] for s in spans]
+        views = st["views"].get((name, per_param))
+        if views is None:
+            buf = self._buffer(gi, name)
+            if per_param:
+                views = [buf[st["offsets"][i]:st["offsets"][i + 1]].reshape(shape)
+                         for i, shape in enumerate(st["shapes"])]
+            else:
+                views = [buf[s.state_offset:s.state_offset + s.param.size] for s in spans]
+            st["views"][(name, per_param)] = views
+        return views
 
     # ---- stepping
 
@@ -198,9 +205,15 @@ class Optimizer:
             raise ValueError(f"grads: expected {len(self._params)} arrays (one per parameter, in group order), "
                              f"got {len(grads)}")
         k = 0
-        for group in self.param_groups:
+        for group, st in zip(self.param_groups, self._groups_state):
             n = len(group["params"])
             gs = grads[k:k + n]
+            dtype = st["dtype"]
+            if (all(type(g) is np.ndarray and g.dtype is dtype for g in gs)
+                    and [g.shape for g in gs] == st["shapes"]):  # the common case, checked fast
+                out.append((group["params"], gs, True))
+                k += n
+                continue
             for j, (p, g) in enumerate(zip(group["params"], gs)):
                 if not isinstance(g, np.ndarray) or g.shape != p.shape or g.dtype != p.dtype:
                     desc = (f"{g.dtype} array of shape {g.shape}" if isinstance(g, np.ndarray)
