@@ -23,6 +23,8 @@ class Case:
     impls: Dict[str, Optional[Callable[[], object]]]  # "fusednn", "numpy", "torch"
     flops: float = 0.0  # for GEMM-bound cases: % of SGEMM peak
     bytes: float = 0.0  # for memory-bound cases (minimal traffic): % of bandwidth
+    repeat: int = 0  # timed calls for this case (0: the run's --repeat), for cases of seconds
+    warmup: int = 2
 
 
 def median_seconds(fn, repeat, warmup=2, settle=0.25):
@@ -86,7 +88,7 @@ def run_cases(cases, repeat, peaks):
     for case in cases:
         times = {}
         for impl, fn in case.impls.items():
-            times[impl] = None if fn is None else median_seconds(fn, repeat)
+            times[impl] = None if fn is None else median_seconds(fn, case.repeat or repeat, case.warmup)
         t = times["fusednn"]
         row = {"family": case.family, "case": case.name, "seconds": times}
         for other in ("numpy", "torch"):

@@ -1,0 +1,119 @@
+"""One training epoch of a 784-512-256-10 MLP (batch norm, ReLU, dropout 0.5, AdamW, softmax
+cross-entropy) on 60,000 random MNIST-shaped samples at batch 128, with the same batch order
+in every implementation: fusednn.nn + fusednn.optim, the same model written with the NumPy
+references (dropout masks from NumPy's generator, as a NumPy user would), and PyTorch CPU with
+``AdamW(fused=True)``.
+
+The GEMMs of an epoch: forward x@W.T for 3 layers, backward dW for 3 and dX for the upper 2
+(no layer needs the input's gradient), counted as the "flops" of the case."""
+
+import numpy as np
+
+from harness import Case
+
+N, BATCH, SIZES, P_DROP = 60_000, 128, (784, 512, 256, 10), 0.5
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.random((N, SIZES[0]), dtype=np.float32)
+    y = rng.integers(0, SIZES[-1], N)
+    order = rng.permutation(N)
+    return x, y, [order[i:i + BATCH] for i in range(0, N, BATCH)]
+
+
+def _gemm_flops():
+    macs = sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:]))
+    dx_macs = sum(a * b for a, b in zip(SIZES[1:-1], SIZES[2:]))
+    return 2.0 * N * (2 * macs + dx_macs)
+
+
+def _fusednn_epoch(x, y, batches):
+    from fusednn import nn, ops, optim
+    model = nn.MLP(list(SIZES), norm="batch", dropout=P_DROP, seed=0)
+    opt = optim.AdamW(model.parameter_groups(weight_decay=1e-2), lr=1e-3)
+
+    def epoch():
+        model.train()
+        for idx in batches:
+            logits = model.forward(x[idx])
+            _, dlogits = ops.softmax_cross_entropy_with_grad(logits, y[idx])
+            model.backward(dlogits)
+            opt.step()
+    return epoch
+
+
+def _numpy_epoch(x, y, batches):
+    from fusednn import reference as ref
+    rng = np.random.default_rng(0)
+    ws = [(rng.standard_normal((o, i)) * np.sqrt(2 / i)).astype(np.float32) for i, o in zip(SIZES[:-1], SIZES[1:])]
+    params = ws + [np.zeros(SIZES[-1], np.float32)]
+    gammas = [np.ones(s, np.float32) for s in SIZES[1:-1]]
+    betas = [np.zeros(s, np.float32) for s in SIZES[1:-1]]
+    running = [(np.zeros(s, np.float32), np.ones(s, np.float32)) for s in SIZES[1:-1]]
+    params += gammas + betas
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    state = {"step": 0}
+
+    def epoch():
+        for idx in batches:
+            h, cache = x[idx], []
+            for k in range(2):
+                z = h @ ws[k].T
+                zn, mean, inv_std = ref.batch_norm(z, gammas[k], betas[k], *running[k], training=True)
+                a = np.maximum(zn, 0)
+                keep = rng.random(a.shape) >= P_DROP
+                cache.append((h, z, mean, inv_std, zn, keep))
+                h = a * keep / (1 - P_DROP)
+            logits = h @ ws[2].T + params[3]
+            _, dz = ref.softmax_cross_entropy_with_grad(logits, y[idx])
+            dz = dz.astype(np.float32)
+            grads = [None] * 3 + [dz.sum(0)] + [None] * 4
+            grads[2] = dz.T @ h
+            dh = dz @ ws[2]
+            for k in (1, 0):
+                hin, z, mean, inv_std, zn, keep = cache[k]
+                da = dh * keep / (1 - P_DROP) * (zn > 0)
+                dzk, grads[4 + k], grads[6 + k] = ref.batch_norm_backward(da, z, gammas[k], mean, inv_std)
+                grads[k] = dzk.T @ hin
+                if k:
+                    dh = dzk @ ws[k]
+            grads = [g.astype(np.float32, copy=False) for g in grads]
+            state["step"] += 1
+            ref.adam_step(params[:3], grads[:3], m[:3], v[:3], None, step=state["step"], lr=1e-3, weight_decay=1e-2,
+                          decoupled_weight_decay=True)
+            ref.adam_step(params[3:], grads[3:], m[3:], v[3:], None, step=state["step"], lr=1e-3)
+    return epoch
+
+
+def _torch_epoch(torch, x, y, batches):
+    tn = torch.nn
+    torch.manual_seed(0)
+    model = tn.Sequential(tn.Linear(784, 512, bias=False), tn.BatchNorm1d(512), tn.ReLU(), tn.Dropout(P_DROP),
+                          tn.Linear(512, 256, bias=False), tn.BatchNorm1d(256), tn.ReLU(), tn.Dropout(P_DROP),
+                          tn.Linear(256, 10))
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    other = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-2}, {"params": other, "weight_decay": 0.0}],
+                            lr=1e-3, fused=True)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    tbatches = [torch.from_numpy(idx) for idx in batches]
+
+    def epoch():
+        model.train()
+        for idx in tbatches:
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(tx[idx]), ty[idx])
+            loss.backward()
+            opt.step()
+    return epoch
+
+
+def cases(torch=None):
+    x, y, batches = _data()
+    return [Case("train", "MLP 784-512-256-10 bn+dropout AdamW, 1 epoch of 60k at batch 128", {
+        "fusednn": _fusednn_epoch(x, y, batches),
+        "numpy": _numpy_epoch(x, y, batches),
+        "torch": _torch_epoch(torch, x, y, batches) if torch is not None else None,
+    }, flops=_gemm_flops(), repeat=3, warmup=1)]

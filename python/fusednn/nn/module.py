@@ -1,0 +1,234 @@
+"""The module base class: parameters as views into one flat buffer, modes, state, RNG.
+
+A model is a tree of modules. Each module registers its parameters (initialized arrays) and
+buffers (running statistics); the first time the root's ``params`` is needed, every
+parameter of the tree is moved into one :class:`fusednn.FlatParameters` (data and gradient
+buffers) and each module's parameter and gradient arrays become views into it. Parameters
+that take weight decay (2-D and larger: weights) are laid out first and the others (biases,
+normalization scales and shifts) after them, so that each of the two default optimizer
+groups is one contiguous span: one kernel call per group.
+
+Backward passes overwrite the gradients (one backward per step); ``zero_grad()`` exists for
+code that accumulates by hand.
+"""
+
+import numpy as np
+
+from fusednn.params import FlatParameters
+
+
+class RNG:
+    """The model's Philox stream: a seed and the next unused counter. Every training-mode
+    dropout draws ``take(n)`` counters, so the masks depend only on (seed, offset), and saving
+    both resumes a run with the same masks."""
+
+    def __init__(self, seed=0, offset=0):
+        self.seed, self.offset = int(seed), int(offset)
+
+    def take(self, n):
+        """Reserve ``n`` counters; returns the offset of the first."""
+        start = self.offset
+        self.offset += int(n)
+        return start
+
+    def __repr__(self):
+        return f"RNG(seed={self.seed}, offset={self.offset})"
+
+
+def _dtype_of(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    return dtype
+
+
+class Module:
+    """Base class of layers and models.
+
+    Subclasses call :meth:`add_parameter` / :meth:`add_buffer` / :meth:`add_module` in their
+    constructor and implement ``forward(x, training)`` and ``backward(dy)``. A parameter's
+    value is ``self.p[name]`` and its gradient ``self.g[name]`` (backward writes it).
+    """
+
+    def __init__(self):
+        self.p, self.g, self.buffers = {}, {}, {}
+        self._children = {}
+        self._parent = None
+        self._flat = None
+        self._rng = RNG()
+        self.training = True
+
+    # ---- registration
+
+    def add_parameter(self, name, value):
+        self.p[name] = value
+        self.g[name] = np.zeros_like(value)
+        return value
+
+    def add_buffer(self, name, value):
+        self.buffers[name] = value
+        return value
+
+    def add_module(self, name, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"{name}: expected a fusednn.nn.Module, got {type(module).__module__}."
+                            f"{type(module).__qualname__}")
+        if module._parent is not None:
+            raise ValueError(f"{name}: this module already belongs to another model")
+        module._parent = self
+        module.rng = self._rng
+        module.training = self.training
+        self._children[name] = module
+        return module
+
+    # ---- the tree
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child.named_modules(f"{prefix}{name}.")
+
+    def children(self):
+        return list(self._children.values())
+
+    def _root(self):
+        m = self
+        while m._parent is not None:
+            m = m._parent
+        return m
+
+    def named_parameters(self):
+        """``(name, array)`` for every parameter, in registration order (e.g. ``0.weight``)."""
+        self.params  # noqa: B018 (the views exist once the flat buffer does)
+        return [(prefix + n, m.p[n]) for prefix, m in self.named_modules() for n in m.p]
+
+    def named_gradients(self):
+        self.params  # noqa: B018
+        return [(prefix + n, m.g[n]) for prefix, m in self.named_modules() for n in m.g]
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    @property
+    def params(self):
+        """The :class:`FlatParameters` holding every parameter of the model (of the root module
+        when this one is part of a larger model)."""
+        root = self._root()
+        if root._flat is None:
+            root._flatten()
+        return root._flat
+
+    def _flatten(self):
+        entries = [(prefix, m, n) for prefix, m in self.named_modules() for n in m.p]
+        if not entries:
+            self._flat = FlatParameters({}, self.dtype)
+            return
+        entries.sort(key=lambda e: e[1].p[e[2]].ndim < 2)  # decayed first, stable within each kind
+        flat = FlatParameters({prefix + n: m.p[n].shape for prefix, m, n in entries}, self.dtype)
+        for prefix, m, n in entries:
+            flat[prefix + n][...] = m.p[n]
+            flat.grad_of(prefix + n)[...] = m.g[n]
+            m.p[n], m.g[n] = flat[prefix + n], flat.grad_of(prefix + n)
+        self._flat = flat
+
+    @property
+    def dtype(self):
+        for _, m in self.named_modules():
+            for a in list(m.p.values()) + list(m.buffers.values()):
+                return a.dtype
+        return getattr(self, "_dtype", np.dtype(np.float32))
+
+    def parameter_groups(self, weight_decay=0.0):
+        """Optimizer groups: weights (2-D and larger) with ``weight_decay``, and biases and
+        normalization parameters without it (empty groups are left out)."""
+        decay = [p for _, p in self.named_parameters() if p.ndim >= 2]
+        other = [p for _, p in self.named_parameters() if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
+
+    def zero_grad(self):
+        self.params.grad.fill(0)
+
+    def num_parameters(self):
+        return int(self.params.data.size)
+
+    # ---- modes and randomness
+
+    def train(self, mode=True):
+        for _, m in self.named_modules():
+            m.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    @property
+    def rng(self):
+        return self._rng
+
+    @rng.setter
+    def rng(self, value):
+        if not isinstance(value, RNG):
+            raise TypeError(f"rng: expected a fusednn.nn.RNG, got {type(value).__qualname__}")
+        for _, m in self.named_modules():
+            m._rng = value
+
+    def seed(self, seed, offset=0):
+        """Restart the dropout stream of the whole model at (seed, offset)."""
+        self.rng = RNG(seed, offset)
+        return self
+
+    def to(self, device):
+        if device != "cpu":
+            raise ValueError(f"device: this build runs on 'cpu' only (the CUDA backend is not built), got {device!r}")
+        return self
+
+    # ---- state
+
+    def state_dict(self):
+        """Copies of every parameter and buffer, by dotted name."""
+        self.params  # noqa: B018
+        out = {}
+        for prefix, m in self.named_modules():
+            for n, a in list(m.p.items()) + list(m.buffers.items()):
+                out[prefix + n] = a.copy()
+        return out
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters and buffers in place; names and shapes must match."""
+        self.params  # noqa: B018
+        targets = {prefix + n: a for prefix, m in self.named_modules() for n, a in
+                   list(m.p.items()) + list(m.buffers.items())}
+        missing, unexpected = sorted(set(targets) - set(state)), sorted(set(state) - set(targets))
+        if missing or unexpected:
+            raise ValueError(f"state_dict: missing {missing}, unexpected {unexpected}")
+        for name, target in targets.items():
+            value = np.asarray(state[name])
+            if value.shape != target.shape:
+                raise ValueError(f"state_dict[{name!r}]: expected shape {target.shape}, got {value.shape}")
+            target[...] = value
+
+    # ---- running
+
+    def forward(self, x, training=None):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def __call__(self, x, training=None):
+        return self.forward(x, training)
+
+    def _mode(self, training):
+        return self.training if training is None else bool(training)
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        if not self._children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in self._children.items():
+            lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
+        return "\n".join(lines + [")"])

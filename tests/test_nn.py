@@ -1,0 +1,291 @@
+"""fusednn.nn: layers against NumPy formulas and the references, gradients by finite
+differences (fusednn.gradcheck), the flat parameter layout, modes, state and errors."""
+
+import numpy as np
+import pytest
+
+from fusednn import nn, optim
+from fusednn import reference as ref
+from fusednn.gradcheck import gradcheck
+
+
+def _x(shape, seed=0, dtype=np.float64, scale=1.0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+
+
+class _FixedStream(nn.Module):
+    """Wraps a layer so that every forward draws the same Philox counters (finite differences
+    need the same mask in every evaluation)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.add_module("layer", layer)
+
+    def forward(self, x, training=None):
+        self.rng.offset = 0
+        return self._children["layer"].forward(x, training)
+
+    def backward(self, dy):
+        return self._children["layer"].backward(dy)
+
+
+def _randomize(layer, seed=1):
+    rng = np.random.default_rng(seed)
+    for _, p in layer.named_parameters():
+        p[...] = rng.standard_normal(p.shape) * 0.5 + (1.0 if p.ndim == 1 else 0.0)
+    return layer
+
+
+# ---- forward against the formulas
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (7, 1), (33, 17)])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_linear_forward_matches_reference(shape, activation):
+    n, fan_in = shape
+    layer = nn.Linear(fan_in, 9, activation=activation, rng=0)
+    x = _x(shape, dtype=np.float32)
+    y = layer(x)
+    expect = ref.linear(x.astype(np.float64), layer.p["weight"].astype(np.float64),
+                        layer.p["bias"].astype(np.float64), activation)
+    np.testing.assert_allclose(y, expect, rtol=1e-4, atol=1e-5)
+
+
+def test_activations_match_formulas():
+    x = np.array([[-3.0, -0.5, 0.0, 0.5, 3.0, -800.0, 800.0]])
+    np.testing.assert_array_equal(nn.ReLU()(x), np.maximum(x, 0))
+    np.testing.assert_allclose(nn.Sigmoid()(x), 0.5 * (1 + np.tanh(x / 2)), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(nn.Tanh()(x), np.tanh(x))
+    np.testing.assert_array_equal(nn.Abs()(x), np.abs(x))
+    assert np.isfinite(nn.Sigmoid()(x)).all()
+
+
+def test_weight_norm_linear_starts_equal_to_its_v():
+    layer = nn.WeightNormLinear(6, 4, rng=3, dtype=np.float64)
+    x = _x((5, 6))
+    np.testing.assert_allclose(layer(x), x @ layer.p["v"].T + layer.p["bias"], rtol=1e-12)
+
+
+def test_batchnorm_uses_batch_statistics_in_training_and_running_in_eval():
+    bn = nn.BatchNorm1d(3, dtype=np.float64)
+    x = _x((16, 3), scale=3.0) + 2.0
+    y = bn(x, training=True)
+    np.testing.assert_allclose(y, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), rtol=1e-10)
+    np.testing.assert_allclose(bn.buffers["running_mean"], 0.1 * x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(bn.buffers["running_var"], 0.9 + 0.1 * x.var(0, ddof=1), rtol=1e-12)
+    y_eval = bn(x, training=False)
+    rm, rv = bn.buffers["running_mean"], bn.buffers["running_var"]
+    np.testing.assert_allclose(y_eval, (x - rm) / np.sqrt(rv + 1e-5), rtol=1e-10)
+
+
+def test_batchnorm2d_normalizes_per_channel():
+    bn = nn.BatchNorm2d(3, dtype=np.float64)
+    x = _x((4, 3, 5, 2))
+    y = bn(x, training=True)
+    mean, var = x.mean(axis=(0, 2, 3), keepdims=True), x.var(axis=(0, 2, 3), keepdims=True)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5), rtol=1e-10, atol=1e-12)
+
+
+def test_layer_norm_and_lrn_match_references():
+    ln = _randomize(nn.LayerNorm(7, dtype=np.float64))
+    x = _x((5, 7))
+    expect, _, _ = ref.layer_norm(x, ln.p["weight"], ln.p["bias"])
+    np.testing.assert_allclose(ln(x), expect, rtol=1e-10)
+    lrn = nn.LocalResponseNorm(3, alpha=0.1)
+    x4 = _x((2, 6, 3, 3))
+    np.testing.assert_allclose(lrn(x4), ref.local_response_norm(x4, 3, 0.1, 0.75, 1.0), rtol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["inverted", "vanilla"])
+def test_dropout_modes(mode):
+    layer = nn.Dropout(0.25, mode=mode)
+    x = np.ones((64, 64))
+    y = layer(x, training=True)
+    kept = y != 0
+    assert 0.65 < kept.mean() < 0.85
+    np.testing.assert_array_equal(y[kept], 1 / 0.75 if mode == "inverted" else 1.0)
+    np.testing.assert_array_equal(layer(x, training=False), x if mode == "inverted" else 0.75 * x)
+
+
+def test_dropout_masks_follow_the_model_stream():
+    a, b = nn.MLP([8, 16, 4], dropout=0.5, seed=5), nn.MLP([8, 16, 4], dropout=0.5, seed=5)
+    x = _x((10, 8), dtype=np.float32)
+    np.testing.assert_array_equal(a(x, training=True), b(x, training=True))
+    assert a.rng.offset == 10 * 16
+    first = a(x, training=True)
+    assert not np.array_equal(first, b(x, training=False))
+    a.rng.offset = b.rng.offset = 0
+    np.testing.assert_array_equal(a(x, training=True), b(x, training=True))
+
+
+# ---- gradients by finite differences
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Linear(5, 4, rng=0, dtype=np.float64),
+    lambda: nn.Linear(5, 4, activation="relu", rng=0, bias_init=0.1, dtype=np.float64),
+    lambda: nn.Linear(5, 4, bias=False, rng=0, dtype=np.float64),
+    lambda: nn.WeightNormLinear(5, 4, rng=0, dtype=np.float64),
+    lambda: nn.WeightNormLinear(5, 4, activation="relu", rng=0, dtype=np.float64),
+    lambda: _FixedStream(nn.DropConnectLinear(5, 4, p=0.3, rng=0, dtype=np.float64)),
+    lambda: _FixedStream(nn.DropConnectLinear(5, 4, p=0.3, mode="vanilla", rng=0, dtype=np.float64)),
+    lambda: _randomize(nn.BatchNorm1d(5, dtype=np.float64)),
+    lambda: _randomize(nn.LayerNorm(5, dtype=np.float64)),
+    lambda: nn.ReLU(), lambda: nn.Sigmoid(), lambda: nn.Tanh(), lambda: nn.Abs(),
+    lambda: _FixedStream(nn.Dropout(0.4)),
+    lambda: _FixedStream(nn.Dropout(0.4, mode="vanilla")),
+], ids=["linear", "linear-relu", "linear-nobias", "weightnorm", "weightnorm-relu", "dropconnect",
+        "dropconnect-vanilla", "batchnorm", "layernorm", "relu", "sigmoid", "tanh", "abs", "dropout",
+        "dropout-vanilla"])
+def test_layer_gradients(make):
+    x = _x((6, 5), seed=2)
+    x[np.abs(x) < 1e-3] = 0.5  # keep finite differences away from the kinks of relu/abs
+    assert gradcheck(make(), [x])
+
+
+def test_batchnorm_eval_and_2d_gradients():
+    bn = _randomize(nn.BatchNorm1d(4, dtype=np.float64))
+    bn.buffers["running_var"][...] = [0.5, 1.0, 2.0, 3.0]
+    bn.eval()
+    assert gradcheck(bn, [_x((5, 4))])
+    assert gradcheck(_randomize(nn.BatchNorm2d(3, dtype=np.float64)), [_x((3, 3, 2, 2))])
+
+
+def test_lrn_and_flatten_gradients():
+    assert gradcheck(nn.LocalResponseNorm(3, alpha=0.5), [_x((2, 5, 2, 2))])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3, rng=0, dtype=np.float64)).input_gradient()
+    assert gradcheck(model, [_x((2, 3, 2, 2))])
+
+
+@pytest.mark.parametrize("norm", [None, "batch", "layer"])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_mlp_gradients(norm, activation):
+    model = _FixedStream(nn.MLP([4, 6, 5, 3], activation=activation, norm=norm, dropout=0.2, seed=1,
+                                bias_init=0.05, dtype=np.float64).input_gradient())
+    assert gradcheck(model, [_x((7, 4), seed=3)])
+
+
+def test_gradcheck_catches_a_wrong_layer_gradient():
+    layer = nn.Linear(3, 2, rng=0, dtype=np.float64)
+    original = layer.backward
+    layer.backward = lambda dy: original(dy) * 1.01
+    with pytest.raises(AssertionError):
+        gradcheck(layer, [_x((4, 3))])
+
+
+# ---- structure, flat layout, state
+
+
+def test_mlp_layout_norm_before_activation_dropout_after_not_after_last():
+    kinds = [type(m).__name__ for m in nn.MLP([4, 8, 8, 2], norm="batch", dropout=0.5, input_dropout=0.1)]
+    assert kinds == ["Dropout", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "BatchNorm1d", "ReLU", "Dropout",
+                     "Linear"]
+    fused = nn.MLP([4, 8, 2])
+    assert [type(m).__name__ for m in fused] == ["Linear", "Linear"] and fused[0].activation == "relu"
+    assert fused[1].activation is None
+
+
+def test_parameters_are_views_of_one_flat_buffer_and_groups_are_single_spans():
+    model = nn.MLP([5, 7, 6, 3], norm="layer")
+    flat = model.params
+    assert flat.data.size == sum(p.size for p in model.parameters())
+    for (_, p), (_, g) in zip(model.named_parameters(), model.named_gradients()):
+        assert p.base is flat.data and g.base is flat.grad
+    groups = model.parameter_groups(weight_decay=0.1)
+    assert [p.ndim for p in groups[0]["params"]] == [2, 2, 2] and all(p.ndim == 1 for p in groups[1]["params"])
+    opt = optim.AdamW(groups)
+    assert [len(st["spans"]) for st in opt._groups_state] == [1, 1]
+
+
+def test_initial_values_survive_flattening():
+    layer = nn.Linear(4, 3, rng=7, bias_init=0.01)
+    before = layer.p["weight"].copy()
+    model = nn.Sequential(layer)
+    model.params  # noqa: B018
+    np.testing.assert_array_equal(layer.p["weight"], before)
+    np.testing.assert_array_equal(layer.p["bias"], np.float32(0.01))
+    assert np.shares_memory(layer.p["weight"], model.params.data)
+
+
+def test_training_step_updates_the_layers_through_the_flat_buffer():
+    model = nn.MLP([3, 4, 2], seed=0)
+    opt = optim.SGD(model.params, lr=0.1)
+    x, y = _x((8, 3), dtype=np.float32), np.arange(8) % 2
+    from fusednn import ops
+    before = model.state_dict()
+    logits = model(x, training=True)
+    _, dlogits = ops.softmax_cross_entropy_with_grad(logits, y)
+    model.backward(dlogits)
+    opt.step()
+    after = model.state_dict()
+    for name in before:
+        np.testing.assert_allclose(after[name], before[name] - 0.1 * model.params.grad_of(name), rtol=1e-6)
+
+
+def test_state_dict_round_trip_and_errors():
+    a = nn.MLP([4, 5, 3], norm="batch", seed=1)
+    a(_x((6, 4), dtype=np.float32), training=True)  # moves the running statistics
+    b = nn.MLP([4, 5, 3], norm="batch", seed=2)
+    b.load_state_dict(a.state_dict())
+    x = _x((3, 4), dtype=np.float32)
+    np.testing.assert_array_equal(a(x, training=False), b(x, training=False))
+    assert "1.running_mean" in a.state_dict()
+    bad = a.state_dict()
+    bad["0.weight"] = np.zeros((2, 2), np.float32)
+    with pytest.raises(ValueError, match="0.weight"):
+        b.load_state_dict(bad)
+    del bad["0.weight"]
+    with pytest.raises(ValueError, match="missing"):
+        b.load_state_dict(bad)
+
+
+def test_modes_propagate():
+    model = nn.MLP([2, 3, 2], dropout=0.5)
+    model.eval()
+    assert all(not m.training for _, m in model.named_modules())
+    model.train()
+    assert all(m.training for _, m in model.named_modules())
+
+
+def test_same_seed_same_model_different_seed_different():
+    x = _x((4, 6), dtype=np.float32)
+    np.testing.assert_array_equal(nn.MLP([6, 5, 2], seed=3)(x), nn.MLP([6, 5, 2], seed=3)(x))
+    assert not np.array_equal(nn.MLP([6, 5, 2], seed=3)(x), nn.MLP([6, 5, 2], seed=4)(x))
+
+
+# ---- errors
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="in_features"):
+        nn.Linear(0, 3)
+    with pytest.raises(ValueError, match="activation"):
+        nn.Linear(2, 3, activation="gelu")
+    with pytest.raises(ValueError, match="init"):
+        nn.Linear(2, 3, init="zeros?")
+    with pytest.raises(ValueError, match="norm"):
+        nn.MLP([2, 3], norm="group")
+    with pytest.raises(ValueError, match="sizes"):
+        nn.MLP([2])
+    with pytest.raises(ValueError, match="p"):
+        nn.Dropout(1.0)
+    with pytest.raises(ValueError, match="mode"):
+        nn.Dropout(0.5, mode="alpha")
+    with pytest.raises(TypeError, match="dtype"):
+        nn.Linear(2, 3, dtype=np.int32)
+    with pytest.raises(ValueError, match="device"):
+        nn.MLP([2, 3]).to("cuda")
+
+
+def test_bad_inputs_raise_clear_errors():
+    layer = nn.Linear(4, 3)
+    with pytest.raises(ValueError, match=r"x: expected shape \(N, 4"):
+        layer(np.zeros((2, 5), np.float32))
+    with pytest.raises(TypeError, match="dtype"):
+        layer(np.zeros((2, 4), np.float64))
+    with pytest.raises(TypeError, match="numpy"):
+        layer([[1.0, 2.0, 3.0, 4.0]])
+    with pytest.raises(RuntimeError, match="training forward"):
+        nn.Linear(4, 3).backward(np.zeros((2, 3), np.float32))
+    with pytest.raises(RuntimeError, match="training forward"):
+        nn.Dropout(0.5).backward(np.zeros(3))
