@@ -1,7 +1,8 @@
 """fusednn: fused C++/CUDA kernels for training deep networks from NumPy and CuPy.
 
 The functional ops live in :mod:`fusednn.ops`, each with a plain NumPy twin in
-:mod:`fusednn.reference`.
+:mod:`fusednn.reference`; optimizers in :mod:`fusednn.optim`; the training library in
+:mod:`fusednn.nn`, :mod:`fusednn.train`, :mod:`fusednn.checkpoint` and :mod:`fusednn.data`.
 """
 
 __version__ = "0.1.0"
@@ -35,6 +36,8 @@ def _cuda_available() -> bool:
 
 from fusednn import ops, optim, reference  # noqa: E402
 from fusednn.params import FlatParameters  # noqa: E402
+from fusednn import checkpoint, data, nn, regularizers, train  # noqa: E402
+from fusednn.gradcheck import gradcheck  # noqa: E402
 
 __all__ = ["__version__", "build_info", "get_num_threads", "set_num_threads", "ops", "optim", "reference",
-           "FlatParameters"]
+           "FlatParameters", "nn", "data", "train", "checkpoint", "regularizers", "gradcheck"]

@@ -1,0 +1,516 @@
+"""Mini-batch training: :func:`fit`, :func:`evaluate`, :class:`History` and callbacks.
+
+``fit`` runs epochs of mini-batch steps over ``(x, y)`` arrays. Epochs are numbered from 1
+(history rows, callbacks, checkpoint files); epoch ``e`` visits the samples in the order
+``np.random.default_rng([seed, e]).permutation(n)``, so a resumed run sees the same batches.
+One step: ``model.zero_grad()``, ``out = model.forward(xb, training=True)``, ``loss.value_and_grad``,
+``model.backward``, optionally ``regularizer.add_grad(params.data, params.grad, mask)``, the
+learning rate from the schedule, ``optimizer.step()``.
+
+Learning rate. With ``schedule`` (a callable step -> lr, e.g. from :mod:`fusednn.optim.schedules`)
+every parameter group's lr is set to ``schedule(t)`` before each step, where ``t`` counts the
+updates done so far (``schedule_unit="iteration"``) or the epochs done so far (``"epoch"``).
+:class:`ReduceLROnPlateau` then multiplies the schedule's value: the lr is
+``max(schedule(t) * factor ** reductions, min_lr)``. Without a schedule it multiplies each
+group's lr in place, as torch's ReduceLROnPlateau does.
+
+Resume. A checkpoint (:class:`Checkpoint` callback, or ``fit(checkpoint=dir)``) holds the model,
+the optimizer, the dropout RNG, the epoch and step counts, the history and every callback's
+``state_dict()``. ``fit(..., resume=path_or_dir)`` restores all of it and continues with the next
+epoch, so a run killed at any moment and resumed from its last checkpoint ends with the same
+parameters, bit for bit, as one that was never interrupted (given the same arguments, data and
+thread count).
+"""
+
+import math
+import os
+import time
+
+import numpy as np
+
+from fusednn import checkpoint as _ckpt
+from fusednn.optim import schedules as _schedules
+
+__all__ = ["fit", "evaluate", "History", "Trainer", "Callback", "EarlyStopping", "ReduceLROnPlateau", "Checkpoint"]
+
+
+# ---- helpers
+
+
+def _mode(monitor, mode):
+    """"min" or "max"; "auto" is "max" for accuracies and "min" otherwise."""
+    if mode == "auto":
+        return "max" if "acc" in monitor else "min"
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
+    return mode
+
+
+def _monitored(who, logs, monitor):
+    if monitor not in logs:
+        raise KeyError(f"{who}: {monitor!r} is not in the epoch's logs {sorted(logs)} (val_* needs val_data)")
+    return logs[monitor]
+
+
+def _count(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _pair(name, data):
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"{name}: expected an (x, y) pair of arrays, got {type(data).__name__}")
+    x, y = np.asarray(data[0]), np.asarray(data[1])
+    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"{name}: expected x and y with the same number (> 0) of samples along axis 0, got shapes "
+                         f"{x.shape} and {y.shape}")
+    return x, y
+
+
+def accuracy(output, target):
+    """The fraction of rows whose argmax is the integer label; None (skipped) unless the output
+    is 2-D and the targets are 1-D integers (e.g. regression)."""
+    target = np.asarray(target)
+    if output.ndim != 2 or target.ndim != 1 or target.dtype.kind not in "iu":
+        return None
+    return float(np.mean(np.argmax(output, axis=1) == target))
+
+
+def _metric_fns(metrics):
+    """name -> fn(output, target) -> float or None, from names ("accuracy") and callables."""
+    fns = {}
+    for m in metrics:
+        if m == "accuracy":
+            fns[m] = accuracy
+        elif callable(m):
+            fns[getattr(m, "__name__", "metric")] = m
+        else:
+            raise ValueError(f"metrics: expected 'accuracy' or callables (output, target) -> float, got {m!r}")
+    return fns
+
+
+class _Mean:
+    """Sample-weighted means of per-batch values (None values are skipped)."""
+
+    def __init__(self):
+        self.sums, self.counts = {}, {}
+
+    def add(self, n, values):
+        for k, v in values.items():
+            if v is not None:
+                self.sums[k] = self.sums.get(k, 0.0) + n * float(v)
+                self.counts[k] = self.counts.get(k, 0) + n
+
+    def result(self):
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+
+
+def _describe(row):
+    """One line: "loss 0.1234 - accuracy 0.95 - lr 0.001 - 0.52 s - 3.1e+04 samples/s"."""
+    parts = []
+    for k, v in row.items():
+        if k == "time":
+            parts.append(f"{v:.2f} s")
+        elif k == "samples_per_s":
+            parts.append(f"{v:.3g} samples/s")
+        elif k != "epoch":
+            parts.append(f"{k} {v:.4g}")
+    return " - ".join(parts)
+
+
+class _Progress:
+    """A tqdm bar per epoch when tqdm is installed, else one printed line per epoch."""
+
+    def __init__(self, enabled, epochs):
+        self.enabled, self.epochs, self.bar, self.tqdm = enabled, epochs, None, None
+        if enabled:
+            try:
+                from tqdm import tqdm
+                self.tqdm = tqdm
+            except ImportError:
+                pass
+
+    def start(self, epoch, batches):
+        if self.tqdm is not None:
+            self.bar = self.tqdm(total=batches, desc=f"epoch {epoch}/{self.epochs}", unit="batch")
+
+    def batch(self, logs):
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+            self.bar.update()
+
+    def end(self, row):
+        if self.bar is not None:
+            self.bar.set_postfix_str(_describe(row))
+            self.bar.close()
+        elif self.enabled:
+            print(f"epoch {row['epoch']}/{self.epochs}: {_describe(row)}", flush=True)
+
+
+# ---- evaluation and history
+
+
+def evaluate(model, data, loss=None, batch_size=1024, metrics=("accuracy",)):
+    """Mean loss (when ``loss`` is given) and metrics of ``model`` on ``data = (x, y)`` in eval
+    mode (the previous mode is restored); a dict such as ``{"loss": ..., "accuracy": ...}``."""
+    x, y = _pair("data", data)
+    batch_size = _count("batch_size", batch_size, 1)
+    fns = _metric_fns(metrics)
+    was_training = model.training
+    model.eval()
+    mean = _Mean()
+    try:
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            out = model.forward(xb)
+            values = {} if loss is None else {"loss": loss(out, yb)}
+            values.update({name: fn(out, yb) for name, fn in fns.items()})
+            mean.add(len(xb), values)
+    finally:
+        if was_training:
+            model.train()
+    return mean.result()
+
+
+class History:
+    """What :func:`fit` returns: ``epochs``, one dict per epoch with ``epoch`` (from 1),
+    ``loss`` and the metrics (means over the epoch's batches, weighted by batch size),
+    ``penalty`` (with a regularizer), ``lr`` (group 0's, at the epoch's last step),
+    ``val_loss`` and ``val_<metric>`` (with val_data), ``time`` (seconds, validation included)
+    and ``samples_per_s`` (training only). ``history["val_loss"]`` lists one key over epochs."""
+
+    def __init__(self, epochs=()):
+        self.epochs = [dict(row) for row in epochs]
+
+    def __len__(self):
+        return len(self.epochs)
+
+    def __getitem__(self, key):
+        if not any(key in row for row in self.epochs):
+            raise KeyError(f"{key!r}: not recorded; keys: {sorted({k for row in self.epochs for k in row})}")
+        return [row.get(key) for row in self.epochs]
+
+    def __repr__(self):
+        return f"History({len(self)} epochs)"
+
+    def best(self, monitor="val_loss", mode="auto"):
+        """The row of the best epoch by ``monitor`` (the first one on ties; NaN never wins)."""
+        sign = 1.0 if _mode(monitor, mode) == "min" else -1.0
+        rows = [row for row in self.epochs if row.get(monitor) is not None and not math.isnan(row[monitor])]
+        if not rows:
+            raise ValueError(f"monitor: no epoch recorded a number for {monitor!r}")
+        return min(rows, key=lambda row: sign * row[monitor])
+
+    def plot(self, path=None):
+        """Draw train/validation loss and accuracy per epoch with matplotlib; save to ``path``
+        (format from its extension) when given; return the Figure (no pyplot state involved)."""
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as err:
+            raise ImportError("History.plot needs matplotlib; install it with `pip install matplotlib`") from err
+        keys = [k for k in ("loss", "accuracy") if any(k in row for row in self.epochs)]
+        if not keys:
+            raise ValueError("History.plot: nothing to plot (no epochs with a loss or accuracy)")
+        fig = Figure(figsize=(5 * len(keys), 4), layout="constrained")
+        for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
+            for name, label in ((key, "train"), (f"val_{key}", "validation")):
+                points = [(row["epoch"], row[name]) for row in self.epochs if row.get(name) is not None]
+                if points:
+                    ax.plot(*zip(*points), marker="o", label=label)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(key)
+            ax.legend()
+        if path is not None:
+            fig.savefig(path)
+        return fig
+
+
+# ---- callbacks
+
+
+class Callback:
+    """Base class of fit's callbacks: override the hooks you need. Each receives the
+    :class:`Trainer`; set ``trainer.stop_training = True`` to stop after the current batch.
+    ``epoch`` is the epoch number (from 1), ``batch`` the batch index within the epoch (from 0);
+    ``logs`` is the batch's values (loss, metrics, lr, batch_size) or the epoch's history row
+    (callbacks may add entries to it). ``state_dict()`` (JSON-able values and arrays) is saved
+    in checkpoints and handed back to ``load_state_dict`` on resume, after ``on_train_begin``."""
+
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_epoch_begin(self, trainer, epoch):
+        pass
+
+    def on_batch_end(self, trainer, batch, logs):
+        pass
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        pass
+
+    def on_train_end(self, trainer):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
+    epochs. With ``restore_best`` the model's state_dict at the best epoch is copied and loaded
+    back at the end of training, whether or not training stopped early. ``mode``: "min",
+    "max" or "auto" ("max" for accuracies)."""
+
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto", restore_best=True):
+        self.monitor, self.mode, self.restore_best = monitor, _mode(monitor, mode), restore_best
+        self.patience = _count("patience", patience, 0)
+        self.min_delta = abs(float(min_delta))
+        self.on_train_begin(None)
+
+    def on_train_begin(self, trainer):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch, self.wait, self.best_state = None, 0, None
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        value = float(_monitored("EarlyStopping", logs, self.monitor))
+        if (value < self.best - self.min_delta) if self.mode == "min" else (value > self.best + self.min_delta):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self.best_state = {k: np.array(v, copy=True) for k, v in trainer.model.state_dict().items()}
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                trainer.stop_training = True
+
+    def on_train_end(self, trainer):
+        if self.best_state is not None:
+            trainer.model.load_state_dict(self.best_state)
+
+    def state_dict(self):
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "best_state": self.best_state}
+
+    def load_state_dict(self, state):
+        self.best, self.best_epoch, self.wait = float(state["best"]), state["best_epoch"], int(state["wait"])
+        self.best_state = state["best_state"]
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stalls, by the rules (and
+    bookkeeping) of :class:`fusednn.optim.schedules.ReduceLROnPlateau`, i.e. torch's: more than
+    ``patience`` epochs without an improvement beyond ``threshold`` ("rel" or "abs"), then
+    ``cooldown`` epochs that are not counted. The lr never goes below ``min_lr``. With a fit
+    schedule the factor multiplies the schedule's value; without one, each group's lr."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel", cooldown=0,
+                 min_lr=0.0, mode="auto"):
+        if not float(min_lr) >= 0:
+            raise ValueError(f"min_lr: expected a number >= 0, got {min_lr!r}")
+        self.monitor, self.min_lr = monitor, float(min_lr)
+        self._args = dict(mode=_mode(monitor, mode), factor=factor, patience=patience, threshold=threshold,
+                          threshold_mode=threshold_mode, cooldown=cooldown)
+        self.on_train_begin(None)  # checks the arguments now
+
+    def on_train_begin(self, trainer):
+        # the plateau schedule of a multiplier (1.0 times its scale); its scale changes when it reduces
+        self.plateau = _schedules.ReduceLROnPlateau(**self._args, eps=0.0)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        scale = self.plateau.scale
+        self.plateau.step(_monitored("ReduceLROnPlateau", logs, self.monitor))
+        if self.plateau.scale != scale:
+            trainer.reduce_lr(self.plateau.factor, self.min_lr)
+
+    def state_dict(self):
+        return self.plateau.state_dict()
+
+    def load_state_dict(self, state):
+        self.plateau.load_state_dict(state)
+
+
+class Checkpoint(Callback):
+    """Save the training state (see :meth:`Trainer.save`) every ``every`` epochs and after the
+    last one. ``path``: a directory, holding ``epoch-0005.npz`` etc. of which the newest
+    ``keep`` stay (None: all), or a file name ending in ``.npz``, rewritten each time.
+    fit runs Checkpoint callbacks after the others, so they save the others' updated state."""
+
+    def __init__(self, path, every=1, keep=3):
+        self.path = os.fspath(path)
+        self.every = _count("every", every, 1)
+        self.keep = None if keep is None else _count("keep", keep, 1)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if epoch % self.every and not (trainer.stop_training or epoch >= trainer.epochs):
+            return
+        if self.path.endswith(".npz"):
+            trainer.save(self.path)
+            return
+        os.makedirs(self.path, exist_ok=True)
+        trainer.save(_ckpt.epoch_path(self.path, epoch))
+        for old in _ckpt.epoch_files(self.path)[:-self.keep] if self.keep else ():
+            os.remove(old)
+
+
+# ---- the loop
+
+
+class Trainer:
+    """The state of one :func:`fit` call, as callbacks see it: ``model``, ``loss``,
+    ``optimizer``, ``history``, ``epochs`` (the total), ``epoch`` (the current or last finished
+    epoch's number), ``global_step`` (updates done), ``stop_training``, ``lr``."""
+
+    def __init__(self, model, loss, optimizer, *, epochs, schedule, schedule_unit, callbacks):
+        self.model, self.loss, self.optimizer, self.epochs = model, loss, optimizer, epochs
+        self.schedule, self.schedule_unit, self.callbacks = schedule, schedule_unit, callbacks
+        self.history = History()
+        self.epoch = self.global_step = 0
+        self.stop_training = False
+        self.lr_scale, self.min_lr = 1.0, 0.0  # what ReduceLROnPlateau did to the schedule
+
+    @property
+    def lr(self):
+        """Parameter group 0's learning rate for the next update."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        return float(lr(self.optimizer.step_count) if callable(lr) else lr)
+
+    def apply_schedule(self):
+        """Set every group's lr to ``max(schedule(t) * lr_scale, min_lr)``, ``t`` the updates done
+        (schedule_unit "iteration") or the epochs done before the current one ("epoch")."""
+        lr = self.schedule(self.global_step if self.schedule_unit == "iteration" else self.epoch - 1) * self.lr_scale
+        for group in self.optimizer.param_groups:
+            group["lr"] = max(lr, self.min_lr)
+
+    def reduce_lr(self, factor, min_lr=0.0, eps=1e-8):
+        """Multiply the learning rate by ``factor``, not below ``min_lr``: the schedule's scale
+        when there is a schedule, else each group's lr (a change of at most ``eps`` is skipped,
+        as in torch)."""
+        if self.schedule is not None:
+            self.lr_scale *= factor
+            self.min_lr = min_lr
+            return
+        for i, group in enumerate(self.optimizer.param_groups):
+            if callable(group["lr"]):
+                raise TypeError(f"optimizer.param_groups[{i}]['lr'] is a schedule; pass it as fit(schedule=...) "
+                                "for ReduceLROnPlateau to scale it")
+            new = max(group["lr"] * factor, min_lr)
+            if group["lr"] - new > eps:
+                group["lr"] = new
+
+    def save(self, path):
+        """Checkpoint the model, optimizer, RNG, epoch and step counts, history, lr scale and
+        every callback's state to ``path`` (atomically; see :mod:`fusednn.checkpoint`)."""
+        state = {"history": self.history.epochs, "lr_scale": self.lr_scale, "min_lr": self.min_lr,
+                 "stop_training": self.stop_training,
+                 "callbacks": [[type(cb).__name__, cb.state_dict()] for cb in self.callbacks]}
+        schedule_step = self.global_step if self.schedule_unit == "iteration" else self.epoch
+        return _ckpt.save(path, self.model, self.optimizer, epoch=self.epoch, step=self.global_step,
+                          schedule_step=schedule_step, extra={"trainer": state})
+
+    def restore(self, path):
+        """Load a checkpoint written by :meth:`save` into the model, optimizer and this trainer;
+        return the callbacks' saved states (``[[class name, state], ...]``)."""
+        ckpt = _ckpt.load(path, self.model, self.optimizer)
+        state = ckpt.extra.get("trainer", {})
+        self.epoch, self.global_step = ckpt.epoch, ckpt.step
+        self.history = History(state.get("history", ()))
+        self.lr_scale, self.min_lr = state.get("lr_scale", 1.0), state.get("min_lr", 0.0)
+        self.stop_training = state.get("stop_training", False)
+        return state.get("callbacks", [])
+
+    def _call(self, hook, *args):
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+
+def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_size=32, schedule=None,
+        schedule_unit="iteration", callbacks=(), regularizer=None, regularizer_mask=None, seed=0, shuffle=True,
+        progress=True, checkpoint=None, resume=None, metrics=("accuracy",)):
+    """Train ``model`` on ``train_data = (x, y)`` for ``epochs`` epochs; return the :class:`History`.
+
+    Args:
+        model, loss, optimizer: see the module docstring; the optimizer updates ``model.params``.
+        val_data: ``(x, y)`` evaluated after each epoch (``val_loss``, ``val_accuracy``).
+        batch_size: samples per update (the last batch of an epoch may be smaller);
+            ``len(x)`` gives batch gradient descent, 1 stochastic gradient descent.
+        schedule, schedule_unit: a callable step -> lr, applied per "iteration" or "epoch".
+        callbacks: :class:`Callback` objects, called in order (Checkpoint ones last).
+        regularizer, regularizer_mask: an object whose ``add_grad(params, grads, mask)`` adds the
+            penalty's gradient to ``model.params.grad`` and returns the penalty (logged as
+            ``penalty``; ``loss`` stays the data loss, comparable with ``val_loss``).
+        seed, shuffle: epoch ``e`` uses ``np.random.default_rng([seed, e]).permutation(n)``, or
+            the data order when ``shuffle`` is False.
+        progress: a tqdm bar per epoch if tqdm is installed, else one printed line per epoch.
+        checkpoint: a directory or ``.npz`` path, short for ``callbacks=[..., Checkpoint(path)]``.
+        resume: a checkpoint file (``.npz``) to continue from, or a directory: its newest
+            ``epoch-*.npz``, or a fresh start when it has none or does not exist (so that
+            ``checkpoint=d, resume=d`` both starts and resumes a run).
+        metrics: "accuracy" (skipped for non-classification targets) and callables
+            ``(output, target) -> float``, named by their ``__name__``.
+    """
+    x, y = _pair("train_data", train_data)
+    val = None if val_data is None else _pair("val_data", val_data)
+    epochs = _count("epochs", epochs, 0)
+    batch_size = _count("batch_size", batch_size, 1)
+    if schedule_unit not in ("iteration", "epoch"):
+        raise ValueError(f"schedule_unit: expected 'iteration' or 'epoch', got {schedule_unit!r}")
+    fns = _metric_fns(metrics)
+    callbacks = list(callbacks) + ([] if checkpoint is None else [Checkpoint(checkpoint)])
+    callbacks.sort(key=lambda cb: isinstance(cb, Checkpoint))  # stable: the others keep their order
+    trainer = Trainer(model, loss, optimizer, epochs=epochs, schedule=schedule, schedule_unit=schedule_unit,
+                      callbacks=callbacks)
+    if resume is not None and not os.fspath(resume).endswith(".npz"):  # a directory
+        resume = _ckpt.latest(resume) if os.path.isdir(resume) else None
+    saved_states = trainer.restore(resume) if resume is not None else []
+    trainer._call("on_train_begin")
+    for cb, (name, state) in zip(callbacks, saved_states):
+        if type(cb).__name__ == name:
+            cb.load_state_dict(state)
+
+    n = len(x)
+    batches = math.ceil(n / batch_size)
+    bar = _Progress(progress, epochs)
+    while trainer.epoch < epochs and not trainer.stop_training:
+        trainer.epoch += 1
+        epoch = trainer.epoch
+        trainer._call("on_epoch_begin", epoch)
+        start = time.perf_counter()
+        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+        model.train()
+        bar.start(epoch, batches)
+        mean = _Mean()
+        for b in range(batches):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            xb, yb = x[idx], y[idx]
+            if schedule is not None:
+                trainer.apply_schedule()
+            model.zero_grad()
+            out = model.forward(xb, training=True)
+            logs = {name: fn(out, yb) for name, fn in fns.items()}
+            value, d_out = loss.value_and_grad(out, yb)
+            logs = {"loss": float(value), **{k: v for k, v in logs.items() if v is not None}}
+            model.backward(d_out)
+            if regularizer is not None:
+                logs["penalty"] = float(regularizer.add_grad(model.params.data, model.params.grad, regularizer_mask))
+            logs["lr"] = trainer.lr
+            optimizer.step()
+            trainer.global_step += 1
+            mean.add(len(idx), {k: v for k, v in logs.items() if k != "lr"})
+            bar.batch({**mean.result(), "lr": logs["lr"]})
+            logs["batch_size"] = len(idx)
+            trainer._call("on_batch_end", b, logs)
+            if trainer.stop_training:
+                break
+        train_time = time.perf_counter() - start
+        row = {"epoch": epoch, **mean.result(), "lr": logs["lr"]}
+        if val is not None:
+            row.update({f"val_{k}": v for k, v in evaluate(model, val, loss, metrics=metrics).items()})
+        row["time"] = time.perf_counter() - start
+        row["samples_per_s"] = mean.counts["loss"] / train_time
+        trainer.history.epochs.append(row)
+        bar.end(row)
+        trainer._call("on_epoch_end", epoch, row)
+    trainer._call("on_train_end")
+    return trainer.history
