@@ -21,6 +21,8 @@ import inspect
 
 import numpy as np
 
+from fusednn.testing import numerical_gradient
+
 
 class GradcheckError(AssertionError):
     """An analytic gradient disagrees with finite differences."""
@@ -31,20 +33,6 @@ def _check_float64(name, a):
         got = a.dtype if isinstance(a, np.ndarray) else f"{type(a).__module__}.{type(a).__qualname__}"
         raise TypeError(f"{name}: expected a float64 numpy.ndarray (finite differences in lower precision are "
                         f"meaningless), got {got}")
-
-
-def _numerical_gradient(f, x, eps):
-    """d f() / d x by central differences, perturbing x (any strides) in place."""
-    grad = np.empty(x.shape)
-    for idx in np.ndindex(x.shape):
-        orig = x[idx]
-        x[idx] = orig + eps
-        f_plus = f()
-        x[idx] = orig - eps
-        f_minus = f()
-        x[idx] = orig
-        grad[idx] = (f_plus - f_minus) / (2.0 * eps)
-    return grad
 
 
 def _compare(name, analytic, numeric, rtol, atol):
@@ -137,7 +125,7 @@ def gradcheck(fn, inputs, *, backward=None, eps=1e-6, rtol=1e-5, atol=1e-7, seed
         checks = (_layer_checks(fn, inputs[0], rng) if backward is None
                   else _function_checks(fn, backward, inputs, rng))
         for name, analytic, f, x in checks:
-            message = _compare(name, analytic, _numerical_gradient(f, x, eps), rtol, atol)
+            message = _compare(name, analytic, numerical_gradient(f, x, eps), rtol, atol)
             if message is not None:
                 raise GradcheckError(message)
     except GradcheckError:

@@ -8,14 +8,13 @@ def numerical_gradient(f, x, eps=1e-6):
 
     x is perturbed in place one element at a time and restored afterwards.
     """
-    grad = np.zeros_like(x, dtype=np.float64)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        orig = flat[i]
-        flat[i] = orig + eps
+    grad = np.empty(x.shape)
+    for idx in np.ndindex(x.shape):  # any strides: the perturbation reaches the caller's array
+        orig = x[idx]
+        x[idx] = orig + eps
         f_plus = f()
-        flat[i] = orig - eps
+        x[idx] = orig - eps
         f_minus = f()
-        flat[i] = orig
-        gflat[i] = (f_plus - f_minus) / (2 * eps)
+        x[idx] = orig
+        grad[idx] = (f_plus - f_minus) / (2.0 * eps)
     return grad

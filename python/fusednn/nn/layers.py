@@ -69,7 +69,7 @@ class Linear(Module):
         init = init or ("he" if activation == "relu" else "xavier")
         if init not in _WEIGHT_INITS:
             raise ValueError(f"init: expected one of {sorted(_WEIGHT_INITS)}, got {init!r}")
-        dtype = _dtype_of(dtype)
+        dtype = self._dtype = _dtype_of(dtype)
         w = np.empty((self.out_features, self.in_features), dtype)
         _WEIGHT_INITS[init](w, _rng(rng))
         self.add_parameter("weight", w)
@@ -84,21 +84,23 @@ class Linear(Module):
 
     def forward(self, x, training=None):
         training = self._mode(training)
-        _check_input(x, "x", self.in_features, ndim=2, dtype=self.p["weight"].dtype)
+        _check_input(x, "x", self.in_features, ndim=2, dtype=self._dtype)
         w = self._weight(training)
         y = ops.linear(x, w, self.p.get("bias"), self.activation)
         self._cache = (x, w, y) if training else None
         return y
 
-    def _backward_weight(self, dy):
+    def _linear_backward(self, dy, dw_out):
+        """(dx, dw) of the GEMM with the weight used in forward; the bias gradient goes to its
+        place and dw into ``dw_out`` (allocated when None)."""
         x, w, y = _need(self._cache, self)
-        return ops.linear_backward(dy, x, w, y if self.activation else None, self.activation, bias=self.has_bias,
-                                   input_grad=self.input_grad,
-                                   out=(None, self.g["weight"], self.g["bias"] if self.has_bias else None))
+        dx, dw, _ = ops.linear_backward(dy, x, w, y if self.activation else None, self.activation,
+                                        bias=self.has_bias, input_grad=self.input_grad,
+                                        out=(None, dw_out, self.g["bias"] if self.has_bias else None))
+        return dx, dw
 
     def backward(self, dy):
-        dx, _, _ = self._backward_weight(dy)
-        return dx
+        return self._linear_backward(dy, self.g["weight"])[0]
 
     def extra_repr(self):
         act = f", activation={self.activation!r}" if self.activation else ""
@@ -130,10 +132,7 @@ class DropConnectLinear(Linear):
         return ops.drop_connect(w, self.p_drop, seed=self.rng.seed, offset=self._offset, mode=self.mode)
 
     def backward(self, dy):
-        x, w, y = _need(self._cache, self)
-        dx, dw, db = ops.linear_backward(dy, x, w, y if self.activation else None, self.activation,
-                                         bias=self.has_bias, input_grad=self.input_grad,
-                                         out=(None, None, self.g["bias"] if self.has_bias else None))
+        dx, dw = self._linear_backward(dy, None)
         ops.drop_connect_backward(dw, self.p_drop, seed=self.rng.seed, offset=self._offset, mode=self.mode,
                                   out=self.g["weight"])
         return dx
@@ -157,19 +156,8 @@ class WeightNormLinear(Linear):
     def _weight(self, training):
         return ops.weight_norm(self.p["v"], self.p["g"])
 
-    def forward(self, x, training=None):
-        training = self._mode(training)
-        _check_input(x, "x", self.in_features, ndim=2, dtype=self.p["v"].dtype)
-        w = self._weight(training)
-        y = ops.linear(x, w, self.p.get("bias"), self.activation)
-        self._cache = (x, w, y) if training else None
-        return y
-
     def backward(self, dy):
-        x, w, y = _need(self._cache, self)
-        dx, dw, _ = ops.linear_backward(dy, x, w, y if self.activation else None, self.activation,
-                                        bias=self.has_bias, input_grad=self.input_grad,
-                                        out=(None, None, self.g["bias"] if self.has_bias else None))
+        dx, dw = self._linear_backward(dy, None)
         dv, dg = ops.weight_norm_backward(dw, self.p["v"], self.p["g"])
         self.g["v"][...] = dv
         self.g["g"][...] = dg
