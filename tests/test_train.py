@@ -125,12 +125,14 @@ class KillAt(train.Callback):
 SCHEDULE = schedules.warmup(schedules.cosine(0.02, T_max=40), steps=5)
 
 
-def resumable_run(ckdir, epochs=6, kill_at=None):
+def resumable_run(ckdir, epochs=6, kill_at=None, model="tiny"):
     """A run with dropout, Adam, a per-iteration schedule, ReduceLROnPlateau (reducing after
     epochs 2, 4 and 6) and EarlyStopping (best epoch: the first with val_accuracy 1), both of
     whose states matter after epoch 3, checkpointing every epoch into ``ckdir`` and resuming
-    from it; SIGKILLs itself at ``kill_at = (epoch, batch)``."""
-    model = TinyNet(p=0.2, seed=1)
+    from it; SIGKILLs itself at ``kill_at = (epoch, batch)``. ``model="mlp"`` trains a
+    fusednn.nn.MLP with batch norm and dropout instead of TinyNet."""
+    from fusednn import nn
+    model = TinyNet(p=0.2, seed=1) if model == "tiny" else nn.MLP([4, 16, 3], norm="batch", dropout=0.2, seed=1)
     opt = optim.Adam(model.params, lr=0.02)
     callbacks = [train.ReduceLROnPlateau("loss", 0.5, patience=0, threshold=10.0, threshold_mode="abs", cooldown=1),
                  train.EarlyStopping("val_accuracy", patience=50)]
@@ -296,18 +298,19 @@ import json, sys
 import numpy as np
 sys.path.insert(0, {tests!r})
 from test_train import resumable_run
-model, history = resumable_run(sys.argv[1], kill_at=json.loads(sys.argv[2]))
+model, history = resumable_run(sys.argv[1], kill_at=json.loads(sys.argv[2]), model=sys.argv[4])
 np.save(sys.argv[3], model.params.data)
 """
 
 
-def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("model", ["tiny", "mlp"])
+def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path, model):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__))))
 
     def run(ckdir, kill_at, out):
         return subprocess.run([sys.executable, str(script), str(tmp_path / ckdir), json.dumps(kill_at),
-                               str(tmp_path / out)], capture_output=True, text=True, timeout=60)
+                               str(tmp_path / out), model], capture_output=True, text=True, timeout=60)
 
     done = run("full", None, "full.npy")
     assert done.returncode == 0, done.stderr
