@@ -35,6 +35,20 @@ inline std::optional<TensorView> optional_input_array(py::handle obj, const char
 // C-contiguous, aligned and writable.
 TensorView output_array(py::handle obj, const char* name, DType dtype, const std::vector<int64_t>& shape);
 
+// Whether obj is an array of this module's kind (numpy.ndarray; cupy.ndarray in the CUDA module).
+bool is_array(py::handle obj);
+
+// The shape of an array of this module's kind.
+std::vector<int64_t> array_shape(py::handle obj);
+
+// The array's values as a NumPy array on the host (the array itself for NumPy; a copy for
+// CuPy), for checks that read values (class labels).
+py::object host_values(py::handle obj);
+
+// A pointer, valid during the call, to the values of a C-contiguous host int64 array where the
+// kernels read them (the host array itself, or a device copy kept in `keep`).
+const int64_t* kernel_int64(const py::array_t<int64_t>& host, KeepAlive& keep);
+
 // A new uninitialized C-contiguous array; `obj` receives the owning Python object.
 TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& shape);
 

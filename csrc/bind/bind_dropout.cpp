@@ -77,6 +77,7 @@ py::object dropout_backward_py(py::object dy_obj, py::object p_obj, py::object s
   return apply_mask(dy_obj, dy, dy_name, p, seed, offset, inverted ? 1.0 / (1.0 - p) : 1.0, out);
 }
 
+#ifndef FDNN_CUDA_BINDINGS  // host-only helpers (no array arguments): the CPU module has them
 py::array dropout_mask_py(py::object shape_obj, py::object p_obj, py::object seed_obj, py::object offset_obj) {
   const double p = drop_probability(p_obj);
   const uint64_t seed = uint64_arg(seed_obj, "seed");
@@ -103,6 +104,8 @@ py::array dropout_mask_py(py::object shape_obj, py::object p_obj, py::object see
   return mask;
 }
 
+#endif
+
 py::object gaussian_noise_py(py::object x_obj, py::object std_obj, py::object seed_obj, py::object offset_obj,
                              bool training, py::object out) {
   KeepAlive keep;
@@ -122,6 +125,7 @@ py::object gaussian_noise_py(py::object x_obj, py::object std_obj, py::object se
   return out;
 }
 
+#ifndef FDNN_CUDA_BINDINGS
 py::array philox_py(py::array_t<uint32_t, py::array::c_style | py::array::forcecast> counters,
                      py::array_t<uint32_t, py::array::c_style | py::array::forcecast> key) {
   if (counters.ndim() != 2 || counters.shape(1) != 4)
@@ -132,6 +136,8 @@ py::array philox_py(py::array_t<uint32_t, py::array::c_style | py::array::forcec
   philox4x32_10_blocks(out.mutable_data(), counters.data(), counters.shape(0), key.data()[0], key.data()[1]);
   return out;
 }
+
+#endif
 
 }  // namespace
 
@@ -156,11 +162,15 @@ void bind_dropout(py::module_& m) {
           return dropout_backward_py(dw, p, seed, offset, mode, out, "dw");
         },
         py::arg("dw"), py::arg("p"), py::arg("seed"), py::arg("offset"), py::arg("mode"), py::arg("out"));
+#ifndef FDNN_CUDA_BINDINGS
   m.def("dropout_mask", &dropout_mask_py, py::arg("shape"), py::arg("p"), py::arg("seed"), py::arg("offset"));
+#endif
   m.def("gaussian_noise", &gaussian_noise_py, py::arg("x"), py::arg("std"), py::arg("seed"), py::arg("offset"),
         py::arg("training"), py::arg("out"));
+#ifndef FDNN_CUDA_BINDINGS
   m.def("_philox4x32_10", &philox_py, py::arg("counters"), py::arg("key"),
         "Philox4x32-10 of each row of counters (n, 4) with key (2,), for known-answer tests.");
+#endif
 }
 
 }  // namespace fdnn::bind

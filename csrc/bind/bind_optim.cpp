@@ -14,7 +14,7 @@ namespace {
 
 // An array or a list/tuple of arrays, as a list.
 std::vector<py::handle> as_list(py::handle obj, const char* name) {
-  if (py::isinstance<py::array>(obj)) return {obj};
+  if (is_array(obj)) return {obj};
   if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj))
     throw TypeError(std::string(name) + ": expected an array or a list of arrays, got " + type_name(obj));
   std::vector<py::handle> out;
@@ -70,10 +70,7 @@ Lists collect(py::handle params_obj, py::handle grads_obj,
       KeepAlive probe;  // the dtype of params[0] is the dtype of the call
       l.dtype = input_array(params[0], pname.c_str(), probe).dtype;
     }
-    py::array a = py::reinterpret_borrow<py::array>(params[i]);
-    std::vector<int64_t> shape;
-    if (py::isinstance<py::array>(params[i]))
-      for (py::ssize_t d = 0; d < a.ndim(); ++d) shape.push_back(a.shape(d));
+    const std::vector<int64_t> shape = is_array(params[i]) ? array_shape(params[i]) : std::vector<int64_t>{};
     l.params.push_back(output_array(params[i], pname.c_str(), l.dtype, shape));
     const TensorView& p = l.params.back();
     l.sizes.push_back(p.numel());

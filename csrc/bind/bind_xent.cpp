@@ -59,9 +59,9 @@ py::object softmax_backward_py(py::object dy_obj, py::object y_obj, py::object o
 
 // Labels as a contiguous int64 array of length n with every value in [0, k) or ignore_index.
 const int64_t* checked_labels(py::handle obj, int64_t n, int64_t k, int64_t ignore_index, KeepAlive& keep) {
-  if (!py::isinstance<py::array>(obj))
+  if (!is_array(obj))
     throw TypeError("labels: expected a numpy.ndarray or cupy.ndarray of integers, got " + type_name(obj));
-  py::array a = py::reinterpret_borrow<py::array>(obj);
+  py::array a = host_values(obj);  // the checks below read the values on the host
   const char kind = a.dtype().kind();
   if (kind != 'i' && kind != 'u')
     throw TypeError("labels: expected an integer array, got " + dtype_str(a.dtype()));
@@ -82,7 +82,7 @@ const int64_t* checked_labels(py::handle obj, int64_t n, int64_t k, int64_t igno
       throw ValueError("labels: expected class indices in [0, " + std::to_string(k) + ") or ignore_index=" +
                        std::to_string(ignore_index) + ", got " + std::to_string(p[i]) + " at position " +
                        std::to_string(i));
-  return p;
+  return kernel_int64(l, keep);
 }
 
 py::object xent_py(py::object logits_obj, py::object labels_obj, py::object label_smoothing_obj,

@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include "bind/bind.h"
+#include "bind/errors.h"
 #include "common/blas.h"
 #include "common/check.h"
 #include "common/isa.h"
@@ -18,15 +19,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "fusednn CPU kernels";
   fdnn::blas_use_one_thread();
 
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const fdnn::TypeError& e) {
-      PyErr_SetString(PyExc_TypeError, e.what());
-    } catch (const fdnn::ValueError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
-    }
-  });
+  fdnn::bind::register_errors();
 
   m.def(
       "set_num_threads",

@@ -17,21 +17,20 @@ def build_info() -> dict:
     Keys: ``version``, ``compiler``, ``isa_paths_compiled`` (code paths of our vectorized
     loops), ``isa_path_selected`` (the one this CPU runs), ``openmp`` (the OpenMP version
     date), ``blas``, ``blas_core`` (the BLAS kernel set chosen for this CPU), ``num_threads``
-    and ``cuda`` (whether the CUDA module is built).
+    ``cuda`` (whether the CUDA module ``fusednn._C_cuda`` is built and loads) and, when it is,
+    ``cuda_build`` (its CUDA runtime and cuBLASLt versions and GPU architectures).
     """
     info = {"version": __version__}
     info.update(_C._build_info())
     info["num_threads"] = get_num_threads()
-    info["cuda"] = _cuda_available()
-    return info
-
-
-def _cuda_available() -> bool:
     try:
-        from fusednn import _C_cuda  # noqa: F401
+        from fusednn import _C_cuda
     except ImportError:
-        return False
-    return True
+        info["cuda"] = False
+    else:
+        info["cuda"] = True
+        info["cuda_build"] = _C_cuda._build_info()
+    return info
 
 
 from fusednn import ops, optim, reference  # noqa: E402

@@ -1,6 +1,6 @@
-"""Pick the compiled module for a call's arrays: NumPy arrays go to ``fusednn._C``; CuPy
-arrays will go to ``fusednn._C_cuda`` (not built yet). Anything else, or a mix, is a
-TypeError that names the argument."""
+"""Pick the compiled module for a call's arrays: NumPy arrays go to ``fusednn._C``, CuPy
+arrays to ``fusednn._C_cuda`` (the same functions over CUDA kernels, on CuPy's current
+stream). Anything else, or a mix, is a TypeError that names the argument."""
 
 import numpy as np
 
@@ -45,5 +45,16 @@ def backend_for(**arrays):
         listing = ", ".join(f"{n} is {k}" for n, k in kinds.items())
         raise TypeError(f"arrays must all be NumPy or all be CuPy, got a mix: {listing}")
     if "cupy" in kinds.values():
-        raise TypeError("CuPy arrays need fusednn's CUDA module, which this build does not have")
+        return cuda_module()
     return _C
+
+
+def cuda_module():
+    """``fusednn._C_cuda``, or a TypeError saying how to build it."""
+    try:
+        from fusednn import _C_cuda
+    except ImportError as e:
+        raise TypeError("CuPy arrays need fusednn's CUDA module, which this build does not have "
+                        f"({e}); build it with: pip install nvidia-cublas && pip install --no-build-isolation . "
+                        "-C cmake.define.FUSEDNN_CUDA=ON (see the README)") from None
+    return _C_cuda

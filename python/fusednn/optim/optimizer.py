@@ -15,7 +15,20 @@ import math
 import numpy as np
 
 from fusednn import _checks, ops
+from fusednn._backend import _is_cupy
 from fusednn.params import FlatParameters
+
+
+def _is_array(a):
+    return isinstance(a, np.ndarray) or _is_cupy(a)
+
+
+def _array_module(a):
+    """numpy, or cupy for a CuPy array (the state lives where the parameters do)."""
+    if _is_cupy(a):
+        import cupy
+        return cupy
+    return np
 
 
 class _Span:
@@ -71,7 +84,7 @@ class Optimizer:
     def _groups_of(params):
         if isinstance(params, FlatParameters):
             return [{"params": [params[n] for n in params]}]
-        if isinstance(params, np.ndarray):
+        if _is_array(params):
             params = [params]
         params = list(params)
         if not params:
@@ -85,7 +98,7 @@ class Optimizer:
                 members = group["params"]
                 if isinstance(members, FlatParameters):
                     members = [members[n] for n in members]
-                elif isinstance(members, np.ndarray):
+                elif _is_array(members):
                     members = [members]
                 group["params"] = list(members)
                 groups.append(group)
@@ -97,13 +110,15 @@ class Optimizer:
     def _new_group_state(self, group):
         members = group["params"]
         for i, p in enumerate(members):
-            if not isinstance(p, np.ndarray):
-                raise TypeError(f"params: expected numpy arrays, got {type(p).__module__}.{type(p).__qualname__}")
+            if not _is_array(p):
+                raise TypeError(f"params: expected numpy or cupy arrays, got {type(p).__module__}.{type(p).__qualname__}")
+            if type(p) is not type(members[0]):
+                raise TypeError("params: a group must be all NumPy or all CuPy arrays, got a mix")
             if p.dtype not in (np.float32, np.float64):
                 raise TypeError(f"params: expected float32 or float64 arrays, got {p.dtype}")
             if p.dtype != members[0].dtype:
                 raise TypeError(f"params: a group must have one dtype, got {members[0].dtype} and {p.dtype}")
-            if not (p.flags.c_contiguous and p.flags.aligned and p.flags.writeable):
+            if not (p.flags.c_contiguous and getattr(p.flags, "aligned", True) and getattr(p.flags, "writeable", True)):
                 raise ValueError("params: expected C-contiguous, aligned, writable arrays (they are updated in "
                                  "place), got one that is not")
         sizes = [p.size for p in members]
@@ -112,6 +127,7 @@ class Optimizer:
             "size": int(offsets[-1]),
             "offsets": offsets,
             "dtype": members[0].dtype if members else np.dtype(np.float32),
+            "xp": _array_module(members[0]) if members else np,
             "buffers": {},  # state name -> flat buffer, allocated on first use
             "step": 0,
             "extra": {},  # scalar state of the rule (NAdam's mu_product)
@@ -145,7 +161,9 @@ class Optimizer:
 
     def _check_no_shared_memory(self):
         """Two parameters must not share memory (both would be updated, or one twice)."""
-        ranges = sorted((p.__array_interface__["data"][0], p.nbytes, i) for i, p in enumerate(self._params) if p.size)
+        def address(p):
+            return p.data.ptr if _is_cupy(p) else p.__array_interface__["data"][0]
+        ranges = sorted((address(p), p.nbytes, i) for i, p in enumerate(self._params) if p.size)
         for (a0, an, i), (b0, _, j) in zip(ranges, ranges[1:]):
             if b0 < a0 + an:
                 raise ValueError(f"params: parameters {min(i, j)} and {max(i, j)} share memory (a parameter appears "
@@ -169,7 +187,7 @@ class Optimizer:
     def _buffer(self, gi, name, fill=0.0):
         st = self._groups_state[gi]
         if name not in st["buffers"]:
-            st["buffers"][name] = np.full(st["size"], fill, st["dtype"])
+            st["buffers"][name] = st["xp"].full(st["size"], fill, st["dtype"])
         return st["buffers"][name]
 
     def _state_views(self, gi, name, spans, per_param):
@@ -198,7 +216,7 @@ class Optimizer:
                                      "(so the optimizer does not know their gradients)")
                 out.append(([s.param for s in st["spans"]], [s.grad for s in st["spans"]], False))
             return out
-        if isinstance(grads, np.ndarray):
+        if _is_array(grads):
             grads = [grads]
         grads = list(grads)
         if len(grads) != len(self._params):
@@ -209,14 +227,15 @@ class Optimizer:
             n = len(group["params"])
             gs = grads[k:k + n]
             dtype = st["dtype"]
-            if (all(type(g) is np.ndarray and g.dtype is dtype for g in gs)
+            kind = type(group["params"][0]) if group["params"] else np.ndarray
+            if (all(type(g) is kind and g.dtype is dtype for g in gs)
                     and [g.shape for g in gs] == st["shapes"]):  # the common case, checked fast
                 out.append((group["params"], gs, True))
                 k += n
                 continue
             for j, (p, g) in enumerate(zip(group["params"], gs)):
-                if not isinstance(g, np.ndarray) or g.shape != p.shape or g.dtype != p.dtype:
-                    desc = (f"{g.dtype} array of shape {g.shape}" if isinstance(g, np.ndarray)
+                if type(g) is not type(p) or g.shape != p.shape or g.dtype != p.dtype:
+                    desc = (f"{g.dtype} array of shape {g.shape}" if type(g) is type(p)
                             else f"{type(g).__module__}.{type(g).__qualname__}")
                     raise ValueError(f"grads[{k + j}]: expected a {p.dtype} array of shape {p.shape} (its "
                                      f"parameter's), got a {desc}")

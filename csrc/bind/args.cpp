@@ -1,0 +1,79 @@
+// Arguments that are not arrays (scalars, choices) and helpers on views: shared by the NumPy
+// module (array.cpp) and the CuPy one (cuda/array_cuda.cpp).
+#include "bind/array.h"
+
+namespace fdnn::bind {
+
+std::string type_name(py::handle obj) {
+  py::handle type = reinterpret_cast<PyObject*>(Py_TYPE(obj.ptr()));
+  return py::str(type.attr("__module__")).cast<std::string>() + "." +
+         py::str(type.attr("__qualname__")).cast<std::string>();
+}
+
+std::string dtype_str(const py::dtype& dt) { return py::str(dt).cast<std::string>(); }
+
+double float_arg(py::handle obj, const char* name, const char* expected) {
+  const bool is_bool = py::isinstance<py::bool_>(obj) || type_name(obj) == "numpy.bool";
+  if (is_bool || !(py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj) ||
+                   (py::hasattr(obj, "__float__") && py::hasattr(obj, "dtype") && py::hasattr(obj, "real"))))
+    throw TypeError(std::string(name) + ": expected " + expected + ", got " + py::repr(obj).cast<std::string>());
+  return obj.cast<double>();
+}
+
+namespace {
+py::object as_python_int(py::handle obj, const char* name, const char* expected) {
+  if (py::isinstance<py::bool_>(obj) || !py::hasattr(obj, "__index__"))
+    throw TypeError(std::string(name) + ": expected " + expected + ", got " + py::repr(obj).cast<std::string>());
+  return py::reinterpret_steal<py::object>(PyNumber_Index(obj.ptr()));
+}
+}  // namespace
+
+uint64_t uint64_arg(py::handle obj, const char* name) {
+  py::object v = as_python_int(obj, name, "an integer in [0, 2**64)");
+  if (v < py::int_(0) || v >= py::int_(1).attr("__lshift__")(64))
+    throw ValueError(std::string(name) + ": expected an integer in [0, 2**64), got " + py::repr(v).cast<std::string>());
+  return v.cast<uint64_t>();
+}
+
+int64_t int64_arg(py::handle obj, const char* name) {
+  py::object v = as_python_int(obj, name, "an integer");
+  const py::int_ lim = py::int_(1).attr("__lshift__")(63);
+  if (v < -lim || v >= lim)
+    throw ValueError(std::string(name) + ": expected an integer in [-2**63, 2**63), got " +
+                     py::repr(v).cast<std::string>());
+  return v.cast<int64_t>();
+}
+
+std::string choice_arg(py::handle obj, const char* name, std::initializer_list<const char*> choices) {
+  if (py::isinstance<py::str>(obj)) {
+    const std::string s = obj.cast<std::string>();
+    for (const char* c : choices)
+      if (s == c) return s;
+  }
+  std::string list;
+  size_t i = 0;
+  for (const char* c : choices) {
+    list += (i == 0 ? "" : (i + 1 == choices.size() ? " or " : ", ")) + std::string("'") + c + "'";
+    ++i;
+  }
+  throw ValueError(std::string(name) + ": expected " + list + ", got " + py::repr(obj).cast<std::string>());
+}
+
+py::object numpy_scalar(double v, DType dtype) { return py::module_::import("numpy").attr(dtype_name(dtype))(v); }
+
+std::vector<int64_t> shape_of(const TensorView& t) { return std::vector<int64_t>(t.shape, t.shape + t.ndim); }
+
+bool same_shape(const TensorView& a, const TensorView& b) {
+  if (a.ndim != b.ndim) return false;
+  for (int i = 0; i < a.ndim; ++i)
+    if (a.shape[i] != b.shape[i]) return false;
+  return true;
+}
+
+void check_same_shape(const TensorView& t, const char* name, const TensorView& ref, const char* ref_name) {
+  if (!same_shape(t, ref))
+    throw ValueError(std::string(name) + ": expected shape " + ref.shape_str() + " (the shape of " + ref_name +
+                     "), got " + t.shape_str());
+}
+
+}  // namespace fdnn::bind

@@ -1,0 +1,76 @@
+// CUDA dropout, DropConnect and Gaussian noise (the CPU twin: dropout_cpu.cpp). One thread
+// computes one Philox block (common/philox.h) and handles its 4 elements 4j .. 4j+3, so
+// element i uses word i % 4 of block i / 4 on both devices: the masks are the CPU's, bit for
+// bit. Gaussian noise pairs words (0, 1) and (2, 3) of a block, as the CPU does.
+#include <cstdint>
+
+#include "common/cuda.h"
+#include "ops/dropout.h"
+
+namespace fdnn {
+namespace {
+
+template <typename T>
+__global__ void dropout_kernel(T* y, const T* x, int64_t n, PhiloxStream s, uint32_t threshold, T keep_scale) {
+  const int64_t blocks = (n + 3) / 4;
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < blocks; j += int64_t(gridDim.x) * blockDim.x) {
+    uint32_t r[4];
+    s.block(static_cast<uint64_t>(j), r[0], r[1], r[2], r[3]);
+    for (int t = 0; t < 4; ++t) {
+      const int64_t i = 4 * j + t;
+      if (i < n) y[i] = x[i] * (dropout_keep(r[t], threshold) ? keep_scale : T(0));
+    }
+  }
+}
+
+template <typename T> __global__ void scale_kernel(T* y, const T* x, int64_t n, T scale) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = x[i] * scale;
+}
+
+template <typename T> __global__ void noise_kernel(T* y, const T* x, int64_t n, PhiloxStream s, double std) {
+  const int64_t blocks = (n + 3) / 4;
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < blocks; j += int64_t(gridDim.x) * blockDim.x) {
+    uint32_t r[4];
+    s.block(static_cast<uint64_t>(j), r[0], r[1], r[2], r[3]);
+    double z[4];
+    box_muller(r[0], r[1], z[0], z[1]);
+    box_muller(r[2], r[3], z[2], z[3]);
+    for (int t = 0; t < 4; ++t) {
+      const int64_t i = 4 * j + t;
+      if (i < n) y[i] = static_cast<T>(static_cast<double>(x[i]) + std * z[t]);
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void dropout_apply(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, T keep_scale) {
+  if (n == 0) return;
+  dropout_kernel<T><<<grid_for((n + 3) / 4), kThreads, 0, stream()>>>(y, x, n, PhiloxStream(seed, offset), threshold,
+                                                                     keep_scale);
+  check_launch("dropout_kernel");
+}
+
+template <typename T> void scale_copy(T* y, const T* x, int64_t n, T scale) {
+  if (n == 0) return;
+  scale_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(y, x, n, scale);
+  check_launch("scale_kernel");
+}
+
+template <typename T> void gaussian_noise(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, double std) {
+  if (n == 0) return;
+  noise_kernel<T><<<grid_for((n + 3) / 4), kThreads, 0, stream()>>>(y, x, n, PhiloxStream(seed, offset), std);
+  check_launch("noise_kernel");
+}
+
+#define FDNN_INSTANTIATE(T)                                                                           \
+  template void dropout_apply<T>(T*, const T*, int64_t, uint64_t, uint64_t, uint32_t, T);             \
+  template void scale_copy<T>(T*, const T*, int64_t, T);                                              \
+  template void gaussian_noise<T>(T*, const T*, int64_t, uint64_t, uint64_t, double);
+FDNN_INSTANTIATE(float)
+FDNN_INSTANTIATE(double)
+#undef FDNN_INSTANTIATE
+
+}  // namespace fdnn

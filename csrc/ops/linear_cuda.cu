@@ -1,0 +1,283 @@
+// CUDA linear forward and backward (the CPU twin: linear_cpu.cpp). The GEMMs are cuBLASLt
+// matmuls with the bias, the ReLU and the bias gradient fused into their epilogues; small
+// kernels do the ReLU mask of the backward pass and the cases without a GEMM (in == 0).
+//
+// Row-major -> column-major. cuBLASLt is column-major (D = op(A) op(B), D m x n, k the inner
+// dimension), and a row-major (r, c) array is, in the same memory, the column-major (c x r)
+// matrix, its transpose. So every product is written for the transposes (ld = rows, packed):
+//
+//   forward   y^T  (out x n)  = w (out x in) . x^T (in x n)
+//             A = w's memory  = (in x out) = w^T, op T     m = out, n = n, k = in
+//             B = x's memory  = (in x n)   = x^T, op N     D = y's memory (out x n)
+//             bias: one value per row of D = per output feature, broadcast over the n samples.
+//   dw        dw^T (in x out) = x^T (in x n) . dz (n x out)
+//             A = x's memory  = x^T, op N                  m = in, n = out, k = n (the batch)
+//             B = dz's memory = (out x n) = dz^T, op T     D = dw's memory (in x out)
+//             db = column sums of dz = the sums of op(B) over k: CUBLASLT_EPILOGUE_BGRADB (one
+//             value per column of D, i.e. per output feature). BGRADA would sum op(A) = x^T over
+//             the batch instead (one value per input feature): not db.
+//   dx        dx^T (in x n)   = w^T (in x out) . dz^T (out x n)
+//             A = w's memory  = w^T, op N                  m = in, n = n, k = out
+//             B = dz's memory = dz^T, op N                 D = dx's memory (in x n)
+//
+// Backward ReLU: the DRELU_BGRAD epilogue would need the ReLU bit-mask (aux output) of a
+// RELU_AUX_BIAS forward; this API hands backward y, not such a mask, so a small kernel writes
+// dz = (y > 0 ? dy : 0) first and the GEMM fuses only the bias gradient.
+//
+// Numerics: CUBLAS_COMPUTE_32F (never TF32) for float, CUBLAS_COMPUTE_64F for double.
+// Determinism: a private workspace per call, a fixed workspace limit (so the heuristic picks
+// the same algorithm for the same problem and alignment) and split-K reductions restricted to
+// CUBLASLT_REDUCTION_SCHEME_NONE | _INPLACE: no split, or splits accumulated in an order that
+// counters enforce. Results are then bitwise repeatable on a given GPU and cuBLASLt version.
+#include <cublasLt.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+
+#include "common/cuda.h"
+#include "ops/linear.h"
+
+namespace fdnn {
+namespace {
+
+// ---- kernels ----
+
+// y = act(y + b) when accumulate (after a GEMM without a fused epilogue), else y = act(b)
+// (b null: 0), the CPU's result for in == 0. b is broadcast over the n rows of y (n x out).
+template <typename T>
+__global__ void bias_act_kernel(T* y, const T* b, int64_t n, int64_t out, bool apply_relu, bool accumulate) {
+  const int64_t count = n * out;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
+    const T bias = b ? b[i % out] : T(0);
+    const T v = accumulate ? (b ? y[i] + bias : y[i]) : bias;
+    y[i] = apply_relu ? relu(v) : v;
+  }
+}
+
+// dz = relu'(y) * dy as a select: dy = inf or NaN where y <= 0 still gives 0.
+template <typename T> __global__ void relu_mask_kernel(T* dz, const T* dy, const T* y, int64_t count) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
+    dz[i] = relu_grad_from_output(dy[i], y[i]);
+}
+
+// db[j] = sum over the n rows of dz[:, j] (dz n x out), for the cases the BGRADB epilogue does not
+// cover (in == 0, dw not wanted, or no algorithm with the epilogue). A block takes 32 columns;
+// its 8 thread rows each sum a fixed slice of rows (r = ty mod 8), then one thread adds the 8
+// partials in order: a fixed partition, so the result is deterministic.
+constexpr int kSumCols = 32, kSumSlices = 8;
+template <typename T> __global__ void column_sums_kernel(T* db, const T* dz, int64_t n, int64_t out) {
+  __shared__ T partial[kSumSlices][kSumCols];
+  const int64_t j = int64_t(blockIdx.x) * kSumCols + threadIdx.x;
+  T s = T(0);
+  if (j < out)
+    for (int64_t r = threadIdx.y; r < n; r += kSumSlices) s += dz[r * out + j];
+  partial[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < out) {
+    T total = partial[0][threadIdx.x];
+    for (int k = 1; k < kSumSlices; ++k) total += partial[k][threadIdx.x];
+    db[j] = total;
+  }
+}
+
+template <typename T> void bias_act(T* y, const T* b, int64_t n, int64_t out, bool apply_relu, bool accumulate) {
+  bias_act_kernel<T><<<grid_for(n * out), kThreads, 0, stream()>>>(y, b, n, out, apply_relu, accumulate);
+  check_launch("bias_act_kernel");
+}
+
+template <typename T> void column_sums(T* db, const T* dz, int64_t n, int64_t out) {
+  const unsigned blocks = static_cast<unsigned>((out + kSumCols - 1) / kSumCols);
+  column_sums_kernel<T><<<blocks, dim3(kSumCols, kSumSlices), 0, stream()>>>(db, dz, n, out);
+  check_launch("column_sums_kernel");
+}
+
+template <typename T> void zero(T* p, int64_t count) {
+  if (p && count > 0) cuda_check(cudaMemsetAsync(p, 0, count * sizeof(T), stream()), "cudaMemsetAsync");
+}
+
+// ---- cuBLASLt ----
+
+void lt_check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw std::runtime_error(std::string("cuBLASLt error in ") + what + ": status " + std::to_string(int(s)) + " (" +
+                             cublasLtGetStatusName(s) + ")");
+}
+
+// One handle per device, created on first use and kept for the life of the process (a handle
+// is bound to the device current at its creation; destroying it at exit could race the driver's
+// own teardown).
+cublasLtHandle_t lt_handle() {
+  static std::mutex mutex;
+  static std::unordered_map<int, cublasLtHandle_t> handles;
+  int device = 0;
+  cuda_check(cudaGetDevice(&device), "cudaGetDevice");
+  std::lock_guard<std::mutex> lock(mutex);
+  cublasLtHandle_t& h = handles[device];
+  if (!h) lt_check(cublasLtCreate(&h), "cublasLtCreate");
+  return h;
+}
+
+// Descriptors owned for the duration of one matmul (freed on every path, exceptions included).
+template <class P, cublasStatus_t (*Destroy)(P)>
+using LtOwned = std::unique_ptr<std::remove_pointer_t<P>, std::integral_constant<decltype(Destroy), Destroy>>;
+using MatmulDesc = LtOwned<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy>;
+using Layout = LtOwned<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy>;
+using Preference = LtOwned<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy>;
+
+template <typename T> struct LtType;
+template <> struct LtType<float> {
+  static constexpr cudaDataType_t data = CUDA_R_32F;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_32F;  // full FP32: no TF32
+};
+template <> struct LtType<double> {
+  static constexpr cudaDataType_t data = CUDA_R_64F;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_64F;
+};
+
+template <class V> void set(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr, const V& v) {
+  lt_check(cublasLtMatmulDescSetAttribute(d, attr, &v, sizeof(v)), "cublasLtMatmulDescSetAttribute");
+}
+template <class V> void set(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t attr, const V& v) {
+  lt_check(cublasLtMatmulPreferenceSetAttribute(p, attr, &v, sizeof(v)), "cublasLtMatmulPreferenceSetAttribute");
+}
+
+// A packed column-major rows x cols matrix of T (ld = rows).
+template <typename T> Layout layout(int64_t rows, int64_t cols) {
+  cublasLtMatrixLayout_t l = nullptr;
+  lt_check(cublasLtMatrixLayoutCreate(&l, LtType<T>::data, rows, cols, rows), "cublasLtMatrixLayoutCreate");
+  return Layout(l);
+}
+
+// The largest power of two (at most 256, cuBLASLt's default assumption) dividing the address:
+// arrays that are views into a larger allocation may be less aligned than an allocation.
+uint32_t alignment(const void* p) {
+  uint32_t a = 256;
+  while (a > 1 && reinterpret_cast<uintptr_t>(p) % a != 0) a /= 2;
+  return a;
+}
+
+constexpr uint64_t kMaxWorkspace = uint64_t{32} << 20;
+
+// D (m x n) = op(A) op(B) with `epilogue`, all packed column-major (A stored k x m when
+// trans_a, else m x k; B stored n x k when trans_b, else k x n); bias is the epilogue's vector
+// (read by BIAS / RELU_BIAS, written by BGRADB). Returns false when cuBLASLt offers no algorithm
+// for this epilogue (the documentation does not promise every epilogue for every type, e.g.
+// FP64): the caller then runs the plain GEMM and finishes with its own kernel.
+template <typename T>
+bool lt_matmul(cublasLtEpilogue_t epilogue, const void* bias, bool trans_a, bool trans_b, int64_t m, int64_t n,
+               int64_t k, const T* a, const T* b, T* d) {
+  cublasLtMatmulDesc_t desc_raw = nullptr;
+  lt_check(cublasLtMatmulDescCreate(&desc_raw, LtType<T>::compute, LtType<T>::data), "cublasLtMatmulDescCreate");
+  const MatmulDesc desc(desc_raw);
+  set(desc.get(), CUBLASLT_MATMUL_DESC_TRANSA, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N);
+  set(desc.get(), CUBLASLT_MATMUL_DESC_TRANSB, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N);
+  set(desc.get(), CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue);
+  if (bias) set(desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+
+  const Layout a_layout = trans_a ? layout<T>(k, m) : layout<T>(m, k);
+  const Layout b_layout = trans_b ? layout<T>(n, k) : layout<T>(k, n);
+  const Layout d_layout = layout<T>(m, n);  // also C's (beta = 0: C is not read)
+
+  cublasLtMatmulPreference_t pref_raw = nullptr;
+  lt_check(cublasLtMatmulPreferenceCreate(&pref_raw), "cublasLtMatmulPreferenceCreate");
+  const Preference pref(pref_raw);
+  set(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, kMaxWorkspace);
+  set(pref.get(), CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+      uint32_t{CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_INPLACE});
+  set(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment(a));
+  set(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alignment(b));
+  set(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, alignment(d));
+  set(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, alignment(d));
+
+  const cublasLtHandle_t handle = lt_handle();
+  cublasLtMatmulHeuristicResult_t heuristic = {};
+  int found = 0;
+  const cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(handle, desc.get(), a_layout.get(), b_layout.get(),
+                                                          d_layout.get(), d_layout.get(), pref.get(), 1, &heuristic,
+                                                          &found);
+  if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && found == 0)) {
+    if (epilogue != CUBLASLT_EPILOGUE_DEFAULT) return false;
+    lt_check(CUBLAS_STATUS_NOT_SUPPORTED, "cublasLtMatmulAlgoGetHeuristic (no algorithm)");
+  }
+  lt_check(s, "cublasLtMatmulAlgoGetHeuristic");
+
+  // Only the workspace the chosen algorithm needs, stream-ordered like the matmul.
+  const DeviceBuffer<char> workspace(static_cast<int64_t>(heuristic.workspaceSize));
+  const T one = T(1), zero_scale = T(0);
+  lt_check(cublasLtMatmul(handle, desc.get(), &one, a, a_layout.get(), b, b_layout.get(), &zero_scale, d,
+                          d_layout.get(), d, d_layout.get(), &heuristic.algo, workspace.get(),
+                          heuristic.workspaceSize, stream()),
+           "cublasLtMatmul");
+  return true;
+}
+
+}  // namespace
+
+template <typename T>
+void linear(T* y, const T* x, const T* w, const T* b, int64_t n, int64_t in, int64_t out, Activation act) {
+  if (n == 0 || out == 0) return;
+  const bool apply_relu = act == Activation::relu;
+  if (in == 0) {  // an empty sum: y = act(b), or act(0) without a bias
+    bias_act(y, b, n, out, apply_relu, /*accumulate=*/false);
+    return;
+  }
+  // y^T = w . x^T (see the top of the file), bias and ReLU in the epilogue. ReLU must keep NaN
+  // as NaN (linear.h); cuBLASLt documents its ReLU as max(x, 0) without saying what a NaN
+  // becomes. The GPU tests with NaN inputs check it; should it give 0, the ReLU cases would take
+  // the BIAS / DEFAULT epilogue and bias_act(..., accumulate=true), as the fallback below does.
+  const cublasLtEpilogue_t epilogue = b ? (apply_relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+                                        : (apply_relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
+  if (!lt_matmul<T>(epilogue, b, /*trans_a=*/true, /*trans_b=*/false, out, n, in, w, x, y)) {
+    lt_matmul<T>(CUBLASLT_EPILOGUE_DEFAULT, nullptr, true, false, out, n, in, w, x, y);
+    bias_act(y, b, n, out, apply_relu, /*accumulate=*/true);
+  }
+}
+
+template <typename T>
+void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* y, int64_t n, int64_t in,
+                     int64_t out, Activation act) {
+  if (n == 0) {  // no rows: dw and db are empty sums, dx is empty
+    zero(dw, out * in);
+    zero(db, out);
+    return;
+  }
+  if (out == 0) {  // dx = dz @ w sums over no output features; dw and db are empty
+    zero(dx, n * in);
+    return;
+  }
+  // dz: the gradient at the pre-activation.
+  const bool relu_mask = act == Activation::relu;
+  const DeviceBuffer<T> dz_buffer(relu_mask ? n * out : 0);
+  const T* dz = dy;
+  if (relu_mask) {
+    relu_mask_kernel<T><<<grid_for(n * out), kThreads, 0, stream()>>>(dz_buffer.get(), dy, y, n * out);
+    check_launch("relu_mask_kernel");
+    dz = dz_buffer.get();
+  }
+  // dw^T = x^T . dz, with db = column sums of dz from the BGRADB epilogue in the same GEMM.
+  bool db_pending = db != nullptr;
+  if (dw && in > 0) {
+    if (db_pending && lt_matmul<T>(CUBLASLT_EPILOGUE_BGRADB, db, false, true, in, out, n, x, dz, dw))
+      db_pending = false;
+    else
+      lt_matmul<T>(CUBLASLT_EPILOGUE_DEFAULT, nullptr, false, true, in, out, n, x, dz, dw);
+  }
+  if (db_pending) column_sums(db, dz, n, out);  // in == 0, no dw, or no BGRADB algorithm
+  // dx^T = w^T . dz^T.
+  if (dx && in > 0) lt_matmul<T>(CUBLASLT_EPILOGUE_DEFAULT, nullptr, false, false, in, n, out, w, dz, dx);
+}
+
+#define FDNN_INSTANTIATE_LINEAR(T)                                                                           \
+  template void linear<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, Activation);          \
+  template void linear_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t,     \
+                                   int64_t, Activation);
+FDNN_INSTANTIATE_LINEAR(float)
+FDNN_INSTANTIATE_LINEAR(double)
+#undef FDNN_INSTANTIATE_LINEAR
+
+}  // namespace fdnn
