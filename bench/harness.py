@@ -82,13 +82,30 @@ def format_time(seconds):
     return f"{seconds * 1e6:.1f} us"
 
 
-def run_cases(cases, repeat, peaks):
-    """Times every case; returns one result dict per case."""
+def cuda_median_seconds(fn, repeat, warmup=2, settle=0.0):
+    """Median GPU time of fn() over `repeat` calls, measured with CUDA events on CuPy's current
+    stream (PyTorch's default stream is the same legacy default stream)."""
+    import cupy
+    for _ in range(warmup):
+        fn()
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    times = []
+    for _ in range(repeat):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
+    return float(np.median(times))
+
+
+def run_cases(cases, repeat, peaks, timer=median_seconds):
+    """Times every case with `timer`; returns one result dict per case."""
     results = []
     for case in cases:
         times = {}
         for impl, fn in case.impls.items():
-            times[impl] = None if fn is None else median_seconds(fn, case.repeat or repeat, case.warmup)
+            times[impl] = None if fn is None else timer(fn, case.repeat or repeat, case.warmup)
         t = times["fusednn"]
         row = {"family": case.family, "case": case.name, "seconds": times}
         for other in ("numpy", "torch"):

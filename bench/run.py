@@ -32,6 +32,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="threads for fusednn and torch (default: fusednn's)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: the same families on CuPy arrays (bench_cuda.py), vs CuPy references and PyTorch CUDA")
     args = p.parse_args(argv)
 
     families = [f.strip() for f in args.ops.split(",") if f.strip()]
@@ -46,6 +48,10 @@ def main(argv=None):
     th = None if args.no_torch else torch
     if th is not None:
         th.set_num_threads(threads)
+
+    if args.device == "cuda":
+        import bench_cuda
+        return bench_cuda.main(families, args, None if args.no_torch else torch)
 
     info = fusednn.build_info()
     print(f"fusednn {info['version']} | {platform.processor() or platform.machine()} | {threads} threads | "
