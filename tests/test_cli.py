@@ -63,3 +63,16 @@ def test_module_entry_point(tmp_path):
                        timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--epochs" in r.stderr
     assert np.load(tmp_path / "m" / "final.npz", allow_pickle=False) is not None
+
+
+def test_device_cuda_without_cupy_or_cuda_module_is_a_clear_exit(tmp_path):
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed: tests/test_cuda.py covers --device cuda")
+    except ImportError:
+        pass
+    with pytest.raises(SystemExit, match="--device cuda: .*CuPy"):
+        cli.main(["train", "--device", "cuda", "--epochs", "1", "--runs-dir", str(tmp_path), "--no-progress"])
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--device", "cuda", "--l1", "0.1"])
+    assert e.value.code == 2

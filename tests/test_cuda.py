@@ -178,3 +178,29 @@ def test_clipping_on_the_gpu():
 def test_mixing_numpy_and_cupy_is_a_type_error():
     with pytest.raises(TypeError, match="got a mix"):
         ops.linear(cp.ones((2, 2), cp.float32), np.ones((2, 2), np.float32))
+
+
+def test_a_model_moved_to_the_gpu_trains_like_on_the_cpu():
+    from fusednn import data, nn, train
+    from fusednn.nn.losses import SoftmaxCrossEntropy
+    x, y = data.digits("train")
+    x = data.StandardScaler().fit_transform(x).astype(np.float32)
+    models = [nn.MLP([64, 32, 10], norm="batch", dropout=0.1, seed=0) for _ in range(2)]
+    models[1].to("cuda")
+    assert isinstance(models[1].params.data, cp.ndarray)
+    for model in models:
+        opt = fusednn.optim.AdamW(model.parameter_groups(1e-4), lr=3e-3)
+        train.fit(model, SoftmaxCrossEntropy(), opt, (x, y), epochs=2, batch_size=64, progress=False)
+    cpu, gpu = models[0].state_dict(), models[1].state_dict()
+    for name in cpu:
+        np.testing.assert_allclose(gpu[name], cpu[name], rtol=1e-3, atol=1e-4, err_msg=name)
+    assert train.evaluate(models[1], (x, y))["accuracy"] > 0.9
+    models[1].to("cpu")
+    np.testing.assert_array_equal(models[1].state_dict()["0.weight"], gpu["0.weight"])
+
+
+def test_main_job_on_the_gpu(tmp_path, capsys):
+    from fusednn import cli
+    assert cli.main(["train", "--device", "cuda", "--no-progress", "--runs-dir", str(tmp_path), "--name", "g"]) == 0
+    out = capsys.readouterr().out
+    assert float(out.split("test accuracy ")[1].split("%")[0]) >= 97.0, out

@@ -289,3 +289,12 @@ def test_bad_inputs_raise_clear_errors():
         nn.Linear(4, 3).backward(np.zeros((2, 3), np.float32))
     with pytest.raises(RuntimeError, match="training forward"):
         nn.Dropout(0.5).backward(np.zeros(3))
+
+
+def test_moving_to_the_cpu_is_a_no_op_and_state_is_numpy():
+    model = nn.MLP([3, 4, 2], norm="batch")
+    flat = model.params
+    assert model.to("cpu") is model and model.params is flat
+    assert all(type(v) is np.ndarray for v in model.state_dict().values())
+    with pytest.raises(ValueError, match="device"):
+        model.to("tpu")

@@ -58,3 +58,40 @@ def cuda_module():
                         f"({e}); build it with: pip install nvidia-cublas && pip install --no-build-isolation . "
                         "-C cmake.define.FUSEDNN_CUDA=ON (see the README)") from None
     return _C_cuda
+
+
+def array_module(a):
+    """numpy, or cupy for a CuPy array (for code that works on either)."""
+    if _is_cupy(a):
+        import cupy
+        return cupy
+    return np
+
+
+def device_module(device):
+    """The array module of a device name: "cpu" -> numpy, "cuda" -> cupy."""
+    if device == "cpu":
+        return np
+    if device != "cuda":
+        raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+    try:
+        import cupy
+    except ImportError:
+        raise ValueError("device: 'cuda' needs CuPy (pip install cupy-cuda13x) and fusednn's CUDA module "
+                         "(FUSEDNN_CUDA=ON pip install '.[cuda]')") from None
+    cuda_module()  # a clear error if fusednn was built without CUDA
+    return cupy
+
+
+def device_of(a):
+    return "cuda" if _is_cupy(a) else "cpu"
+
+
+def address_of(a):
+    """The address of an array's first element (NumPy or CuPy)."""
+    return a.data.ptr if _is_cupy(a) else a.__array_interface__["data"][0]
+
+
+def to_host(a):
+    """A NumPy array with a's values (a itself when it is one)."""
+    return a.get() if _is_cupy(a) else a

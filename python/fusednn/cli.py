@@ -91,6 +91,8 @@ def build_parser():
     t.add_argument("--patience", type=_positive_int, default=15, help="early stopping patience (epochs)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=_positive_int, default=None)
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: the model and batches as CuPy arrays (needs CuPy and fusednn's CUDA module)")
     t.add_argument("--name", default=None, help="run name (default: <dataset>-<optimizer>-<time>)")
     t.add_argument("--runs-dir", default="runs")
     t.add_argument("--resume", default=None, help="a checkpoint (.npz) or a run directory to continue from")
@@ -162,6 +164,11 @@ def train(args):
     model = nn.MLP([x_train.shape[1], *args.hidden, classes], activation=args.activation,
                    norm=None if args.norm == "none" else args.norm, dropout=args.dropout,
                    input_dropout=args.input_dropout, seed=args.seed)
+    if args.device != "cpu":
+        try:
+            model.to(args.device)
+        except (ValueError, TypeError) as e:
+            raise SystemExit(f"--device {args.device}: {e}") from None
     optimizer = _optimizer(args, model)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     schedule = _schedule(args, steps_per_epoch)
@@ -211,7 +218,10 @@ def train(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and (args.l1 or args.l2):
+        parser.error("--l1/--l2: the penalties run on the CPU only; use --weight-decay with --device cuda")
     return train(args) if args.command == "train" else 2
 
 

@@ -10,13 +10,16 @@ import weakref
 
 import numpy as np
 
+from fusednn._backend import address_of, device_module
+
 _registry = weakref.WeakValueDictionary()  # id(data buffer) -> FlatParameters
 
 
 class FlatParameters:
     """Named parameters of the given shapes, laid out one after another in ``data`` (1-D), with
     their gradients at the same offsets in ``grad``. ``fp[name]`` is a writable view of the
-    parameter, ``fp.grad_of(name)`` of its gradient. Both buffers start at zero.
+    parameter, ``fp.grad_of(name)`` of its gradient. Both buffers start at zero, as NumPy arrays
+    (``device="cpu"``) or CuPy arrays (``device="cuda"``).
 
     Example::
 
@@ -24,7 +27,9 @@ class FlatParameters:
         fp["w"][...] = init...; opt = Adam(fp); ...; fp.grad_of("w")[...] = dw; opt.step()
     """
 
-    def __init__(self, shapes, dtype=np.float32):
+    def __init__(self, shapes, dtype=np.float32, device="cpu"):
+        xp = device_module(device)
+        self.device = device
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
@@ -37,8 +42,8 @@ class FlatParameters:
             size = math.prod(shape)
             self._layout[name] = (offset, size, shape)
             offset += size
-        self.data = np.zeros(offset, dtype)
-        self.grad = np.zeros(offset, dtype)
+        self.data = xp.zeros(offset, dtype)
+        self.grad = xp.zeros(offset, dtype)
         _registry[id(self.data)] = self
 
     def __getitem__(self, name):
@@ -68,7 +73,7 @@ class FlatParameters:
         """(offset, size) of a view of ``data`` made by ``fp[name]``, or None."""
         if view.base is not self.data or not view.flags.c_contiguous:
             return None
-        offset = (view.__array_interface__["data"][0] - self.data.__array_interface__["data"][0]) // view.itemsize
+        offset = (address_of(view) - address_of(self.data)) // view.itemsize
         return offset, view.size
 
     @staticmethod

@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from fusednn import checkpoint as _ckpt
+from fusednn._backend import device_module, to_host
 from fusednn.optim import schedules as _schedules
 
 __all__ = ["fit", "evaluate", "History", "Trainer", "Callback", "EarlyStopping", "ReduceLROnPlateau", "Checkpoint"]
@@ -71,10 +72,19 @@ def _pair(name, data):
 def accuracy(output, target):
     """The fraction of rows whose argmax is the integer label; None (skipped) unless the output
     is 2-D and the targets are 1-D integers (e.g. regression)."""
-    target = np.asarray(target)
+    output, target = to_host(output), np.asarray(to_host(target))
     if output.ndim != 2 or target.ndim != 1 or target.dtype.kind not in "iu":
         return None
     return float(np.mean(np.argmax(output, axis=1) == target))
+
+
+def _to_model(model, *arrays):
+    """The batch arrays on the model's device (CuPy copies for a model moved to "cuda")."""
+    device = getattr(model, "device", "cpu")
+    if device == "cpu":
+        return arrays
+    xp = device_module(device)
+    return tuple(xp.asarray(a) for a in arrays)
 
 
 def _metric_fns(metrics):
@@ -162,7 +172,7 @@ def evaluate(model, data, loss=None, batch_size=1024, metrics=("accuracy",)):
     mean = _Mean()
     try:
         for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = _to_model(model, x[start:start + batch_size], y[start:start + batch_size])
             out = model.forward(xb)
             values = {} if loss is None else {"loss": loss(out, yb)}
             values.update({name: fn(out, yb) for name, fn in fns.items()})
@@ -483,7 +493,7 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
         mean = _Mean()
         for b in range(batches):
             idx = order[b * batch_size:(b + 1) * batch_size]
-            xb, yb = x[idx], y[idx]
+            xb, yb = _to_model(model, x[idx], y[idx])
             if schedule is not None:
                 trainer.apply_schedule()
             model.zero_grad()

@@ -5,6 +5,7 @@ value with respect to ``output`` (same shape and dtype as ``output``)."""
 import numpy as np
 
 from fusednn import _checks, ops
+from fusednn._backend import _is_cupy, array_module
 
 _REDUCTIONS = ("mean", "sum")
 
@@ -16,9 +17,10 @@ def _check_reduction(reduction):
 
 
 def _check_float_array(name, a):
-    if not isinstance(a, np.ndarray) or not np.issubdtype(a.dtype, np.floating):
-        got = a.dtype if isinstance(a, np.ndarray) else f"{type(a).__module__}.{type(a).__qualname__}"
-        raise TypeError(f"{name}: expected a floating-point numpy.ndarray, got {got}")
+    is_array = isinstance(a, np.ndarray) or _is_cupy(a)
+    if not is_array or not np.issubdtype(a.dtype, np.floating):
+        got = a.dtype if is_array else f"{type(a).__module__}.{type(a).__qualname__}"
+        raise TypeError(f"{name}: expected a floating-point numpy.ndarray (or cupy.ndarray), got {got}")
 
 
 class SoftmaxCrossEntropy:
@@ -41,7 +43,7 @@ class SoftmaxCrossEntropy:
         self.reduction = _check_reduction(reduction)
 
     def _options(self, logits):
-        weight = None if self.weight is None else self.weight.astype(logits.dtype, copy=False)
+        weight = None if self.weight is None else array_module(logits).asarray(self.weight, logits.dtype)
         return dict(label_smoothing=self.label_smoothing, smoothing=self.smoothing, weight=weight,
                     ignore_index=self.ignore_index, reduction=self.reduction)
 
@@ -69,18 +71,19 @@ class MSELoss:
 
     def _diff_and_scale(self, output, target):
         _check_float_array("output", output)
-        target = np.asarray(target)
+        target = array_module(output).asarray(target)
         if target.shape != output.shape:
             raise ValueError(f"target: expected shape {output.shape} (the shape of output), got {target.shape}")
         return output - target, 1.0 / output.size if self.reduction == "mean" else 1.0
 
     def __call__(self, output, target):
         diff, scale = self._diff_and_scale(output, target)
-        return scale * float(np.vdot(diff, diff))
+        return scale * float(array_module(diff).vdot(diff, diff))
 
     def value_and_grad(self, output, target):
         diff, scale = self._diff_and_scale(output, target)
-        return scale * float(np.vdot(diff, diff)), (2.0 * scale * diff).astype(output.dtype, copy=False)
+        value = scale * float(array_module(diff).vdot(diff, diff))
+        return value, (2.0 * scale * diff).astype(output.dtype, copy=False)
 
     def __repr__(self):
         return f"MSELoss(reduction={self.reduction!r})"

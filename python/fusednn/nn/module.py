@@ -14,6 +14,7 @@ code that accumulates by hand.
 
 import numpy as np
 
+from fusednn._backend import array_module, device_module, to_host
 from fusednn.params import FlatParameters
 
 
@@ -57,6 +58,7 @@ class Module:
         self._flat = None
         self._rng = RNG()
         self.training = True
+        self.device = "cpu"
 
     # ---- registration
 
@@ -78,6 +80,8 @@ class Module:
         module._parent = self
         module.rng = self._rng
         module.training = self.training
+        if module.device != self.device:
+            module.to(self.device)
         self._children[name] = module
         return module
 
@@ -121,10 +125,10 @@ class Module:
     def _flatten(self):
         entries = [(prefix, m, n) for prefix, m in self.named_modules() for n in m.p]
         if not entries:
-            self._flat = FlatParameters({}, self.dtype)
+            self._flat = FlatParameters({}, self.dtype, self.device)
             return
         entries.sort(key=lambda e: e[1].p[e[2]].ndim < 2)  # decayed first, stable within each kind
-        flat = FlatParameters({prefix + n: m.p[n].shape for prefix, m, n in entries}, self.dtype)
+        flat = FlatParameters({prefix + n: m.p[n].shape for prefix, m, n in entries}, self.dtype, self.device)
         for prefix, m, n in entries:
             flat[prefix + n][...] = m.p[n]
             flat.grad_of(prefix + n)[...] = m.g[n]
@@ -179,19 +183,32 @@ class Module:
         return self
 
     def to(self, device):
-        if device != "cpu":
-            raise ValueError(f"device: this build runs on 'cpu' only (the CUDA backend is not built), got {device!r}")
+        """Move every parameter, gradient and buffer of the model to ``"cpu"`` (NumPy arrays) or
+        ``"cuda"`` (CuPy arrays; the ops then run the CUDA kernels). Inputs must then be arrays
+        of that device. Create the optimizer after moving the model: it holds views of the flat
+        buffer, which moving replaces."""
+        root = self._root()
+        xp = device_module(device)
+        if device == root.device:
+            return self
+        for _, m in root.named_modules():
+            m.device = device
+            for arrays in (m.p, m.g, m.buffers):
+                for name, a in arrays.items():
+                    arrays[name] = xp.asarray(a) if device == "cuda" else np.array(to_host(a))
+        root._flat = None  # rebuilt on the device when next needed
         return self
 
     # ---- state
 
     def state_dict(self):
-        """Copies of every parameter and buffer, by dotted name."""
+        """Copies of every parameter and buffer, by dotted name, as NumPy arrays (whatever the
+        model's device: what checkpoints store)."""
         self.params  # noqa: B018
         out = {}
         for prefix, m in self.named_modules():
             for n, a in list(m.p.items()) + list(m.buffers.items()):
-                out[prefix + n] = a.copy()
+                out[prefix + n] = np.array(to_host(a))
         return out
 
     def load_state_dict(self, state):
@@ -203,10 +220,10 @@ class Module:
         if missing or unexpected:
             raise ValueError(f"state_dict: missing {missing}, unexpected {unexpected}")
         for name, target in targets.items():
-            value = np.asarray(state[name])
+            value = np.asarray(to_host(state[name]))
             if value.shape != target.shape:
                 raise ValueError(f"state_dict[{name!r}]: expected shape {target.shape}, got {value.shape}")
-            target[...] = value
+            target[...] = array_module(target).asarray(value)
 
     # ---- running
 

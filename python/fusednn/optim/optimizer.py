@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from fusednn import _checks, ops
-from fusednn._backend import _is_cupy
+from fusednn._backend import _is_cupy, to_host
 from fusednn.params import FlatParameters
 
 
@@ -280,7 +280,7 @@ class Optimizer:
     # ---- state_dict
 
     def state_dict(self):
-        """Plain arrays and numbers, as ``torch.optim.Optimizer.state_dict``: ``{"state": {i:
+        """Plain (NumPy) arrays and numbers, as ``torch.optim.Optimizer.state_dict``: ``{"state": {i:
         {"step": n, <state name>: array, ...}}, "param_groups": [{hyperparameters...,
         "params": [i, ...]}], "step_count": n}``. A schedule-valued lr is saved as its current
         value."""
@@ -292,7 +292,8 @@ class Optimizer:
                 entry = {"step": st["step"]}
                 entry.update(st["extra"])
                 for name, buf in st["buffers"].items():
-                    entry[name] = buf[st["offsets"][j]:st["offsets"][j + 1]].reshape(group["params"][j].shape).copy()
+                    view = buf[st["offsets"][j]:st["offsets"][j + 1]].reshape(group["params"][j].shape)
+                    entry[name] = np.array(to_host(view))  # NumPy, also for CuPy parameters
                 state[i] = entry
             saved = {key: (self._lr_value(value) if key == "lr" else value)
                      for key, value in group.items() if key != "params"}
@@ -329,7 +330,7 @@ class Optimizer:
                             raise ValueError(f"state_dict: state {name!r} of parameter {i} has shape "
                                              f"{value.shape}, expected {p.shape}")
                         buf = self._buffer(gi, name)
-                        buf[st["offsets"][j]:st["offsets"][j + 1]] = value.reshape(-1)
+                        buf[st["offsets"][j]:st["offsets"][j + 1]] = st["xp"].asarray(value.reshape(-1))
                     else:
                         st["extra"][name] = value
             for key, value in saved.items():
