@@ -61,6 +61,23 @@ def test_cross_entropy(shape, smoothing):
     _close(ops.log_softmax(cp.asarray(z)), ops.log_softmax(z), rtol=1e-5, atol=1e-4)
 
 
+def test_linear_keeps_nan_through_relu_and_takes_unaligned_biases():
+    x, w = _x((4, 6)), _x((5, 6), 1)
+    x[1, 2] = np.nan
+    flat = _x(5 + 1, 2)
+    b = flat[1:]  # a view at a 4-byte offset, as biases inside a flat parameter buffer are
+    y = ops.linear(x, w, b, "relu")
+    gflat = cp.asarray(flat)
+    gy = ops.linear(cp.asarray(x), cp.asarray(w), gflat[1:], "relu")
+    np.testing.assert_array_equal(np.isnan(cp.asnumpy(gy)), np.isnan(y))
+    _close(cp.nan_to_num(gy), np.nan_to_num(y), rtol=1e-4, atol=1e-4)
+    dy = _x(y.shape, 3)
+    db = cp.zeros(6, cp.float32)[1:]
+    ops.linear_backward(cp.asarray(dy), cp.asarray(_x((4, 6))), cp.asarray(w), cp.abs(gy), "relu",
+                        out=(None, None, db))
+    assert bool(cp.isfinite(db).all())
+
+
 def test_cross_entropy_nan_and_ignore_index():
     z = _x((4, 6))
     z[1, 2] = np.nan
@@ -71,7 +88,7 @@ def test_cross_entropy_nan_and_ignore_index():
         np.testing.assert_array_equal(np.isnan(cp.asnumpy(g)), np.isnan(c))
 
 
-@pytest.mark.parametrize("shape", [(1, 3), (64, 7), (8, 4, 5, 3)])
+@pytest.mark.parametrize("shape", [(2, 3), (64, 7), (8, 4, 5, 3)])
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm(shape, training):
     x = _x(shape, scale=3.0)

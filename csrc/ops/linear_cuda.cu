@@ -1,6 +1,6 @@
 // CUDA linear forward and backward (the CPU twin: linear_cpu.cpp). The GEMMs are cuBLASLt
-// matmuls with the bias, the ReLU and the bias gradient fused into their epilogues; small
-// kernels do the ReLU mask of the backward pass and the cases without a GEMM (in == 0).
+// matmuls with the bias and the bias gradient fused into their epilogues; small kernels do the
+// ReLU (forward, so that NaN stays NaN) and its mask (backward), and the cases without a GEMM.
 //
 // Row-major -> column-major. cuBLASLt is column-major (D = op(A) op(B), D m x n, k the inner
 // dimension), and a row-major (r, c) array is, in the same memory, the column-major (c x r)
@@ -163,14 +163,32 @@ uint32_t alignment(const void* p) {
 
 constexpr uint64_t kMaxWorkspace = uint64_t{32} << 20;
 
+// The correctness fallback when cuBLASLt offers no algorithm for a plain GEMM: one thread per
+// element of D (m x n, column-major), the k-sum in T in index order. Slow, never expected.
+template <typename T>
+__global__ void plain_gemm_kernel(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
+                                  const T* b, T* d) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < m * n; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e % m, j = e / m;
+    T acc = 0;
+    for (int64_t l = 0; l < k; ++l)
+      acc += (trans_a ? a[i * k + l] : a[l * m + i]) * (trans_b ? b[l * n + j] : b[j * k + l]);
+    d[e] = acc;
+  }
+}
+
 // D (m x n) = op(A) op(B) with `epilogue`, all packed column-major (A stored k x m when
 // trans_a, else m x k; B stored n x k when trans_b, else k x n); bias is the epilogue's vector
-// (read by BIAS / RELU_BIAS, written by BGRADB). Returns false when cuBLASLt offers no algorithm
-// for this epilogue (the documentation does not promise every epilogue for every type, e.g.
-// FP64): the caller then runs the plain GEMM and finishes with its own kernel.
+// (read by BIAS, written by BGRADB). Returns false when an epilogue cannot be used:
+// cuBLASLt offers no algorithm for it (the documentation does not promise every epilogue for
+// every type, e.g. FP64), or the bias vector is not 16-byte aligned (the alignment preferences
+// cover A-D only, and a kernel assuming an aligned bias faults on a view at an odd offset, such
+// as a bias inside a flat parameter buffer). The caller then runs the plain GEMM and finishes
+// with its own kernel. A plain GEMM without an algorithm runs plain_gemm_kernel.
 template <typename T>
 bool lt_matmul(cublasLtEpilogue_t epilogue, const void* bias, bool trans_a, bool trans_b, int64_t m, int64_t n,
                int64_t k, const T* a, const T* b, T* d) {
+  if (bias && alignment(bias) < 16) return false;
   cublasLtMatmulDesc_t desc_raw = nullptr;
   lt_check(cublasLtMatmulDescCreate(&desc_raw, LtType<T>::compute, LtType<T>::data), "cublasLtMatmulDescCreate");
   const MatmulDesc desc(desc_raw);
@@ -200,11 +218,12 @@ bool lt_matmul(cublasLtEpilogue_t epilogue, const void* bias, bool trans_a, bool
   const cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(handle, desc.get(), a_layout.get(), b_layout.get(),
                                                           d_layout.get(), d_layout.get(), pref.get(), 1, &heuristic,
                                                           &found);
-  if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && found == 0)) {
+  if (s != CUBLAS_STATUS_SUCCESS || found == 0) {
     if (epilogue != CUBLASLT_EPILOGUE_DEFAULT) return false;
-    lt_check(CUBLAS_STATUS_NOT_SUPPORTED, "cublasLtMatmulAlgoGetHeuristic (no algorithm)");
+    plain_gemm_kernel<T><<<grid_for(m * n), kThreads, 0, stream()>>>(trans_a, trans_b, m, n, k, a, b, d);
+    check_launch("plain_gemm_kernel");
+    return true;
   }
-  lt_check(s, "cublasLtMatmulAlgoGetHeuristic");
 
   // Only the workspace the chosen algorithm needs, stream-ordered like the matmul.
   const DeviceBuffer<char> workspace(static_cast<int64_t>(heuristic.workspaceSize));
@@ -226,15 +245,16 @@ void linear(T* y, const T* x, const T* w, const T* b, int64_t n, int64_t in, int
     bias_act(y, b, n, out, apply_relu, /*accumulate=*/false);
     return;
   }
-  // y^T = w . x^T (see the top of the file), bias and ReLU in the epilogue. ReLU must keep NaN
-  // as NaN (linear.h); cuBLASLt documents its ReLU as max(x, 0) without saying what a NaN
-  // becomes. The GPU tests with NaN inputs check it; should it give 0, the ReLU cases would take
-  // the BIAS / DEFAULT epilogue and bias_act(..., accumulate=true), as the fallback below does.
-  const cublasLtEpilogue_t epilogue = b ? (apply_relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
-                                        : (apply_relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
-  if (!lt_matmul<T>(epilogue, b, /*trans_a=*/true, /*trans_b=*/false, out, n, in, w, x, y)) {
+  // y^T = w . x^T (see the top of the file), the bias in the GEMM's BIAS epilogue. The ReLU is a
+  // separate pass: cuBLASLt documents its RELU epilogues as max(x, 0), which does not promise
+  // that a NaN stays NaN, and linear's contract (linear.h, docs/ops.md) is relu(NaN) = NaN: a
+  // model that diverges must show it, on either device.
+  if (!lt_matmul<T>(b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, b, /*trans_a=*/true, /*trans_b=*/false,
+                    out, n, in, w, x, y)) {
     lt_matmul<T>(CUBLASLT_EPILOGUE_DEFAULT, nullptr, true, false, out, n, in, w, x, y);
     bias_act(y, b, n, out, apply_relu, /*accumulate=*/true);
+  } else if (apply_relu) {
+    bias_act(y, static_cast<const T*>(nullptr), n, out, /*apply_relu=*/true, /*accumulate=*/true);
   }
 }
 

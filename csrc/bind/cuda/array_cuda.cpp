@@ -1,7 +1,7 @@
 // CuPy arrays -> TensorViews (the CUDA module; NumPy arrays: ../array.cpp). Arrays are read
-// through __cuda_array_interface__; inputs that are not C-contiguous are copied with
-// cupy.ascontiguousarray, new arrays come from cupy.empty, and every array read sets the call's
-// stream to CuPy's current stream.
+// through __cuda_array_interface__ and must be on the current device; inputs that are not
+// C-contiguous and aligned are copied (cupy.array), new arrays come from cupy.empty, and every
+// array read sets the call's stream to CuPy's current stream.
 #include <string>
 
 #include "bind/array.h"
@@ -13,11 +13,21 @@ namespace {
 
 py::module_ cupy() { return py::module_::import("cupy"); }
 
+// The array's interface; checks that it lives on the current device (the kernels launch there)
+// and records CuPy's current stream as the call's.
 py::dict interface_of(py::handle obj, const char* name) {
   if (!py::hasattr(obj, "__cuda_array_interface__"))
     throw TypeError(std::string(name) + ": expected a cupy.ndarray, got " + type_name(obj));
-  current_stream_handle() =
-      cupy().attr("cuda").attr("get_current_stream")().attr("ptr").cast<uintptr_t>();
+  const py::module_ cuda = cupy().attr("cuda");
+  if (py::hasattr(obj, "device")) {
+    const int device = obj.attr("device").attr("id").cast<int>();
+    const int current = cuda.attr("runtime").attr("getDevice")().cast<int>();
+    if (device != current)
+      throw ValueError(std::string(name) + ": expected an array on the current device " + std::to_string(current) +
+                       ", got one on device " + std::to_string(device) + " (use `with cupy.cuda.Device(" +
+                       std::to_string(device) + "):`)");
+  }
+  current_stream_handle() = cuda.attr("get_current_stream")().attr("ptr").cast<uintptr_t>();
   return obj.attr("__cuda_array_interface__").cast<py::dict>();
 }
 
@@ -29,7 +39,7 @@ bool dtype_of(const std::string& typestr, DType& out) {
 
 struct Parsed {
   TensorView view;
-  bool contiguous = true, readonly = false, float_dtype = false;
+  bool contiguous = true, aligned = true, readonly = false, float_dtype = false;
   std::string typestr;
 };
 
@@ -48,6 +58,7 @@ Parsed parse(py::handle obj, const char* name) {
   p.view.data = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
   p.readonly = data[1].cast<bool>();
   const int64_t item = p.view.dtype == DType::float32 ? 4 : 8;
+  p.aligned = reinterpret_cast<uintptr_t>(p.view.data) % item == 0;
   int64_t expect = item;
   for (int i = p.view.ndim - 1; i >= 0; --i) {
     p.view.strides[i] = expect / item;
@@ -69,8 +80,8 @@ TensorView input_array(py::handle obj, const char* name, KeepAlive& keep) {
   Parsed p = parse(obj, name);
   if (!p.float_dtype)
     throw TypeError(std::string(name) + ": expected dtype float32 or float64, got " + p.typestr);
-  if (!p.contiguous) {
-    py::object copy = cupy().attr("ascontiguousarray")(obj);
+  if (!p.contiguous || !p.aligned) {
+    py::object copy = cupy().attr("array")(obj, py::arg("order") = "C", py::arg("copy") = true);
     keep.push_back(copy);
     p = parse(copy, name);
   }
@@ -90,9 +101,9 @@ TensorView output_array(py::handle obj, const char* name, DType dtype, const std
     throw ValueError(std::string(name) + ": expected shape " + want.shape_str() + ", got " + p.view.shape_str());
   }
   if (p.readonly) throw ValueError(std::string(name) + ": expected a writable array, got a read-only one");
-  if (!p.contiguous)
+  if (!p.contiguous || !p.aligned)
     throw ValueError(std::string(name) +
-                     ": expected a C-contiguous array (it is written in place, so it cannot be copied)");
+                     ": expected a C-contiguous, aligned array (it is written in place, so it cannot be copied)");
   return p.view;
 }
 
