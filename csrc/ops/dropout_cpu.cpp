@@ -5,9 +5,11 @@
 #include <cmath>
 #include <cstring>
 
+
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "ops/dropout.h"
+#include "ops/philox_avx512.h"
 
 namespace fdnn {
 namespace {
@@ -33,15 +35,54 @@ __attribute__((always_inline)) inline void mulhilo(u32x16 a, uint32_t m, u32x16&
   lo = reinterpret_cast<u32x16>((even & low_mask) | (odd << 32));
 }
 
-// The 64 words of elements [i0, i0 + 64), in element order; i0 is a multiple of 64, so the low
-// counter word of the first block is a multiple of 16 and adding the lane index never carries.
+// Block l's words c0[l] c1[l] c2[l] c3[l] are elements 4l .. 4l+3: transposed into w[0, 64).
+__attribute__((always_inline)) inline void store_element_order(uint32_t* FDNN_RESTRICT w, u32x16 c0, u32x16 c1,
+                                                               u32x16 c2, u32x16 c3) {
+  const u32x16 lo_pairs = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+  const u32x16 hi_pairs = lo_pairs + 8;
+  const u64x8 a0 = reinterpret_cast<u64x8>(__builtin_shuffle(c0, c1, lo_pairs));  // (c0 c1) of blocks 0-7
+  const u64x8 a1 = reinterpret_cast<u64x8>(__builtin_shuffle(c0, c1, hi_pairs));  // blocks 8-15
+  const u64x8 b0 = reinterpret_cast<u64x8>(__builtin_shuffle(c2, c3, lo_pairs));  // (c2 c3) of blocks 0-7
+  const u64x8 b1 = reinterpret_cast<u64x8>(__builtin_shuffle(c2, c3, hi_pairs));
+  const u64x8 first = {0, 8, 1, 9, 2, 10, 3, 11}, second = {4, 12, 5, 13, 6, 14, 7, 15};
+  const u64x8 out[4] = {__builtin_shuffle(a0, b0, first), __builtin_shuffle(a0, b0, second),
+                        __builtin_shuffle(a1, b1, first), __builtin_shuffle(a1, b1, second)};
+  std::memcpy(w, out, sizeof(out));
+}
+
+#if defined(__x86_64__)
+const bool kPhiloxAvx512 = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") != 0;
+}();
+#endif
+
+// The 64 words of elements [i0, i0 + 64), in element order (i0 a multiple of 64).
 __attribute__((always_inline)) inline void chunk_words(uint32_t* FDNN_RESTRICT w, const PhiloxStream& s, int64_t i0) {
+  // i0 is a multiple of 64, so the low counter word of the first block is a multiple of 16 and
+  // adding the lane index never carries.
   const uint64_t j0 = static_cast<uint64_t>(i0) / 4;
   const u32x16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   u32x16 c0 = lane + static_cast<uint32_t>(j0);
   u32x16 c1 = u32x16{} + static_cast<uint32_t>(j0 >> 32);
   u32x16 c2 = u32x16{} + s.o0;
   u32x16 c3 = u32x16{} + s.o1;
+#if defined(__x86_64__)
+  if (kPhiloxAvx512) {
+    alignas(64) uint32_t c[64];
+    std::memcpy(c, &c0, 64);
+    std::memcpy(c + 16, &c1, 64);
+    std::memcpy(c + 32, &c2, 64);
+    std::memcpy(c + 48, &c3, 64);
+    philox_rounds_avx512(c, s.k0, s.k1);
+    std::memcpy(&c0, c, 64);
+    std::memcpy(&c1, c + 16, 64);
+    std::memcpy(&c2, c + 32, 64);
+    std::memcpy(&c3, c + 48, 64);
+    store_element_order(w, c0, c1, c2, c3);
+    return;
+  }
+#endif
   uint32_t k0 = s.k0, k1 = s.k1;
   for (int round = 0; round < 10; ++round) {
     u32x16 hi0, lo0, hi1, lo1;
@@ -54,17 +95,7 @@ __attribute__((always_inline)) inline void chunk_words(uint32_t* FDNN_RESTRICT w
     k0 += kPhiloxW0;
     k1 += kPhiloxW1;
   }
-  // Transpose to element order: block l's words c0[l] c1[l] c2[l] c3[l] are elements 4l .. 4l+3.
-  const u32x16 lo_pairs = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-  const u32x16 hi_pairs = lo_pairs + 8;
-  const u64x8 a0 = reinterpret_cast<u64x8>(__builtin_shuffle(c0, c1, lo_pairs));  // (c0 c1) of blocks 0-7
-  const u64x8 a1 = reinterpret_cast<u64x8>(__builtin_shuffle(c0, c1, hi_pairs));  // blocks 8-15
-  const u64x8 b0 = reinterpret_cast<u64x8>(__builtin_shuffle(c2, c3, lo_pairs));  // (c2 c3) of blocks 0-7
-  const u64x8 b1 = reinterpret_cast<u64x8>(__builtin_shuffle(c2, c3, hi_pairs));
-  const u64x8 first = {0, 8, 1, 9, 2, 10, 3, 11}, second = {4, 12, 5, 13, 6, 14, 7, 15};
-  const u64x8 out[4] = {__builtin_shuffle(a0, b0, first), __builtin_shuffle(a0, b0, second),
-                        __builtin_shuffle(a1, b1, first), __builtin_shuffle(a1, b1, second)};
-  std::memcpy(w, out, sizeof(out));
+  store_element_order(w, c0, c1, c2, c3);
 }
 
 template <typename T>
