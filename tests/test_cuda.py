@@ -221,3 +221,13 @@ def test_main_job_on_the_gpu(tmp_path, capsys):
     assert cli.main(["train", "--device", "cuda", "--no-progress", "--runs-dir", str(tmp_path), "--name", "g"]) == 0
     out = capsys.readouterr().out
     assert float(out.split("test accuracy ")[1].split("%")[0]) >= 97.0, out
+
+
+def test_penalty_gradient_on_the_gpu():
+    w, g = _x(100_001, 1), _x(100_001, 2)
+    mask = np.random.default_rng(3).random(w.size) < 0.5
+    gw, gg = cp.asarray(w), cp.asarray(g)
+    value = ops.add_penalty_grad(w, g, l1=0.01, l2=0.1, mask=mask)
+    gvalue = ops.add_penalty_grad(gw, gg, l1=0.01, l2=0.1, mask=cp.asarray(mask))
+    np.testing.assert_allclose(gvalue, value, rtol=1e-10)
+    _close(gg, g)

@@ -28,7 +28,7 @@ STATES = {
     "nadam_step": ["exp_avgs", "exp_avg_sqs"],
 }
 UPDATES = list(STATES)
-PUBLIC = UPDATES + ["grad_norm", "clip_grad_value_", "scale_"]
+PUBLIC = UPDATES + ["grad_norm", "clip_grad_value_", "scale_", "add_penalty_grad"]
 
 # Every option of every rule, alone and combined, with grad_scale != 1 and maximize. The
 # test-only key `initial_accumulator_value` fills Adagrad's sums, as torch.optim.Adagrad does.
@@ -791,3 +791,63 @@ def test_reference_has_the_same_signatures():
         params = inspect.signature(getattr(reference, name)).parameters.values()
         positional = [p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
         assert positional == ["params", "grads"] + STATES[name], name
+
+
+# ---- add_penalty_grad (the fused elastic-net gradient)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 1000, 200_003])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("l1, l2", [(0.01, 0.0), (0.0, 0.1), (0.003, 0.02)])
+def test_add_penalty_grad_matches_reference(dtype, n, masked, l1, l2):
+    rng = np.random.default_rng(n)
+    w = rng.standard_normal(n).astype(dtype)
+    w[:: max(1, n // 5)] = 0.0  # sign(0) = 0
+    g = rng.standard_normal(n).astype(dtype)
+    mask = rng.random(n) < 0.6 if masked else None
+    g_ref = g.copy()
+    value = ops.add_penalty_grad(w, g, l1=l1, l2=l2, mask=mask)
+    expected = reference.add_penalty_grad(w, g_ref, l1=l1, l2=l2, mask=mask)
+    # elementwise: the kernel may fuse g + l2 * w into one FMA (one rounding fewer)
+    np.testing.assert_allclose(g, g_ref, rtol=ELEMENTWISE_RTOL[dtype], atol=ELEMENTWISE_RTOL[dtype])
+    np.testing.assert_allclose(value, expected, rtol=1e-12)
+
+
+def test_add_penalty_grad_is_the_same_for_any_thread_count(threads):
+    w = np.random.default_rng(0).standard_normal((300, 1001)).astype(np.float32)
+    results = []
+    for t in (1, 2, 3):
+        threads(t)
+        g = np.zeros_like(w)
+        results.append((ops.add_penalty_grad(w, g, l1=0.1, l2=0.2), g))
+    for value, g in results[1:]:
+        assert value == results[0][0]
+        np.testing.assert_array_equal(g, results[0][1])
+
+
+def test_add_penalty_grad_propagates_nan_and_leaves_unmasked_entries():
+    w = np.array([1.0, np.nan, -2.0, 3.0], np.float32)
+    g = np.zeros(4, np.float32)
+    value = ops.add_penalty_grad(w, g, l1=1.0, l2=1.0, mask=np.array([True, True, True, False]))
+    assert np.isnan(value) and np.isnan(g[1])
+    np.testing.assert_array_equal(g[[0, 2, 3]], [2.0, -3.0, 0.0])
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(l1=-1.0), ValueError, "l1"),
+    (dict(l2=float("nan")), ValueError, "l2"),
+    (dict(mask=np.ones(5, np.int8)), TypeError, "mask: expected a boolean array"),
+    (dict(mask=np.ones(4, bool)), ValueError, r"mask: expected shape \(5,\)"),
+])
+def test_add_penalty_grad_bad_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        ops.add_penalty_grad(np.ones(5, np.float32), np.zeros(5, np.float32), **kwargs)
+
+
+def test_add_penalty_grad_refuses_grads_it_cannot_update_in_place():
+    w = np.ones(6, np.float32)
+    with pytest.raises(ValueError, match="grads: expected a C-contiguous"):
+        ops.add_penalty_grad(w[::2], np.zeros(6, np.float32)[::2], l2=1.0)
+    with pytest.raises(TypeError, match="grads: expected dtype float32"):
+        ops.add_penalty_grad(w, np.zeros(6), l2=1.0)

@@ -108,6 +108,26 @@ TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& s
 
 bool is_array(py::handle obj) { return py::isinstance<py::array>(obj); }
 
+const uint8_t* bool_array(py::handle obj, const char* name, const std::vector<int64_t>& shape, KeepAlive& keep) {
+  py::array a = as_ndarray(obj, name);
+  if (a.dtype().kind() != 'b')
+    throw TypeError(std::string(name) + ": expected a boolean array, got dtype " + dtype_str(a.dtype()));
+  const std::vector<int64_t> got(a.shape(), a.shape() + a.ndim());
+  if (got != shape) {
+    TensorView want, have;
+    want.ndim = static_cast<int>(shape.size());
+    have.ndim = static_cast<int>(got.size());
+    for (int i = 0; i < want.ndim && i < kMaxDims; ++i) want.shape[i] = shape[i];
+    for (int i = 0; i < have.ndim && i < kMaxDims; ++i) have.shape[i] = got[i];
+    throw ValueError(std::string(name) + ": expected shape " + want.shape_str() + ", got " + have.shape_str());
+  }
+  if (!(a.flags() & py::array::c_style)) {
+    a = py::module_::import("numpy").attr("ascontiguousarray")(a);
+    keep.push_back(a);
+  }
+  return static_cast<const uint8_t*>(a.data());
+}
+
 std::vector<int64_t> array_shape(py::handle obj) {
   const py::array a = py::reinterpret_borrow<py::array>(obj);
   return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());

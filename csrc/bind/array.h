@@ -49,6 +49,10 @@ py::object host_values(py::handle obj);
 // kernels read them (the host array itself, or a device copy kept in `keep`).
 const int64_t* kernel_int64(const py::array_t<int64_t>& host, KeepAlive& keep);
 
+// A boolean array of exactly `shape`, as bytes 0/1 (a C-contiguous copy kept in `keep` when the
+// array is not contiguous).
+const uint8_t* bool_array(py::handle obj, const char* name, const std::vector<int64_t>& shape, KeepAlive& keep);
+
 // A new uninitialized C-contiguous array; `obj` receives the owning Python object.
 TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& shape);
 

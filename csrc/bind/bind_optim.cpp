@@ -262,6 +262,22 @@ double grad_norm_py(py::object grads, bool infinity) {
   return norm;
 }
 
+// grads += the elastic-net gradient of params (where mask), returning the penalty.
+double add_penalty_grad_py(py::object params_obj, py::object grads_obj, double l1, double l2, py::object mask_obj) {
+  KeepAlive keep;
+  const TensorView w = input_array(params_obj, "params", keep);
+  const TensorView g = output_array(grads_obj, "grads", w.dtype, shape_of(w));
+  check_no_overlap(g, "grads", w, "params");
+  const uint8_t* mask = mask_obj.is_none() ? nullptr : bool_array(mask_obj, "mask", shape_of(w), keep);
+  double total = 0.0;
+  py::gil_scoped_release release;
+  dispatch(w.dtype, [&](auto t) {
+    using T = decltype(t);
+    total = add_penalty_grad<T>(w.ptr<T>(), g.ptr<T>(), mask, w.numel(), l1, l2);
+  });
+  return total;
+}
+
 void clip_value_py(py::object grads, double clip) {
   Flat f = flat_list(grads, "grads", true);
   py::gil_scoped_release release;
@@ -284,6 +300,7 @@ void scale_py(py::object arrays, double factor) {
 
 void bind_optim(py::module_& m) {
   using py::arg;
+  m.def("add_penalty_grad", &add_penalty_grad_py, arg("params"), arg("grads"), arg("l1"), arg("l2"), arg("mask"));
   m.def("sgd_step", &sgd_py, arg("params"), arg("grads"), arg("momentum_buffers"), arg("lr"), arg("momentum"),
         arg("dampening"), arg("nesterov"), arg("weight_decay"), arg("maximize"), arg("first_step"), arg("grad_scale"));
   m.def("adagrad_step", &adagrad_py, arg("params"), arg("grads"), arg("state_sums"), arg("step"), arg("lr"),

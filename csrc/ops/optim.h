@@ -173,6 +173,23 @@ template <typename T> void adadelta_step(const OptimArrays<T>& a, const Adadelta
 template <typename T> void adam_step(const OptimArrays<T>& a, const AdamHyper<T>& h);
 template <typename T> void nadam_step(const OptimArrays<T>& a, const NadamHyper<T>& h);
 
+// ---- Elastic-net penalty (L1 + L2), added to a gradient in one pass
+// g += l1 sign(w), then g += l2 w (in that order, as L1 then L2 in fusednn.regularizers);
+// |w| and w^2 are added to the caller's sums (double) for the penalty l1 sum|w| + l2/2 sum w^2.
+template <typename T> FDNN_HD inline void penalty_update(T w, T& g, T l1, T l2, double& abs_sum, double& sq_sum) {
+  const T sign = w > T(0) ? T(1) : (w < T(0) ? T(-1) : T(0));
+  g = g + l1 * sign;
+  g = g + l2 * w;
+  const double wd = static_cast<double>(w);
+  abs_sum += wd < 0 ? -wd : wd;
+  sq_sum += wd * wd;
+}
+
+// The penalty's gradient added to grads on the entries where mask != 0 (mask null: all);
+// returns the penalty of those entries, its sums accumulated in double over a fixed partition.
+template <typename T>
+double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t n, double l1, double l2);
+
 // Norm of all arrays together: 2 (sqrt of the sum of squares, accumulated in double over a
 // fixed partition) or infinity (max |x|); NaN if any element is NaN.
 template <typename T> double grad_norm(const std::vector<const T*>& arrays, const std::vector<int64_t>& sizes,

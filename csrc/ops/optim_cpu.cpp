@@ -149,6 +149,22 @@ FDNN_MULTIVERSION void nadam_chunk(T* FDNN_RESTRICT p, const T* FDNN_RESTRICT g,
   for (int64_t i = 0; i < n; ++i) nadam_update(p[i], g[i], m[i], v[i], h);
 }
 
+// Sums |w| and w^2 of the chunk's penalized entries into sums[0], sums[1].
+template <typename T>
+FDNN_MULTIVERSION void penalty_chunk(const T* FDNN_RESTRICT w, T* FDNN_RESTRICT g, const uint8_t* FDNN_RESTRICT mask,
+                                     int64_t n, T l1, T l2, double* sums) {
+  double abs_sum = 0.0, sq_sum = 0.0;
+  if (mask) {
+    for (int64_t i = 0; i < n; ++i)
+      if (mask[i]) penalty_update(w[i], g[i], l1, l2, abs_sum, sq_sum);
+  } else {
+#pragma omp simd reduction(+ : abs_sum, sq_sum)
+    for (int64_t i = 0; i < n; ++i) penalty_update(w[i], g[i], l1, l2, abs_sum, sq_sum);
+  }
+  sums[0] = abs_sum;
+  sums[1] = sq_sum;
+}
+
 template <typename T> FDNN_MULTIVERSION double sum_squares(const T* FDNN_RESTRICT x, int64_t n) {
   double s = 0.0;
 #pragma omp simd reduction(+ : s)
@@ -241,6 +257,23 @@ double grad_norm(const std::vector<const T*>& arrays, const std::vector<int64_t>
   return infinity_norm ? total : std::sqrt(total);
 }
 
+template <typename T>
+double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t n, double l1, double l2) {
+  const std::vector<Chunk> chunks = chunks_of({n});
+  const int64_t count = static_cast<int64_t>(chunks.size());
+  Buffer<double> partial = scratch<double>(2 * count);
+  parallel_for(count, 1, kChunk * 3, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t b = chunks[c].begin;
+      penalty_chunk(params + b, grads + b, mask ? mask + b : nullptr, chunks[c].end - b, static_cast<T>(l1),
+                    static_cast<T>(l2), &partial[2 * c]);
+    }
+  });
+  double abs_sum = 0.0, sq_sum = 0.0;
+  for (int64_t c = 0; c < count; ++c) abs_sum += partial[2 * c], sq_sum += partial[2 * c + 1];
+  return l1 * abs_sum + 0.5 * l2 * sq_sum;
+}
+
 template <typename T> void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip) {
   for_each_chunk(sizes, 2, [&](const Chunk& c) { clamp_chunk(arrays[c.array] + c.begin, c.end - c.begin, clip); });
 }
@@ -257,6 +290,7 @@ template <typename T> void scale_in_place(const std::vector<T*>& arrays, const s
   template void adam_step<T>(const OptimArrays<T>&, const AdamHyper<T>&);                                     \
   template void nadam_step<T>(const OptimArrays<T>&, const NadamHyper<T>&);                                   \
   template double grad_norm<T>(const std::vector<const T*>&, const std::vector<int64_t>&, bool);              \
+  template double add_penalty_grad<T>(const T*, T*, const uint8_t*, int64_t, double, double);                 \
   template void clip_by_value<T>(const std::vector<T*>&, const std::vector<int64_t>&, T);                     \
   template void scale_in_place<T>(const std::vector<T*>&, const std::vector<int64_t>&, T);
 FDNN_INSTANTIATE(float)

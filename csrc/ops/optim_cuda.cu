@@ -142,6 +142,22 @@ __global__ void norm_partials_kernel(const ChunkRef* chunks, const T* const* x, 
   }
 }
 
+// Per chunk of kChunk entries: the elastic-net gradient added where mask (null: everywhere),
+// and the chunk's sums of |w| and w^2 (double) from block reductions.
+template <typename T>
+__global__ void penalty_kernel(const T* w, T* g, const uint8_t* mask, int64_t n, T l1, T l2, double* partial) {
+  using Reduce = cub::BlockReduce<double, kThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const int64_t begin = int64_t(blockIdx.x) * kChunk, end = min(n, begin + kChunk);
+  double abs_sum = 0.0, sq_sum = 0.0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+    if (!mask || mask[i]) penalty_update(w[i], g[i], l1, l2, abs_sum, sq_sum);
+  const double a = Reduce(tmp).Sum(abs_sum);
+  __syncthreads();  // tmp is reused
+  const double q = Reduce(tmp).Sum(sq_sum);
+  if (threadIdx.x == 0) partial[2 * blockIdx.x] = a, partial[2 * blockIdx.x + 1] = q;
+}
+
 template <typename T> __global__ void clamp_kernel(const ChunkRef* chunks, T* const* x, T clip) {
   const ChunkRef c = chunks[blockIdx.x];
   T* xa = x[c.array];
@@ -216,6 +232,21 @@ double grad_norm(const std::vector<const T*>& arrays, const std::vector<int64_t>
   return infinity_norm ? total : std::sqrt(total);
 }
 
+template <typename T>
+double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t n, double l1, double l2) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  if (chunks == 0) return 0.0;
+  DeviceBuffer<double> partial(2 * chunks);
+  penalty_kernel<T><<<static_cast<unsigned>(chunks), kThreads, 0, stream()>>>(
+      params, grads, mask, n, static_cast<T>(l1), static_cast<T>(l2), partial.get());
+  check_launch("penalty_kernel");
+  std::vector<double> host(2 * chunks);
+  copy_to_host(host.data(), partial.get(), 2 * chunks);
+  double abs_sum = 0.0, sq_sum = 0.0;
+  for (int64_t c = 0; c < chunks; ++c) abs_sum += host[2 * c], sq_sum += host[2 * c + 1];  // chunk order
+  return l1 * abs_sum + 0.5 * l2 * sq_sum;
+}
+
 template <typename T> void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip) {
   DeviceList<T*> d(arrays, sizes);
   if (d.chunks.empty()) return;
@@ -238,6 +269,7 @@ template <typename T> void scale_in_place(const std::vector<T*>& arrays, const s
   template void adam_step<T>(const OptimArrays<T>&, const AdamHyper<T>&);                                     \
   template void nadam_step<T>(const OptimArrays<T>&, const NadamHyper<T>&);                                   \
   template double grad_norm<T>(const std::vector<const T*>&, const std::vector<int64_t>&, bool);              \
+  template double add_penalty_grad<T>(const T*, T*, const uint8_t*, int64_t, double, double);                 \
   template void clip_by_value<T>(const std::vector<T*>&, const std::vector<int64_t>&, T);                     \
   template void scale_in_place<T>(const std::vector<T*>&, const std::vector<int64_t>&, T);
 FDNN_INSTANTIATE(float)

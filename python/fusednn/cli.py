@@ -218,10 +218,7 @@ def train(args):
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and (args.l1 or args.l2):
-        parser.error("--l1/--l2: the penalties run on the CPU only; use --weight-decay with --device cuda")
+    args = build_parser().parse_args(argv)
     return train(args) if args.command == "train" else 2
 
 

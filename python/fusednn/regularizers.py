@@ -17,7 +17,12 @@ the others get neither penalty nor gradient.
 
 import numpy as np
 
-from fusednn import _checks
+from fusednn import _checks, ops
+from fusednn._backend import _is_cupy
+
+
+def _is_array(a):
+    return isinstance(a, np.ndarray) or _is_cupy(a)
 
 
 def _type_name(a):
@@ -26,13 +31,13 @@ def _type_name(a):
 
 def _check_params(params, mask):
     """``where`` for the ufuncs: True, or the checked mask."""
-    if not isinstance(params, np.ndarray) or params.dtype not in (np.float32, np.float64):
-        got = params.dtype if isinstance(params, np.ndarray) else _type_name(params)
+    if not _is_array(params) or params.dtype not in (np.float32, np.float64):
+        got = params.dtype if _is_array(params) else _type_name(params)
         raise TypeError(f"params: expected a float32 or float64 numpy.ndarray, got {got}")
     if mask is None:
         return True
-    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
-        got = mask.dtype if isinstance(mask, np.ndarray) else _type_name(mask)
+    if not _is_array(mask) or mask.dtype != np.bool_:
+        got = mask.dtype if _is_array(mask) else _type_name(mask)
         raise TypeError(f"mask: expected a boolean numpy.ndarray, got {got}")
     if mask.shape != params.shape:
         raise ValueError(f"mask: expected shape {params.shape} (the shape of params), got {mask.shape}")
@@ -40,13 +45,14 @@ def _check_params(params, mask):
 
 
 def _check_grads(grads, params):
-    if not isinstance(grads, np.ndarray):
+    if not _is_array(grads):
         raise TypeError(f"grads: expected a numpy.ndarray, got {_type_name(grads)}")
     if grads.dtype != params.dtype:
         raise TypeError(f"grads: expected dtype {params.dtype} (the dtype of params), got {grads.dtype}")
     if grads.shape != params.shape:
         raise ValueError(f"grads: expected shape {params.shape} (the shape of params), got {grads.shape}")
-    if not (grads.flags.c_contiguous and grads.flags.aligned and grads.flags.writeable):
+    if not (grads.flags.c_contiguous and getattr(grads.flags, "aligned", True)
+            and getattr(grads.flags, "writeable", True)):
         raise ValueError("grads: expected a C-contiguous, aligned, writable array (the gradient is added in place)")
 
 
@@ -60,10 +66,11 @@ class _Penalty:
         return self._value(params, _check_params(params, mask))
 
     def add_grad(self, params, grads, mask=None):
-        """Adds the penalty's gradient to ``grads`` in place; returns the penalty."""
-        where = _check_params(params, mask)
+        """Adds the penalty's gradient to ``grads`` in place, in one fused pass
+        (:func:`fusednn.ops.add_penalty_grad`); returns the penalty."""
+        _check_params(params, mask)
         _check_grads(grads, params)
-        return self._add_grad(params, grads, where)
+        return ops.add_penalty_grad(params, grads, l1=self._l1, l2=self._l2, mask=mask)
 
 
 class L2(_Penalty):
@@ -76,11 +83,13 @@ class L2(_Penalty):
         w = _selected(params, where)
         return 0.5 * self.strength * float(np.vdot(w, w))
 
-    def _add_grad(self, params, grads, where):
-        # strength * w, 0 outside the mask
-        g = np.multiply(params, self.strength, out=np.zeros(params.shape, params.dtype), where=where)
-        np.add(grads, g, out=grads)
-        return 0.5 * float(np.vdot(g, params))
+    @property
+    def _l1(self):
+        return 0.0
+
+    @property
+    def _l2(self):
+        return self.strength
 
     def __repr__(self):
         return f"L2(strength={self.strength})"
@@ -95,12 +104,13 @@ class L1(_Penalty):
     def _value(self, params, where):
         return self.strength * float(np.abs(_selected(params, where)).sum())
 
-    def _add_grad(self, params, grads, where):
-        g = np.sign(params, out=np.zeros(params.shape, params.dtype), where=where)  # 0 outside the mask
-        value = self.strength * float(np.vdot(g, params))  # sign(w) . w = sum |w|
-        np.multiply(g, self.strength, out=g)
-        np.add(grads, g, out=grads)
-        return value
+    @property
+    def _l1(self):
+        return self.strength
+
+    @property
+    def _l2(self):
+        return 0.0
 
     def __repr__(self):
         return f"L1(strength={self.strength})"
@@ -117,8 +127,13 @@ class ElasticNet(_Penalty):
     def _value(self, params, where):
         return sum(t._value(params, where) for t in self._terms)
 
-    def _add_grad(self, params, grads, where):
-        return sum(t._add_grad(params, grads, where) for t in self._terms)
+    @property
+    def _l1(self):
+        return self.l1
+
+    @property
+    def _l2(self):
+        return self.l2
 
     def __repr__(self):
         return f"ElasticNet(l1={self.l1}, l2={self.l2})"

@@ -479,6 +479,7 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
         if type(cb).__name__ == name:
             cb.load_state_dict(state)
 
+    device_mask = None if regularizer_mask is None else _to_model(model, regularizer_mask)[0]
     n = len(x)
     batches = math.ceil(n / batch_size)
     bar = _Progress(progress, epochs)
@@ -503,7 +504,7 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
             logs = {"loss": float(value), **{k: v for k, v in logs.items() if v is not None}}
             model.backward(d_out)
             if regularizer is not None:
-                logs["penalty"] = float(regularizer.add_grad(model.params.data, model.params.grad, regularizer_mask))
+                logs["penalty"] = float(regularizer.add_grad(model.params.data, model.params.grad, device_mask))
             logs["lr"] = trainer.lr
             optimizer.step()
             trainer.global_step += 1

@@ -116,6 +116,25 @@ TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& s
 
 bool is_array(py::handle obj) { return py::hasattr(obj, "__cuda_array_interface__"); }
 
+const uint8_t* bool_array(py::handle obj, const char* name, const std::vector<int64_t>& shape, KeepAlive& keep) {
+  Parsed p = parse(obj, name);
+  if (p.typestr != "|b1") throw TypeError(std::string(name) + ": expected a boolean array, got dtype " + p.typestr);
+  if (shape_of(p.view) != shape) {
+    TensorView want;
+    want.ndim = static_cast<int>(shape.size());
+    for (int i = 0; i < want.ndim; ++i) want.shape[i] = shape[i];
+    throw ValueError(std::string(name) + ": expected shape " + want.shape_str() + ", got " + p.view.shape_str());
+  }
+  // parse() computed the contiguous strides for a 4-byte item; recheck with 1-byte items.
+  const py::dict ai = obj.attr("__cuda_array_interface__").cast<py::dict>();
+  if (ai.contains("strides") && !ai["strides"].is_none()) {
+    py::object copy = cupy().attr("ascontiguousarray")(obj);
+    keep.push_back(copy);
+    p = parse(copy, name);
+  }
+  return static_cast<const uint8_t*>(p.view.data);
+}
+
 std::vector<int64_t> array_shape(py::handle obj) { return shape_of(parse(obj, "array").view); }
 
 py::object host_values(py::handle obj) {

@@ -1,11 +1,11 @@
-"""Functional ops on NumPy arrays (CuPy once the CUDA module lands): each has a NumPy twin
+"""Functional ops on NumPy arrays (and CuPy arrays with the CUDA module): each has a NumPy twin
 of the same name in :mod:`fusednn.reference`. Exact semantics: docs/ops.md."""
 
 from fusednn.ops.dropout import (drop_connect, drop_connect_backward, dropout, dropout_backward, dropout_mask,
                                  gaussian_noise)
 from fusednn.ops.linear import linear, linear_backward
-from fusednn.ops.optim import (adadelta_step, adagrad_step, adam_step, clip_grad_value_, grad_norm, nadam_step,
-                               rmsprop_step, scale_, sgd_step)
+from fusednn.ops.optim import (adadelta_step, adagrad_step, adam_step, add_penalty_grad, clip_grad_value_, grad_norm,
+                               nadam_step, rmsprop_step, scale_, sgd_step)
 from fusednn.ops.norm import (batch_norm, batch_norm_backward, layer_norm, layer_norm_backward, local_response_norm,
                               local_response_norm_backward, weight_norm, weight_norm_backward)
 from fusednn.ops.xent import (log_softmax, log_softmax_backward, softmax, softmax_backward, softmax_cross_entropy,
@@ -19,5 +19,5 @@ __all__ = [
     "weight_norm", "weight_norm_backward", "local_response_norm", "local_response_norm_backward",
     "dropout_mask", "dropout", "dropout_backward", "drop_connect", "drop_connect_backward", "gaussian_noise",
     "sgd_step", "adagrad_step", "rmsprop_step", "adadelta_step", "adam_step", "nadam_step",
-    "grad_norm", "clip_grad_value_", "scale_",
+    "grad_norm", "clip_grad_value_", "scale_", "add_penalty_grad",
 ]

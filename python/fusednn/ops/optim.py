@@ -106,3 +106,14 @@ def scale_(arrays, factor):
     """Multiplies every array by ``factor``, in place."""
     factor = _checks.real("factor", factor, "a real number")
     _backend(arrays=arrays).scale_(arrays, factor)
+
+
+def add_penalty_grad(params, grads, *, l1=0.0, l2=0.0, mask=None):
+    """Adds the elastic-net gradient ``l1 * sign(w) + l2 * w`` to ``grads`` in place, in one pass
+    (first the L1 term, then the L2 term), on the entries where ``mask`` is True (all when None),
+    and returns the penalty ``sum(l1 * |w| + l2 / 2 * w^2)`` of those entries (a float,
+    accumulated in float64 over a fixed partition). ``params`` and ``grads`` have one shape and
+    float dtype (typically a model's flat buffers); ``mask`` is a boolean array of that shape."""
+    l1, l2 = _checks.at_least_zero("l1", l1), _checks.at_least_zero("l2", l2)
+    return _backend(params=params, grads=grads, mask=mask).add_penalty_grad(params, grads, l1, l2, mask)
+

@@ -7,8 +7,8 @@ from fusednn.reference.linear import linear, linear_backward
 from fusednn.reference.norm import (batch_norm, batch_norm_backward, layer_norm, layer_norm_backward,
                                     local_response_norm, local_response_norm_backward, weight_norm,
                                     weight_norm_backward)
-from fusednn.reference.optim import (adadelta_step, adagrad_step, adam_step, clip_grad_value_, grad_norm,
-                                     nadam_step, rmsprop_step, scale_, sgd_step)
+from fusednn.reference.optim import (adadelta_step, adagrad_step, adam_step, add_penalty_grad, clip_grad_value_,
+                                     grad_norm, nadam_step, rmsprop_step, scale_, sgd_step)
 from fusednn.reference.xent import (log_softmax, log_softmax_backward, softmax, softmax_backward,
                                     softmax_cross_entropy, softmax_cross_entropy_with_grad)
 
@@ -21,5 +21,5 @@ __all__ = [
     "dropout_mask", "dropout", "dropout_backward", "drop_connect", "drop_connect_backward", "gaussian_noise",
     "philox4x32_10", "philox_uint32",
     "sgd_step", "adagrad_step", "rmsprop_step", "adadelta_step", "adam_step", "nadam_step",
-    "grad_norm", "clip_grad_value_", "scale_",
+    "grad_norm", "clip_grad_value_", "scale_", "add_penalty_grad",
 ]

@@ -386,3 +386,13 @@ def scale_(arrays, factor):
     factor = _real("factor", factor, "a real number")
     for a in _flat_list(arrays, "arrays", in_place=True):
         a *= a.dtype.type(factor)
+
+
+def add_penalty_grad(params, grads, *, l1=0.0, l2=0.0, mask=None):
+    """grads += l1 * sign(w), then grads += l2 * w, where mask; returns sum(l1 |w| + l2/2 w^2)."""
+    l1, l2 = _at_least_zero("l1", l1), _at_least_zero("l2", l2)
+    where = np.ones(params.shape, bool) if mask is None else np.asarray(mask, bool)
+    w = params.astype(np.float64)[where]
+    grads[where] = (grads[where] + params.dtype.type(l1) * np.sign(params[where])) + params.dtype.type(l2) * params[where]
+    return float(l1 * np.abs(w).sum() + 0.5 * l2 * (w * w).sum())
+
