@@ -1,4 +1,4 @@
-// One registration function per family; module.cpp calls them all.
+// One registration function per family; both modules call them all through bind_all.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -9,4 +9,13 @@ void bind_xent(pybind11::module_& m);
 void bind_norm(pybind11::module_& m);
 void bind_dropout(pybind11::module_& m);
 void bind_optim(pybind11::module_& m);
+
+// Every family, for both modules (fusednn._C and fusednn._C_cuda).
+inline void bind_all(pybind11::module_& m) {
+  bind_linear(m);
+  bind_xent(m);
+  bind_norm(m);
+  bind_dropout(m);
+  bind_optim(m);
+}
 }  // namespace fdnn::bind

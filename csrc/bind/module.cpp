@@ -41,9 +41,5 @@ PYBIND11_MODULE(_C, m) {
     return d;
   });
 
-  fdnn::bind::bind_linear(m);
-  fdnn::bind::bind_xent(m);
-  fdnn::bind::bind_norm(m);
-  fdnn::bind::bind_dropout(m);
-  fdnn::bind::bind_optim(m);
+  fdnn::bind::bind_all(m);
 }

@@ -38,4 +38,10 @@ template <typename T> void gaussian_noise(T* y, const T* x, int64_t n, uint64_t 
 // out[b] = Philox4x32-10(counters[b], key) for n blocks of 4 words (for known-answer tests).
 void philox4x32_10_blocks(uint32_t* out, const uint32_t* counters, int64_t n, uint32_t k0, uint32_t k1);
 
+// The explicit instantiations that both devices' files (dropout_cpu.cpp, dropout_cuda.cu) emit.
+#define FDNN_DROPOUT_INSTANTIATE(T)                                                         \
+  template void dropout_apply<T>(T*, const T*, int64_t, uint64_t, uint64_t, uint32_t, T); \
+  template void scale_copy<T>(T*, const T*, int64_t, T);                                  \
+  template void gaussian_noise<T>(T*, const T*, int64_t, uint64_t, uint64_t, double);
+
 }  // namespace fdnn

@@ -179,11 +179,7 @@ void philox4x32_10_blocks(uint32_t* out, const uint32_t* counters, int64_t n, ui
   }
 }
 
-template void dropout_apply<float>(float*, const float*, int64_t, uint64_t, uint64_t, uint32_t, float);
-template void dropout_apply<double>(double*, const double*, int64_t, uint64_t, uint64_t, uint32_t, double);
-template void scale_copy<float>(float*, const float*, int64_t, float);
-template void scale_copy<double>(double*, const double*, int64_t, double);
-template void gaussian_noise<float>(float*, const float*, int64_t, uint64_t, uint64_t, double);
-template void gaussian_noise<double>(double*, const double*, int64_t, uint64_t, uint64_t, double);
+FDNN_DROPOUT_INSTANTIATE(float)
+FDNN_DROPOUT_INSTANTIATE(double)
 
 }  // namespace fdnn

@@ -65,12 +65,7 @@ template <typename T> void gaussian_noise(T* y, const T* x, int64_t n, uint64_t 
   check_launch("noise_kernel");
 }
 
-#define FDNN_INSTANTIATE(T)                                                                           \
-  template void dropout_apply<T>(T*, const T*, int64_t, uint64_t, uint64_t, uint32_t, T);             \
-  template void scale_copy<T>(T*, const T*, int64_t, T);                                              \
-  template void gaussian_noise<T>(T*, const T*, int64_t, uint64_t, uint64_t, double);
-FDNN_INSTANTIATE(float)
-FDNN_INSTANTIATE(double)
-#undef FDNN_INSTANTIATE
+FDNN_DROPOUT_INSTANTIATE(float)
+FDNN_DROPOUT_INSTANTIATE(double)
 
 }  // namespace fdnn

@@ -30,4 +30,10 @@ template <typename T>
 void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* y, int64_t n, int64_t in,
                      int64_t out, Activation act);
 
+// The explicit instantiations that both devices' files (linear_cpu.cpp, linear_cuda.cu) emit.
+#define FDNN_LINEAR_INSTANTIATE(T)                                                                           \
+  template void linear<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, Activation);          \
+  template void linear_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t,     \
+                                   int64_t, Activation);
+
 }  // namespace fdnn

@@ -135,12 +135,7 @@ void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   }
 }
 
-#define FDNN_INSTANTIATE_LINEAR(T)                                                                           \
-  template void linear<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, Activation);          \
-  template void linear_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t,     \
-                                   int64_t, Activation);
-FDNN_INSTANTIATE_LINEAR(float)
-FDNN_INSTANTIATE_LINEAR(double)
-#undef FDNN_INSTANTIATE_LINEAR
+FDNN_LINEAR_INSTANTIATE(float)
+FDNN_LINEAR_INSTANTIATE(double)
 
 }  // namespace fdnn

@@ -65,4 +65,19 @@ template <typename T>
 void local_response_norm_backward(T* dx, const T* dy, const T* x, int64_t n, int64_t c, int64_t s, int64_t size,
                                   double alpha, double beta, double k);
 
+// The explicit instantiations that both devices' files (norm_cpu.cpp, norm_cuda.cu) emit.
+#define FDNN_NORM_INSTANTIATE(T)                                                                                        \
+  template void batch_norm<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, bool,    \
+                              double, double);                                                                     \
+  template void batch_norm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,       \
+                                       int64_t, int64_t, bool);                                                    \
+  template void layer_norm<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, double);                  \
+  template void layer_norm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,       \
+                                       int64_t);                                                                   \
+  template void weight_norm<T>(T*, const T*, const T*, int64_t, int64_t);                                          \
+  template void weight_norm_backward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t);                   \
+  template void local_response_norm<T>(T*, const T*, int64_t, int64_t, int64_t, int64_t, double, double, double);  \
+  template void local_response_norm_backward<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t, double, \
+                                                double, double);
+
 }  // namespace fdnn

@@ -541,21 +541,7 @@ void local_response_norm_backward(T* dx, const T* dy, const T* x, int64_t n, int
   });
 }
 
-#define FDNN_INSTANTIATE(T)                                                                                        \
-  template void batch_norm<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, bool,    \
-                              double, double);                                                                     \
-  template void batch_norm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,       \
-                                       int64_t, int64_t, bool);                                                    \
-  template void layer_norm<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, double);                  \
-  template void layer_norm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,       \
-                                       int64_t);                                                                   \
-  template void weight_norm<T>(T*, const T*, const T*, int64_t, int64_t);                                          \
-  template void weight_norm_backward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t);                   \
-  template void local_response_norm<T>(T*, const T*, int64_t, int64_t, int64_t, int64_t, double, double, double);  \
-  template void local_response_norm_backward<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t, double, \
-                                                double, double);
-FDNN_INSTANTIATE(float)
-FDNN_INSTANTIATE(double)
-#undef FDNN_INSTANTIATE
+FDNN_NORM_INSTANTIATE(float)
+FDNN_NORM_INSTANTIATE(double)
 
 }  // namespace fdnn

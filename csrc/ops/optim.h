@@ -197,4 +197,17 @@ template <typename T> double grad_norm(const std::vector<const T*>& arrays, cons
 template <typename T> void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip);
 template <typename T> void scale_in_place(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T factor);
 
+// The explicit instantiations that both devices' files (optim_cpu.cpp, optim_cuda.cu) emit.
+#define FDNN_OPTIM_INSTANTIATE(T)                                                                                   \
+  template void sgd_step<T>(const OptimArrays<T>&, const SgdHyper<T>&);                                       \
+  template void adagrad_step<T>(const OptimArrays<T>&, const AdagradHyper<T>&);                               \
+  template void rmsprop_step<T>(const OptimArrays<T>&, const RmspropHyper<T>&);                               \
+  template void adadelta_step<T>(const OptimArrays<T>&, const AdadeltaHyper<T>&);                             \
+  template void adam_step<T>(const OptimArrays<T>&, const AdamHyper<T>&);                                     \
+  template void nadam_step<T>(const OptimArrays<T>&, const NadamHyper<T>&);                                   \
+  template double grad_norm<T>(const std::vector<const T*>&, const std::vector<int64_t>&, bool);              \
+  template double add_penalty_grad<T>(const T*, T*, const uint8_t*, int64_t, double, double);                 \
+  template void clip_by_value<T>(const std::vector<T*>&, const std::vector<int64_t>&, T);                     \
+  template void scale_in_place<T>(const std::vector<T*>&, const std::vector<int64_t>&, T);
+
 }  // namespace fdnn

@@ -261,19 +261,7 @@ template <typename T> void scale_in_place(const std::vector<T*>& arrays, const s
   check_launch("scale_lists_kernel");
 }
 
-#define FDNN_INSTANTIATE(T)                                                                                   \
-  template void sgd_step<T>(const OptimArrays<T>&, const SgdHyper<T>&);                                       \
-  template void adagrad_step<T>(const OptimArrays<T>&, const AdagradHyper<T>&);                               \
-  template void rmsprop_step<T>(const OptimArrays<T>&, const RmspropHyper<T>&);                               \
-  template void adadelta_step<T>(const OptimArrays<T>&, const AdadeltaHyper<T>&);                             \
-  template void adam_step<T>(const OptimArrays<T>&, const AdamHyper<T>&);                                     \
-  template void nadam_step<T>(const OptimArrays<T>&, const NadamHyper<T>&);                                   \
-  template double grad_norm<T>(const std::vector<const T*>&, const std::vector<int64_t>&, bool);              \
-  template double add_penalty_grad<T>(const T*, T*, const uint8_t*, int64_t, double, double);                 \
-  template void clip_by_value<T>(const std::vector<T*>&, const std::vector<int64_t>&, T);                     \
-  template void scale_in_place<T>(const std::vector<T*>&, const std::vector<int64_t>&, T);
-FDNN_INSTANTIATE(float)
-FDNN_INSTANTIATE(double)
-#undef FDNN_INSTANTIATE
+FDNN_OPTIM_INSTANTIATE(float)
+FDNN_OPTIM_INSTANTIATE(double)
 
 }  // namespace fdnn

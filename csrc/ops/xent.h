@@ -55,4 +55,13 @@ double softmax_cross_entropy(T* row_loss, T* dlogits, const T* logits, const int
                              int64_t k, int64_t ignore_index, double label_smoothing, Smoothing smoothing,
                              Reduction reduction);
 
+// The explicit instantiations that both devices' files (xent_cpu.cpp, xent_cuda.cu) emit.
+#define FDNN_XENT_INSTANTIATE(T)                                                                                        \
+  template void softmax<T>(T*, const T*, int64_t, int64_t);                                                        \
+  template void log_softmax<T>(T*, const T*, int64_t, int64_t);                                                    \
+  template void softmax_backward<T>(T*, const T*, const T*, int64_t, int64_t);                                     \
+  template void log_softmax_backward<T>(T*, const T*, const T*, int64_t, int64_t);                                 \
+  template double softmax_cross_entropy<T>(T*, T*, const T*, const int64_t*, const T*, int64_t, int64_t, int64_t, \
+                                           double, Smoothing, Reduction);
+
 }  // namespace fdnn

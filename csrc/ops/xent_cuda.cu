@@ -238,15 +238,7 @@ double softmax_cross_entropy(T* row_loss, T* dlogits, const T* logits, const int
   return reduction == Reduction::mean ? host[1] * host[0] : host[1];
 }
 
-#define FDNN_INSTANTIATE(T)                                                                                        \
-  template void softmax<T>(T*, const T*, int64_t, int64_t);                                                        \
-  template void log_softmax<T>(T*, const T*, int64_t, int64_t);                                                    \
-  template void softmax_backward<T>(T*, const T*, const T*, int64_t, int64_t);                                     \
-  template void log_softmax_backward<T>(T*, const T*, const T*, int64_t, int64_t);                                 \
-  template double softmax_cross_entropy<T>(T*, T*, const T*, const int64_t*, const T*, int64_t, int64_t, int64_t, \
-                                           double, Smoothing, Reduction);
-FDNN_INSTANTIATE(float)
-FDNN_INSTANTIATE(double)
-#undef FDNN_INSTANTIATE
+FDNN_XENT_INSTANTIATE(float)
+FDNN_XENT_INSTANTIATE(double)
 
 }  // namespace fdnn
