@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from conftest import seed_of
 
-import fusednn
 from fusednn import FlatParameters, optim, reference
 
 SHAPES = {"w1": (7, 5), "b1": (7,), "w2": (3, 7), "b2": (3,)}
