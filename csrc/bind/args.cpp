@@ -61,6 +61,25 @@ std::string choice_arg(py::handle obj, const char* name, std::initializer_list<c
 
 py::object numpy_scalar(double v, DType dtype) { return py::module_::import("numpy").attr(dtype_name(dtype))(v); }
 
+namespace {
+std::string shape_str(const std::vector<int64_t>& shape) {  // as TensorView::shape_str
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i) s += std::to_string(shape[i]) + (i + 1 < shape.size() ? ", " : "");
+  return s + (shape.size() == 1 ? ",)" : ")");
+}
+}  // namespace
+
+void check_shape(const std::vector<int64_t>& got, const char* name, const std::vector<int64_t>& expected) {
+  if (got != expected)
+    throw ValueError(std::string(name) + ": expected shape " + shape_str(expected) + ", got " + shape_str(got));
+}
+
+void check_shape(const TensorView& got, const char* name, const std::vector<int64_t>& expected) {
+  bool same = got.ndim == static_cast<int>(expected.size());
+  for (int i = 0; same && i < got.ndim; ++i) same = got.shape[i] == expected[i];
+  if (!same) check_shape(shape_of(got), name, expected);
+}
+
 std::vector<int64_t> shape_of(const TensorView& t) { return std::vector<int64_t>(t.shape, t.shape + t.ndim); }
 
 bool same_shape(const TensorView& a, const TensorView& b) {

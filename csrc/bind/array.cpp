@@ -82,14 +82,7 @@ TensorView output_array(py::handle obj, const char* name, DType dtype, const std
       throw TypeError(std::string(name) + ": expected dtype " + dtype_name(dtype) + ", got " + dtype_str(dt));
   }
   TensorView v = view_of(a, dtype, name);
-  bool shape_ok = v.ndim == static_cast<int>(shape.size());
-  for (int i = 0; shape_ok && i < v.ndim; ++i) shape_ok = v.shape[i] == shape[i];
-  if (!shape_ok) {
-    TensorView want;
-    want.ndim = static_cast<int>(shape.size());
-    for (int i = 0; i < want.ndim; ++i) want.shape[i] = shape[i];
-    throw ValueError(std::string(name) + ": expected shape " + want.shape_str() + ", got " + v.shape_str());
-  }
+  check_shape(v, name, shape);
   if (!a.writeable()) throw ValueError(std::string(name) + ": expected a writable array, got a read-only one");
   if (!contiguous_aligned(a))
     throw ValueError(std::string(name) +
@@ -112,15 +105,7 @@ const uint8_t* bool_array(py::handle obj, const char* name, const std::vector<in
   py::array a = as_ndarray(obj, name);
   if (a.dtype().kind() != 'b')
     throw TypeError(std::string(name) + ": expected a boolean array, got dtype " + dtype_str(a.dtype()));
-  const std::vector<int64_t> got(a.shape(), a.shape() + a.ndim());
-  if (got != shape) {
-    TensorView want, have;
-    want.ndim = static_cast<int>(shape.size());
-    have.ndim = static_cast<int>(got.size());
-    for (int i = 0; i < want.ndim && i < kMaxDims; ++i) want.shape[i] = shape[i];
-    for (int i = 0; i < have.ndim && i < kMaxDims; ++i) have.shape[i] = got[i];
-    throw ValueError(std::string(name) + ": expected shape " + want.shape_str() + ", got " + have.shape_str());
-  }
+  check_shape(std::vector<int64_t>(a.shape(), a.shape() + a.ndim()), name, shape);
   if (!(a.flags() & py::array::c_style)) {
     a = py::module_::import("numpy").attr("ascontiguousarray")(a);
     keep.push_back(a);

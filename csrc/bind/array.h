@@ -85,6 +85,10 @@ template <typename F> void dispatch(DType dtype, F&& f) {
     f(double{});
 }
 
+// ValueError "name: expected shape (..), got (..)" unless the shapes are equal.
+void check_shape(const std::vector<int64_t>& got, const char* name, const std::vector<int64_t>& expected);
+void check_shape(const TensorView& got, const char* name, const std::vector<int64_t>& expected);  // no allocation
+
 // Python's shape tuple of a view, as a vector.
 std::vector<int64_t> shape_of(const TensorView& t);
 

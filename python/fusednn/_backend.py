@@ -92,6 +92,16 @@ def address_of(a):
     return a.data.ptr if _is_cupy(a) else a.__array_interface__["data"][0]
 
 
+def is_array(a):
+    """A NumPy or CuPy array."""
+    return isinstance(a, np.ndarray) or _is_cupy(a)
+
+
 def to_host(a):
     """A NumPy array with a's values (a itself when it is one)."""
     return a.get() if _is_cupy(a) else a
+
+
+def host_copy(a):
+    """A new NumPy array with a's values (one copy, from either device)."""
+    return a.get() if _is_cupy(a) else np.array(a)

@@ -18,11 +18,7 @@ the others get neither penalty nor gradient.
 import numpy as np
 
 from fusednn import _checks, ops
-from fusednn._backend import _is_cupy
-
-
-def _is_array(a):
-    return isinstance(a, np.ndarray) or _is_cupy(a)
+from fusednn._backend import is_array as _is_array
 
 
 def _type_name(a):

@@ -92,14 +92,7 @@ TensorView output_array(py::handle obj, const char* name, DType dtype, const std
   const Parsed p = parse(obj, name);
   if (!p.float_dtype || p.view.dtype != dtype)
     throw TypeError(std::string(name) + ": expected dtype " + dtype_name(dtype) + ", got " + p.typestr);
-  bool shape_ok = p.view.ndim == static_cast<int>(shape.size());
-  for (int i = 0; shape_ok && i < p.view.ndim; ++i) shape_ok = p.view.shape[i] == shape[i];
-  if (!shape_ok) {
-    TensorView want;
-    want.ndim = static_cast<int>(shape.size());
-    for (int i = 0; i < want.ndim; ++i) want.shape[i] = shape[i];
-    throw ValueError(std::string(name) + ": expected shape " + want.shape_str() + ", got " + p.view.shape_str());
-  }
+  check_shape(p.view, name, shape);
   if (p.readonly) throw ValueError(std::string(name) + ": expected a writable array, got a read-only one");
   if (!p.contiguous || !p.aligned)
     throw ValueError(std::string(name) +
@@ -119,12 +112,7 @@ bool is_array(py::handle obj) { return py::hasattr(obj, "__cuda_array_interface_
 const uint8_t* bool_array(py::handle obj, const char* name, const std::vector<int64_t>& shape, KeepAlive& keep) {
   Parsed p = parse(obj, name);
   if (p.typestr != "|b1") throw TypeError(std::string(name) + ": expected a boolean array, got dtype " + p.typestr);
-  if (shape_of(p.view) != shape) {
-    TensorView want;
-    want.ndim = static_cast<int>(shape.size());
-    for (int i = 0; i < want.ndim; ++i) want.shape[i] = shape[i];
-    throw ValueError(std::string(name) + ": expected shape " + want.shape_str() + ", got " + p.view.shape_str());
-  }
+  check_shape(p.view, name, shape);
   // parse() computed the contiguous strides for a 4-byte item; recheck with 1-byte items.
   const py::dict ai = obj.attr("__cuda_array_interface__").cast<py::dict>();
   if (ai.contains("strides") && !ai["strides"].is_none()) {

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from fusednn import _checks, ops
-from fusednn._backend import _is_cupy, array_module, device_of
+from fusednn._backend import array_module, device_of, is_array
 from fusednn.nn import init
 from fusednn.nn.module import Module, _dtype_of
 
@@ -30,7 +30,7 @@ def _rng(rng):
 
 
 def _check_input(x, name, features=None, ndim=None, dtype=None, device="cpu"):
-    if not (isinstance(x, np.ndarray) or _is_cupy(x)):
+    if not is_array(x):
         raise TypeError(f"{name}: expected a numpy.ndarray, got {type(x).__module__}.{type(x).__qualname__}")
     if device_of(x) != device:
         kind = "cupy.ndarray" if device == "cuda" else "numpy.ndarray"

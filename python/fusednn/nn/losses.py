@@ -5,7 +5,7 @@ value with respect to ``output`` (same shape and dtype as ``output``)."""
 import numpy as np
 
 from fusednn import _checks, ops
-from fusednn._backend import _is_cupy, array_module
+from fusednn._backend import array_module, is_array
 
 _REDUCTIONS = ("mean", "sum")
 
@@ -17,9 +17,8 @@ def _check_reduction(reduction):
 
 
 def _check_float_array(name, a):
-    is_array = isinstance(a, np.ndarray) or _is_cupy(a)
-    if not is_array or not np.issubdtype(a.dtype, np.floating):
-        got = a.dtype if is_array else f"{type(a).__module__}.{type(a).__qualname__}"
+    if not is_array(a) or not np.issubdtype(a.dtype, np.floating):
+        got = a.dtype if is_array(a) else f"{type(a).__module__}.{type(a).__qualname__}"
         raise TypeError(f"{name}: expected a floating-point numpy.ndarray (or cupy.ndarray), got {got}")
 
 

@@ -14,7 +14,7 @@ code that accumulates by hand.
 
 import numpy as np
 
-from fusednn._backend import array_module, device_module, to_host
+from fusednn._backend import array_module, device_module, host_copy, to_host
 from fusednn.params import FlatParameters
 
 
@@ -195,7 +195,7 @@ class Module:
             m.device = device
             for arrays in (m.p, m.g, m.buffers):
                 for name, a in arrays.items():
-                    arrays[name] = xp.asarray(a) if device == "cuda" else np.array(to_host(a))
+                    arrays[name] = xp.asarray(a) if device == "cuda" else host_copy(a)
         root._flat = None  # rebuilt on the device when next needed
         return self
 
@@ -208,7 +208,7 @@ class Module:
         out = {}
         for prefix, m in self.named_modules():
             for n, a in list(m.p.items()) + list(m.buffers.items()):
-                out[prefix + n] = np.array(to_host(a))
+                out[prefix + n] = host_copy(a)
         return out
 
     def load_state_dict(self, state):

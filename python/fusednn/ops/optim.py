@@ -3,13 +3,11 @@ gradient norms and clipping. Exact rules: docs/optim.md. Every update follows to
 single-tensor order of operations and updates params and states in place."""
 
 from fusednn import _checks
-from fusednn import _C
-from fusednn._backend import _all_numpy, backend_for
+from fusednn._backend import backend_for
 
 
 def _backend(**arrays):
-    if all(_all_numpy(v) for v in arrays.values()):  # lists of NumPy arrays: no per-array names needed
-        return _C
+    """backend_for, with the lists of arrays these ops take checked entry by entry."""
     return backend_for(**{k: tuple(v) if isinstance(v, list) else v for k, v in arrays.items()})
 
 

@@ -15,20 +15,9 @@ import math
 import numpy as np
 
 from fusednn import _checks, ops
-from fusednn._backend import _is_cupy, to_host
+from fusednn._backend import address_of, array_module, host_copy
+from fusednn._backend import is_array as _is_array
 from fusednn.params import FlatParameters
-
-
-def _is_array(a):
-    return isinstance(a, np.ndarray) or _is_cupy(a)
-
-
-def _array_module(a):
-    """numpy, or cupy for a CuPy array (the state lives where the parameters do)."""
-    if _is_cupy(a):
-        import cupy
-        return cupy
-    return np
 
 
 class _Span:
@@ -127,7 +116,7 @@ class Optimizer:
             "size": int(offsets[-1]),
             "offsets": offsets,
             "dtype": members[0].dtype if members else np.dtype(np.float32),
-            "xp": _array_module(members[0]) if members else np,
+            "xp": array_module(members[0]) if members else np,  # the state lives where the parameters do
             "buffers": {},  # state name -> flat buffer, allocated on first use
             "step": 0,
             "extra": {},  # scalar state of the rule (NAdam's mu_product)
@@ -161,9 +150,7 @@ class Optimizer:
 
     def _check_no_shared_memory(self):
         """Two parameters must not share memory (both would be updated, or one twice)."""
-        def address(p):
-            return p.data.ptr if _is_cupy(p) else p.__array_interface__["data"][0]
-        ranges = sorted((address(p), p.nbytes, i) for i, p in enumerate(self._params) if p.size)
+        ranges = sorted((address_of(p), p.nbytes, i) for i, p in enumerate(self._params) if p.size)
         for (a0, an, i), (b0, _, j) in zip(ranges, ranges[1:]):
             if b0 < a0 + an:
                 raise ValueError(f"params: parameters {min(i, j)} and {max(i, j)} share memory (a parameter appears "
@@ -293,7 +280,7 @@ class Optimizer:
                 entry.update(st["extra"])
                 for name, buf in st["buffers"].items():
                     view = buf[st["offsets"][j]:st["offsets"][j + 1]].reshape(group["params"][j].shape)
-                    entry[name] = np.array(to_host(view))  # NumPy, also for CuPy parameters
+                    entry[name] = host_copy(view)  # NumPy, also for CuPy parameters
                 state[i] = entry
             saved = {key: (self._lr_value(value) if key == "lr" else value)
                      for key, value in group.items() if key != "params"}
