@@ -5,14 +5,26 @@ import pytest
 from conftest import GRADCHECK_ATOL, GRADCHECK_RTOL, assert_reduction_close, seed_of, wider
 
 import fusednn
-from fusednn import ops, reference
+from fusednn import _C, ops, reference
 from fusednn.testing import numerical_gradient
 
 DTYPES = [np.float32, np.float64]
 ACTIVATIONS = [None, "relu"]
-# (N, in, out): 1x1, one row, one column, odd sizes, sizes off the SIMD widths, large.
+# (N, in, out): 1x1, one row, one column, odd sizes, sizes off the SIMD widths, large; more
+# rows than a work unit of the AVX-512 kernel takes (144) and a longer k than one of its
+# packed blocks (512).
 SHAPES = [(1, 1, 1), (1, 7, 5), (9, 1, 3), (6, 4, 1), (17, 33, 15), (31, 64, 129), (128, 784, 256),
-          (257, 300, 513)]
+          (257, 300, 513), (150, 1100, 40)]
+GEMM_KERNELS = [k for k in ("fusednn-avx512", "openblas") if _C._gemm_kernel_available(k)]
+
+
+@pytest.fixture(autouse=True, params=GEMM_KERNELS)
+def gemm_kernel(request):
+    """Every test of this file runs with each GEMM kernel this CPU has."""
+    before = _C._gemm_kernel()
+    _C._set_gemm_kernel(request.param)
+    yield request.param
+    _C._set_gemm_kernel(before)
 
 
 def make(shape_in, rng, dtype, scale=1.0):

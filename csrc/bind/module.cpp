@@ -8,6 +8,7 @@
 #include "common/check.h"
 #include "common/isa.h"
 #include "common/parallel.h"
+#include "ops/gemm.h"
 
 namespace py = pybind11;
 
@@ -38,8 +39,15 @@ PYBIND11_MODULE(_C, m) {
     d["openmp"] = _OPENMP;
     d["blas"] = std::string("scipy-openblas32: ") + fdnn::blas_config();
     d["blas_core"] = fdnn::blas_core();
+    d["gemm_kernel"] = fdnn::gemm_kernel();
     return d;
   });
+  m.def("_gemm_kernel", &fdnn::gemm_kernel, "The GEMM kernel linear runs: 'fusednn-avx512' or 'openblas'.");
+  m.def("_gemm_kernel_available", &fdnn::gemm_kernel_available, py::arg("kernel"),
+        "Whether this CPU can run the GEMM kernel 'fusednn-avx512' or 'openblas'.");
+  m.def("_set_gemm_kernel", &fdnn::set_gemm_kernel, py::arg("kernel"),
+        "Switch the GEMM kernel (for tests and benchmarks): 'openblas', or 'fusednn-avx512' where the CPU has "
+        "AVX-512F.");
 
   fdnn::bind::bind_all(m);
 }

@@ -30,6 +30,7 @@ inline void set_num_threads(int n) { detail::thread_count().store(std::max(1, n)
 constexpr int64_t kMinParallelWork = 1 << 15;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t v, int64_t multiple) { return ceil_div(v, multiple) * multiple; }
 
 // Calls f(begin, end) for the blocks [0, block), [block, 2 block), ... of [0, n).
 // work_per_index estimates the elements touched per index, to decide whether threads pay.

@@ -1,11 +1,11 @@
-// CPU linear forward and backward: the GEMMs come from BLAS; the bias, the ReLU and the
-// bias-gradient reduction are fused around them in as few passes as possible.
+// CPU linear forward and backward over gemm (ops/gemm.h), whose epilogue adds the bias and
+// applies the ReLU; the ReLU mask and the bias-gradient reduction of backward are one pass.
 #include <algorithm>
 
-#include "common/blas.h"
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
+#include "ops/gemm.h"
 #include "ops/linear.h"
 
 namespace fdnn {
@@ -15,23 +15,6 @@ namespace {
 int64_t rows_per_block(int64_t cols) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, cols)); }
 
 // ---- vectorized leaf loops (one clone per ISA) ----
-
-// Each of `rows` rows (ld apart) = b, or 0 when b is null.
-template <typename T>
-FDNN_MULTIVERSION void broadcast_rows(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT b, int64_t rows, int64_t cols,
-                                      int64_t ld) {
-  for (int64_t r = 0; r < rows; ++r, y += ld) {
-    if (b)
-      std::copy(b, b + cols, y);
-    else
-      std::fill(y, y + cols, T(0));
-  }
-}
-
-template <typename T> FDNN_MULTIVERSION void relu_rows(T* FDNN_RESTRICT y, int64_t rows, int64_t cols, int64_t ld) {
-  for (int64_t r = 0; r < rows; ++r, y += ld)
-    for (int64_t j = 0; j < cols; ++j) y[j] = relu(y[j]);
-}
 
 // dz = relu'(y) * dy for a block of rows; acc (cols) += the block's column sums when acc != null.
 template <typename T>
@@ -92,18 +75,7 @@ void backward_rows_pass(T* dz, T* db, const T* dy, const T* y, int64_t n, int64_
 
 template <typename T>
 void linear(T* y, const T* x, const T* w, const T* b, int64_t n, int64_t in, int64_t out, Activation act) {
-  // Per tile of y: the bias goes in as GEMM's C with beta = 1 (replacing the pass in which BLAS
-  // would zero C), then the ReLU runs on the tile while it is still in cache.
-  auto bias_tile = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-    if (b)
-      broadcast_rows(y + r0 * out + c0, b + c0, r1 - r0, c1 - c0, out);
-    else if (in == 0)
-      broadcast_rows<T>(y + r0 * out + c0, nullptr, r1 - r0, c1 - c0, out);
-  };
-  auto relu_tile = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-    if (act == Activation::relu) relu_rows(y + r0 * out + c0, r1 - r0, c1 - c0, out);
-  };
-  parallel_gemm<T>(false, true, n, out, in, T(1), x, w, b ? T(1) : T(0), y, bias_tile, relu_tile);
+  gemm<T>(false, true, n, out, in, x, w, y, b, act == Activation::relu);  // x @ w.T
 }
 
 template <typename T>
@@ -121,18 +93,8 @@ void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   } else if (db) {
     std::fill(db, db + out, T(0));
   }
-  if (dx) {
-    if (out > 0)
-      parallel_gemm<T>(false, false, n, in, out, T(1), dz, w, T(0), dx);  // (n x out) @ (out x in)
-    else
-      std::fill(dx, dx + n * in, T(0));
-  }
-  if (dw) {
-    if (n > 0)
-      parallel_gemm<T>(true, false, out, in, n, T(1), dz, x, T(0), dw);  // (out x n) @ (n x in)
-    else
-      std::fill(dw, dw + out * in, T(0));
-  }
+  if (dx) gemm<T>(false, false, n, in, out, dz, w, dx, nullptr, false);  // (n x out) @ (out x in)
+  if (dw) gemm<T>(true, false, out, in, n, dz, x, dw, nullptr, false);   // (out x n) @ (n x in)
 }
 
 FDNN_LINEAR_INSTANTIATE(float)

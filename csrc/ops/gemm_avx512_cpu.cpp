@@ -1,0 +1,360 @@
+// fusednn's GEMM kernel for CPUs with AVX-512F (see ops/gemm.h), float and double.
+//
+// C is cut into work units of up to kMC rows by one panel of NR = 2 vectors of columns (32
+// floats or 16 doubles). A unit packs its panel of op(B), kKC rows of k at a time, into a
+// contiguous kc x NR buffer (zero-padded past n; transposed when B is stored n x k), then runs
+// the micro-kernel on each MR = 12 row tile of its rows: 24 accumulators in registers, per k
+// two loads of the packed panel, and twelve broadcasts of A read in place (A is never packed:
+// row-major A is read along its rows, transposed A along its columns). The epilogue adds the
+// bias, applies the ReLU and stores the tile (masked at the right edge).
+//
+// Every element of C is one chain of fused multiply-adds over k in increasing order, started at
+// zero (a second k-block reloads the first block's partial from C and continues the chain,
+// which gives the same bits), so the result does not depend on the tiling, on the edge kernels
+// or on the thread count.
+//
+// A file of its own with target attributes on its functions (as philox_avx512_cpu.cpp): the
+// module is compiled for a portable baseline and this runs only where the CPU has AVX-512F.
+#include "ops/gemm.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <utility>
+
+#include "common/macros.h"
+#include "common/parallel.h"
+#include "common/scratch.h"
+
+#define FDNN_AVX512 __attribute__((target("avx512f")))
+#define FDNN_AVX512_INLINE __attribute__((target("avx512f"), always_inline)) inline
+
+namespace fdnn {
+namespace {
+
+constexpr int kMR = 12;        // rows per micro-tile
+constexpr int64_t kMC = 144;   // rows per work unit (12 tiles): the unit's A rows stay in L2
+constexpr int64_t kKC = 512;   // k per packed block: a float panel is 64 KB
+
+// The few AVX-512 operations the kernel needs, per element type.
+template <typename T> struct Zmm;
+
+template <> struct Zmm<float> {
+  using V = __m512;
+  using Mask = __mmask16;
+  static constexpr int kLanes = 16;
+  static FDNN_AVX512_INLINE V zero() { return _mm512_setzero_ps(); }
+  static FDNN_AVX512_INLINE V set1(float v) { return _mm512_set1_ps(v); }
+  static FDNN_AVX512_INLINE V load(const float* p) { return _mm512_load_ps(p); }
+  static FDNN_AVX512_INLINE V load(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+  static FDNN_AVX512_INLINE void store(float* p, V v) { _mm512_store_ps(p, v); }
+  static FDNN_AVX512_INLINE void store(float* p, V v, Mask m) { _mm512_mask_storeu_ps(p, m, v); }
+  static FDNN_AVX512_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static FDNN_AVX512_INLINE V add(V a, V b) { return _mm512_add_ps(a, b); }
+  // max(0, v) as "0 > v ? 0 : v": NaN and -0 pass through, as relu() in ops/linear.h.
+  static FDNN_AVX512_INLINE V relu(V v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
+  static Mask first(int count) { return count >= kLanes ? Mask(0xFFFF) : Mask((1u << count) - 1u); }
+};
+
+template <> struct Zmm<double> {
+  using V = __m512d;
+  using Mask = __mmask8;
+  static constexpr int kLanes = 8;
+  static FDNN_AVX512_INLINE V zero() { return _mm512_setzero_pd(); }
+  static FDNN_AVX512_INLINE V set1(double v) { return _mm512_set1_pd(v); }
+  static FDNN_AVX512_INLINE V load(const double* p) { return _mm512_load_pd(p); }
+  static FDNN_AVX512_INLINE V load(const double* p, Mask m) { return _mm512_maskz_loadu_pd(m, p); }
+  static FDNN_AVX512_INLINE void store(double* p, V v) { _mm512_store_pd(p, v); }
+  static FDNN_AVX512_INLINE void store(double* p, V v, Mask m) { _mm512_mask_storeu_pd(p, m, v); }
+  static FDNN_AVX512_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static FDNN_AVX512_INLINE V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static FDNN_AVX512_INLINE V relu(V v) { return _mm512_max_pd(_mm512_setzero_pd(), v); }
+  static Mask first(int count) { return count >= kLanes ? Mask(0xFF) : Mask((1u << count) - 1u); }
+};
+
+// ---- packing op(B) rows [k0, k0 + kc), columns [n0, n0 + cols) into pb (kc x NR)
+
+// In-register transposes of a square block: r[i] holds row i on entry and column i on exit.
+FDNN_AVX512_INLINE void transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);  // per 128-bit lane: r_i[0] r_i+1[0] r_i[1] r_i+1[1]
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  __m512 u[16];  // u[4g + s]: column (4 l + s) of rows 4g .. 4g+3, in lane l
+  for (int g = 0; g < 4; ++g) {
+    u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int s = 0; s < 4; ++s) {
+    const __m512 even_lo = _mm512_shuffle_f32x4(u[s], u[4 + s], 0x88);   // lanes 0, 2 of groups 0, 1
+    const __m512 even_hi = _mm512_shuffle_f32x4(u[8 + s], u[12 + s], 0x88);
+    const __m512 odd_lo = _mm512_shuffle_f32x4(u[s], u[4 + s], 0xDD);     // lanes 1, 3
+    const __m512 odd_hi = _mm512_shuffle_f32x4(u[8 + s], u[12 + s], 0xDD);
+    r[s] = _mm512_shuffle_f32x4(even_lo, even_hi, 0x88);
+    r[8 + s] = _mm512_shuffle_f32x4(even_lo, even_hi, 0xDD);
+    r[4 + s] = _mm512_shuffle_f32x4(odd_lo, odd_hi, 0x88);
+    r[12 + s] = _mm512_shuffle_f32x4(odd_lo, odd_hi, 0xDD);
+  }
+}
+
+FDNN_AVX512_INLINE void transpose8(__m512d* r) {
+  __m512d t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);  // per 128-bit lane l: r_i[2l] r_i+1[2l]
+    t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+  }
+  for (int s = 0; s < 2; ++s) {
+    const __m512d even_lo = _mm512_shuffle_f64x2(t[s], t[2 + s], 0x88);
+    const __m512d even_hi = _mm512_shuffle_f64x2(t[4 + s], t[6 + s], 0x88);
+    const __m512d odd_lo = _mm512_shuffle_f64x2(t[s], t[2 + s], 0xDD);
+    const __m512d odd_hi = _mm512_shuffle_f64x2(t[4 + s], t[6 + s], 0xDD);
+    r[s] = _mm512_shuffle_f64x2(even_lo, even_hi, 0x88);
+    r[4 + s] = _mm512_shuffle_f64x2(even_lo, even_hi, 0xDD);
+    r[2 + s] = _mm512_shuffle_f64x2(odd_lo, odd_hi, 0x88);
+    r[6 + s] = _mm512_shuffle_f64x2(odd_lo, odd_hi, 0xDD);
+  }
+}
+
+FDNN_AVX512_INLINE void transpose(__m512* r) { transpose16(r); }
+FDNN_AVX512_INLINE void transpose(__m512d* r) { transpose8(r); }
+
+// B stored k x n (row-major, ldb = n): each packed row is a (masked) copy.
+template <typename T>
+FDNN_AVX512 void pack_rows(T* FDNN_RESTRICT pb, const T* FDNN_RESTRICT b, int64_t ldb, int64_t k0, int64_t kc,
+                           int64_t n0, int cols) {
+  using Z = Zmm<T>;
+  constexpr int L = Z::kLanes;
+  const auto m0 = Z::first(cols), m1 = Z::first(std::max(0, cols - L));
+  for (int64_t k = 0; k < kc; ++k) {
+    const T* src = b + (k0 + k) * ldb + n0;
+    Z::store(pb + k * 2 * L, Z::load(src, m0));
+    Z::store(pb + k * 2 * L + L, Z::load(src + L, m1));
+  }
+}
+
+// B stored n x k (ldb = k): square blocks of L columns of C by L rows of k are transposed in
+// registers; columns past `cols` are zero and k rows past kc are not stored.
+template <typename T>
+FDNN_AVX512 void pack_transposed(T* FDNN_RESTRICT pb, const T* FDNN_RESTRICT b, int64_t ldb, int64_t k0, int64_t kc,
+                                 int64_t n0, int cols) {
+  using Z = Zmm<T>;
+  using V = typename Z::V;
+  constexpr int L = Z::kLanes;
+  for (int64_t k = 0; k < kc; k += L) {
+    const int rows_k = static_cast<int>(std::min<int64_t>(L, kc - k));
+    const auto kmask = Z::first(rows_k);
+    for (int half = 0; half < 2; ++half) {
+      V r[L];
+      for (int j = 0; j < L; ++j) {
+        const int col = half * L + j;
+        r[j] = col < cols ? Z::load(b + (n0 + col) * ldb + k0 + k, kmask) : Z::zero();
+      }
+      transpose(r);
+      for (int i = 0; i < rows_k; ++i) Z::store(pb + (k + i) * 2 * L + half * L, r[i]);
+    }
+  }
+}
+
+// ---- packing op(A) rows [r0, r1), k [k0, k0 + kc) into tiles of kMR rows: tile t holds
+// pa[t * kc * kMR + k * kMR + i] = op(A)(r0 + t * kMR + i, k0 + k)
+
+template <typename T>
+FDNN_AVX512 void pack_a_transposed(T* FDNN_RESTRICT pa, const T* FDNN_RESTRICT a, int64_t lda, int64_t r0,
+                                   int64_t r1, int64_t k0, int64_t kc) {
+  // A stored k x m: each k row of a tile is a contiguous copy.
+  using Z = Zmm<T>;
+  constexpr int L = Z::kLanes;
+  for (int64_t r = r0; r < r1; r += kMR, pa += kc * kMR) {
+    const int rows = static_cast<int>(std::min<int64_t>(kMR, r1 - r));
+    for (int g = 0; g < rows; g += L) {
+      const auto mask = Z::first(rows - g);
+      for (int64_t k = 0; k < kc; ++k) Z::store(pa + k * kMR + g, Z::load(a + (k0 + k) * lda + r + g, mask), mask);
+    }
+  }
+}
+
+template <typename T>
+FDNN_AVX512 void pack_a_rows(T* FDNN_RESTRICT pa, const T* FDNN_RESTRICT a, int64_t lda, int64_t r0, int64_t r1,
+                             int64_t k0, int64_t kc) {
+  // A stored m x k: blocks of L rows by L values of k are transposed in registers.
+  using Z = Zmm<T>;
+  using V = typename Z::V;
+  constexpr int L = Z::kLanes;
+  for (int64_t r = r0; r < r1; r += kMR, pa += kc * kMR) {
+    const int rows = static_cast<int>(std::min<int64_t>(kMR, r1 - r));
+    for (int64_t k = 0; k < kc; k += L) {
+      const int ks = static_cast<int>(std::min<int64_t>(L, kc - k));
+      const auto kmask = Z::first(ks);
+      for (int g = 0; g < rows; g += L) {
+        V v[L];
+        for (int i = 0; i < L; ++i) v[i] = g + i < rows ? Z::load(a + (r + g + i) * lda + k0 + k, kmask) : Z::zero();
+        transpose(v);
+        const auto rmask = Z::first(rows - g);
+        for (int j = 0; j < ks; ++j) Z::store(pa + (k + j) * kMR + g, v[j], rmask);
+      }
+    }
+  }
+}
+
+// ---- the micro-kernel: an MR x NR tile of C over kc values of k
+
+// pa: the tile's packed rows of op(A) (pa[k * kMR + i]); pb: the packed panel of op(B).
+// load_c: continue the chains from C (a later k-block). bias (the tile's columns) and relu are
+// applied only on the last k-block.
+// NV: vectors of columns computed (2, or 1 when the tile has at most one vector of columns).
+template <typename T, int MR, int NV>
+FDNN_AVX512 void micro_tile(int64_t kc, const T* FDNN_RESTRICT pa, const T* FDNN_RESTRICT pb, T* FDNN_RESTRICT c,
+                            int64_t ldc, int cols, bool load_c, const T* FDNN_RESTRICT bias, bool relu) {
+  using Z = Zmm<T>;
+  using V = typename Z::V;
+  constexpr int L = Z::kLanes;
+  const auto m0 = Z::first(cols), m1 = Z::first(std::max(0, cols - L));
+  V acc0[MR], acc1[MR];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    acc0[i] = load_c ? Z::load(c + i * ldc, m0) : Z::zero();
+    acc1[i] = load_c && NV == 2 ? Z::load(c + i * ldc + L, m1) : Z::zero();
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const V b0 = Z::load(pb + k * 2 * L), b1 = NV == 2 ? Z::load(pb + k * 2 * L + L) : Z::zero();
+    const T* ak = pa + k * kMR;
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      const V av = Z::set1(ak[i]);
+      acc0[i] = Z::fma(av, b0, acc0[i]);
+      if (NV == 2) acc1[i] = Z::fma(av, b1, acc1[i]);
+    }
+  }
+  V bias0 = Z::zero(), bias1 = Z::zero();
+  if (bias) {
+    bias0 = Z::load(bias, m0);
+    bias1 = Z::load(bias + L, m1);
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    V v0 = acc0[i], v1 = acc1[i];
+    if (bias) {
+      v0 = Z::add(v0, bias0);
+      v1 = Z::add(v1, bias1);
+    }
+    if (relu) {
+      v0 = Z::relu(v0);
+      v1 = Z::relu(v1);
+    }
+    Z::store(c + i * ldc, v0, m0);
+    if (NV == 2) Z::store(c + i * ldc + L, v1, m1);
+  }
+}
+
+template <typename T> using MicroTile = void (*)(int64_t, const T*, const T*, T*, int64_t, int, bool, const T*, bool);
+
+// The micro-kernels for tiles of 1 .. kMR rows of NV vectors of columns.
+template <typename T, int NV, int... Rows> constexpr auto tile_kernels(std::integer_sequence<int, Rows...>) {
+  return std::array<MicroTile<T>, sizeof...(Rows)>{&micro_tile<T, Rows + 1, NV>...};
+}
+
+// ---- work units
+
+template <typename T> T* thread_buffer(int which, int64_t elements) {
+  thread_local Buffer<T> buffers[2];
+  thread_local int64_t sizes[2] = {0, 0};
+  if (sizes[which] < elements) {
+    buffers[which] = scratch<T>(elements);
+    sizes[which] = elements;
+  }
+  return buffers[which].get();
+}
+
+// One unit: rows [r0, r1) by panels [p0, p1). Per k-block: A's rows are packed once, then each
+// panel of B is packed and multiplied by every tile of rows.
+template <typename T, bool TA, bool TB>
+FDNN_AVX512 void run_unit(int64_t r0, int64_t r1, int64_t p0, int64_t p1, int64_t m, int64_t n, int64_t k,
+                          const T* a, const T* b, T* c, const T* bias, bool relu) {
+  constexpr int NR = 2 * Zmm<T>::kLanes;
+  static constexpr auto kernels = tile_kernels<T, 2>(std::make_integer_sequence<int, kMR>{});
+  static constexpr auto narrow_kernels = tile_kernels<T, 1>(std::make_integer_sequence<int, kMR>{});
+  const int64_t lda = TA ? m : k, ldb = TB ? k : n, ldc = n;
+  T* pa = thread_buffer<T>(0, kMC * kKC);
+  T* pb = thread_buffer<T>(1, kKC * NR);
+  for (int64_t k0 = 0; k0 < k; k0 += kKC) {
+    const int64_t kc = std::min(kKC, k - k0);
+    if (TA)
+      pack_a_transposed(pa, a, lda, r0, r1, k0, kc);
+    else
+      pack_a_rows(pa, a, lda, r0, r1, k0, kc);
+    const bool last = k0 + kc >= k;
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n0 = p * NR;
+      const int cols = static_cast<int>(std::min<int64_t>(NR, n - n0));
+      if (TB)
+        pack_transposed(pb, b, ldb, k0, kc, n0, cols);
+      else
+        pack_rows(pb, b, ldb, k0, kc, n0, cols);
+      const T* tile_bias = last && bias ? bias + n0 : nullptr;
+      const auto& tile = cols > NR / 2 ? kernels : narrow_kernels;
+      const T* at = pa;
+      for (int64_t r = r0; r < r1; r += kMR, at += kc * kMR) {
+        const int rows = static_cast<int>(std::min<int64_t>(kMR, r1 - r));
+        tile[rows - 1](kc, at, pb, c + r * ldc + n0, ldc, cols, k0 > 0, tile_bias, last && relu);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool gemm_avx512_supported() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") != 0;
+}
+
+template <typename T>
+void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c,
+                 const T* bias, bool relu) {
+  constexpr int NR = 2 * Zmm<T>::kLanes;
+  // Units: row blocks (at most kMC rows, of even sizes) by groups of panels. A unit packs its
+  // rows of A once per k-block, so the fewer groups the better, as long as every thread gets
+  // work. The split changes no result: each element is computed the same way in any unit.
+  const int64_t panels = ceil_div(n, NR), threads = num_threads();
+  // More row blocks than kMC needs when there are fewer panels than threads (narrow C).
+  const int64_t wanted_blocks = std::min(ceil_div(m, kMR), std::max(ceil_div(m, kMC), ceil_div(threads, panels)));
+  const int64_t rows_per_block = round_up(ceil_div(m, wanted_blocks), kMR);
+  const int64_t row_blocks = ceil_div(m, rows_per_block);
+  const int64_t groups = std::min(panels, ceil_div(threads, row_blocks));
+  const int64_t per_group = ceil_div(panels, groups);
+  const int64_t unit_groups = ceil_div(panels, per_group);
+  auto run = trans_a ? (trans_b ? &run_unit<T, true, true> : &run_unit<T, true, false>)
+                     : (trans_b ? &run_unit<T, false, true> : &run_unit<T, false, false>);
+  parallel_for(row_blocks * unit_groups, 1, rows_per_block * per_group * NR * k, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t r0 = (u / unit_groups) * rows_per_block, p0 = (u % unit_groups) * per_group;
+      run(r0, std::min(m, r0 + rows_per_block), p0, std::min(panels, p0 + per_group), m, n, k, a, b, c, bias, relu);
+    }
+  });
+}
+
+template void gemm_avx512<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*,
+                                 const float*, bool);
+template void gemm_avx512<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*, double*,
+                                  const double*, bool);
+
+}  // namespace fdnn
+
+#else  // not x86-64 with GCC: the BLAS kernel only
+
+namespace fdnn {
+bool gemm_avx512_supported() { return false; }
+template <typename T>
+void gemm_avx512(bool, bool, int64_t, int64_t, int64_t, const T*, const T*, T*, const T*, bool) {}
+template void gemm_avx512<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*,
+                                 const float*, bool);
+template void gemm_avx512<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*, double*,
+                                  const double*, bool);
+}  // namespace fdnn
+
+#endif

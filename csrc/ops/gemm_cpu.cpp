@@ -1,0 +1,91 @@
+// gemm (ops/gemm.h): the kernel choice, and the OpenBLAS kernel for CPUs without AVX-512F.
+#include <algorithm>
+#include <atomic>
+
+#include "common/blas.h"
+#include "common/check.h"
+#include "common/isa.h"
+#include "common/parallel.h"
+#include "ops/gemm.h"
+#include "ops/linear.h"
+
+namespace fdnn {
+namespace {
+
+const char kOwnKernel[] = "fusednn-avx512";
+const char kBlasKernel[] = "openblas";
+
+std::atomic<bool>& use_own_kernel() {
+  static std::atomic<bool> own{gemm_avx512_supported()};
+  return own;
+}
+
+// ---- the OpenBLAS kernel: single-threaded BLAS calls on a fixed tiling of C (blas.h), with
+// the bias written as GEMM's C (beta = 1) and the ReLU run on each tile while it is in cache.
+
+template <typename T>
+FDNN_MULTIVERSION void broadcast_rows(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT b, int64_t rows, int64_t cols,
+                                      int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r, y += ld) {
+    if (b)
+      std::copy(b, b + cols, y);
+    else
+      std::fill(y, y + cols, T(0));
+  }
+}
+
+template <typename T>
+FDNN_MULTIVERSION void relu_rows(T* FDNN_RESTRICT y, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r, y += ld)
+    for (int64_t j = 0; j < cols; ++j) y[j] = fdnn::relu(y[j]);
+}
+
+template <typename T>
+void gemm_blas(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c,
+               const T* bias, bool relu) {
+  auto before = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    if (bias) broadcast_rows(c + r0 * n + c0, bias + c0, r1 - r0, c1 - c0, n);
+  };
+  auto after = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    if (relu) relu_rows(c + r0 * n + c0, r1 - r0, c1 - c0, n);
+  };
+  parallel_gemm<T>(trans_a, trans_b, m, n, k, T(1), a, b, bias ? T(1) : T(0), c, before, after);
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c, const T* bias,
+          bool relu) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {  // C = act(bias), or 0
+    broadcast_rows<T>(c, bias, m, n, n);
+    if (relu) relu_rows(c, m, n, n);
+    return;
+  }
+  if (use_own_kernel().load(std::memory_order_relaxed))
+    gemm_avx512<T>(trans_a, trans_b, m, n, k, a, b, c, bias, relu);
+  else
+    gemm_blas<T>(trans_a, trans_b, m, n, k, a, b, c, bias, relu);
+}
+
+bool gemm_kernel_available(const std::string& name) {
+  return name == kBlasKernel || (name == kOwnKernel && gemm_avx512_supported());
+}
+
+std::string gemm_kernel() { return use_own_kernel().load() ? kOwnKernel : kBlasKernel; }
+
+void set_gemm_kernel(const std::string& name) {
+  if (!gemm_kernel_available(name))
+    throw ValueError(std::string("kernel: expected '") + kBlasKernel + "'" +
+                     (gemm_avx512_supported() ? std::string(" or '") + kOwnKernel + "'" : std::string()) +
+                     " (the GEMM kernels this CPU can run), got '" + name + "'");
+  use_own_kernel().store(name == kOwnKernel);
+}
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*, const float*,
+                          bool);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*, double*,
+                           const double*, bool);
+
+}  // namespace fdnn
