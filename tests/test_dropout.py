@@ -419,6 +419,80 @@ def test_gradcheck_float64(name, mode):
     np.testing.assert_allclose(analytic, numerical_gradient(loss, x), rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
 
 
+# ---- dropout(relu(x)): activation="relu"
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("shape", SHAPES + [LARGE])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_forward_matches_reference_and_the_composition(shape, dtype):
+    rng = np.random.default_rng(seed_of("relu", shape))
+    x = rng.standard_normal(shape).astype(dtype)
+    if x.size > 3:
+        x.reshape(-1)[:3] = [np.nan, np.inf, -np.inf]
+    for p in (0.0, 0.5, 0.999):
+        for mode in MODES:
+            for training in (True, False):
+                kw = dict(seed=12345, offset=2**40 + 3, training=training, mode=mode)
+                got = ops.dropout(x, p, activation="relu", **kw)
+                assert_bitwise_equal(got, reference.dropout(x, p, activation="relu", **kw))
+                assert_bitwise_equal(got, ops.dropout(np.maximum(x, dtype(0)), p, **kw))
+                assert got is not x
+
+
+@pytest.mark.parametrize("shape", SHAPES + [LARGE])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", MODES)
+def test_relu_backward_from_the_output_is_the_chain_rule(shape, dtype, mode):
+    """With finite gradients, the backward read off y equals relu's backward after dropout's
+    regenerated mask (up to the sign of zeros: a dropped unit gives +0 from the select, where
+    the mask's product gives -0 for a negative dy)."""
+    rng = np.random.default_rng(seed_of("relu backward", shape, mode))
+    x = rng.standard_normal(shape).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    for p in (0.0, 0.3, 0.999):
+        kw = dict(seed=7, offset=2**33 + 1, mode=mode)
+        y = ops.dropout(x, p, activation="relu", **kw)
+        got = ops.dropout_backward(dy, p, y=y, activation="relu", **kw)
+        assert_bitwise_equal(got, reference.dropout_backward(dy, p, y=y, activation="relu", **kw))
+        chain = np.where(x > 0, ops.dropout_backward(dy, p, **kw), dtype(0))
+        np.testing.assert_array_equal(got, chain)
+
+
+def test_relu_backward_is_a_select():
+    """An infinite gradient at a dropped or inactive unit gives 0, as ReLU's backward."""
+    y = np.array([0.0, 2.0, 0.0], np.float32)
+    dy = np.array([np.inf, 1.0, -np.inf], np.float32)
+    got = ops.dropout_backward(dy, 0.5, seed=1, y=y, activation="relu")
+    assert_bitwise_equal(got, np.array([0.0, 2.0, 0.0], np.float32))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_relu_gradcheck_float64(mode):
+    rng = np.random.default_rng(seed_of("relu gradcheck", mode))
+    x = rng.standard_normal((6, 7))
+    x[np.abs(x) < 1e-3] = 0.5  # away from the kink
+    r = rng.standard_normal((6, 7))
+    kw = dict(seed=17, offset=5, mode=mode)
+
+    def loss():
+        return float((ops.dropout(x, 0.5, activation="relu", **kw) * r).sum())
+
+    y = ops.dropout(x, 0.5, activation="relu", **kw)
+    analytic = ops.dropout_backward(r, 0.5, y=y, activation="relu", **kw)
+    np.testing.assert_allclose(analytic, numerical_gradient(loss, x), rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
+
+
+@pytest.mark.parametrize("impl", [ops, reference], ids=["ops", "reference"])
+def test_relu_backward_needs_y(impl):
+    dy = np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match="y: the forward output is required"):
+        impl.dropout_backward(dy, 0.5, seed=1, activation="relu")
+    with pytest.raises(ValueError, match="activation: expected None or 'relu'"):
+        impl.dropout(dy, 0.5, seed=1, activation="tanh")
+    with pytest.raises(ValueError, match="y: expected"):
+        impl.dropout_backward(dy, 0.5, seed=1, y=np.ones((4, 3), np.float32), activation="relu")
+
+
 # ---- bad input: every case names the argument ----
 
 IMPLS = pytest.mark.parametrize("impl", [ops, reference], ids=["ops", "reference"])

@@ -134,9 +134,13 @@ def test_dropout_masks_follow_the_model_stream():
     lambda: nn.ReLU(), lambda: nn.Sigmoid(), lambda: nn.Tanh(), lambda: nn.Abs(),
     lambda: _FixedStream(nn.Dropout(0.4)),
     lambda: _FixedStream(nn.Dropout(0.4, mode="vanilla")),
+    lambda: _randomize(nn.BatchNorm1d(5, activation="relu", dtype=np.float64)),
+    lambda: _randomize(nn.LayerNorm(5, activation="relu", dtype=np.float64)),
+    lambda: _FixedStream(nn.Dropout(0.4, activation="relu")),
+    lambda: _FixedStream(nn.Dropout(0.4, mode="vanilla", activation="relu")),
 ], ids=["linear", "linear-relu", "linear-nobias", "weightnorm", "weightnorm-relu", "dropconnect",
         "dropconnect-vanilla", "batchnorm", "layernorm", "relu", "sigmoid", "tanh", "abs", "dropout",
-        "dropout-vanilla"])
+        "dropout-vanilla", "batchnorm-relu", "layernorm-relu", "dropout-relu", "dropout-vanilla-relu"])
 def test_layer_gradients(make):
     x = _x((6, 5), seed=2)
     x[np.abs(x) < 1e-3] = 0.5  # keep finite differences away from the kinks of relu/abs
@@ -176,13 +180,54 @@ def test_gradcheck_catches_a_wrong_layer_gradient():
 # ---- structure, flat layout, state
 
 
+def _layout(model):
+    return [type(m).__name__ + (f"({m.activation})" if getattr(m, "activation", None) else "") for m in model]
+
+
 def test_mlp_layout_norm_before_activation_dropout_after_not_after_last():
-    kinds = [type(m).__name__ for m in nn.MLP([4, 8, 8, 2], norm="batch", dropout=0.5, input_dropout=0.1)]
-    assert kinds == ["Dropout", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "BatchNorm1d", "ReLU", "Dropout",
-                     "Linear"]
-    fused = nn.MLP([4, 8, 2])
-    assert [type(m).__name__ for m in fused] == ["Linear", "Linear"] and fused[0].activation == "relu"
-    assert fused[1].activation is None
+    model = nn.MLP([4, 8, 8, 2], norm="batch", dropout=0.5, input_dropout=0.1, activation="tanh")
+    assert _layout(model) == ["Dropout", "Linear", "BatchNorm1d", "Tanh", "Dropout", "Linear", "BatchNorm1d", "Tanh",
+                              "Dropout", "Linear"]
+
+
+def test_mlp_fuses_relu_into_the_dropout_else_the_norm_else_the_linear():
+    """relu then dropout is dropout(relu(.)); norm then relu is the norm's fused ReLU; without
+    either the Linear's epilogue applies it."""
+    assert _layout(nn.MLP([4, 8, 8, 2], norm="batch", dropout=0.5, input_dropout=0.1)) == [
+        "Dropout", "Linear", "BatchNorm1d", "Dropout(relu)", "Linear", "BatchNorm1d", "Dropout(relu)", "Linear"]
+    assert _layout(nn.MLP([4, 8, 2], norm="layer")) == ["Linear", "LayerNorm(relu)", "Linear"]
+    assert _layout(nn.MLP([4, 8, 2], dropout=0.2)) == ["Linear", "Dropout(relu)", "Linear"]
+    assert _layout(nn.MLP([4, 8, 2])) == ["Linear(relu)", "Linear"]
+
+
+@pytest.mark.parametrize("norm", [None, "batch", "layer"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_mlp_with_fused_relu_equals_the_unfused_layers(norm, dropout):
+    """The fused MLP computes what Linear, norm, ReLU and Dropout layers in sequence compute."""
+    fused = nn.MLP([6, 9, 7, 3], norm=norm, dropout=dropout, seed=4, dtype=np.float64)
+    layers = []
+    for m in fused:
+        if isinstance(m, nn.Linear) and m.activation:
+            layers += [nn.Linear(m.in_features, m.out_features, dtype=np.float64), nn.ReLU()]
+        elif isinstance(m, nn.BatchNorm1d):
+            layers += [nn.BatchNorm1d(m.num_features, dtype=np.float64)] + ([nn.ReLU()] if m.activation else [])
+        elif isinstance(m, nn.LayerNorm):
+            layers += [nn.LayerNorm(m.normalized_shape, dtype=np.float64)] + ([nn.ReLU()] if m.activation else [])
+        elif isinstance(m, nn.Dropout):
+            layers += ([nn.ReLU()] if m.activation else []) + [nn.Dropout(m.p_drop)]
+        else:
+            layers.append(nn.Linear(m.in_features, m.out_features, bias=m.has_bias, dtype=np.float64))
+    plain = nn.Sequential(*layers).seed(4)
+    with_state = [[m for m in model if m.p or m.buffers] for model in (fused, plain)]
+    for src, dst in zip(*with_state):
+        dst.load_state_dict(src.state_dict())
+    x = _x((11, 6), seed=5)
+    np.testing.assert_allclose(plain(x, training=True), fused(x, training=True), rtol=1e-12, atol=1e-12)
+    dy = _x((11, 3), seed=6)
+    plain.backward(dy)
+    fused.backward(dy)
+    for (name, g1), (_, g2) in zip(fused.named_gradients(), plain.named_gradients()):
+        np.testing.assert_allclose(g1, g2, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def test_parameters_are_views_of_one_flat_buffer_and_groups_are_single_spans():

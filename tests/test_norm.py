@@ -459,6 +459,102 @@ def test_layer_norm_identical_for_one_and_two_threads(threads):
 
 
 # ---------------------------------------------------------------------------------------------
+# batch and layer norm with a fused ReLU (activation="relu")
+# ---------------------------------------------------------------------------------------------
+
+def _norm_call(kind, x, gamma, beta, **kw):
+    if kind == "batch_norm":
+        return ops.batch_norm(x, gamma, beta, None, None, training=True, **kw)
+    return ops.layer_norm(x, gamma, beta, **kw)
+
+
+def _norm_backward(kind, dy, x, gamma, mean, inv_std, **kw):
+    if kind == "batch_norm":
+        return ops.batch_norm_backward(dy, x, gamma, mean, inv_std, training=True, **kw)
+    return ops.layer_norm_backward(dy, x, gamma, mean, inv_std, **kw)
+
+
+NORM_RELU_SHAPES = [(2, 1), (17, 33), (4, 3, 10), (2, 3, 5, 7), (257, 1025)]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
+@pytest.mark.parametrize("shape", NORM_RELU_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_relu_is_relu_of_the_normalized_values(kind, shape, dtype):
+    """Forward: the same values as the plain op, through relu. Backward: the plain backward of
+    dy masked by y > 0. Both exactly, NaN included."""
+    rng = np.random.default_rng(seed_of("norm relu", kind, shape))
+    x, gamma, beta, _, _ = make_bn(shape, rng, dtype)
+    if kind == "layer_norm":
+        gamma, beta = (rng.standard_normal(shape[-1]).astype(dtype) for _ in range(2))
+    x.reshape(-1)[-1] = np.nan
+    y_plain, mean, inv_std = _norm_call(kind, x, gamma, beta)
+    y, mean2, inv_std2 = _norm_call(kind, x, gamma, beta, activation="relu")
+    np.testing.assert_array_equal(y, np.maximum(y_plain, dtype(0)))
+    np.testing.assert_array_equal(mean2, mean)
+    np.testing.assert_array_equal(inv_std2, inv_std)
+    dy = rng.standard_normal(shape).astype(dtype)
+    dy.reshape(-1)[0] = np.inf  # an infinite gradient is dropped where y <= 0 (a select)
+    got = _norm_backward(kind, dy, x, gamma, mean, inv_std, y=y, activation="relu")
+    want = _norm_backward(kind, np.where(y > 0, dy, dtype(0)), x, gamma, mean, inv_std)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_relu_matches_reference(kind, dtype):
+    rng = np.random.default_rng(seed_of("norm relu ref", kind))
+    shape = (31, 40)
+    x, gamma, beta, _, _ = make_bn(shape, rng, dtype)
+    ref = getattr(reference, kind)
+    kw = dict(training=True) if kind == "batch_norm" else {}
+    y, mean, inv_std = getattr(ops, kind)(x, gamma, beta, activation="relu", **kw)
+    y_ref, _, _ = ref(*wider(x, gamma, beta), activation="relu", **kw)
+    assert_close(y, y_ref, dtype=dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    got = getattr(ops, kind + "_backward")(dy, x, gamma, mean, inv_std, y=y, activation="relu", **kw)
+    want = getattr(reference, kind + "_backward")(*wider(dy, x, gamma, mean, inv_std), y=y.astype(wider(y)[0].dtype),
+                                                  activation="relu", **kw)
+    for g, w in zip(got, want):
+        assert_close(g, w, dtype=dtype)
+
+
+@pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
+def test_fused_relu_gradcheck(kind):
+    rng = np.random.default_rng(seed_of("norm relu grad", kind))
+    x, gamma, beta, _, _ = make_bn((6, 5), rng, np.float64)
+    r = rng.standard_normal((6, 5))
+
+    def loss():
+        return float((_norm_call(kind, x, gamma, beta, activation="relu")[0] * r).sum())
+
+    y, mean, inv_std = _norm_call(kind, x, gamma, beta, activation="relu")
+    y_plain = _norm_call(kind, x, gamma, beta)[0]
+    assert np.abs(y_plain).min() > 1e-4, "a value at the kink: pick another seed"
+    dx, dgamma, dbeta = _norm_backward(kind, r, x, gamma, mean, inv_std, y=y, activation="relu")
+    for analytic, wrt in ((dx, x), (dgamma, gamma), (dbeta, beta)):
+        np.testing.assert_allclose(analytic, numerical_gradient(loss, wrt), rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
+
+
+@pytest.mark.parametrize("impl", [ops, reference], ids=["ops", "reference"])
+@pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
+def test_fused_relu_bad_arguments(impl, kind):
+    x = np.ones((4, 3), np.float32)
+    stats = (np.zeros(3, np.float32), np.ones(3, np.float32)) if kind == "batch_norm" else (
+        np.zeros(4, np.float32), np.ones(4, np.float32))
+    kw = dict(training=True) if kind == "batch_norm" else {}
+    backward = getattr(impl, kind + "_backward")
+    with pytest.raises(ValueError, match="y: the forward output is required when activation is 'relu'"):
+        backward(x, x, None, *stats, activation="relu", **kw)
+    with pytest.raises(ValueError, match=r"y: expected shape \(4, 3\)"):
+        backward(x, x, None, *stats, y=np.ones((3, 4), np.float32), activation="relu", **kw)
+    with pytest.raises(ValueError, match="activation: expected None or 'relu'"):
+        getattr(impl, kind)(x, None, None, activation="gelu", **kw)
+
+
+# ---------------------------------------------------------------------------------------------
 # weight norm
 # ---------------------------------------------------------------------------------------------
 

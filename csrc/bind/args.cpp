@@ -95,4 +95,10 @@ void check_same_shape(const TensorView& t, const char* name, const TensorView& r
                      "), got " + t.shape_str());
 }
 
+Activation activation_arg(py::handle obj) {
+  if (obj.is_none()) return Activation::none;
+  if (py::isinstance<py::str>(obj) && obj.cast<std::string>() == "relu") return Activation::relu;
+  throw ValueError("activation: expected None or 'relu', got " + py::repr(obj).cast<std::string>());
+}
+
 }  // namespace fdnn::bind

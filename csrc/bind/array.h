@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/activation.h"
 #include "common/check.h"
 #include "common/tensor.h"
 
@@ -73,6 +74,8 @@ double float_arg(py::handle obj, const char* name, const char* expected = "a rea
 uint64_t uint64_arg(py::handle obj, const char* name);  // an integer in [0, 2**64)
 int64_t int64_arg(py::handle obj, const char* name);    // an integer that fits in int64
 std::string choice_arg(py::handle obj, const char* name, std::initializer_list<const char*> choices);
+// None or "relu" (the activations kernels fuse), as the "activation" argument.
+Activation activation_arg(py::handle obj);
 
 // A NumPy scalar of the dtype, e.g. numpy.float32(v).
 py::object numpy_scalar(double v, DType dtype);

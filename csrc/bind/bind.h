@@ -9,6 +9,7 @@ void bind_xent(pybind11::module_& m);
 void bind_norm(pybind11::module_& m);
 void bind_dropout(pybind11::module_& m);
 void bind_optim(pybind11::module_& m);
+void bind_activation(pybind11::module_& m);
 
 // Every family, for both modules (fusednn._C and fusednn._C_cuda).
 inline void bind_all(pybind11::module_& m) {
@@ -17,5 +18,6 @@ inline void bind_all(pybind11::module_& m) {
   bind_norm(m);
   bind_dropout(m);
   bind_optim(m);
+  bind_activation(m);
 }
 }  // namespace fdnn::bind

@@ -4,6 +4,7 @@
 
 #include "bind/array.h"
 #include "bind/bind.h"
+#include "ops/activation.h"
 #include "ops/dropout.h"
 
 namespace fdnn::bind {
@@ -27,54 +28,78 @@ py::object pass_through(py::object x_obj, const TensorView& x, py::object out, c
   return out;
 }
 
-// y = x * (keep ? keep_scale : 0) for the (seed, offset) mask.
-py::object apply_mask(py::object x_obj, const TensorView& x, const char* x_name, double p, uint64_t seed,
-                      uint64_t offset, double keep_scale, py::object out) {
+// y = a(x) * (keep ? keep_scale : 0) for the (seed, offset) mask.
+py::object apply_mask(const TensorView& x, const char* x_name, double p, uint64_t seed, uint64_t offset,
+                      double keep_scale, bool relu, py::object out) {
   const TensorView y = output_or_new(out, "out", x.dtype, shape_of(x));
   check_no_overlap(y, "out", x, x_name);
   const uint32_t threshold = dropout_threshold(p);
   py::gil_scoped_release release;
   dispatch(x.dtype, [&](auto t) {
     using T = decltype(t);
-    dropout_apply<T>(y.ptr<T>(), x.ptr<T>(), x.numel(), seed, offset, threshold, static_cast<T>(keep_scale));
+    dropout_apply<T>(y.ptr<T>(), x.ptr<T>(), x.numel(), seed, offset, threshold, static_cast<T>(keep_scale), relu);
   });
   return out;
 }
 
-// dropout and drop_connect (x_name "x" or "w").
+// y = a(x) * scale, or x itself (copied into out) when that is the identity.
+py::object scale_or_pass(py::object x_obj, const TensorView& x, const char* x_name, double scale, bool relu,
+                         py::object out) {
+  if (scale == 1.0 && !relu) return pass_through(x_obj, x, out, x_name);
+  const TensorView y = output_or_new(out, "out", x.dtype, shape_of(x));
+  check_no_overlap(y, "out", x, x_name);
+  py::gil_scoped_release release;
+  dispatch(x.dtype, [&](auto t) {
+    using T = decltype(t);
+    scale_copy<T>(y.ptr<T>(), x.ptr<T>(), x.numel(), static_cast<T>(scale), relu);
+  });
+  return out;
+}
+
+// dropout (with its activation) and drop_connect (x_name "w", no activation).
 py::object dropout_py(py::object x_obj, py::object p_obj, py::object seed_obj, py::object offset_obj, bool training,
-                      py::object mode, py::object out, const char* x_name) {
+                      py::object mode, Activation act, py::object out, const char* x_name) {
   KeepAlive keep;
   const TensorView x = input_array(x_obj, x_name, keep);
   const double p = drop_probability(p_obj);
   const uint64_t seed = uint64_arg(seed_obj, "seed");
   const uint64_t offset = uint64_arg(offset_obj, "offset");
   const bool inverted = inverted_mode(mode);
-  if (training) {
-    if (p == 0.0) return pass_through(x_obj, x, out, x_name);
-    return apply_mask(x_obj, x, x_name, p, seed, offset, inverted ? 1.0 / (1.0 - p) : 1.0, out);
-  }
-  if (inverted || p == 0.0) return pass_through(x_obj, x, out, x_name);
-  const TensorView y = output_or_new(out, "out", x.dtype, shape_of(x));
-  check_no_overlap(y, "out", x, x_name);
-  py::gil_scoped_release release;
-  dispatch(x.dtype, [&](auto t) {
-    using T = decltype(t);
-    scale_copy<T>(y.ptr<T>(), x.ptr<T>(), x.numel(), static_cast<T>(1.0 - p));
-  });
-  return out;
+  const bool relu = act == Activation::relu;
+  if (training && p > 0.0) return apply_mask(x, x_name, p, seed, offset, inverted ? 1.0 / (1.0 - p) : 1.0, relu, out);
+  return scale_or_pass(x_obj, x, x_name, training || inverted ? 1.0 : 1.0 - p, relu, out);
 }
 
+// Gradient of training-mode dropout: the regenerated mask, or with activation="relu" the mask
+// read off the forward's output y.
 py::object dropout_backward_py(py::object dy_obj, py::object p_obj, py::object seed_obj, py::object offset_obj,
-                               py::object mode, py::object out, const char* dy_name) {
+                               py::object mode, py::object y_obj, Activation act, py::object out,
+                               const char* dy_name) {
   KeepAlive keep;
   const TensorView dy = input_array(dy_obj, dy_name, keep);
   const double p = drop_probability(p_obj);
   const uint64_t seed = uint64_arg(seed_obj, "seed");
   const uint64_t offset = uint64_arg(offset_obj, "offset");
   const bool inverted = inverted_mode(mode);
+  const double scale = inverted ? 1.0 / (1.0 - p) : 1.0;
+  if (act == Activation::relu) {
+    if (y_obj.is_none())
+      throw ValueError("y: the forward output is required when activation is 'relu', got None");
+    const TensorView y = input_array(y_obj, "y", keep);
+    check_same_dtype(y, "y", dy.dtype, dy_name);
+    check_same_shape(y, "y", dy, dy_name);
+    const TensorView dx = output_or_new(out, "out", dy.dtype, shape_of(dy));
+    check_no_overlap(dx, "out", dy, dy_name);
+    check_no_overlap(dx, "out", y, "y");
+    py::gil_scoped_release release;
+    dispatch(dy.dtype, [&](auto t) {
+      using T = decltype(t);
+      relu_backward_from_output<T>(dx.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), dy.numel(), static_cast<T>(scale));
+    });
+    return out;
+  }
   if (p == 0.0) return pass_through(dy_obj, dy, out, dy_name);
-  return apply_mask(dy_obj, dy, dy_name, p, seed, offset, inverted ? 1.0 / (1.0 - p) : 1.0, out);
+  return apply_mask(dy, dy_name, p, seed, offset, scale, false, out);
 }
 
 #ifndef FDNN_CUDA_BINDINGS  // host-only helpers (no array arguments): the CPU module has them
@@ -144,22 +169,26 @@ py::array philox_py(py::array_t<uint32_t, py::array::c_style | py::array::forcec
 void bind_dropout(py::module_& m) {
   m.def("dropout",
         [](py::object x, py::object p, py::object seed, py::object offset, bool training, py::object mode,
-           py::object out) { return dropout_py(x, p, seed, offset, training, mode, out, "x"); },
+           py::object activation, py::object out) {
+          return dropout_py(x, p, seed, offset, training, mode, activation_arg(activation), out, "x");
+        },
         py::arg("x"), py::arg("p"), py::arg("seed"), py::arg("offset"), py::arg("training"), py::arg("mode"),
-        py::arg("out"));
+        py::arg("activation"), py::arg("out"));
   m.def("drop_connect",
         [](py::object w, py::object p, py::object seed, py::object offset, bool training, py::object mode,
-           py::object out) { return dropout_py(w, p, seed, offset, training, mode, out, "w"); },
+           py::object out) { return dropout_py(w, p, seed, offset, training, mode, Activation::none, out, "w"); },
         py::arg("w"), py::arg("p"), py::arg("seed"), py::arg("offset"), py::arg("training"), py::arg("mode"),
         py::arg("out"));
   m.def("dropout_backward",
-        [](py::object dy, py::object p, py::object seed, py::object offset, py::object mode, py::object out) {
-          return dropout_backward_py(dy, p, seed, offset, mode, out, "dy");
+        [](py::object dy, py::object p, py::object seed, py::object offset, py::object mode, py::object y,
+           py::object activation, py::object out) {
+          return dropout_backward_py(dy, p, seed, offset, mode, y, activation_arg(activation), out, "dy");
         },
-        py::arg("dy"), py::arg("p"), py::arg("seed"), py::arg("offset"), py::arg("mode"), py::arg("out"));
+        py::arg("dy"), py::arg("p"), py::arg("seed"), py::arg("offset"), py::arg("mode"), py::arg("y"),
+        py::arg("activation"), py::arg("out"));
   m.def("drop_connect_backward",
         [](py::object dw, py::object p, py::object seed, py::object offset, py::object mode, py::object out) {
-          return dropout_backward_py(dw, p, seed, offset, mode, out, "dw");
+          return dropout_backward_py(dw, p, seed, offset, mode, py::none(), Activation::none, out, "dw");
         },
         py::arg("dw"), py::arg("p"), py::arg("seed"), py::arg("offset"), py::arg("mode"), py::arg("out"));
 #ifndef FDNN_CUDA_BINDINGS

@@ -8,15 +8,6 @@
 namespace fdnn::bind {
 namespace {
 
-Activation parse_activation(py::handle activation) {
-  if (activation.is_none()) return Activation::none;
-  if (py::isinstance<py::str>(activation)) {
-    const std::string s = activation.cast<std::string>();
-    if (s == "relu") return Activation::relu;
-  }
-  throw ValueError("activation: expected None or 'relu', got " + py::repr(activation).cast<std::string>());
-}
-
 struct LinearShapes {
   int64_t n, in, out;
 };
@@ -53,7 +44,7 @@ py::object linear_py(py::object x_obj, py::object w_obj, py::object b_obj, py::o
   KeepAlive keep;
   const TensorView x = input_array(x_obj, "x", keep);
   const TensorView w = input_array(w_obj, "w", keep);
-  const Activation act = parse_activation(activation);
+  const Activation act = activation_arg(activation);
   const LinearShapes s = check_x_w(x, w);
   const auto b = optional_input_array(b_obj, "b", keep);
   if (b) check_bias(*b, s, x.dtype);
@@ -78,7 +69,7 @@ py::tuple linear_backward_py(py::object dy_obj, py::object x_obj, py::object w_o
   const TensorView dy = input_array(dy_obj, "dy", keep);
   const TensorView x = input_array(x_obj, "x", keep);
   const TensorView w = input_array(w_obj, "w", keep);
-  const Activation act = parse_activation(activation);
+  const Activation act = activation_arg(activation);
   const LinearShapes s = check_x_w(x, w);
   check_rows_out(dy, "dy", s, x.dtype);
   const auto y = optional_input_array(y_obj, "y", keep);

@@ -4,6 +4,7 @@
 
 #include "bind/array.h"
 #include "bind/bind.h"
+#include "ops/activation.h"
 #include "ops/norm.h"
 
 namespace fdnn::bind {
@@ -36,6 +37,25 @@ double eps_arg(py::handle obj) {
   return eps;
 }
 
+// The gradient at the normalized values: dy itself, or, when the forward fused a ReLU, dy
+// masked by its output y (y > 0), in a new array kept alive with the call's inputs.
+TensorView through_activation(const TensorView& dy, py::object y_obj, Activation act, KeepAlive& keep) {
+  if (act == Activation::none) return dy;
+  if (y_obj.is_none()) throw ValueError("y: the forward output is required when activation is 'relu', got None");
+  const TensorView y = input_array(y_obj, "y", keep);
+  check_same_dtype(y, "y", dy.dtype, "dy");
+  check_same_shape(y, "y", dy, "dy");
+  py::object masked_obj = py::none();
+  const TensorView masked = new_array(masked_obj, dy.dtype, shape_of(dy));
+  keep.push_back(masked_obj);
+  py::gil_scoped_release release;
+  dispatch(dy.dtype, [&](auto t) {
+    using T = decltype(t);
+    relu_backward_from_output<T>(masked.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), dy.numel(), T(1));
+  });
+  return masked;
+}
+
 struct BnShape {
   int64_t n, c, s;
 };
@@ -48,8 +68,10 @@ BnShape bn_shape(const TensorView& x) {
 }
 
 py::tuple batch_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_obj, py::object rm_obj,
-                        py::object rv_obj, bool training, py::object momentum_obj, py::object eps_obj) {
+                        py::object rv_obj, bool training, py::object momentum_obj, py::object eps_obj,
+                        py::object activation) {
   KeepAlive keep;
+  const bool relu = activation_arg(activation) == Activation::relu;
   const TensorView x = input_array(x_obj, "x", keep);
   const BnShape b = bn_shape(x);
   const auto gamma = feature_array(gamma_obj, "gamma", b.c, "C", x.dtype, keep);
@@ -82,23 +104,25 @@ py::tuple batch_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_
     dispatch(x.dtype, [&](auto t) {
       using T = decltype(t);
       batch_norm<T>(y.ptr<T>(), mean.ptr<T>(), inv_std.ptr<T>(), ptr_or_null<T>(rm), ptr_or_null<T>(rv), x.ptr<T>(),
-                    ptr_or_null<T>(gamma), ptr_or_null<T>(beta), b.n, b.c, b.s, training, momentum, eps);
+                    ptr_or_null<T>(gamma), ptr_or_null<T>(beta), b.n, b.c, b.s, training, momentum, eps, relu);
     });
   }
   return py::make_tuple(y_obj, mean_obj, is_obj);
 }
 
 py::tuple batch_norm_backward_py(py::object dy_obj, py::object x_obj, py::object gamma_obj, py::object mean_obj,
-                                 py::object inv_std_obj, bool training) {
+                                 py::object inv_std_obj, bool training, py::object y_obj, py::object activation) {
   KeepAlive keep;
+  const Activation act = activation_arg(activation);
   const TensorView x = input_array(x_obj, "x", keep);
   const BnShape b = bn_shape(x);
-  const TensorView dy = input_array(dy_obj, "dy", keep);
-  check_same_dtype(dy, "dy", x.dtype, "x");
-  check_same_shape(dy, "dy", x, "x");
+  const TensorView dy_in = input_array(dy_obj, "dy", keep);
+  check_same_dtype(dy_in, "dy", x.dtype, "x");
+  check_same_shape(dy_in, "dy", x, "x");
   const auto gamma = feature_array(gamma_obj, "gamma", b.c, "C", x.dtype, keep);
   const TensorView mean = required(feature_array(mean_obj, "mean", b.c, "C", x.dtype, keep), "mean");
   const TensorView inv_std = required(feature_array(inv_std_obj, "inv_std", b.c, "C", x.dtype, keep), "inv_std");
+  const TensorView dy = through_activation(dy_in, y_obj, act, keep);
   py::object dx_obj = py::none(), dg_obj = py::none(), db_obj = py::none();
   const TensorView dx = new_array(dx_obj, x.dtype, shape_of(x));
   const TensorView dg = new_array(dg_obj, x.dtype, {b.c});
@@ -144,8 +168,10 @@ TensorView row_stat(py::handle obj, const char* name, const LnShape& s, const Te
   return t;
 }
 
-py::tuple layer_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_obj, py::object eps_obj) {
+py::tuple layer_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_obj, py::object eps_obj,
+                        py::object activation) {
   KeepAlive keep;
+  const bool relu = activation_arg(activation) == Activation::relu;
   const TensorView x = input_array(x_obj, "x", keep);
   const LnShape s = ln_shape(x);
   const auto gamma = feature_array(gamma_obj, "gamma", s.d, "D", x.dtype, keep);
@@ -160,23 +186,25 @@ py::tuple layer_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_
     dispatch(x.dtype, [&](auto t) {
       using T = decltype(t);
       layer_norm<T>(y.ptr<T>(), mean.ptr<T>(), inv_std.ptr<T>(), x.ptr<T>(), ptr_or_null<T>(gamma),
-                    ptr_or_null<T>(beta), s.rows, s.d, eps);
+                    ptr_or_null<T>(beta), s.rows, s.d, eps, relu);
     });
   }
   return py::make_tuple(y_obj, mean_obj, is_obj);
 }
 
 py::tuple layer_norm_backward_py(py::object dy_obj, py::object x_obj, py::object gamma_obj, py::object mean_obj,
-                                 py::object inv_std_obj) {
+                                 py::object inv_std_obj, py::object y_obj, py::object activation) {
   KeepAlive keep;
+  const Activation act = activation_arg(activation);
   const TensorView x = input_array(x_obj, "x", keep);
   const LnShape s = ln_shape(x);
-  const TensorView dy = input_array(dy_obj, "dy", keep);
-  check_same_dtype(dy, "dy", x.dtype, "x");
-  check_same_shape(dy, "dy", x, "x");
+  const TensorView dy_in = input_array(dy_obj, "dy", keep);
+  check_same_dtype(dy_in, "dy", x.dtype, "x");
+  check_same_shape(dy_in, "dy", x, "x");
   const auto gamma = feature_array(gamma_obj, "gamma", s.d, "D", x.dtype, keep);
   const TensorView mean = row_stat(mean_obj, "mean", s, x, keep);
   const TensorView inv_std = row_stat(inv_std_obj, "inv_std", s, x, keep);
+  const TensorView dy = through_activation(dy_in, y_obj, act, keep);
   py::object dx_obj = py::none(), dg_obj = py::none(), db_obj = py::none();
   const TensorView dx = new_array(dx_obj, x.dtype, shape_of(x));
   const TensorView dg = new_array(dg_obj, x.dtype, {s.d});
@@ -299,12 +327,13 @@ py::object lrn_backward_py(py::object dy_obj, py::object x_obj, py::object size,
 
 void bind_norm(py::module_& m) {
   m.def("batch_norm", &batch_norm_py, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
-        py::arg("running_var"), py::arg("training"), py::arg("momentum"), py::arg("eps"));
+        py::arg("running_var"), py::arg("training"), py::arg("momentum"), py::arg("eps"), py::arg("activation"));
   m.def("batch_norm_backward", &batch_norm_backward_py, py::arg("dy"), py::arg("x"), py::arg("gamma"),
-        py::arg("mean"), py::arg("inv_std"), py::arg("training"));
-  m.def("layer_norm", &layer_norm_py, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps"));
+        py::arg("mean"), py::arg("inv_std"), py::arg("training"), py::arg("y"), py::arg("activation"));
+  m.def("layer_norm", &layer_norm_py, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps"),
+        py::arg("activation"));
   m.def("layer_norm_backward", &layer_norm_backward_py, py::arg("dy"), py::arg("x"), py::arg("gamma"),
-        py::arg("mean"), py::arg("inv_std"));
+        py::arg("mean"), py::arg("inv_std"), py::arg("y"), py::arg("activation"));
   m.def("weight_norm", &weight_norm_py, py::arg("v"), py::arg("g"));
   m.def("weight_norm_backward", &weight_norm_backward_py, py::arg("dw"), py::arg("v"), py::arg("g"));
   m.def("local_response_norm", &lrn_py, py::arg("x"), py::arg("size"), py::arg("alpha"), py::arg("beta"),

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/activation.h"
 #include "common/macros.h"
 #include "common/philox.h"
 
@@ -21,13 +22,16 @@ FDNN_HD inline void box_muller(uint32_t a, uint32_t b, double& z0, double& z1) {
   z1 = radius * sin(two_pi * u2);
 }
 
-// y[i] = x[i] * (keep_i ? keep_scale : 0), with keep_i = dropout_keep(r_i, threshold).
-// Training dropout (scale 1/(1-p) or 1), its backward and DropConnect are all this call.
+// y[i] = a(x[i]) * (keep_i ? keep_scale : 0), with keep_i = dropout_keep(r_i, threshold) and a
+// the ReLU when relu is set, else the identity. Training dropout (scale 1/(1-p) or 1), its
+// backward and DropConnect are all this call.
 template <typename T>
-void dropout_apply(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, T keep_scale);
+void dropout_apply(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, T keep_scale,
+                   bool relu);
 
-// y[i] = x[i] * scale (vanilla dropout at evaluation).
-template <typename T> void scale_copy(T* y, const T* x, int64_t n, T scale);
+// y[i] = a(x[i]) * scale (evaluation: vanilla dropout's 1 - p, or 1).
+template <typename T> void scale_copy(T* y, const T* x, int64_t n, T scale, bool relu);
+
 
 // mask[i] = keep_i (1 or 0).
 void dropout_mask(uint8_t* mask, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold);
@@ -39,9 +43,9 @@ template <typename T> void gaussian_noise(T* y, const T* x, int64_t n, uint64_t 
 void philox4x32_10_blocks(uint32_t* out, const uint32_t* counters, int64_t n, uint32_t k0, uint32_t k1);
 
 // The explicit instantiations that both devices' files (dropout_cpu.cpp, dropout_cuda.cu) emit.
-#define FDNN_DROPOUT_INSTANTIATE(T)                                                         \
-  template void dropout_apply<T>(T*, const T*, int64_t, uint64_t, uint64_t, uint32_t, T); \
-  template void scale_copy<T>(T*, const T*, int64_t, T);                                  \
+#define FDNN_DROPOUT_INSTANTIATE(T)                                                               \
+  template void dropout_apply<T>(T*, const T*, int64_t, uint64_t, uint64_t, uint32_t, T, bool); \
+  template void scale_copy<T>(T*, const T*, int64_t, T, bool);                                  \
   template void gaussian_noise<T>(T*, const T*, int64_t, uint64_t, uint64_t, double);
 
 }  // namespace fdnn

@@ -11,21 +11,22 @@ namespace fdnn {
 namespace {
 
 template <typename T>
-__global__ void dropout_kernel(T* y, const T* x, int64_t n, PhiloxStream s, uint32_t threshold, T keep_scale) {
+__global__ void dropout_kernel(T* y, const T* x, int64_t n, PhiloxStream s, uint32_t threshold, T keep_scale,
+                               bool relu) {
   const int64_t blocks = (n + 3) / 4;
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < blocks; j += int64_t(gridDim.x) * blockDim.x) {
     uint32_t r[4];
     s.block(static_cast<uint64_t>(j), r[0], r[1], r[2], r[3]);
     for (int t = 0; t < 4; ++t) {
       const int64_t i = 4 * j + t;
-      if (i < n) y[i] = x[i] * (dropout_keep(r[t], threshold) ? keep_scale : T(0));
+      if (i < n) y[i] = activate(x[i], relu) * (dropout_keep(r[t], threshold) ? keep_scale : T(0));
     }
   }
 }
 
-template <typename T> __global__ void scale_kernel(T* y, const T* x, int64_t n, T scale) {
+template <typename T> __global__ void scale_kernel(T* y, const T* x, int64_t n, T scale, bool relu) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = x[i] * scale;
+    y[i] = activate(x[i], relu) * scale;
 }
 
 template <typename T> __global__ void noise_kernel(T* y, const T* x, int64_t n, PhiloxStream s, double std) {
@@ -46,16 +47,17 @@ template <typename T> __global__ void noise_kernel(T* y, const T* x, int64_t n, 
 }  // namespace
 
 template <typename T>
-void dropout_apply(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, T keep_scale) {
+void dropout_apply(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, T keep_scale,
+                   bool relu) {
   if (n == 0) return;
   dropout_kernel<T><<<grid_for((n + 3) / 4), kThreads, 0, stream()>>>(y, x, n, PhiloxStream(seed, offset), threshold,
-                                                                     keep_scale);
+                                                                     keep_scale, relu);
   check_launch("dropout_kernel");
 }
 
-template <typename T> void scale_copy(T* y, const T* x, int64_t n, T scale) {
+template <typename T> void scale_copy(T* y, const T* x, int64_t n, T scale, bool relu) {
   if (n == 0) return;
-  scale_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(y, x, n, scale);
+  scale_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(y, x, n, scale, relu);
   check_launch("scale_kernel");
 }
 

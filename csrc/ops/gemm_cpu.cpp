@@ -6,8 +6,8 @@
 #include "common/check.h"
 #include "common/isa.h"
 #include "common/parallel.h"
+#include "common/activation.h"
 #include "ops/gemm.h"
-#include "ops/linear.h"
 
 namespace fdnn {
 namespace {

@@ -7,18 +7,10 @@
 
 #include <cstdint>
 
+#include "common/activation.h"
 #include "common/macros.h"
 
 namespace fdnn {
-
-enum class Activation { none = 0, relu = 1 };
-
-// NaN stays NaN, as in torch.relu and np.maximum(v, 0).
-template <typename T> FDNN_HD inline T relu(T v) { return v < T(0) ? T(0) : v; }
-
-// Gradient of relu given its output: passes where the output is positive (torch's convention:
-// zero at the kink).
-template <typename T> FDNN_HD inline T relu_grad_from_output(T dy, T y) { return y > T(0) ? dy : T(0); }
 
 // y = act(x @ w.T + b).
 template <typename T>

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/activation.h"
 #include "common/macros.h"
 
 namespace fdnn {
@@ -40,16 +41,18 @@ FDNN_HD inline int64_t lrn_window_hi(int64_t c, int64_t size) { return c + (size
 
 // Training: batch mean and biased variance per channel (mean and inv_std outputs), running
 // buffers updated when not null. Evaluation: mean = running_mean, inv_std from running_var.
+// relu: y = relu(normalized), fused into the normalizing pass (also for layer_norm).
 template <typename T>
 void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, const T* x, const T* gamma,
-                const T* beta, int64_t n, int64_t c, int64_t s, bool training, double momentum, double eps);
+                const T* beta, int64_t n, int64_t c, int64_t s, bool training, double momentum, double eps,
+                bool relu);
 template <typename T>
 void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* gamma, const T* mean,
                          const T* inv_std, int64_t n, int64_t c, int64_t s, bool training);
 
 template <typename T>
 void layer_norm(T* y, T* mean, T* inv_std, const T* x, const T* gamma, const T* beta, int64_t rows, int64_t d,
-                double eps);
+                double eps, bool relu);
 template <typename T>
 void layer_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* gamma, const T* mean,
                          const T* inv_std, int64_t rows, int64_t d);
@@ -68,10 +71,10 @@ void local_response_norm_backward(T* dx, const T* dy, const T* x, int64_t n, int
 // The explicit instantiations that both devices' files (norm_cpu.cpp, norm_cuda.cu) emit.
 #define FDNN_NORM_INSTANTIATE(T)                                                                                        \
   template void batch_norm<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, bool,    \
-                              double, double);                                                                     \
+                              double, double, bool);                                                               \
   template void batch_norm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,       \
                                        int64_t, int64_t, bool);                                                    \
-  template void layer_norm<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, double);                  \
+  template void layer_norm<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, double, bool);            \
   template void layer_norm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,       \
                                        int64_t);                                                                   \
   template void weight_norm<T>(T*, const T*, const T*, int64_t, int64_t);                                          \

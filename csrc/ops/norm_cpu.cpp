@@ -8,6 +8,7 @@
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
+#include "common/activation.h"
 #include "common/welford.h"
 #include "ops/norm.h"
 
@@ -68,8 +69,9 @@ FDNN_MULTIVERSION void column_block_stats(double* FDNN_RESTRICT pm, double* FDNN
   }
 }
 
-// y = (x - mean) * a + beta for rows [r0, r1), a = inv_std * gamma per column.
-template <typename T>
+// y = act((x - mean) * a + beta) for rows [r0, r1), a = inv_std * gamma per column. The
+// activation is a template constant, so that the loop vectorizes either way.
+template <typename T, bool Relu>
 FDNN_MULTIVERSION void normalize_columns(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT mean,
                                          const T* FDNN_RESTRICT a, const T* FDNN_RESTRICT beta, int64_t r0, int64_t r1,
                                          int64_t c) {
@@ -77,7 +79,7 @@ FDNN_MULTIVERSION void normalize_columns(T* FDNN_RESTRICT y, const T* FDNN_RESTR
     const T* xr = x + r * c;
     T* yr = y + r * c;
 #pragma omp simd
-    for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mean[j]) * a[j] + beta[j];
+    for (int64_t j = 0; j < c; ++j) yr[j] = activate((xr[j] - mean[j]) * a[j] + beta[j], Relu);
   }
 }
 
@@ -152,11 +154,11 @@ template <typename T> MeanM2 plane_stats(const T* FDNN_RESTRICT x, int64_t len) 
   return {static_cast<double>(len), mean, plane_sq_dev(x, len, mean)};
 }
 
-// y = (x - mean) * a + b over a plane.
-template <typename T>
+// y = act((x - mean) * a + b) over a plane.
+template <typename T, bool Relu>
 FDNN_MULTIVERSION void normalize_plane(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t len, T mean, T a, T b) {
 #pragma omp simd
-  for (int64_t i = 0; i < len; ++i) y[i] = (x[i] - mean) * a + b;
+  for (int64_t i = 0; i < len; ++i) y[i] = activate((x[i] - mean) * a + b, Relu);
 }
 
 // sum(dy) and sum(dy * xhat) over a plane.
@@ -187,7 +189,7 @@ FDNN_MULTIVERSION void bn_dx_plane(T* FDNN_RESTRICT dx, const T* FDNN_RESTRICT d
 }
 
 // Layer norm of rows [r0, r1).
-template <typename T>
+template <typename T, bool Relu>
 FDNN_MULTIVERSION void layer_norm_rows(T* FDNN_RESTRICT y, T* FDNN_RESTRICT mean, T* FDNN_RESTRICT inv_std,
                                        const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT gamma,
                                        const T* FDNN_RESTRICT beta, int64_t r0, int64_t r1, int64_t d, double eps) {
@@ -201,10 +203,11 @@ FDNN_MULTIVERSION void layer_norm_rows(T* FDNN_RESTRICT y, T* FDNN_RESTRICT mean
     inv_std[r] = is;
     if (gamma && beta) {
 #pragma omp simd
-      for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] - mu) * is * gamma[j] + beta[j];
+      for (int64_t j = 0; j < d; ++j) yr[j] = activate((xr[j] - mu) * is * gamma[j] + beta[j], Relu);
     } else {
 #pragma omp simd
-      for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] - mu) * is * param_or(gamma, j, T(1)) + param_or(beta, j, T(0));
+      for (int64_t j = 0; j < d; ++j)
+        yr[j] = activate((xr[j] - mu) * is * param_or(gamma, j, T(1)) + param_or(beta, j, T(0)), Relu);
     }
   }
 }
@@ -298,7 +301,8 @@ FDNN_MULTIVERSION void weight_norm_backward_rows(T* FDNN_RESTRICT dv, T* FDNN_RE
 
 template <typename T>
 void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, const T* x, const T* gamma,
-                const T* beta, int64_t n, int64_t c, int64_t s, bool training, double momentum, double eps) {
+                const T* beta, int64_t n, int64_t c, int64_t s, bool training, double momentum, double eps,
+                bool relu) {
   const int64_t m = n * s;
   std::vector<double> var(c);
   if (training) {
@@ -350,14 +354,16 @@ void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, cons
     a[j] = inv_std[j] * param_or(gamma, j, T(1));
     b[j] = param_or(beta, j, T(0));
   }
+  auto columns = relu ? &normalize_columns<T, true> : &normalize_columns<T, false>;
+  auto plane = relu ? &normalize_plane<T, true> : &normalize_plane<T, false>;
   if (s == 1) {
     parallel_for(n, rows_per_block(c, 16384), c,
-                 [&](int64_t r0, int64_t r1) { normalize_columns(y, x, mean, a.get(), b.get(), r0, r1, c); });
+                 [&](int64_t r0, int64_t r1) { columns(y, x, mean, a.get(), b.get(), r0, r1, c); });
   } else {
     parallel_for(n * c, std::max<int64_t>(1, 16384 / s), s, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t ch = p % c;
-        normalize_plane(y + p * s, x + p * s, s, mean[ch], a[ch], b[ch]);
+        plane(y + p * s, x + p * s, s, mean[ch], a[ch], b[ch]);
       }
     });
   }
@@ -421,10 +427,10 @@ void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
 
 template <typename T>
 void layer_norm(T* y, T* mean, T* inv_std, const T* x, const T* gamma, const T* beta, int64_t rows, int64_t d,
-                double eps) {
-  parallel_for(rows, rows_per_block(d, 16384), 2 * d, [&](int64_t r0, int64_t r1) {
-    layer_norm_rows(y, mean, inv_std, x, gamma, beta, r0, r1, d, eps);
-  });
+                double eps, bool relu) {
+  auto norm_rows = relu ? &layer_norm_rows<T, true> : &layer_norm_rows<T, false>;
+  parallel_for(rows, rows_per_block(d, 16384), 2 * d,
+               [&](int64_t r0, int64_t r1) { norm_rows(y, mean, inv_std, x, gamma, beta, r0, r1, d, eps); });
 }
 
 template <typename T>

@@ -88,14 +88,14 @@ __global__ void bn_eval_stats_kernel(T* mean, T* inv_std, const T* running_mean,
   }
 }
 
-// y = (x - mean) * (inv_std * gamma) + beta in T (normalize_columns / normalize_plane).
+// y = act((x - mean) * (inv_std * gamma) + beta) in T (normalize_columns / normalize_plane).
 template <typename T>
 __global__ void bn_normalize_kernel(T* y, const T* x, const T* mean, const T* inv_std, const T* gamma, const T* beta,
-                                    int64_t total, int64_t c, int64_t s) {
+                                    int64_t total, int64_t c, int64_t s, bool relu) {
   for (int64_t e = global_thread(); e < total; e += global_threads()) {
     const int64_t ch = e / s % c;
     const T a = inv_std[ch] * param_or(gamma, ch, T(1));
-    y[e] = (x[e] - mean[ch]) * a + param_or(beta, ch, T(0));
+    y[e] = activate((x[e] - mean[ch]) * a + param_or(beta, ch, T(0)), relu);
   }
 }
 
@@ -150,7 +150,8 @@ __global__ void bn_dx_kernel(T* dx, const T* dy, const T* x, const T* mean, cons
 // double sum of squared deviations, then y = (x - mean) * inv_std * gamma + beta in T.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) layer_norm_kernel(T* y, T* mean, T* inv_std, const T* x, const T* gamma,
-                                                              const T* beta, int64_t rows, int64_t d, double eps) {
+                                                              const T* beta, int64_t rows, int64_t d, double eps,
+                                                              bool relu) {
   __shared__ BlockSum::TempStorage tmp;
   __shared__ double total;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -173,7 +174,7 @@ __global__ void __launch_bounds__(kThreads) layer_norm_kernel(T* y, T* mean, T* 
       inv_std[r] = is;
     }
     for (int64_t j = threadIdx.x; j < d; j += kThreads)
-      yr[j] = (xr[j] - mu) * is * param_or(gamma, j, T(1)) + param_or(beta, j, T(0));
+      yr[j] = activate((xr[j] - mu) * is * param_or(gamma, j, T(1)) + param_or(beta, j, T(0)), relu);
   }
 }
 
@@ -361,7 +362,8 @@ __global__ void lrn_backward_kernel(T* dx, const double* term, const T* dy, cons
 
 template <typename T>
 void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, const T* x, const T* gamma,
-                const T* beta, int64_t n, int64_t c, int64_t s, bool training, double momentum, double eps) {
+                const T* beta, int64_t n, int64_t c, int64_t s, bool training, double momentum, double eps,
+                bool relu) {
   if (training) {
     bn_train_stats_kernel<T><<<blocks_per_item(c), kThreads, 0, stream()>>>(mean, inv_std, running_mean, running_var,
                                                                              x, n, c, s, momentum, eps);
@@ -371,7 +373,8 @@ void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, cons
     check_launch("bn_eval_stats_kernel");
   }
   const int64_t total = n * c * s;
-  bn_normalize_kernel<T><<<grid_for(total), kThreads, 0, stream()>>>(y, x, mean, inv_std, gamma, beta, total, c, s);
+  bn_normalize_kernel<T><<<grid_for(total), kThreads, 0, stream()>>>(y, x, mean, inv_std, gamma, beta, total, c, s,
+                                                                     relu);
   check_launch("bn_normalize_kernel");
 }
 
@@ -390,9 +393,9 @@ void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
 
 template <typename T>
 void layer_norm(T* y, T* mean, T* inv_std, const T* x, const T* gamma, const T* beta, int64_t rows, int64_t d,
-                double eps) {
+                double eps, bool relu) {
   layer_norm_kernel<T><<<blocks_per_item(rows), kThreads, 0, stream()>>>(y, mean, inv_std, x, gamma, beta, rows, d,
-                                                                         eps);
+                                                                         eps, relu);
   check_launch("layer_norm_kernel");
 }
 

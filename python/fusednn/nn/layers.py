@@ -183,18 +183,19 @@ class _Elementwise(Module):
         return self._df(dy, x, y)
 
 
-class ReLU(_Elementwise):
-    """max(x, 0); the gradient at 0 is 0, as in PyTorch."""
+class ReLU(Module):
+    """max(x, 0); the gradient at 0 is 0, as in PyTorch (``ops.relu``). Where a ReLU follows
+    a Linear, a norm or comes before a Dropout, those layers' ``activation="relu"`` fuses it
+    into their pass (:class:`MLP` does)."""
 
-    def _f(self, x):
-        return array_module(x).maximum(x, 0)
+    def forward(self, x, training=None):
+        _check_input(x, "x", device=self.device)
+        y = ops.relu(x)
+        self._cache = y if self._mode(training) else None
+        return y
 
-    def _df(self, dy, x, y):
-        active = x > 0
-        dx = dy * active  # 10x faster than np.where here
-        if not array_module(dx).isfinite(dx).all():  # an Inf/NaN gradient at an inactive unit still gives 0
-            dx[~active] = 0
-        return dx
+    def backward(self, dy):
+        return ops.relu_backward(dy, _need(getattr(self, "_cache", None), self))
 
 
 class Sigmoid(_Elementwise):
@@ -230,6 +231,17 @@ class Abs(_Elementwise):
 _ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "abs": Abs}
 
 
+def _fused_activation_arg(activation):
+    if activation not in (None, "relu"):
+        raise ValueError(f"activation: expected None or 'relu' (the activation fused into the layer), got "
+                         f"{activation!r}")
+    return activation
+
+
+def _activation_repr(activation):
+    return f", activation={activation!r}" if activation else ""
+
+
 class Flatten(Module):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
 
@@ -249,12 +261,13 @@ class BatchNorm(Module):
     """Batch normalization over (N, C) or (N, C, H, W) inputs, as ``torch.nn.BatchNorm1d/2d``:
     training normalizes with the batch statistics and updates the running ones (``momentum``
     weights the new batch; the course's rho is 1 - momentum); evaluation uses the running
-    statistics."""
+    statistics. ``activation="relu"`` applies a ReLU to the output in the same pass."""
 
     ndim = None
 
-    def __init__(self, num_features, *, momentum=0.1, eps=1e-5, affine=True, dtype=np.float32):
+    def __init__(self, num_features, *, momentum=0.1, eps=1e-5, affine=True, activation=None, dtype=np.float32):
         super().__init__()
+        self.activation = _fused_activation_arg(activation)
         self.num_features = _checks_size("num_features", num_features)
         self.momentum = _checks.in_unit_interval("momentum", momentum)
         self.eps = _checks.positive("eps", eps)
@@ -273,20 +286,21 @@ class BatchNorm(Module):
         _check_input(x, "x", self.num_features, ndim=self.ndim, dtype=self._dtype, device=self.device)
         y, mean, inv_std = ops.batch_norm(x, self.p.get("weight"), self.p.get("bias"), self.buffers["running_mean"],
                                           self.buffers["running_var"], training=training, momentum=self.momentum,
-                                          eps=self.eps)
-        self._cache = (x, mean, inv_std, training)
+                                          eps=self.eps, activation=self.activation)
+        self._cache = (x, mean, inv_std, training, y if self.activation else None)
         return y
 
     def backward(self, dy):
-        x, mean, inv_std, training = _need(self._cache, self)
-        dx, dgamma, dbeta = ops.batch_norm_backward(dy, x, self.p.get("weight"), mean, inv_std, training=training)
+        x, mean, inv_std, training, y = _need(self._cache, self)
+        dx, dgamma, dbeta = ops.batch_norm_backward(dy, x, self.p.get("weight"), mean, inv_std, training=training,
+                                                    y=y, activation=self.activation)
         if self.affine:
             self.g["weight"][...] = dgamma
             self.g["bias"][...] = dbeta
         return dx
 
     def extra_repr(self):
-        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
+        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}{_activation_repr(self.activation)}"
 
 
 class BatchNorm1d(BatchNorm):
@@ -303,10 +317,12 @@ class BatchNorm2d(BatchNorm):
 
 class LayerNorm(Module):
     """Layer normalization over the last axis (size ``normalized_shape``), with a learned scale
-    and shift, as ``torch.nn.LayerNorm(normalized_shape)``."""
+    and shift, as ``torch.nn.LayerNorm(normalized_shape)``; ``activation="relu"`` applies a
+    ReLU to the output in the same pass."""
 
-    def __init__(self, normalized_shape, *, eps=1e-5, dtype=np.float32):
+    def __init__(self, normalized_shape, *, eps=1e-5, activation=None, dtype=np.float32):
         super().__init__()
+        self.activation = _fused_activation_arg(activation)
         self.normalized_shape = _checks_size("normalized_shape", normalized_shape)
         self.eps = _checks.positive("eps", eps)
         dtype = _dtype_of(dtype)
@@ -318,19 +334,21 @@ class LayerNorm(Module):
         _check_input(x, "x", dtype=self.p["weight"].dtype, device=self.device)
         if x.shape[-1] != self.normalized_shape:
             raise ValueError(f"x: expected a last axis of {self.normalized_shape}, got shape {x.shape}")
-        y, mean, inv_std = ops.layer_norm(x, self.p["weight"], self.p["bias"], eps=self.eps)
-        self._cache = (x, mean, inv_std) if self._mode(training) else None
+        y, mean, inv_std = ops.layer_norm(x, self.p["weight"], self.p["bias"], eps=self.eps,
+                                          activation=self.activation)
+        self._cache = (x, mean, inv_std, y if self.activation else None) if self._mode(training) else None
         return y
 
     def backward(self, dy):
-        x, mean, inv_std = _need(self._cache, self)
-        dx, dgamma, dbeta = ops.layer_norm_backward(dy, x, self.p["weight"], mean, inv_std)
+        x, mean, inv_std, y = _need(self._cache, self)
+        dx, dgamma, dbeta = ops.layer_norm_backward(dy, x, self.p["weight"], mean, inv_std, y=y,
+                                                    activation=self.activation)
         self.g["weight"][...] = dgamma
         self.g["bias"][...] = dbeta
         return dx
 
     def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}"
+        return f"{self.normalized_shape}, eps={self.eps}{_activation_repr(self.activation)}"
 
 
 class LocalResponseNorm(Module):
@@ -369,29 +387,36 @@ class Dropout(Module):
     """Drops each unit with probability ``p`` in training, from the model's Philox stream
     (``model.rng``). ``mode="inverted"`` scales the kept units by 1/(1-p) in training and is
     the identity at evaluation; ``"vanilla"`` keeps them as they are and scales by (1-p) at
-    evaluation (the original paper's form)."""
+    evaluation (the original paper's form). ``activation="relu"`` drops ``relu(x)``, in the same
+    pass; its backward then reads the mask off the output instead of regenerating it."""
 
-    def __init__(self, p=0.5, *, mode="inverted"):
+    def __init__(self, p=0.5, *, mode="inverted", activation=None):
         super().__init__()
         self.p_drop = _checks.in_unit_interval("p", p, closed_right=False)
         self.mode = _mode_arg(mode)
+        self.activation = _fused_activation_arg(activation)
         self._offset = None
+        self._y = None
 
     def forward(self, x, training=None):
         _check_input(x, "x", device=self.device)
         if not self._mode(training):
-            self._offset = None
-            return ops.dropout(x, self.p_drop, seed=0, training=False, mode=self.mode)
+            self._offset = self._y = None
+            return ops.dropout(x, self.p_drop, seed=0, training=False, mode=self.mode, activation=self.activation)
         self._offset = self.rng.take(x.size)
-        return ops.dropout(x, self.p_drop, seed=self.rng.seed, offset=self._offset, mode=self.mode)
+        y = ops.dropout(x, self.p_drop, seed=self.rng.seed, offset=self._offset, mode=self.mode,
+                        activation=self.activation)
+        self._y = y if self.activation else None
+        return y
 
     def backward(self, dy):
         if self._offset is None:
             raise RuntimeError("Dropout.backward: no training forward to differentiate")
-        return ops.dropout_backward(dy, self.p_drop, seed=self.rng.seed, offset=self._offset, mode=self.mode)
+        return ops.dropout_backward(dy, self.p_drop, seed=self.rng.seed, offset=self._offset, mode=self.mode,
+                                    y=self._y, activation=self.activation)
 
     def extra_repr(self):
-        return f"p={self.p_drop}, mode={self.mode!r}"
+        return f"p={self.p_drop}, mode={self.mode!r}{_activation_repr(self.activation)}"
 
 
 # ---- containers
@@ -439,8 +464,10 @@ class MLP(Sequential):
 
     Each hidden layer is Linear, then the normalization (``norm="batch"`` or ``"layer"``; the
     Linear has no bias before batch norm, which would cancel it), then the activation, then
-    dropout; the last layer is a plain Linear (logits). With ReLU and no normalization the
-    activation is fused into the Linear. ``input_dropout`` drops input features.
+    dropout; the last layer is a plain Linear (logits). A ReLU is fused into the layer it
+    follows or precedes (``activation="relu"`` of the Dropout when there is dropout, else of the
+    norm, else of the Linear), so it costs no pass of its own. ``input_dropout`` drops input
+    features.
     ``init`` and ``bias_init`` are passed to every Linear; ``seed`` seeds the initialization
     and the dropout stream.
     """
@@ -458,22 +485,27 @@ class MLP(Sequential):
         layers = []
         if input_dropout:
             layers.append(Dropout(input_dropout, mode=dropout_mode))
+        # Where the ReLU is fused: into the Dropout after it, else the norm before it, else the
+        # Linear.
+        relu = activation == "relu"
+        fuse_into = None if not relu else "dropout" if dropout else "norm" if norm else "linear"
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             last = i == len(sizes) - 2
-            fused = activation == "relu" and norm is None and not last
-            layers.append(Linear(fan_in, fan_out, bias=last or norm != "batch", activation="relu" if fused else None,
-                                 init=init or ("he" if activation == "relu" and not last else "xavier"),
+            layers.append(Linear(fan_in, fan_out, bias=last or norm != "batch",
+                                 activation="relu" if fuse_into == "linear" and not last else None,
+                                 init=init or ("he" if relu and not last else "xavier"),
                                  bias_init=bias_init, rng=rng, dtype=dtype))
             if last:
                 break
+            norm_activation = "relu" if fuse_into == "norm" else None
             if norm == "batch":
-                layers.append(BatchNorm1d(fan_out, dtype=dtype))
+                layers.append(BatchNorm1d(fan_out, activation=norm_activation, dtype=dtype))
             elif norm == "layer":
-                layers.append(LayerNorm(fan_out, dtype=dtype))
-            if not fused:
+                layers.append(LayerNorm(fan_out, activation=norm_activation, dtype=dtype))
+            if not relu:
                 layers.append(_ACTIVATIONS[activation]())
             if dropout:
-                layers.append(Dropout(dropout, mode=dropout_mode))
+                layers.append(Dropout(dropout, mode=dropout_mode, activation="relu" if relu else None))
         super().__init__(*layers)
         self.sizes, self.activation, self.norm = sizes, activation, norm
         self.seed(seed)

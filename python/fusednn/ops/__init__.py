@@ -1,6 +1,7 @@
 """Functional ops on NumPy arrays (and CuPy arrays with the CUDA module): each has a NumPy twin
 of the same name in :mod:`fusednn.reference`. Exact semantics: docs/ops.md."""
 
+from fusednn.ops.activation import relu, relu_backward
 from fusednn.ops.dropout import (drop_connect, drop_connect_backward, dropout, dropout_backward, dropout_mask,
                                  gaussian_noise)
 from fusednn.ops.linear import linear, linear_backward
@@ -12,6 +13,7 @@ from fusednn.ops.xent import (log_softmax, log_softmax_backward, softmax, softma
                               softmax_cross_entropy_with_grad)
 
 __all__ = [
+    "relu", "relu_backward",
     "linear", "linear_backward",
     "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
     "softmax_cross_entropy", "softmax_cross_entropy_with_grad",

@@ -14,20 +14,25 @@ def dropout_mask(shape, p, *, seed, offset=0):
     return _C.dropout_mask(shape, p, seed, offset)
 
 
-def dropout(x, p, *, seed, offset=0, training=True, mode="inverted", out=None):
+def dropout(x, p, *, seed, offset=0, training=True, mode="inverted", activation=None, out=None):
     """Drop each element with probability ``p``.
 
     ``mode="inverted"`` scales kept elements by 1 / (1 - p) in training and is the identity
     at evaluation; ``"vanilla"`` keeps them unscaled and multiplies by (1 - p) at
-    evaluation. ``p == 0`` (and inverted evaluation) returns ``x`` itself, or copies it into
+    evaluation. ``activation="relu"`` gives ``dropout(relu(x))`` in the same pass. Without an
+    activation, ``p == 0`` (and inverted evaluation) returns ``x`` itself, or copies it into
     ``out``.
     """
-    return backend_for(x=x, out=out).dropout(x, p, seed, offset, training, mode, out)
+    return backend_for(x=x, out=out).dropout(x, p, seed, offset, training, mode, activation, out)
 
 
-def dropout_backward(dy, p, *, seed, offset=0, mode="inverted", out=None):
-    """Gradient of training-mode :func:`dropout`: the same mask, regenerated."""
-    return backend_for(dy=dy, out=out).dropout_backward(dy, p, seed, offset, mode, out)
+def dropout_backward(dy, p, *, seed, offset=0, mode="inverted", y=None, activation=None, out=None):
+    """Gradient of training-mode :func:`dropout`: the same mask, regenerated. With
+    ``activation="relu"`` pass the forward's output ``y``: the gradient is then
+    ``where(y > 0, dy * scale, 0)``, since y is positive exactly where the unit was kept and
+    active, and no mask is regenerated (a select, as ReLU's backward: an infinite ``dy`` at a
+    dropped unit gives 0)."""
+    return backend_for(dy=dy, y=y, out=out).dropout_backward(dy, p, seed, offset, mode, y, activation, out)
 
 
 def drop_connect(w, p, *, seed, offset=0, training=True, mode="inverted", out=None):

@@ -3,13 +3,15 @@
 from fusednn._backend import backend_for
 
 
-def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training, momentum=0.1, eps=1e-5):
+def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training, momentum=0.1, eps=1e-5,
+               activation=None):
     """Batch normalization of (N, C) or (N, C, *spatial) input, per channel.
 
     Training uses the batch mean and biased variance and, when given, updates
     ``running_mean`` / ``running_var`` in place as PyTorch does (``momentum`` weights the new
     value; the running variance takes the unbiased batch variance; the course's rho is
-    1 - momentum). Evaluation uses the running statistics.
+    1 - momentum). Evaluation uses the running statistics. ``activation="relu"`` returns
+    ``relu`` of the normalized values, fused into the same pass.
 
     Args:
         x: (N, C, ...) float32 or float64.
@@ -22,26 +24,30 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training,
         :func:`batch_norm_backward` needs.
     """
     return backend_for(x=x, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var).batch_norm(
-        x, gamma, beta, running_mean, running_var, training, momentum, eps)
+        x, gamma, beta, running_mean, running_var, training, momentum, eps, activation)
 
 
-def batch_norm_backward(dy, x, gamma, mean, inv_std, *, training=True):
+def batch_norm_backward(dy, x, gamma, mean, inv_std, *, training=True, y=None, activation=None):
     """``(dx, dgamma, dbeta)`` of :func:`batch_norm` from the forward's ``mean`` and
-    ``inv_std``; ``training=False`` treats the statistics as constants."""
-    return backend_for(dy=dy, x=x, gamma=gamma, mean=mean, inv_std=inv_std).batch_norm_backward(
-        dy, x, gamma, mean, inv_std, training)
+    ``inv_std``; ``training=False`` treats the statistics as constants. With
+    ``activation="relu"`` pass the forward's output ``y``: ``dy`` goes through the ReLU's
+    backward (a select on y > 0) first."""
+    return backend_for(dy=dy, x=x, gamma=gamma, mean=mean, inv_std=inv_std, y=y).batch_norm_backward(
+        dy, x, gamma, mean, inv_std, training, y, activation)
 
 
-def layer_norm(x, gamma, beta, *, eps=1e-5):
+def layer_norm(x, gamma, beta, *, eps=1e-5, activation=None):
     """Layer normalization over the last axis; returns ``(y, mean, inv_std)`` with the
-    statistics of shape ``x.shape[:-1]``. ``gamma``/``beta``: (D,) or None."""
-    return backend_for(x=x, gamma=gamma, beta=beta).layer_norm(x, gamma, beta, eps)
+    statistics of shape ``x.shape[:-1]``. ``gamma``/``beta``: (D,) or None.
+    ``activation="relu"`` returns ``relu`` of the normalized values, fused into the same pass."""
+    return backend_for(x=x, gamma=gamma, beta=beta).layer_norm(x, gamma, beta, eps, activation)
 
 
-def layer_norm_backward(dy, x, gamma, mean, inv_std):
-    """``(dx, dgamma, dbeta)`` of :func:`layer_norm`."""
-    return backend_for(dy=dy, x=x, gamma=gamma, mean=mean, inv_std=inv_std).layer_norm_backward(
-        dy, x, gamma, mean, inv_std)
+def layer_norm_backward(dy, x, gamma, mean, inv_std, *, y=None, activation=None):
+    """``(dx, dgamma, dbeta)`` of :func:`layer_norm`; with ``activation="relu"``, from the
+    forward's output ``y`` as in :func:`batch_norm_backward`."""
+    return backend_for(dy=dy, x=x, gamma=gamma, mean=mean, inv_std=inv_std, y=y).layer_norm_backward(
+        dy, x, gamma, mean, inv_std, y, activation)
 
 
 def weight_norm(v, g):

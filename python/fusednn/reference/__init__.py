@@ -1,6 +1,7 @@
 """Plain NumPy implementations of every op in :mod:`fusednn.ops`, with the same names and
 signatures: the specification the kernels are tested against (docs/ops.md)."""
 
+from fusednn.reference.activation import relu, relu_backward
 from fusednn.reference.dropout import (drop_connect, drop_connect_backward, dropout, dropout_backward, dropout_mask,
                                        gaussian_noise, philox4x32_10, philox_uint32)
 from fusednn.reference.linear import linear, linear_backward
@@ -13,6 +14,7 @@ from fusednn.reference.xent import (log_softmax, log_softmax_backward, softmax, 
                                     softmax_cross_entropy, softmax_cross_entropy_with_grad)
 
 __all__ = [
+    "relu", "relu_backward",
     "linear", "linear_backward",
     "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
     "softmax_cross_entropy", "softmax_cross_entropy_with_grad",

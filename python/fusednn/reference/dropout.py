@@ -11,6 +11,8 @@ import numbers
 
 import numpy as np
 
+from fusednn.reference.linear import check_activation
+
 _MASK32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
 _SHIFT8 = np.uint64(8)
@@ -198,11 +200,14 @@ def dropout_mask(shape, p, *, seed, offset=0):
     return _mask(shape, p, seed, offset)
 
 
-def dropout(x, p, *, seed, offset=0, training=True, mode="inverted", out=None):
+def dropout(x, p, *, seed, offset=0, training=True, mode="inverted", activation=None, out=None):
     p = _check_p(p)
     seed = _check_u64("seed", seed)
     offset = _check_u64("offset", offset)
     mode = _check_mode(mode)
+    check_activation(activation)
+    if activation == "relu":
+        x = np.maximum(x, 0)
     if training:
         return _masked(x, p, seed, offset, mode, out)
     if mode == "inverted":
@@ -210,11 +215,22 @@ def dropout(x, p, *, seed, offset=0, training=True, mode="inverted", out=None):
     return _result(x * x.dtype.type(1.0 - p), out)
 
 
-def dropout_backward(dy, p, *, seed, offset=0, mode="inverted", out=None):
+def dropout_backward(dy, p, *, seed, offset=0, mode="inverted", y=None, activation=None, out=None):
     p = _check_p(p)
     seed = _check_u64("seed", seed)
     offset = _check_u64("offset", offset)
     mode = _check_mode(mode)
+    check_activation(activation)
+    if activation == "relu":
+        if y is None:
+            raise ValueError("y: the forward output is required when activation is 'relu', got None")
+        if y.shape != dy.shape or y.dtype != dy.dtype:
+            raise ValueError(f"y: expected a {dy.dtype} array of shape {dy.shape} (as dy), got a {y.dtype} array "
+                             f"of shape {y.shape}")
+        # y > 0 exactly where the unit was kept and its input positive; a select, as ReLU's
+        # backward.
+        scale = dy.dtype.type(1.0 / (1.0 - p)) if mode == "inverted" else dy.dtype.type(1.0)
+        return _result(np.where(y > 0, dy * scale, dy.dtype.type(0)), out)
     return _masked(dy, p, seed, offset, mode, out)
 
 

@@ -3,13 +3,13 @@
 import numpy as np
 
 
-def _check_activation(activation):
+def check_activation(activation):
     if activation not in (None, "relu"):
         raise ValueError(f"activation: expected None or 'relu', got {activation!r}")
 
 
 def linear(x, w, b=None, activation=None, *, out=None):
-    _check_activation(activation)
+    check_activation(activation)
     y = x @ w.T
     if b is not None:
         y = y + b
@@ -22,7 +22,7 @@ def linear(x, w, b=None, activation=None, *, out=None):
 
 
 def linear_backward(dy, x, w, y=None, activation=None, *, bias=True, input_grad=True, out=None):
-    _check_activation(activation)
+    check_activation(activation)
     # A select, as torch.relu's backward: an infinite dy where y <= 0 gives 0, not inf * 0 = NaN.
     dz = np.where(y > 0, dy, 0).astype(dy.dtype, copy=False) if activation == "relu" else dy
     dx = dz @ w if input_grad else None

@@ -10,6 +10,8 @@ import numbers
 
 import numpy as np
 
+from fusednn.reference.linear import check_activation
+
 
 # ---- argument checks: every message starts with the argument's name ----
 
@@ -81,8 +83,27 @@ def _check_batch_norm_params(x, gamma, beta):
 
 # ---- batch norm ----
 
-def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training, momentum=0.1, eps=1e-5):
+def _activate(y, activation):
+    check_activation(activation)
+    return np.maximum(y, 0) if activation == "relu" else y
+
+
+def _through_activation(dy, y, activation):
+    """The gradient at the normalized values: through the fused ReLU (a select on y > 0)."""
+    check_activation(activation)
+    if activation is None:
+        return dy
+    if y is None:
+        raise ValueError("y: the forward output is required when activation is 'relu', got None")
+    _array(y, "y", dy.dtype, "dy")
+    _same_shape(y, "y", dy.shape, "dy")
+    return np.where(y > 0, dy, dy.dtype.type(0))
+
+
+def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training, momentum=0.1, eps=1e-5,
+               activation=None):
     _check_batch_norm_params(x, gamma, beta)
+    check_activation(activation)
     c = x.shape[1]
     for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
         if buf is None:
@@ -116,13 +137,14 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training,
         y = y * gamma.reshape(bshape)
     if beta is not None:
         y = y + beta.reshape(bshape)
-    return y, mean, inv_std
+    return _activate(y, activation), mean, inv_std
 
 
-def batch_norm_backward(dy, x, gamma, mean, inv_std, *, training=True):
+def batch_norm_backward(dy, x, gamma, mean, inv_std, *, training=True, y=None, activation=None):
     _check_batch_norm_params(x, gamma, None)
     _array(dy, "dy", x.dtype)
     _same_shape(dy, "dy", x.shape, "x")
+    dy = _through_activation(dy, y, activation)
     for name, a in (("mean", mean), ("inv_std", inv_std)):
         _array(a, name, x.dtype)
         _shape(a, name, (x.shape[1],), "(C,)")
@@ -151,8 +173,9 @@ def _check_layer_norm_params(x, gamma, beta):
             _shape(a, name, (x.shape[-1],), "(D,)")
 
 
-def layer_norm(x, gamma, beta, *, eps=1e-5):
+def layer_norm(x, gamma, beta, *, eps=1e-5, activation=None):
     _check_layer_norm_params(x, gamma, beta)
+    check_activation(activation)
     eps = _positive(eps, "eps")
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)  # biased, two passes
@@ -162,13 +185,15 @@ def layer_norm(x, gamma, beta, *, eps=1e-5):
         y = y * gamma
     if beta is not None:
         y = y + beta
-    return y, mean[..., 0], inv_std[..., 0]  # arrays of shape x.shape[:-1] (0-d for a 1-D x)
+    # statistics of shape x.shape[:-1] (0-d for a 1-D x)
+    return _activate(y, activation), mean[..., 0], inv_std[..., 0]
 
 
-def layer_norm_backward(dy, x, gamma, mean, inv_std):
+def layer_norm_backward(dy, x, gamma, mean, inv_std, *, y=None, activation=None):
     _check_layer_norm_params(x, gamma, None)
     _array(dy, "dy", x.dtype)
     _same_shape(dy, "dy", x.shape, "x")
+    dy = _through_activation(dy, y, activation)
     for name, a in (("mean", mean), ("inv_std", inv_std)):
         _array(a, name, x.dtype)
         _stat_shape(a, name, x)
