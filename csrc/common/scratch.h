@@ -22,4 +22,17 @@ template <typename T> Buffer<T> scratch(int64_t count) {
   return Buffer<T>(static_cast<T*>(p));
 }
 
+// Per-thread scratch of at least `count` elements that grows as needed and lives as long as its
+// thread, for kernels called many times (a fresh buffer each call would fault its pages in
+// again). Slot tells apart the buffers that are live at the same time (gemm: 0 and 1).
+template <typename T, int Slot> T* thread_scratch(int64_t count) {
+  thread_local Buffer<T> buffer;
+  thread_local int64_t size = 0;
+  if (size < count) {
+    buffer = scratch<T>(count);
+    size = count;
+  }
+  return buffer.get();
+}
+
 }  // namespace fdnn

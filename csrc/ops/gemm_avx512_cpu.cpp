@@ -1,12 +1,13 @@
 // fusednn's GEMM kernel for CPUs with AVX-512F (see ops/gemm.h), float and double.
 //
-// C is cut into work units of up to kMC rows by one panel of NR = 2 vectors of columns (32
-// floats or 16 doubles). A unit packs its panel of op(B), kKC rows of k at a time, into a
-// contiguous kc x NR buffer (zero-padded past n; transposed when B is stored n x k), then runs
-// the micro-kernel on each MR = 12 row tile of its rows: 24 accumulators in registers, per k
-// two loads of the packed panel, and twelve broadcasts of A read in place (A is never packed:
-// row-major A is read along its rows, transposed A along its columns). The epilogue adds the
-// bias, applies the ReLU and stores the tile (masked at the right edge).
+// C is cut into work units: a block of at most kMC rows by a group of panels of NR = 2 vectors
+// of columns (32 floats or 16 doubles). Per k-block of kKC, a unit packs its rows of op(A) into
+// tiles of MR = 12 rows (k-major: the 12 values of one k are contiguous; transposed in
+// registers when A is stored m x k), and then, panel by panel, op(B) into a contiguous kc x NR
+// buffer (zero-padded past n; transposed when B is stored n x k), and runs the micro-kernel on
+// each tile: 24 accumulators in registers, per k two loads of the panel and twelve broadcasts
+// of the tile. The epilogue adds the bias, applies the ReLU and stores the tile (masked at the
+// right edge).
 //
 // Every element of C is one chain of fused multiply-adds over k in increasing order, started at
 // zero (a second k-block reloads the first block's partial from C and continues the chain,
@@ -27,9 +28,7 @@
 #include "common/macros.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
-
-#define FDNN_AVX512 __attribute__((target("avx512f")))
-#define FDNN_AVX512_INLINE __attribute__((target("avx512f"), always_inline)) inline
+#include "ops/avx512.h"
 
 namespace fdnn {
 namespace {
@@ -38,90 +37,7 @@ constexpr int kMR = 12;        // rows per micro-tile
 constexpr int64_t kMC = 144;   // rows per work unit (12 tiles): the unit's A rows stay in L2
 constexpr int64_t kKC = 512;   // k per packed block: a float panel is 64 KB
 
-// The few AVX-512 operations the kernel needs, per element type.
-template <typename T> struct Zmm;
-
-template <> struct Zmm<float> {
-  using V = __m512;
-  using Mask = __mmask16;
-  static constexpr int kLanes = 16;
-  static FDNN_AVX512_INLINE V zero() { return _mm512_setzero_ps(); }
-  static FDNN_AVX512_INLINE V set1(float v) { return _mm512_set1_ps(v); }
-  static FDNN_AVX512_INLINE V load(const float* p) { return _mm512_load_ps(p); }
-  static FDNN_AVX512_INLINE V load(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
-  static FDNN_AVX512_INLINE void store(float* p, V v) { _mm512_store_ps(p, v); }
-  static FDNN_AVX512_INLINE void store(float* p, V v, Mask m) { _mm512_mask_storeu_ps(p, m, v); }
-  static FDNN_AVX512_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static FDNN_AVX512_INLINE V add(V a, V b) { return _mm512_add_ps(a, b); }
-  // max(0, v) as "0 > v ? 0 : v": NaN and -0 pass through, as relu() in ops/linear.h.
-  static FDNN_AVX512_INLINE V relu(V v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
-  static Mask first(int count) { return count >= kLanes ? Mask(0xFFFF) : Mask((1u << count) - 1u); }
-};
-
-template <> struct Zmm<double> {
-  using V = __m512d;
-  using Mask = __mmask8;
-  static constexpr int kLanes = 8;
-  static FDNN_AVX512_INLINE V zero() { return _mm512_setzero_pd(); }
-  static FDNN_AVX512_INLINE V set1(double v) { return _mm512_set1_pd(v); }
-  static FDNN_AVX512_INLINE V load(const double* p) { return _mm512_load_pd(p); }
-  static FDNN_AVX512_INLINE V load(const double* p, Mask m) { return _mm512_maskz_loadu_pd(m, p); }
-  static FDNN_AVX512_INLINE void store(double* p, V v) { _mm512_store_pd(p, v); }
-  static FDNN_AVX512_INLINE void store(double* p, V v, Mask m) { _mm512_mask_storeu_pd(p, m, v); }
-  static FDNN_AVX512_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
-  static FDNN_AVX512_INLINE V add(V a, V b) { return _mm512_add_pd(a, b); }
-  static FDNN_AVX512_INLINE V relu(V v) { return _mm512_max_pd(_mm512_setzero_pd(), v); }
-  static Mask first(int count) { return count >= kLanes ? Mask(0xFF) : Mask((1u << count) - 1u); }
-};
-
 // ---- packing op(B) rows [k0, k0 + kc), columns [n0, n0 + cols) into pb (kc x NR)
-
-// In-register transposes of a square block: r[i] holds row i on entry and column i on exit.
-FDNN_AVX512_INLINE void transpose16(__m512* r) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);  // per 128-bit lane: r_i[0] r_i+1[0] r_i[1] r_i+1[1]
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  __m512 u[16];  // u[4g + s]: column (4 l + s) of rows 4g .. 4g+3, in lane l
-  for (int g = 0; g < 4; ++g) {
-    u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
-    u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
-    u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
-    u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
-  }
-  for (int s = 0; s < 4; ++s) {
-    const __m512 even_lo = _mm512_shuffle_f32x4(u[s], u[4 + s], 0x88);   // lanes 0, 2 of groups 0, 1
-    const __m512 even_hi = _mm512_shuffle_f32x4(u[8 + s], u[12 + s], 0x88);
-    const __m512 odd_lo = _mm512_shuffle_f32x4(u[s], u[4 + s], 0xDD);     // lanes 1, 3
-    const __m512 odd_hi = _mm512_shuffle_f32x4(u[8 + s], u[12 + s], 0xDD);
-    r[s] = _mm512_shuffle_f32x4(even_lo, even_hi, 0x88);
-    r[8 + s] = _mm512_shuffle_f32x4(even_lo, even_hi, 0xDD);
-    r[4 + s] = _mm512_shuffle_f32x4(odd_lo, odd_hi, 0x88);
-    r[12 + s] = _mm512_shuffle_f32x4(odd_lo, odd_hi, 0xDD);
-  }
-}
-
-FDNN_AVX512_INLINE void transpose8(__m512d* r) {
-  __m512d t[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);  // per 128-bit lane l: r_i[2l] r_i+1[2l]
-    t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
-  }
-  for (int s = 0; s < 2; ++s) {
-    const __m512d even_lo = _mm512_shuffle_f64x2(t[s], t[2 + s], 0x88);
-    const __m512d even_hi = _mm512_shuffle_f64x2(t[4 + s], t[6 + s], 0x88);
-    const __m512d odd_lo = _mm512_shuffle_f64x2(t[s], t[2 + s], 0xDD);
-    const __m512d odd_hi = _mm512_shuffle_f64x2(t[4 + s], t[6 + s], 0xDD);
-    r[s] = _mm512_shuffle_f64x2(even_lo, even_hi, 0x88);
-    r[4 + s] = _mm512_shuffle_f64x2(even_lo, even_hi, 0xDD);
-    r[2 + s] = _mm512_shuffle_f64x2(odd_lo, odd_hi, 0x88);
-    r[6 + s] = _mm512_shuffle_f64x2(odd_lo, odd_hi, 0xDD);
-  }
-}
-
-FDNN_AVX512_INLINE void transpose(__m512* r) { transpose16(r); }
-FDNN_AVX512_INLINE void transpose(__m512d* r) { transpose8(r); }
 
 // B stored k x n (row-major, ldb = n): each packed row is a (masked) copy.
 template <typename T>
@@ -260,16 +176,6 @@ template <typename T, int NV, int... Rows> constexpr auto tile_kernels(std::inte
 
 // ---- work units
 
-template <typename T> T* thread_buffer(int which, int64_t elements) {
-  thread_local Buffer<T> buffers[2];
-  thread_local int64_t sizes[2] = {0, 0};
-  if (sizes[which] < elements) {
-    buffers[which] = scratch<T>(elements);
-    sizes[which] = elements;
-  }
-  return buffers[which].get();
-}
-
 // One unit: rows [r0, r1) by panels [p0, p1). Per k-block: A's rows are packed once, then each
 // panel of B is packed and multiplied by every tile of rows.
 template <typename T, bool TA, bool TB>
@@ -279,8 +185,8 @@ FDNN_AVX512 void run_unit(int64_t r0, int64_t r1, int64_t p0, int64_t p1, int64_
   static constexpr auto kernels = tile_kernels<T, 2>(std::make_integer_sequence<int, kMR>{});
   static constexpr auto narrow_kernels = tile_kernels<T, 1>(std::make_integer_sequence<int, kMR>{});
   const int64_t lda = TA ? m : k, ldb = TB ? k : n, ldc = n;
-  T* pa = thread_buffer<T>(0, kMC * kKC);
-  T* pb = thread_buffer<T>(1, kKC * NR);
+  T* pa = thread_scratch<T, 0>(kMC * kKC);
+  T* pb = thread_scratch<T, 1>(kKC * NR);
   for (int64_t k0 = 0; k0 < k; k0 += kKC) {
     const int64_t kc = std::min(kKC, k - k0);
     if (TA)

@@ -5,8 +5,8 @@
 #include "common/blas.h"
 #include "common/check.h"
 #include "common/isa.h"
-#include "common/parallel.h"
 #include "common/activation.h"
+#include "common/parallel.h"
 #include "ops/gemm.h"
 
 namespace fdnn {

@@ -24,7 +24,10 @@ def _all_numpy(value) -> bool:
 def backend_for(**arrays):
     """The module that runs an op on these arrays (None values are ignored; a tuple, such as
     ``out=(dx, dw, db)``, is checked entry by entry as ``out[0]``, ``out[1]``, ...)."""
-    if all(_all_numpy(a) for a in arrays.values()):  # the common case, without building names
+    for a in arrays.values():  # the common case, all NumPy, without building names
+        if a is not None and type(a) is not np.ndarray and not _all_numpy(a):
+            break
+    else:
         return _C
     kinds = {}
     pending = list(arrays.items())

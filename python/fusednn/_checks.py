@@ -13,6 +13,8 @@ def _show(value):
 
 def real(name, value, expected):
     """value as a float; TypeError unless it is a real number (bool is not)."""
+    if type(value) is float or type(value) is int:  # the common case, without the ABC checks
+        return float(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"{name}: expected {expected}, got {_show(value)}")
     return float(value)

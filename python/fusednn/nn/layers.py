@@ -30,6 +30,9 @@ def _rng(rng):
 
 
 def _check_input(x, name, features=None, ndim=None, dtype=None, device="cpu"):
+    if (type(x) is np.ndarray and device == "cpu" and (ndim is None or x.ndim == ndim)
+            and (features is None or (x.ndim >= 2 and x.shape[1] == features)) and (dtype is None or x.dtype == dtype)):
+        return  # the common case, checked fast
     if not is_array(x):
         raise TypeError(f"{name}: expected a numpy.ndarray, got {type(x).__module__}.{type(x).__qualname__}")
     if device_of(x) != device:
