@@ -1,8 +1,9 @@
 """One training epoch of a 784-512-256-10 MLP (batch norm, ReLU, dropout 0.5, AdamW, softmax
 cross-entropy) on 60,000 random MNIST-shaped samples at batch 128, with the same batch order
-in every implementation: fusednn.nn + fusednn.optim, the same model written with the NumPy
-references (dropout masks from NumPy's generator, as a NumPy user would), and PyTorch CPU with
-``AdamW(fused=True)``.
+in every implementation: fusednn.nn + fusednn.optim (minibatches copied by ops.gather_rows, as
+fusednn.data.batches does), the same model written with the NumPy references (dropout masks
+from NumPy's generator, as a NumPy user would; minibatches by x[idx]), and PyTorch CPU with
+``AdamW(fused=True)`` (minibatches by tx[idx]).
 
 The GEMMs of an epoch: forward x@W.T for 3 layers, backward dW for 3 and dX for the upper 2
 (no layer needs the input's gradient), counted as the "flops" of the case."""
@@ -36,7 +37,7 @@ def _fusednn_epoch(x, y, batches):
     def epoch():
         model.train()
         for idx in batches:
-            logits = model.forward(x[idx])
+            logits = model.forward(ops.gather_rows(x, idx))  # x[idx], copied in parallel
             _, dlogits = ops.softmax_cross_entropy_with_grad(logits, y[idx])
             model.backward(dlogits)
             opt.step()

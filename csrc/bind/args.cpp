@@ -101,4 +101,28 @@ Activation activation_arg(py::handle obj) {
   throw ValueError("activation: expected None or 'relu', got " + py::repr(obj).cast<std::string>());
 }
 
+py::array_t<int64_t> host_indices(py::handle obj, const char* name, int64_t length, const char* what,
+                                  KeepAlive& keep) {
+  if (!is_array(obj))
+    throw TypeError(std::string(name) + ": expected a numpy.ndarray or cupy.ndarray of integers, got " +
+                    type_name(obj));
+  py::array a = host_values(obj);  // the checks read the values on the host
+  const char kind = a.dtype().kind();
+  if (kind != 'i' && kind != 'u')
+    throw TypeError(std::string(name) + ": expected an integer array, got " + dtype_str(a.dtype()));
+  if (a.ndim() != 1 || (length >= 0 && a.shape(0) != length))
+    throw ValueError(std::string(name) + ": expected shape (" +
+                     (length >= 0 ? "N,) = (" + std::to_string(length) + ",)" : std::string("M,)")) + ", got " +
+                     py::str(a.attr("shape")).cast<std::string>());
+  if (kind == 'u' && a.dtype().itemsize() == 8) {
+    // uint64 values >= 2**63 would wrap to negative numbers in the cast below.
+    py::object too_big = a.attr("__ge__")(py::int_(1).attr("__lshift__")(63)).attr("any")();
+    if (too_big.cast<bool>())
+      throw ValueError(std::string(name) + ": expected " + what + ", got a value >= 2**63");
+  }
+  py::array_t<int64_t, py::array::c_style | py::array::forcecast> values(a);
+  keep.push_back(values);
+  return values;
+}
+
 }  // namespace fdnn::bind

@@ -46,6 +46,12 @@ std::vector<int64_t> array_shape(py::handle obj);
 // CuPy), for checks that read values (class labels).
 py::object host_values(py::handle obj);
 
+// A 1-D integer array (of this module's kind) as a C-contiguous int64 array on the host, kept in
+// `keep`: TypeError unless it is an integer array, ValueError unless its length is `length`
+// (any length when -1) and every value fits in int64. `what` names the values for messages.
+py::array_t<int64_t> host_indices(py::handle obj, const char* name, int64_t length, const char* what,
+                                  KeepAlive& keep);
+
 // A pointer, valid during the call, to the values of a C-contiguous host int64 array where the
 // kernels read them (the host array itself, or a device copy kept in `keep`).
 const int64_t* kernel_int64(const py::array_t<int64_t>& host, KeepAlive& keep);

@@ -10,6 +10,7 @@ void bind_norm(pybind11::module_& m);
 void bind_dropout(pybind11::module_& m);
 void bind_optim(pybind11::module_& m);
 void bind_activation(pybind11::module_& m);
+void bind_gather(pybind11::module_& m);
 
 // Every family, for both modules (fusednn._C and fusednn._C_cuda).
 inline void bind_all(pybind11::module_& m) {
@@ -19,5 +20,6 @@ inline void bind_all(pybind11::module_& m) {
   bind_dropout(m);
   bind_optim(m);
   bind_activation(m);
+  bind_gather(m);
 }
 }  // namespace fdnn::bind

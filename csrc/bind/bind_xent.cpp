@@ -59,24 +59,8 @@ py::object softmax_backward_py(py::object dy_obj, py::object y_obj, py::object o
 
 // Labels as a contiguous int64 array of length n with every value in [0, k) or ignore_index.
 const int64_t* checked_labels(py::handle obj, int64_t n, int64_t k, int64_t ignore_index, KeepAlive& keep) {
-  if (!is_array(obj))
-    throw TypeError("labels: expected a numpy.ndarray or cupy.ndarray of integers, got " + type_name(obj));
-  py::array a = host_values(obj);  // the checks below read the values on the host
-  const char kind = a.dtype().kind();
-  if (kind != 'i' && kind != 'u')
-    throw TypeError("labels: expected an integer array, got " + dtype_str(a.dtype()));
-  if (a.ndim() != 1 || a.shape(0) != n)
-    throw ValueError("labels: expected shape (N,) = (" + std::to_string(n) + ",), got " +
-                     py::str(a.attr("shape")).cast<std::string>());
-  py::array_t<int64_t, py::array::c_style | py::array::forcecast> l(a);
-  keep.push_back(l);
+  const py::array_t<int64_t> l = host_indices(obj, "labels", n, "class indices", keep);
   const int64_t* p = l.data();
-  if (kind == 'u' && a.dtype().itemsize() == 8) {
-    // uint64 values >= 2**63 wrapped to negative numbers in the cast above; find them in the original.
-    py::object too_big = a.attr("__ge__")(py::int_(1).attr("__lshift__")(63)).attr("any")();
-    if (too_big.cast<bool>())
-      throw ValueError("labels: expected class indices in [0, " + std::to_string(k) + "), got a value >= 2**63");
-  }
   for (int64_t i = 0; i < n; ++i)
     if ((p[i] < 0 || p[i] >= k) && p[i] != ignore_index)
       throw ValueError("labels: expected class indices in [0, " + std::to_string(k) + ") or ignore_index=" +

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fusednn import ops
+
 from fusednn._checks import _show, at_least_zero
 
 __all__ = ["xor", "spirals", "moons", "digits", "read_idx", "mnist", "NotFittedError", "MinMaxScaler",
@@ -373,8 +375,9 @@ def batches(x, y, batch_size, *, shuffle=True, seed=0, epoch=0, drop_last=False)
     ``0..n-1``. Each epoch visits every sample once; the last batch is smaller when
     ``batch_size`` does not divide ``len(x)``, unless ``drop_last`` leaves it out.
     ``batch_size=len(x)`` gives full-batch gradient descent, 1 plain SGD. The arguments are
-    checked when ``batches`` is called; the batches are indexed lazily, as fancy-indexed
-    copies. ``num_batches`` says how many there are.
+    checked when ``batches`` is called; the batches are copied lazily (float arrays by
+    :func:`fusednn.ops.gather_rows`, in parallel; others by fancy indexing). ``num_batches``
+    says how many there are.
     """
     n = len(x)
     if len(y) != n:
@@ -382,4 +385,12 @@ def batches(x, y, batch_size, *, shuffle=True, seed=0, epoch=0, drop_last=False)
     count = num_batches(n, batch_size, drop_last)
     seed, epoch = _integer("seed", seed, 0), _integer("epoch", epoch, 0)
     order = np.random.default_rng([seed, epoch]).permutation(n) if _flag("shuffle", shuffle) else np.arange(n)
-    return ((x[order[i:i + batch_size]], y[order[i:i + batch_size]]) for i in range(0, count * batch_size, batch_size))
+    return ((_rows(x, order[i:i + batch_size]), y[order[i:i + batch_size]])
+            for i in range(0, count * batch_size, batch_size))
+
+
+def _rows(x, index):
+    """x[index], by the parallel gather for float NumPy arrays."""
+    if type(x) is np.ndarray and x.dtype in (np.float32, np.float64) and x.ndim >= 1:
+        return ops.gather_rows(x, index)
+    return x[index]

@@ -4,6 +4,7 @@ of the same name in :mod:`fusednn.reference`. Exact semantics: docs/ops.md."""
 from fusednn.ops.activation import relu, relu_backward
 from fusednn.ops.dropout import (drop_connect, drop_connect_backward, dropout, dropout_backward, dropout_mask,
                                  gaussian_noise)
+from fusednn.ops.gather import gather_rows
 from fusednn.ops.linear import linear, linear_backward
 from fusednn.ops.optim import (adadelta_step, adagrad_step, adam_step, add_penalty_grad, clip_grad_value_, grad_norm,
                                nadam_step, rmsprop_step, scale_, sgd_step)
@@ -13,6 +14,7 @@ from fusednn.ops.xent import (log_softmax, log_softmax_backward, softmax, softma
                               softmax_cross_entropy_with_grad)
 
 __all__ = [
+    "gather_rows",
     "relu", "relu_backward",
     "linear", "linear_backward",
     "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",

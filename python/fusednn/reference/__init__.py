@@ -4,6 +4,7 @@ signatures: the specification the kernels are tested against (docs/ops.md)."""
 from fusednn.reference.activation import relu, relu_backward
 from fusednn.reference.dropout import (drop_connect, drop_connect_backward, dropout, dropout_backward, dropout_mask,
                                        gaussian_noise, philox4x32_10, philox_uint32)
+from fusednn.reference.gather import gather_rows
 from fusednn.reference.linear import linear, linear_backward
 from fusednn.reference.norm import (batch_norm, batch_norm_backward, layer_norm, layer_norm_backward,
                                     local_response_norm, local_response_norm_backward, weight_norm,
@@ -14,6 +15,7 @@ from fusednn.reference.xent import (log_softmax, log_softmax_backward, softmax, 
                                     softmax_cross_entropy, softmax_cross_entropy_with_grad)
 
 __all__ = [
+    "gather_rows",
     "relu", "relu_backward",
     "linear", "linear_backward",
     "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",

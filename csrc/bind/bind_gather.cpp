@@ -1,0 +1,53 @@
+// Binding of gather_rows: the index is checked (integers in [-N, N), negative ones counting
+// from the end, as NumPy's x[idx]) before any copy.
+#include <string>
+
+#include "bind/array.h"
+#include "bind/bind.h"
+#include "ops/gather.h"
+
+namespace fdnn::bind {
+namespace {
+
+py::object gather_rows_py(py::object x_obj, py::object index_obj, py::object out) {
+  KeepAlive keep;
+  const TensorView x = input_array(x_obj, "x", keep);
+  if (x.ndim < 1) throw ValueError("x: expected an array with ndim >= 1 (rows first), got 0-D");
+  const int64_t n = x.shape[0];
+  py::array_t<int64_t> index = host_indices(index_obj, "index", -1, "row indices", keep);
+  const int64_t m = index.shape(0);
+  const int64_t* idx = index.data();
+  for (int64_t i = 0; i < m; ++i)
+    if (idx[i] < -n || idx[i] >= n)
+      throw ValueError("index: expected row indices in [-" + std::to_string(n) + ", " + std::to_string(n) +
+                       ") (x has " + std::to_string(n) + " rows), got " + std::to_string(idx[i]) + " at position " +
+                       std::to_string(i));
+  bool negative = false;
+  for (int64_t i = 0; i < m && !negative; ++i) negative = idx[i] < 0;
+  if (negative) {  // a copy with the negative indices counted from the end (never the caller's array)
+    py::array_t<int64_t> wrapped(m);
+    int64_t* w = wrapped.mutable_data();
+    for (int64_t i = 0; i < m; ++i) w[i] = idx[i] < 0 ? idx[i] + n : idx[i];
+    keep.push_back(wrapped);
+    index = wrapped;
+  }
+  const int64_t* kernel_index = kernel_int64(index, keep);
+  std::vector<int64_t> shape = shape_of(x);
+  shape[0] = m;
+  int64_t row = 1;
+  for (size_t d = 1; d < shape.size(); ++d) row *= shape[d];
+  const TensorView y = output_or_new(out, "out", x.dtype, shape);
+  check_no_overlap(y, "out", x, "x");
+  py::gil_scoped_release release;
+  dispatch(x.dtype, [&](auto t) {
+    using T = decltype(t);
+    gather_rows<T>(y.ptr<T>(), x.ptr<T>(), kernel_index, m, row);
+  });
+  return out;
+}
+
+}  // namespace
+
+void bind_gather(py::module_& m) { m.def("gather_rows", &gather_rows_py, py::arg("x"), py::arg("index"), py::arg("out")); }
+
+}  // namespace fdnn::bind
