@@ -1,5 +1,7 @@
 """Dropout forward + backward on 16M float32: fusednn (Philox, mask regenerated in the
-backward) vs NumPy (rng.random(x.shape) >= p, mask kept) vs PyTorch F.dropout + backward."""
+backward) vs NumPy (rng.random(x.shape) >= p, mask kept) vs PyTorch F.dropout + backward; and
+dropout(relu(x)) as one op (fusednn: one pass forward, the mask read off the output in the
+backward) vs the same composition in NumPy and PyTorch."""
 
 import numpy as np
 
@@ -37,6 +39,24 @@ def cases(torch=None):
             out = F.dropout(xt, P, training=True)
             return torch.autograd.grad(out, xt, dyt)
 
-    # x and dy read once, y and dx written once.
+    def fused_relu():
+        ops.dropout(x, P, seed=1, offset=7, activation="relu", out=y)
+        ops.dropout_backward(dy, P, seed=1, offset=7, y=y, activation="relu", out=dx)
+
+    def numpy_relu_dropout():
+        scale = np.float32(1 / (1 - P))
+        mask = gen.random(x.shape) >= P
+        out = np.maximum(x, 0) * mask * scale
+        return out, np.where(out > 0, dy * scale, np.float32(0))
+
+    torch_relu = None
+    if torch is not None:
+        def torch_relu():
+            out = F.dropout(F.relu(xt), P, training=True)
+            return torch.autograd.grad(out, xt, dyt)
+
+    # x and dy read once, y and dx written once (the backward with relu also reads y).
     return [Case("dropout", "fwd+bwd 16M p=0.5", {"fusednn": fused, "numpy": numpy_dropout, "torch": torch_fn},
-                 bytes=4.0 * x.nbytes)]
+                 bytes=4.0 * x.nbytes),
+            Case("dropout", "relu+dropout fwd+bwd 16M p=0.5",
+                 {"fusednn": fused_relu, "numpy": numpy_relu_dropout, "torch": torch_relu}, bytes=5.0 * x.nbytes)]

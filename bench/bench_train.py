@@ -117,4 +117,4 @@ def cases(torch=None):
         "fusednn": _fusednn_epoch(x, y, batches),
         "numpy": _numpy_epoch(x, y, batches),
         "torch": _torch_epoch(torch, x, y, batches) if torch is not None else None,
-    }, flops=_gemm_flops(), repeat=3, warmup=1)]
+    }, flops=_gemm_flops(), repeat=5, warmup=1, interleave=True)]

@@ -25,6 +25,10 @@ class Case:
     bytes: float = 0.0  # for memory-bound cases (minimal traffic): % of bandwidth
     repeat: int = 0  # timed calls for this case (0: the run's --repeat), for cases of seconds
     warmup: int = 2
+    # Time the implementations in turns (one call each per round) rather than one after the
+    # other, for cases of seconds: a machine whose speed drifts over tens of seconds (seen here:
+    # stretches 50% slower) then slows every implementation alike.
+    interleave: bool = False
 
 
 def median_seconds(fn, repeat, warmup=2, settle=0.25):
@@ -99,13 +103,36 @@ def cuda_median_seconds(fn, repeat, warmup=2, settle=0.0):
     return float(np.median(times))
 
 
+def interleaved_median_seconds(fns, repeat, warmup=1, settle=0.25):
+    """Median wall time of each fn() over `repeat` rounds that call every fn once, in turn,
+    after `warmup` such rounds; `settle` seconds of sleep before each call, as in
+    median_seconds."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            time.sleep(settle)
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            time.sleep(settle)
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def run_cases(cases, repeat, peaks, timer=median_seconds):
     """Times every case with `timer`; returns one result dict per case."""
     results = []
     for case in cases:
-        times = {}
-        for impl, fn in case.impls.items():
-            times[impl] = None if fn is None else timer(fn, case.repeat or repeat, case.warmup)
+        if case.interleave and timer is median_seconds:
+            present = {impl: fn for impl, fn in case.impls.items() if fn is not None}
+            times = {impl: None for impl in case.impls}
+            times.update(interleaved_median_seconds(present, case.repeat or repeat, case.warmup))
+        else:
+            times = {}
+            for impl, fn in case.impls.items():
+                times[impl] = None if fn is None else timer(fn, case.repeat or repeat, case.warmup)
         t = times["fusednn"]
         row = {"family": case.family, "case": case.name, "seconds": times}
         for other in ("numpy", "torch"):

@@ -21,7 +21,7 @@ except ImportError:
 import fusednn  # noqa: E402
 from harness import HEADER, memory_bandwidth, run_cases, sgemm_peak  # noqa: E402
 
-FAMILIES = ["linear", "xent", "norm", "dropout", "optim", "train"]
+FAMILIES = ["linear", "xent", "norm", "dropout", "activation", "gather", "optim", "train"]
 
 
 def main(argv=None):

@@ -192,6 +192,46 @@ def test_clipping_on_the_gpu():
         _close(g, c)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_relu_and_fused_activations(shape):
+    x, dy = _x(shape), _x(shape, 1)
+    x.reshape(-1)[0] = np.nan
+    y = ops.relu(x)
+    gy = ops.relu(cp.asarray(x))
+    np.testing.assert_array_equal(cp.asnumpy(gy), y)
+    np.testing.assert_array_equal(cp.asnumpy(ops.relu_backward(cp.asarray(dy), gy)), ops.relu_backward(dy, y))
+    kw = dict(seed=5, offset=2**33 + 1)
+    y = ops.dropout(x, 0.4, activation="relu", **kw)
+    gy = ops.dropout(cp.asarray(x), 0.4, activation="relu", **kw)
+    np.testing.assert_array_equal(cp.asnumpy(gy), y)  # the same mask and scale, bit for bit
+    np.testing.assert_array_equal(cp.asnumpy(ops.dropout_backward(cp.asarray(dy), 0.4, y=gy, activation="relu", **kw)),
+                                  ops.dropout_backward(dy, 0.4, y=y, activation="relu", **kw))
+    if shape[0] > 1:
+        g, b = _x(shape[1], 2), _x(shape[1], 3)
+        for name in ("batch_norm", "layer_norm"):
+            bn = name == "batch_norm"
+            extra = dict(training=True) if bn else {}
+            y, mean, inv_std = getattr(ops, name)(x, g, b, activation="relu", **extra)
+            gy, gmean, ginv = getattr(ops, name)(cp.asarray(x), cp.asarray(g), cp.asarray(b), activation="relu",
+                                                 **extra)
+            _close(cp.nan_to_num(gy), np.nan_to_num(y), rtol=1e-4, atol=1e-5)
+            back = getattr(ops, name + "_backward")
+            for gg, c in zip(back(cp.asarray(dy), cp.asarray(x), cp.asarray(g), gmean, ginv, y=gy, activation="relu",
+                                  **extra),
+                             back(dy, x, g, mean, inv_std, y=y, activation="relu", **extra)):
+                _close(cp.nan_to_num(gg), np.nan_to_num(c), rtol=1e-4, atol=1e-4)
+
+
+def test_gather_rows():
+    x = _x((50, 7, 3))
+    index = np.array([3, -1, 0, 49, 3])
+    got = ops.gather_rows(cp.asarray(x), cp.asarray(index))
+    assert isinstance(got, cp.ndarray)
+    np.testing.assert_array_equal(cp.asnumpy(got), x[index])
+    with pytest.raises(ValueError, match="index: expected row indices"):
+        ops.gather_rows(cp.asarray(x), cp.asarray(np.array([50])))
+
+
 def test_mixing_numpy_and_cupy_is_a_type_error():
     with pytest.raises(TypeError, match="got a mix"):
         ops.linear(cp.ones((2, 2), cp.float32), np.ones((2, 2), np.float32))

@@ -12,4 +12,4 @@ def gather_rows(x, index, *, out=None):
         index: 1-D integer array of values in [-N, N).
         out: optional C-contiguous array of shape (len(index), ...) and x's dtype.
     """
-    return backend_for(x=x, out=out).gather_rows(x, index, out)
+    return backend_for(x=x, index=index, out=out).gather_rows(x, index, out)
