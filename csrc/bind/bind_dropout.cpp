@@ -56,18 +56,26 @@ py::object scale_or_pass(py::object x_obj, const TensorView& x, const char* x_na
   return out;
 }
 
+// The scalar arguments every dropout call checks.
+struct DropoutArgs {
+  double p;
+  uint64_t seed, offset;
+  bool inverted;
+  double keep_scale() const { return inverted ? 1.0 / (1.0 - p) : 1.0; }  // of kept units in training
+};
+DropoutArgs dropout_args(py::handle p, py::handle seed, py::handle offset, py::handle mode) {
+  return {drop_probability(p), uint64_arg(seed, "seed"), uint64_arg(offset, "offset"), inverted_mode(mode)};
+}
+
 // dropout (with its activation) and drop_connect (x_name "w", no activation).
 py::object dropout_py(py::object x_obj, py::object p_obj, py::object seed_obj, py::object offset_obj, bool training,
                       py::object mode, Activation act, py::object out, const char* x_name) {
   KeepAlive keep;
   const TensorView x = input_array(x_obj, x_name, keep);
-  const double p = drop_probability(p_obj);
-  const uint64_t seed = uint64_arg(seed_obj, "seed");
-  const uint64_t offset = uint64_arg(offset_obj, "offset");
-  const bool inverted = inverted_mode(mode);
+  const DropoutArgs d = dropout_args(p_obj, seed_obj, offset_obj, mode);
   const bool relu = act == Activation::relu;
-  if (training && p > 0.0) return apply_mask(x, x_name, p, seed, offset, inverted ? 1.0 / (1.0 - p) : 1.0, relu, out);
-  return scale_or_pass(x_obj, x, x_name, training || inverted ? 1.0 : 1.0 - p, relu, out);
+  if (training && d.p > 0.0) return apply_mask(x, x_name, d.p, d.seed, d.offset, d.keep_scale(), relu, out);
+  return scale_or_pass(x_obj, x, x_name, training || d.inverted ? 1.0 : 1.0 - d.p, relu, out);
 }
 
 // Gradient of training-mode dropout: the regenerated mask, or with activation="relu" the mask
@@ -77,11 +85,8 @@ py::object dropout_backward_py(py::object dy_obj, py::object p_obj, py::object s
                                const char* dy_name) {
   KeepAlive keep;
   const TensorView dy = input_array(dy_obj, dy_name, keep);
-  const double p = drop_probability(p_obj);
-  const uint64_t seed = uint64_arg(seed_obj, "seed");
-  const uint64_t offset = uint64_arg(offset_obj, "offset");
-  const bool inverted = inverted_mode(mode);
-  const double scale = inverted ? 1.0 / (1.0 - p) : 1.0;
+  const DropoutArgs d = dropout_args(p_obj, seed_obj, offset_obj, mode);
+  const double scale = d.keep_scale();
   if (act == Activation::relu) {
     if (y_obj.is_none())
       throw ValueError("y: the forward output is required when activation is 'relu', got None");
@@ -98,8 +103,8 @@ py::object dropout_backward_py(py::object dy_obj, py::object p_obj, py::object s
     });
     return out;
   }
-  if (p == 0.0) return pass_through(dy_obj, dy, out, dy_name);
-  return apply_mask(dy, dy_name, p, seed, offset, scale, false, out);
+  if (d.p == 0.0) return pass_through(dy_obj, dy, out, dy_name);
+  return apply_mask(dy, dy_name, d.p, d.seed, d.offset, scale, false, out);
 }
 
 #ifndef FDNN_CUDA_BINDINGS  // host-only helpers (no array arguments): the CPU module has them

@@ -53,27 +53,30 @@ FDNN_AVX512 void pack_rows(T* FDNN_RESTRICT pb, const T* FDNN_RESTRICT b, int64_
   }
 }
 
-// B stored n x k (ldb = k): square blocks of L columns of C by L rows of k are transposed in
-// registers; columns past `cols` are zero and k rows past kc are not stored.
+// One square block through the registers: dst[j * stride + i] = src[i * ld + j] for j < ks
+// (the values of k) and i < lanes (the first `lanes` of L rows; rows >= `rows` are zeros).
+template <typename T>
+FDNN_AVX512_INLINE void transpose_block(T* FDNN_RESTRICT dst, int64_t stride, int lanes, const T* FDNN_RESTRICT src,
+                                        int64_t ld, int rows, int ks) {
+  using Z = Zmm<T>;
+  typename Z::V v[Z::kLanes];
+  const auto kmask = Z::first(ks);
+  for (int i = 0; i < Z::kLanes; ++i) v[i] = i < rows ? Z::load(src + i * ld, kmask) : Z::zero();
+  transpose(v);
+  const auto out = Z::first(lanes);
+  for (int j = 0; j < ks; ++j) Z::store(dst + j * stride, v[j], out);
+}
+
+// B stored n x k (ldb = k): square blocks of L columns of C by L values of k, transposed in
+// registers; columns past `cols` are zero.
 template <typename T>
 FDNN_AVX512 void pack_transposed(T* FDNN_RESTRICT pb, const T* FDNN_RESTRICT b, int64_t ldb, int64_t k0, int64_t kc,
                                  int64_t n0, int cols) {
-  using Z = Zmm<T>;
-  using V = typename Z::V;
-  constexpr int L = Z::kLanes;
-  for (int64_t k = 0; k < kc; k += L) {
-    const int rows_k = static_cast<int>(std::min<int64_t>(L, kc - k));
-    const auto kmask = Z::first(rows_k);
-    for (int half = 0; half < 2; ++half) {
-      V r[L];
-      for (int j = 0; j < L; ++j) {
-        const int col = half * L + j;
-        r[j] = col < cols ? Z::load(b + (n0 + col) * ldb + k0 + k, kmask) : Z::zero();
-      }
-      transpose(r);
-      for (int i = 0; i < rows_k; ++i) Z::store(pb + (k + i) * 2 * L + half * L, r[i]);
-    }
-  }
+  constexpr int L = Zmm<T>::kLanes;
+  for (int64_t k = 0; k < kc; k += L)
+    for (int half = 0; half < 2; ++half)
+      transpose_block(pb + k * 2 * L + half * L, 2 * L, L, b + (n0 + half * L) * ldb + k0 + k, ldb,
+                      std::max(0, cols - half * L), static_cast<int>(std::min<int64_t>(L, kc - k)));
 }
 
 // ---- packing op(A) rows [r0, r1), k [k0, k0 + kc) into tiles of kMR rows: tile t holds
@@ -97,23 +100,14 @@ FDNN_AVX512 void pack_a_transposed(T* FDNN_RESTRICT pa, const T* FDNN_RESTRICT a
 template <typename T>
 FDNN_AVX512 void pack_a_rows(T* FDNN_RESTRICT pa, const T* FDNN_RESTRICT a, int64_t lda, int64_t r0, int64_t r1,
                              int64_t k0, int64_t kc) {
-  // A stored m x k: blocks of L rows by L values of k are transposed in registers.
-  using Z = Zmm<T>;
-  using V = typename Z::V;
-  constexpr int L = Z::kLanes;
+  // A stored m x k: blocks of L rows by L values of k, transposed in registers.
+  constexpr int L = Zmm<T>::kLanes;
   for (int64_t r = r0; r < r1; r += kMR, pa += kc * kMR) {
     const int rows = static_cast<int>(std::min<int64_t>(kMR, r1 - r));
-    for (int64_t k = 0; k < kc; k += L) {
-      const int ks = static_cast<int>(std::min<int64_t>(L, kc - k));
-      const auto kmask = Z::first(ks);
-      for (int g = 0; g < rows; g += L) {
-        V v[L];
-        for (int i = 0; i < L; ++i) v[i] = g + i < rows ? Z::load(a + (r + g + i) * lda + k0 + k, kmask) : Z::zero();
-        transpose(v);
-        const auto rmask = Z::first(rows - g);
-        for (int j = 0; j < ks; ++j) Z::store(pa + (k + j) * kMR + g, v[j], rmask);
-      }
-    }
+    for (int64_t k = 0; k < kc; k += L)
+      for (int g = 0; g < rows; g += L)
+        transpose_block(pa + k * kMR + g, kMR, rows - g, a + (r + g) * lda + k0 + k, lda, rows - g,
+                        static_cast<int>(std::min<int64_t>(L, kc - k)));
   }
 }
 
