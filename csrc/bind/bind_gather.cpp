@@ -17,13 +17,14 @@ py::object gather_rows_py(py::object x_obj, py::object index_obj, py::object out
   py::array_t<int64_t> index = host_indices(index_obj, "index", -1, "row indices", keep);
   const int64_t m = index.shape(0);
   const int64_t* idx = index.data();
-  for (int64_t i = 0; i < m; ++i)
+  bool negative = false;
+  for (int64_t i = 0; i < m; ++i) {
     if (idx[i] < -n || idx[i] >= n)
       throw ValueError("index: expected row indices in [-" + std::to_string(n) + ", " + std::to_string(n) +
                        ") (x has " + std::to_string(n) + " rows), got " + std::to_string(idx[i]) + " at position " +
                        std::to_string(i));
-  bool negative = false;
-  for (int64_t i = 0; i < m && !negative; ++i) negative = idx[i] < 0;
+    negative = negative || idx[i] < 0;
+  }
   if (negative) {  // a copy with the negative indices counted from the end (never the caller's array)
     py::array_t<int64_t> wrapped(m);
     int64_t* w = wrapped.mutable_data();
@@ -48,6 +49,8 @@ py::object gather_rows_py(py::object x_obj, py::object index_obj, py::object out
 
 }  // namespace
 
-void bind_gather(py::module_& m) { m.def("gather_rows", &gather_rows_py, py::arg("x"), py::arg("index"), py::arg("out")); }
+void bind_gather(py::module_& m) {
+  m.def("gather_rows", &gather_rows_py, py::arg("x"), py::arg("index"), py::arg("out"));
+}
 
 }  // namespace fdnn::bind

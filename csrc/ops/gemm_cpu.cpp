@@ -2,10 +2,10 @@
 #include <algorithm>
 #include <atomic>
 
+#include "common/activation.h"
 #include "common/blas.h"
 #include "common/check.h"
 #include "common/isa.h"
-#include "common/activation.h"
 #include "common/parallel.h"
 #include "ops/gemm.h"
 

@@ -5,10 +5,10 @@
 #include <cmath>
 #include <vector>
 
+#include "common/activation.h"
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
-#include "common/activation.h"
 #include "common/welford.h"
 #include "ops/norm.h"
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from fusednn import ops
-
 from fusednn._checks import _show, at_least_zero
 
 __all__ = ["xor", "spirals", "moons", "digits", "read_idx", "mnist", "NotFittedError", "MinMaxScaler",
