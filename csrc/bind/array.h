@@ -13,6 +13,7 @@
 
 #include "common/activation.h"
 #include "common/check.h"
+#include "common/stream.h"
 #include "common/tensor.h"
 
 namespace fdnn::bind {
@@ -35,6 +36,10 @@ inline std::optional<TensorView> optional_input_array(py::handle obj, const char
 // An array the kernel writes into: must be a NumPy array of exactly this dtype and shape,
 // C-contiguous, aligned and writable.
 TensorView output_array(py::handle obj, const char* name, DType dtype, const std::vector<int64_t>& shape);
+
+// The stream the call's kernels run on, built once in every binding's prologue (GIL held): CuPy's
+// current stream in the CUDA module, the default handle in the CPU module (whose kernels ignore it).
+Stream call_stream();
 
 // Whether obj is an array of this module's kind (numpy.ndarray; cupy.ndarray in the CUDA module).
 bool is_array(py::handle obj);

@@ -1,11 +1,9 @@
 // CuPy arrays -> TensorViews (the CUDA module; NumPy arrays: ../array.cpp). Arrays are read
 // through __cuda_array_interface__ and must be on the current device; inputs that are not
-// C-contiguous and aligned are copied (cupy.array), new arrays come from cupy.empty, and every
-// array read sets the call's stream to CuPy's current stream.
+// C-contiguous and aligned are copied (cupy.array) and new arrays come from cupy.empty.
 #include <string>
 
 #include "bind/array.h"
-#include "common/stream.h"
 
 namespace fdnn::bind {
 
@@ -13,8 +11,7 @@ namespace {
 
 py::module_ cupy() { return py::module_::import("cupy"); }
 
-// The array's interface; checks that it lives on the current device (the kernels launch there)
-// and records CuPy's current stream as the call's.
+// The array's interface; checks that it lives on the current device (the kernels launch there).
 py::dict interface_of(py::handle obj, const char* name) {
   if (!py::hasattr(obj, "__cuda_array_interface__"))
     throw TypeError(std::string(name) + ": expected a cupy.ndarray, got " + type_name(obj));
@@ -27,7 +24,6 @@ py::dict interface_of(py::handle obj, const char* name) {
                        ", got one on device " + std::to_string(device) + " (use `with cupy.cuda.Device(" +
                        std::to_string(device) + "):`)");
   }
-  current_stream_handle() = cuda.attr("get_current_stream")().attr("ptr").cast<uintptr_t>();
   return obj.attr("__cuda_array_interface__").cast<py::dict>();
 }
 
@@ -105,6 +101,10 @@ TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& s
   for (size_t i = 0; i < shape.size(); ++i) s[i] = py::int_(shape[i]);
   obj = cupy().attr("empty")(s, py::arg("dtype") = dtype_name(dtype));
   return parse(obj, "out").view;
+}
+
+Stream call_stream() {
+  return Stream{cupy().attr("cuda").attr("get_current_stream")().attr("ptr").cast<uintptr_t>()};
 }
 
 bool is_array(py::handle obj) { return py::hasattr(obj, "__cuda_array_interface__"); }
