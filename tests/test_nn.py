@@ -343,3 +343,19 @@ def test_moving_to_the_cpu_is_a_no_op_and_state_is_numpy():
     assert all(type(v) is np.ndarray for v in model.state_dict().values())
     with pytest.raises(ValueError, match="device"):
         model.to("tpu")
+
+
+@pytest.mark.parametrize("bad", ["shape", "dtype"])
+def test_a_state_that_does_not_fit_leaves_the_model_unchanged(device, bad):
+    """Once the parameters before the mismatched one were overwritten (issue 13 item 7)."""
+    model = nn.MLP([4, 5, 3], norm="batch", seed=1).to(device)
+    before = model.state_dict()
+    state = nn.MLP([4, 5, 3], norm="batch", seed=2).state_dict()
+    last = list(state)[-1]
+    state[last] = np.zeros((7,), np.float32) if bad == "shape" else np.array(["x"] * state[last].size).reshape(
+        state[last].shape)
+    with pytest.raises(ValueError if bad == "shape" else TypeError, match=last):
+        model.load_state_dict(state)
+    after = model.state_dict()
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)

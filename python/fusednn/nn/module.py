@@ -212,18 +212,27 @@ class Module:
         return out
 
     def load_state_dict(self, state):
-        """Copy arrays into the parameters and buffers in place; names and shapes must match."""
+        """Copy arrays into the parameters and buffers in place; names and shapes must match and
+        the values must be real numbers. Everything is checked before anything is copied, so a
+        state that does not fit leaves the model unchanged."""
         self.params  # noqa: B018
         targets = {prefix + n: a for prefix, m in self.named_modules() for n, a in
                    list(m.p.items()) + list(m.buffers.items())}
+        if not isinstance(state, dict):
+            raise TypeError(f"state_dict: expected a dict of arrays, got {type(state).__qualname__}")
         missing, unexpected = sorted(set(targets) - set(state)), sorted(set(state) - set(targets))
         if missing or unexpected:
             raise ValueError(f"state_dict: missing {missing}, unexpected {unexpected}")
+        values = {}
         for name, target in targets.items():
             value = np.asarray(to_host(state[name]))
             if value.shape != target.shape:
                 raise ValueError(f"state_dict[{name!r}]: expected shape {target.shape}, got {value.shape}")
-            target[...] = array_module(target).asarray(value)
+            if value.dtype.kind not in "biuf":
+                raise TypeError(f"state_dict[{name!r}]: expected real numbers, got dtype {value.dtype}")
+            values[name] = value
+        for name, target in targets.items():
+            target[...] = array_module(target).asarray(values[name])
 
     # ---- running
 
