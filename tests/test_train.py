@@ -445,3 +445,78 @@ def test_mlp_with_batch_norm_and_dropout_learns_spirals():
     history = train.fit(model, SoftmaxCrossEntropy(), opt, (x, y), (x, y), epochs=60, batch_size=32, progress=False)
     assert history["loss"][-1] < 0.5 * history["loss"][0]
     assert history["val_accuracy"][-1] > 0.9
+
+
+# ---- resume paths, run directories, non-finite losses (issue 13 items 12, 13, 14, 17)
+
+
+def test_resume_from_a_file_of_any_name(tmp_path):
+    """fit(resume="x.ckpt") once started from scratch because the name did not end in .npz."""
+    model, _ = _quick_fit(epochs=2, checkpoint=tmp_path / "a.npz")
+    os.rename(tmp_path / "a.npz", tmp_path / "x.ckpt")
+    resumed, h = _quick_fit(TinyNet(seed=5), epochs=3, resume=tmp_path / "x.ckpt")
+    assert [row["epoch"] for row in h.epochs] == [1, 2, 3]  # epochs 1-2 from the checkpoint's history
+    full, h_full = _quick_fit(epochs=3)
+    np.testing.assert_array_equal(resumed.params.data, full.params.data)
+
+
+def test_resume_from_a_missing_path_is_an_error_unless_it_is_the_runs_own(tmp_path):
+    for missing in ("nothere.npz", "nothere.ckpt", "nothere"):
+        with pytest.raises(FileNotFoundError, match=f"resume: there is no checkpoint .*{missing}"):
+            _quick_fit(epochs=1, resume=tmp_path / missing)
+    _, h = _quick_fit(epochs=2, checkpoint=tmp_path / "run", resume=tmp_path / "run")  # the first start
+    assert len(h) == 2 and os.listdir(tmp_path / "run")
+    _, h = _quick_fit(epochs=1, callbacks=[train.Checkpoint(tmp_path / "c.npz")], resume=tmp_path / "c.npz")
+    assert len(h) == 1
+
+
+def test_resume_from_a_checkpoint_without_trainer_state_names_the_right_file(tmp_path):
+    """Resuming from the CLI's final.npz restarted the warmup (step 0) and miscounted epochs."""
+    model, _ = _quick_fit(epochs=2, checkpoint=tmp_path)
+    checkpoint.save(tmp_path / "final.npz", model, optim.SGD(model.params, lr=0.1), epoch=2)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"final.npz: not a training checkpoint.*resume from .*epoch-0002.npz"):
+        _quick_fit(TinyNet(), epochs=3, resume=tmp_path / "final.npz")
+    other = tmp_path / "other"
+    other.mkdir()
+    checkpoint.save(other / "final.npz", model)
+    with pytest.raises(checkpoint.CheckpointError, match="written by fit's Checkpoint callback"):
+        _quick_fit(TinyNet(), epochs=3, resume=other / "final.npz")
+
+
+def test_damaged_trainer_state_is_a_checkpoint_error(tmp_path):
+    model, _ = _quick_fit(epochs=1)
+    checkpoint.save(tmp_path / "c.npz", model, optim.SGD(model.params, lr=0.1), extra={"trainer": {"history": 3}})
+    with pytest.raises(checkpoint.CheckpointError, match="c.npz: damaged trainer state"):
+        _quick_fit(TinyNet(), epochs=2, resume=tmp_path / "c.npz")
+
+
+def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
+    """Its files once mixed with the first run's: keep=2 deleted the new run's own checkpoints."""
+    _quick_fit(epochs=4, checkpoint=tmp_path / "run")
+    before = sorted(os.listdir(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"already holds epoch-0002.npz, epoch-0003.npz, epoch-0004.npz.*fresh run"):
+        _quick_fit(epochs=2, checkpoint=tmp_path / "run")
+    assert sorted(os.listdir(tmp_path / "run")) == before
+    with pytest.raises(ValueError, match=r"already holds epoch-0003.npz, epoch-0004.npz.*resumed at epoch 2"):
+        _quick_fit(epochs=6, checkpoint=tmp_path / "run", resume=tmp_path / "run" / "epoch-0002.npz")
+    _, h = _quick_fit(epochs=6, checkpoint=tmp_path / "run", resume=tmp_path / "run")  # continuing is fine
+    assert len(h) == 6
+
+
+def test_a_non_finite_loss_stops_training(tmp_path):
+    """--lr 1e9 once trained 15 epochs of NaN and exited 0."""
+    model, rec = TinyNet(), Recorder()
+    with pytest.raises(train.NonFiniteLossError, match=r"loss is (nan|inf) at epoch 1, batch \d+") as err:
+        _quick_fit(model, epochs=5, batch_size=8, callbacks=[rec], opt=optim.SGD(model.params, lr=1e9))
+    e = err.value
+    assert isinstance(e, FloatingPointError) and e.epoch == 1 and not math.isfinite(e.loss)
+    assert e.step == e.batch == len(rec.batches) and all(math.isfinite(logs["loss"]) for _, _, logs in rec.batches)
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        _quick_fit(epochs=1, on_nonfinite="ignore")
+
+
+def test_a_non_finite_loss_with_continue_trains_every_epoch():
+    model = TinyNet()
+    _, h = _quick_fit(model, epochs=3, batch_size=8, on_nonfinite="continue", opt=optim.SGD(model.params, lr=1e9))
+    assert len(h) == 3 and not all(math.isfinite(v) for v in h["loss"])

@@ -1,8 +1,10 @@
 """Mini-batch training: :func:`fit`, :func:`evaluate`, :class:`History` and callbacks.
 
 ``fit`` runs epochs of mini-batch steps over ``(x, y)`` arrays. Epochs are numbered from 1
-(history rows, callbacks, checkpoint files); epoch ``e`` visits the samples in the order
-``np.random.default_rng([seed, e]).permutation(n)``, so a resumed run sees the same batches.
+(history rows, callbacks, checkpoint files); epoch ``e`` takes its batches from
+:func:`fusednn.data.batches` with ``epoch=e`` (the order ``np.random.default_rng([seed, e])
+.permutation(n)``), so a resumed run sees the same batches. A NaN or infinite training loss
+stops training with :class:`NonFiniteLossError` (``on_nonfinite="continue"`` trains on).
 One step: ``model.zero_grad()``, ``out = model.forward(xb, training=True)``, ``loss.value_and_grad``,
 ``model.backward``, optionally ``regularizer.add_grad(params.data, params.grad, mask)``, the
 learning rate from the schedule, ``optimizer.step()``.
@@ -29,10 +31,24 @@ import time
 import numpy as np
 
 from fusednn import checkpoint as _ckpt
+from fusednn import data as _data
 from fusednn._backend import device_module, to_host
 from fusednn.optim import schedules as _schedules
 
-__all__ = ["fit", "evaluate", "History", "Trainer", "Callback", "EarlyStopping", "ReduceLROnPlateau", "Checkpoint"]
+__all__ = ["fit", "evaluate", "History", "Trainer", "Callback", "EarlyStopping", "ReduceLROnPlateau", "Checkpoint",
+           "NonFiniteLossError"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss of a batch was NaN or infinite (``fit(on_nonfinite="raise")``). The
+    attributes ``epoch``, ``batch`` (within the epoch, from 0), ``step`` (updates done before
+    it) and ``loss`` say where; the model holds the parameters that gave that loss (the batch's
+    update was not applied)."""
+
+    def __init__(self, epoch, batch, step, loss):
+        self.epoch, self.batch, self.step, self.loss = epoch, batch, step, loss
+        super().__init__(f"the training loss is {loss} at epoch {epoch}, batch {batch} (after {step} updates): "
+                         "training diverged (a learning rate too large?); fit(on_nonfinite='continue') trains on")
 
 
 # ---- helpers
@@ -149,6 +165,11 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
             self.bar.update()
+
+    def abort(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def end(self, row):
         if self.bar is not None:
@@ -352,6 +373,20 @@ class Checkpoint(Callback):
         self.every = _count("every", every, 1)
         self.keep = None if keep is None else _count("keep", keep, 1)
 
+    def on_train_begin(self, trainer):
+        """A directory must not hold checkpoints of epochs after the one training starts from:
+        they belong to another run (or to a later point of this one), and mixing them would
+        make ``keep`` delete this run's newest files and ``latest`` find the other run's."""
+        if self.path.endswith(".npz") or not os.path.isdir(self.path):
+            return
+        later = [os.path.basename(f) for f in _ckpt.epoch_files(self.path)
+                 if int(os.path.basename(f)[6:-4]) > trainer.epoch]
+        if later:
+            where = "a fresh run" if trainer.epoch == 0 else f"a run resumed at epoch {trainer.epoch}"
+            raise ValueError(f"Checkpoint: {self.path} already holds {', '.join(later)}, which {where} would mix "
+                             "with its own; checkpoint into another directory, resume from the newest, or delete "
+                             "them")
+
     def on_epoch_end(self, trainer, epoch, logs):
         if epoch % self.every and not (trainer.stop_training or epoch >= trainer.epochs):
             return
@@ -421,23 +456,57 @@ class Trainer:
 
     def restore(self, path):
         """Load a checkpoint written by :meth:`save` into the model, optimizer and this trainer;
-        return the callbacks' saved states (``[[class name, state], ...]``)."""
-        ckpt = _ckpt.load(path, self.model, self.optimizer)
-        state = ckpt.extra.get("trainer", {})
+        return the callbacks' saved states (``[[class name, state], ...]``). A checkpoint without
+        the trainer's state (one written by :func:`fusednn.checkpoint.save` directly, such as
+        the CLI's ``final.npz``) is a CheckpointError that names the newest training checkpoint
+        in its directory."""
+        ckpt = _ckpt.load(path)
+        state = ckpt.extra.get("trainer")
+        if state is None:
+            newest = _ckpt.latest(os.path.dirname(os.path.abspath(path)))
+            hint = (f"resume from {newest} (or its directory)" if newest else
+                    "resume from an epoch-NNNN.npz file written by fit's Checkpoint callback")
+            raise _ckpt.CheckpointError(f"{path}: not a training checkpoint (it holds no trainer state: epoch, step "
+                                        f"and schedule counts, history, callbacks); {hint}")
+        try:
+            history = [dict(row) for row in state["history"]]
+            lr_scale, min_lr = float(state["lr_scale"]), float(state["min_lr"])
+            stop_training = state["stop_training"]
+            callbacks = [(str(name), cb_state) for name, cb_state in state["callbacks"]]
+            if type(stop_training) is not bool:
+                raise TypeError(f"stop_training: expected a bool, got {stop_training!r}")
+        except (KeyError, TypeError, ValueError) as err:
+            raise _ckpt.CheckpointError(f"{path}: damaged trainer state: {type(err).__name__}: {err}") from None
+        _ckpt.restore(ckpt, self.model, self.optimizer)
         self.epoch, self.global_step = ckpt.epoch, ckpt.step
-        self.history = History(state.get("history", ()))
-        self.lr_scale, self.min_lr = state.get("lr_scale", 1.0), state.get("min_lr", 0.0)
-        self.stop_training = state.get("stop_training", False)
-        return state.get("callbacks", [])
+        self.history = History(history)
+        self.lr_scale, self.min_lr, self.stop_training = lr_scale, min_lr, stop_training
+        return callbacks
 
     def _call(self, hook, *args):
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
 
 
+def _resume_path(resume, callbacks):
+    """The checkpoint file to resume from, or None for a fresh start."""
+    if resume is None:
+        return None
+    path = os.fspath(resume)
+    if os.path.isdir(path):
+        return _ckpt.latest(path)  # None when the directory has no checkpoints yet
+    if os.path.exists(path):
+        return path
+    own = {os.path.abspath(cb.path) for cb in callbacks if isinstance(cb, Checkpoint)}
+    if os.path.abspath(path) in own:  # checkpoint=d, resume=d: the run's first start
+        return None
+    raise FileNotFoundError(f"resume: there is no checkpoint file or directory {path!r} (a path that does not "
+                            "exist yet starts a fresh run only when it is also where the run checkpoints)")
+
+
 def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_size=32, schedule=None,
         schedule_unit="iteration", callbacks=(), regularizer=None, regularizer_mask=None, seed=0, shuffle=True,
-        progress=True, checkpoint=None, resume=None, metrics=("accuracy",)):
+        progress=True, checkpoint=None, resume=None, metrics=("accuracy",), on_nonfinite="raise"):
     """Train ``model`` on ``train_data = (x, y)`` for ``epochs`` epochs; return the :class:`History`.
 
     Args:
@@ -450,15 +519,19 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
         regularizer, regularizer_mask: an object whose ``add_grad(params, grads, mask)`` adds the
             penalty's gradient to ``model.params.grad`` and returns the penalty (logged as
             ``penalty``; ``loss`` stays the data loss, comparable with ``val_loss``).
-        seed, shuffle: epoch ``e`` uses ``np.random.default_rng([seed, e]).permutation(n)``, or
-            the data order when ``shuffle`` is False.
+        seed, shuffle: the batches of epoch ``e`` are those of
+            ``fusednn.data.batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=e)``.
         progress: a tqdm bar per epoch if tqdm is installed, else one printed line per epoch.
         checkpoint: a directory or ``.npz`` path, short for ``callbacks=[..., Checkpoint(path)]``.
-        resume: a checkpoint file (``.npz``) to continue from, or a directory: its newest
-            ``epoch-*.npz``, or a fresh start when it has none or does not exist (so that
-            ``checkpoint=d, resume=d`` both starts and resumes a run).
+        resume: a checkpoint file to continue from (written by the Checkpoint callback or
+            :meth:`Trainer.save`; any file name), or a directory: its newest ``epoch-*.npz``, or
+            a fresh start when it has none. A path that does not exist is a FileNotFoundError,
+            except the run's own checkpoint path (so that ``checkpoint=d, resume=d`` both
+            starts and resumes a run).
         metrics: "accuracy" (skipped for non-classification targets) and callables
             ``(output, target) -> float``, named by their ``__name__``.
+        on_nonfinite: "raise" (default): a NaN or infinite training loss stops training with a
+            :class:`NonFiniteLossError` before that batch's update; "continue": train on.
     """
     x, y = _pair("train_data", train_data)
     val = None if val_data is None else _pair("val_data", val_data)
@@ -466,13 +539,16 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
     batch_size = _count("batch_size", batch_size, 1)
     if schedule_unit not in ("iteration", "epoch"):
         raise ValueError(f"schedule_unit: expected 'iteration' or 'epoch', got {schedule_unit!r}")
+    if on_nonfinite not in ("raise", "continue"):
+        raise ValueError(f"on_nonfinite: expected 'raise' or 'continue', got {on_nonfinite!r}")
     fns = _metric_fns(metrics)
     callbacks = list(callbacks) + ([] if checkpoint is None else [Checkpoint(checkpoint)])
     callbacks.sort(key=lambda cb: isinstance(cb, Checkpoint))  # stable: the others keep their order
+    batches = _data.num_batches(len(x), batch_size)
+    _data.batches(x, y, batch_size, shuffle=shuffle, seed=seed)  # checks the arguments before any work
     trainer = Trainer(model, loss, optimizer, epochs=epochs, schedule=schedule, schedule_unit=schedule_unit,
                       callbacks=callbacks)
-    if resume is not None and not os.fspath(resume).endswith(".npz"):  # a directory
-        resume = _ckpt.latest(resume) if os.path.isdir(resume) else None
+    resume = _resume_path(resume, callbacks)
     saved_states = trainer.restore(resume) if resume is not None else []
     trainer._call("on_train_begin")
     for cb, (name, state) in zip(callbacks, saved_states):
@@ -480,40 +556,43 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
             cb.load_state_dict(state)
 
     device_mask = None if regularizer_mask is None else _to_model(model, regularizer_mask)[0]
-    n = len(x)
-    batches = math.ceil(n / batch_size)
     bar = _Progress(progress, epochs)
     while trainer.epoch < epochs and not trainer.stop_training:
         trainer.epoch += 1
         epoch = trainer.epoch
         trainer._call("on_epoch_begin", epoch)
         start = time.perf_counter()
-        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
         model.train()
         bar.start(epoch, batches)
         mean = _Mean()
-        for b in range(batches):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            xb, yb = _to_model(model, x[idx], y[idx])
-            if schedule is not None:
-                trainer.apply_schedule()
-            model.zero_grad()
-            out = model.forward(xb, training=True)
-            logs = {name: fn(out, yb) for name, fn in fns.items()}
-            value, d_out = loss.value_and_grad(out, yb)
-            logs = {"loss": float(value), **{k: v for k, v in logs.items() if v is not None}}
-            model.backward(d_out)
-            if regularizer is not None:
-                logs["penalty"] = float(regularizer.add_grad(model.params.data, model.params.grad, device_mask))
-            logs["lr"] = trainer.lr
-            optimizer.step()
-            trainer.global_step += 1
-            mean.add(len(idx), {k: v for k, v in logs.items() if k != "lr"})
-            bar.batch({**mean.result(), "lr": logs["lr"]})
-            logs["batch_size"] = len(idx)
-            trainer._call("on_batch_end", b, logs)
-            if trainer.stop_training:
-                break
+        try:
+            for b, (xb, yb) in enumerate(_data.batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch)):
+                xb, yb = _to_model(model, xb, yb)
+                if schedule is not None:
+                    trainer.apply_schedule()
+                model.zero_grad()
+                out = model.forward(xb, training=True)
+                logs = {name: fn(out, yb) for name, fn in fns.items()}
+                value, d_out = loss.value_and_grad(out, yb)
+                value = float(value)
+                if on_nonfinite == "raise" and not math.isfinite(value):
+                    raise NonFiniteLossError(epoch, b, trainer.global_step, value)
+                logs = {"loss": value, **{k: v for k, v in logs.items() if v is not None}}
+                model.backward(d_out)
+                if regularizer is not None:
+                    logs["penalty"] = float(regularizer.add_grad(model.params.data, model.params.grad, device_mask))
+                logs["lr"] = trainer.lr
+                optimizer.step()
+                trainer.global_step += 1
+                mean.add(len(yb), {k: v for k, v in logs.items() if k != "lr"})
+                bar.batch({**mean.result(), "lr": logs["lr"]})
+                logs["batch_size"] = len(yb)
+                trainer._call("on_batch_end", b, logs)
+                if trainer.stop_training:
+                    break
+        except BaseException:
+            bar.abort()
+            raise
         train_time = time.perf_counter() - start
         row = {"epoch": epoch, **mean.result(), "lr": logs["lr"]}
         if val is not None:
