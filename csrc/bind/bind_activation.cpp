@@ -7,6 +7,7 @@ namespace fdnn::bind {
 namespace {
 
 py::object relu_py(py::object x_obj, py::object out) {
+  const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView x = input_array(x_obj, "x", keep);
   const TensorView y = output_or_new(out, "out", x.dtype, shape_of(x));
@@ -14,12 +15,13 @@ py::object relu_py(py::object x_obj, py::object out) {
   py::gil_scoped_release release;
   dispatch(x.dtype, [&](auto t) {
     using T = decltype(t);
-    relu_apply<T>(y.ptr<T>(), x.ptr<T>(), x.numel());
+    relu_apply<T>(y.ptr<T>(), x.ptr<T>(), x.numel(), stream);
   });
   return out;
 }
 
 py::object relu_backward_py(py::object dy_obj, py::object y_obj, py::object out) {
+  const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView dy = input_array(dy_obj, "dy", keep);
   const TensorView y = input_array(y_obj, "y", keep);
@@ -31,7 +33,7 @@ py::object relu_backward_py(py::object dy_obj, py::object y_obj, py::object out)
   py::gil_scoped_release release;
   dispatch(dy.dtype, [&](auto t) {
     using T = decltype(t);
-    relu_backward_from_output<T>(dx.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), dy.numel(), T(1));
+    relu_backward_from_output<T>(dx.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), dy.numel(), T(1), stream);
   });
   return out;
 }

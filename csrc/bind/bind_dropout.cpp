@@ -30,28 +30,29 @@ py::object pass_through(py::object x_obj, const TensorView& x, py::object out, c
 
 // y = a(x) * (keep ? keep_scale : 0) for the (seed, offset) mask.
 py::object apply_mask(const TensorView& x, const char* x_name, double p, uint64_t seed, uint64_t offset,
-                      double keep_scale, bool relu, py::object out) {
+                      double keep_scale, bool relu, py::object out, Stream stream) {
   const TensorView y = output_or_new(out, "out", x.dtype, shape_of(x));
   check_no_overlap(y, "out", x, x_name);
   const uint32_t threshold = dropout_threshold(p);
   py::gil_scoped_release release;
   dispatch(x.dtype, [&](auto t) {
     using T = decltype(t);
-    dropout_apply<T>(y.ptr<T>(), x.ptr<T>(), x.numel(), seed, offset, threshold, static_cast<T>(keep_scale), relu);
+    dropout_apply<T>(y.ptr<T>(), x.ptr<T>(), x.numel(), seed, offset, threshold, static_cast<T>(keep_scale), relu,
+                     stream);
   });
   return out;
 }
 
 // y = a(x) * scale, or x itself (copied into out) when that is the identity.
 py::object scale_or_pass(py::object x_obj, const TensorView& x, const char* x_name, double scale, bool relu,
-                         py::object out) {
+                         py::object out, Stream stream) {
   if (scale == 1.0 && !relu) return pass_through(x_obj, x, out, x_name);
   const TensorView y = output_or_new(out, "out", x.dtype, shape_of(x));
   check_no_overlap(y, "out", x, x_name);
   py::gil_scoped_release release;
   dispatch(x.dtype, [&](auto t) {
     using T = decltype(t);
-    scale_copy<T>(y.ptr<T>(), x.ptr<T>(), x.numel(), static_cast<T>(scale), relu);
+    scale_copy<T>(y.ptr<T>(), x.ptr<T>(), x.numel(), static_cast<T>(scale), relu, stream);
   });
   return out;
 }
@@ -70,12 +71,13 @@ DropoutArgs dropout_args(py::handle p, py::handle seed, py::handle offset, py::h
 // dropout (with its activation) and drop_connect (x_name "w", no activation).
 py::object dropout_py(py::object x_obj, py::object p_obj, py::object seed_obj, py::object offset_obj, bool training,
                       py::object mode, Activation act, py::object out, const char* x_name) {
+  const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView x = input_array(x_obj, x_name, keep);
   const DropoutArgs d = dropout_args(p_obj, seed_obj, offset_obj, mode);
   const bool relu = act == Activation::relu;
-  if (training && d.p > 0.0) return apply_mask(x, x_name, d.p, d.seed, d.offset, d.keep_scale(), relu, out);
-  return scale_or_pass(x_obj, x, x_name, training || d.inverted ? 1.0 : 1.0 - d.p, relu, out);
+  if (training && d.p > 0.0) return apply_mask(x, x_name, d.p, d.seed, d.offset, d.keep_scale(), relu, out, stream);
+  return scale_or_pass(x_obj, x, x_name, training || d.inverted ? 1.0 : 1.0 - d.p, relu, out, stream);
 }
 
 // Gradient of training-mode dropout: the regenerated mask, or with activation="relu" the mask
@@ -83,6 +85,7 @@ py::object dropout_py(py::object x_obj, py::object p_obj, py::object seed_obj, p
 py::object dropout_backward_py(py::object dy_obj, py::object p_obj, py::object seed_obj, py::object offset_obj,
                                py::object mode, py::object y_obj, Activation act, py::object out,
                                const char* dy_name) {
+  const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView dy = input_array(dy_obj, dy_name, keep);
   const DropoutArgs d = dropout_args(p_obj, seed_obj, offset_obj, mode);
@@ -99,16 +102,17 @@ py::object dropout_backward_py(py::object dy_obj, py::object p_obj, py::object s
     py::gil_scoped_release release;
     dispatch(dy.dtype, [&](auto t) {
       using T = decltype(t);
-      relu_backward_from_output<T>(dx.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), dy.numel(), static_cast<T>(scale));
+      relu_backward_from_output<T>(dx.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), dy.numel(), static_cast<T>(scale), stream);
     });
     return out;
   }
   if (d.p == 0.0) return pass_through(dy_obj, dy, out, dy_name);
-  return apply_mask(dy, dy_name, d.p, d.seed, d.offset, scale, false, out);
+  return apply_mask(dy, dy_name, d.p, d.seed, d.offset, scale, false, out, stream);
 }
 
 #ifndef FDNN_CUDA_BINDINGS  // host-only helpers (no array arguments): the CPU module has them
 py::array dropout_mask_py(py::object shape_obj, py::object p_obj, py::object seed_obj, py::object offset_obj) {
+  const Stream stream = call_stream();
   const double p = drop_probability(p_obj);
   const uint64_t seed = uint64_arg(seed_obj, "seed");
   const uint64_t offset = uint64_arg(offset_obj, "offset");
@@ -129,7 +133,7 @@ py::array dropout_mask_py(py::object shape_obj, py::object p_obj, py::object see
   const uint32_t threshold = dropout_threshold(p);
   {
     py::gil_scoped_release release;
-    dropout_mask(data, n, seed, offset, threshold);
+    dropout_mask(data, n, seed, offset, threshold, stream);
   }
   return mask;
 }
@@ -138,6 +142,7 @@ py::array dropout_mask_py(py::object shape_obj, py::object p_obj, py::object see
 
 py::object gaussian_noise_py(py::object x_obj, py::object std_obj, py::object seed_obj, py::object offset_obj,
                              bool training, py::object out) {
+  const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView x = input_array(x_obj, "x", keep);
   const double std = float_arg(std_obj, "std", "a value >= 0");
@@ -150,7 +155,7 @@ py::object gaussian_noise_py(py::object x_obj, py::object std_obj, py::object se
   py::gil_scoped_release release;
   dispatch(x.dtype, [&](auto t) {
     using T = decltype(t);
-    gaussian_noise<T>(y.ptr<T>(), x.ptr<T>(), x.numel(), seed, offset, std);
+    gaussian_noise<T>(y.ptr<T>(), x.ptr<T>(), x.numel(), seed, offset, std, stream);
   });
   return out;
 }
@@ -158,12 +163,13 @@ py::object gaussian_noise_py(py::object x_obj, py::object std_obj, py::object se
 #ifndef FDNN_CUDA_BINDINGS
 py::array philox_py(py::array_t<uint32_t, py::array::c_style | py::array::forcecast> counters,
                      py::array_t<uint32_t, py::array::c_style | py::array::forcecast> key) {
+  const Stream stream = call_stream();
   if (counters.ndim() != 2 || counters.shape(1) != 4)
     throw ValueError("counters: expected shape (n, 4), got " + py::str(counters.attr("shape")).cast<std::string>());
   if (key.ndim() != 1 || key.shape(0) != 2)
     throw ValueError("key: expected shape (2,), got " + py::str(key.attr("shape")).cast<std::string>());
   py::array_t<uint32_t> out({counters.shape(0), py::ssize_t{4}});
-  philox4x32_10_blocks(out.mutable_data(), counters.data(), counters.shape(0), key.data()[0], key.data()[1]);
+  philox4x32_10_blocks(out.mutable_data(), counters.data(), counters.shape(0), key.data()[0], key.data()[1], stream);
   return out;
 }
 

@@ -10,6 +10,7 @@ namespace fdnn::bind {
 namespace {
 
 py::object gather_rows_py(py::object x_obj, py::object index_obj, py::object out) {
+  const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView x = input_array(x_obj, "x", keep);
   if (x.ndim < 1) throw ValueError("x: expected an array with ndim >= 1 (rows first), got 0-D");
@@ -42,7 +43,7 @@ py::object gather_rows_py(py::object x_obj, py::object index_obj, py::object out
   py::gil_scoped_release release;
   dispatch(x.dtype, [&](auto t) {
     using T = decltype(t);
-    gather_rows<T>(y.ptr<T>(), x.ptr<T>(), kernel_index, m, row);
+    gather_rows<T>(y.ptr<T>(), x.ptr<T>(), kernel_index, m, row, stream);
   });
   return out;
 }

@@ -24,11 +24,11 @@ FDNN_MULTIVERSION void relu_backward_range(T* FDNN_RESTRICT dx, const T* FDNN_RE
 
 }  // namespace
 
-template <typename T> void relu_apply(T* y, const T* x, int64_t n) {
+template <typename T> void relu_apply(T* y, const T* x, int64_t n, Stream) {
   parallel_for(n, kElementsPerTask, 2, [&](int64_t b, int64_t e) { relu_range(y, x, b, e); });
 }
 
-template <typename T> void relu_backward_from_output(T* dx, const T* dy, const T* y, int64_t n, T scale) {
+template <typename T> void relu_backward_from_output(T* dx, const T* dy, const T* y, int64_t n, T scale, Stream) {
   parallel_for(n, kElementsPerTask, 3, [&](int64_t b, int64_t e) { relu_backward_range(dx, dy, y, b, e, scale); });
 }
 

@@ -19,15 +19,16 @@ template <typename T> __global__ void relu_backward_kernel(T* dx, const T* dy, c
 
 }  // namespace
 
-template <typename T> void relu_apply(T* y, const T* x, int64_t n) {
+template <typename T> void relu_apply(T* y, const T* x, int64_t n, Stream stream) {
   if (n == 0) return;
-  relu_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(y, x, n);
+  relu_kernel<T><<<grid_for(n), kThreads, 0, cuda_stream(stream)>>>(y, x, n);
   check_launch("relu_kernel");
 }
 
-template <typename T> void relu_backward_from_output(T* dx, const T* dy, const T* y, int64_t n, T scale) {
+template <typename T>
+void relu_backward_from_output(T* dx, const T* dy, const T* y, int64_t n, T scale, Stream stream) {
   if (n == 0) return;
-  relu_backward_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(dx, dy, y, n, scale);
+  relu_backward_kernel<T><<<grid_for(n), kThreads, 0, cuda_stream(stream)>>>(dx, dy, y, n, scale);
   check_launch("relu_backward_kernel");
 }
 

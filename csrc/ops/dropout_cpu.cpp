@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstring>
 
-
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "ops/dropout.h"
@@ -163,29 +162,30 @@ FDNN_MULTIVERSION void scale_range(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
 
 }  // namespace
 
-template <typename T> void scale_copy(T* y, const T* x, int64_t n, T scale, bool relu) {
+template <typename T> void scale_copy(T* y, const T* x, int64_t n, T scale, bool relu, Stream) {
   parallel_for(n, kElementsPerTask, 2, [&](int64_t b, int64_t e) { scale_range(y, x, b, e, scale, relu); });
 }
 
 template <typename T>
 void dropout_apply(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, T keep_scale,
-                   bool relu) {
+                   bool relu, Stream) {
   const PhiloxStream s(seed, offset);
   parallel_for(n, kPhiloxElementsPerTask, 8,
                [&](int64_t b, int64_t e) { dropout_range(y, x, b, e, s, threshold, keep_scale, relu); });
 }
 
-void dropout_mask(uint8_t* mask, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold) {
+void dropout_mask(uint8_t* mask, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, Stream) {
   const PhiloxStream s(seed, offset);
   parallel_for(n, kPhiloxElementsPerTask, 8, [&](int64_t b, int64_t e) { mask_range(mask, b, e, s, threshold); });
 }
 
-template <typename T> void gaussian_noise(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, double std) {
+template <typename T>
+void gaussian_noise(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, double std, Stream) {
   const PhiloxStream s(seed, offset);
   parallel_for(n, kPhiloxElementsPerTask, 32, [&](int64_t b, int64_t e) { noise_range(y, x, b, e, s, std); });
 }
 
-void philox4x32_10_blocks(uint32_t* out, const uint32_t* counters, int64_t n, uint32_t k0, uint32_t k1) {
+void philox4x32_10_blocks(uint32_t* out, const uint32_t* counters, int64_t n, uint32_t k0, uint32_t k1, Stream) {
   for (int64_t b = 0; b < n; ++b) {
     uint32_t c0 = counters[4 * b], c1 = counters[4 * b + 1], c2 = counters[4 * b + 2], c3 = counters[4 * b + 3];
     philox4x32_10(c0, c1, c2, c3, k0, k1);

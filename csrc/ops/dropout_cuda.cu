@@ -48,22 +48,24 @@ template <typename T> __global__ void noise_kernel(T* y, const T* x, int64_t n, 
 
 template <typename T>
 void dropout_apply(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, T keep_scale,
-                   bool relu) {
+                   bool relu, Stream stream) {
   if (n == 0) return;
-  dropout_kernel<T><<<grid_for((n + 3) / 4), kThreads, 0, stream()>>>(y, x, n, PhiloxStream(seed, offset), threshold,
-                                                                     keep_scale, relu);
+  dropout_kernel<T><<<grid_for((n + 3) / 4), kThreads, 0, cuda_stream(stream)>>>(y, x, n, PhiloxStream(seed, offset),
+                                                                                 threshold, keep_scale, relu);
   check_launch("dropout_kernel");
 }
 
-template <typename T> void scale_copy(T* y, const T* x, int64_t n, T scale, bool relu) {
+template <typename T> void scale_copy(T* y, const T* x, int64_t n, T scale, bool relu, Stream stream) {
   if (n == 0) return;
-  scale_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(y, x, n, scale, relu);
+  scale_kernel<T><<<grid_for(n), kThreads, 0, cuda_stream(stream)>>>(y, x, n, scale, relu);
   check_launch("scale_kernel");
 }
 
-template <typename T> void gaussian_noise(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, double std) {
+template <typename T>
+void gaussian_noise(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, double std, Stream stream) {
   if (n == 0) return;
-  noise_kernel<T><<<grid_for((n + 3) / 4), kThreads, 0, stream()>>>(y, x, n, PhiloxStream(seed, offset), std);
+  noise_kernel<T><<<grid_for((n + 3) / 4), kThreads, 0, cuda_stream(stream)>>>(y, x, n, PhiloxStream(seed, offset),
+                                                                               std);
   check_launch("noise_kernel");
 }
 
