@@ -7,9 +7,12 @@ history plot, history table and final checkpoint go to ``./runs/<name>/``.
 """
 
 import argparse
+import datetime
+import itertools
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -40,6 +43,29 @@ def _non_negative(text):
     return value
 
 
+def _positive(text):
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _existing_path(text):
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"no such checkpoint file or run directory: {text!r}")
+    return text
+
+
 def _fraction(text):
     value = _non_negative(text)
     if value >= 1:
@@ -58,7 +84,12 @@ def _hidden(text):
 
 
 def _dataset(text):
-    if text in DATASETS or text.startswith("mnist:"):
+    if text in DATASETS:
+        return text
+    if text.startswith("mnist:"):
+        if not os.path.isdir(text.split(":", 1)[1]):
+            raise argparse.ArgumentTypeError(f"no such directory: {text.split(':', 1)[1]!r} (mnist:<directory with "
+                                             "the four MNIST IDX files>)")
         return text
     raise argparse.ArgumentTypeError(f"expected one of {', '.join(DATASETS)} or mnist:<directory>, got {text!r}")
 
@@ -83,19 +114,26 @@ def build_parser():
     t.add_argument("--l1", type=_non_negative, default=0.0, help="L1 penalty on the weights")
     t.add_argument("--l2", type=_non_negative, default=0.0, help="L2 penalty (strength/2 * sum w^2) on the weights")
     t.add_argument("--label-smoothing", type=_fraction, default=0.0)
-    t.add_argument("--clip-norm", type=_non_negative, default=None, help="clip the global gradient norm")
+    t.add_argument("--clip-norm", type=_positive, default=None, help="clip the global gradient norm")
     t.add_argument("--schedule", choices=SCHEDULES, default="cosine")
     t.add_argument("--warmup-epochs", type=_non_negative, default=2.0)
     t.add_argument("--batch-size", type=_positive_int, default=64)
     t.add_argument("--epochs", type=_positive_int, default=60)
     t.add_argument("--patience", type=_positive_int, default=15, help="early stopping patience (epochs)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--threads", type=_positive_int, default=None)
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: the model and batches as CuPy arrays (needs CuPy and fusednn's CUDA module)")
-    t.add_argument("--name", default=None, help="run name (default: <dataset>-<optimizer>-<time>)")
+    t.add_argument("--name", default=None,
+                   help="run name (default: <dataset>-<optimizer>-<date>-<time>-<microseconds>, a new directory)")
     t.add_argument("--runs-dir", default="runs")
-    t.add_argument("--resume", default=None, help="a checkpoint (.npz) or a run directory to continue from")
+    t.add_argument("--resume", type=_existing_path, default=None,
+                   help="a run directory (its newest epoch-NNNN.npz) or one of its epoch-NNNN.npz files to continue "
+                        "from")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the checkpoints, history and plot of an earlier run of the same --name")
+    t.add_argument("--on-nonfinite", choices=("stop", "continue"), default="stop",
+                   help="what a NaN or infinite training loss does: stop the run with an error, or train on")
     t.add_argument("--no-progress", action="store_true")
     return p
 
@@ -159,7 +197,10 @@ def train(args):
 
     if args.threads:
         fusednn.set_num_threads(args.threads)
-    (x_train, y_train), val, test = _load_data(args.dataset, args.seed)
+    try:
+        (x_train, y_train), val, test = _load_data(args.dataset, args.seed)
+    except (FileNotFoundError, ValueError) as e:  # MNIST files missing or damaged
+        raise UsageError(f"--dataset {args.dataset}: {e}") from None
     classes = int(max(y.max() for _, y in (val, test, (x_train, y_train)))) + 1
     model = nn.MLP([x_train.shape[1], *args.hidden, classes], activation=args.activation,
                    norm=None if args.norm == "none" else args.norm, dropout=args.dropout,
@@ -182,28 +223,30 @@ def train(args):
                 offset = model.params.span_of(p)[0]
                 mask[offset:offset + p.size] = True
 
-    name = args.name or f"{args.dataset.split(':')[0]}-{args.optimizer}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = os.path.join(args.runs_dir, name)
-    os.makedirs(run_dir, exist_ok=True)
-    resume = args.resume
-    if resume and os.path.isdir(resume):
-        resume = checkpoint.latest(resume)
-        if resume is None:
-            raise SystemExit(f"--resume: no checkpoint found in {args.resume}")
+    resume = _resume_file(args, model) if args.resume else None
+    run_dir = _run_dir(args, resume)
     callbacks = [fit_mod.EarlyStopping(monitor="val_loss", patience=args.patience, restore_best=True),
                  fit_mod.Checkpoint(run_dir, every=1, keep=2)]
     print(f"fusednn {fusednn.__version__}: {args.dataset}, {len(x_train)} train / {len(val[0])} val / "
           f"{len(test[0])} test samples, model {model.sizes}, {model.num_parameters()} parameters, "
           f"{type(optimizer).__name__} lr {args.lr}, {args.schedule} schedule, {fusednn.get_num_threads()} threads")
     started = time.perf_counter()
-    history = fit_mod.fit(model, loss, optimizer, (x_train, y_train), val, epochs=args.epochs,
-                          batch_size=args.batch_size, schedule=schedule, callbacks=callbacks, regularizer=regularizer,
-                          regularizer_mask=mask, seed=args.seed, progress=not args.no_progress, resume=resume)
+    try:
+        history = fit_mod.fit(model, loss, optimizer, (x_train, y_train), val, epochs=args.epochs,
+                              batch_size=args.batch_size, schedule=schedule, callbacks=callbacks,
+                              regularizer=regularizer, regularizer_mask=mask, seed=args.seed,
+                              progress=not args.no_progress, resume=resume,
+                              on_nonfinite="raise" if args.on_nonfinite == "stop" else "continue")
+    except fit_mod.NonFiniteLossError:
+        if not os.listdir(run_dir):  # stopped before its first checkpoint: leave no empty run behind
+            os.rmdir(run_dir)
+        raise
     elapsed = time.perf_counter() - started
     result = fit_mod.evaluate(model, test, loss)
     trained = sum(row.get("samples_per_s", 0) * row.get("time", 0) for row in history.epochs)
     train_time = sum(row.get("time", 0) for row in history.epochs)
     final = os.path.join(run_dir, "final.npz")
+    # The restored best weights with the last epoch's optimizer: no trainer state, so not resumable.
     checkpoint.save(final, model, optimizer, epoch=len(history.epochs), extra={"args": vars(args)})
     with open(os.path.join(run_dir, "history.json"), "w") as f:
         json.dump(history.epochs, f, indent=1)
@@ -217,9 +260,89 @@ def train(args):
     return 0
 
 
+class UsageError(Exception):
+    """A problem with the command line that argparse could not see (exit code 2)."""
+
+
+def _resume_file(args, model):
+    """The checkpoint file that --resume names (the newest of a run directory), checked to be
+    a training checkpoint that fits this model."""
+    from fusednn import checkpoint
+    from fusednn import train as fit_mod
+    resume = args.resume
+    if os.path.isdir(resume):
+        resume = checkpoint.latest(resume)
+        if resume is None:
+            raise UsageError(f"--resume: no checkpoint (epoch-NNNN.npz) in {args.resume}")
+    try:
+        ckpt, _ = fit_mod.load_training_checkpoint(resume)
+        model.load_state_dict(ckpt.model)  # fit loads it again, with the optimizer
+    except checkpoint.CheckpointError as e:
+        raise UsageError(f"--resume: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"--resume {resume}: the checkpoint does not fit this model (give the --hidden, --norm and "
+                         f"--dataset it was trained with): {e}") from None
+    return resume
+
+
+_RUN_FILES = re.compile(r"epoch-\d+\.npz|final\.npz|history\.json|history\.png")
+
+
+def _run_dir(args, resume):
+    """The run's directory: a new one for a default name (an exclusive mkdir, so two runs
+    started at once never share one); for --name, an empty or new one, unless --overwrite
+    (the earlier run's files are deleted) or --resume from a checkpoint in it (the run goes on)."""
+    if args.name is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        base = os.path.join(args.runs_dir, f"{args.dataset.split(':')[0]}-{args.optimizer}-{stamp}")
+        os.makedirs(args.runs_dir, exist_ok=True)
+        for k in itertools.count():
+            run_dir = base if k == 0 else f"{base}-{k}"
+            try:
+                os.mkdir(run_dir)
+                return run_dir
+            except FileExistsError:
+                continue
+    run_dir = os.path.join(args.runs_dir, args.name)
+    os.makedirs(run_dir, exist_ok=True)
+    files = sorted(os.listdir(run_dir))
+    if not files:
+        return run_dir
+    if args.overwrite:
+        for name in files:
+            if _RUN_FILES.fullmatch(name):
+                os.remove(os.path.join(run_dir, name))
+        return run_dir
+    if resume is not None and os.path.samefile(os.path.dirname(os.path.abspath(resume)), run_dir):
+        from fusednn import checkpoint
+        later = [os.path.basename(f) for f in checkpoint.epoch_files(run_dir)
+                 if int(os.path.basename(f)[6:-4]) > checkpoint.load(resume).epoch]
+        if later:
+            raise UsageError(f"--resume {resume}: {run_dir} holds later checkpoints ({', '.join(later)}); resume from "
+                             "the newest, or continue under another --name")
+        return run_dir
+    raise UsageError(f"--name {args.name}: {run_dir} already holds a run ({', '.join(files[:4])}"
+                     f"{', ...' if len(files) > 4 else ''}); pass --overwrite to replace it, --resume {run_dir} to "
+                     "continue it, or another --name")
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    return train(args) if args.command == "train" else 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "train":
+        return 2
+    from fusednn.train import NonFiniteLossError
+    prog = f"{parser.prog} {args.command}"
+    try:
+        return train(args)
+    except UsageError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"{prog}: error: the training loss is {e.loss} at epoch {e.epoch}, batch {e.batch} (after {e.step} "
+              "updates): training diverged (a learning rate too large?); --on-nonfinite continue trains on",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
