@@ -41,6 +41,7 @@ void check_rows_out(const TensorView& t, const char* name, const LinearShapes& s
 template <typename T> T* data_or_null(const std::optional<TensorView>& t) { return t ? t->ptr<T>() : nullptr; }
 
 py::object linear_py(py::object x_obj, py::object w_obj, py::object b_obj, py::object activation, py::object out) {
+  const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView x = input_array(x_obj, "x", keep);
   const TensorView w = input_array(w_obj, "w", keep);
@@ -55,16 +56,18 @@ py::object linear_py(py::object x_obj, py::object w_obj, py::object b_obj, py::o
   {
     py::gil_scoped_release release;
     if (x.dtype == DType::float32)
-      linear<float>(y.ptr<float>(), x.ptr<float>(), w.ptr<float>(), data_or_null<float>(b), s.n, s.in, s.out, act);
+      linear<float>(y.ptr<float>(), x.ptr<float>(), w.ptr<float>(), data_or_null<float>(b), s.n, s.in, s.out, act,
+                    stream);
     else
       linear<double>(y.ptr<double>(), x.ptr<double>(), w.ptr<double>(), data_or_null<double>(b), s.n, s.in, s.out,
-                     act);
+                     act, stream);
   }
   return out;
 }
 
 py::tuple linear_backward_py(py::object dy_obj, py::object x_obj, py::object w_obj, py::object y_obj,
                              py::object activation, bool bias, bool input_grad, py::object out) {
+  const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView dy = input_array(dy_obj, "dy", keep);
   const TensorView x = input_array(x_obj, "x", keep);
@@ -108,11 +111,11 @@ py::tuple linear_backward_py(py::object dy_obj, py::object x_obj, py::object w_o
     py::gil_scoped_release release;
     if (x.dtype == DType::float32)
       linear_backward<float>(data_or_null<float>(dx), dw.ptr<float>(), data_or_null<float>(db), dy.ptr<float>(),
-                             x.ptr<float>(), w.ptr<float>(), data_or_null<float>(y), s.n, s.in, s.out, act);
+                             x.ptr<float>(), w.ptr<float>(), data_or_null<float>(y), s.n, s.in, s.out, act, stream);
     else
       linear_backward<double>(data_or_null<double>(dx), dw.ptr<double>(), data_or_null<double>(db),
                               dy.ptr<double>(), x.ptr<double>(), w.ptr<double>(), data_or_null<double>(y), s.n, s.in,
-                              s.out, act);
+                              s.out, act, stream);
   }
   return py::make_tuple(outs[0], outs[1], outs[2]);
 }

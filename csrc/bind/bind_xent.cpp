@@ -20,6 +20,7 @@ Rows rows_of(const TensorView& x, const char* name) {
 }
 
 py::object softmax_py(py::object x_obj, py::object out, bool log) {
+  const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView x = input_array(x_obj, "x", keep);
   const Rows r = rows_of(x, "x");
@@ -29,14 +30,15 @@ py::object softmax_py(py::object x_obj, py::object out, bool log) {
   dispatch(x.dtype, [&](auto t) {
     using T = decltype(t);
     if (log)
-      log_softmax<T>(y.ptr<T>(), x.ptr<T>(), r.n, r.k);
+      log_softmax<T>(y.ptr<T>(), x.ptr<T>(), r.n, r.k, stream);
     else
-      softmax<T>(y.ptr<T>(), x.ptr<T>(), r.n, r.k);
+      softmax<T>(y.ptr<T>(), x.ptr<T>(), r.n, r.k, stream);
   });
   return out;
 }
 
 py::object softmax_backward_py(py::object dy_obj, py::object y_obj, py::object out, bool log) {
+  const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView dy = input_array(dy_obj, "dy", keep);
   const TensorView y = input_array(y_obj, "y", keep);
@@ -50,14 +52,19 @@ py::object softmax_backward_py(py::object dy_obj, py::object y_obj, py::object o
   dispatch(y.dtype, [&](auto t) {
     using T = decltype(t);
     if (log)
-      log_softmax_backward<T>(dx.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), r.n, r.k);
+      log_softmax_backward<T>(dx.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), r.n, r.k, stream);
     else
-      softmax_backward<T>(dx.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), r.n, r.k);
+      softmax_backward<T>(dx.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), r.n, r.k, stream);
   });
   return out;
 }
 
 // Labels as a contiguous int64 array of length n with every value in [0, k) or ignore_index.
+// The kernels read exactly the values checked here: host_indices returns a private copy (kept in
+// `keep`), this loop checks that copy, and kernel_int64 hands the kernels that same copy (or a
+// device copy made from it). The caller's array, which another Python thread may write once the
+// GIL is released, is never read again, so a label changed after the check cannot index out of
+// bounds.
 const int64_t* checked_labels(py::handle obj, int64_t n, int64_t k, int64_t ignore_index, KeepAlive& keep) {
   const py::array_t<int64_t> l = host_indices(obj, "labels", n, "class indices", keep);
   const int64_t* p = l.data();
@@ -72,6 +79,7 @@ const int64_t* checked_labels(py::handle obj, int64_t n, int64_t k, int64_t igno
 py::object xent_py(py::object logits_obj, py::object labels_obj, py::object label_smoothing_obj,
                    py::object smoothing_obj, py::object weight_obj, py::object ignore_index_obj,
                    py::object reduction_obj, bool with_grad, py::object out) {
+  const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView z = input_array(logits_obj, "logits", keep);
   check_ndim(z, "logits", 2);
@@ -112,7 +120,7 @@ py::object xent_py(py::object logits_obj, py::object labels_obj, py::object labe
       total = softmax_cross_entropy<T>(row_loss ? row_loss->ptr<T>() : nullptr,
                                        dlogits ? dlogits->ptr<T>() : nullptr, z.ptr<T>(), labels,
                                        weight ? weight->ptr<T>() : nullptr, n, k, ignore_index, eps, smoothing,
-                                       reduction);
+                                       reduction, stream);
     });
   }
   py::object loss = reduction == Reduction::none ? losses : numpy_scalar(total, z.dtype);

@@ -1,11 +1,11 @@
-// CPU linear forward and backward over gemm (ops/gemm.h), whose epilogue adds the bias and
+// CPU linear forward and backward over gemm (cpu/gemm.h), whose epilogue adds the bias and
 // applies the ReLU; the ReLU mask and the bias-gradient reduction of backward are one pass.
 #include <algorithm>
 
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
-#include "ops/gemm.h"
+#include "cpu/gemm.h"
 #include "ops/linear.h"
 
 namespace fdnn {
@@ -74,13 +74,13 @@ void backward_rows_pass(T* dz, T* db, const T* dy, const T* y, int64_t n, int64_
 }  // namespace
 
 template <typename T>
-void linear(T* y, const T* x, const T* w, const T* b, int64_t n, int64_t in, int64_t out, Activation act) {
+void linear(T* y, const T* x, const T* w, const T* b, int64_t n, int64_t in, int64_t out, Activation act, Stream) {
   gemm<T>(false, true, n, out, in, x, w, y, b, act == Activation::relu);  // x @ w.T
 }
 
 template <typename T>
 void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* y, int64_t n, int64_t in,
-                     int64_t out, Activation act) {
+                     int64_t out, Activation act, Stream) {
   // dz: the gradient at the pre-activation. One pass writes it and reduces db.
   Buffer<T> dz_buffer;
   const T* dz = dy;

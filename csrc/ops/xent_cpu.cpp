@@ -16,6 +16,21 @@ namespace {
 
 int64_t rows_per_block(int64_t k) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, k)); }
 
+// Row sums (xent.h): blocks of kSumBlock terms summed in T (vectorized), block sums in double.
+constexpr int64_t kSumBlock = 1024;
+
+template <typename T, class Term> inline double blocked_sum(int64_t k, Term term) {
+  double total = 0.0;
+  for (int64_t j0 = 0; j0 < k; j0 += kSumBlock) {
+    const int64_t j1 = std::min(k, j0 + kSumBlock);
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = j0; j < j1; ++j) s += term(j);
+    total += static_cast<double>(s);
+  }
+  return total;
+}
+
 template <typename T> inline T row_max(const T* FDNN_RESTRICT z, int64_t k) {
   T m = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : m)
@@ -24,20 +39,14 @@ template <typename T> inline T row_max(const T* FDNN_RESTRICT z, int64_t k) {
 }
 
 // e_j = exp(z_j - m) into e (may be null); returns sum_j e_j.
-template <typename T> inline T exp_shifted(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m, int64_t k) {
-  T s = 0;
-  if (e) {
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < k; ++j) {
+template <typename T> inline double exp_shifted(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m, int64_t k) {
+  if (e)
+    return blocked_sum<T>(k, [&](int64_t j) {
       const T v = vexp(z[j] - m);
       e[j] = v;
-      s += v;
-    }
-  } else {
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < k; ++j) s += vexp(z[j] - m);
-  }
-  return s;
+      return v;
+    });
+  return blocked_sum<T>(k, [&](int64_t j) { return vexp(z[j] - m); });
 }
 
 template <typename T>
@@ -48,11 +57,11 @@ FDNN_MULTIVERSION void softmax_rows(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x
     T* out = y + r * k;
     const T m = row_max(z, k);
     if (log) {
-      const T shift = m + static_cast<T>(std::log(static_cast<double>(exp_shifted<T>(nullptr, z, m, k))));
+      const T log_s = static_cast<T>(std::log(exp_shifted<T>(nullptr, z, m, k)));
 #pragma omp simd
-      for (int64_t j = 0; j < k; ++j) out[j] = z[j] - shift;
+      for (int64_t j = 0; j < k; ++j) out[j] = log_softmax_value(z[j], m, log_s);
     } else {
-      const T inv = T(1) / exp_shifted(out, z, m, k);
+      const T inv = static_cast<T>(1.0 / exp_shifted(out, z, m, k));
 #pragma omp simd
       for (int64_t j = 0; j < k; ++j) out[j] *= inv;
     }
@@ -66,19 +75,24 @@ FDNN_MULTIVERSION void softmax_backward_rows(T* FDNN_RESTRICT dx, const T* FDNN_
     const T* g = dy + r * k;
     const T* p = y + r * k;
     T* d = dx + r * k;
-    T dot = 0;
     if (log) {
-#pragma omp simd reduction(+ : dot)
-      for (int64_t j = 0; j < k; ++j) dot += g[j];
+      const T dot = static_cast<T>(blocked_sum<T>(k, [&](int64_t j) { return g[j]; }));
 #pragma omp simd
       for (int64_t j = 0; j < k; ++j) d[j] = g[j] - vexp(p[j]) * dot;
     } else {
-#pragma omp simd reduction(+ : dot)
-      for (int64_t j = 0; j < k; ++j) dot += g[j] * p[j];
+      const T dot = static_cast<T>(blocked_sum<T>(k, [&](int64_t j) { return g[j] * p[j]; }));
 #pragma omp simd
       for (int64_t j = 0; j < k; ++j) d[j] = p[j] * (g[j] - dot);
     }
   }
+}
+
+// sum_{j != label} weight[j] when W - w_y cannot give it (a non-finite weight).
+template <typename T> double others_weight_sum(const T* weight, int64_t k, int64_t label) {
+  double s = 0.0;
+  for (int64_t j = 0; j < k; ++j)
+    if (j != label) s += static_cast<double>(weight[j]);
+  return s;
 }
 
 template <typename T>
@@ -96,25 +110,28 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
     }
     const T* z = logits + r * k;
     const T m = row_max(z, k);
-    const T s = exp_shifted(d, z, m, k);
-    T gap = 0;  // sum_j w_j (m - z_j)
+    const double s = exp_shifted(d, z, m, k);
+    const double log_s = std::log(s);
+    const T log_s_t = static_cast<T>(log_s);
+    // others = sum_{j != y} w_j nll_j (xent.h), only with smoothing.
+    double others = 0.0;
     if (t.b != 0.0) {
-      if (weight) {
-#pragma omp simd reduction(+ : gap)
-        for (int64_t j = 0; j < k; ++j) gap += weight[j] * (m - z[j]);
-      } else {
-#pragma omp simd reduction(+ : gap)
-        for (int64_t j = 0; j < k; ++j) gap += m - z[j];
-      }
+      if (weight)
+        others = blocked_sum<T>(k, [&](int64_t j) { return j == label ? T(0) : weight[j] * ((m - z[j]) + log_s_t); });
+      else
+        others = blocked_sum<T>(k, [&](int64_t j) { return j == label ? T(0) : (m - z[j]) + log_s_t; });
     }
     const double w_y = weight ? static_cast<double>(weight[label]) : 1.0;
-    const double log_s = std::log(static_cast<double>(s));
-    row_loss[r] = xent_row_loss(t, log_s, static_cast<double>(m) - static_cast<double>(z[label]),
-                                static_cast<double>(gap), w_y, w_sum);
+    const double nll_y = (static_cast<double>(m) - static_cast<double>(z[label])) + log_s;
+    row_loss[r] = xent_row_loss(t, nll_y, w_y, others);
     if (!d) continue;
-    // d_j = scale * ((a w_y + b W) p_j - w_j q_j)
-    const T c_p = static_cast<T>(scale * (t.a * w_y + t.b * w_sum) / static_cast<double>(s));
+    // d_j = scale * (c p_j - tw(q_j, w_j)), c = sum_i tw(q_i, w_i); d holds exp(z_j - m) = p_j s.
+    double w_others = static_cast<double>(k - 1);
+    if (weight)
+      w_others = others_weight_by_difference(w_sum, w_y) ? w_sum - w_y : others_weight_sum(weight, k, label);
+    const T c_p = static_cast<T>(scale * xent_grad_p_coefficient(t, w_y, w_others) / s);
     const T c_w = static_cast<T>(scale * t.b);
+    const T e_y = d[label];
     if (weight && t.b != 0.0) {
 #pragma omp simd
       for (int64_t j = 0; j < k; ++j) d[j] = c_p * d[j] - c_w * weight[j];
@@ -122,23 +139,23 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
 #pragma omp simd
       for (int64_t j = 0; j < k; ++j) d[j] = c_p * d[j] - c_w;
     }
-    d[label] -= static_cast<T>(scale * t.a * w_y);
+    d[label] = c_p * e_y - static_cast<T>(scale * label_target_weight(t, w_y));
   }
 }
 
 }  // namespace
 
-template <typename T> void softmax(T* y, const T* x, int64_t n, int64_t k) {
+template <typename T> void softmax(T* y, const T* x, int64_t n, int64_t k, Stream) {
   parallel_for(n, rows_per_block(k), k, [&](int64_t r0, int64_t r1) { softmax_rows(y, x, r0, r1, k, false); });
 }
-template <typename T> void log_softmax(T* y, const T* x, int64_t n, int64_t k) {
+template <typename T> void log_softmax(T* y, const T* x, int64_t n, int64_t k, Stream) {
   parallel_for(n, rows_per_block(k), k, [&](int64_t r0, int64_t r1) { softmax_rows(y, x, r0, r1, k, true); });
 }
-template <typename T> void softmax_backward(T* dx, const T* dy, const T* y, int64_t n, int64_t k) {
+template <typename T> void softmax_backward(T* dx, const T* dy, const T* y, int64_t n, int64_t k, Stream) {
   parallel_for(n, rows_per_block(k), k,
                [&](int64_t r0, int64_t r1) { softmax_backward_rows(dx, dy, y, r0, r1, k, false); });
 }
-template <typename T> void log_softmax_backward(T* dx, const T* dy, const T* y, int64_t n, int64_t k) {
+template <typename T> void log_softmax_backward(T* dx, const T* dy, const T* y, int64_t n, int64_t k, Stream) {
   parallel_for(n, rows_per_block(k), k,
                [&](int64_t r0, int64_t r1) { softmax_backward_rows(dx, dy, y, r0, r1, k, true); });
 }
@@ -146,7 +163,7 @@ template <typename T> void log_softmax_backward(T* dx, const T* dy, const T* y, 
 template <typename T>
 double softmax_cross_entropy(T* row_loss, T* dlogits, const T* logits, const int64_t* labels, const T* weight,
                              int64_t n, int64_t k, int64_t ignore_index, double label_smoothing, Smoothing smoothing,
-                             Reduction reduction) {
+                             Reduction reduction, Stream) {
   const XentTarget t = xent_target(label_smoothing, k, smoothing);
   double w_sum = static_cast<double>(k);
   if (weight) {

@@ -7,8 +7,10 @@ reference, np.longdouble); outputs have that dtype. The semantics are those of
 
 - a cross-entropy term whose target probability ``q_j`` is 0 contributes 0 to the loss (the
   usual ``0 * log 0 = 0``), so with ``label_smoothing=0`` the loss is ``-w_y log p_y`` as in
-  PyTorch's ``nll_loss``, even when another logit is -inf. Weights multiply as they are
-  (``w_j = 0`` with ``log p_j = -inf`` gives NaN, as in PyTorch);
+  PyTorch's ``nll_loss``, even when another logit is -inf; likewise such a class has no weight
+  in the loss or the gradient whatever ``w_j`` (an infinite weight on a class that is not the
+  label, without smoothing, leaves the row finite). Weights multiply as they are where
+  ``q_j > 0`` (``w_j = 0`` with ``log p_j = -inf`` gives NaN, as in PyTorch);
 - rows whose label is ``ignore_index`` have loss 0 and gradient 0 whatever their logits
   (NaN included, where PyTorch's gradient of such a row is NaN);
 - ``reduction="mean"`` divides by ``sum(w[y_i])`` over the non-ignored rows; when that sum is
@@ -177,7 +179,8 @@ def _xent(logits, labels, label_smoothing, smoothing, weight, ignore_index, redu
     else:
         q = np.full((n, k), eps / dtype.type(k - 1) if k > 1 else 0, dtype)
         q[rows, y] = one - eps
-    wq = w * q
+    with np.errstate(invalid="ignore"):
+        wq = np.where(q != 0, w * q, 0).astype(dtype, copy=False)  # w_j q_j, 0 where q_j = 0 (even w_j = inf)
 
     logp = _log_softmax(logits)
     with np.errstate(invalid="ignore"):
