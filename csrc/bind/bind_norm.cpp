@@ -1,4 +1,5 @@
-// Bindings of batch, layer, weight and local response normalization.
+// Bindings of batch, layer, weight and local response normalization. Each builds the call's
+// Stream once in its prologue (call_stream(), GIL held) and passes it to every kernel it runs.
 #include <optional>
 #include <string>
 
@@ -39,7 +40,8 @@ double eps_arg(py::handle obj) {
 
 // The gradient at the normalized values: dy itself, or, when the forward fused a ReLU, dy
 // masked by its output y (y > 0), in a new array kept alive with the call's inputs.
-TensorView through_activation(const TensorView& dy, py::object y_obj, Activation act, KeepAlive& keep) {
+TensorView through_activation(const TensorView& dy, py::object y_obj, Activation act, KeepAlive& keep,
+                              Stream stream) {
   if (act == Activation::none) return dy;
   if (y_obj.is_none()) throw ValueError("y: the forward output is required when activation is 'relu', got None");
   const TensorView y = input_array(y_obj, "y", keep);
@@ -51,7 +53,7 @@ TensorView through_activation(const TensorView& dy, py::object y_obj, Activation
   py::gil_scoped_release release;
   dispatch(dy.dtype, [&](auto t) {
     using T = decltype(t);
-    relu_backward_from_output<T>(masked.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), dy.numel(), T(1));
+    relu_backward_from_output<T>(masked.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), dy.numel(), T(1), stream);
   });
   return masked;
 }
@@ -71,6 +73,7 @@ py::tuple batch_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_
                         py::object rv_obj, bool training, py::object momentum_obj, py::object eps_obj,
                         py::object activation) {
   KeepAlive keep;
+  const Stream stream = call_stream();
   const bool relu = activation_arg(activation) == Activation::relu;
   const TensorView x = input_array(x_obj, "x", keep);
   const BnShape b = bn_shape(x);
@@ -104,7 +107,7 @@ py::tuple batch_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_
     dispatch(x.dtype, [&](auto t) {
       using T = decltype(t);
       batch_norm<T>(y.ptr<T>(), mean.ptr<T>(), inv_std.ptr<T>(), ptr_or_null<T>(rm), ptr_or_null<T>(rv), x.ptr<T>(),
-                    ptr_or_null<T>(gamma), ptr_or_null<T>(beta), b.n, b.c, b.s, training, momentum, eps, relu);
+                    ptr_or_null<T>(gamma), ptr_or_null<T>(beta), b.n, b.c, b.s, training, momentum, eps, relu, stream);
     });
   }
   return py::make_tuple(y_obj, mean_obj, is_obj);
@@ -113,6 +116,7 @@ py::tuple batch_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_
 py::tuple batch_norm_backward_py(py::object dy_obj, py::object x_obj, py::object gamma_obj, py::object mean_obj,
                                  py::object inv_std_obj, bool training, py::object y_obj, py::object activation) {
   KeepAlive keep;
+  const Stream stream = call_stream();
   const Activation act = activation_arg(activation);
   const TensorView x = input_array(x_obj, "x", keep);
   const BnShape b = bn_shape(x);
@@ -122,7 +126,7 @@ py::tuple batch_norm_backward_py(py::object dy_obj, py::object x_obj, py::object
   const auto gamma = feature_array(gamma_obj, "gamma", b.c, "C", x.dtype, keep);
   const TensorView mean = required(feature_array(mean_obj, "mean", b.c, "C", x.dtype, keep), "mean");
   const TensorView inv_std = required(feature_array(inv_std_obj, "inv_std", b.c, "C", x.dtype, keep), "inv_std");
-  const TensorView dy = through_activation(dy_in, y_obj, act, keep);
+  const TensorView dy = through_activation(dy_in, y_obj, act, keep, stream);
   py::object dx_obj = py::none(), dg_obj = py::none(), db_obj = py::none();
   const TensorView dx = new_array(dx_obj, x.dtype, shape_of(x));
   const TensorView dg = new_array(dg_obj, x.dtype, {b.c});
@@ -132,7 +136,7 @@ py::tuple batch_norm_backward_py(py::object dy_obj, py::object x_obj, py::object
     dispatch(x.dtype, [&](auto t) {
       using T = decltype(t);
       batch_norm_backward<T>(dx.ptr<T>(), dg.ptr<T>(), db.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), ptr_or_null<T>(gamma),
-                             mean.ptr<T>(), inv_std.ptr<T>(), b.n, b.c, b.s, training);
+                             mean.ptr<T>(), inv_std.ptr<T>(), b.n, b.c, b.s, training, stream);
     });
   }
   return py::make_tuple(dx_obj, dg_obj, db_obj);
@@ -171,6 +175,7 @@ TensorView row_stat(py::handle obj, const char* name, const LnShape& s, const Te
 py::tuple layer_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_obj, py::object eps_obj,
                         py::object activation) {
   KeepAlive keep;
+  const Stream stream = call_stream();
   const bool relu = activation_arg(activation) == Activation::relu;
   const TensorView x = input_array(x_obj, "x", keep);
   const LnShape s = ln_shape(x);
@@ -186,7 +191,7 @@ py::tuple layer_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_
     dispatch(x.dtype, [&](auto t) {
       using T = decltype(t);
       layer_norm<T>(y.ptr<T>(), mean.ptr<T>(), inv_std.ptr<T>(), x.ptr<T>(), ptr_or_null<T>(gamma),
-                    ptr_or_null<T>(beta), s.rows, s.d, eps, relu);
+                    ptr_or_null<T>(beta), s.rows, s.d, eps, relu, stream);
     });
   }
   return py::make_tuple(y_obj, mean_obj, is_obj);
@@ -195,6 +200,7 @@ py::tuple layer_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_
 py::tuple layer_norm_backward_py(py::object dy_obj, py::object x_obj, py::object gamma_obj, py::object mean_obj,
                                  py::object inv_std_obj, py::object y_obj, py::object activation) {
   KeepAlive keep;
+  const Stream stream = call_stream();
   const Activation act = activation_arg(activation);
   const TensorView x = input_array(x_obj, "x", keep);
   const LnShape s = ln_shape(x);
@@ -204,7 +210,7 @@ py::tuple layer_norm_backward_py(py::object dy_obj, py::object x_obj, py::object
   const auto gamma = feature_array(gamma_obj, "gamma", s.d, "D", x.dtype, keep);
   const TensorView mean = row_stat(mean_obj, "mean", s, x, keep);
   const TensorView inv_std = row_stat(inv_std_obj, "inv_std", s, x, keep);
-  const TensorView dy = through_activation(dy_in, y_obj, act, keep);
+  const TensorView dy = through_activation(dy_in, y_obj, act, keep, stream);
   py::object dx_obj = py::none(), dg_obj = py::none(), db_obj = py::none();
   const TensorView dx = new_array(dx_obj, x.dtype, shape_of(x));
   const TensorView dg = new_array(dg_obj, x.dtype, {s.d});
@@ -214,7 +220,7 @@ py::tuple layer_norm_backward_py(py::object dy_obj, py::object x_obj, py::object
     dispatch(x.dtype, [&](auto t) {
       using T = decltype(t);
       layer_norm_backward<T>(dx.ptr<T>(), dg.ptr<T>(), db.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), ptr_or_null<T>(gamma),
-                             mean.ptr<T>(), inv_std.ptr<T>(), s.rows, s.d);
+                             mean.ptr<T>(), inv_std.ptr<T>(), s.rows, s.d, stream);
     });
   }
   return py::make_tuple(dx_obj, dg_obj, db_obj);
@@ -230,6 +236,7 @@ WnShape wn_shape(const TensorView& v) {
 
 py::object weight_norm_py(py::object v_obj, py::object g_obj) {
   KeepAlive keep;
+  const Stream stream = call_stream();
   const TensorView v = input_array(v_obj, "v", keep);
   const WnShape s = wn_shape(v);
   const TensorView g = input_array(g_obj, "g", keep);
@@ -242,7 +249,7 @@ py::object weight_norm_py(py::object v_obj, py::object g_obj) {
     py::gil_scoped_release release;
     dispatch(v.dtype, [&](auto t) {
       using T = decltype(t);
-      weight_norm<T>(w.ptr<T>(), v.ptr<T>(), g.ptr<T>(), s.rows, s.d);
+      weight_norm<T>(w.ptr<T>(), v.ptr<T>(), g.ptr<T>(), s.rows, s.d, stream);
     });
   }
   return w_obj;
@@ -250,6 +257,7 @@ py::object weight_norm_py(py::object v_obj, py::object g_obj) {
 
 py::tuple weight_norm_backward_py(py::object dw_obj, py::object v_obj, py::object g_obj) {
   KeepAlive keep;
+  const Stream stream = call_stream();
   const TensorView v = input_array(v_obj, "v", keep);
   const WnShape s = wn_shape(v);
   const TensorView dw = input_array(dw_obj, "dw", keep);
@@ -266,7 +274,7 @@ py::tuple weight_norm_backward_py(py::object dw_obj, py::object v_obj, py::objec
     py::gil_scoped_release release;
     dispatch(v.dtype, [&](auto t) {
       using T = decltype(t);
-      weight_norm_backward<T>(dv.ptr<T>(), dg.ptr<T>(), dw.ptr<T>(), v.ptr<T>(), g.ptr<T>(), s.rows, s.d);
+      weight_norm_backward<T>(dv.ptr<T>(), dg.ptr<T>(), dw.ptr<T>(), v.ptr<T>(), g.ptr<T>(), s.rows, s.d, stream);
     });
   }
   return py::make_tuple(dv_obj, dg_obj);
@@ -288,6 +296,7 @@ LrnArgs lrn_args(const TensorView& x, py::handle size, py::handle alpha, py::han
 
 py::object lrn_py(py::object x_obj, py::object size, py::object alpha, py::object beta, py::object k) {
   KeepAlive keep;
+  const Stream stream = call_stream();
   const TensorView x = input_array(x_obj, "x", keep);
   const LrnArgs a = lrn_args(x, size, alpha, beta, k);
   py::object y_obj = py::none();
@@ -296,7 +305,7 @@ py::object lrn_py(py::object x_obj, py::object size, py::object alpha, py::objec
     py::gil_scoped_release release;
     dispatch(x.dtype, [&](auto t) {
       using T = decltype(t);
-      local_response_norm<T>(y.ptr<T>(), x.ptr<T>(), a.n, a.c, a.s, a.size, a.alpha, a.beta, a.k);
+      local_response_norm<T>(y.ptr<T>(), x.ptr<T>(), a.n, a.c, a.s, a.size, a.alpha, a.beta, a.k, stream);
     });
   }
   return y_obj;
@@ -305,6 +314,7 @@ py::object lrn_py(py::object x_obj, py::object size, py::object alpha, py::objec
 py::object lrn_backward_py(py::object dy_obj, py::object x_obj, py::object size, py::object alpha, py::object beta,
                            py::object k) {
   KeepAlive keep;
+  const Stream stream = call_stream();
   const TensorView x = input_array(x_obj, "x", keep);
   const LrnArgs a = lrn_args(x, size, alpha, beta, k);
   const TensorView dy = input_array(dy_obj, "dy", keep);
@@ -317,7 +327,7 @@ py::object lrn_backward_py(py::object dy_obj, py::object x_obj, py::object size,
     dispatch(x.dtype, [&](auto t) {
       using T = decltype(t);
       local_response_norm_backward<T>(dx.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), a.n, a.c, a.s, a.size, a.alpha, a.beta,
-                                      a.k);
+                                      a.k, stream);
     });
   }
   return dx_obj;

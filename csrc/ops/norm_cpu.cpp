@@ -1,6 +1,7 @@
-// CPU normalization kernels. Reductions accumulate in double over fixed blocks merged in
-// block order, so results do not depend on the thread count; each block is small enough to
-// stay in cache between its passes, so x is read from memory once per kernel pass.
+// CPU normalization kernels, over the formulas of ops/norm.h. Reductions accumulate in double
+// over fixed blocks merged in block order, so results do not depend on the thread count; each
+// block is small enough to stay in cache between its passes, so x is read from memory once per
+// kernel pass.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -21,51 +22,51 @@ int64_t rows_per_block(int64_t cols, int64_t elements) {
 }
 
 // Rows per block of a pass that keeps one partial row (cols doubles) per block: as above, but
-// at most kMaxPartials blocks, so wide rows do not need rows * cols doubles of partials.
+// at most kMaxPartials blocks, so wide rows do not need rows * cols doubles of partials. A block
+// can hold many rows (n / 64 of them for a narrow x), so its sums accumulate in double.
 constexpr int64_t kMaxPartials = 64;
 int64_t rows_per_partial(int64_t rows, int64_t cols, int64_t elements) {
   return std::max(rows_per_block(cols, elements), ceil_div(rows, kMaxPartials));
+}
+
+// Planes (of s values each) per block of a pass over contiguous planes; s may be 0.
+int64_t planes_per_block(int64_t s, int64_t elements) {
+  return std::max<int64_t>(1, elements / std::max<int64_t>(1, s));
 }
 
 template <typename T> inline T param_or(const T* p, int64_t j, T fallback) { return p ? p[j] : fallback; }
 
 // ---- batch norm, (N, C) layout: blocks of rows, per-channel partials ----
 
-// Column reductions over a block of rows run on chunks of kColumnChunk columns whose
-// accumulators (in T, over the block's rows) stay in registers; the block results go out in
-// double and blocks are merged in double.
+// Column reductions over a block of rows run on chunks of kColumnChunk columns whose double
+// accumulators (over the block's rows) stay in registers; blocks are merged in double.
 constexpr int64_t kColumnChunk = 64;
 
-// Mean and M2 per channel of rows [r0, r1) into pm, pm2 (c each).
+// Mean and M2 per channel of rows [r0, r1) into pm, pm2 (c each): the block mean, then the sum
+// of squared deviations from it, both in double.
 template <typename T>
 FDNN_MULTIVERSION void column_block_stats(double* FDNN_RESTRICT pm, double* FDNN_RESTRICT pm2,
                                           const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
   const double inv = 1.0 / static_cast<double>(r1 - r0);
   for (int64_t j0 = 0; j0 < c; j0 += kColumnChunk) {
     const int64_t w = std::min(kColumnChunk, c - j0);
-    T sum[kColumnChunk] = {}, m[kColumnChunk], m2[kColumnChunk] = {};
+    double sum[kColumnChunk] = {}, m2[kColumnChunk] = {};
     for (int64_t r = r0; r < r1; ++r) {
       const T* row = x + r * c + j0;
 #pragma omp simd
-      for (int64_t j = 0; j < w; ++j) sum[j] += row[j];
+      for (int64_t j = 0; j < w; ++j) sum[j] += static_cast<double>(row[j]);
     }
-    for (int64_t j = 0; j < w; ++j) {
-      pm[j0 + j] = static_cast<double>(sum[j]) * inv;
-      m[j] = static_cast<T>(pm[j0 + j]);
-    }
+    double* mu = pm + j0;
+    for (int64_t j = 0; j < w; ++j) mu[j] = sum[j] * inv;
     for (int64_t r = r0; r < r1; ++r) {
       const T* row = x + r * c + j0;
 #pragma omp simd
       for (int64_t j = 0; j < w; ++j) {
-        const T dev = row[j] - m[j];
+        const double dev = static_cast<double>(row[j]) - mu[j];
         m2[j] += dev * dev;
       }
     }
-    // M2 about the rounded block mean m, corrected to the exact block mean pm.
-    for (int64_t j = 0; j < w; ++j) {
-      const double shift = pm[j0 + j] - static_cast<double>(m[j]);
-      pm2[j0 + j] = std::max(0.0, static_cast<double>(m2[j]) - static_cast<double>(r1 - r0) * shift * shift);
-    }
+    for (int64_t j = 0; j < w; ++j) pm2[j0 + j] = m2[j];
   }
 }
 
@@ -79,11 +80,12 @@ FDNN_MULTIVERSION void normalize_columns(T* FDNN_RESTRICT y, const T* FDNN_RESTR
     const T* xr = x + r * c;
     T* yr = y + r * c;
 #pragma omp simd
-    for (int64_t j = 0; j < c; ++j) yr[j] = activate((xr[j] - mean[j]) * a[j] + beta[j], Relu);
+    for (int64_t j = 0; j < c; ++j) yr[j] = batch_norm_normalize(xr[j], mean[j], a[j], beta[j], Relu);
   }
 }
 
-// Partial sums of dy and dy * xhat per column for rows [r0, r1).
+// Partial sums of dy and dy * xhat per column for rows [r0, r1) (xhat and the product in T,
+// sums in double).
 template <typename T>
 FDNN_MULTIVERSION void column_block_grads(double* FDNN_RESTRICT sdy, double* FDNN_RESTRICT sdyx,
                                           const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
@@ -91,7 +93,7 @@ FDNN_MULTIVERSION void column_block_grads(double* FDNN_RESTRICT sdy, double* FDN
                                           int64_t r1, int64_t c) {
   for (int64_t j0 = 0; j0 < c; j0 += kColumnChunk) {
     const int64_t w = std::min(kColumnChunk, c - j0);
-    T a[kColumnChunk] = {}, b[kColumnChunk] = {};
+    double a[kColumnChunk] = {}, b[kColumnChunk] = {};
     const T* mu = mean + j0;
     const T* is = inv_std + j0;
     for (int64_t r = r0; r < r1; ++r) {
@@ -99,13 +101,13 @@ FDNN_MULTIVERSION void column_block_grads(double* FDNN_RESTRICT sdy, double* FDN
       const T* xr = x + r * c + j0;
 #pragma omp simd
       for (int64_t j = 0; j < w; ++j) {
-        a[j] += g[j];
-        b[j] += g[j] * ((xr[j] - mu[j]) * is[j]);
+        a[j] += static_cast<double>(g[j]);
+        b[j] += static_cast<double>(g[j] * normalized(xr[j], mu[j], is[j]));
       }
     }
     for (int64_t j = 0; j < w; ++j) {
-      sdy[j0 + j] = static_cast<double>(a[j]);
-      sdyx[j0 + j] = static_cast<double>(b[j]);
+      sdy[j0 + j] = a[j];
+      sdyx[j0 + j] = b[j];
     }
   }
 }
@@ -122,10 +124,11 @@ FDNN_MULTIVERSION void bn_dx_columns(T* FDNN_RESTRICT dx, const T* FDNN_RESTRICT
     T* d = dx + r * c;
     if (training) {
 #pragma omp simd
-      for (int64_t j = 0; j < c; ++j) d[j] = k_dy[j] * g[j] - k_xhat[j] * ((xr[j] - mean[j]) * inv_std[j]) - k_0[j];
+      for (int64_t j = 0; j < c; ++j)
+        d[j] = batch_norm_dx(g[j], normalized(xr[j], mean[j], inv_std[j]), k_dy[j], k_xhat[j], k_0[j]);
     } else {  // the statistics are constants: x does not enter (a NaN in x stays out of dx)
 #pragma omp simd
-      for (int64_t j = 0; j < c; ++j) d[j] = k_dy[j] * g[j];
+      for (int64_t j = 0; j < c; ++j) d[j] = batch_norm_dx_eval(g[j], k_dy[j]);
     }
   }
 }
@@ -149,8 +152,9 @@ template <typename T> FDNN_MULTIVERSION double plane_sq_dev(const T* FDNN_RESTRI
   return m2;
 }
 
+// Mean (NaN for len == 0, see layer_norm_mean) and M2 of a plane, in double: two passes.
 template <typename T> MeanM2 plane_stats(const T* FDNN_RESTRICT x, int64_t len) {
-  const double mean = len ? plane_sum(x, len) / static_cast<double>(len) : 0.0;
+  const double mean = layer_norm_mean(plane_sum(x, len), len);
   return {static_cast<double>(len), mean, plane_sq_dev(x, len, mean)};
 }
 
@@ -158,7 +162,7 @@ template <typename T> MeanM2 plane_stats(const T* FDNN_RESTRICT x, int64_t len) 
 template <typename T, bool Relu>
 FDNN_MULTIVERSION void normalize_plane(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t len, T mean, T a, T b) {
 #pragma omp simd
-  for (int64_t i = 0; i < len; ++i) y[i] = activate((x[i] - mean) * a + b, Relu);
+  for (int64_t i = 0; i < len; ++i) y[i] = batch_norm_normalize(x[i], mean, a, b, Relu);
 }
 
 // sum(dy) and sum(dy * xhat) over a plane.
@@ -168,7 +172,7 @@ FDNN_MULTIVERSION void plane_grad_sums(double& sdy, double& sdyx, const T* FDNN_
   double a = 0.0, b = 0.0;
 #pragma omp simd reduction(+ : a, b)
   for (int64_t i = 0; i < len; ++i) {
-    const T xhat = (x[i] - mean) * inv_std;
+    const T xhat = normalized(x[i], mean, inv_std);
     a += static_cast<double>(dy[i]);
     b += static_cast<double>(dy[i] * xhat);
   }
@@ -181,10 +185,10 @@ FDNN_MULTIVERSION void bn_dx_plane(T* FDNN_RESTRICT dx, const T* FDNN_RESTRICT d
                                    int64_t len, T mean, T inv_std, T k_dy, T k_xhat, T k_0, bool training) {
   if (training) {
 #pragma omp simd
-    for (int64_t i = 0; i < len; ++i) dx[i] = k_dy * dy[i] - k_xhat * ((x[i] - mean) * inv_std) - k_0;
+    for (int64_t i = 0; i < len; ++i) dx[i] = batch_norm_dx(dy[i], normalized(x[i], mean, inv_std), k_dy, k_xhat, k_0);
   } else {
 #pragma omp simd
-    for (int64_t i = 0; i < len; ++i) dx[i] = k_dy * dy[i];
+    for (int64_t i = 0; i < len; ++i) dx[i] = batch_norm_dx_eval(dy[i], k_dy);
   }
 }
 
@@ -203,17 +207,19 @@ FDNN_MULTIVERSION void layer_norm_rows(T* FDNN_RESTRICT y, T* FDNN_RESTRICT mean
     inv_std[r] = is;
     if (gamma && beta) {
 #pragma omp simd
-      for (int64_t j = 0; j < d; ++j) yr[j] = activate((xr[j] - mu) * is * gamma[j] + beta[j], Relu);
+      for (int64_t j = 0; j < d; ++j) yr[j] = layer_norm_normalize(xr[j], mu, is, gamma[j], beta[j], Relu);
     } else {
 #pragma omp simd
       for (int64_t j = 0; j < d; ++j)
-        yr[j] = activate((xr[j] - mu) * is * param_or(gamma, j, T(1)) + param_or(beta, j, T(0)), Relu);
+        yr[j] = layer_norm_normalize(xr[j], mu, is, param_or(gamma, j, T(1)), param_or(beta, j, T(0)), Relu);
     }
   }
 }
 
-// Layer norm backward of rows [r0, r1); pg, pb (d each) receive the block's sums of
-// dy * xhat and dy (a second pass over the block's rows, which are still in cache).
+// Layer norm backward of rows [r0, r1): per row the sums of g = dy * gamma and g * xhat (g,
+// xhat and the product in T, sums in double), then dx (layer_norm_dx); pg, pb (d each) receive
+// the block's column sums of dy * xhat and dy, in double (a second pass over the block's rows,
+// which are still in cache).
 template <typename T>
 FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDNN_RESTRICT pg,
                                                 double* FDNN_RESTRICT pb, const T* FDNN_RESTRICT dy,
@@ -226,33 +232,34 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
     const T* xr = x + r * d;
     T* dr = dx + r * d;
     const T mu = mean[r], is = inv_std[r];
-    T sg = 0, sgx = 0;
+    double sg = 0, sgx = 0;
 #pragma omp simd reduction(+ : sg, sgx)
     for (int64_t j = 0; j < d; ++j) {
       const T gj = g[j] * param_or(gamma, j, T(1));
-      sg += gj;
-      sgx += gj * ((xr[j] - mu) * is);
+      sg += static_cast<double>(gj);
+      sgx += static_cast<double>(gj * normalized(xr[j], mu, is));
     }
-    const T mg = sg * inv_d, mgx = sgx * inv_d;
+    const T mg = static_cast<T>(sg) * inv_d, mgx = static_cast<T>(sgx) * inv_d;
 #pragma omp simd
-    for (int64_t j = 0; j < d; ++j) dr[j] = is * (g[j] * param_or(gamma, j, T(1)) - mg - ((xr[j] - mu) * is) * mgx);
+    for (int64_t j = 0; j < d; ++j)
+      dr[j] = layer_norm_dx(g[j] * param_or(gamma, j, T(1)), normalized(xr[j], mu, is), is, mg, mgx);
   }
   for (int64_t j0 = 0; j0 < d; j0 += kColumnChunk) {
     const int64_t w = std::min(kColumnChunk, d - j0);
-    T a[kColumnChunk] = {}, b[kColumnChunk] = {};
+    double a[kColumnChunk] = {}, b[kColumnChunk] = {};
     for (int64_t r = r0; r < r1; ++r) {
       const T* g = dy + r * d + j0;
       const T* xr = x + r * d + j0;
       const T mu = mean[r], is = inv_std[r];
 #pragma omp simd
       for (int64_t j = 0; j < w; ++j) {
-        a[j] += g[j] * ((xr[j] - mu) * is);
-        b[j] += g[j];
+        a[j] += static_cast<double>(g[j] * normalized(xr[j], mu, is));
+        b[j] += static_cast<double>(g[j]);
       }
     }
     for (int64_t j = 0; j < w; ++j) {
-      pg[j0 + j] = static_cast<double>(a[j]);
-      pb[j0 + j] = static_cast<double>(b[j]);
+      pg[j0 + j] = a[j];
+      pb[j0 + j] = b[j];
     }
   }
 }
@@ -302,9 +309,8 @@ FDNN_MULTIVERSION void weight_norm_backward_rows(T* FDNN_RESTRICT dv, T* FDNN_RE
 template <typename T>
 void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, const T* x, const T* gamma,
                 const T* beta, int64_t n, int64_t c, int64_t s, bool training, double momentum, double eps,
-                bool relu) {
+                bool relu, Stream) {
   const int64_t m = n * s;
-  std::vector<double> var(c);
   if (training) {
     std::vector<MeanM2> st(c);
     if (s == 1) {
@@ -333,15 +339,9 @@ void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, cons
         }
       });
     }
-    for (int64_t j = 0; j < c; ++j) {
-      var[j] = st[j].m2 / static_cast<double>(m);
-      mean[j] = static_cast<T>(st[j].mean);
-      inv_std[j] = static_cast<T>(inv_std_of(var[j], eps));
-      if (running_mean) running_mean[j] = static_cast<T>(running_update(running_mean[j], st[j].mean, momentum));
-      if (running_var)
-        running_var[j] = static_cast<T>(
-            running_update(running_var[j], var[j] * static_cast<double>(m) / static_cast<double>(m - 1), momentum));
-    }
+    for (int64_t j = 0; j < c; ++j)
+      batch_norm_store_stats(mean, inv_std, running_mean, running_var, j, st[j].mean, st[j].m2,
+                             static_cast<double>(m), momentum, eps);
   } else {
     for (int64_t j = 0; j < c; ++j) {
       mean[j] = running_mean[j];
@@ -360,7 +360,7 @@ void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, cons
     parallel_for(n, rows_per_block(c, 16384), c,
                  [&](int64_t r0, int64_t r1) { columns(y, x, mean, a.get(), b.get(), r0, r1, c); });
   } else {
-    parallel_for(n * c, std::max<int64_t>(1, 16384 / s), s, [&](int64_t p0, int64_t p1) {
+    parallel_for(n * c, planes_per_block(s, 16384), s, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t ch = p % c;
         plane(y + p * s, x + p * s, s, mean[ch], a[ch], b[ch]);
@@ -371,7 +371,7 @@ void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, cons
 
 template <typename T>
 void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* gamma, const T* mean,
-                         const T* inv_std, int64_t n, int64_t c, int64_t s, bool training) {
+                         const T* inv_std, int64_t n, int64_t c, int64_t s, bool training, Stream) {
   std::vector<double> sdy(c, 0.0), sdyx(c, 0.0);
   if (s == 1) {
     const int64_t rpb = rows_per_partial(n, c, 32768);
@@ -413,7 +413,7 @@ void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
       bn_dx_columns(dx, dy, x, mean, inv_std, k_dy.get(), k_xhat.get(), k_0.get(), r0, r1, c, training);
     });
   } else {
-    parallel_for(n * c, std::max<int64_t>(1, 16384 / s), 2 * s, [&](int64_t q0, int64_t q1) {
+    parallel_for(n * c, planes_per_block(s, 16384), 2 * s, [&](int64_t q0, int64_t q1) {
       for (int64_t p = q0; p < q1; ++p) {
         const int64_t ch = p % c;
         bn_dx_plane(dx + p * s, dy + p * s, x + p * s, s, mean[ch], inv_std[ch], k_dy[ch], k_xhat[ch], k_0[ch],
@@ -427,7 +427,7 @@ void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
 
 template <typename T>
 void layer_norm(T* y, T* mean, T* inv_std, const T* x, const T* gamma, const T* beta, int64_t rows, int64_t d,
-                double eps, bool relu) {
+                double eps, bool relu, Stream) {
   auto norm_rows = relu ? &layer_norm_rows<T, true> : &layer_norm_rows<T, false>;
   parallel_for(rows, rows_per_block(d, 16384), 2 * d,
                [&](int64_t r0, int64_t r1) { norm_rows(y, mean, inv_std, x, gamma, beta, r0, r1, d, eps); });
@@ -435,7 +435,7 @@ void layer_norm(T* y, T* mean, T* inv_std, const T* x, const T* gamma, const T* 
 
 template <typename T>
 void layer_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* gamma, const T* mean,
-                         const T* inv_std, int64_t rows, int64_t d) {
+                         const T* inv_std, int64_t rows, int64_t d, Stream) {
   const int64_t rpb = rows_per_partial(rows, d, 65536);
   const int64_t blocks = ceil_div(rows, rpb);
   Buffer<double> pg = scratch<double>(blocks * d), pb = scratch<double>(blocks * d);
@@ -457,13 +457,13 @@ void layer_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
 
 // ---------------------------------------------------------------- weight norm
 
-template <typename T> void weight_norm(T* w, const T* v, const T* g, int64_t rows, int64_t d) {
+template <typename T> void weight_norm(T* w, const T* v, const T* g, int64_t rows, int64_t d, Stream) {
   parallel_for(rows, rows_per_block(d, 16384), d,
                [&](int64_t r0, int64_t r1) { weight_norm_rows(w, v, g, r0, r1, d); });
 }
 
 template <typename T>
-void weight_norm_backward(T* dv, T* dg, const T* dw, const T* v, const T* g, int64_t rows, int64_t d) {
+void weight_norm_backward(T* dv, T* dg, const T* dw, const T* v, const T* g, int64_t rows, int64_t d, Stream) {
   parallel_for(rows, rows_per_block(d, 16384), 2 * d,
                [&](int64_t r0, int64_t r1) { weight_norm_backward_rows(dv, dg, dw, v, g, r0, r1, d); });
 }
@@ -494,7 +494,7 @@ void lrn_base(double* base, const T* x, int64_t c, int64_t s, int64_t s0, int64_
 
 template <typename T>
 void local_response_norm(T* y, const T* x, int64_t n, int64_t c, int64_t s, int64_t size, double alpha, double beta,
-                         double k) {
+                         double k, Stream) {
   const int64_t spans = ceil_div(s, kLrnSpan);
   parallel_for(n * spans, 1, c * kLrnSpan * size, [&](int64_t t0, int64_t t1) {
     Buffer<double> base = scratch<double>(c * kLrnSpan);
@@ -514,7 +514,7 @@ void local_response_norm(T* y, const T* x, int64_t n, int64_t c, int64_t s, int6
 // dx_j = dy_j d_j^-beta - 2 alpha beta / size * x_j * sum_{c : j in window(c)} dy_c x_c d_c^(-beta-1)
 template <typename T>
 void local_response_norm_backward(T* dx, const T* dy, const T* x, int64_t n, int64_t c, int64_t s, int64_t size,
-                                  double alpha, double beta, double k) {
+                                  double alpha, double beta, double k, Stream) {
   const int64_t spans = ceil_div(s, kLrnSpan);
   const double coef = 2.0 * alpha * beta / static_cast<double>(size);
   parallel_for(n * spans, 1, 2 * c * kLrnSpan * size, [&](int64_t t0, int64_t t1) {
@@ -525,11 +525,10 @@ void local_response_norm_backward(T* dx, const T* dy, const T* x, int64_t n, int
       lrn_base(base.get(), x + img * c * s, c, s, s0, len, size, alpha, k);
       for (int64_t ch = 0; ch < c; ++ch)
         for (int64_t i = 0; i < len; ++i) {
-          const double b = base[ch * len + i];
-          const double p = std::pow(b, -beta);
-          term[ch * len + i] = static_cast<double>(dy[off + ch * s + i]) * static_cast<double>(x[off + ch * s + i]) *
-                               p / b;
-          base[ch * len + i] = p;
+          const LrnPowers pw = lrn_powers(base[ch * len + i], beta);
+          term[ch * len + i] =
+              static_cast<double>(dy[off + ch * s + i]) * static_cast<double>(x[off + ch * s + i]) * pw.q;
+          base[ch * len + i] = pw.p;
         }
       // Channel j is in the window of c for c in [j - (size - 1) / 2, j + size / 2].
       for (int64_t j = 0; j < c; ++j) {
