@@ -4,6 +4,7 @@ differences (fusednn.gradcheck), the flat parameter layout, modes, state and err
 import numpy as np
 import pytest
 
+import fusednn
 from fusednn import nn, optim
 from fusednn import reference as ref
 from fusednn.gradcheck import gradcheck
@@ -237,9 +238,16 @@ def test_parameters_are_views_of_one_flat_buffer_and_groups_are_single_spans():
     for (_, p), (_, g) in zip(model.named_parameters(), model.named_gradients()):
         assert p.base is flat.data and g.base is flat.grad
     groups = model.parameter_groups(weight_decay=0.1)
-    assert [p.ndim for p in groups[0]["params"]] == [2, 2, 2] and all(p.ndim == 1 for p in groups[1]["params"])
+    assert [p.ndim for p in groups[0]["params"].params] == [2, 2, 2]
+    assert all(p.ndim == 1 for p in groups[1]["params"].params)
+    assert [len(g["params"].spans) for g in groups] == [1, 1]  # each group: one span of each flat buffer
+    (data, grad, first, stop), = groups[0]["params"].spans
+    assert (data.base is flat.data and grad.base is flat.grad and (first, stop) == (0, 3)
+            and data.size == sum(p.size for p in groups[0]["params"].params))
     opt = optim.AdamW(groups)
     assert [len(st["spans"]) for st in opt._groups_state] == [1, 1]
+    span = opt._groups_state[0]["spans"][0]
+    assert span.param is data and span.grad is grad  # handed over, not rediscovered
 
 
 def test_initial_values_survive_flattening():
@@ -359,3 +367,20 @@ def test_a_state_that_does_not_fit_leaves_the_model_unchanged(device, bad):
     after = model.state_dict()
     for name in before:
         np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+
+
+def test_flat_groups_hand_over_spans_and_check_their_names():
+    fp = fusednn.FlatParameters({"a": (2, 3), "b": 4, "c": (1, 5)})
+    g = fp.group(["b", "c", "a"])
+    assert g.names == ["b", "c", "a"] and [p.shape for p in g.params] == [(4,), (1, 5), (2, 3)]
+    assert [(d.size, first, stop) for d, _, first, stop in g.spans] == [(9, 0, 2), (6, 2, 3)]
+    fp.data[...] = np.arange(15)
+    np.testing.assert_array_equal(g.spans[0][0], np.arange(6, 15))
+    g.spans[1][1][...] = 7  # the gradient span of "a" is fp.grad_of("a")
+    np.testing.assert_array_equal(fp.grad_of("a"), 7)
+    assert fp.group().names == ["a", "b", "c"] and len(fp.group().spans) == 1
+    assert fp.slice_of("b") == slice(6, 10)
+    with pytest.raises(KeyError, match="no parameter 'd'"):
+        fp.group(["a", "d"])
+    with pytest.raises(ValueError, match="more than once"):
+        fp.group(["a", "a"])

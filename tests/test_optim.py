@@ -104,10 +104,10 @@ def test_a_flat_group_is_one_span():
     fp = FlatParameters(SHAPES)
     opt = optim.Adam(fp)
     assert len(opt._groups_state[0]["spans"]) == 1
-    grouped = optim.Adam([{"params": [fp["w1"], fp["b1"]]}, {"params": [fp["w2"], fp["b2"]]}])
+    grouped = optim.Adam([{"params": fp.group(["w1", "b1"])}, {"params": fp.group(["w2", "b2"])}])
     assert [len(st["spans"]) for st in grouped._groups_state] == [1, 1]
     # Not adjacent in the buffer: two spans, still one call.
-    skipping = optim.Adam([fp["w1"], fp["w2"]])
+    skipping = optim.Adam(fp.group(["w1", "w2"]))
     assert len(skipping._groups_state[0]["spans"]) == 2
 
 
@@ -116,7 +116,7 @@ def test_parameter_groups_use_their_own_hyperparameters():
     rng = np.random.default_rng(1)
     fp.data[...] = rng.standard_normal(fp.data.size)
     before = fp.data.copy()
-    opt = optim.SGD([{"params": [fp["w1"], fp["w2"]], "weight_decay": 0.5}, {"params": [fp["b1"], fp["b2"]]}],
+    opt = optim.SGD([{"params": fp.group(["w1", "w2"]), "weight_decay": 0.5}, {"params": fp.group(["b1", "b2"])}],
                     lr=0.1)
     fp.grad[...] = 0.0
     opt.step()

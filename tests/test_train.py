@@ -198,7 +198,7 @@ def test_epoch_order(shuffle):
 def test_schedule_per_iteration_sets_every_group():
     model, rec = TinyNet(), Recorder()
     p = model.params
-    opt = optim.SGD([{"params": [p["w1"], p["w2"]]}, {"params": [p["b1"], p["b2"]], "lr": 5.0}], lr=1.0)
+    opt = optim.SGD([{"params": p.group(["w1", "w2"])}, {"params": p.group(["b1", "b2"]), "lr": 5.0}], lr=1.0)
     sched = schedules.exponential(0.1, 0.9)
     _, h = _quick_fit(model, epochs=3, batch_size=40, schedule=sched, callbacks=[rec], opt=opt)
     steps = 3 * math.ceil(96 / 40)

@@ -220,8 +220,7 @@ def train(args):
         mask = np.zeros(model.params.data.size, bool)
         for name, p in model.named_parameters():
             if p.ndim >= 2:
-                offset = model.params.span_of(p)[0]
-                mask[offset:offset + p.size] = True
+                mask[model.params.slice_of(name)] = True
 
     resume = _resume_file(args, model) if args.resume else None
     run_dir = _run_dir(args, resume)

@@ -2,17 +2,55 @@
 
 A model that keeps all its parameters in one contiguous buffer (and their gradients in a
 second one with the same layout) lets an optimizer update everything with one kernel call
-per parameter group, walking each buffer once.
+per parameter group, walking each buffer once: an optimizer group given as a
+:class:`FlatGroup` (``fp.group(names)``, or the FlatParameters itself) hands the optimizer the
+spans of both buffers directly.
 """
 
 import math
-import weakref
 
 import numpy as np
 
-from fusednn._backend import address_of, device_module
+from fusednn._backend import device_module
 
-_registry = weakref.WeakValueDictionary()  # id(data buffer) -> FlatParameters
+__all__ = ["FlatParameters", "FlatGroup"]
+
+
+class FlatGroup:
+    """Some parameters of one :class:`FlatParameters`, as an optimizer group takes them
+    (``{"params": fp.group(["w1", "w2"]), ...}``): the optimizer then knows their gradients and
+    updates each run of adjacent parameters as one span of the flat buffers.
+
+    Attributes:
+        names: the parameter names, in the given order.
+        params: their views (``fp[name]``), in that order.
+        spans: ``(data, grad, first, stop)`` for each run of parameters that follow one another
+            in the buffers (in ``names`` order): ``data`` and ``grad`` are the 1-D slices of the
+            two buffers that hold ``params[first:stop]``.
+    """
+
+    def __init__(self, flat, names):
+        self.names = list(names)
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"names: a parameter appears more than once in {self.names}")
+        for name in self.names:
+            if name not in flat:
+                raise KeyError(f"names: no parameter {name!r}; the parameters are {flat.names()}")
+        self.params = [flat[name] for name in self.names]
+        runs = []  # [start, stop, first, last] in buffer elements and parameter indices
+        for i, name in enumerate(self.names):
+            offset, size, _ = flat._layout[name]
+            if runs and runs[-1][1] == offset:
+                runs[-1][1], runs[-1][3] = offset + size, i + 1
+            else:
+                runs.append([offset, offset + size, i, i + 1])
+        self.spans = [(flat.data[a:b], flat.grad[a:b], first, stop) for a, b, first, stop in runs]
+
+    def __len__(self):
+        return len(self.names)
+
+    def __repr__(self):
+        return f"FlatGroup({self.names}, {len(self.spans)} span{'s' if len(self.spans) != 1 else ''})"
 
 
 class FlatParameters:
@@ -44,7 +82,6 @@ class FlatParameters:
             offset += size
         self.data = xp.zeros(offset, dtype)
         self.grad = xp.zeros(offset, dtype)
-        _registry[id(self.data)] = self
 
     def __getitem__(self, name):
         offset, size, shape = self._layout[name]
@@ -69,15 +106,12 @@ class FlatParameters:
     def __repr__(self):
         return f"FlatParameters({len(self)} parameters, {self.data.size} values, {self.data.dtype})"
 
-    def span_of(self, view):
-        """(offset, size) of a view of ``data`` made by ``fp[name]``, or None."""
-        if view.base is not self.data or not view.flags.c_contiguous:
-            return None
-        offset = (address_of(view) - address_of(self.data)) // view.itemsize
-        return offset, view.size
+    def slice_of(self, name):
+        """The slice of ``data`` (and ``grad``) that holds parameter ``name``, flattened."""
+        offset, size, _ = self._layout[name]
+        return slice(offset, offset + size)
 
-    @staticmethod
-    def owner_of(array):
-        """The FlatParameters whose ``data`` the array is a view of, or None."""
-        base = getattr(array, "base", None)
-        return None if base is None else _registry.get(id(base))
+    def group(self, names=None):
+        """A :class:`FlatGroup` of the named parameters (default: all, in layout order), for an
+        optimizer's parameter group."""
+        return FlatGroup(self, self.names() if names is None else names)

@@ -144,11 +144,14 @@ class Module:
 
     def parameter_groups(self, weight_decay=0.0):
         """Optimizer groups: weights (2-D and larger) with ``weight_decay``, and biases and
-        normalization parameters without it (empty groups are left out)."""
-        decay = [p for _, p in self.named_parameters() if p.ndim >= 2]
-        other = [p for _, p in self.named_parameters() if p.ndim < 2]
+        normalization parameters without it (empty groups are left out). Each group's
+        ``"params"`` is a :class:`fusednn.params.FlatGroup`, so the optimizer gets the spans of
+        the flat parameter and gradient buffers directly: one span, one kernel call per group."""
+        named = self.named_parameters()
+        decay = [name for name, p in named if p.ndim >= 2]
+        other = [name for name, p in named if p.ndim < 2]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
-        return [g for g in groups if g["params"]]
+        return [{**g, "params": self.params.group(g["params"])} for g in groups if g["params"]]
 
     def zero_grad(self):
         self.params.grad.fill(0)

@@ -1,13 +1,18 @@
 """Optimizers over parameter groups, each group updated by one fused kernel call.
 
-Parameters are NumPy arrays updated in place. When they are views into a
-:class:`fusednn.FlatParameters` buffer, the optimizer knows their gradients (``step()`` with
-no argument) and merges adjacent views into spans, so a model whose parameters form one
-group is updated by a single pass over one flat buffer. Otherwise ``step(grads)`` takes the
-gradients as a list in parameter order, and the kernel takes the arrays as a list (still one
-call and one pass per array).
+Parameters are NumPy arrays updated in place. A group given as a
+:class:`fusednn.FlatParameters` or a :class:`fusednn.params.FlatGroup` (``fp.group(names)``,
+what ``Module.parameter_groups`` returns) hands the optimizer the spans of the flat parameter
+and gradient buffers that its parameters cover, so the optimizer knows their gradients
+(``step()`` with no argument) and a group of adjacent parameters is updated by a single pass
+over one span. Otherwise ``step(grads)`` takes the gradients as a list in parameter order, and
+the kernel takes the arrays as a list (still one call and one pass per array).
 
 Optimizer state lives in one flat buffer per state and group, in the group's parameter order.
+
+Hyperparameters are checked once per step, for every group before any group is updated (and at
+construction and in load_state_dict, for early errors); the update then calls the kernel through
+the ops' unchecked entry points, whose binding checks the arrays.
 """
 
 import math
@@ -15,9 +20,10 @@ import math
 import numpy as np
 
 from fusednn import _checks, ops
-from fusednn._backend import address_of, array_module, host_copy
+from fusednn._backend import _is_cupy, array_module, host_copy
 from fusednn._backend import is_array as _is_array
-from fusednn.params import FlatParameters
+from fusednn.ops import optim as _kernels
+from fusednn.params import FlatGroup, FlatParameters
 
 
 class _Span:
@@ -32,9 +38,10 @@ class Optimizer:
     """Base class: parameter groups, hyperparameter checks, state, step, state_dict.
 
     Args:
-        params: a :class:`~fusednn.FlatParameters`, a list of arrays, or a list of dicts
-            ``{"params": [...], **hyperparameters}`` (parameter groups, e.g. no weight decay
-            on biases and normalization scales).
+        params: a :class:`~fusednn.FlatParameters`, a :class:`~fusednn.params.FlatGroup`, a
+            list of arrays, or a list of dicts ``{"params": ..., **hyperparameters}`` (parameter
+            groups, e.g. no weight decay on biases and normalization scales) whose ``"params"``
+            is one of those.
         defaults: the rule's hyperparameters; a group's own values override them. ``lr`` may
             be a number or a schedule (any callable of the step count, see
             :mod:`fusednn.optim.schedules`), evaluated at the number of steps done so far.
@@ -45,6 +52,7 @@ class Optimizer:
     """
 
     state_names = ()  # the per-parameter state arrays of the rule, in kernel order
+    scalar_state_names = ()  # the per-group scalar state of the rule (NAdam's mu_product)
 
     def __init__(self, params, defaults, *, max_grad_norm=None, grad_norm_type=2.0):
         self.defaults = dict(defaults)
@@ -54,17 +62,20 @@ class Optimizer:
         self.step_count = 0
         self.param_groups = []
         self._params = []  # every parameter, in group order: the indices of state_dict
+        flat_spans = []  # per group: the FlatGroup's spans, or None for plain arrays
         for group in self._groups_of(params):
+            flat = group["params"] if isinstance(group["params"], FlatGroup) else None
+            flat_spans.append(None if flat is None else flat.spans)
+            if flat is not None:
+                group["params"] = list(flat.params)
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
-            unknown = set(group) - set(self.defaults) - {"params"}
-            if unknown:
-                raise ValueError(f"param_groups: unknown hyperparameters {sorted(unknown)}; "
-                                 f"{type(self).__name__} takes {sorted(self.defaults)}")
+            self._check_keys(group, "param_groups")
             self._check(group)
+            self._lr(group)
             self.param_groups.append(group)
             self._params.extend(group["params"])
-        self._groups_state = [self._new_group_state(g) for g in self.param_groups]
+        self._groups_state = [self._new_group_state(g, spans) for g, spans in zip(self.param_groups, flat_spans)]
         self._check_no_shared_memory()
 
     # ---- construction
@@ -72,7 +83,9 @@ class Optimizer:
     @staticmethod
     def _groups_of(params):
         if isinstance(params, FlatParameters):
-            return [{"params": [params[n] for n in params]}]
+            params = params.group()
+        if isinstance(params, FlatGroup):
+            return [{"params": params}]
         if _is_array(params):
             params = [params]
         params = list(params)
@@ -86,17 +99,17 @@ class Optimizer:
                 group = dict(g)
                 members = group["params"]
                 if isinstance(members, FlatParameters):
-                    members = [members[n] for n in members]
+                    members = members.group()
                 elif _is_array(members):
                     members = [members]
-                group["params"] = list(members)
+                group["params"] = members if isinstance(members, FlatGroup) else list(members)
                 groups.append(group)
             return groups
         if any(isinstance(p, dict) for p in params):
             raise TypeError("params: expected arrays or parameter-group dicts, not a mix")
         return [{"params": params}]
 
-    def _new_group_state(self, group):
+    def _new_group_state(self, group, flat_spans):
         members = group["params"]
         for i, p in enumerate(members):
             if not _is_array(p):
@@ -120,54 +133,42 @@ class Optimizer:
             "buffers": {},  # state name -> flat buffer, allocated on first use
             "step": 0,
             "extra": {},  # scalar state of the rule (NAdam's mu_product)
-            "spans": self._spans(members, offsets),
+            "spans": self._spans(members, offsets, flat_spans),
             "shapes": [p.shape for p in members],
             "views": {},  # (state name, per_param) -> the state views handed to the kernel
         }
 
     @staticmethod
-    def _spans(members, offsets):
-        """Merge parameters that are adjacent views of one FlatParameters (in group order)."""
-        spans = []
-        for i, p in enumerate(members):
-            owner = FlatParameters.owner_of(p)
-            where = owner.span_of(p) if owner is not None else None
-            if where is not None and spans and spans[-1].owner is owner and spans[-1].end == where[0]:
-                last = spans[-1]
-                last.end += where[1]
-                last.indices.append(i)
-                continue
-            span = _Span(None, None, int(offsets[i]), [i])
-            span.owner, span.start, span.end = (owner, where[0], where[0] + where[1]) if where else (None, 0, 0)
-            span.single = p
-            spans.append(span)
-        for s in spans:
-            if s.owner is not None:
-                s.param, s.grad = s.owner.data[s.start:s.end], s.owner.grad[s.start:s.end]
-            else:
-                s.param, s.grad = s.single, None
-        return spans
+    def _spans(members, offsets, flat_spans):
+        """One span per run of a FlatGroup (its gradient known), else one per array."""
+        if flat_spans is None:
+            return [_Span(p, None, int(offsets[i]), [i]) for i, p in enumerate(members)]
+        return [_Span(data, grad, int(offsets[first]), list(range(first, stop)))
+                for data, grad, first, stop in flat_spans]
 
     def _check_no_shared_memory(self):
-        """Two parameters must not share memory (both would be updated, or one twice)."""
-        ranges = sorted((address_of(p), p.nbytes, i) for i, p in enumerate(self._params) if p.size)
-        for (a0, an, i), (b0, _, j) in zip(ranges, ranges[1:]):
-            if b0 < a0 + an:
-                raise ValueError(f"params: parameters {min(i, j)} and {max(i, j)} share memory (a parameter appears "
-                                 "in more than one place)")
+        """Two parameters must not share memory (both would be updated, or one twice): the ops'
+        check (the binding's sort-and-sweep), over all parameters of each device."""
+        for on_gpu in (False, True):
+            _kernels._check_disjoint([p for p in self._params if _is_cupy(p) == on_gpu], "params")
 
     # ---- hyperparameters
 
+    def _check_keys(self, group, where):
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            raise ValueError(f"{where}: unknown hyperparameters {sorted(unknown)}; "
+                             f"{type(self).__name__} takes {sorted(self.defaults)}")
+
     def _check(self, group):
-        """Validate a group's hyperparameters (subclasses extend)."""
-        lr = group["lr"]
-        if not callable(lr):
-            _checks.at_least_zero("lr", lr)
+        """A group's hyperparameters other than lr, checked, as the kernel takes them (subclasses
+        extend the dict)."""
+        return {"maximize": _checks.flag("maximize", group["maximize"])}
 
     def _lr(self, group):
+        """The group's learning rate at this step (a schedule is evaluated), checked."""
         lr = group["lr"]
-        value = lr(self.step_count) if callable(lr) else lr
-        return _checks.at_least_zero("lr", value)
+        return _checks.at_least_zero("lr", lr(self.step_count) if callable(lr) else lr)
 
     # ---- state
 
@@ -199,8 +200,8 @@ class Optimizer:
         if grads is None:
             for gi, st in enumerate(self._groups_state):
                 if any(s.grad is None for s in st["spans"]):
-                    raise ValueError("grads: required, because some parameters are not views of a FlatParameters "
-                                     "(so the optimizer does not know their gradients)")
+                    raise ValueError("grads: required, because some parameters were not given as a FlatParameters "
+                                     "or FlatGroup (fp.group(names)), so the optimizer does not know their gradients")
                 out.append(([s.param for s in st["spans"]], [s.grad for s in st["spans"]], False))
             return out
         if _is_array(grads):
@@ -234,11 +235,12 @@ class Optimizer:
         """One update of every parameter group.
 
         Args:
-            grads: None when the parameters are views of a :class:`~fusednn.FlatParameters`
-                (its gradient buffer is used), else the gradients as a list in parameter order
+            grads: None when the parameters were given as a :class:`~fusednn.FlatParameters` or
+                :class:`~fusednn.params.FlatGroup` (its gradient buffer is used), else the gradients as a list in parameter order
                 (the order of ``param_groups``).
         """
         work = self._grads_by_group(grads)
+        hypers = [(self._check(group), self._lr(group)) for group in self.param_groups]  # all, before any update
         scale = 1.0
         if self.max_grad_norm is not None:
             all_grads = [g for _, gs, _ in work for g in gs]
@@ -246,15 +248,15 @@ class Optimizer:
             self.last_grad_norm = norm
             coef = self.max_grad_norm / (norm + 1e-6)
             scale = coef if not coef >= 1.0 else 1.0  # NaN stays NaN, as in clip_grad_norm_
-        for gi, (group, (params, gs, per_param)) in enumerate(zip(self.param_groups, work)):
-            self._check(group)
+        for gi, ((h, lr), (params, gs, per_param)) in enumerate(zip(hypers, work)):
             st = self._groups_state[gi]
             st["step"] += 1
             if params:
-                self._update(gi, group, params, gs, per_param, st, self._lr(group), scale)
+                self._update(gi, h, params, gs, per_param, st, lr, scale)
         self.step_count += 1
 
-    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
+    def _update(self, gi, h, params, grads, per_param, st, lr, scale):
+        """One kernel call for group gi, with its checked hyperparameters h and lr."""
         raise NotImplementedError
 
     def zero_grad(self):
