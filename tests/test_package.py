@@ -4,9 +4,13 @@ import os
 import subprocess
 import sys
 
+import importlib
+
+import numpy as np
 import pytest
 
 import fusednn
+from conftest import requires_cuda
 
 
 def test_version_matches_metadata():
@@ -50,7 +54,6 @@ def test_cupy_arrays_without_cuda_module_get_a_clear_error():
         __module__ = "cupy._core.core"
         __cuda_array_interface__ = {}
 
-    import numpy as np
     with pytest.raises(TypeError, match="CuPy arrays need fusednn's CUDA module.*FUSEDNN_CUDA=ON"):
         fusednn.ops.linear(FakeCupyArray(), FakeCupyArray())
     with pytest.raises(TypeError, match=r"arrays must all be NumPy or all be CuPy, got a mix: x is numpy, w is cupy"):
@@ -58,3 +61,65 @@ def test_cupy_arrays_without_cuda_module_get_a_clear_error():
     a = np.ones((2, 2), np.float32)
     with pytest.raises(TypeError, match=r"got a mix: dy is numpy, x is numpy, w is numpy, out\[1\] is cupy"):
         fusednn.ops.linear_backward(a, a, a, out=(None, FakeCupyArray(), None))
+
+
+@requires_cuda
+def test_mixing_numpy_and_cupy_is_a_type_error():
+    import cupy as cp
+    with pytest.raises(TypeError, match="got a mix"):
+        fusednn.ops.linear(cp.ones((2, 2), cp.float32), np.ones((2, 2), np.float32))
+
+
+# ---- layout: what an import loads, what is reachable, __all__ (issue 12 item 7)
+
+TRAINING_LIBRARY = ("fusednn.train", "fusednn.data", "fusednn.checkpoint", "fusednn.nn", "fusednn.optim",
+                    "fusednn.regularizers")
+
+
+def _loaded_after(code):
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\n"
+                          "print(' '.join(m for m in sys.modules if m.startswith('fusednn')))"],
+                         capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("code", ["import fusednn.ops", "import fusednn", "import fusednn.reference",
+                                  "from fusednn import ops, set_num_threads, FlatParameters"])
+def test_importing_the_ops_does_not_load_the_training_library(code):
+    loaded = _loaded_after(code)
+    assert not loaded & set(TRAINING_LIBRARY), sorted(loaded)
+
+
+def test_the_submodules_are_attributes_after_import_fusednn():
+    loaded = _loaded_after("import fusednn\nassert fusednn.nn.losses.SoftmaxCrossEntropy\nassert fusednn.train.fit\n"
+                           "assert fusednn.checkpoint.load and fusednn.data.batches and fusednn.optim.Adam\n"
+                           "assert fusednn.regularizers.L2 and fusednn.reference.linear\n"
+                           "assert callable(fusednn.gradcheck)")
+    assert set(TRAINING_LIBRARY) <= loaded
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        fusednn.nope  # noqa: B018
+
+
+PUBLIC_MODULES = ["fusednn", "fusednn.ops", "fusednn.reference", "fusednn.nn", "fusednn.nn.layers", "fusednn.nn.init",
+                  "fusednn.nn.losses", "fusednn.nn.module", "fusednn.optim", "fusednn.optim.schedules",
+                  "fusednn.train", "fusednn.data", "fusednn.checkpoint", "fusednn.regularizers", "fusednn.params",
+                  "fusednn.gradcheck", "fusednn.testing"]
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_public_modules_declare_all(name):
+    module = importlib.import_module(name)
+    assert isinstance(module.__all__, list) and len(set(module.__all__)) == len(module.__all__)
+    for attr in module.__all__:
+        assert getattr(module, attr) is not None, attr
+    namespace = {}
+    exec(f"from {name} import *", namespace)
+    assert set(module.__all__) <= set(namespace)
+    public = {k for k, v in vars(module).items() if not k.startswith("_") and getattr(v, "__module__", None) == name
+              and callable(v)}
+    assert public <= set(module.__all__), f"{name}: public but not in __all__: {sorted(public - set(module.__all__))}"
+
+
+def test_fusednn_gradcheck_stays_the_function():
+    import fusednn.gradcheck  # noqa: F401 (the submodule of the same name)
+    assert callable(fusednn.gradcheck) and fusednn.gradcheck.__name__ == "gradcheck"

@@ -35,10 +35,26 @@ def build_info() -> dict:
     return info
 
 
-from fusednn import ops, optim, reference  # noqa: E402
+from fusednn.gradcheck import gradcheck  # noqa: E402 (NumPy only; also shadows the submodule's name)
 from fusednn.params import FlatParameters  # noqa: E402
-from fusednn import checkpoint, data, nn, regularizers, train  # noqa: E402
-from fusednn.gradcheck import gradcheck  # noqa: E402
+
+# The submodules load on first use (PEP 562), so that `import fusednn` (and `import fusednn.ops`)
+# does not load the training library; `fusednn.train` etc. work as attributes all the same.
+_LAZY = ("ops", "optim", "reference", "nn", "data", "train", "checkpoint", "regularizers")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        module = importlib.import_module(f"fusednn.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'fusednn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = ["__version__", "build_info", "get_num_threads", "set_num_threads", "ops", "optim", "reference",
            "FlatParameters", "nn", "data", "train", "checkpoint", "regularizers", "gradcheck"]

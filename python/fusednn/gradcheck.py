@@ -23,6 +23,8 @@ import numpy as np
 
 from fusednn.testing import numerical_gradient
 
+__all__ = ["gradcheck", "GradcheckError"]
+
 
 class GradcheckError(AssertionError):
     """An analytic gradient disagrees with finite differences."""

@@ -20,6 +20,8 @@ import numpy as np
 from fusednn import _checks, ops
 from fusednn._backend import is_array as _is_array
 
+__all__ = ["L1", "L2", "ElasticNet"]
+
 
 def _type_name(a):
     return f"{type(a).__module__}.{type(a).__qualname__}"

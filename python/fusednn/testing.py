@@ -2,6 +2,8 @@
 
 import numpy as np
 
+__all__ = ["numerical_gradient"]
+
 
 def numerical_gradient(f, x, eps=1e-6):
     """d f(x) / d x for a scalar function f of the array x, by central differences.

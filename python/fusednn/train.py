@@ -36,7 +36,7 @@ from fusednn._backend import device_module, to_host
 from fusednn.optim import schedules as _schedules
 
 __all__ = ["fit", "evaluate", "History", "Trainer", "Callback", "EarlyStopping", "ReduceLROnPlateau", "Checkpoint",
-           "NonFiniteLossError"]
+           "NonFiniteLossError", "load_training_checkpoint", "accuracy"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -402,6 +402,32 @@ class Checkpoint(Callback):
 # ---- the loop
 
 
+def load_training_checkpoint(path):
+    """``(checkpoint, trainer_state)`` of a checkpoint written by :meth:`Trainer.save` (the
+    Checkpoint callback's files), which ``fit(resume=...)`` continues from. A checkpoint without
+    the trainer's state (one written by :func:`fusednn.checkpoint.save` directly, such as the
+    CLI's ``final.npz``) is a CheckpointError that names the newest training checkpoint in its
+    directory; so is a trainer state of the wrong structure."""
+    ckpt = _ckpt.load(path)
+    state = ckpt.extra.get("trainer")
+    if state is None:
+        newest = _ckpt.latest(os.path.dirname(os.path.abspath(path)))
+        hint = (f"resume from {newest} (or its directory)" if newest else
+                "resume from an epoch-NNNN.npz file written by fit's Checkpoint callback")
+        raise _ckpt.CheckpointError(f"{path}: not a training checkpoint (it holds no trainer state: epoch, step "
+                                    f"and schedule counts, history, callbacks); {hint}")
+    try:
+        parsed = {"history": [dict(row) for row in state["history"]], "lr_scale": float(state["lr_scale"]),
+                  "min_lr": float(state["min_lr"]), "stop_training": state["stop_training"],
+                  "callbacks": [(str(name), cb_state) for name, cb_state in state["callbacks"]]}
+        if type(parsed["stop_training"]) is not bool:
+            raise TypeError(f"stop_training: expected a bool, got {parsed['stop_training']!r}")
+    except (KeyError, TypeError, ValueError) as err:
+        raise _ckpt.CheckpointError(f"{path}: damaged trainer state: {type(err).__name__}: {err}") from None
+    return ckpt, parsed
+
+
+
 class Trainer:
     """The state of one :func:`fit` call, as callbacks see it: ``model``, ``loss``,
     ``optimizer``, ``history``, ``epochs`` (the total), ``epoch`` (the current or last finished
@@ -456,32 +482,14 @@ class Trainer:
 
     def restore(self, path):
         """Load a checkpoint written by :meth:`save` into the model, optimizer and this trainer;
-        return the callbacks' saved states (``[[class name, state], ...]``). A checkpoint without
-        the trainer's state (one written by :func:`fusednn.checkpoint.save` directly, such as
-        the CLI's ``final.npz``) is a CheckpointError that names the newest training checkpoint
-        in its directory."""
-        ckpt = _ckpt.load(path)
-        state = ckpt.extra.get("trainer")
-        if state is None:
-            newest = _ckpt.latest(os.path.dirname(os.path.abspath(path)))
-            hint = (f"resume from {newest} (or its directory)" if newest else
-                    "resume from an epoch-NNNN.npz file written by fit's Checkpoint callback")
-            raise _ckpt.CheckpointError(f"{path}: not a training checkpoint (it holds no trainer state: epoch, step "
-                                        f"and schedule counts, history, callbacks); {hint}")
-        try:
-            history = [dict(row) for row in state["history"]]
-            lr_scale, min_lr = float(state["lr_scale"]), float(state["min_lr"])
-            stop_training = state["stop_training"]
-            callbacks = [(str(name), cb_state) for name, cb_state in state["callbacks"]]
-            if type(stop_training) is not bool:
-                raise TypeError(f"stop_training: expected a bool, got {stop_training!r}")
-        except (KeyError, TypeError, ValueError) as err:
-            raise _ckpt.CheckpointError(f"{path}: damaged trainer state: {type(err).__name__}: {err}") from None
+        return the callbacks' saved states (``[[class name, state], ...]``). See
+        :func:`load_training_checkpoint` for what is refused."""
+        ckpt, state = load_training_checkpoint(path)
         _ckpt.restore(ckpt, self.model, self.optimizer)
         self.epoch, self.global_step = ckpt.epoch, ckpt.step
-        self.history = History(history)
-        self.lr_scale, self.min_lr, self.stop_training = lr_scale, min_lr, stop_training
-        return callbacks
+        self.history = History(state["history"])
+        self.lr_scale, self.min_lr, self.stop_training = state["lr_scale"], state["min_lr"], state["stop_training"]
+        return state["callbacks"]
 
     def _call(self, hook, *args):
         for cb in self.callbacks:

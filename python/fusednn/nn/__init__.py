@@ -5,12 +5,12 @@ A model's parameters and gradients are views into one flat buffer each
 (:attr:`Module.params`), so an optimizer step over the whole model is one kernel call per
 parameter group."""
 
-from fusednn.nn import init
+from fusednn.nn import init, losses
 from fusednn.nn.layers import (MLP, Abs, BatchNorm, BatchNorm1d, BatchNorm2d, DropConnectLinear, Dropout, Flatten,
                                LayerNorm, Linear, LocalResponseNorm, ReLU, Sequential, Sigmoid, Tanh,
                                WeightNormLinear)
 from fusednn.nn.module import RNG, Module
 
-__all__ = ["init", "Module", "RNG", "Linear", "DropConnectLinear", "WeightNormLinear", "ReLU", "Sigmoid", "Tanh",
+__all__ = ["init", "losses", "Module", "RNG", "Linear", "DropConnectLinear", "WeightNormLinear", "ReLU", "Sigmoid", "Tanh",
            "Abs", "Flatten", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "LocalResponseNorm", "Dropout",
            "Sequential", "MLP"]

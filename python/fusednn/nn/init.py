@@ -17,6 +17,10 @@ import numpy as np
 
 from fusednn import _checks
 
+__all__ = ["fan_in_and_fan_out", "calculate_gain", "zeros", "constant", "normal", "uniform", "xavier_uniform",
+           "xavier_normal", "he_uniform", "kaiming_uniform", "he_normal", "kaiming_normal", "lecun_normal",
+           "orthogonal"]
+
 _MODES = ("fan_in", "fan_out")
 _LINEAR = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
            "sigmoid")

@@ -14,6 +14,9 @@ from fusednn._backend import array_module, device_of, is_array
 from fusednn.nn import init
 from fusednn.nn.module import Module, _dtype_of
 
+__all__ = ["Linear", "DropConnectLinear", "WeightNormLinear", "ReLU", "Sigmoid", "Tanh", "Abs", "Flatten", "BatchNorm",
+           "BatchNorm1d", "BatchNorm2d", "LayerNorm", "LocalResponseNorm", "Dropout", "Sequential", "MLP"]
+
 _WEIGHT_INITS = {
     "he": lambda w, rng: init.he_normal(w, nonlinearity="relu", rng=rng),
     "he_uniform": lambda w, rng: init.he_uniform(w, nonlinearity="relu", rng=rng),

@@ -7,6 +7,8 @@ import numpy as np
 from fusednn import _checks, ops
 from fusednn._backend import array_module, is_array
 
+__all__ = ["SoftmaxCrossEntropy", "MSELoss", "DistillationLoss", "soft_targets"]
+
 _REDUCTIONS = ("mean", "sum")
 
 

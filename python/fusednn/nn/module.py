@@ -17,6 +17,8 @@ import numpy as np
 from fusednn._backend import array_module, device_module, host_copy, to_host
 from fusednn.params import FlatParameters
 
+__all__ = ["Module", "RNG"]
+
 
 class RNG:
     """The model's Philox stream: a seed and the next unused counter. Every training-mode
