@@ -12,12 +12,25 @@ std::string type_name(py::handle obj) {
 
 std::string dtype_str(const py::dtype& dt) { return py::str(dt).cast<std::string>(); }
 
+// The rule of fusednn/_checks.py's real(): a Python int or float (not bool) or a NumPy real
+// scalar (numpy.floating, numpy.integer); arrays of any shape (0-d too), complex numbers, None,
+// strings and bools are a TypeError that names the argument.
 double float_arg(py::handle obj, const char* name, const char* expected) {
-  const bool is_bool = py::isinstance<py::bool_>(obj) || type_name(obj) == "numpy.bool";
-  if (is_bool || !(py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj) ||
-                   (py::hasattr(obj, "__float__") && py::hasattr(obj, "dtype") && py::hasattr(obj, "real"))))
-    throw TypeError(std::string(name) + ": expected " + expected + ", got " + py::repr(obj).cast<std::string>());
-  return obj.cast<double>();
+  static const py::handle np_floating = py::object(py::module_::import("numpy").attr("floating")).release();
+  static const py::handle np_integer = py::object(py::module_::import("numpy").attr("integer")).release();
+  const bool real = !py::isinstance<py::bool_>(obj) &&
+                    (py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj) ||
+                     py::isinstance(obj, np_floating) || py::isinstance(obj, np_integer));
+  if (!real)
+    throw TypeError(std::string(name) + ": expected " + expected + ", got " + py::repr(obj).cast<std::string>() +
+                    " (" + type_name(obj) + ")");
+  const double v = PyFloat_AsDouble(obj.ptr());  // a Python int too large for a double raises OverflowError
+  if (v == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    throw ValueError(std::string(name) + ": expected " + expected + ", got " + py::repr(obj).cast<std::string>() +
+                     " (too large for a float64)");
+  }
+  return v;
 }
 
 namespace {

@@ -3,9 +3,12 @@
 // Each rule first applies grad_scale (fused gradient clipping) and maximize.
 //
 // Hyperparameters arrive in a struct of T values precomputed on the host (bias corrections,
-// the decayed Adagrad rate, NAdam's momentum coefficients), so the per-element code is plain
-// arithmetic that vectorizes. Math calls are std:: so that float stays float (a bare
-// sqrt(float) is the C library's double sqrt).
+// the decayed Adagrad rate, NAdam's momentum coefficients: the functions below compute them in
+// double, once per call, for both devices), so the per-element code is plain arithmetic that
+// vectorizes. Math calls are std:: so that float stays float (a bare sqrt(float) is the C
+// library's double sqrt).
+//
+// Every kernel declared here takes the call's Stream last (common/stream.h); the CPU ignores it.
 #pragma once
 
 #include <cmath>
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "common/macros.h"
+#include "common/stream.h"
 
 namespace fdnn {
 
@@ -64,7 +68,8 @@ template <typename T> FDNN_HD inline void adagrad_update(T& p, T g, T& sum, cons
   p = p - h.clr * (g / (std::sqrt(sum) + h.eps));
 }
 
-// ---- RMSprop (centered, momentum)
+// ---- RMSprop (centered, momentum). Centered: sqrt(max(square_avg - grad_avg^2, 0)) + eps
+// (torch takes the square root unclamped, which gives NaN where rounding makes it negative).
 template <typename T> struct RmspropHyper {
   GradPrep<T> prep;
   T lr, alpha, alpha_c /* 1 - alpha */, eps, weight_decay, momentum;
@@ -80,7 +85,10 @@ FDNN_HD inline void rmsprop_update(T& p, T g, T& square_avg, T* grad_avg, T* buf
   if (h.centered) {
     const T a = h.avg_lerp(*grad_avg, g);
     *grad_avg = a;
-    avg = std::sqrt(square_avg - a * a) + h.eps;
+    // The variance estimate square_avg - a^2 is >= 0 in exact arithmetic but may round below 0
+    // (alpha = 0 gives g*g - g*g, and the product may be fused): clamped at 0, NaN kept.
+    const T var = square_avg - a * a;
+    avg = std::sqrt(var < T(0) ? T(0) : var) + h.eps;
   } else {
     avg = std::sqrt(square_avg) + h.eps;
   }
@@ -109,7 +117,8 @@ FDNN_HD inline void adadelta_update(T& p, T g, T& square_avg, T& acc_delta, cons
 }
 
 // ---- Adam / AdamW (decoupled weight decay) / AMSGrad.
-// step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t) (torch divides by it).
+// step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t) (torch divides by it): see
+// adam_bias_correction below.
 template <typename T> struct AdamHyper {
   GradPrep<T> prep;
   T beta2, beta2_c /* 1 - beta2 */, eps, weight_decay, decay_factor /* 1 - lr wd */;
@@ -117,6 +126,23 @@ template <typename T> struct AdamHyper {
   bool decoupled;
   Lerp<T> m_lerp;  // lerp weight 1 - beta1
 };
+// Adam's bias corrections at step t (from 1), in double on the host.
+struct AdamBiasCorrection {
+  double step_size;  // lr / (1 - beta1^t)
+  double bc2_sqrt;   // sqrt(1 - beta2^t)
+};
+FDNN_HD inline AdamBiasCorrection adam_bias_correction(int64_t step, double lr, double beta1, double beta2) {
+  const double t = static_cast<double>(step);
+  return {lr / (1.0 - std::pow(beta1, t)), std::sqrt(1.0 - std::pow(beta2, t))};
+}
+template <typename T>
+inline AdamHyper<T> adam_hyper(GradPrep<T> prep, int64_t step, double lr, double beta1, double beta2, double eps,
+                               double weight_decay, bool decoupled) {
+  const AdamBiasCorrection bc = adam_bias_correction(step, lr, beta1, beta2);
+  return {prep, T(beta2), T(1.0 - beta2), T(eps), T(weight_decay), T(1.0 - lr * weight_decay),
+          T(bc.step_size), T(bc.bc2_sqrt), decoupled, make_lerp<T>(1.0 - beta1)};
+}
+
 template <typename T>
 FDNN_HD inline void adam_update(T& p, T g, T& m, T& v, T* vmax, const AdamHyper<T>& h) {
   g = h.prep(g);
@@ -135,13 +161,38 @@ FDNN_HD inline void adam_update(T& p, T g, T& m, T& v, T* vmax, const AdamHyper<
   p = p - h.step_size * (m / denom);
 }
 
-// ---- NAdam: c_grad = lr (1 - mu_t) / (1 - prod mu), c_avg = lr mu_{t+1} / (1 - prod mu * mu_{t+1}).
+// ---- NAdam: c_grad = lr (1 - mu_t) / (1 - prod mu), c_avg = lr mu_{t+1} / (1 - prod mu * mu_{t+1})
+// (see nadam_coefficients below).
 template <typename T> struct NadamHyper {
   GradPrep<T> prep;
   T beta2, beta2_c, eps, weight_decay, decay_factor, bias_correction2, c_grad, c_avg;
   bool decoupled;
   Lerp<T> m_lerp;
 };
+// NAdam's momentum schedule: mu_t = beta1 (1 - 0.5 * 0.96^(t psi)), psi = momentum_decay.
+FDNN_HD inline double nadam_mu(double beta1, double momentum_decay, double t) {
+  return beta1 * (1.0 - 0.5 * std::pow(0.96, t * momentum_decay));
+}
+// The constants of NAdam's step t (from 1) given prod_{s<t} mu_s (1 before the first step), in
+// double on the host; `product` is the new prod_{s<=t} mu_s that the caller keeps.
+struct NadamCoefficients {
+  double product, c_grad, c_avg, bias_correction2;
+};
+FDNN_HD inline NadamCoefficients nadam_coefficients(int64_t step, double mu_product, double lr, double beta1,
+                                                    double beta2, double momentum_decay) {
+  const double t = static_cast<double>(step);
+  const double mu = nadam_mu(beta1, momentum_decay, t), mu_next = nadam_mu(beta1, momentum_decay, t + 1.0);
+  const double product = mu_product * mu;
+  return {product, lr * (1.0 - mu) / (1.0 - product), lr * mu_next / (1.0 - product * mu_next),
+          1.0 - std::pow(beta2, t)};
+}
+template <typename T>
+inline NadamHyper<T> nadam_hyper(GradPrep<T> prep, const NadamCoefficients& c, double lr, double beta1, double beta2,
+                                 double eps, double weight_decay, bool decoupled) {
+  return {prep, T(beta2), T(1.0 - beta2), T(eps), T(weight_decay), T(1.0 - lr * weight_decay),
+          T(c.bias_correction2), T(c.c_grad), T(c.c_avg), decoupled, make_lerp<T>(1.0 - beta1)};
+}
+
 template <typename T> FDNN_HD inline void nadam_update(T& p, T g, T& m, T& v, const NadamHyper<T>& h) {
   g = h.prep(g);
   if (h.decoupled)
@@ -164,14 +215,18 @@ template <typename T> struct OptimArrays {
   std::vector<T*> state0, state1, state2;
 };
 
-template <typename T> void sgd_step(const OptimArrays<T>& a, const SgdHyper<T>& h);          // state0 = momentum
-template <typename T> void adagrad_step(const OptimArrays<T>& a, const AdagradHyper<T>& h);  // state0 = sum
+// state0 = momentum buffer
+template <typename T> void sgd_step(const OptimArrays<T>& a, const SgdHyper<T>& h, Stream stream);
+// state0 = sum
+template <typename T> void adagrad_step(const OptimArrays<T>& a, const AdagradHyper<T>& h, Stream stream);
 // state0 = square_avg, state1 = grad_avg (centered), state2 = momentum buffer
-template <typename T> void rmsprop_step(const OptimArrays<T>& a, const RmspropHyper<T>& h);
-template <typename T> void adadelta_step(const OptimArrays<T>& a, const AdadeltaHyper<T>& h);  // square_avg, acc
+template <typename T> void rmsprop_step(const OptimArrays<T>& a, const RmspropHyper<T>& h, Stream stream);
+// state0 = square_avg, state1 = acc_delta
+template <typename T> void adadelta_step(const OptimArrays<T>& a, const AdadeltaHyper<T>& h, Stream stream);
 // state0 = exp_avg, state1 = exp_avg_sq, state2 = max_exp_avg_sq (amsgrad)
-template <typename T> void adam_step(const OptimArrays<T>& a, const AdamHyper<T>& h);
-template <typename T> void nadam_step(const OptimArrays<T>& a, const NadamHyper<T>& h);
+template <typename T> void adam_step(const OptimArrays<T>& a, const AdamHyper<T>& h, Stream stream);
+// state0 = exp_avg, state1 = exp_avg_sq
+template <typename T> void nadam_step(const OptimArrays<T>& a, const NadamHyper<T>& h, Stream stream);
 
 // ---- Elastic-net penalty (L1 + L2), added to a gradient in one pass
 // g += l1 sign(w), then g += l2 w (in that order, as L1 then L2 in fusednn.regularizers);
@@ -188,26 +243,29 @@ template <typename T> FDNN_HD inline void penalty_update(T w, T& g, T l1, T l2, 
 // The penalty's gradient added to grads on the entries where mask != 0 (mask null: all);
 // returns the penalty of those entries, its sums accumulated in double over a fixed partition.
 template <typename T>
-double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t n, double l1, double l2);
+double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t n, double l1, double l2,
+                        Stream stream);
 
 // Norm of all arrays together: 2 (sqrt of the sum of squares, accumulated in double over a
 // fixed partition) or infinity (max |x|); NaN if any element is NaN.
 template <typename T> double grad_norm(const std::vector<const T*>& arrays, const std::vector<int64_t>& sizes,
-                                       bool infinity_norm);
-template <typename T> void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip);
-template <typename T> void scale_in_place(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T factor);
+                                       bool infinity_norm, Stream stream);
+template <typename T>
+void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip, Stream stream);
+template <typename T>
+void scale_in_place(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T factor, Stream stream);
 
 // The explicit instantiations that both devices' files (optim_cpu.cpp, optim_cuda.cu) emit.
 #define FDNN_OPTIM_INSTANTIATE(T)                                                                                   \
-  template void sgd_step<T>(const OptimArrays<T>&, const SgdHyper<T>&);                                       \
-  template void adagrad_step<T>(const OptimArrays<T>&, const AdagradHyper<T>&);                               \
-  template void rmsprop_step<T>(const OptimArrays<T>&, const RmspropHyper<T>&);                               \
-  template void adadelta_step<T>(const OptimArrays<T>&, const AdadeltaHyper<T>&);                             \
-  template void adam_step<T>(const OptimArrays<T>&, const AdamHyper<T>&);                                     \
-  template void nadam_step<T>(const OptimArrays<T>&, const NadamHyper<T>&);                                   \
-  template double grad_norm<T>(const std::vector<const T*>&, const std::vector<int64_t>&, bool);              \
-  template double add_penalty_grad<T>(const T*, T*, const uint8_t*, int64_t, double, double);                 \
-  template void clip_by_value<T>(const std::vector<T*>&, const std::vector<int64_t>&, T);                     \
-  template void scale_in_place<T>(const std::vector<T*>&, const std::vector<int64_t>&, T);
+  template void sgd_step<T>(const OptimArrays<T>&, const SgdHyper<T>&, Stream);                                       \
+  template void adagrad_step<T>(const OptimArrays<T>&, const AdagradHyper<T>&, Stream);                               \
+  template void rmsprop_step<T>(const OptimArrays<T>&, const RmspropHyper<T>&, Stream);                               \
+  template void adadelta_step<T>(const OptimArrays<T>&, const AdadeltaHyper<T>&, Stream);                             \
+  template void adam_step<T>(const OptimArrays<T>&, const AdamHyper<T>&, Stream);                                     \
+  template void nadam_step<T>(const OptimArrays<T>&, const NadamHyper<T>&, Stream);                                   \
+  template double grad_norm<T>(const std::vector<const T*>&, const std::vector<int64_t>&, bool, Stream);      \
+  template double add_penalty_grad<T>(const T*, T*, const uint8_t*, int64_t, double, double, Stream);         \
+  template void clip_by_value<T>(const std::vector<T*>&, const std::vector<int64_t>&, T, Stream);             \
+  template void scale_in_place<T>(const std::vector<T*>&, const std::vector<int64_t>&, T, Stream);
 
 }  // namespace fdnn

@@ -197,46 +197,46 @@ template <typename T> FDNN_MULTIVERSION void scale_chunk(T* FDNN_RESTRICT x, int
 
 }  // namespace
 
-template <typename T> void sgd_step(const OptimArrays<T>& a, const SgdHyper<T>& h) {
+template <typename T> void sgd_step(const OptimArrays<T>& a, const SgdHyper<T>& h, Stream) {
   for_each_block(a, 4, [&](const Chunk& c) {
     sgd_chunk(at(a.params, c), at(a.grads, c), h.use_momentum ? at(a.state0, c) : nullptr, c.end - c.begin, h);
   });
 }
 
-template <typename T> void adagrad_step(const OptimArrays<T>& a, const AdagradHyper<T>& h) {
+template <typename T> void adagrad_step(const OptimArrays<T>& a, const AdagradHyper<T>& h, Stream) {
   for_each_block(a, 4, [&](const Chunk& c) {
     adagrad_chunk(at(a.params, c), at(a.grads, c), at(a.state0, c), c.end - c.begin, h);
   });
 }
 
-template <typename T> void rmsprop_step(const OptimArrays<T>& a, const RmspropHyper<T>& h) {
+template <typename T> void rmsprop_step(const OptimArrays<T>& a, const RmspropHyper<T>& h, Stream) {
   for_each_block(a, 6, [&](const Chunk& c) {
     rmsprop_chunk(at(a.params, c), at(a.grads, c), at(a.state0, c), h.centered ? at(a.state1, c) : nullptr,
                   h.use_momentum ? at(a.state2, c) : nullptr, c.end - c.begin, h);
   });
 }
 
-template <typename T> void adadelta_step(const OptimArrays<T>& a, const AdadeltaHyper<T>& h) {
+template <typename T> void adadelta_step(const OptimArrays<T>& a, const AdadeltaHyper<T>& h, Stream) {
   for_each_block(a, 6, [&](const Chunk& c) {
     adadelta_chunk(at(a.params, c), at(a.grads, c), at(a.state0, c), at(a.state1, c), c.end - c.begin, h);
   });
 }
 
-template <typename T> void adam_step(const OptimArrays<T>& a, const AdamHyper<T>& h) {
+template <typename T> void adam_step(const OptimArrays<T>& a, const AdamHyper<T>& h, Stream) {
   for_each_block(a, 7, [&](const Chunk& c) {
     adam_chunk(at(a.params, c), at(a.grads, c), at(a.state0, c), at(a.state1, c), at(a.state2, c), c.end - c.begin,
                h);
   });
 }
 
-template <typename T> void nadam_step(const OptimArrays<T>& a, const NadamHyper<T>& h) {
+template <typename T> void nadam_step(const OptimArrays<T>& a, const NadamHyper<T>& h, Stream) {
   for_each_block(a, 7, [&](const Chunk& c) {
     nadam_chunk(at(a.params, c), at(a.grads, c), at(a.state0, c), at(a.state1, c), c.end - c.begin, h);
   });
 }
 
 template <typename T>
-double grad_norm(const std::vector<const T*>& arrays, const std::vector<int64_t>& sizes, bool infinity_norm) {
+double grad_norm(const std::vector<const T*>& arrays, const std::vector<int64_t>& sizes, bool infinity_norm, Stream) {
   const std::vector<Chunk> chunks = chunks_of(sizes);
   const int64_t n = static_cast<int64_t>(chunks.size());
   Buffer<double> partial = scratch<double>(n);
@@ -258,7 +258,7 @@ double grad_norm(const std::vector<const T*>& arrays, const std::vector<int64_t>
 }
 
 template <typename T>
-double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t n, double l1, double l2) {
+double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t n, double l1, double l2, Stream) {
   const std::vector<Chunk> chunks = chunks_of({n});
   const int64_t count = static_cast<int64_t>(chunks.size());
   Buffer<double> partial = scratch<double>(2 * count);
@@ -274,11 +274,13 @@ double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t 
   return l1 * abs_sum + 0.5 * l2 * sq_sum;
 }
 
-template <typename T> void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip) {
+template <typename T>
+void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip, Stream) {
   for_each_chunk(sizes, 2, [&](const Chunk& c) { clamp_chunk(arrays[c.array] + c.begin, c.end - c.begin, clip); });
 }
 
-template <typename T> void scale_in_place(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T factor) {
+template <typename T>
+void scale_in_place(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T factor, Stream) {
   for_each_chunk(sizes, 2, [&](const Chunk& c) { scale_chunk(arrays[c.array] + c.begin, c.end - c.begin, factor); });
 }
 

@@ -32,9 +32,13 @@ std::vector<ChunkRef> chunks_of(const std::vector<int64_t>& sizes) {
   return out;
 }
 
-template <typename T> T* upload(const std::vector<T>& host, DeviceBuffer<T>& buf) {
+// host's values copied into buf on the stream, ahead of the kernels that read them (null for an
+// empty list). From pageable memory the copy is staged before cudaMemcpyAsync returns, so host may
+// go away afterwards.
+template <typename T> T* upload(const std::vector<T>& host, DeviceBuffer<T>& buf, Stream stream) {
   if (host.empty()) return nullptr;
-  cuda_check(cudaMemcpyAsync(buf.get(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream()),
+  cuda_check(cudaMemcpyAsync(buf.get(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice,
+                             cuda_stream(stream)),
              "cudaMemcpyAsync");
   return buf.get();
 }
@@ -49,15 +53,20 @@ template <typename T> struct DeviceLists {
   T *const *p, *const *s0, *const *s1, *const *s2;
   const T* const* g;
 
-  explicit DeviceLists(const OptimArrays<T>& a)
-      : chunks(chunks_of(a.sizes)), chunk_buf(chunks.size()), p_buf(a.params.size()), s0_buf(a.state0.size()),
-        s1_buf(a.state1.size()), s2_buf(a.state2.size()), g_buf(a.grads.size()) {
-    table = upload(chunks, chunk_buf);
-    p = upload(a.params, p_buf);
-    g = upload(a.grads, g_buf);
-    s0 = upload(a.state0, s0_buf);
-    s1 = upload(a.state1, s1_buf);
-    s2 = upload(a.state2, s2_buf);
+  DeviceLists(const OptimArrays<T>& a, Stream stream)
+      : chunks(chunks_of(a.sizes)),
+        chunk_buf(chunks.size(), stream),
+        p_buf(a.params.size(), stream),
+        s0_buf(a.state0.size(), stream),
+        s1_buf(a.state1.size(), stream),
+        s2_buf(a.state2.size(), stream),
+        g_buf(a.grads.size(), stream) {
+    table = upload(chunks, chunk_buf, stream);
+    p = upload(a.params, p_buf, stream);
+    g = upload(a.grads, g_buf, stream);
+    s0 = upload(a.state0, s0_buf, stream);
+    s1 = upload(a.state1, s1_buf, stream);
+    s2 = upload(a.state2, s2_buf, stream);
   }
 };
 
@@ -75,11 +84,12 @@ __global__ void update_kernel(const ChunkRef* chunks, T* const* p, const T* cons
     rule(pa[i], ga[i], a0 ? a0 + i : nullptr, a1 ? a1 + i : nullptr, a2 ? a2 + i : nullptr);
 }
 
-template <typename T, class Rule> void launch_update(const OptimArrays<T>& a, Rule rule, const char* name) {
-  DeviceLists<T> d(a);
+template <typename T, class Rule>
+void launch_update(const OptimArrays<T>& a, Rule rule, const char* name, Stream stream) {
+  DeviceLists<T> d(a, stream);
   if (d.chunks.empty()) return;
-  update_kernel<T, Rule><<<static_cast<unsigned>(d.chunks.size()), kThreads, 0, stream()>>>(d.table, d.p, d.g, d.s0,
-                                                                                             d.s1, d.s2, rule);
+  update_kernel<T, Rule><<<static_cast<unsigned>(d.chunks.size()), kThreads, 0, cuda_stream(stream)>>>(
+      d.table, d.p, d.g, d.s0, d.s1, d.s2, rule);
   check_launch(name);
 }
 
@@ -178,50 +188,51 @@ template <typename T> struct DeviceList {
   DeviceBuffer<T> ptr_buf;
   const ChunkRef* table;
   const T* ptrs;
-  DeviceList(const std::vector<T>& arrays, const std::vector<int64_t>& sizes)
-      : chunks(chunks_of(sizes)), chunk_buf(chunks.size()), ptr_buf(arrays.size()) {
-    table = upload(chunks, chunk_buf);
-    ptrs = upload(arrays, ptr_buf);
+  DeviceList(const std::vector<T>& arrays, const std::vector<int64_t>& sizes, Stream stream)
+      : chunks(chunks_of(sizes)), chunk_buf(chunks.size(), stream), ptr_buf(arrays.size(), stream) {
+    table = upload(chunks, chunk_buf, stream);
+    ptrs = upload(arrays, ptr_buf, stream);
   }
 };
 
 }  // namespace
 
-template <typename T> void sgd_step(const OptimArrays<T>& a, const SgdHyper<T>& h) {
+template <typename T> void sgd_step(const OptimArrays<T>& a, const SgdHyper<T>& h, Stream stream) {
   OptimArrays<T> b = a;
   if (!h.use_momentum) b.state0.clear();
-  launch_update(b, SgdRule<T>{h}, "sgd_step");
+  launch_update(b, SgdRule<T>{h}, "sgd_step", stream);
 }
-template <typename T> void adagrad_step(const OptimArrays<T>& a, const AdagradHyper<T>& h) {
-  launch_update(a, AdagradRule<T>{h}, "adagrad_step");
+template <typename T> void adagrad_step(const OptimArrays<T>& a, const AdagradHyper<T>& h, Stream stream) {
+  launch_update(a, AdagradRule<T>{h}, "adagrad_step", stream);
 }
-template <typename T> void rmsprop_step(const OptimArrays<T>& a, const RmspropHyper<T>& h) {
+template <typename T> void rmsprop_step(const OptimArrays<T>& a, const RmspropHyper<T>& h, Stream stream) {
   OptimArrays<T> b = a;
   if (!h.centered) b.state1.clear();
   if (!h.use_momentum) b.state2.clear();
-  launch_update(b, RmspropRule<T>{h}, "rmsprop_step");
+  launch_update(b, RmspropRule<T>{h}, "rmsprop_step", stream);
 }
-template <typename T> void adadelta_step(const OptimArrays<T>& a, const AdadeltaHyper<T>& h) {
-  launch_update(a, AdadeltaRule<T>{h}, "adadelta_step");
+template <typename T> void adadelta_step(const OptimArrays<T>& a, const AdadeltaHyper<T>& h, Stream stream) {
+  launch_update(a, AdadeltaRule<T>{h}, "adadelta_step", stream);
 }
-template <typename T> void adam_step(const OptimArrays<T>& a, const AdamHyper<T>& h) {
-  launch_update(a, AdamRule<T>{h}, "adam_step");
+template <typename T> void adam_step(const OptimArrays<T>& a, const AdamHyper<T>& h, Stream stream) {
+  launch_update(a, AdamRule<T>{h}, "adam_step", stream);
 }
-template <typename T> void nadam_step(const OptimArrays<T>& a, const NadamHyper<T>& h) {
-  launch_update(a, NadamRule<T>{h}, "nadam_step");
+template <typename T> void nadam_step(const OptimArrays<T>& a, const NadamHyper<T>& h, Stream stream) {
+  launch_update(a, NadamRule<T>{h}, "nadam_step", stream);
 }
 
 template <typename T>
-double grad_norm(const std::vector<const T*>& arrays, const std::vector<int64_t>& sizes, bool infinity_norm) {
-  DeviceList<const T*> d(arrays, sizes);
+double grad_norm(const std::vector<const T*>& arrays, const std::vector<int64_t>& sizes, bool infinity_norm,
+                 Stream stream) {
+  DeviceList<const T*> d(arrays, sizes, stream);
   const int64_t n = static_cast<int64_t>(d.chunks.size());
   if (n == 0) return 0.0;
-  DeviceBuffer<double> partial(n);
-  norm_partials_kernel<T><<<static_cast<unsigned>(n), kThreads, 0, stream()>>>(d.table, d.ptrs, infinity_norm,
-                                                                               partial.get());
+  DeviceBuffer<double> partial(n, stream);
+  norm_partials_kernel<T><<<static_cast<unsigned>(n), kThreads, 0, cuda_stream(stream)>>>(d.table, d.ptrs,
+                                                                                         infinity_norm, partial.get());
   check_launch("norm_partials_kernel");
   std::vector<double> host(n);
-  copy_to_host(host.data(), partial.get(), n);
+  copy_to_host(host.data(), partial.get(), n, stream);
   double total = 0.0;
   for (double v : host) {  // chunk order, as the CPU adds its partials
     if (!infinity_norm)
@@ -233,31 +244,35 @@ double grad_norm(const std::vector<const T*>& arrays, const std::vector<int64_t>
 }
 
 template <typename T>
-double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t n, double l1, double l2) {
+double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t n, double l1, double l2,
+                        Stream stream) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   if (chunks == 0) return 0.0;
-  DeviceBuffer<double> partial(2 * chunks);
-  penalty_kernel<T><<<static_cast<unsigned>(chunks), kThreads, 0, stream()>>>(
+  DeviceBuffer<double> partial(2 * chunks, stream);
+  penalty_kernel<T><<<static_cast<unsigned>(chunks), kThreads, 0, cuda_stream(stream)>>>(
       params, grads, mask, n, static_cast<T>(l1), static_cast<T>(l2), partial.get());
   check_launch("penalty_kernel");
   std::vector<double> host(2 * chunks);
-  copy_to_host(host.data(), partial.get(), 2 * chunks);
+  copy_to_host(host.data(), partial.get(), 2 * chunks, stream);
   double abs_sum = 0.0, sq_sum = 0.0;
   for (int64_t c = 0; c < chunks; ++c) abs_sum += host[2 * c], sq_sum += host[2 * c + 1];  // chunk order
   return l1 * abs_sum + 0.5 * l2 * sq_sum;
 }
 
-template <typename T> void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip) {
-  DeviceList<T*> d(arrays, sizes);
+template <typename T>
+void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip, Stream stream) {
+  DeviceList<T*> d(arrays, sizes, stream);
   if (d.chunks.empty()) return;
-  clamp_kernel<T><<<static_cast<unsigned>(d.chunks.size()), kThreads, 0, stream()>>>(d.table, d.ptrs, clip);
+  clamp_kernel<T><<<static_cast<unsigned>(d.chunks.size()), kThreads, 0, cuda_stream(stream)>>>(d.table, d.ptrs, clip);
   check_launch("clamp_kernel");
 }
 
-template <typename T> void scale_in_place(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T factor) {
-  DeviceList<T*> d(arrays, sizes);
+template <typename T>
+void scale_in_place(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T factor, Stream stream) {
+  DeviceList<T*> d(arrays, sizes, stream);
   if (d.chunks.empty()) return;
-  scale_lists_kernel<T><<<static_cast<unsigned>(d.chunks.size()), kThreads, 0, stream()>>>(d.table, d.ptrs, factor);
+  scale_lists_kernel<T><<<static_cast<unsigned>(d.chunks.size()), kThreads, 0, cuda_stream(stream)>>>(d.table, d.ptrs,
+                                                                                                     factor);
   check_launch("scale_lists_kernel");
 }
 

@@ -1,23 +1,69 @@
-"""Checks of scalar hyperparameters, shared by the functional ops and the optimizer classes.
-Each raises TypeError/ValueError naming the argument, the expectation and the value."""
+"""Checks of scalar arguments, the one home of their rule and messages: the functional ops, the
+NumPy references and the optimizer classes call these (the compiled bindings follow the same
+rule in ``float_arg``, csrc/bind/args.cpp). Each raises TypeError/ValueError naming the
+argument, the expectation and the value.
+
+The rule:
+- a real-valued argument (a rate, probability, epsilon, momentum, ...) is a Python ``int`` or
+  ``float`` or a NumPy real scalar (``numpy.floating``, ``numpy.integer``); ``bool`` and
+  ``numpy.bool_``, arrays of any shape (0-d and 1-element ones too), complex numbers, ``None`` and
+  strings are a TypeError;
+- an integer argument (a step count, a seed) is a Python ``int`` or a NumPy integer, not a bool;
+- a flag (``training``, ``nesterov``, ``amsgrad``, ...) is ``True``/``False`` or a ``numpy.bool_``;
+  anything else, ``None`` and 0/1 included, is a TypeError.
+Then the value's range is checked (ValueError; NaN is outside every range).
+"""
 
 import math
 import numbers
 
 import numpy as np
 
+_REAL = (int, float, np.integer, np.floating)
+_INTEGER = (int, np.integer)
+_BOOL = (bool, np.bool_)
+
 
 def _show(value):
+    """A value in a ValueError message (one of the accepted types)."""
     return str(value) if isinstance(value, (numbers.Number, np.number)) else repr(value)
 
 
-def real(name, value, expected):
-    """value as a float; TypeError unless it is a real number (bool is not)."""
-    if type(value) is float or type(value) is int:  # the common case, without the ABC checks
-        return float(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected {expected}, got {_show(value)}")
-    return float(value)
+def _rejected(name, expected, value):
+    """The TypeError for a value of the wrong type: its repr and its type."""
+    t = type(value)
+    return TypeError(f"{name}: expected {expected}, got {value!r} ({t.__module__}.{t.__qualname__})")
+
+
+def real(name, value, expected="a real number"):
+    """value as a float; TypeError unless it is a real number by the rule above."""
+    t = type(value)
+    if t is float or t is int:  # the common case, without the isinstance checks
+        v = value
+    elif isinstance(value, _REAL) and not isinstance(value, _BOOL):
+        v = value
+    else:
+        raise _rejected(name, expected, value)
+    try:
+        return float(v)
+    except OverflowError:  # a Python int beyond float64
+        raise ValueError(f"{name}: expected {expected}, got {value!r} (too large for a float64)") from None
+
+
+def integer(name, value, expected="an integer"):
+    """value as an int; TypeError unless it is a Python or NumPy integer (not a bool)."""
+    if type(value) is int or (isinstance(value, _INTEGER) and not isinstance(value, _BOOL)):
+        return int(value)
+    raise _rejected(name, expected, value)
+
+
+def flag(name, value):
+    """value as a bool; TypeError unless it is True/False or a numpy.bool_."""
+    if value is True or value is False:
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    raise _rejected(name, "True or False", value)
 
 
 def at_least_zero(name, value):
@@ -44,11 +90,10 @@ def in_unit_interval(name, value, closed_right=True):
 
 
 def step_number(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name}: expected an integer >= 1, got {_show(value)}")
-    if value < 1:
+    v = integer(name, value, "an integer >= 1")
+    if v < 1:
         raise ValueError(f"{name}: expected an integer >= 1, got {_show(value)}")
-    return int(value)
+    return v
 
 
 def norm_type(value):
@@ -56,3 +101,11 @@ def norm_type(value):
     if v != 2.0 and v != math.inf:
         raise ValueError(f"norm_type: expected 2.0 or inf, got {_show(value)}")
     return v
+
+
+def nesterov(value, momentum, dampening):
+    """SGD's nesterov flag, which needs momentum > 0 and no dampening."""
+    value = flag("nesterov", value)
+    if value and (momentum <= 0 or dampening != 0):
+        raise ValueError("nesterov: requires momentum > 0 and dampening = 0")
+    return value

@@ -294,40 +294,93 @@ class Optimizer:
     def _lr_value(self, lr):
         return float(lr(self.step_count)) if callable(lr) else lr
 
+    def _initial_state(self, gi):
+        """Create the state a rule starts from other than zeros (Adagrad's sums)."""
+
     def load_state_dict(self, state_dict):
-        """Restore what :meth:`state_dict` returned (copies the arrays into this optimizer's
-        state). The groups must match in number and sizes; a schedule-valued lr is kept."""
-        groups = state_dict["param_groups"]
+        """Restore what :meth:`state_dict` returned: copies the arrays into this optimizer's state
+        and takes the groups' hyperparameters (a schedule-valued lr is kept). The groups must
+        match in number and sizes.
+
+        Arrays may be any array-like (NumPy or CuPy arrays, or objects with ``__array__`` such as
+        CPU torch tensors) and scalars (``step``, ``mu_product``) numbers or 1-element array-likes,
+        so that ``torch.optim``'s state_dict of the same rule loads too. Everything is checked
+        before anything is assigned: a refused state_dict (TypeError/ValueError naming the entry)
+        leaves the optimizer as it was."""
+        plans, step_count = self._plan_load(state_dict)
+        for gi, (hyper, step, buffers, extra) in enumerate(plans):
+            group, st = self.param_groups[gi], self._groups_state[gi]
+            group.update(hyper)
+            st["step"], st["extra"] = step, extra
+            for name in list(st["buffers"]):
+                if name not in buffers:  # not in the loaded state: the rule starts it afresh
+                    del st["buffers"][name]
+                    st["views"] = {k: v for k, v in st["views"].items() if k[0] != name}
+            for name, arrays in buffers.items():
+                buf = self._buffer(gi, name)
+                for j, a in enumerate(arrays):
+                    buf[st["offsets"][j]:st["offsets"][j + 1]] = st["xp"].asarray(a.reshape(-1))
+            self._initial_state(gi)
+        self.step_count = step_count
+
+    def _plan_load(self, state_dict):
+        """The checked content of a state_dict, per group: (hyperparameters, step, {state name:
+        [host array per parameter]}, {scalar state}); and the step count."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict: expected a dict, got {type(state_dict).__module__}."
+                            f"{type(state_dict).__qualname__}")
+        for key in ("state", "param_groups"):
+            if key not in state_dict:
+                raise ValueError(f"state_dict: missing the entry {key!r}")
+        groups, state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(groups, (list, tuple)) or not isinstance(state, dict):
+            raise TypeError("state_dict: expected 'param_groups' to be a list and 'state' a dict")
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict: expected {len(self.param_groups)} parameter groups, got {len(groups)}")
+        plans = []
         for gi, (group, saved) in enumerate(zip(self.param_groups, groups)):
+            where = f"state_dict['param_groups'][{gi}]"
+            if not isinstance(saved, dict) or "params" not in saved:
+                raise ValueError(f"{where}: expected a dict with a 'params' entry")
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"state_dict: group {gi} has {len(saved['params'])} parameters, expected "
                                  f"{len(group['params'])}")
-            st = self._groups_state[gi]
-            for j, i in enumerate(saved["params"]):
-                entry = state_dict["state"].get(i, state_dict["state"].get(str(i)))
-                if entry is None:
-                    continue
-                st["step"] = int(entry["step"])
+            hyper = {k: v for k, v in saved.items()
+                     if k != "params" and not (k == "lr" and callable(group.get("lr")))}
+            self._check_keys(hyper, where)
+            trial = {**group, **hyper}
+            self._check(trial)
+            self._lr(trial)
+            entries = [state.get(i, state.get(str(i))) for i in saved["params"]]
+            if all(e is None for e in entries):  # never stepped: the rule's initial state
+                plans.append((hyper, 0, {}, {}))
+                continue
+            steps, buffers, extra = set(), {}, {}
+            for j, (i, entry) in enumerate(zip(saved["params"], entries)):
+                at = f"state_dict['state'][{i!r}]"
+                if not isinstance(entry, dict):
+                    raise TypeError(f"{at}: expected a dict of the parameter's state, got "
+                                    f"{type(entry).__module__}.{type(entry).__qualname__}")
                 for name, value in entry.items():
                     if name == "step":
-                        continue
-                    if isinstance(value, np.ndarray):
-                        p = group["params"][j]
-                        if value.shape != p.shape:
-                            raise ValueError(f"state_dict: state {name!r} of parameter {i} has shape "
-                                             f"{value.shape}, expected {p.shape}")
-                        buf = self._buffer(gi, name)
-                        buf[st["offsets"][j]:st["offsets"][j + 1]] = st["xp"].asarray(value.reshape(-1))
+                        steps.add(_loaded_step(value, f"{at}['step']"))
+                    elif name in self.state_names:
+                        shape = group["params"][j].shape
+                        buffers.setdefault(name, [None] * len(entries))[j] = _loaded_array(value, f"{at}[{name!r}]",
+                                                                                           shape)
+                    elif name in self.scalar_state_names:
+                        extra[name] = _loaded_real(value, f"{at}[{name!r}]")
                     else:
-                        st["extra"][name] = value
-            for key, value in saved.items():
-                if key == "params" or (key == "lr" and callable(group.get("lr"))):
-                    continue
-                group[key] = value
-            self._check(group)
-        self.step_count = int(state_dict.get("step_count", self.step_count))
+                        raise ValueError(f"{at}: unknown state {name!r}; {type(self).__name__} keeps "
+                                         f"{sorted(('step',) + self.state_names + self.scalar_state_names)}")
+            for name, arrays in buffers.items():
+                if any(a is None for a in arrays):
+                    raise ValueError(f"state_dict: group {gi} has the state {name!r} for some parameters only")
+            if len(steps) > 1:
+                raise ValueError(f"state_dict: the parameters of group {gi} have different steps {sorted(steps)}")
+            plans.append((hyper, steps.pop() if steps else 0, buffers, extra))
+        step_count = state_dict.get("step_count", self.step_count)
+        return plans, _loaded_step(step_count, "state_dict['step_count']")
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -337,16 +390,62 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
+def _loaded_scalar(value, where, expected):
+    """A number of a loaded state: itself, or the value of a 1-element array-like (a 0-d tensor)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: expected {expected}, got {value!r}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return value
+    if _is_array(value) or hasattr(value, "__array__"):
+        a = np.asarray(host_copy(value) if _is_array(value) else value)
+        if a.size == 1 and a.dtype.kind in "fiu":
+            return a.reshape(()).item()
+    raise TypeError(f"{where}: expected {expected}, got {type(value).__module__}.{type(value).__qualname__}")
+
+
+def _loaded_step(value, where):
+    v = _loaded_scalar(value, where, "an integer >= 0")
+    if not (v >= 0 and float(v).is_integer()):
+        raise ValueError(f"{where}: expected an integer >= 0, got {v!r}")
+    return int(v)
+
+
+def _loaded_real(value, where):
+    return float(_loaded_scalar(value, where, "a real number"))
+
+
+def _loaded_array(value, where, shape):
+    """A state array as a NumPy array of the parameter's shape (from NumPy, CuPy or any object with
+    ``__array__``, e.g. a CPU torch tensor)."""
+    if _is_array(value):
+        a = host_copy(value)
+    elif hasattr(value, "__array__"):
+        try:
+            a = np.asarray(value)
+        except Exception as e:
+            raise TypeError(f"{where}: could not be converted to a NumPy array ({e})") from None
+    else:
+        raise TypeError(f"{where}: expected an array, got {type(value).__module__}.{type(value).__qualname__}")
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{where}: expected a real-valued array, got dtype {a.dtype}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"{where}: expected shape {tuple(shape)} (its parameter's), got {a.shape}")
+    return a
+
+
 def _betas(name, betas):
+    """A pair (beta1, beta2), each in [0, 1)."""
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"{name}: expected a pair (beta1, beta2), got {betas!r}")
-    _checks.in_unit_interval(f"{name}[0]", betas[0], closed_right=False)
-    _checks.in_unit_interval(f"{name}[1]", betas[1], closed_right=False)
+    return (_checks.in_unit_interval(f"{name}[0]", betas[0], closed_right=False),
+            _checks.in_unit_interval(f"{name}[1]", betas[1], closed_right=False))
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum, dampening, Nesterov and (coupled) weight
     decay, as ``torch.optim.SGD`` (velocity without the learning rate: b = mu b + g, p -= lr b)."""
+
+    state_names = ("momentum_buffer",)
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
                  maximize=False, max_grad_norm=None, grad_norm_type=2.0):
@@ -355,25 +454,26 @@ class SGD(Optimizer):
                          max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
 
     def _check(self, group):
-        super()._check(group)
-        _checks.at_least_zero("momentum", group["momentum"])
-        _checks.at_least_zero("weight_decay", group["weight_decay"])
-        _checks.real("dampening", group["dampening"], "a real number")
-        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError("nesterov: requires momentum > 0 and dampening = 0")
+        h = super()._check(group)
+        h["momentum"] = _checks.at_least_zero("momentum", group["momentum"])
+        h["weight_decay"] = _checks.at_least_zero("weight_decay", group["weight_decay"])
+        h["dampening"] = _checks.real("dampening", group["dampening"])
+        h["nesterov"] = _checks.nesterov(group["nesterov"], h["momentum"], h["dampening"])
+        return h
 
-    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
+    def _update(self, gi, h, params, grads, per_param, st, lr, scale):
         bufs, first = None, False
-        if group["momentum"] != 0:
+        if h["momentum"] != 0:
             first = "momentum_buffer" not in st["buffers"]
             bufs = self._state_views(gi, "momentum_buffer", st["spans"], per_param)
-        ops.sgd_step(params, grads, bufs, lr=lr, momentum=group["momentum"], dampening=group["dampening"],
-                     nesterov=group["nesterov"], weight_decay=group["weight_decay"], maximize=group["maximize"],
-                     first_step=first, grad_scale=scale)
+        _kernels._sgd(params, grads, bufs, lr, h["momentum"], h["dampening"], h["nesterov"], h["weight_decay"],
+                      h["maximize"], first, scale)
 
 
 class Adagrad(Optimizer):
     """Adagrad, as ``torch.optim.Adagrad``."""
+
+    state_names = ("sum",)
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, *,
                  maximize=False, max_grad_norm=None, grad_norm_type=2.0):
@@ -381,25 +481,31 @@ class Adagrad(Optimizer):
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
                                       maximize=maximize),
                          max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
-        for gi, group in enumerate(self.param_groups):  # torch fills the sums at construction
-            self._buffer(gi, "sum", fill=group["initial_accumulator_value"])
+        for gi in range(len(self.param_groups)):
+            self._initial_state(gi)
+
+    def _initial_state(self, gi):
+        # torch fills the sums at construction
+        self._buffer(gi, "sum", fill=self.param_groups[gi]["initial_accumulator_value"])
 
     def _check(self, group):
-        super()._check(group)
-        _checks.at_least_zero("lr_decay", group["lr_decay"])
-        _checks.at_least_zero("weight_decay", group["weight_decay"])
+        h = super()._check(group)
+        h["lr_decay"] = _checks.at_least_zero("lr_decay", group["lr_decay"])
+        h["weight_decay"] = _checks.at_least_zero("weight_decay", group["weight_decay"])
         _checks.at_least_zero("initial_accumulator_value", group["initial_accumulator_value"])
-        _checks.positive("eps", group["eps"])
+        h["eps"] = _checks.positive("eps", group["eps"])
+        return h
 
-    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
-        ops.adagrad_step(params, grads, self._state_views(gi, "sum", st["spans"], per_param), step=st["step"], lr=lr,
-                         lr_decay=group["lr_decay"], weight_decay=group["weight_decay"], eps=group["eps"],
-                         maximize=group["maximize"], grad_scale=scale)
+    def _update(self, gi, h, params, grads, per_param, st, lr, scale):
+        _kernels._adagrad(params, grads, self._state_views(gi, "sum", st["spans"], per_param), st["step"], lr,
+                          h["lr_decay"], h["weight_decay"], h["eps"], h["maximize"], scale)
 
 
 class RMSprop(Optimizer):
     """RMSprop (optionally centered, with momentum), as ``torch.optim.RMSprop`` (eps outside
-    the square root)."""
+    the square root; centered, the variance estimate is clamped at 0 before the square root)."""
+
+    state_names = ("square_avg", "momentum_buffer", "grad_avg")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, *,
                  maximize=False, max_grad_norm=None, grad_norm_type=2.0):
@@ -408,22 +514,25 @@ class RMSprop(Optimizer):
                          max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
 
     def _check(self, group):
-        super()._check(group)
-        _checks.in_unit_interval("alpha", group["alpha"])
-        _checks.positive("eps", group["eps"])
-        _checks.at_least_zero("weight_decay", group["weight_decay"])
-        _checks.at_least_zero("momentum", group["momentum"])
+        h = super()._check(group)
+        h["alpha"] = _checks.in_unit_interval("alpha", group["alpha"])
+        h["eps"] = _checks.positive("eps", group["eps"])
+        h["weight_decay"] = _checks.at_least_zero("weight_decay", group["weight_decay"])
+        h["momentum"] = _checks.at_least_zero("momentum", group["momentum"])
+        h["centered"] = _checks.flag("centered", group["centered"])
+        return h
 
-    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
+    def _update(self, gi, h, params, grads, per_param, st, lr, scale):
         views = lambda name: self._state_views(gi, name, st["spans"], per_param)  # noqa: E731
-        ops.rmsprop_step(params, grads, views("square_avg"), views("momentum_buffer") if group["momentum"] else None,
-                         views("grad_avg") if group["centered"] else None, lr=lr, alpha=group["alpha"],
-                         eps=group["eps"], weight_decay=group["weight_decay"], momentum=group["momentum"],
-                         centered=group["centered"], maximize=group["maximize"], grad_scale=scale)
+        _kernels._rmsprop(params, grads, views("square_avg"), views("momentum_buffer") if h["momentum"] else None,
+                          views("grad_avg") if h["centered"] else None, lr, h["alpha"], h["eps"], h["weight_decay"],
+                          h["momentum"], h["centered"], h["maximize"], scale)
 
 
 class Adadelta(Optimizer):
     """Adadelta, as ``torch.optim.Adadelta``."""
+
+    state_names = ("square_avg", "acc_delta")
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False, max_grad_norm=None,
                  grad_norm_type=2.0):
@@ -431,20 +540,22 @@ class Adadelta(Optimizer):
                          max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
 
     def _check(self, group):
-        super()._check(group)
-        _checks.in_unit_interval("rho", group["rho"])
-        _checks.positive("eps", group["eps"])
-        _checks.at_least_zero("weight_decay", group["weight_decay"])
+        h = super()._check(group)
+        h["rho"] = _checks.in_unit_interval("rho", group["rho"])
+        h["eps"] = _checks.positive("eps", group["eps"])
+        h["weight_decay"] = _checks.at_least_zero("weight_decay", group["weight_decay"])
+        return h
 
-    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
-        ops.adadelta_step(params, grads, self._state_views(gi, "square_avg", st["spans"], per_param),
-                          self._state_views(gi, "acc_delta", st["spans"], per_param), lr=lr, rho=group["rho"],
-                          eps=group["eps"], weight_decay=group["weight_decay"], maximize=group["maximize"],
-                          grad_scale=scale)
+    def _update(self, gi, h, params, grads, per_param, st, lr, scale):
+        _kernels._adadelta(params, grads, self._state_views(gi, "square_avg", st["spans"], per_param),
+                           self._state_views(gi, "acc_delta", st["spans"], per_param), lr, h["rho"], h["eps"],
+                           h["weight_decay"], h["maximize"], scale)
 
 
 class Adam(Optimizer):
     """Adam / AMSGrad, as ``torch.optim.Adam``; ``decoupled_weight_decay=True`` is AdamW."""
+
+    state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
                  decoupled_weight_decay=False, maximize=False, max_grad_norm=None, grad_norm_type=2.0):
@@ -453,19 +564,20 @@ class Adam(Optimizer):
                          max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
 
     def _check(self, group):
-        super()._check(group)
-        _betas("betas", group["betas"])
-        _checks.positive("eps", group["eps"])
-        _checks.at_least_zero("weight_decay", group["weight_decay"])
+        h = super()._check(group)
+        h["betas"] = _betas("betas", group["betas"])
+        h["eps"] = _checks.positive("eps", group["eps"])
+        h["weight_decay"] = _checks.at_least_zero("weight_decay", group["weight_decay"])
+        h["amsgrad"] = _checks.flag("amsgrad", group["amsgrad"])
+        h["decoupled_weight_decay"] = _checks.flag("decoupled_weight_decay", group["decoupled_weight_decay"])
+        return h
 
-    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
+    def _update(self, gi, h, params, grads, per_param, st, lr, scale):
         views = lambda name: self._state_views(gi, name, st["spans"], per_param)  # noqa: E731
-        ops.adam_step(params, grads, views("exp_avg"), views("exp_avg_sq"),
-                      views("max_exp_avg_sq") if group["amsgrad"] else None, step=st["step"], lr=lr,
-                      beta1=group["betas"][0], beta2=group["betas"][1], eps=group["eps"],
-                      weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
-                      decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"],
-                      grad_scale=scale)
+        _kernels._adam(params, grads, views("exp_avg"), views("exp_avg_sq"),
+                       views("max_exp_avg_sq") if h["amsgrad"] else None, st["step"], lr, h["betas"][0],
+                       h["betas"][1], h["eps"], h["weight_decay"], h["amsgrad"], h["decoupled_weight_decay"],
+                       h["maximize"], scale)
 
 
 class AdamW(Adam):
@@ -481,6 +593,9 @@ class AdamW(Adam):
 class NAdam(Optimizer):
     """NAdam (Nesterov-accelerated Adam with momentum decay), as ``torch.optim.NAdam``."""
 
+    state_names = ("exp_avg", "exp_avg_sq")
+    scalar_state_names = ("mu_product",)
+
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, *,
                  decoupled_weight_decay=False, maximize=False, max_grad_norm=None, grad_norm_type=2.0):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
@@ -489,19 +604,20 @@ class NAdam(Optimizer):
                          max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
 
     def _check(self, group):
-        super()._check(group)
-        _betas("betas", group["betas"])
-        _checks.positive("eps", group["eps"])
-        _checks.at_least_zero("weight_decay", group["weight_decay"])
-        _checks.at_least_zero("momentum_decay", group["momentum_decay"])
+        h = super()._check(group)
+        h["betas"] = _betas("betas", group["betas"])
+        h["eps"] = _checks.positive("eps", group["eps"])
+        h["weight_decay"] = _checks.at_least_zero("weight_decay", group["weight_decay"])
+        h["momentum_decay"] = _checks.at_least_zero("momentum_decay", group["momentum_decay"])
+        h["decoupled_weight_decay"] = _checks.flag("decoupled_weight_decay", group["decoupled_weight_decay"])
+        return h
 
-    def _update(self, gi, group, params, grads, per_param, st, lr, scale):
+    def _update(self, gi, h, params, grads, per_param, st, lr, scale):
         views = lambda name: self._state_views(gi, name, st["spans"], per_param)  # noqa: E731
-        st["extra"]["mu_product"] = ops.nadam_step(
-            params, grads, views("exp_avg"), views("exp_avg_sq"), step=st["step"],
-            mu_product=st["extra"].get("mu_product", 1.0), lr=lr, beta1=group["betas"][0], beta2=group["betas"][1],
-            eps=group["eps"], weight_decay=group["weight_decay"], momentum_decay=group["momentum_decay"],
-            decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"], grad_scale=scale)
+        st["extra"]["mu_product"] = _kernels._nadam(
+            params, grads, views("exp_avg"), views("exp_avg_sq"), st["step"], st["extra"].get("mu_product", 1.0), lr,
+            h["betas"][0], h["betas"][1], h["eps"], h["weight_decay"], h["momentum_decay"],
+            h["decoupled_weight_decay"], h["maximize"], scale)
 
 
 def clip_grad_value(grads, clip_value):

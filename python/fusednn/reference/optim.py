@@ -12,57 +12,29 @@ kernels do), in the order of operations of ``torch.optim``'s single-tensor imple
 - scalars derived from hyperparameters (``1 - beta``, bias corrections, Adagrad's decayed
   rate, NAdam's coefficients) are computed in Python floats (double) and then cast.
 
-Every argument is checked before anything is written, with the messages of the compiled ops.
+Every argument is checked before anything is written, with the messages of the compiled ops:
+scalars by the helpers of ``fusednn._checks`` (the one rule), arrays here.
 """
 
 import math
-import numbers
 
 import numpy as np
+
+from fusednn import _checks
+from fusednn._checks import at_least_zero as _at_least_zero
+from fusednn._checks import flag as _flag
+from fusednn._checks import positive as _positive
+from fusednn._checks import real as _real
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-# ---- hyperparameter checks: each message starts with the argument's name ----
-
-def _show(value):
-    return str(value) if isinstance(value, (numbers.Number, np.number)) else repr(value)
-
-
-def _real(name, value, expected):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected {expected}, got {_show(value)}")
-    return float(value)
-
-
-def _at_least_zero(name, value):
-    v = _real(name, value, "a value >= 0")
-    if not v >= 0.0:  # NaN too
-        raise ValueError(f"{name}: expected a value >= 0, got {_show(value)}")
-    return v
-
-
-def _positive(name, value):
-    v = _real(name, value, "a value > 0")
-    if not v > 0.0:
-        raise ValueError(f"{name}: expected a value > 0, got {_show(value)}")
-    return v
-
-
 def _unit(name, value, closed_right=True):
-    interval = "[0, 1]" if closed_right else "[0, 1)"
-    v = _real(name, value, f"a value in {interval}")
-    if not (0.0 <= v <= 1.0 if closed_right else 0.0 <= v < 1.0):
-        raise ValueError(f"{name}: expected a value in {interval}, got {_show(value)}")
-    return v
+    return _checks.in_unit_interval(name, value, closed_right)
 
 
 def _step(value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"step: expected an integer >= 1, got {_show(value)}")
-    if value < 1:
-        raise ValueError(f"step: expected an integer >= 1, got {_show(value)}")
-    return int(value)
+    return _checks.step_number("step", value)
 
 
 # ---- array checks ----
@@ -107,10 +79,47 @@ def _in_place(a, name, dtype, shape):
                          f"copied), got strides {a.strides}")
 
 
-def _no_overlap(out, out_name, a, a_name):
-    if out.size and a.size and np.may_share_memory(out, a):
-        raise ValueError(f"{out_name}: must not share memory with {a_name} (the kernel reads {a_name} while it "
-                         f"writes {out_name})")
+def _byte_range(a):
+    """The bytes [lo, hi) the array spans."""
+    lo = hi = a.__array_interface__["data"][0]
+    for n, st in zip(a.shape, a.strides):
+        if st < 0:
+            lo += (n - 1) * st
+        else:
+            hi += (n - 1) * st
+    return lo, hi + a.itemsize
+
+
+def _check_disjoint(lists):
+    """ValueError unless no array written in place shares memory with another array of the call.
+
+    lists: (name, arrays, written) in argument order. Arrays only read may overlap each other; a
+    read array that is not C-contiguous and aligned is read through a copy, as the kernels do.
+    Sorted by start and swept once (O(n log n)), as the binding does."""
+    regions = []
+    for k, (name, arrays, written) in enumerate(lists):
+        for i, a in enumerate(arrays or []):
+            if a.size and (written or (a.flags.c_contiguous and a.flags.aligned)):
+                regions.append((*_byte_range(a), written, k, i, name))
+    regions.sort(key=lambda r: (r[0], r[3], r[4]))
+    reach = reach_written = None
+    for r in regions:
+        if r[2] and reach is not None and reach[1] > r[0]:
+            _overlap_error(reach, r)
+        if not r[2] and reach_written is not None and reach_written[1] > r[0]:
+            _overlap_error(reach_written, r)
+        if reach is None or r[1] > reach[1]:
+            reach = r
+        if r[2] and (reach_written is None or r[1] > reach_written[1]):
+            reach_written = r
+
+
+def _overlap_error(a, b):
+    # The written one first; of two written ones, the later argument.
+    first, second = (a, b) if (a[2] != b[2] and a[2]) or (a[2] == b[2] and (a[3], a[4]) > (b[3], b[4])) else (b, a)
+    n1, n2 = f"{first[5]}[{first[4]}]", f"{second[5]}[{second[4]}]"
+    why = "both are written in place" if second[2] else f"the kernel reads {n2} while it writes {n1}"
+    raise ValueError(f"{n1}: must not share memory with {n2} ({why})")
 
 
 def _collect(params, grads, **states):
@@ -129,7 +138,6 @@ def _collect(params, grads, **states):
             raise TypeError(f"grads[{i}]: expected dtype {dtype} (the dtype of params[{i}]), got {g.dtype}")
         if g.shape != p.shape:
             raise ValueError(f"grads[{i}]: expected shape {p.shape} (the shape of params[{i}]), got {g.shape}")
-        _no_overlap(p, f"params[{i}]", g, f"grads[{i}]")
     out = []
     for name, obj in states.items():
         if obj is None:
@@ -140,9 +148,9 @@ def _collect(params, grads, **states):
             raise ValueError(f"{name}: expected {len(ps)} arrays (one per parameter), got {len(items)}")
         for i, s in enumerate(items):
             _in_place(s, f"{name}[{i}]", dtype, ps[i].shape)
-            _no_overlap(s, f"{name}[{i}]", ps[i], f"params[{i}]")
-            _no_overlap(s, f"{name}[{i}]", gs[i], f"grads[{i}]")
         out.append(items)
+    _check_disjoint([("params", ps, True), ("grads", gs, False)] +
+                    [(name, items, True) for name, items in zip(states, out)])
     return ps, gs, out
 
 
@@ -176,11 +184,11 @@ def _lerp(a, b, w, dt):
 def sgd_step(params, grads, momentum_buffers, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
              maximize=False, first_step=False, grad_scale=1.0):
     lr, momentum = _at_least_zero("lr", lr), _at_least_zero("momentum", momentum)
-    dampening = _real("dampening", dampening, "a real number")
+    dampening = _real("dampening", dampening)
     weight_decay = _at_least_zero("weight_decay", weight_decay)
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError("nesterov: requires momentum > 0 and dampening = 0")
-    grad_scale = _real("grad_scale", grad_scale, "a real number")
+    nesterov = _checks.nesterov(nesterov, momentum, dampening)
+    maximize, first_step = _flag("maximize", maximize), _flag("first_step", first_step)
+    grad_scale = _real("grad_scale", grad_scale)
     ps, gs, (bufs,) = _collect(params, grads, momentum_buffers=momentum_buffers)
     if momentum != 0:
         _required(ps, [bufs], ["momentum_buffers"], "required when momentum > 0")
@@ -205,7 +213,7 @@ def adagrad_step(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weig
     step = _step(step)
     lr, lr_decay = _at_least_zero("lr", lr), _at_least_zero("lr_decay", lr_decay)
     weight_decay, eps = _at_least_zero("weight_decay", weight_decay), _positive("eps", eps)
-    grad_scale = _real("grad_scale", grad_scale, "a real number")
+    maximize, grad_scale = _flag("maximize", maximize), _real("grad_scale", grad_scale)
     ps, gs, (sums,) = _collect(params, grads, state_sums=state_sums)
     _required(ps, [sums], ["state_sums"])
     clr = lr / (1 + (step - 1) * lr_decay)
@@ -224,8 +232,8 @@ def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr=
                  weight_decay=0.0, momentum=0.0, centered=False, maximize=False, grad_scale=1.0):
     lr, alpha = _at_least_zero("lr", lr), _unit("alpha", alpha)
     eps, weight_decay = _positive("eps", eps), _at_least_zero("weight_decay", weight_decay)
-    momentum = _at_least_zero("momentum", momentum)
-    grad_scale = _real("grad_scale", grad_scale, "a real number")
+    momentum, centered = _at_least_zero("momentum", momentum), _flag("centered", centered)
+    maximize, grad_scale = _flag("maximize", maximize), _real("grad_scale", grad_scale)
     ps, gs, (sqs, avgs, bufs) = _collect(params, grads, square_avgs=square_avgs, grad_avgs=grad_avgs,
                                          momentum_buffers=momentum_buffers)
     _required(ps, [sqs], ["square_avgs"])
@@ -244,7 +252,8 @@ def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr=
             if centered:
                 a = avgs[i]
                 a[...] = _lerp(a, g, 1 - alpha, dt)
-                d = np.sqrt(v + dt(-1) * a * a)
+                var = v + dt(-1) * a * a
+                d = np.sqrt(np.where(var < 0, dt(0), var))  # clamped at 0 (NaN stays NaN)
             else:
                 d = np.sqrt(v)
             d = d + dt(eps)
@@ -260,7 +269,7 @@ def adadelta_step(params, grads, square_avgs, acc_deltas, *, lr=1.0, rho=0.9, ep
                   maximize=False, grad_scale=1.0):
     lr, rho = _at_least_zero("lr", lr), _unit("rho", rho)
     eps, weight_decay = _positive("eps", eps), _at_least_zero("weight_decay", weight_decay)
-    grad_scale = _real("grad_scale", grad_scale, "a real number")
+    maximize, grad_scale = _flag("maximize", maximize), _real("grad_scale", grad_scale)
     ps, gs, (sqs, accs) = _collect(params, grads, square_avgs=square_avgs, acc_deltas=acc_deltas)
     _required(ps, [sqs, accs], ["square_avgs", "acc_deltas"])
     with np.errstate(all="ignore"):
@@ -283,7 +292,9 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr
     lr = _at_least_zero("lr", lr)
     beta1, beta2 = _unit("beta1", beta1, closed_right=False), _unit("beta2", beta2, closed_right=False)
     eps, weight_decay = _positive("eps", eps), _at_least_zero("weight_decay", weight_decay)
-    grad_scale = _real("grad_scale", grad_scale, "a real number")
+    amsgrad = _flag("amsgrad", amsgrad)
+    decoupled_weight_decay = _flag("decoupled_weight_decay", decoupled_weight_decay)
+    maximize, grad_scale = _flag("maximize", maximize), _real("grad_scale", grad_scale)
     ps, gs, (ms, vs, vmaxs) = _collect(params, grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs,
                                        max_exp_avg_sqs=max_exp_avg_sqs)
     _required(ps, [ms, vs], ["exp_avgs", "exp_avg_sqs"])
@@ -320,8 +331,9 @@ def nadam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, lr=2e-
     beta1, beta2 = _unit("beta1", beta1, closed_right=False), _unit("beta2", beta2, closed_right=False)
     eps, weight_decay = _positive("eps", eps), _at_least_zero("weight_decay", weight_decay)
     momentum_decay = _at_least_zero("momentum_decay", momentum_decay)
-    mu_product = _real("mu_product", mu_product, "a real number")
-    grad_scale = _real("grad_scale", grad_scale, "a real number")
+    mu_product = _real("mu_product", mu_product)
+    decoupled_weight_decay = _flag("decoupled_weight_decay", decoupled_weight_decay)
+    maximize, grad_scale = _flag("maximize", maximize), _real("grad_scale", grad_scale)
     ps, gs, (ms, vs) = _collect(params, grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs)
     _required(ps, [ms, vs], ["exp_avgs", "exp_avg_sqs"])
     bias_correction2 = 1 - beta2 ** step
@@ -358,13 +370,13 @@ def _flat_list(obj, name, in_place):
             raise TypeError(f"{name}[{i}]: expected dtype {items[0].dtype} (the dtype of {name}[0]), got {a.dtype}")
         if in_place:
             _in_place(a, f"{name}[{i}]", a.dtype, a.shape)
+    if in_place:
+        _check_disjoint([(name, items, True)])
     return items
 
 
 def grad_norm(grads, norm_type=2.0):
-    v = _real("norm_type", norm_type, "2.0 or inf")
-    if v != 2.0 and v != math.inf:
-        raise ValueError(f"norm_type: expected 2.0 or inf, got {_show(norm_type)}")
+    v = _checks.norm_type(norm_type)
     items = _flat_list(grads, "grads", in_place=False)
     if v == 2.0:
         total = sum(float(np.sum(np.square(g.astype(np.float64)))) for g in items)
@@ -383,7 +395,7 @@ def clip_grad_value_(grads, clip_value):
 
 
 def scale_(arrays, factor):
-    factor = _real("factor", factor, "a real number")
+    factor = _real("factor", factor)
     for a in _flat_list(arrays, "arrays", in_place=True):
         a *= a.dtype.type(factor)
 
