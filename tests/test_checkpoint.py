@@ -383,3 +383,25 @@ def test_checkpoints_follow_the_umask(tmp_path, umask):
         os.umask(old)
     mode = os.stat(tmp_path / "c.npz").st_mode & 0o777
     assert mode == 0o666 & ~umask == os.stat(tmp_path / "other.txt").st_mode & 0o777
+
+
+def test_a_model_on_the_device_round_trips_exactly(tmp_path, device):
+    """state_dict is NumPy on every device, so checkpoints are the same on both."""
+    from conftest import to_device, to_numpy
+    from fusednn import nn
+    from fusednn.nn.losses import SoftmaxCrossEntropy
+    model = nn.MLP([4, 8, 3], norm="batch", dropout=0.2, seed=1).to(device)
+    opt = optim.Adam(model.parameter_groups(0.01), lr=0.01)
+    x, y = blobs(16)
+    xd, yd = to_device(device, x, y)
+    for _ in range(2):
+        _, d = SoftmaxCrossEntropy().value_and_grad(model(xd, training=True), yd)
+        model.backward(d)
+        opt.step()
+    checkpoint.save(tmp_path / "c.npz", model, opt, epoch=1)
+    fresh = nn.MLP([4, 8, 3], norm="batch", dropout=0.2, seed=7).to(device)
+    fresh_opt = optim.Adam(fresh.parameter_groups(0.01), lr=0.01)
+    checkpoint.load(tmp_path / "c.npz", fresh, fresh_opt)
+    _assert_same(fresh.state_dict(), model.state_dict(), "model")
+    _assert_same(fresh_opt.state_dict(), opt.state_dict(), "optimizer")
+    assert to_numpy(fresh(xd, training=True)).tobytes() == to_numpy(model(xd, training=True)).tobytes()

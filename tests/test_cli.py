@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import requires_cuda
 from fusednn import checkpoint, cli
 
 
@@ -69,7 +70,7 @@ def test_module_entry_point(tmp_path):
 def test_device_cuda_without_cupy_or_cuda_module_is_a_clear_exit(tmp_path):
     try:
         import cupy  # noqa: F401
-        pytest.skip("CuPy is installed: tests/test_cuda.py covers --device cuda")
+        pytest.skip("CuPy is installed: test_main_job_on_the_gpu covers --device cuda")
     except ImportError:
         pass
     with pytest.raises(SystemExit, match="--device cuda: .*CuPy"):
@@ -180,3 +181,10 @@ def test_a_diverging_run_stops_with_an_error(tmp_path, capsys):
     assert cli.main(QUICK + ["--runs-dir", str(tmp_path), "--lr", "1e9", "--on-nonfinite", "continue",
                              "--patience", "100"]) == 0
     assert "2 epochs" in capsys.readouterr().out
+
+
+@requires_cuda
+def test_main_job_on_the_gpu(tmp_path, capsys):
+    assert cli.main(["train", "--device", "cuda", "--no-progress", "--runs-dir", str(tmp_path), "--name", "g"]) == 0
+    out = capsys.readouterr().out
+    assert float(out.split("test accuracy ")[1].split("%")[0]) >= 97.0, out

@@ -6,9 +6,9 @@ import struct
 import numpy as np
 import pytest
 
+from conftest import assert_close
 from fusednn import data
 
-RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
 def check_dataset(x, y, n, features, classes):
@@ -40,7 +40,7 @@ def test_spirals_shapes_and_class_sizes(n, classes):
 def test_spirals_default_is_cs231n_layout_without_noise():
     x, y = data.spirals(noise=0.0)
     r, t = np.linspace(0, 1, 100), np.linspace(4, 8, 100)  # arm 1
-    np.testing.assert_allclose(x[y == 1], np.column_stack([r * np.sin(t), r * np.cos(t)]), rtol=1e-6, atol=1e-7)
+    assert_close(x[y == 1], np.column_stack([r * np.sin(t), r * np.cos(t)]))
 
 
 @pytest.mark.parametrize("n", [200, 201, 2])
@@ -52,8 +52,8 @@ def test_moons_shapes_and_class_sizes(n):
 
 def test_moons_without_noise_lie_on_the_half_circles():
     x, y = data.moons(n=100, noise=0.0)
-    np.testing.assert_allclose(np.linalg.norm(x[y == 0], axis=1), 1, rtol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(x[y == 1] - [1, 0.5], axis=1), 1, rtol=1e-6)
+    assert_close(np.linalg.norm(x[y == 0], axis=1), np.ones(50, np.float32))
+    assert_close(np.linalg.norm(x[y == 1] - np.float32([1, 0.5]), axis=1), np.ones(50, np.float32))
     assert (x[y == 0, 1] >= -1e-7).all() and (x[y == 1, 1] <= 0.5 + 1e-7).all()
 
 
@@ -188,7 +188,7 @@ def test_mnist_reads_standard_files(tmp_path, split, prefix, compress):
     images, labels = write_mnist(tmp_path, prefix, 6, compress)
     x, y = data.mnist(tmp_path, split)
     assert x.dtype == np.float32 and x.shape == (6, 784) and y.dtype == np.int64
-    np.testing.assert_allclose(x, images.reshape(6, -1) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(x, images.reshape(6, -1).astype(np.float32) / np.float32(255))
     assert x.min() >= 0 and x.max() <= 1
     np.testing.assert_array_equal(y, labels)
 
@@ -228,11 +228,11 @@ def test_min_max_scaler_matches_formula(dtype):
     x = sample(dtype)
     got = data.MinMaxScaler().fit_transform(x)
     assert got.dtype == dtype
-    np.testing.assert_allclose(got, (x - x.min(0)) / (x.max(0) - x.min(0)), rtol=RTOL[dtype], atol=RTOL[dtype])
+    assert_close(got, (x - x.min(0)) / (x.max(0) - x.min(0)))
     low, high = -2.0, 3.0
     got = data.MinMaxScaler((low, high)).fit(x).transform(x[:7])
     expected = low + (high - low) * (x[:7] - x.min(0)) / (x.max(0) - x.min(0))
-    np.testing.assert_allclose(got, expected, rtol=RTOL[dtype], atol=RTOL[dtype] * 10)
+    assert_close(got, expected.astype(dtype), kind="transcendental")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -242,10 +242,10 @@ def test_standard_scaler_matches_formula(dtype):
     got = scaler.transform(x)
     assert got.dtype == dtype
     x64 = x.astype(np.float64)
-    np.testing.assert_allclose(got, (x64 - x64.mean(0)) / x64.std(0), rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 10)
-    np.testing.assert_allclose(scaler.var_, x64.var(0), rtol=1e-12)
-    np.testing.assert_allclose(got.mean(0), 0, atol=RTOL[dtype] * 10)
-    np.testing.assert_allclose(got.std(0), 1, rtol=RTOL[dtype] * 10)
+    assert_close(got, ((x64 - x64.mean(0)) / x64.std(0)).astype(dtype), kind="transcendental")
+    assert_close(scaler.var_, x64.var(0))
+    assert_close(got.mean(0), np.zeros(x.shape[1], dtype), kind="transcendental")
+    assert_close(got.std(0), np.ones(x.shape[1], dtype), kind="transcendental")
 
 
 @pytest.mark.parametrize("make", [lambda: data.MinMaxScaler((-1, 1)), data.StandardScaler,
@@ -257,7 +257,7 @@ def test_inverse_transform_round_trip(make, dtype):
     scaler = make().fit(x)
     back = scaler.inverse_transform(scaler.transform(x))
     assert back.dtype == dtype and back.shape == x.shape
-    np.testing.assert_allclose(back, x, rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 10)
+    assert_close(back, x, kind="transcendental")
 
 
 def test_constant_features():
@@ -283,9 +283,9 @@ def test_standard_scaler_drop_zero_variance():
     np.testing.assert_array_equal(scaler.kept_features_, [False, True, True, False, True])
     z = scaler.transform(x)
     assert z.shape == (50, 3) and z.dtype == np.float32
-    np.testing.assert_allclose(z, data.StandardScaler().fit_transform(x)[:, [1, 2, 4]], rtol=1e-6)
+    np.testing.assert_array_equal(z, data.StandardScaler().fit_transform(x)[:, [1, 2, 4]])  # the same arithmetic
     back = scaler.inverse_transform(np.zeros((2, 3), np.float32))
-    np.testing.assert_allclose(back, np.tile(x.astype(np.float64).mean(0), (2, 1)), rtol=1e-6)
+    assert_close(back, np.tile(x.astype(np.float64).mean(0), (2, 1)))
     np.testing.assert_array_equal(back[:, [0, 3]], [[4.0, 0.0], [4.0, 0.0]])
 
 

@@ -1,10 +1,14 @@
 """fusednn.nn: layers against NumPy formulas and the references, gradients by finite
-differences (fusednn.gradcheck), the flat parameter layout, modes, state and errors."""
+differences (fusednn.gradcheck), the flat parameter layout, modes, state and errors.
+
+Forward passes, training steps, state and input errors run on every device (a model moved to
+it, inputs copied to it); the finite-difference gradient checks run the CPU kernels in float64."""
 
 import numpy as np
 import pytest
 
 import fusednn
+from conftest import HAVE_CUDA, assert_close, to_device, to_numpy, wider
 from fusednn import nn, optim
 from fusednn import reference as ref
 from fusednn.gradcheck import gradcheck
@@ -42,81 +46,84 @@ def _randomize(layer, seed=1):
 
 @pytest.mark.parametrize("shape", [(1, 5), (7, 1), (33, 17)])
 @pytest.mark.parametrize("activation", [None, "relu"])
-def test_linear_forward_matches_reference(shape, activation):
+def test_linear_forward_matches_reference(device, shape, activation):
     n, fan_in = shape
     layer = nn.Linear(fan_in, 9, activation=activation, rng=0)
     x = _x(shape, dtype=np.float32)
-    y = layer(x)
-    expect = ref.linear(x.astype(np.float64), layer.p["weight"].astype(np.float64),
-                        layer.p["bias"].astype(np.float64), activation)
-    np.testing.assert_allclose(y, expect, rtol=1e-4, atol=1e-5)
+    w, b = (to_numpy(a).copy() for a in (layer.p["weight"], layer.p["bias"]))
+    layer.to(device)
+    y = layer(to_device(device, x))
+    assert_close(y, ref.linear(x, w, b, activation), ref.linear(*wider(x, w, b), activation))
 
 
-def test_activations_match_formulas():
+def test_activations_match_formulas(device):
     x = np.array([[-3.0, -0.5, 0.0, 0.5, 3.0, -800.0, 800.0]])
-    np.testing.assert_array_equal(nn.ReLU()(x), np.maximum(x, 0))
-    np.testing.assert_allclose(nn.Sigmoid()(x), 0.5 * (1 + np.tanh(x / 2)), rtol=1e-12, atol=1e-300)
-    np.testing.assert_allclose(nn.Tanh()(x), np.tanh(x))
-    np.testing.assert_array_equal(nn.Abs()(x), np.abs(x))
-    assert np.isfinite(nn.Sigmoid()(x)).all()
+    xd = to_device(device, x)
+    np.testing.assert_array_equal(to_numpy(nn.ReLU()(xd)), np.maximum(x, 0))
+    assert_close(nn.Sigmoid().to(device)(xd), 0.5 * (1 + np.tanh(x / 2)), kind="transcendental")
+    assert_close(nn.Tanh().to(device)(xd), np.tanh(x), kind="transcendental")
+    np.testing.assert_array_equal(to_numpy(nn.Abs().to(device)(xd)), np.abs(x))
+    assert np.isfinite(to_numpy(nn.Sigmoid().to(device)(xd))).all()
 
 
-def test_weight_norm_linear_starts_equal_to_its_v():
+def test_weight_norm_linear_starts_equal_to_its_v(device):
     layer = nn.WeightNormLinear(6, 4, rng=3, dtype=np.float64)
     x = _x((5, 6))
-    np.testing.assert_allclose(layer(x), x @ layer.p["v"].T + layer.p["bias"], rtol=1e-12)
+    v, b = layer.p["v"].copy(), layer.p["bias"].copy()
+    assert_close(layer.to(device)(to_device(device, x)), x @ v.T + b, kind="transcendental")
 
 
-def test_batchnorm_uses_batch_statistics_in_training_and_running_in_eval():
-    bn = nn.BatchNorm1d(3, dtype=np.float64)
+def test_batchnorm_uses_batch_statistics_in_training_and_running_in_eval(device):
+    bn = nn.BatchNorm1d(3, dtype=np.float64).to(device)
     x = _x((16, 3), scale=3.0) + 2.0
-    y = bn(x, training=True)
-    np.testing.assert_allclose(y, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), rtol=1e-10)
-    np.testing.assert_allclose(bn.buffers["running_mean"], 0.1 * x.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(bn.buffers["running_var"], 0.9 + 0.1 * x.var(0, ddof=1), rtol=1e-12)
-    y_eval = bn(x, training=False)
-    rm, rv = bn.buffers["running_mean"], bn.buffers["running_var"]
-    np.testing.assert_allclose(y_eval, (x - rm) / np.sqrt(rv + 1e-5), rtol=1e-10)
+    xd = to_device(device, x)
+    y = bn(xd, training=True)
+    assert_close(y, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), kind="transcendental")
+    assert_close(bn.buffers["running_mean"], 0.1 * x.mean(0), kind="transcendental")
+    assert_close(bn.buffers["running_var"], 0.9 + 0.1 * x.var(0, ddof=1), kind="transcendental")
+    y_eval = bn(xd, training=False)
+    rm, rv = to_numpy(bn.buffers["running_mean"]), to_numpy(bn.buffers["running_var"])
+    assert_close(y_eval, (x - rm) / np.sqrt(rv + 1e-5), kind="transcendental")
 
 
-def test_batchnorm2d_normalizes_per_channel():
-    bn = nn.BatchNorm2d(3, dtype=np.float64)
+def test_batchnorm2d_normalizes_per_channel(device):
+    bn = nn.BatchNorm2d(3, dtype=np.float64).to(device)
     x = _x((4, 3, 5, 2))
-    y = bn(x, training=True)
+    y = bn(to_device(device, x), training=True)
     mean, var = x.mean(axis=(0, 2, 3), keepdims=True), x.var(axis=(0, 2, 3), keepdims=True)
-    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5), rtol=1e-10, atol=1e-12)
+    assert_close(y, (x - mean) / np.sqrt(var + 1e-5), kind="transcendental")
 
 
-def test_layer_norm_and_lrn_match_references():
+def test_layer_norm_and_lrn_match_references(device):
     ln = _randomize(nn.LayerNorm(7, dtype=np.float64))
     x = _x((5, 7))
     expect, _, _ = ref.layer_norm(x, ln.p["weight"], ln.p["bias"])
-    np.testing.assert_allclose(ln(x), expect, rtol=1e-10)
-    lrn = nn.LocalResponseNorm(3, alpha=0.1)
+    assert_close(ln.to(device)(to_device(device, x)), expect, kind="transcendental")
+    lrn = nn.LocalResponseNorm(3, alpha=0.1).to(device)
     x4 = _x((2, 6, 3, 3))
-    np.testing.assert_allclose(lrn(x4), ref.local_response_norm(x4, 3, 0.1, 0.75, 1.0), rtol=1e-10)
+    assert_close(lrn(to_device(device, x4)), ref.local_response_norm(x4, 3, 0.1, 0.75, 1.0), kind="transcendental")
 
 
 @pytest.mark.parametrize("mode", ["inverted", "vanilla"])
-def test_dropout_modes(mode):
-    layer = nn.Dropout(0.25, mode=mode)
-    x = np.ones((64, 64))
-    y = layer(x, training=True)
+def test_dropout_modes(device, xp, mode):
+    layer = nn.Dropout(0.25, mode=mode).to(device)
+    x = xp.ones((64, 64))
+    y = to_numpy(layer(x, training=True))
     kept = y != 0
     assert 0.65 < kept.mean() < 0.85
     np.testing.assert_array_equal(y[kept], 1 / 0.75 if mode == "inverted" else 1.0)
-    np.testing.assert_array_equal(layer(x, training=False), x if mode == "inverted" else 0.75 * x)
+    np.testing.assert_array_equal(to_numpy(layer(x, training=False)), 1.0 if mode == "inverted" else 0.75)
 
 
-def test_dropout_masks_follow_the_model_stream():
-    a, b = nn.MLP([8, 16, 4], dropout=0.5, seed=5), nn.MLP([8, 16, 4], dropout=0.5, seed=5)
-    x = _x((10, 8), dtype=np.float32)
-    np.testing.assert_array_equal(a(x, training=True), b(x, training=True))
+def test_dropout_masks_follow_the_model_stream(device):
+    a, b = (nn.MLP([8, 16, 4], dropout=0.5, seed=5).to(device) for _ in range(2))
+    x = to_device(device, _x((10, 8), dtype=np.float32))
+    np.testing.assert_array_equal(to_numpy(a(x, training=True)), to_numpy(b(x, training=True)))
     assert a.rng.offset == 10 * 16
     first = a(x, training=True)
-    assert not np.array_equal(first, b(x, training=False))
+    assert not np.array_equal(to_numpy(first), to_numpy(b(x, training=False)))
     a.rng.offset = b.rng.offset = 0
-    np.testing.assert_array_equal(a(x, training=True), b(x, training=True))
+    np.testing.assert_array_equal(to_numpy(a(x, training=True)), to_numpy(b(x, training=True)))
 
 
 # ---- gradients by finite differences
@@ -203,7 +210,7 @@ def test_mlp_fuses_relu_into_the_dropout_else_the_norm_else_the_linear():
 
 @pytest.mark.parametrize("norm", [None, "batch", "layer"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_mlp_with_fused_relu_equals_the_unfused_layers(norm, dropout):
+def test_mlp_with_fused_relu_equals_the_unfused_layers(device, norm, dropout):
     """The fused MLP computes what Linear, norm, ReLU and Dropout layers in sequence compute."""
     fused = nn.MLP([6, 9, 7, 3], norm=norm, dropout=dropout, seed=4, dtype=np.float64)
     layers = []
@@ -222,13 +229,15 @@ def test_mlp_with_fused_relu_equals_the_unfused_layers(norm, dropout):
     with_state = [[m for m in model if m.p or m.buffers] for model in (fused, plain)]
     for src, dst in zip(*with_state):
         dst.load_state_dict(src.state_dict())
-    x = _x((11, 6), seed=5)
-    np.testing.assert_allclose(plain(x, training=True), fused(x, training=True), rtol=1e-12, atol=1e-12)
-    dy = _x((11, 3), seed=6)
+    fused.to(device)
+    plain.to(device)
+    x = to_device(device, _x((11, 6), seed=5))
+    assert_close(fused(x, training=True), to_numpy(plain(x, training=True)), kind="transcendental")
+    dy = to_device(device, _x((11, 3), seed=6))
     plain.backward(dy)
     fused.backward(dy)
     for (name, g1), (_, g2) in zip(fused.named_gradients(), plain.named_gradients()):
-        np.testing.assert_allclose(g1, g2, rtol=1e-10, atol=1e-12, err_msg=name)
+        assert_close(g1, to_numpy(g2), kind="transcendental", err_msg=name)
 
 
 def test_parameters_are_views_of_one_flat_buffer_and_groups_are_single_spans():
@@ -260,10 +269,10 @@ def test_initial_values_survive_flattening():
     assert np.shares_memory(layer.p["weight"], model.params.data)
 
 
-def test_training_step_updates_the_layers_through_the_flat_buffer():
-    model = nn.MLP([3, 4, 2], seed=0)
+def test_training_step_updates_the_layers_through_the_flat_buffer(device):
+    model = nn.MLP([3, 4, 2], seed=0).to(device)
     opt = optim.SGD(model.params, lr=0.1)
-    x, y = _x((8, 3), dtype=np.float32), np.arange(8) % 2
+    x, y = to_device(device, _x((8, 3), dtype=np.float32), np.arange(8) % 2)
     from fusednn import ops
     before = model.state_dict()
     logits = model(x, training=True)
@@ -272,16 +281,17 @@ def test_training_step_updates_the_layers_through_the_flat_buffer():
     opt.step()
     after = model.state_dict()
     for name in before:
-        np.testing.assert_allclose(after[name], before[name] - 0.1 * model.params.grad_of(name), rtol=1e-6)
+        expected = before[name] - np.float32(0.1) * to_numpy(model.params.grad_of(name))
+        assert_close(after[name], expected, err_msg=name)
 
 
-def test_state_dict_round_trip_and_errors():
-    a = nn.MLP([4, 5, 3], norm="batch", seed=1)
-    a(_x((6, 4), dtype=np.float32), training=True)  # moves the running statistics
-    b = nn.MLP([4, 5, 3], norm="batch", seed=2)
+def test_state_dict_round_trip_and_errors(device):
+    a = nn.MLP([4, 5, 3], norm="batch", seed=1).to(device)
+    a(to_device(device, _x((6, 4), dtype=np.float32)), training=True)  # moves the running statistics
+    b = nn.MLP([4, 5, 3], norm="batch", seed=2).to(device)
     b.load_state_dict(a.state_dict())
-    x = _x((3, 4), dtype=np.float32)
-    np.testing.assert_array_equal(a(x, training=False), b(x, training=False))
+    x = to_device(device, _x((3, 4), dtype=np.float32))
+    np.testing.assert_array_equal(to_numpy(a(x, training=False)), to_numpy(b(x, training=False)))
     assert "1.running_mean" in a.state_dict()
     bad = a.state_dict()
     bad["0.weight"] = np.zeros((2, 2), np.float32)
@@ -300,10 +310,14 @@ def test_modes_propagate():
     assert all(m.training for _, m in model.named_modules())
 
 
-def test_same_seed_same_model_different_seed_different():
-    x = _x((4, 6), dtype=np.float32)
-    np.testing.assert_array_equal(nn.MLP([6, 5, 2], seed=3)(x), nn.MLP([6, 5, 2], seed=3)(x))
-    assert not np.array_equal(nn.MLP([6, 5, 2], seed=3)(x), nn.MLP([6, 5, 2], seed=4)(x))
+def test_same_seed_same_model_different_seed_different(device):
+    x = to_device(device, _x((4, 6), dtype=np.float32))
+
+    def out(seed):
+        return to_numpy(nn.MLP([6, 5, 2], seed=seed).to(device)(x))
+
+    np.testing.assert_array_equal(out(3), out(3))
+    assert not np.array_equal(out(3), out(4))
 
 
 # ---- errors
@@ -326,22 +340,29 @@ def test_bad_arguments_raise_clear_errors():
         nn.Dropout(0.5, mode="alpha")
     with pytest.raises(TypeError, match="dtype"):
         nn.Linear(2, 3, dtype=np.int32)
+
+
+@pytest.mark.skipif(HAVE_CUDA, reason="CuPy and the CUDA module are present here")
+def test_moving_to_cuda_without_cupy_is_a_clear_error():
     with pytest.raises(ValueError, match="device"):
         nn.MLP([2, 3]).to("cuda")
 
 
-def test_bad_inputs_raise_clear_errors():
-    layer = nn.Linear(4, 3)
+def test_bad_inputs_raise_clear_errors(device, xp):
+    layer = nn.Linear(4, 3).to(device)
     with pytest.raises(ValueError, match=r"x: expected shape \(N, 4"):
-        layer(np.zeros((2, 5), np.float32))
+        layer(xp.zeros((2, 5), np.float32))
     with pytest.raises(TypeError, match="dtype"):
-        layer(np.zeros((2, 4), np.float64))
+        layer(xp.zeros((2, 4), np.float64))
     with pytest.raises(TypeError, match="numpy"):
         layer([[1.0, 2.0, 3.0, 4.0]])
     with pytest.raises(RuntimeError, match="training forward"):
-        nn.Linear(4, 3).backward(np.zeros((2, 3), np.float32))
+        nn.Linear(4, 3).to(device).backward(xp.zeros((2, 3), np.float32))
     with pytest.raises(RuntimeError, match="training forward"):
-        nn.Dropout(0.5).backward(np.zeros(3))
+        nn.Dropout(0.5).to(device).backward(xp.zeros(3))
+    if device == "cuda":
+        with pytest.raises(TypeError, match=r"x: expected a cupy.ndarray \(the layer is on 'cuda'\)"):
+            layer(np.zeros((2, 4), np.float32))
 
 
 def test_moving_to_the_cpu_is_a_no_op_and_state_is_numpy():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fusednn
+from conftest import assert_close, requires_cuda
 from fusednn import checkpoint, ops, optim, train
 from fusednn.optim import schedules
 
@@ -436,11 +437,11 @@ def test_xor_is_solved_by_two_relu_hidden_units():
     assert history["loss"][-1] < 0.05 < history["loss"][0]
 
 
-def test_mlp_with_batch_norm_and_dropout_learns_spirals():
+def test_mlp_with_batch_norm_and_dropout_learns_spirals(device):
     from fusednn import data, nn
     from fusednn.nn.losses import SoftmaxCrossEntropy
     x, y = data.spirals(300, 3, seed=0)
-    model = nn.MLP([2, 64, 64, 3], norm="batch", dropout=0.1, seed=0)
+    model = nn.MLP([2, 64, 64, 3], norm="batch", dropout=0.1, seed=0).to(device)
     opt = optim.AdamW(model.parameter_groups(1e-4), lr=1e-2)
     history = train.fit(model, SoftmaxCrossEntropy(), opt, (x, y), (x, y), epochs=60, batch_size=32, progress=False)
     assert history["loss"][-1] < 0.5 * history["loss"][0]
@@ -520,3 +521,24 @@ def test_a_non_finite_loss_with_continue_trains_every_epoch():
     model = TinyNet()
     _, h = _quick_fit(model, epochs=3, batch_size=8, on_nonfinite="continue", opt=optim.SGD(model.params, lr=1e9))
     assert len(h) == 3 and not all(math.isfinite(v) for v in h["loss"])
+
+
+@requires_cuda
+def test_a_model_moved_to_the_gpu_trains_like_on_the_cpu():
+    import cupy as cp
+    from fusednn import data, nn
+    from fusednn.nn.losses import SoftmaxCrossEntropy
+    x, y = data.digits("train")
+    x = data.StandardScaler().fit_transform(x).astype(np.float32)
+    models = [nn.MLP([64, 32, 10], norm="batch", dropout=0.1, seed=0) for _ in range(2)]
+    models[1].to("cuda")
+    assert isinstance(models[1].params.data, cp.ndarray)
+    for model in models:
+        opt = optim.AdamW(model.parameter_groups(1e-4), lr=3e-3)
+        train.fit(model, SoftmaxCrossEntropy(), opt, (x, y), epochs=2, batch_size=64, progress=False)
+    cpu, gpu = models[0].state_dict(), models[1].state_dict()
+    for name in cpu:
+        assert_close(gpu[name], cpu[name], kind="trajectory", err_msg=name)
+    assert train.evaluate(models[1], (x, y))["accuracy"] > 0.9
+    models[1].to("cpu")
+    np.testing.assert_array_equal(models[1].state_dict()["0.weight"], gpu["0.weight"])
