@@ -8,7 +8,7 @@
 #include "common/check.h"
 #include "common/isa.h"
 #include "common/parallel.h"
-#include "ops/gemm.h"
+#include "cpu/gemm.h"
 
 namespace py = pybind11;
 

@@ -7,8 +7,8 @@
 
 #include "common/isa.h"
 #include "common/parallel.h"
+#include "cpu/philox_avx512.h"
 #include "ops/dropout.h"
-#include "ops/philox_avx512.h"
 
 namespace fdnn {
 namespace {

@@ -1,5 +1,5 @@
-// See ops/philox_avx512.h.
-#include "ops/philox_avx512.h"
+// See cpu/philox_avx512.h.
+#include "cpu/philox_avx512.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>

@@ -1,4 +1,4 @@
-// fusednn's GEMM kernel for CPUs with AVX-512F (see ops/gemm.h), float and double.
+// fusednn's GEMM kernel for CPUs with AVX-512F (see cpu/gemm.h), float and double.
 //
 // C is cut into work units: a block of at most kMC rows by a group of panels of NR = 2 vectors
 // of columns (32 floats or 16 doubles). Per k-block of kKC, a unit packs its rows of op(A) into
@@ -16,7 +16,7 @@
 //
 // A file of its own with target attributes on its functions (as philox_avx512_cpu.cpp): the
 // module is compiled for a portable baseline and this runs only where the CPU has AVX-512F.
-#include "ops/gemm.h"
+#include "cpu/gemm.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -28,7 +28,7 @@
 #include "common/macros.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
-#include "ops/avx512.h"
+#include "cpu/avx512.h"
 
 namespace fdnn {
 namespace {

@@ -28,7 +28,7 @@ template <> struct Zmm<float> {
   static FDNN_AVX512_INLINE void store(float* p, V v, Mask m) { _mm512_mask_storeu_ps(p, m, v); }
   static FDNN_AVX512_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static FDNN_AVX512_INLINE V add(V a, V b) { return _mm512_add_ps(a, b); }
-  // max(0, v) as "0 > v ? 0 : v": NaN and -0 pass through, as relu() in ops/linear.h.
+  // max(0, v) as "0 > v ? 0 : v": NaN and -0 pass through, as relu() in common/activation.h.
   static FDNN_AVX512_INLINE V relu(V v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
   static Mask first(int count) { return count >= kLanes ? Mask(0xFFFF) : Mask((1u << count) - 1u); }
 };

@@ -1,4 +1,4 @@
-// gemm (ops/gemm.h): the kernel choice, and the OpenBLAS kernel for CPUs without AVX-512F.
+// gemm (cpu/gemm.h): the kernel choice, and the OpenBLAS kernel for CPUs without AVX-512F.
 #include <algorithm>
 #include <atomic>
 
@@ -7,7 +7,7 @@
 #include "common/check.h"
 #include "common/isa.h"
 #include "common/parallel.h"
-#include "ops/gemm.h"
+#include "cpu/gemm.h"
 
 namespace fdnn {
 namespace {
