@@ -147,6 +147,8 @@ _TEMP_FILE = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}\.tmp")
 
 
 def _pid_alive(pid):
+    if os.name == "nt" or pid <= 0:  # os.kill(pid, 0) would signal on Windows; 0 is a process group
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
