@@ -3,21 +3,19 @@ gradchecks, independent hand-computed values, non-finite input, threads and bad 
 
 import inspect
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import GRADCHECK_ATOL, GRADCHECK_RTOL, seed_of, wider
+from conftest import (DEVICES, GRADCHECK_ATOL, GRADCHECK_RTOL, assert_close, seed_of, to_device, to_numpy,
+                      wider)
 
 import fusednn
 from fusednn import ops, reference
 from fusednn.testing import numerical_gradient
 
 DTYPES = [np.float32, np.float64]
-# Error allowed against the wide reference (float64 for float32, long double for float64):
-# the ops reduce over K (and N for the scalar losses) in their own order, so a few hundred
-# ulps relative, plus an absolute floor relative to the largest entry for values near 0.
-RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-12}
-ATOL_OF_SCALE = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-14}
 
 # Softmax shapes: the last axis is the one reduced; any ndim >= 1.
 SOFTMAX_SHAPES = [(1,), (7,), (1, 1), (1, 9), (6, 1), (17, 33), (3, 1000), (2, 3, 5), (257, 1001)]
@@ -30,34 +28,35 @@ OPTIONS = list(itertools.product([0.0, 0.1], ["others", "all"], [False, True], [
 LARGE_OPTIONS = [(0.0, "others", False, False), (0.1, "others", True, True), (0.1, "all", True, True)]
 XENT_FUNCS = ["softmax_cross_entropy", "softmax_cross_entropy_with_grad"]
 ALL_FUNCS = ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward", *XENT_FUNCS]
+# Who runs the argument checks: the NumPy reference, and the ops on every device.
+IMPLS = [("reference", "cpu")] + [("ops", d) for d in DEVICES]
+IMPL_IDS = [f"{m}-{d}" for m, d in IMPLS]
 
 
-def assert_close(actual, ref_wide, dtype, scale=0.0):
-    """actual (of dtype) within RTOL / ATOL_OF_SCALE of the wide reference; non-finite
-    entries equal in position and value. The absolute tolerance is relative to the largest
-    finite reference entry, or to `scale` (the problem's natural magnitude) when larger, so an
-    all-zero reference still allows rounding noise."""
-    dtype = np.dtype(dtype)
-    assert np.asarray(actual).dtype == dtype
-    if np.ndim(actual) == 0:
-        assert isinstance(actual, dtype.type), f"expected a NumPy scalar of {dtype}, got {type(actual)}"
-    actual = np.asarray(actual, np.longdouble)
-    ref = np.asarray(ref_wide, np.longdouble)
-    assert actual.shape == ref.shape
-    finite = np.isfinite(ref)
-    np.testing.assert_array_equal(actual[~finite], ref[~finite])
-    if finite.any():
-        scale = max(np.abs(ref[finite]).max(), scale)
-        np.testing.assert_allclose(actual[finite], ref[finite], rtol=RTOL[dtype], atol=ATOL_OF_SCALE[dtype] * scale)
+def impl_of(name):
+    return {"ops": ops, "reference": reference}[name]
+
+
+def on_device(device, value):
+    """NumPy arrays moved to the device; anything else (lists, scalars, None) as it is."""
+    return to_device(device, value) if isinstance(value, np.ndarray) else value
 
 
 def assert_same_nonfinite(actual, ref):
     """NaN at the same positions, the same infinities."""
-    actual, ref = np.asarray(actual), np.asarray(ref)
+    actual, ref = np.asarray(to_numpy(actual)), np.asarray(ref)
     assert actual.shape == ref.shape and actual.dtype == ref.dtype
     np.testing.assert_array_equal(np.isnan(actual), np.isnan(ref))
     np.testing.assert_array_equal(actual[np.isinf(ref)], ref[np.isinf(ref)])
     np.testing.assert_array_equal(np.isinf(actual), np.isinf(ref))
+
+
+def assert_dtype(value, dtype):
+    """A result of the dtype: an array, or for the reduced losses a NumPy scalar (on either device)."""
+    if np.ndim(to_numpy(value)) == 0:
+        assert isinstance(value, np.dtype(dtype).type), f"expected a NumPy scalar of {np.dtype(dtype)}, got {type(value)}"
+    else:
+        assert value.dtype == dtype
 
 
 def make_xent(shape, rng, dtype, *, weighted=False, ignored=False, scale=2.0, ignore_index=-100):
@@ -84,107 +83,188 @@ def valid_options(shape, options):
 
 @pytest.mark.parametrize("shape", SOFTMAX_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_softmax_and_backward_match_reference(shape, dtype):
+def test_softmax_and_backward_match_reference(device, shape, dtype):
     rng = np.random.default_rng(seed_of("softmax", shape))
     x = (rng.standard_normal(shape) * 3).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
-    (x_w, dy_w) = wider(x, dy)
+    x_d, dy_d = to_device(device, x, dy)
     for name, back in (("softmax", "softmax_backward"), ("log_softmax", "log_softmax_backward")):
-        y = getattr(ops, name)(x)
-        assert y.shape == shape
-        assert_close(y, getattr(reference, name)(x_w), dtype)
+        y = getattr(ops, name)(x_d)
+        assert y.shape == shape and y.dtype == dtype
+        assert_close(y, getattr(reference, name)(x), getattr(reference, name)(*wider(x)), err_msg=name)
         y_ref = getattr(reference, name)(x)  # the backward of the same y
-        dx = getattr(ops, back)(dy, y_ref)
-        assert dx.shape == shape
-        assert_close(dx, getattr(reference, back)(*wider(dy, y_ref)), dtype)
-    # a row sums to 1
-    p = ops.softmax(x)
-    np.testing.assert_allclose(p.sum(axis=-1), 1, rtol=RTOL[np.dtype(dtype)] / 10)
+        dx = getattr(ops, back)(dy_d, to_device(device, y_ref))
+        assert dx.shape == shape and dx.dtype == dtype
+        assert_close(dx, getattr(reference, back)(dy, y_ref), getattr(reference, back)(*wider(dy, y_ref)),
+                     err_msg=back)
 
 
-def _check_xent_against_reference(shape, dtype, eps, smoothing, weighted, ignored):
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e4, 1e5])
+def test_log_softmax_keeps_float32_precision_for_large_logits(device, offset):
+    """Issue 12: the shift m + log s rounded to float32 before z - shift lost the low bits once
+    |m| is large ([[1000, 1001, 1002]]: error 1.3e-5; 1.4e-3 at 1e5). (z - m) - log s keeps them
+    at every offset, as PyTorch does."""
+    rng = np.random.default_rng(seed_of("log_softmax offset", offset))
+    x = np.float32(offset) + np.concatenate([np.array([[0.0, 1.0, 2.0]], np.float32),
+                                             (rng.standard_normal((5, 3)) * 3).astype(np.float32)])
+    x_wide = x.astype(np.float64)
+    y = ops.log_softmax(to_device(device, x))
+    assert_close(y, reference.log_softmax(x), reference.log_softmax(x_wide))
+    # The result depends on z only through z - m: shifting the rows by their max first gives the
+    # same bits (both compute the same float32 z - m), so the error does not grow with the offset.
+    y0 = to_numpy(ops.log_softmax(to_device(device, x - x.max(axis=1, keepdims=True))))
+    np.testing.assert_array_equal(to_numpy(y), y0)
+    # log_softmax_backward and DistillationLoss take log_softmax's output: their error follows it.
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    dx = ops.log_softmax_backward(to_device(device, dy), y)
+    assert_close(dx, reference.log_softmax_backward(dy, reference.log_softmax(x)),
+                 reference.log_softmax_backward(*wider(dy), reference.log_softmax(x_wide)))
+
+
+@pytest.mark.parametrize("n", [1 << 22])
+def test_softmax_of_a_long_row_sums_to_one(device, n):
+    """Issue 13: a float32 accumulator over a long row drifts (softmax of 3e8 equal values summed
+    to 1.118; 2**22 random values were off by 1e-5, 50x NumPy's pairwise sum). The row sum is now
+    accumulated in 1024-term blocks added in double (CUDA: in double)."""
+    x = np.random.default_rng(seed_of("long row", n)).random(n).astype(np.float32)
+    x_d = to_device(device, x)
+    assert_close(ops.softmax(x_d), reference.softmax(x), reference.softmax(*wider(x)))
+    assert_close(ops.log_softmax(x_d), reference.log_softmax(x), reference.log_softmax(*wider(x)))
+    logits = x.reshape(1, n)
+    loss, dl = ops.softmax_cross_entropy_with_grad(to_device(device, logits), to_device(device, np.array([3])),
+                                                   label_smoothing=0.1)
+    ref, ref_dl = reference.softmax_cross_entropy_with_grad(logits, np.array([3]), label_smoothing=0.1)
+    ref_w, ref_dl_w = reference.softmax_cross_entropy_with_grad(*wider(logits), np.array([3]), label_smoothing=0.1)
+    assert_close(loss, ref, ref_w)
+    assert_close(dl, ref_dl, ref_dl_w)
+    # Equal values: exactly 1/n each (n a power of two), so exactly 1 in all.
+    p = to_numpy(ops.softmax(to_device(device, np.full(n, 7.0, np.float32))))
+    np.testing.assert_array_equal(p, np.float32(1.0 / n))
+
+
+def _check_xent_against_reference(device, shape, dtype, eps, smoothing, weighted, ignored):
     rng = np.random.default_rng(seed_of("xent", shape, eps, smoothing, weighted, ignored))
     logits, labels, weight = make_xent(shape, rng, dtype, weighted=weighted, ignored=ignored)
     logits_w, weight_w = wider(logits, weight)
-    w = np.ones(shape[1]) if weight is None else weight.astype(np.float64)
-    kept = labels != -100
+    logits_d, labels_d, weight_d = to_device(device, logits, labels, weight)
     for reduction in REDUCTIONS:
-        # |dlogits| <= c * 2 max(w): the scale of the gradient, and of the loss's rounding
-        scale = w.max() / (w[labels[kept]].sum() if reduction == "mean" and kept.any() else 1.0)
-        kw = xent_kwargs(eps, smoothing, weight, reduction)
-        kw_w = xent_kwargs(eps, smoothing, weight_w, reduction)
-        loss, dlogits = ops.softmax_cross_entropy_with_grad(logits, labels, **kw)
-        ref_loss, ref_dlogits = reference.softmax_cross_entropy_with_grad(logits_w, labels, **kw_w)
+        loss, dlogits = ops.softmax_cross_entropy_with_grad(logits_d, labels_d,
+                                                            **xent_kwargs(eps, smoothing, weight_d, reduction))
+        ref_loss, ref_dlogits = reference.softmax_cross_entropy_with_grad(
+            logits, labels, **xent_kwargs(eps, smoothing, weight, reduction))
+        wide_loss, wide_dlogits = reference.softmax_cross_entropy_with_grad(
+            logits_w, labels, **xent_kwargs(eps, smoothing, weight_w, reduction))
         assert np.shape(loss) == ((shape[0],) if reduction == "none" else ())
-        assert dlogits.shape == shape
-        assert_close(loss, ref_loss, dtype, scale)
-        assert_close(dlogits, ref_dlogits, dtype, scale)
-        np.testing.assert_array_equal(ops.softmax_cross_entropy(logits, labels, **kw), loss)
+        assert_dtype(loss, dtype)
+        assert dlogits.shape == shape and dlogits.dtype == dtype
+        assert_close(loss, ref_loss, wide_loss, err_msg=f"loss, {reduction}")
+        assert_close(dlogits, ref_dlogits, wide_dlogits, err_msg=f"dlogits, {reduction}")
+        np.testing.assert_array_equal(
+            to_numpy(ops.softmax_cross_entropy(logits_d, labels_d, **xent_kwargs(eps, smoothing, weight_d, reduction))),
+            to_numpy(loss))
 
 
 @pytest.mark.parametrize("shape, eps, smoothing, weighted, ignored",
                          [c for s in XENT_SHAPES for c in valid_options(s, OPTIONS)]
                          + [c for s in LARGE_XENT_SHAPES for c in valid_options(s, LARGE_OPTIONS)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_xent_matches_reference(shape, dtype, eps, smoothing, weighted, ignored):
-    _check_xent_against_reference(shape, dtype, eps, smoothing, weighted, ignored)
+def test_xent_matches_reference(device, shape, dtype, eps, smoothing, weighted, ignored):
+    _check_xent_against_reference(device, shape, dtype, eps, smoothing, weighted, ignored)
 
 
 @pytest.mark.parametrize("eps", [0.5, 1.0])
 @pytest.mark.parametrize("smoothing", ["others", "all"])
-def test_xent_large_smoothing_matches_reference(eps, smoothing):
-    _check_xent_against_reference((13, 6), np.float64, eps, smoothing, True, True)
+def test_xent_large_smoothing_matches_reference(device, eps, smoothing):
+    _check_xent_against_reference(device, (13, 6), np.float64, eps, smoothing, True, True)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_infinite_weight_on_an_absent_class(device, reduction, dtype):
+    """Issue 13: weight = [1, inf, 1] with class 1 never a label gave NaN on every row (the term
+    0 * inf of a class whose target probability is 0); loss and gradient are now the reference's,
+    finite, and as if that class had any other weight. With smoothing every class has a target
+    probability, and the infinite weight shows in the loss as in the reference."""
+    logits = np.array([[1.0, 0.0, -0.5], [0.2, 0.1, 1.5], [3.0, -1.0, 0.0]], dtype)
+    labels = np.array([0, 2, 0])
+    weight = np.array([1.0, np.inf, 1.0], dtype)
+    logits_d, labels_d, weight_d = to_device(device, logits, labels, weight)
+    loss, dl = ops.softmax_cross_entropy_with_grad(logits_d, labels_d, weight=weight_d, reduction=reduction)
+    ref_loss, ref_dl = reference.softmax_cross_entropy_with_grad(logits, labels, weight=weight, reduction=reduction)
+    wide_loss, wide_dl = reference.softmax_cross_entropy_with_grad(*wider(logits), labels, weight=wider(weight)[0],
+                                                                   reduction=reduction)
+    assert np.isfinite(to_numpy(loss)).all() and np.isfinite(to_numpy(dl)).all()
+    assert_close(loss, ref_loss, wide_loss)
+    assert_close(dl, ref_dl, wide_dl)
+    finite_weight = np.array([1.0, 5.0, 1.0], dtype)  # the absent class's weight does not matter
+    same = ops.softmax_cross_entropy_with_grad(logits_d, labels_d, weight=to_device(device, finite_weight),
+                                               reduction=reduction)
+    np.testing.assert_array_equal(to_numpy(loss), to_numpy(same[0]))
+    np.testing.assert_array_equal(to_numpy(dl), to_numpy(same[1]))
+    assert np.isfinite(to_numpy(ops.softmax_cross_entropy(logits_d, labels_d, weight=weight_d,
+                                                          reduction=reduction))).all()
+    # With smoothing, class 1 has q = eps / (K - 1) > 0: an infinite loss, like the reference.
+    smoothed = ops.softmax_cross_entropy(logits_d, labels_d, weight=weight_d, reduction=reduction,
+                                         label_smoothing=0.1)
+    assert_same_nonfinite(smoothed, reference.softmax_cross_entropy(logits, labels, weight=weight,
+                                                                     reduction=reduction, label_smoothing=0.1))
 
 
 @pytest.mark.parametrize("label_dtype", [np.int64, np.int32, np.int16, np.int8, np.uint8, np.uint16, np.uint64])
-def test_any_integer_label_dtype(label_dtype):
+def test_any_integer_label_dtype(device, label_dtype):
     rng = np.random.default_rng(10)
     logits, labels, weight = make_xent((11, 5), rng, np.float32, weighted=True)
-    ref = ops.softmax_cross_entropy_with_grad(logits, labels, label_smoothing=0.1, weight=weight)
-    got = ops.softmax_cross_entropy_with_grad(logits, labels.astype(label_dtype), label_smoothing=0.1, weight=weight)
+    logits, weight = to_device(device, logits, weight)
+    ref = ops.softmax_cross_entropy_with_grad(logits, to_device(device, labels), label_smoothing=0.1, weight=weight)
+    got = ops.softmax_cross_entropy_with_grad(logits, to_device(device, labels.astype(label_dtype)),
+                                              label_smoothing=0.1, weight=weight)
     for g, r in zip(got, ref):
-        np.testing.assert_array_equal(g, r)
+        np.testing.assert_array_equal(to_numpy(g), to_numpy(r))
 
 
-def test_ignore_index_inside_the_class_range():
+def test_ignore_index_inside_the_class_range(device):
     rng = np.random.default_rng(11)
     logits, labels, _ = make_xent((20, 4), rng, np.float64)
     labels[:3] = 2
     for reduction in REDUCTIONS:
-        loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, ignore_index=2, label_smoothing=0.1,
-                                                       reduction=reduction)
-        ref_loss, ref_dl = reference.softmax_cross_entropy_with_grad(*wider(logits), labels, ignore_index=2,
-                                                                     label_smoothing=0.1, reduction=reduction)
-        assert_close(loss, ref_loss, np.float64)
-        assert_close(dl, ref_dl, np.float64)
-        np.testing.assert_array_equal(dl[labels == 2], 0)
+        kw = dict(ignore_index=2, label_smoothing=0.1, reduction=reduction)
+        loss, dl = ops.softmax_cross_entropy_with_grad(*to_device(device, logits, labels), **kw)
+        ref_loss, ref_dl = reference.softmax_cross_entropy_with_grad(logits, labels, **kw)
+        wide_loss, wide_dl = reference.softmax_cross_entropy_with_grad(*wider(logits), labels, **kw)
+        assert_close(loss, ref_loss, wide_loss)
+        assert_close(dl, ref_dl, wide_dl)
+        np.testing.assert_array_equal(to_numpy(dl)[labels == 2], 0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_large_logits_give_finite_results(dtype):
+def test_large_logits_give_finite_results(device, dtype):
     rng = np.random.default_rng(12)
     for eps, smoothing, weighted in itertools.product([0.0, 0.1], ["others", "all"], [False, True]):
         logits, labels, weight = make_xent((33, 17), rng, dtype, weighted=weighted, ignored=True, scale=1e4)
         logits[0, :] = 1e4  # ties at the maximum
         logits[2, :] = -1e4
+        logits_d, labels_d, weight_d = to_device(device, logits, labels, weight)
         for reduction in REDUCTIONS:
-            kw = xent_kwargs(eps, smoothing, weight, reduction)
-            loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, **kw)
-            assert np.isfinite(loss).all() and np.isfinite(dl).all()
+            loss, dl = ops.softmax_cross_entropy_with_grad(logits_d, labels_d,
+                                                           **xent_kwargs(eps, smoothing, weight_d, reduction))
+            assert np.isfinite(to_numpy(loss)).all() and np.isfinite(to_numpy(dl)).all()
             ref_loss, ref_dl = reference.softmax_cross_entropy_with_grad(
+                logits, labels, **xent_kwargs(eps, smoothing, weight, reduction))
+            wide_loss, wide_dl = reference.softmax_cross_entropy_with_grad(
                 *wider(logits), labels, **xent_kwargs(eps, smoothing, *wider(weight), reduction))
-            assert_close(loss, ref_loss, dtype)
-            assert_close(dl, ref_dl, dtype)
+            assert_close(loss, ref_loss, wide_loss)
+            assert_close(dl, ref_dl, wide_dl)
     x = (rng.standard_normal((5, 40)) * 1e4).astype(dtype)
     for name in ("softmax", "log_softmax"):
-        y = getattr(ops, name)(x)
-        assert np.isfinite(y).all()
-        assert_close(y, getattr(reference, name)(*wider(x)), dtype)
+        y = getattr(ops, name)(to_device(device, x))
+        assert np.isfinite(to_numpy(y)).all()
+        assert_close(y, getattr(reference, name)(x), getattr(reference, name)(*wider(x)))
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_nan_and_inf_propagate_like_the_reference(dtype):
+def test_nan_and_inf_propagate_like_the_reference(device, dtype):
     rng = np.random.default_rng(13)
     logits, labels, weight = make_xent((9, 6), rng, dtype)
     labels[:] = [0, 1, 2, 3, 4, 5, 0, -100, 1]
@@ -195,12 +275,15 @@ def test_nan_and_inf_propagate_like_the_reference(dtype):
     logits[4, :] = -np.inf  # a row of -inf: NaN
     logits[5, :] = np.inf  # a row of +inf: NaN
     logits[7, 1] = np.nan  # ignored row: loss 0, gradient 0
+    logits_d, labels_d = to_device(device, logits, labels)
     for eps, smoothing, w, reduction in itertools.product([0.0, 0.1], ["others", "all"], [None, weight], REDUCTIONS):
-        kw = xent_kwargs(eps, smoothing, w, reduction)
-        loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, **kw)
-        ref_loss, ref_dl = reference.softmax_cross_entropy_with_grad(logits, labels, **kw)
+        loss, dl = ops.softmax_cross_entropy_with_grad(logits_d, labels_d,
+                                                       **xent_kwargs(eps, smoothing, to_device(device, w), reduction))
+        ref_loss, ref_dl = reference.softmax_cross_entropy_with_grad(logits, labels,
+                                                                     **xent_kwargs(eps, smoothing, w, reduction))
         assert_same_nonfinite(loss, ref_loss)
         assert_same_nonfinite(dl, ref_dl)
+        loss, dl = to_numpy(loss), to_numpy(dl)
         np.testing.assert_array_equal(dl[7], 0)
         if reduction == "none":
             assert loss[7] == 0 and np.isfinite(loss[6]) and np.isfinite(loss[8])
@@ -211,57 +294,71 @@ def test_nan_and_inf_propagate_like_the_reference(dtype):
     dy[6, 2] = np.inf
     dy[8, 0] = np.nan
     for name, back in (("softmax", "softmax_backward"), ("log_softmax", "log_softmax_backward")):
-        y = getattr(ops, name)(logits)
+        y = to_numpy(getattr(ops, name)(logits_d))
         ref_y = getattr(reference, name)(logits)
         assert_same_nonfinite(y, ref_y)
         np.testing.assert_array_equal(y[np.isfinite(ref_y)] == 0, ref_y[np.isfinite(ref_y)] == 0)
-        assert_same_nonfinite(getattr(ops, back)(dy, ref_y), getattr(reference, back)(dy, ref_y))
+        assert_same_nonfinite(getattr(ops, back)(*to_device(device, dy, ref_y)), getattr(reference, back)(dy, ref_y))
+
+
+def test_nan_and_ignore_index_in_one_batch(device):
+    """A NaN row among counted rows and an ignored row: NaN where the reference has it, for every
+    reduction (from the former GPU-only suite)."""
+    z = np.random.default_rng(seed_of("nan-ignore")).standard_normal((4, 6)).astype(np.float32)
+    z[1, 2] = np.nan
+    labels = np.array([0, 1, -100, 5])
+    for reduction in REDUCTIONS:
+        got = ops.softmax_cross_entropy(*to_device(device, z, labels), reduction=reduction)
+        assert_same_nonfinite(got, reference.softmax_cross_entropy(z, labels, reduction=reduction))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("weighted", [False, True])
-def test_all_rows_ignored(dtype, weighted):
+def test_all_rows_ignored(device, dtype, weighted):
     rng = np.random.default_rng(14)
     logits, _, weight = make_xent((5, 4), rng, dtype, weighted=weighted)
     logits[0, 0] = np.nan  # ignored: makes no difference
-    labels = np.full(5, -100)
+    logits, labels, weight = to_device(device, logits, np.full(5, -100), weight)
     for eps in (0.0, 0.1):
         kw = dict(label_smoothing=eps, weight=weight)
         loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, **kw)
-        assert isinstance(loss, dtype) and np.isnan(loss)
-        np.testing.assert_array_equal(dl, np.zeros((5, 4), dtype))
+        assert_dtype(loss, dtype)
+        assert np.isnan(loss)
+        np.testing.assert_array_equal(to_numpy(dl), np.zeros((5, 4), dtype))
         loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, reduction="sum", **kw)
-        assert isinstance(loss, dtype) and loss == 0
-        np.testing.assert_array_equal(dl, 0)
+        assert_dtype(loss, dtype)
+        assert loss == 0
+        np.testing.assert_array_equal(to_numpy(dl), 0)
         loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, reduction="none", **kw)
         assert loss.dtype == dtype
-        np.testing.assert_array_equal(loss, np.zeros(5, dtype))
-        np.testing.assert_array_equal(dl, 0)
+        np.testing.assert_array_equal(to_numpy(loss), np.zeros(5, dtype))
+        np.testing.assert_array_equal(to_numpy(dl), 0)
 
 
-def test_zero_weight_mean_is_nan():
+def test_zero_weight_mean_is_nan(device):
     """The mean's divisor sum(w[y]) is 0: NaN loss and NaN gradient on the rows that count
     (as PyTorch), 0 on ignored rows."""
     logits = np.random.default_rng(15).standard_normal((3, 3))
     labels = np.array([0, -100, 0])
     weight = np.array([0.0, 1.0, 2.0])
     for eps in (0.0, 0.1):
-        loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, weight=weight, label_smoothing=eps,
-                                                       smoothing="all")
+        kw = dict(label_smoothing=eps, smoothing="all")
+        loss, dl = ops.softmax_cross_entropy_with_grad(*to_device(device, logits, labels), weight=to_device(device, weight),
+                                                       **kw)
+        dl = to_numpy(dl)
         assert np.isnan(loss)
         assert np.isnan(dl[[0, 2]]).all()
         np.testing.assert_array_equal(dl[1], 0)
-        ref_loss, ref_dl = reference.softmax_cross_entropy_with_grad(logits, labels, weight=weight, label_smoothing=eps,
-                                                                     smoothing="all")
+        ref_loss, ref_dl = reference.softmax_cross_entropy_with_grad(logits, labels, weight=weight, **kw)
         assert_same_nonfinite(dl, ref_dl)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_no_rows(dtype):
-    logits = np.zeros((0, 4), dtype)
-    labels = np.zeros(0, np.int64)
+def test_no_rows(device, dtype):
+    logits, labels = to_device(device, np.zeros((0, 4), dtype), np.zeros(0, np.int64))
     loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels)
-    assert isinstance(loss, dtype) and np.isnan(loss) and dl.shape == (0, 4)
+    assert_dtype(loss, dtype)
+    assert np.isnan(loss) and dl.shape == (0, 4)
     assert ops.softmax_cross_entropy(logits, labels, reduction="sum") == 0
     assert ops.softmax_cross_entropy(logits, labels, reduction="none").shape == (0,)
     assert ops.softmax(logits).shape == (0, 4)
@@ -271,44 +368,44 @@ def test_no_rows(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k", [1, 2, 10, 1000])
-def test_uniform_logits_give_log_k(dtype, k):
+def test_uniform_logits_give_log_k(device, dtype, k):
     n = 6
     logits = np.full((n, k), 3.5, dtype)
     labels = np.arange(n) % k
-    tol = RTOL[np.dtype(dtype)]
+    logits_d, labels_d = to_device(device, logits, labels)
     for eps, smoothing in itertools.product([0.0, 0.1, 1.0], ["others", "all"]):
         if k == 1 and smoothing == "others" and eps > 0:
             continue
-        loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, label_smoothing=eps, smoothing=smoothing)
-        np.testing.assert_allclose(loss, np.log(k), rtol=tol, atol=tol)
+        loss, dl = ops.softmax_cross_entropy_with_grad(logits_d, labels_d, label_smoothing=eps, smoothing=smoothing)
+        assert_close(loss, dtype(np.log(k)))
         q = np.full((n, k), eps / k if smoothing == "all" else eps / max(k - 1, 1))
         q[np.arange(n), labels] = 1 - eps + (eps / k if smoothing == "all" else 0)
-        np.testing.assert_allclose(dl, (1 / k - q) / n, rtol=tol, atol=tol / n)
-    np.testing.assert_allclose(ops.softmax(logits), np.full((n, k), 1 / k), rtol=tol)
-    np.testing.assert_allclose(ops.log_softmax(logits), np.full((n, k), -np.log(k)), rtol=tol, atol=tol)
+        assert_close(dl, ((1 / k - q) / n).astype(dtype))
+    assert_close(ops.softmax(logits_d), np.full((n, k), 1 / k, dtype))
+    assert_close(ops.log_softmax(logits_d), np.full((n, k), -np.log(k), dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_two_classes_by_hand(dtype):
+def test_two_classes_by_hand(device, dtype):
     # p = softmax([0, ln 3]) = [1/4, 3/4]
-    logits = np.array([[0.0, np.log(3.0)]], dtype)
-    labels = np.array([0])
-    tol = RTOL[np.dtype(dtype)]
-    np.testing.assert_allclose(ops.softmax(logits), [[0.25, 0.75]], rtol=tol)
-    np.testing.assert_allclose(ops.log_softmax(logits), [[np.log(0.25), np.log(0.75)]], rtol=tol)
+    logits = to_device(device, np.array([[0.0, np.log(3.0)]], dtype))
+    labels = to_device(device, np.array([0]))
+    assert_close(ops.softmax(logits), np.array([[0.25, 0.75]], dtype))
+    assert_close(ops.log_softmax(logits), np.array([[np.log(0.25), np.log(0.75)]], dtype))
     loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels)
-    np.testing.assert_allclose(loss, np.log(4.0), rtol=tol)
-    np.testing.assert_allclose(dl, [[-0.75, 0.75]], rtol=tol)
+    assert_close(loss, dtype(np.log(4.0)))
+    assert_close(dl, np.array([[-0.75, 0.75]], dtype))
     eps = 0.2
     # others: q = [0.8, 0.2]; all: q = [0.9, 0.1]
     for smoothing, q0 in (("others", 0.8), ("all", 0.9)):
         loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, label_smoothing=eps, smoothing=smoothing)
-        np.testing.assert_allclose(loss, -q0 * np.log(0.25) - (1 - q0) * np.log(0.75), rtol=tol)
-        np.testing.assert_allclose(dl, [[0.25 - q0, 0.75 - (1 - q0)]], rtol=tol)
+        assert_close(loss, dtype(-q0 * np.log(0.25) - (1 - q0) * np.log(0.75)))
+        assert_close(dl, np.array([[0.25 - q0, 0.75 - (1 - q0)]], dtype))
     # weight [2, 1], two rows with labels 0 and 1, mean: (2 ln 4 + ln(4/3)) / (2 + 1)
-    logits2 = np.repeat(logits, 2, axis=0)
-    loss = ops.softmax_cross_entropy(logits2, np.array([0, 1]), weight=np.array([2.0, 1.0], dtype))
-    np.testing.assert_allclose(loss, (2 * np.log(4.0) + np.log(4.0 / 3.0)) / 3, rtol=tol)
+    logits2 = to_device(device, np.repeat(np.array([[0.0, np.log(3.0)]], dtype), 2, axis=0))
+    loss = ops.softmax_cross_entropy(logits2, to_device(device, np.array([0, 1])),
+                                     weight=to_device(device, np.array([2.0, 1.0], dtype)))
+    assert_close(loss, dtype((2 * np.log(4.0) + np.log(4.0 / 3.0)) / 3))
 
 
 def _log_softmax_by_hand(z):
@@ -318,7 +415,7 @@ def _log_softmax_by_hand(z):
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_weighted_all_smoothing_formula(reduction):
+def test_weighted_all_smoothing_formula(device, reduction):
     """PyTorch's definition: l_i = -(1 - eps) w_y log p_y - eps / K sum_j w_j log p_j, the mean
     divided by sum_i w_{y_i} over non-ignored rows."""
     rng = np.random.default_rng(16)
@@ -330,34 +427,36 @@ def test_weighted_all_smoothing_formula(reduction):
     rows = -(1 - eps) * weight[y] * logp[np.arange(n), y] - eps / k * (weight * logp).sum(axis=1)
     rows[~kept] = 0
     expected = {"none": rows, "sum": rows.sum(), "mean": rows.sum() / weight[y][kept].sum()}[reduction]
+    logits, labels, weight = to_device(device, logits, labels, weight)
     got = ops.softmax_cross_entropy(logits, labels, label_smoothing=eps, smoothing="all", weight=weight,
                                     reduction=reduction)
-    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert_close(got, np.float64(expected) if np.ndim(expected) == 0 else expected)
 
 
-def test_others_smoothing_is_cross_entropy_with_soft_targets():
+def test_others_smoothing_is_cross_entropy_with_soft_targets(device):
     rng = np.random.default_rng(17)
     n, k, eps = 10, 5, 0.25
     logits, labels, _ = make_xent((n, k), rng, np.float64)
     q = np.full((n, k), eps / (k - 1))
     q[np.arange(n), labels] = 1 - eps
     logp = _log_softmax_by_hand(logits)
-    loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, label_smoothing=eps, smoothing="others")
-    np.testing.assert_allclose(loss, -(q * logp).sum() / n, rtol=1e-12)
-    np.testing.assert_allclose(dl, (np.exp(logp) - q) / n, rtol=1e-12, atol=1e-15)
+    loss, dl = ops.softmax_cross_entropy_with_grad(*to_device(device, logits, labels), label_smoothing=eps,
+                                                   smoothing="others")
+    assert_close(loss, np.float64(-(q * logp).sum() / n))
+    assert_close(dl, (np.exp(logp) - q) / n)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_single_class(dtype):
-    logits = np.array([[5.0], [-3.0], [1e4]], dtype)
-    labels = np.zeros(3, np.int64)
-    np.testing.assert_array_equal(ops.softmax(logits), 1)
-    np.testing.assert_array_equal(ops.log_softmax(logits), 0)
+def test_single_class(device, dtype):
+    logits = to_device(device, np.array([[5.0], [-3.0], [1e4]], dtype))
+    labels = to_device(device, np.zeros(3, np.int64))
+    np.testing.assert_array_equal(to_numpy(ops.softmax(logits)), 1)
+    np.testing.assert_array_equal(to_numpy(ops.log_softmax(logits)), 0)
     for eps, smoothing in ((0.0, "others"), (0.0, "all"), (0.5, "all"), (1.0, "all")):
         loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, label_smoothing=eps, smoothing=smoothing,
                                                        reduction="none")
-        np.testing.assert_array_equal(loss, 0)
-        np.testing.assert_array_equal(dl, 0)
+        np.testing.assert_array_equal(to_numpy(loss), 0)
+        np.testing.assert_array_equal(to_numpy(dl), 0)
 
 
 # ---- gradchecks (float64, central differences) ----
@@ -367,9 +466,10 @@ def test_single_class(dtype):
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("ignored", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_gradcheck_xent(shape, eps, smoothing, weighted, ignored, reduction):
+def test_gradcheck_xent(device, shape, eps, smoothing, weighted, ignored, reduction):
     rng = np.random.default_rng(seed_of("gradcheck", shape, eps, smoothing, weighted, ignored, reduction))
     logits, labels, weight = make_xent(shape, rng, np.float64, weighted=weighted, ignored=ignored)
+    logits, labels, weight = to_device(device, logits, labels, weight)
     kw = xent_kwargs(eps, smoothing, weight, reduction)
     if shape[1] == 1 and smoothing == "others" and eps > 0:  # no other class to spread eps over
         with pytest.raises(ValueError, match=r"label_smoothing: smoothing='others' .* K = 1"):
@@ -377,69 +477,96 @@ def test_gradcheck_xent(shape, eps, smoothing, weighted, ignored, reduction):
         return
 
     def loss():
-        return float(np.sum(ops.softmax_cross_entropy(logits, labels, **kw)))
+        return float(to_numpy(ops.softmax_cross_entropy(logits, labels, **kw)).sum())
 
     _, dl = ops.softmax_cross_entropy_with_grad(logits, labels, **kw)
-    np.testing.assert_allclose(dl, numerical_gradient(loss, logits), rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
+    np.testing.assert_allclose(to_numpy(dl), numerical_gradient(loss, logits), rtol=GRADCHECK_RTOL,
+                               atol=GRADCHECK_ATOL)
 
 
 @pytest.mark.parametrize("shape", [(1,), (5,), (3, 4), (2, 3, 4), (4, 1)])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
-def test_gradcheck_softmax(shape, name):
+def test_gradcheck_softmax(device, shape, name):
     rng = np.random.default_rng(seed_of("gradcheck", name, shape))
-    x = rng.standard_normal(shape)
-    r = rng.standard_normal(shape)  # loss = sum(r * f(x)), so dL/dy = r
+    x, r = to_device(device, rng.standard_normal(shape), rng.standard_normal(shape))  # loss = sum(r * f(x))
     f = getattr(ops, name)
 
     def loss():
         return float((f(x) * r).sum())
 
     dx = getattr(ops, name + "_backward")(r, f(x))
-    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
+    np.testing.assert_allclose(to_numpy(dx), numerical_gradient(loss, x), rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
 
 
 # ---- out=, strides, threads ----
 
-@pytest.mark.parametrize("module", [ops, reference], ids=["ops", "reference"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_out_is_written_in_place_and_returned(module, dtype):
+def test_out_is_written_in_place_and_returned(device, xp, dtype):
+    rng = np.random.default_rng(18)
+    logits, labels, weight = make_xent((8, 5), rng, dtype, weighted=True, ignored=True)
+    dy = rng.standard_normal((8, 5)).astype(dtype)
+    logits, labels, weight, dy = to_device(device, logits, labels, weight, dy)
+    for name, args in (("softmax", (logits,)), ("log_softmax", (logits,)),
+                       ("softmax_backward", (dy, ops.softmax(logits))),
+                       ("log_softmax_backward", (dy, ops.log_softmax(logits)))):
+        f = getattr(ops, name)
+        out = xp.full((8, 5), np.nan, dtype)
+        assert f(*args, out=out) is out, name
+        np.testing.assert_array_equal(to_numpy(out), to_numpy(f(*args)))
+    for reduction in REDUCTIONS:
+        kw = dict(label_smoothing=0.1, weight=weight, reduction=reduction)
+        out = xp.full((8, 5), np.nan, dtype)
+        loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, out=out, **kw)
+        assert dl is out
+        ref_loss, ref_dl = ops.softmax_cross_entropy_with_grad(logits, labels, **kw)
+        np.testing.assert_array_equal(to_numpy(out), to_numpy(ref_dl))
+        np.testing.assert_array_equal(to_numpy(loss), to_numpy(ref_loss))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reference_out_is_written_in_place_and_returned(dtype):
     rng = np.random.default_rng(18)
     logits, labels, weight = make_xent((8, 5), rng, dtype, weighted=True, ignored=True)
     dy = rng.standard_normal((8, 5)).astype(dtype)
     for name, args in (("softmax", (logits,)), ("log_softmax", (logits,)),
                        ("softmax_backward", (dy, reference.softmax(logits))),
                        ("log_softmax_backward", (dy, reference.log_softmax(logits)))):
-        f = getattr(module, name)
+        f = getattr(reference, name)
         out = np.full((8, 5), np.nan, dtype)
         assert f(*args, out=out) is out, name
         np.testing.assert_array_equal(out, f(*args))
     for reduction in REDUCTIONS:
         kw = dict(label_smoothing=0.1, weight=weight, reduction=reduction)
         out = np.full((8, 5), np.nan, dtype)
-        loss, dl = module.softmax_cross_entropy_with_grad(logits, labels, out=out, **kw)
+        loss, dl = reference.softmax_cross_entropy_with_grad(logits, labels, out=out, **kw)
         assert dl is out
-        ref_loss, ref_dl = module.softmax_cross_entropy_with_grad(logits, labels, **kw)
+        ref_loss, ref_dl = reference.softmax_cross_entropy_with_grad(logits, labels, **kw)
         np.testing.assert_array_equal(out, ref_dl)
         np.testing.assert_array_equal(loss, ref_loss)
 
 
-def test_strided_inputs_are_accepted():
+def test_strided_inputs_are_accepted(device, xp):
     rng = np.random.default_rng(19)
-    logits_t = rng.standard_normal((6, 10)).T  # (10, 6), not C-contiguous
-    labels_s = rng.integers(0, 6, 20)[::2]
-    weight_s = (rng.random(12) + 0.1)[::2]
-    kw = dict(label_smoothing=0.1, weight=weight_s)
-    for g, r in zip(ops.softmax_cross_entropy_with_grad(logits_t, labels_s, **kw),
-                    reference.softmax_cross_entropy_with_grad(np.ascontiguousarray(logits_t), labels_s.copy(),
-                                                              label_smoothing=0.1, weight=weight_s.copy())):
-        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-15)
-    x = rng.standard_normal((4, 7, 9))[:, ::2, 1:]
-    dy = rng.standard_normal((4, 4, 8, 2))[..., 0]
+    logits_t = xp.asarray(rng.standard_normal((6, 10))).T  # (10, 6), not C-contiguous
+    labels_s = xp.asarray(rng.integers(0, 6, 20))[::2]
+    weight_s = xp.asarray(rng.random(12) + 0.1)[::2]
+    got = ops.softmax_cross_entropy_with_grad(logits_t, labels_s, label_smoothing=0.1, weight=weight_s)
+    logits_c, labels_c, weight_c = (np.ascontiguousarray(to_numpy(a)) for a in (logits_t, labels_s, weight_s))
+    for g, r, w in zip(got, reference.softmax_cross_entropy_with_grad(logits_c, labels_c, label_smoothing=0.1,
+                                                                      weight=weight_c),
+                       reference.softmax_cross_entropy_with_grad(*wider(logits_c), labels_c, label_smoothing=0.1,
+                                                                 weight=wider(weight_c)[0])):
+        assert_close(g, r, w)
+    x = xp.asarray(rng.standard_normal((4, 7, 9)))[:, ::2, 1:]
+    dy = xp.asarray(rng.standard_normal((4, 4, 8, 2)))[..., 0]
+    x_c, dy_c = np.ascontiguousarray(to_numpy(x)), np.ascontiguousarray(to_numpy(dy))
     for name, back in (("softmax", "softmax_backward"), ("log_softmax", "log_softmax_backward")):
         y = getattr(ops, name)(x)
-        np.testing.assert_allclose(y, getattr(reference, name)(x), rtol=1e-12, atol=1e-15)
-        np.testing.assert_allclose(getattr(ops, back)(dy, np.asfortranarray(y)), getattr(reference, back)(dy, y),
-                                   rtol=1e-12, atol=1e-15)
+        assert_close(y, getattr(reference, name)(x_c), getattr(reference, name)(*wider(x_c)))
+        y_f = xp.asfortranarray(y)
+        y_c = np.ascontiguousarray(to_numpy(y))
+        assert_close(getattr(ops, back)(dy, y_f), getattr(reference, back)(dy_c, y_c),
+                     getattr(reference, back)(*wider(dy_c, y_c)))
 
 
 def test_identical_results_for_one_and_two_threads(threads):
@@ -504,26 +631,82 @@ _BAD_XENT = [
 ]
 
 
-@pytest.mark.parametrize("module", [ops, reference], ids=["ops", "reference"])
+@pytest.mark.parametrize("impl, device", IMPLS, ids=IMPL_IDS)
 @pytest.mark.parametrize("func", XENT_FUNCS)
 @pytest.mark.parametrize("change, exc, match", _BAD_XENT)
-def test_xent_bad_arguments(module, func, change, exc, match):
+def test_xent_bad_arguments(impl, device, func, change, exc, match):
     logits, labels = _xent_args()
     kw = dict(logits=logits, labels=labels)
     kw.update(change)
+    kw = {name: on_device(device, value) for name, value in kw.items()}
     logits, labels = kw.pop("logits"), kw.pop("labels")
     with pytest.raises(exc, match=match):
-        getattr(module, func)(logits, labels, **kw)
+        getattr(impl_of(impl), func)(logits, labels, **kw)
 
 
-@pytest.mark.parametrize("module", [ops, reference], ids=["ops", "reference"])
-def test_bad_labels_are_refused_before_any_work(module):
+@pytest.mark.parametrize("impl, device", IMPLS, ids=IMPL_IDS)
+def test_bad_labels_are_refused_before_any_work(impl, device):
     logits, labels = _xent_args()
     labels[2] = 99
-    out = np.full(logits.shape, 7.0, np.float32)
+    out = to_device(device, np.full(logits.shape, 7.0, np.float32))
     with pytest.raises(ValueError, match=r"labels: "):
-        module.softmax_cross_entropy_with_grad(logits, labels, out=out)
-    np.testing.assert_array_equal(out, 7.0)
+        impl_of(impl).softmax_cross_entropy_with_grad(*to_device(device, logits, labels), out=out)
+    np.testing.assert_array_equal(to_numpy(out), 7.0)
+
+
+_LABEL_RACE = """
+import sys, threading, time
+import numpy as np
+from fusednn import ops
+
+sys.setswitchinterval(1e-5)
+n, k = 20000, 10
+logits = np.zeros((n, k), np.float32)
+labels = np.zeros(n, np.int64)
+stop = False
+
+def scribble():  # labels far out of bounds, then valid again, then a pause for a call to check them
+    while not stop:
+        labels[:] = 1 << 40
+        labels[:] = 0
+        time.sleep(0)
+
+thread = threading.Thread(target=scribble)
+thread.start()
+checked = refused = 0
+deadline = time.monotonic() + 60
+try:
+    while checked < 60 and time.monotonic() < deadline:
+        try:
+            loss, dl = ops.softmax_cross_entropy_with_grad(logits, labels, reduction="{reduction}")
+        except ValueError:  # the check saw the bad labels: refused, as it should
+            refused += 1
+            time.sleep(0)
+            continue
+        checked += 1
+        # every row has uniform logits: a row loss of log(k) whatever the label, gradient rows sum to 0
+        assert np.allclose(loss, np.log(k) * (n if "{reduction}" == "sum" else 1)), loss
+        assert np.abs(dl.sum(axis=1)).max() < 1e-6
+finally:
+    stop = True
+    thread.join()
+print(checked, refused)
+"""
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_labels_changed_by_another_thread_after_the_check_are_not_read(reduction):
+    """Issue 13: int64 contiguous labels were checked, then read in place after the GIL was
+    released, so another thread that wrote them in between made the kernel index z[label] and
+    d[label] out of bounds (a segfault). The binding now checks a private copy and hands the kernel
+    that same copy. A race cannot be replayed exactly: this runs 60 calls that pass the check while
+    a thread keeps writing labels 2**40 and 0, in a child process (a crash is a failure, not the end
+    of the test run), and every call must give the loss of valid labels."""
+    result = subprocess.run([sys.executable, "-c", _LABEL_RACE.replace("{reduction}", reduction)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"exit status {result.returncode}\n{result.stdout}\n{result.stderr}"
+    checked = int(result.stdout.split()[0])
+    assert checked == 60, result.stdout
 
 
 def _read_only(a):
@@ -531,11 +714,15 @@ def _read_only(a):
     return a
 
 
+# out= arrays that are wrong on any device (built with the device's array module)...
 _BAD_OUT = [
-    (lambda: np.empty((4, 9), np.float32), ValueError, r"out: expected shape \(4, 10\), got \(4, 9\)"),
-    (lambda: np.empty((4, 10), np.float64), TypeError, r"out: expected dtype float32, got float64"),
-    (lambda: np.empty((10, 4), np.float32).T, ValueError, r"out: expected a C-contiguous"),
-    (lambda: np.empty((4, 20), np.float32)[:, ::2], ValueError, r"out: expected a C-contiguous"),
+    (lambda xp: xp.empty((4, 9), np.float32), ValueError, r"out: expected shape \(4, 10\), got \(4, 9\)"),
+    (lambda xp: xp.empty((4, 10), np.float64), TypeError, r"out: expected dtype float32, got (float64|<f8)"),
+    (lambda xp: xp.empty((10, 4), np.float32).T, ValueError, r"out: expected a C-contiguous"),
+    (lambda xp: xp.empty((4, 20), np.float32)[:, ::2], ValueError, r"out: expected a C-contiguous"),
+]
+# ... and those only NumPy arrays (or lists) can be.
+_BAD_OUT_NUMPY = [
     (lambda: _read_only(np.empty((4, 10), np.float32)), ValueError, r"out: expected a writable array"),
     (lambda: np.zeros(161, np.uint8)[1:].view(np.float32).reshape(4, 10), ValueError,
      r"out: expected a C-contiguous, aligned"),
@@ -543,44 +730,63 @@ _BAD_OUT = [
 ]
 
 
-@pytest.mark.parametrize("module", [ops, reference], ids=["ops", "reference"])
+def _out_calls(module, logits, labels):
+    return (lambda o: module.softmax(logits, out=o), lambda o: module.log_softmax(logits, out=o),
+            lambda o: module.softmax_backward(logits, logits, out=o),
+            lambda o: module.log_softmax_backward(logits, logits, out=o),
+            lambda o: module.softmax_cross_entropy_with_grad(logits, labels, out=o))
+
+
+@pytest.mark.parametrize("impl, device", IMPLS, ids=IMPL_IDS)
 @pytest.mark.parametrize("make_out, exc, match", _BAD_OUT)
-def test_bad_out(module, make_out, exc, match):
+def test_bad_out(impl, device, make_out, exc, match):
+    from conftest import array_module
+    logits, labels = to_device(device, *_xent_args())
+    for call in _out_calls(impl_of(impl), logits, labels):
+        with pytest.raises(exc, match=match):
+            call(make_out(array_module(device)))
+
+
+@pytest.mark.parametrize("impl", ["ops", "reference"])
+@pytest.mark.parametrize("make_out, exc, match", _BAD_OUT_NUMPY)
+def test_bad_numpy_out(impl, make_out, exc, match):
     logits, labels = _xent_args()
-    for call in (lambda o: module.softmax(logits, out=o), lambda o: module.log_softmax(logits, out=o),
-                 lambda o: module.softmax_backward(logits, logits, out=o),
-                 lambda o: module.log_softmax_backward(logits, logits, out=o),
-                 lambda o: module.softmax_cross_entropy_with_grad(logits, labels, out=o)):
+    for call in _out_calls(impl_of(impl), logits, labels):
         with pytest.raises(exc, match=match):
             call(make_out())
 
 
-def test_out_overlapping_an_input_is_refused():
-    logits, labels = _xent_args()
+def test_out_overlapping_an_input_is_refused(device):
+    logits, labels = to_device(device, *_xent_args())
     with pytest.raises(ValueError, match=r"out: must not share memory with logits"):
         ops.softmax_cross_entropy_with_grad(logits, labels, out=logits)
     with pytest.raises(ValueError, match=r"out: must not share memory with x"):
         ops.softmax(logits, out=logits)
 
 
-@pytest.mark.parametrize("module", [ops, reference], ids=["ops", "reference"])
-def test_softmax_bad_arguments(module):
-    x = np.ones((3, 4), np.float32)
+@pytest.mark.parametrize("impl, device", IMPLS, ids=IMPL_IDS)
+def test_softmax_bad_arguments(impl, device):
+    module = impl_of(impl)
+    x = to_device(device, np.ones((3, 4), np.float32))
+
+    def arr(shape, dtype):
+        return to_device(device, np.ones(shape, dtype))
+
     for name in ("softmax", "log_softmax"):
         f = getattr(module, name)
         with pytest.raises(ValueError, match=r"x: expected"):
-            f(np.ones((), np.float32))
+            f(arr((), np.float32))
         with pytest.raises(TypeError, match=r"x: expected"):
-            f(np.ones((3, 4), np.int32))
+            f(arr((3, 4), np.int32))
         with pytest.raises(TypeError, match=r"x: expected a numpy.ndarray"):
             f([[1.0, 2.0]])
     for name in ("softmax_backward", "log_softmax_backward"):
         f = getattr(module, name)
         with pytest.raises(ValueError, match=r"y: expected shape"):
-            f(x, np.ones((3, 5), np.float32))
+            f(x, arr((3, 5), np.float32))
         with pytest.raises(ValueError, match=r"y: expected shape"):
-            f(x, np.ones((4, 4), np.float32))
+            f(x, arr((4, 4), np.float32))
         with pytest.raises(TypeError, match=r"y: expected dtype float(32|64) \(the dtype of d?y\), got float(64|32)"):
-            f(x, np.ones((3, 4), np.float64))
+            f(x, arr((3, 4), np.float64))
         with pytest.raises(TypeError, match=r"dy: expected"):
-            f(np.ones((3, 4), np.int64), x)
+            f(arr((3, 4), np.int64), x)
