@@ -1,36 +1,38 @@
-"""ReLU forward + backward on 16M float32: fusednn.ops.relu / relu_backward vs NumPy
-(np.maximum, np.where) vs PyTorch (relu and its autograd backward)."""
+"""ReLU forward + backward: fusednn.ops.relu / relu_backward vs the reference (maximum and
+where, NumPy or CuPy) vs PyTorch (relu and its autograd backward)."""
 
 import numpy as np
 
 from harness import Case
 
-N = 16 * 2**20
+SIZES = [16 * 2**20, (256 * 2**20, "cuda")]
 
 
-def cases(torch=None):
+def cases(dev):
     from fusednn import ops
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(N, np.float32)
-    dy = rng.standard_normal(N, np.float32)
-    y, dx = np.empty_like(x), np.empty_like(x)
+    xp, torch = dev.xp, dev.torch
+    out = []
+    for n in dev.sizes(SIZES):
+        rng = np.random.default_rng(0)
+        x = dev.array(rng.standard_normal(n, np.float32))
+        dy = dev.array(rng.standard_normal(n, np.float32))
+        y, dx = xp.empty_like(x), xp.empty_like(x)
 
-    def fused():
-        ops.relu(x, out=y)
-        ops.relu_backward(dy, y, out=dx)
+        def fused(x=x, dy=dy, y=y, dx=dx):
+            ops.relu(x, out=y)
+            ops.relu_backward(dy, y, out=dx)
 
-    def numpy_relu():
-        out = np.maximum(x, np.float32(0))
-        return out, np.where(out > 0, dy, np.float32(0))
+        def reference(x=x, dy=dy):
+            out = xp.maximum(x, np.float32(0))
+            return out, xp.where(out > 0, dy, np.float32(0))
 
-    torch_fn = None
-    if torch is not None:
-        xt = torch.from_numpy(x).requires_grad_()
-        dyt = torch.from_numpy(dy)
+        torch_fn = None
+        if torch is not None:
+            xt = dev.tensor(x).clone().requires_grad_()
+            dyt = dev.tensor(dy)
+            torch_fn = lambda xt=xt, dyt=dyt: torch.autograd.grad(torch.relu(xt), xt, dyt)  # noqa: E731
 
-        def torch_fn():
-            return torch.autograd.grad(torch.relu(xt), xt, dyt)
-
-    # forward: x read, y written; backward: dy and y read, dx written.
-    return [Case("activation", "relu fwd+bwd 16M", {"fusednn": fused, "numpy": numpy_relu, "torch": torch_fn},
-                 bytes=5.0 * x.nbytes)]
+        # forward: x read, y written; backward: dy and y read, dx written.
+        out.append(Case("activation", f"relu fwd+bwd {n // 2**20}M", {
+            "fusednn": fused, "numpy": reference, "torch": torch_fn}, bytes=5.0 * x.nbytes))
+    return out

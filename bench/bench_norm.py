@@ -1,62 +1,95 @@
-"""Batch norm and layer norm, training forward + backward: fusednn vs NumPy vs PyTorch."""
+"""Batch norm and layer norm, training forward + backward: fusednn vs the reference (NumPy's or
+CuPy's mean/var, as a user writes it) vs PyTorch on the same device."""
 
 import numpy as np
 
 from harness import Case
 
+BATCH_SHAPES = [(4096, 1024), (64, 64, 28, 28), ((16384, 4096), "cuda")]
+LAYER_SHAPES = [(4096, 1024), ((16384, 4096), "cuda")]
+EPS = 1e-5
 
-def cases(torch=None):
-    from fusednn import ops, reference
+
+def _bn_reference(xp, x, dy, gamma, beta):
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = x.mean(axis=axes, keepdims=True)
+    inv_std = 1 / xp.sqrt(x.var(axis=axes, keepdims=True) + EPS)
+    xhat = (x - mean) * inv_std
+    y = xhat * gamma.reshape(shape) + beta.reshape(shape)
+    dbeta, dgamma = dy.sum(axis=axes), (dy * xhat).sum(axis=axes)
+    m = x.size // x.shape[1]
+    dx = gamma.reshape(shape) * inv_std * (dy - dbeta.reshape(shape) / m - xhat * dgamma.reshape(shape) / m)
+    return y, dx, dgamma, dbeta
+
+
+def _ln_reference(xp, x, dy, gamma, beta):
+    mean = x.mean(axis=-1, keepdims=True)
+    inv_std = 1 / xp.sqrt(x.var(axis=-1, keepdims=True) + EPS)
+    xhat = (x - mean) * inv_std
+    y = xhat * gamma + beta
+    g = dy * gamma
+    dx = inv_std * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    return y, dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
+
+
+def _inputs(dev, shape, c, seed):
+    rng = np.random.default_rng(seed)
+    x = dev.array(rng.standard_normal(shape, np.float32) * 2 + 1)
+    dy = dev.array(rng.standard_normal(shape, np.float32))
+    gamma = dev.array(rng.standard_normal(c).astype(np.float32))
+    beta = dev.array(rng.standard_normal(c).astype(np.float32))
+    return x, dy, gamma, beta
+
+
+def cases(dev):
+    from fusednn import ops
+    xp, torch = dev.xp, dev.torch
     out = []
-    for shape in [(4096, 1024), (64, 64, 28, 28)]:
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal(shape, np.float32) * 2 + 1
-        dy = rng.standard_normal(shape, np.float32)
+    for shape in dev.sizes(BATCH_SHAPES):
         c = shape[1]
-        gamma = rng.standard_normal(c).astype(np.float32)
-        beta = rng.standard_normal(c).astype(np.float32)
-        rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+        x, dy, gamma, beta = _inputs(dev, shape, c, 0)
+        rm, rv = xp.zeros(c, np.float32), xp.ones(c, np.float32)
 
-        def bn(impl, x=x, dy=dy, gamma=gamma, beta=beta, rm=rm, rv=rv):
-            y, mean, inv_std = impl.batch_norm(x, gamma, beta, rm, rv, training=True)
-            return y, impl.batch_norm_backward(dy, x, gamma, mean, inv_std)
+        def bn(x=x, dy=dy, gamma=gamma, beta=beta, rm=rm, rv=rv):
+            y, mean, inv_std = ops.batch_norm(x, gamma, beta, rm, rv, training=True)
+            return y, ops.batch_norm_backward(dy, x, gamma, mean, inv_std)
 
         torch_fn = None
         if torch is not None:
             F = torch.nn.functional
-            xt, gt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, gamma, beta))
-            rmt, rvt, dyt = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy()), torch.from_numpy(dy)
+            xt, gt, bt = (dev.tensor(a).clone().requires_grad_() for a in (x, gamma, beta))
+            rmt, rvt, dyt = dev.tensor(rm.copy()), dev.tensor(rv.copy()), dev.tensor(dy)
 
             def torch_fn(xt=xt, gt=gt, bt=bt, rmt=rmt, rvt=rvt, dyt=dyt):
                 y = F.batch_norm(xt, rmt, rvt, gt, bt, training=True)
                 return torch.autograd.grad(y, (xt, gt, bt), dyt)
 
-        label = "x".join(map(str, shape))
-        out.append(Case("norm", f"batch_norm fwd+bwd {label}", {
-            "fusednn": lambda: bn(ops), "numpy": lambda: bn(reference), "torch": torch_fn,
+        out.append(Case("norm", f"batch_norm fwd+bwd {'x'.join(map(str, shape))}", {
+            "fusednn": bn, "numpy": lambda x=x, dy=dy, g=gamma, b=beta: _bn_reference(xp, x, dy, g, b),
+            "torch": torch_fn,
         }, bytes=4.0 * x.nbytes))  # x and dy read once, y and dx written once
 
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((4096, 1024), np.float32)
-    dy = rng.standard_normal(x.shape, np.float32)
-    gamma = rng.standard_normal(1024).astype(np.float32)
-    beta = rng.standard_normal(1024).astype(np.float32)
+    for shape in dev.sizes(LAYER_SHAPES):
+        d = shape[-1]
+        x, dy, gamma, beta = _inputs(dev, shape, d, 1)
 
-    def ln(impl):
-        y, mean, inv_std = impl.layer_norm(x, gamma, beta)
-        return y, impl.layer_norm_backward(dy, x, gamma, mean, inv_std)
+        def ln(x=x, dy=dy, gamma=gamma, beta=beta):
+            y, mean, inv_std = ops.layer_norm(x, gamma, beta)
+            return y, ops.layer_norm_backward(dy, x, gamma, mean, inv_std)
 
-    torch_fn = None
-    if torch is not None:
-        F = torch.nn.functional
-        xt, gt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, gamma, beta))
-        dyt = torch.from_numpy(dy)
+        torch_fn = None
+        if torch is not None:
+            F = torch.nn.functional
+            xt, gt, bt = (dev.tensor(a).clone().requires_grad_() for a in (x, gamma, beta))
+            dyt = dev.tensor(dy)
 
-        def torch_fn():
-            y = F.layer_norm(xt, (1024,), gt, bt)
-            return torch.autograd.grad(y, (xt, gt, bt), dyt)
+            def torch_fn(xt=xt, gt=gt, bt=bt, dyt=dyt, d=d):
+                y = F.layer_norm(xt, (d,), gt, bt)
+                return torch.autograd.grad(y, (xt, gt, bt), dyt)
 
-    out.append(Case("norm", "layer_norm fwd+bwd 4096x1024", {
-        "fusednn": lambda: ln(ops), "numpy": lambda: ln(reference), "torch": torch_fn,
-    }, bytes=4.0 * x.nbytes))
+        out.append(Case("norm", f"layer_norm fwd+bwd {'x'.join(map(str, shape))}", {
+            "fusednn": ln, "numpy": lambda x=x, dy=dy, g=gamma, b=beta: _ln_reference(xp, x, dy, g, b),
+            "torch": torch_fn,
+        }, bytes=4.0 * x.nbytes))
     return out

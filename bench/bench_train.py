@@ -1,9 +1,12 @@
 """One training epoch of a 784-512-256-10 MLP (batch norm, ReLU, dropout 0.5, AdamW, softmax
-cross-entropy) on 60,000 random MNIST-shaped samples at batch 128, with the same batch order
-in every implementation: fusednn.nn + fusednn.optim (minibatches copied by ops.gather_rows, as
-fusednn.data.batches does), the same model written with the NumPy references (dropout masks
-from NumPy's generator, as a NumPy user would; minibatches by x[idx]), and PyTorch CPU with
-``AdamW(fused=True)`` (minibatches by tx[idx]).
+cross-entropy) on 60,000 random MNIST-shaped samples (6,000 with --quick) at batch 128, with the
+same batch order in every implementation: fusednn.nn + fusednn.optim in a hand-written loop
+(minibatches copied by ops.gather_rows, as fusednn.data.batches does), the same model written
+with the NumPy references (CPU only; dropout masks from NumPy's generator, as a NumPy user
+would; minibatches by x[idx]), and PyTorch on the same device with ``AdamW(fused=True)``
+(minibatches by tx[idx]). The row ``[train.fit]`` times the same epoch through
+``fusednn.train.fit``, the path users run (its own shuffled batches, the loss and accuracy
+logged), against the same references.
 
 The GEMMs of an epoch: forward x@W.T for 3 layers, backward dW for 3 and dX for the upper 2
 (no layer needs the input's gradient), counted as the "flops" of the case."""
@@ -15,24 +18,35 @@ from harness import Case
 N, BATCH, SIZES, P_DROP = 60_000, 128, (784, 512, 256, 10), 0.5
 
 
-def _data():
+QUICK_N = 6_000
+
+
+def _data(n):
     rng = np.random.default_rng(0)
-    x = rng.random((N, SIZES[0]), dtype=np.float32)
-    y = rng.integers(0, SIZES[-1], N)
-    order = rng.permutation(N)
-    return x, y, [order[i:i + BATCH] for i in range(0, N, BATCH)]
+    x = rng.random((n, SIZES[0]), dtype=np.float32)
+    y = rng.integers(0, SIZES[-1], n)
+    order = rng.permutation(n)
+    return x, y, [order[i:i + BATCH] for i in range(0, n, BATCH)]
 
 
-def _gemm_flops():
+def _gemm_flops(n):
     macs = sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:]))
     dx_macs = sum(a * b for a, b in zip(SIZES[1:-1], SIZES[2:]))
-    return 2.0 * N * (2 * macs + dx_macs)
+    return 2.0 * n * (2 * macs + dx_macs)
 
 
-def _fusednn_epoch(x, y, batches):
-    from fusednn import nn, ops, optim
+def _fusednn_model(dev):
+    from fusednn import nn, optim
     model = nn.MLP(list(SIZES), norm="batch", dropout=P_DROP, seed=0)
-    opt = optim.AdamW(model.parameter_groups(weight_decay=1e-2), lr=1e-3)
+    if dev.cuda:
+        model.to("cuda")
+    return model, optim.AdamW(model.parameter_groups(weight_decay=1e-2), lr=1e-3)
+
+
+def _fusednn_epoch(dev, x, y, batches):
+    from fusednn import ops
+    model, opt = _fusednn_model(dev)
+    x, y, batches = dev.array(x), dev.array(y), [dev.array(b) for b in batches]
 
     def epoch():
         model.train()
@@ -88,7 +102,17 @@ def _numpy_epoch(x, y, batches):
     return epoch
 
 
-def _torch_epoch(torch, x, y, batches):
+def _fusednn_fit_epoch(dev, x, y):
+    """One epoch through train.fit, as users train: NumPy data, batches moved to the model's
+    device by fit."""
+    from fusednn import train
+    from fusednn.nn.losses import SoftmaxCrossEntropy
+    model, opt = _fusednn_model(dev)
+    return lambda: train.fit(model, SoftmaxCrossEntropy(), opt, (x, y), epochs=1, batch_size=BATCH, progress=False)
+
+
+def _torch_epoch(dev, x, y, batches):
+    torch = dev.torch
     tn = torch.nn
     torch.manual_seed(0)
     model = tn.Sequential(tn.Linear(784, 512, bias=False), tn.BatchNorm1d(512), tn.ReLU(), tn.Dropout(P_DROP),
@@ -96,10 +120,11 @@ def _torch_epoch(torch, x, y, batches):
                           tn.Linear(256, 10))
     decay = [p for p in model.parameters() if p.ndim >= 2]
     other = [p for p in model.parameters() if p.ndim < 2]
+    model.to(dev.name)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-2}, {"params": other, "weight_decay": 0.0}],
                             lr=1e-3, fused=True)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    tbatches = [torch.from_numpy(idx) for idx in batches]
+    tx, ty = dev.tensor(dev.array(x)), dev.tensor(dev.array(y))
+    tbatches = [dev.tensor(dev.array(idx)) for idx in batches]
 
     def epoch():
         model.train()
@@ -111,10 +136,12 @@ def _torch_epoch(torch, x, y, batches):
     return epoch
 
 
-def cases(torch=None):
-    x, y, batches = _data()
-    return [Case("train", "MLP 784-512-256-10 bn+dropout AdamW, 1 epoch of 60k at batch 128", {
-        "fusednn": _fusednn_epoch(x, y, batches),
-        "numpy": _numpy_epoch(x, y, batches),
-        "torch": _torch_epoch(torch, x, y, batches) if torch is not None else None,
-    }, flops=_gemm_flops(), repeat=5, warmup=1, interleave=True)]
+def cases(dev):
+    n = QUICK_N if dev.quick else N
+    x, y, batches = _data(n)
+    return [Case("train", f"MLP epoch {n // 1000}k b{BATCH} bn+drop AdamW", {
+        "fusednn": _fusednn_epoch(dev, x, y, batches),
+        "numpy": None if dev.cuda else _numpy_epoch(x, y, batches),
+        "torch": _torch_epoch(dev, x, y, batches) if dev.torch is not None else None,
+        "train.fit": _fusednn_fit_epoch(dev, x, y),
+    }, flops=_gemm_flops(n), repeat=2 if dev.quick else 5, warmup=1, interleave=True)]

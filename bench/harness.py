@@ -1,10 +1,14 @@
-"""Benchmark harness: machine ceilings, timing, and the report.
+"""Benchmark harness: the device, machine ceilings, timing, and the report.
 
-Every case times fusednn, the NumPy reference written the way a user would, and PyTorch CPU
-(when importable) in the same run, each as the median of repeated calls after warm-up. The
-machine's ceilings are measured in the same run: the SGEMM peak (a large BLAS sgemm) and the
-memory bandwidth (an in-place streaming pass, one thread per core, counting bytes read and
-written), so "% of peak" compares numbers taken minutes apart on the same machine.
+Every family file (bench_<family>.py) has one case list, ``cases(dev)``, with the device as a
+parameter (``Device``: "cpu" or "cuda", and ``quick`` for a few small cases). Every case times
+fusednn, the reference written the way a user would (NumPy on the CPU, CuPy on the GPU) and
+PyTorch on the same device (when importable) in the same run, each as the median of repeated
+calls after warm-up (wall time on the CPU, CUDA events on the GPU). The machine's ceilings are
+measured in the same run: on the CPU the SGEMM peak (a large BLAS sgemm) and the memory
+bandwidth (an in-place streaming pass, one thread per core, counting bytes read and written),
+on the GPU the copy bandwidth and CuPy's SGEMM rate; so "% of peak" compares numbers taken
+minutes apart on the same machine.
 """
 
 import dataclasses
@@ -17,10 +21,48 @@ import numpy as np
 
 
 @dataclasses.dataclass
+class Device:
+    """Where the cases run: name "cpu" or "cuda"; quick: the first (small) sizes only; torch:
+    the torch module or None."""
+    name: str = "cpu"
+    quick: bool = False
+    torch: object = None
+
+    @property
+    def cuda(self):
+        return self.name == "cuda"
+
+    @property
+    def xp(self):
+        """The array module: numpy, or cupy on "cuda"."""
+        if self.cuda:
+            import cupy
+            return cupy
+        return np
+
+    def array(self, a):
+        """A NumPy array on the device."""
+        return self.xp.asarray(a)
+
+    def tensor(self, a):
+        """A torch tensor on the device sharing a's memory (NumPy or CuPy)."""
+        return self.torch.as_tensor(a, device=self.name)
+
+    def sizes(self, items):
+        """The entries of a family's size list for this run: each is a size or (size, "cuda")
+        for sizes that only a GPU fills; quick keeps the first entry."""
+        mine = [i[0] if isinstance(i, tuple) and i[-1:] == ("cuda",) else i for i in items
+                if not (isinstance(i, tuple) and i[-1:] == ("cuda",)) or self.cuda]
+        return mine[:1] if self.quick else mine
+
+
+@dataclasses.dataclass
 class Case:
     family: str
     name: str
-    impls: Dict[str, Optional[Callable[[], object]]]  # "fusednn", "numpy", "torch"
+    # "fusednn", "numpy" (the reference: NumPy, or CuPy on the GPU), "torch"; any other key is
+    # another fusednn path, reported on a row of its own against the same references.
+    impls: Dict[str, Optional[Callable[[], object]]]
     flops: float = 0.0  # for GEMM-bound cases: % of SGEMM peak
     bytes: float = 0.0  # for memory-bound cases (minimal traffic): % of bandwidth
     repeat: int = 0  # timed calls for this case (0: the run's --repeat), for cases of seconds
@@ -121,8 +163,41 @@ def interleaved_median_seconds(fns, repeat, warmup=1, settle=0.25):
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
+def cuda_ceilings():
+    """The GPU's copy bandwidth (1 GiB device-to-device) and SGEMM rate (CuPy matmul 8192^3)."""
+    import cupy as cp
+    x = cp.empty(256 * 2**20, cp.float32)
+    y = cp.empty_like(x)
+    copy = cuda_median_seconds(lambda: cp.copyto(y, x), 10)
+    n = 8192
+    a, b = cp.random.standard_normal((n, n), cp.float32), cp.random.standard_normal((n, n), cp.float32)
+    gemm = cuda_median_seconds(lambda: cp.matmul(a, b), 5)
+    del x, y, a, b
+    return {"bandwidth_gbytes": 2 * 256 * 2**20 * 4 / copy / 1e9, "sgemm_gflops": 2 * n**3 / gemm / 1e9}
+
+
+def _rows(case, times, peaks):
+    rows = []
+    for impl in ["fusednn"] + [k for k in case.impls if k not in ("fusednn", "numpy", "torch")]:
+        t = times[impl]
+        row = {"family": case.family, "case": case.name if impl == "fusednn" else f"{case.name} [{impl}]",
+               "seconds": {"fusednn": t, "numpy": times.get("numpy"), "torch": times.get("torch")}}
+        for other in ("numpy", "torch"):
+            row[f"speedup_vs_{other}"] = times[other] / t if times.get(other) and t else None
+        if case.flops:
+            row["gflops"] = case.flops / t / 1e9
+            row["fraction_of_peak"] = row["gflops"] / peaks["sgemm_gflops"]
+            row["roof"] = "SGEMM peak"
+        elif case.bytes:
+            row["gbytes_per_s"] = case.bytes / t / 1e9
+            row["fraction_of_peak"] = row["gbytes_per_s"] / peaks["bandwidth_gbytes"]
+            row["roof"] = "memory bandwidth"
+        rows.append(row)
+    return rows
+
+
 def run_cases(cases, repeat, peaks, timer=median_seconds):
-    """Times every case with `timer`; returns one result dict per case."""
+    """Times every case with `timer`; returns the result dicts (one per fusednn path)."""
     results = []
     for case in cases:
         if case.interleave and timer is median_seconds:
@@ -133,24 +208,13 @@ def run_cases(cases, repeat, peaks, timer=median_seconds):
             times = {}
             for impl, fn in case.impls.items():
                 times[impl] = None if fn is None else timer(fn, case.repeat or repeat, case.warmup)
-        t = times["fusednn"]
-        row = {"family": case.family, "case": case.name, "seconds": times}
-        for other in ("numpy", "torch"):
-            row[f"speedup_vs_{other}"] = times[other] / t if times.get(other) else None
-        if case.flops:
-            row["gflops"] = case.flops / t / 1e9
-            row["fraction_of_peak"] = row["gflops"] / peaks["sgemm_gflops"]
-            row["roof"] = "SGEMM peak"
-        elif case.bytes:
-            row["gbytes_per_s"] = case.bytes / t / 1e9
-            row["fraction_of_peak"] = row["gbytes_per_s"] / peaks["bandwidth_gbytes"]
-            row["roof"] = "memory bandwidth"
-        results.append(row)
-        print(format_row(row), flush=True)
+        for row in _rows(case, times, peaks):
+            results.append(row)
+            print(format_row(row), flush=True)
     return results
 
 
-HEADER = (f"{'case':34} {'fusednn':>10} {'numpy':>10} {'torch':>10} {'vs numpy':>9} {'vs torch':>9}  "
+HEADER = (f"{'case':44} {'fusednn':>10} {'numpy':>10} {'torch':>10} {'vs numpy':>9} {'vs torch':>9}  "
           f"{'fusednn rate, % of roof':<}")
 
 
@@ -163,5 +227,5 @@ def format_row(row):
         rate = f"{row['gbytes_per_s']:.1f} GB/s = {row['fraction_of_peak']:.0%} of bandwidth"
     else:
         rate = ""
-    return (f"{row['family'] + ' ' + row['case']:34} {format_time(s['fusednn']):>10} {format_time(s.get('numpy')):>10} "
+    return (f"{row['family'] + ' ' + row['case']:44} {format_time(s['fusednn']):>10} {format_time(s.get('numpy')):>10} "
             f"{format_time(s.get('torch')):>10} {vs['numpy']:>9} {vs['torch']:>9}  {rate}")

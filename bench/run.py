@@ -1,7 +1,9 @@
-"""fusednn microbenchmarks: python bench/run.py [--ops linear] [--json results.json].
+"""fusednn microbenchmarks: python bench/run.py [--device cuda] [--quick] [--ops linear] [--json out.json].
 
-Prints the machine's measured ceilings, then for each case fusednn vs the NumPy reference vs
-PyTorch CPU (when torch is importable), as median times, speedups and % of the ceiling.
+Prints the machine's measured ceilings, then for each case fusednn vs the reference (NumPy on
+the CPU, CuPy on the GPU) vs PyTorch on the same device (when torch is importable), as median
+times, speedups and % of the ceiling. Every family has one case list (bench_<family>.py) that
+runs on either device; --quick runs its first, small sizes with few repeats.
 """
 
 import argparse
@@ -19,7 +21,8 @@ except ImportError:
     torch = None
 
 import fusednn  # noqa: E402
-from harness import HEADER, memory_bandwidth, run_cases, sgemm_peak  # noqa: E402
+from harness import (HEADER, Device, cuda_ceilings, cuda_median_seconds, median_seconds,  # noqa: E402
+                     memory_bandwidth, run_cases, sgemm_peak)
 
 FAMILIES = ["linear", "xent", "norm", "dropout", "activation", "gather", "optim", "train"]
 
@@ -28,18 +31,26 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ops", default=",".join(FAMILIES),
                    help=f"comma-separated families to run (default: all = {','.join(FAMILIES)})")
-    p.add_argument("--repeat", type=int, default=15, help="timed calls per implementation (median is reported)")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="timed calls per implementation (median is reported; default 15, 3 with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: each family's first (small) sizes, few repeats, smaller CPU ceilings")
     p.add_argument("--threads", type=int, default=None, help="threads for fusednn and torch (default: fusednn's)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cuda: the same families on CuPy arrays (bench_cuda.py), vs CuPy references and PyTorch CUDA")
+                   help="cuda: the same cases on CuPy arrays, vs CuPy references and PyTorch CUDA, timed with "
+                        "CUDA events")
     args = p.parse_args(argv)
 
     families = [f.strip() for f in args.ops.split(",") if f.strip()]
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         p.error(f"--ops: unknown families {unknown}; choose from {FAMILIES}")
+    if args.repeat is None:
+        args.repeat = 3 if args.quick else 15
+    if args.repeat < 1:
+        p.error("--repeat: expected >= 1")
     if args.threads is not None:
         if args.threads < 1:
             p.error("--threads: expected >= 1")
@@ -49,26 +60,44 @@ def main(argv=None):
     if th is not None:
         th.set_num_threads(threads)
 
-    if args.device == "cuda":
-        import bench_cuda
-        return bench_cuda.main(families, args, None if args.no_torch else torch)
-
+    if args.device == "cuda" and th is not None and not th.cuda.is_available():
+        print("(this torch has no CUDA: the torch column is empty)")
+        th = None
+    dev = Device(args.device, args.quick, th)
     info = fusednn.build_info()
-    print(f"fusednn {info['version']} | {platform.processor() or platform.machine()} | {threads} threads | "
-          f"ISA path {info['isa_path_selected']} | BLAS core {info['blas_core']}"
-          f"{' (OPENBLAS_CORETYPE=' + os.environ['OPENBLAS_CORETYPE'] + ')' if 'OPENBLAS_CORETYPE' in os.environ else ''}"
-          f" | torch {th.__version__ if th is not None else 'not installed'}")
-    peaks = {"sgemm_gflops": sgemm_peak(), "bandwidth_gbytes": memory_bandwidth()}
-    print(f"ceilings: SGEMM peak {peaks['sgemm_gflops']:.0f} GFLOP/s (NumPy sgemm 3072^3), memory bandwidth "
-          f"{peaks['bandwidth_gbytes']:.1f} GB/s (x *= a over 256 MB, read + write)\n")
+    if dev.cuda:
+        try:
+            import cupy as cp
+        except ImportError:
+            p.error("--device cuda needs CuPy (pip install cupy-cuda13x) and a GPU")
+        if not info["cuda"]:
+            p.error("--device cuda needs fusednn's CUDA module: FUSEDNN_CUDA=ON pip install '.[cuda]'")
+        peaks = cuda_ceilings()
+        name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
+        print(f"fusednn {info['version']} | {name.decode() if isinstance(name, bytes) else name} | "
+              f"torch {th.__version__ if th is not None else 'not installed'}")
+        print(f"ceilings: copy bandwidth {peaks['bandwidth_gbytes']:.0f} GB/s, SGEMM {peaks['sgemm_gflops']:.0f} "
+              "GFLOP/s (CuPy matmul 8192^3); the 'numpy' column is the CuPy reference\n")
+        timer = cuda_median_seconds
+    else:
+        print(f"fusednn {info['version']} | {platform.processor() or platform.machine()} | {threads} threads | "
+              f"ISA path {info['isa_path_selected']} | BLAS core {info['blas_core']}"
+              f"{' (OPENBLAS_CORETYPE=' + os.environ['OPENBLAS_CORETYPE'] + ')' if 'OPENBLAS_CORETYPE' in os.environ else ''}"
+              f" | torch {th.__version__ if th is not None else 'not installed'}")
+        size, mb = (1024, 64) if args.quick else (3072, 256)
+        peaks = {"sgemm_gflops": sgemm_peak(size=size), "bandwidth_gbytes": memory_bandwidth(megabytes=mb)}
+        print(f"ceilings: SGEMM peak {peaks['sgemm_gflops']:.0f} GFLOP/s (NumPy sgemm {size}^3), memory bandwidth "
+              f"{peaks['bandwidth_gbytes']:.1f} GB/s (x *= a over {mb} MB, read + write)\n")
+        timer = median_seconds
     print(HEADER)
     results = []
     for family in families:
         module = importlib.import_module(f"bench_{family}")
-        results += run_cases(module.cases(torch=th), args.repeat, peaks)
+        results += run_cases(module.cases(dev), args.repeat, peaks, timer=timer)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"build_info": info, "threads": threads, "ceilings": peaks, "results": results}, f, indent=2)
+            json.dump({"build_info": info, "device": args.device, "quick": args.quick, "threads": threads,
+                       "ceilings": peaks, "results": results}, f, indent=2)
     return 0
 
 
