@@ -178,6 +178,27 @@ def test_xent_large_smoothing_matches_reference(device, eps, smoothing):
     _check_xent_against_reference(device, (13, 6), np.float64, eps, smoothing, True, True)
 
 
+@pytest.mark.parametrize("shape", [(1, 5), (7, 1), (33, 17), (256, 1000)])
+@pytest.mark.parametrize("smoothing", ["others", "all"])
+def test_wide_logits_match_reference(device, shape, smoothing):
+    """Logits spread over +-100 (from the former GPU-only suite): cross-entropy, softmax and
+    log-softmax against the reference."""
+    n, k = shape
+    rng = np.random.default_rng(seed_of("wide logits", shape))
+    z = (rng.standard_normal(shape) * 30).astype(np.float32)
+    labels = rng.integers(0, k, n)
+    kw = dict(label_smoothing=0.1 if k > 1 else 0.0, smoothing=smoothing)
+    z_d, labels_d = to_device(device, z, labels)
+    loss, dz = ops.softmax_cross_entropy_with_grad(z_d, labels_d, **kw)
+    ref_loss, ref_dz = reference.softmax_cross_entropy_with_grad(z, labels, **kw)
+    wide_loss, wide_dz = reference.softmax_cross_entropy_with_grad(*wider(z), labels, **kw)
+    assert_close(loss, ref_loss, wide_loss)
+    assert_close(dz, ref_dz, wide_dz)
+    for name in ("softmax", "log_softmax"):
+        assert_close(getattr(ops, name)(z_d), getattr(reference, name)(z), getattr(reference, name)(*wider(z)),
+                     err_msg=name)
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("dtype", DTYPES)
