@@ -11,6 +11,6 @@ from fusednn.nn.layers import (MLP, Abs, BatchNorm, BatchNorm1d, BatchNorm2d, Dr
                                WeightNormLinear)
 from fusednn.nn.module import RNG, Module
 
-__all__ = ["init", "losses", "Module", "RNG", "Linear", "DropConnectLinear", "WeightNormLinear", "ReLU", "Sigmoid", "Tanh",
-           "Abs", "Flatten", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "LocalResponseNorm", "Dropout",
-           "Sequential", "MLP"]
+__all__ = ["init", "losses", "Module", "RNG", "Linear", "DropConnectLinear", "WeightNormLinear", "ReLU", "Sigmoid",
+           "Tanh", "Abs", "Flatten", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "LocalResponseNorm",
+           "Dropout", "Sequential", "MLP"]
