@@ -236,8 +236,8 @@ class Optimizer:
 
         Args:
             grads: None when the parameters were given as a :class:`~fusednn.FlatParameters` or
-                :class:`~fusednn.params.FlatGroup` (its gradient buffer is used), else the gradients as a list in parameter order
-                (the order of ``param_groups``).
+                :class:`~fusednn.params.FlatGroup` (its gradient buffer is used), else the
+                gradients as a list in parameter order (the order of ``param_groups``).
         """
         work = self._grads_by_group(grads)
         hypers = [(self._check(group), self._lr(group)) for group in self.param_groups]  # all, before any update
