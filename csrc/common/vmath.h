@@ -40,8 +40,10 @@ FDNN_HD inline float vexp(float x) {
   // 2^n for n in [-126, 128]: build 2^(n/2) twice so that n = 128 does not overflow the bits.
   const int32_t ni = static_cast<int32_t>(n);
   const int32_t n1 = ni >> 1, n2 = ni - n1;
-  const float s1 = detail::bit_cast<float>(static_cast<int32_t>((n1 + 127) << 23));
-  const float s2 = detail::bit_cast<float>(static_cast<int32_t>((n2 + 127) << 23));
+  // The exponent bits are shifted as unsigned: for a NaN x, ni is INT_MIN and n1 + 127 is
+  // negative (a signed left shift would be undefined; the result is NaN either way, from p).
+  const float s1 = detail::bit_cast<float>(static_cast<int32_t>(static_cast<uint32_t>(n1 + 127) << 23));
+  const float s2 = detail::bit_cast<float>(static_cast<int32_t>(static_cast<uint32_t>(n2 + 127) << 23));
   float result = p * s1 * s2;
   result = x < lo ? 0.0f : result;
   result = x > hi ? __builtin_inff() : result;
@@ -72,8 +74,8 @@ FDNN_HD inline double vexp(double x) {
   p = p * r * r + r + 1.0;
   const int64_t ni = static_cast<int64_t>(n);
   const int64_t n1 = ni >> 1, n2 = ni - n1;
-  const double s1 = detail::bit_cast<double>(static_cast<int64_t>((n1 + 1023) << 52));
-  const double s2 = detail::bit_cast<double>(static_cast<int64_t>((n2 + 1023) << 52));
+  const double s1 = detail::bit_cast<double>(static_cast<int64_t>(static_cast<uint64_t>(n1 + 1023) << 52));
+  const double s2 = detail::bit_cast<double>(static_cast<int64_t>(static_cast<uint64_t>(n2 + 1023) << 52));
   double result = p * s1 * s2;
   result = x < lo ? 0.0 : result;
   result = x > hi ? __builtin_inf() : result;
