@@ -127,15 +127,23 @@ py::array_t<int64_t> host_indices(py::handle obj, const char* name, int64_t leng
     throw ValueError(std::string(name) + ": expected shape (" +
                      (length >= 0 ? "N,) = (" + std::to_string(length) + ",)" : std::string("M,)")) + ", got " +
                      py::str(a.attr("shape")).cast<std::string>());
+  // A private copy, always (even of an int64 C-contiguous array): the caller checks these values
+  // with the GIL held, then the kernels read them with the GIL released, when another Python
+  // thread could write the caller's array; they must read exactly what was checked. The copy is
+  // made before any check reads a value.
+  py::array values;
   if (kind == 'u' && a.dtype().itemsize() == 8) {
-    // uint64 values >= 2**63 would wrap to negative numbers in the cast below.
-    py::object too_big = a.attr("__ge__")(py::int_(1).attr("__lshift__")(63)).attr("any")();
+    // uint64 values >= 2**63 would wrap to negative numbers in the cast to int64.
+    py::array own = a.attr("copy")();
+    py::object too_big = own.attr("__ge__")(py::int_(1).attr("__lshift__")(63)).attr("any")();
     if (too_big.cast<bool>())
       throw ValueError(std::string(name) + ": expected " + what + ", got a value >= 2**63");
+    values = own.attr("astype")("int64");
+  } else {
+    values = a.attr("astype")("int64", py::arg("order") = "C", py::arg("copy") = true);
   }
-  py::array_t<int64_t, py::array::c_style | py::array::forcecast> values(a);
   keep.push_back(values);
-  return values;
+  return py::array_t<int64_t>(values);
 }
 
 }  // namespace fdnn::bind

@@ -54,6 +54,8 @@ py::object host_values(py::handle obj);
 // A 1-D integer array (of this module's kind) as a C-contiguous int64 array on the host, kept in
 // `keep`: TypeError unless it is an integer array, ValueError unless its length is `length`
 // (any length when -1) and every value fits in int64. `what` names the values for messages.
+// Always a private copy, never the caller's array: the values the binding checks are the values
+// its kernels read after the GIL is released, whatever another thread writes meanwhile.
 py::array_t<int64_t> host_indices(py::handle obj, const char* name, int64_t length, const char* what,
                                   KeepAlive& keep);
 

@@ -15,23 +15,18 @@ py::object gather_rows_py(py::object x_obj, py::object index_obj, py::object out
   const TensorView x = input_array(x_obj, "x", keep);
   if (x.ndim < 1) throw ValueError("x: expected an array with ndim >= 1 (rows first), got 0-D");
   const int64_t n = x.shape[0];
+  // host_indices' private copy: the kernel reads the values checked here, whatever another
+  // thread writes into the caller's array once the GIL is released. Negative indices are
+  // counted from the end in that copy.
   py::array_t<int64_t> index = host_indices(index_obj, "index", -1, "row indices", keep);
   const int64_t m = index.shape(0);
-  const int64_t* idx = index.data();
-  bool negative = false;
+  int64_t* idx = index.mutable_data();
   for (int64_t i = 0; i < m; ++i) {
     if (idx[i] < -n || idx[i] >= n)
       throw ValueError("index: expected row indices in [-" + std::to_string(n) + ", " + std::to_string(n) +
                        ") (x has " + std::to_string(n) + " rows), got " + std::to_string(idx[i]) + " at position " +
                        std::to_string(i));
-    negative = negative || idx[i] < 0;
-  }
-  if (negative) {  // a copy with the negative indices counted from the end (never the caller's array)
-    py::array_t<int64_t> wrapped(m);
-    int64_t* w = wrapped.mutable_data();
-    for (int64_t i = 0; i < m; ++i) w[i] = idx[i] < 0 ? idx[i] + n : idx[i];
-    keep.push_back(wrapped);
-    index = wrapped;
+    if (idx[i] < 0) idx[i] += n;
   }
   const int64_t* kernel_index = kernel_int64(index, keep);
   std::vector<int64_t> shape = shape_of(x);
