@@ -1,57 +1,47 @@
 """fusednn.ops norm family (batch, layer, weight and local response norm) against the NumPy
-reference, independent checks, gradchecks, thread counts and bad input."""
+reference on every device (conftest's ``device`` fixture), independent checks, gradchecks, zero
+sizes, precision at scale, thread counts (CPU) and bad input."""
 
 import inspect
 
 import numpy as np
 import pytest
-from conftest import GRADCHECK_ATOL, GRADCHECK_RTOL, assert_reduction_close, seed_of, wider
+from conftest import (GRADCHECK_ATOL, GRADCHECK_RTOL, array_module, assert_close, seed_of, to_device, to_numpy,
+                      wider)
 
 import fusednn
 from fusednn import ops, reference
 from fusednn.testing import numerical_gradient
 
 DTYPES = [np.float32, np.float64]
-# Against the wide reference (float64 for float32 inputs, long double for float64 inputs):
-# |error| <= RTOL * (|ref| + scale), scale the size of the terms the value is computed from
-# (by default the largest |ref|), so a result that cancels to near 0 is not held to a
-# tolerance relative to itself.
-RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-12}
 NORM_OPS = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "weight_norm",
             "weight_norm_backward", "local_response_norm", "local_response_norm_backward"]
 
 
-def assert_close(actual, ref_wide, scale=None, dtype=None):
-    """actual (of dtype, when given) matches the wide reference within RTOL; NaNs sit where
-    the reference has them and infinities are equal."""
-    assert isinstance(actual, np.ndarray), type(actual)
-    if dtype is not None:
-        assert actual.dtype == dtype, (actual.dtype, dtype)
-    rtol = RTOL[actual.dtype]
-    a = np.asarray(actual, dtype=np.longdouble)
-    r = np.asarray(ref_wide, dtype=np.longdouble)
-    assert a.shape == r.shape, (a.shape, r.shape)
-    np.testing.assert_array_equal(np.isnan(a), np.isnan(r))
-    np.testing.assert_array_equal(a[np.isinf(r)], r[np.isinf(r)])
-    finite = np.isfinite(r)
-    if not finite.any():
-        return
-    if scale is None:
-        scale = np.abs(r[finite]).max()
-    scale = np.broadcast_to(np.asarray(scale, dtype=np.longdouble), r.shape)[finite]
-    err = np.abs(a[finite] - r[finite])
-    bound = rtol * (np.abs(r[finite]) + scale)
-    bad = ~(err <= bound)
-    assert not bad.any(), (f"{bad.sum()} of {bad.size} values off; worst error {err[bad].max():.3g} "
-                           f"(bound there {bound[bad][np.argmax(err[bad])]:.3g})")
+def assert_all_close(got, same, wide):
+    """assert_close for each output of an op, against the same-dtype and the wide reference."""
+    assert len(got) == len(same) == len(wide)
+    for i, (g, s, w) in enumerate(zip(got, same, wide)):
+        assert_close(g, s, w, err_msg=f"output {i}")
+
+
+def on_device(device, *arrays):
+    """to_device, always as a tuple (for unpacking into an op's arguments)."""
+    return to_device(device, *arrays) if len(arrays) > 1 else (to_device(device, *arrays),)
+
+
+def assert_equal(a, b):
+    """Bit equality of two results (either device)."""
+    np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
 
 # ---------------------------------------------------------------------------------------------
 # batch norm
 # ---------------------------------------------------------------------------------------------
 
-# (1, 1) and (1, 4, 1, 1) have one value per channel: evaluation only.
-BN_SHAPES = [(1, 1), (2, 1), (9, 1), (1, 4, 1, 1), (17, 33), (4, 3, 10), (2, 3, 5, 7), (8, 16, 9, 9),
+# (1, 1) and (1, 4, 1, 1) have one value per channel: evaluation only. (4097, 33) is an (N, C)
+# case with more rows than one chunk of the column partials holds on either device.
+BN_SHAPES = [(1, 1), (2, 1), (9, 1), (1, 4, 1, 1), (17, 33), (4097, 33), (4, 3, 10), (2, 3, 5, 7), (8, 16, 9, 9),
              (2, 2, 3, 2, 2), (257, 1025)]
 
 
@@ -74,35 +64,41 @@ def bn_values_per_channel(shape):
     return shape[0] * int(np.prod(shape[2:], dtype=np.int64))
 
 
+def bn_forward_all(device, x, gamma, beta, rm, rv, **kw):
+    """ops.batch_norm on the device and the reference in x's dtype and wide, each with its own
+    copy of the running buffers: (got, same, wide) with the buffers appended to the outputs."""
+    rm_same, rv_same = (None if b is None else b.copy() for b in (rm, rv))
+    rm_wide, rv_wide = wider(rm, rv)
+    d_rm, d_rv = (None if b is None else to_device(device, b.copy()) for b in (rm, rv))
+    got = ops.batch_norm(*to_device(device, x, gamma, beta), d_rm, d_rv, **kw)
+    same = reference.batch_norm(x, gamma, beta, rm_same, rv_same, **kw)
+    wide = reference.batch_norm(*wider(x, gamma, beta), rm_wide, rv_wide, **kw)
+    buffers = [b is not None for b in (rm, rv)]
+    pick = (lambda bufs: tuple(b for b, given in zip(bufs, buffers) if given))
+    return got + pick((d_rm, d_rv)), same + pick((rm_same, rv_same)), wide + pick((rm_wide, rv_wide))
+
+
 @pytest.mark.parametrize("shape", BN_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_matches_reference(shape, dtype, affine, training):
+def test_batch_norm_matches_reference(device, shape, dtype, affine, training):
     rng = np.random.default_rng(seed_of("bn", shape, affine, training))
     x, gamma, beta, rm, rv = make_bn(shape, rng, dtype, affine)
     if training and bn_values_per_channel(shape) == 1:
         with pytest.raises(ValueError, match=r"x: batch norm in training needs more than 1 value per channel, "
                                              r"got N \* spatial = 1"):
-            ops.batch_norm(x, gamma, beta, rm, rv, training=True)
+            ops.batch_norm(*to_device(device, x, gamma, beta, rm, rv), training=True)
         return
-    rm_wide, rv_wide = wider(rm, rv)
-    y_ref, mean_ref, inv_std_ref = reference.batch_norm(*wider(x, gamma, beta), rm_wide, rv_wide,
-                                                        training=training, momentum=0.3)
-    rm_before, rv_before = rm.copy(), rv.copy()
-    y, mean, inv_std = ops.batch_norm(x, gamma, beta, rm, rv, training=training, momentum=0.3)
+    got, same, wide = bn_forward_all(device, x, gamma, beta, rm, rv, training=training, momentum=0.3)
     c = shape[1]
-    assert y.shape == shape and mean.shape == (c,) and inv_std.shape == (c,)
-    assert_close(y, y_ref, dtype=dtype)
-    assert_close(mean, mean_ref, scale=np.abs(x).max(), dtype=dtype)
-    assert_close(inv_std, inv_std_ref, dtype=dtype)
-    if training:
-        assert_close(rm, rm_wide, scale=np.abs(x).max() + np.abs(rm_before).max())
-        assert_close(rv, rv_wide)
-    else:
-        np.testing.assert_array_equal(rm, rm_before)
-        np.testing.assert_array_equal(rv, rv_before)
-        np.testing.assert_array_equal(mean, rm)
+    assert got[0].shape == shape and got[1].shape == (c,) and got[2].shape == (c,)
+    assert all(g.dtype == dtype for g in got)
+    assert_all_close(got, same, wide)
+    if not training:  # the buffers are read, not written, and mean is running_mean
+        assert_equal(got[3], rm)
+        assert_equal(got[4], rv)
+        assert_equal(got[1], rm)
 
 
 BN_BACKWARD_CASES = [(s, t) for s in BN_SHAPES for t in (True, False) if not (t and bn_values_per_channel(s) == 1)]
@@ -111,195 +107,246 @@ BN_BACKWARD_CASES = [(s, t) for s in BN_SHAPES for t in (True, False) if not (t 
 @pytest.mark.parametrize("shape, training", BN_BACKWARD_CASES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_backward_matches_reference(shape, training, dtype, affine):
+def test_batch_norm_backward_matches_reference(device, shape, training, dtype, affine):
     rng = np.random.default_rng(seed_of("bn_backward", shape, affine, training))
     x, gamma, beta, rm, rv = make_bn(shape, rng, dtype, affine)
     _, mean, inv_std = reference.batch_norm(x, gamma, beta, rm, rv, training=training)
     dy = rng.standard_normal(shape).astype(dtype)
-    dx, dgamma, dbeta = ops.batch_norm_backward(dy, x, gamma, mean, inv_std, training=training)
-    dy_w, x_w, gamma_w, mean_w, inv_std_w = wider(dy, x, gamma, mean, inv_std)
-    dx_ref, dgamma_ref, dbeta_ref = reference.batch_norm_backward(dy_w, x_w, gamma_w, mean_w, inv_std_w,
-                                                                  training=training)
-    # The sizes of the terms each result is a sum of.
-    axes, bshape = bn_axes(x)
-    m = bn_values_per_channel(shape)
-    xhat = (x_w - mean_w.reshape(bshape)) * inv_std_w.reshape(bshape)
-    g = np.abs(inv_std_w if gamma is None else gamma_w * inv_std_w).reshape(bshape)
-    dgamma_terms = np.abs(dy_w * xhat).sum(axis=axes)
-    dbeta_terms = np.abs(dy_w).sum(axis=axes)
-    dx_terms = g * (np.abs(dy_w) + (dbeta_terms.reshape(bshape) + np.abs(xhat) * dgamma_terms.reshape(bshape)) / m)
-    assert_close(dx, dx_ref, scale=dx_terms.max(), dtype=dtype)
-    assert_close(dgamma, dgamma_ref, scale=dgamma_terms, dtype=dtype)
-    assert_close(dbeta, dbeta_ref, scale=dbeta_terms, dtype=dtype)
+    args = (dy, x, gamma, mean, inv_std)
+    got = ops.batch_norm_backward(*to_device(device, *args), training=training)
+    assert [g.shape for g in got] == [shape, (shape[1],), (shape[1],)]
+    assert_all_close(got, reference.batch_norm_backward(*args, training=training),
+                     reference.batch_norm_backward(*wider(*args), training=training))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("momentum", [0.0, 0.1, 0.7, 1.0])
-def test_batch_norm_running_stats_are_updated_in_place(dtype, momentum):
+def test_batch_norm_running_stats_are_updated_in_place(device, dtype, momentum):
     rng = np.random.default_rng(seed_of("bn_running", momentum))
     x, gamma, beta, _, _ = make_bn((6, 3, 4), rng, dtype)
     # The buffers are views into one array: only an in-place update shows up in `store`.
-    store = np.stack([rng.standard_normal(3), rng.random(3) + 0.5]).astype(dtype)
+    before = np.stack([rng.standard_normal(3), rng.random(3) + 0.5]).astype(dtype)
+    store = to_device(device, before.copy())
     rm, rv = store[0], store[1]
-    before = store.copy()
-    rm_ref, rv_ref = wider(before[0], before[1])
+    rm_same, rv_same = before[0].copy(), before[1].copy()
+    rm_wide, rv_wide = wider(before[0], before[1])
     for step in range(2):
-        xs = x * (step + 1)
-        ops.batch_norm(xs, gamma, beta, rm, rv, training=True, momentum=momentum)
-        reference.batch_norm(*wider(xs, gamma, beta), rm_ref, rv_ref, training=True, momentum=momentum)
+        xs = x * dtype(step + 1)
+        ops.batch_norm(*to_device(device, xs, gamma, beta), rm, rv, training=True, momentum=momentum)
+        reference.batch_norm(xs, gamma, beta, rm_same, rv_same, training=True, momentum=momentum)
+        reference.batch_norm(*wider(xs, gamma, beta), rm_wide, rv_wide, training=True, momentum=momentum)
     assert rm.base is store and rv.base is store
-    assert_close(store[0], rm_ref, scale=np.abs(x).max() * 2 + np.abs(before[0]).max(), dtype=dtype)
-    assert_close(store[1], rv_ref, dtype=dtype)
+    assert_close(store[0], rm_same, rm_wide)
+    assert_close(store[1], rv_same, rv_wide)
     if momentum == 0.0:
-        np.testing.assert_array_equal(store, before)
-    if momentum == 1.0:  # the last batch's mean and unbiased variance
-        xw = wider(x * 2)[0]
-        assert_close(store[0], xw.mean(axis=(0, 2)), scale=np.abs(xw).max())
-        assert_close(store[1], xw.var(axis=(0, 2), ddof=1))
+        assert_equal(store, before)
+    if momentum == 1.0:  # the last batch's mean and unbiased variance, computed here
+        xs = x * dtype(2)
+        xw = wider(xs)[0]
+        assert_close(store[0], xs.mean(axis=(0, 2)), xw.mean(axis=(0, 2)))
+        assert_close(store[1], xs.var(axis=(0, 2), ddof=1), xw.var(axis=(0, 2), ddof=1))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batch_norm_without_running_stats(dtype):
+def test_batch_norm_without_running_stats(device, dtype):
     rng = np.random.default_rng(10)
-    x, gamma, beta, rm, rv = make_bn((7, 5, 3), rng, dtype)
+    x, gamma, beta, rm, rv = to_device(device, *make_bn((7, 5, 3), rng, dtype))
     with_buffers = ops.batch_norm(x, gamma, beta, rm, rv, training=True)
     without = ops.batch_norm(x, gamma, beta, training=True)
     for a, b in zip(with_buffers, without):
-        np.testing.assert_array_equal(a, b)
+        assert_equal(a, b)
 
 
 @pytest.mark.parametrize("given", ["running_mean", "running_var"])
-def test_batch_norm_training_with_one_running_buffer_updates_that_one(given):
+def test_batch_norm_training_with_one_running_buffer_updates_that_one(device, given):
     rng = np.random.default_rng(seed_of("bn_one_buffer", given))
     x, gamma, beta, rm, rv = make_bn((7, 5, 3), rng, np.float64)
-    buf, ref_buf = (rm, rm.copy()) if given == "running_mean" else (rv, rv.copy())
-    args = (buf, None) if given == "running_mean" else (None, buf)
-    ref_args = (ref_buf, None) if given == "running_mean" else (None, ref_buf)
-    got = ops.batch_norm(x, gamma, beta, *args, training=True)
-    ref = reference.batch_norm(x, gamma, beta, *ref_args, training=True)
-    for g, r in zip(got + (buf,), ref + (ref_buf,)):
-        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)
+    buffers = (rm, None) if given == "running_mean" else (None, rv)
+    got, same, wide = bn_forward_all(device, x, gamma, beta, *buffers, training=True)
+    assert len(got) == 4
+    assert_all_close(got, same, wide)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batch_norm_eval_uses_running_stats(dtype):
+def test_batch_norm_eval_uses_running_stats(device, dtype):
+    """Not using the reference: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta."""
     rng = np.random.default_rng(11)
     x, gamma, beta, rm, rv = make_bn((7, 5, 3), rng, dtype)
-    before = rm.copy(), rv.copy()
-    y, mean, inv_std = ops.batch_norm(x, gamma, beta, rm, rv, training=False, momentum=0.5, eps=1e-3)
-    np.testing.assert_array_equal(rm, before[0])
-    np.testing.assert_array_equal(rv, before[1])
+    d_rm, d_rv = to_device(device, rm, rv)
+    y, mean, inv_std = ops.batch_norm(*to_device(device, x, gamma, beta), d_rm, d_rv, training=False, momentum=0.5,
+                                      eps=1e-3)
+    assert_equal(d_rm, rm)
+    assert_equal(d_rv, rv)
+    assert_equal(mean, rm)
     xw, gw, bw, rmw, rvw = wider(x, gamma, beta, rm, rv)
-    assert_close(inv_std, 1 / np.sqrt(rvw + 1e-3), dtype=dtype)
-    expect = (xw - rmw[:, None]) / np.sqrt(rvw[:, None] + 1e-3) * gw[:, None] + bw[:, None]
-    assert_close(y, expect, dtype=dtype)
+    assert_close(inv_std, 1 / np.sqrt(rvw + 1e-3))
+    assert_close(y, (xw - rmw[:, None]) / np.sqrt(rvw[:, None] + 1e-3) * gw[:, None] + bw[:, None])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(64, 5), (8, 3, 4, 5)])
-def test_batch_norm_training_output_is_standardized(dtype, shape):
-    """Not using the reference: with gamma = 1 and beta = 0 each channel of y has mean 0 and
-    (biased) variance var / (var + eps)."""
+def test_batch_norm_training_output_is_standardized(device, dtype, shape):
+    """Not using the reference: with gamma = 1 and beta = 0 (or None) each channel of y has mean
+    0 and (biased) variance var / (var + eps)."""
     rng = np.random.default_rng(seed_of("bn_standard", shape))
     x = (rng.standard_normal(shape) * 3 + 7).astype(dtype)
     axes = (0,) + tuple(range(2, x.ndim))
     c = shape[1]
-    y, mean, inv_std = ops.batch_norm(x, np.ones(c, dtype), np.zeros(c, dtype), training=True)
-    y_none, _, _ = ops.batch_norm(x, None, None, training=True)
-    np.testing.assert_allclose(y_none, y, rtol=1e-6, atol=1e-6)
-    y64 = y.astype(np.float64)
-    np.testing.assert_allclose(y64.mean(axis=axes), 0, atol=1e-5)
-    var = x.astype(np.float64).var(axis=axes)
-    np.testing.assert_allclose(y64.var(axis=axes), var / (var + 1e-5), rtol=1e-4)
-    np.testing.assert_allclose(mean, x.astype(np.float64).mean(axis=axes), rtol=1e-5)
-    np.testing.assert_allclose(inv_std, 1 / np.sqrt(var + 1e-5), rtol=1e-4)
+    y, mean, inv_std = ops.batch_norm(*to_device(device, x, np.ones(c, dtype), np.zeros(c, dtype)), training=True)
+    y_none, _, _ = ops.batch_norm(to_device(device, x), None, None, training=True)
+    assert_equal(y_none, y)  # gamma = 1 and beta = 0 are exact
+    y64, x64 = to_numpy(y).astype(np.float64), x.astype(np.float64)
+    var = x64.var(axis=axes)
+    assert_close(y64.mean(axis=axes).astype(dtype), np.zeros(c, dtype))
+    assert_close(y64.var(axis=axes).astype(dtype), var / (var + 1e-5))
+    assert_close(mean, x64.mean(axis=axes))
+    assert_close(inv_std, 1 / np.sqrt(var + 1e-5))
+
+
+def assert_relative_close(actual, expected_wide):
+    """actual within the elementwise tolerance of expected_wide relative to itself (for values that
+    must keep their accuracy whatever their size)."""
+    actual = to_numpy(actual)
+    assert_close((actual / expected_wide).astype(actual.dtype), np.ones(actual.shape, actual.dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("offset, scale", [(1e4, 1.0), (0.0, 1e4), (-1e4, 10.0)])
-def test_batch_norm_large_values(dtype, offset, scale):
+def test_batch_norm_large_values(device, dtype, offset, scale):
     """A mean of 1e4 next to a spread of 1 must not cost the variance its accuracy
     (E[x^2] - E[x]^2 would)."""
     rng = np.random.default_rng(seed_of("bn_large", offset, scale))
-    x, gamma, beta, rm, rv = make_bn((300, 6, 5), rng, dtype, scale=scale, offset=offset)
-    gamma = gamma * np.asarray(scale, dtype)
-    rm_same, rv_same = rm.copy(), rv.copy()
-    rm_wide, rv_wide = wider(rm, rv)
-    got = ops.batch_norm(x, gamma, beta, rm, rv, training=True)
-    same = reference.batch_norm(x, gamma, beta, rm_same, rv_same, training=True)
-    wide = reference.batch_norm(*wider(x, gamma, beta), rm_wide, rv_wide, training=True)
-    for g, s, w in zip(got + (rm, rv), same + (rm_same, rv_same), wide + (rm_wide, rv_wide)):
-        assert_reduction_close(g, s, w)
-    assert_close(got[2], wide[2], scale=0)  # inv_std to RTOL of itself
-    dy = (rng.standard_normal(x.shape) * scale).astype(dtype)
-    for training in (True, False):
-        args = (dy, x, gamma, got[1], got[2])
-        for g, s, w in zip(ops.batch_norm_backward(*args, training=training),
-                           reference.batch_norm_backward(*args, training=training),
-                           reference.batch_norm_backward(*wider(*args), training=training)):
-            assert_reduction_close(g, s, w)
+    for shape in ((300, 6, 5), (1500, 6)):
+        x, gamma, beta, rm, rv = make_bn(shape, rng, dtype, scale=scale, offset=offset)
+        gamma = gamma * np.asarray(scale, dtype)
+        got, same, wide = bn_forward_all(device, x, gamma, beta, rm, rv, training=True)
+        assert_all_close(got, same, wide)
+        assert_relative_close(got[2], wide[2])
+        dy = (rng.standard_normal(x.shape) * scale).astype(dtype)
+        args = (dy, x, gamma, to_numpy(got[1]), to_numpy(got[2]))
+        for training in (True, False):
+            assert_all_close(ops.batch_norm_backward(*to_device(device, *args), training=training),
+                             reference.batch_norm_backward(*args, training=training),
+                             reference.batch_norm_backward(*wider(*args), training=training))
+
+
+def test_batch_norm_many_rows_keep_float32_accuracy(device):
+    """Regression (issue 13, item 10): on (10**7, 1) float32 the column partials summed N / 64 rows
+    in float32, for an inv_std error of 1.6e-5 (NumPy: 2.5e-8) and dgamma/dbeta errors 200x
+    NumPy's. The partials are now double."""
+    rng = np.random.default_rng(seed_of("bn_many_rows"))
+    x = (rng.standard_normal((10**7, 1)) + 3).astype(np.float32)
+    rm, rv = np.zeros(1, np.float32), np.ones(1, np.float32)
+    got, same, wide = bn_forward_all(device, x, None, None, rm, rv, training=True)
+    assert_all_close(got[1:], same[1:], wide[1:])  # mean, inv_std and the running buffers
+    assert_relative_close(got[2], wide[2])
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    args = (dy, x, None, to_numpy(got[1]), to_numpy(got[2]))
+    got = ops.batch_norm_backward(*to_device(device, *args))
+    assert_all_close(got[1:], reference.batch_norm_backward(*args)[1:], reference.batch_norm_backward(*wider(*args))[1:])
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_nan_propagates_like_reference(dtype, training):
+def test_batch_norm_nan_propagates_like_reference(device, dtype, training):
     rng = np.random.default_rng(12)
     x, gamma, beta, rm, rv = make_bn((6, 5, 3), rng, dtype)
     x[2, 1, 0] = np.nan
     gamma[3] = np.nan
     rv[4] = np.nan
-    rm_ref, rv_ref = rm.copy(), rv.copy()
-    got = ops.batch_norm(x, gamma, beta, rm, rv, training=training)
-    ref = reference.batch_norm(x, gamma, beta, rm_ref, rv_ref, training=training)
-    for g, r in zip(got + (rm, rv), ref + (rm_ref, rv_ref)):
-        np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
-        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)  # equal_nan
-    assert np.isnan(got[0][:, 1]).all() == training and np.isnan(got[0][:, 3]).all()
+    got, same, wide = bn_forward_all(device, x, gamma, beta, rm, rv, training=training)
+    assert_all_close(got, same, wide)
+    y = to_numpy(got[0])
+    assert np.isnan(y[:, 1]).all() == training and np.isnan(y[:, 3]).all()
     dy = rng.standard_normal(x.shape).astype(dtype)
     dy[0, 2, 2] = np.nan
-    args = (dy, x, gamma, ref[1], ref[2])
-    for g, r in zip(ops.batch_norm_backward(*args, training=training),
-                    reference.batch_norm_backward(*args, training=training)):
-        np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
-        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    args = (dy, x, gamma, same[1], same[2])
+    assert_all_close(ops.batch_norm_backward(*to_device(device, *args), training=training),
+                     reference.batch_norm_backward(*args, training=training),
+                     reference.batch_norm_backward(*wider(*args), training=training))
+
+
+# Every combination of a zero-size N, C and spatial axis. Training needs more than one value per
+# channel (N * spatial > 1), in the ops and the reference alike.
+BN_ZERO_SHAPES = [(0, 3), (2, 0), (0, 0), (0, 3, 2), (2, 0, 3), (2, 3, 0), (0, 0, 4), (0, 3, 0), (2, 0, 0),
+                  (3, 2, 0, 4), (0, 2, 3, 4)]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("shape", BN_ZERO_SHAPES)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_zero_size(device, shape, training):
+    """Regression (issue 13, item 1): a zero-size spatial axis divided by zero (SIGFPE) in the
+    evaluation forward and in the backward. Every zero-size combination now does what the
+    reference does."""
+    rng = np.random.default_rng(seed_of("bn_zero", shape, training))
+    x, gamma, beta, rm, rv = make_bn(shape, rng, np.float32)
+    if training and bn_values_per_channel(shape) <= 1:
+        message = (r"x: batch norm in training needs more than 1 value per channel, got N \* spatial = "
+                   f"{bn_values_per_channel(shape)}")
+        for impl, arrays in ((ops, to_device(device, x, gamma, beta, rm, rv)), (reference, (x, gamma, beta, rm, rv))):
+            with pytest.raises(ValueError, match=message):
+                impl.batch_norm(*arrays, training=True)
+    else:
+        got, same, wide = bn_forward_all(device, x, gamma, beta, rm, rv, training=training)
+        assert got[0].shape == shape and got[1].shape == (shape[1],)
+        assert_all_close(got, same, wide)
+    # The backward takes any statistics, in training too (dx is empty whenever N * spatial is 0).
+    dy = rng.standard_normal(shape).astype(np.float32)
+    args = (dy, x, gamma, rm, rv + np.float32(1))
+    got = ops.batch_norm_backward(*to_device(device, *args), training=training)
+    assert [g.shape for g in got] == [shape, (shape[1],), (shape[1],)]
+    assert_all_close(got, reference.batch_norm_backward(*args, training=training),
+                     reference.batch_norm_backward(*wider(*args), training=training))
+
+
+def gradcheck(device, op, inputs, wrt, r):
+    """The gradient of sum(op(*inputs)[0] * r) with respect to each array in wrt (NumPy float64
+    arrays among inputs), by central differences, each evaluation on the device."""
+
+    def loss():
+        return float((to_numpy(op(*on_device(device, *inputs))[0]) * r).sum())
+
+    return [numerical_gradient(loss, a) for a in wrt]
 
 
 @pytest.mark.parametrize("shape", [(4, 3), (3, 2, 2, 3), (5, 1)])
 @pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_gradcheck_training(shape, affine):
+def test_batch_norm_gradcheck_training(device, shape, affine):
     rng = np.random.default_rng(seed_of("bn_grad", shape, affine))
     x, gamma, beta, _, _ = make_bn(shape, rng, np.float64, affine)
     r = rng.standard_normal(shape)
 
-    def loss():  # no running buffers: they would change on every call
-        return float((ops.batch_norm(x, gamma, beta, None, None, training=True)[0] * r).sum())
+    def forward(x, gamma, beta):  # no running buffers: they would change on every call
+        return ops.batch_norm(x, gamma, beta, None, None, training=True)
 
-    _, mean, inv_std = ops.batch_norm(x, gamma, beta, training=True)
-    dx, dgamma, dbeta = ops.batch_norm_backward(r, x, gamma, mean, inv_std, training=True)
+    _, mean, inv_std = forward(*to_device(device, x, gamma, beta))
+    dx, dgamma, dbeta = ops.batch_norm_backward(*to_device(device, r, x, gamma), mean, inv_std, training=True)
     pairs = [(dx, x)] + ([(dgamma, gamma), (dbeta, beta)] if affine else [])
-    for analytic, wrt in pairs:
-        np.testing.assert_allclose(analytic, numerical_gradient(loss, wrt), rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
-    if not affine:  # the gradients of gamma = 1 and beta = 0
+    numeric = gradcheck(device, forward, (x, gamma, beta), [w for _, w in pairs], r)
+    for (analytic, _), num in zip(pairs, numeric):
+        np.testing.assert_allclose(to_numpy(analytic), num, rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
+    if not affine:  # the gradients of gamma = 1 and beta = 0, computed here
         axes, bshape = bn_axes(x)
-        xhat = (x - mean.reshape(bshape)) * inv_std.reshape(bshape)
-        np.testing.assert_allclose(dgamma, (r * xhat).sum(axis=axes), rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(dbeta, r.sum(axis=axes), rtol=1e-10, atol=1e-12)
+        xhat = (x - to_numpy(mean).reshape(bshape)) * to_numpy(inv_std).reshape(bshape)
+        assert_close(dgamma, (r * xhat).sum(axis=axes), wider(r * xhat)[0].sum(axis=axes))
+        assert_close(dbeta, r.sum(axis=axes), wider(r)[0].sum(axis=axes))
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (4, 3), (2, 2, 3)])
-def test_batch_norm_gradcheck_eval(shape):
+def test_batch_norm_gradcheck_eval(device, shape):
     rng = np.random.default_rng(seed_of("bn_grad_eval", shape))
     x, gamma, beta, rm, rv = make_bn(shape, rng, np.float64)
     r = rng.standard_normal(shape)
 
-    def loss():
-        return float((ops.batch_norm(x, gamma, beta, rm, rv, training=False)[0] * r).sum())
+    def forward(x, gamma, beta, rm, rv):
+        return ops.batch_norm(x, gamma, beta, rm, rv, training=False)
 
-    _, mean, inv_std = ops.batch_norm(x, gamma, beta, rm, rv, training=False)
-    dx, dgamma, dbeta = ops.batch_norm_backward(r, x, gamma, mean, inv_std, training=False)
-    for analytic, wrt in ((dx, x), (dgamma, gamma), (dbeta, beta)):
-        np.testing.assert_allclose(analytic, numerical_gradient(loss, wrt), rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
+    _, mean, inv_std = forward(*to_device(device, x, gamma, beta, rm, rv))
+    grads = ops.batch_norm_backward(*to_device(device, r, x, gamma), mean, inv_std, training=False)
+    for analytic, num in zip(grads, gradcheck(device, forward, (x, gamma, beta, rm, rv), (x, gamma, beta), r)):
+        np.testing.assert_allclose(to_numpy(analytic), num, rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
 
 
 @pytest.mark.parametrize("shape", [(2000, 300), (16, 64, 14, 14)])
@@ -321,6 +368,25 @@ def test_batch_norm_identical_for_one_and_two_threads(threads, shape):
         np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.parametrize("shape", [(2, 3), (64, 7), (8, 4, 5, 3)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_forward_then_backward(device, shape, training):
+    """The backward from the statistics the forward returned on the same device (the chain a
+    layer runs), against the reference chain."""
+    rng = np.random.default_rng(seed_of("bn_chain", shape, training))
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    c = shape[1]
+    gamma, beta = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    got, same, wide = bn_forward_all(device, x, gamma, beta, rm, rv, training=training)
+    assert_all_close(got, same, wide)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    back = ops.batch_norm_backward(*to_device(device, dy, x, gamma), got[1], got[2], training=training)
+    args = (dy, x, gamma, to_numpy(got[1]), to_numpy(got[2]))
+    assert_all_close(back, reference.batch_norm_backward(*args, training=training),
+                     reference.batch_norm_backward(*wider(*args), training=training))
+
+
 # ---------------------------------------------------------------------------------------------
 # layer norm
 # ---------------------------------------------------------------------------------------------
@@ -337,111 +403,129 @@ def make_ln(shape, rng, dtype, affine=True, scale=1.0, offset=0.0):
     return x, gamma, beta
 
 
+def ln_forward_all(device, x, gamma, beta, **kw):
+    return (ops.layer_norm(*to_device(device, x, gamma, beta), **kw), reference.layer_norm(x, gamma, beta, **kw),
+            reference.layer_norm(*wider(x, gamma, beta), **kw))
+
+
+def ln_backward_all(device, args, **kw):
+    return (ops.layer_norm_backward(*to_device(device, *args), **kw), reference.layer_norm_backward(*args, **kw),
+            reference.layer_norm_backward(*wider(*args), **kw))
+
+
 @pytest.mark.parametrize("shape", LN_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
-def test_layer_norm_matches_reference(shape, dtype, affine):
+def test_layer_norm_matches_reference(device, shape, dtype, affine):
     rng = np.random.default_rng(seed_of("ln", shape, affine))
     x, gamma, beta = make_ln(shape, rng, dtype, affine)
-    y, mean, inv_std = ops.layer_norm(x, gamma, beta, eps=1e-5)
-    y_ref, mean_ref, inv_std_ref = reference.layer_norm(*wider(x, gamma, beta), eps=1e-5)
-    assert y.shape == shape and mean.shape == shape[:-1] and inv_std.shape == shape[:-1]
-    assert_close(y, y_ref, dtype=dtype)
-    assert_close(mean, mean_ref, scale=np.abs(x).max(), dtype=dtype)
-    assert_close(inv_std, inv_std_ref, dtype=dtype)
+    got, same, wide = ln_forward_all(device, x, gamma, beta, eps=1e-5)
+    assert got[0].shape == shape and got[1].shape == shape[:-1] and got[2].shape == shape[:-1]
+    assert all(g.dtype == dtype for g in got)
+    assert_all_close(got, same, wide)
 
 
 @pytest.mark.parametrize("shape", LN_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
-def test_layer_norm_backward_matches_reference(shape, dtype, affine):
+def test_layer_norm_backward_matches_reference(device, shape, dtype, affine):
     rng = np.random.default_rng(seed_of("ln_backward", shape, affine))
     x, gamma, _ = make_ln(shape, rng, dtype, affine)
     _, mean, inv_std = reference.layer_norm(x, gamma, None)
     dy = rng.standard_normal(shape).astype(dtype)
-    dx, dgamma, dbeta = ops.layer_norm_backward(dy, x, gamma, mean, inv_std)
-    dy_w, x_w, gamma_w, mean_w, inv_std_w = wider(dy, x, gamma, mean, inv_std)
-    dx_ref, dgamma_ref, dbeta_ref = reference.layer_norm_backward(dy_w, x_w, gamma_w, mean_w, inv_std_w)
-    xhat = (x_w - mean_w[..., None]) * inv_std_w[..., None]
-    g = np.abs(dy_w if gamma is None else dy_w * gamma_w)
-    other = tuple(range(x.ndim - 1))
-    dx_terms = inv_std_w[..., None] * (g + g.mean(axis=-1, keepdims=True)
-                                       + np.abs(xhat) * (g * np.abs(xhat)).mean(axis=-1, keepdims=True))
-    assert_close(dx, dx_ref, scale=dx_terms.max(), dtype=dtype)
-    assert_close(dgamma, dgamma_ref, scale=np.abs(dy_w * xhat).sum(axis=other), dtype=dtype)
-    assert_close(dbeta, dbeta_ref, scale=np.abs(dy_w).sum(axis=other), dtype=dtype)
+    assert_all_close(*ln_backward_all(device, (dy, x, gamma, mean, inv_std)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_layer_norm_rows_are_standardized(dtype):
+def test_layer_norm_rows_are_standardized(device, dtype):
     """Not using the reference: each row of y has mean 0 and variance var / (var + eps)."""
     rng = np.random.default_rng(13)
     x = (rng.standard_normal((40, 3, 64)) * 5 - 3).astype(dtype)
-    y, mean, inv_std = ops.layer_norm(x, None, None)
-    y64, x64 = y.astype(np.float64), x.astype(np.float64)
-    np.testing.assert_allclose(y64.mean(axis=-1), 0, atol=1e-5)
+    y, mean, inv_std = ops.layer_norm(to_device(device, x), None, None)
+    y64, x64 = to_numpy(y).astype(np.float64), x.astype(np.float64)
     var = x64.var(axis=-1)
-    np.testing.assert_allclose(y64.var(axis=-1), var / (var + 1e-5), rtol=1e-4)
-    np.testing.assert_allclose(mean, x64.mean(axis=-1), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(inv_std, 1 / np.sqrt(var + 1e-5), rtol=1e-4)
+    assert_close(y64.mean(axis=-1).astype(dtype), np.zeros(var.shape, dtype))
+    assert_close(y64.var(axis=-1).astype(dtype), var / (var + 1e-5))
+    assert_close(mean, x64.mean(axis=-1))
+    assert_close(inv_std, 1 / np.sqrt(var + 1e-5))
     gamma, beta = np.full(64, 2.0, dtype), np.full(64, -1.0, dtype)
-    np.testing.assert_allclose(ops.layer_norm(x, gamma, beta)[0], 2 * y - 1, rtol=1e-5, atol=1e-5)
+    assert_close(ops.layer_norm(*to_device(device, x, gamma, beta))[0], 2 * y64 - 1)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("offset, scale", [(1e4, 1.0), (0.0, 1e4), (-1e4, 10.0)])
-def test_layer_norm_large_values(dtype, offset, scale):
+def test_layer_norm_large_values(device, dtype, offset, scale):
     rng = np.random.default_rng(seed_of("ln_large", offset, scale))
     x, gamma, beta = make_ln((50, 300), rng, dtype, scale=scale, offset=offset)
-    got = ops.layer_norm(x, gamma, beta)
-    same = reference.layer_norm(x, gamma, beta)
-    wide = reference.layer_norm(*wider(x, gamma, beta))
-    for g, s, w in zip(got, same, wide):
-        assert_reduction_close(g, s, w)
-    assert_close(got[2], wide[2], scale=0)  # inv_std to RTOL of itself
+    got, same, wide = ln_forward_all(device, x, gamma, beta)
+    assert_all_close(got, same, wide)
+    assert_relative_close(got[2], wide[2])
     dy = (rng.standard_normal(x.shape) * scale).astype(dtype)
-    args = (dy, x, gamma, got[1], got[2])
-    for g, s, w in zip(ops.layer_norm_backward(*args), reference.layer_norm_backward(*args),
-                       reference.layer_norm_backward(*wider(*args))):
-        assert_reduction_close(g, s, w)
+    assert_all_close(*ln_backward_all(device, (dy, x, gamma, to_numpy(got[1]), to_numpy(got[2]))))
+
+
+def test_layer_norm_many_rows_keep_float32_accuracy(device):
+    """Regression (issue 13, item 10): the dgamma / dbeta partials of the CPU summed up to rows / 64
+    rows each in float32 (here 65536 rows of |dy| near 10 whose signs cancel over the whole
+    column: an error of 38 against NumPy's 1.7); they are double now, as on the GPU."""
+    rng = np.random.default_rng(seed_of("ln_many_rows"))
+    n = 4 * 10**6
+    x, gamma, _ = make_ln((n, 1), rng, np.float32)
+    _, mean, inv_std = ops.layer_norm(x, gamma, None)
+    sign = np.where(np.arange(n) < n // 2, 1.0, -1.0)[:, None]
+    dy = ((rng.standard_normal(x.shape) + 10) * sign).astype(np.float32)
+    got, same, wide = ln_backward_all(device, (dy, x, gamma, mean, inv_std))
+    assert_all_close(got[1:], same[1:], wide[1:])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("shape", [(3, 0), (0,), (2, 4, 0), (0, 5), (0, 0), (3, 0, 2)])
+def test_layer_norm_zero_size(device, shape):
+    """Regression (issue 13, item 10): over a zero-length axis the statistics were mean 0 and
+    inv_std NaN. The mean of nothing is NaN (NumPy's and torch's mean), so both are NaN now,
+    as in the reference; y and dx are empty."""
+    rng = np.random.default_rng(seed_of("ln_zero", shape))
+    x, gamma, beta = make_ln(shape, rng, np.float32)
+    got, same, wide = ln_forward_all(device, x, gamma, beta)
+    assert got[0].shape == shape and got[1].shape == shape[:-1]
+    assert_all_close(got, same, wide)
+    if shape[-1] == 0 and got[1].size:
+        assert np.isnan(to_numpy(got[1])).all() and np.isnan(to_numpy(got[2])).all()
+    dy = rng.standard_normal(shape).astype(np.float32)
+    args = (dy, x, gamma, same[1], same[2])
+    back = ln_backward_all(device, args)
+    assert [g.shape for g in back[0]] == [shape, shape[-1:], shape[-1:]]
+    assert_all_close(*back)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_layer_norm_nan_propagates_like_reference(dtype):
+def test_layer_norm_nan_propagates_like_reference(device, dtype):
     rng = np.random.default_rng(14)
     x, gamma, beta = make_ln((6, 9), rng, dtype)
     x[1, 4] = np.nan
     gamma[7] = np.nan
-    got = ops.layer_norm(x, gamma, beta)
-    ref = reference.layer_norm(x, gamma, beta)
-    for g, r in zip(got, ref):
-        np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
-        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
-    assert np.isnan(got[0][1]).all() and np.isnan(got[0][:, 7]).all()
+    got, same, wide = ln_forward_all(device, x, gamma, beta)
+    assert_all_close(got, same, wide)
+    y = to_numpy(got[0])
+    assert np.isnan(y[1]).all() and np.isnan(y[:, 7]).all()
     dy = rng.standard_normal(x.shape).astype(dtype)
     dy[3, 0] = np.nan
-    args = (dy, x, gamma, ref[1], ref[2])
-    for g, r in zip(ops.layer_norm_backward(*args), reference.layer_norm_backward(*args)):
-        np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
-        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    assert_all_close(*ln_backward_all(device, (dy, x, gamma, same[1], same[2])))
 
 
 @pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4), (4, 1), (6,)])
 @pytest.mark.parametrize("affine", [True, False])
-def test_layer_norm_gradcheck(shape, affine):
+def test_layer_norm_gradcheck(device, shape, affine):
     rng = np.random.default_rng(seed_of("ln_grad", shape, affine))
     x, gamma, beta = make_ln(shape, rng, np.float64, affine)
     r = rng.standard_normal(shape)
-
-    def loss():
-        return float((ops.layer_norm(x, gamma, beta)[0] * r).sum())
-
-    _, mean, inv_std = ops.layer_norm(x, gamma, beta)
-    dx, dgamma, dbeta = ops.layer_norm_backward(r, x, gamma, mean, inv_std)
-    pairs = [(dx, x)] + ([(dgamma, gamma), (dbeta, beta)] if affine else [])
-    for analytic, wrt in pairs:
-        np.testing.assert_allclose(analytic, numerical_gradient(loss, wrt), rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
+    _, mean, inv_std = ops.layer_norm(*to_device(device, x, gamma, beta))
+    grads = ops.layer_norm_backward(*to_device(device, r, x, gamma), mean, inv_std)
+    pairs = list(zip(grads, (x, gamma, beta)))[:3 if affine else 1]
+    numeric = gradcheck(device, ops.layer_norm, (x, gamma, beta), [w for _, w in pairs], r)
+    for (analytic, _), num in zip(pairs, numeric):
+        np.testing.assert_allclose(to_numpy(analytic), num, rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
 
 
 def test_layer_norm_identical_for_one_and_two_threads(threads):
@@ -481,7 +565,7 @@ NORM_RELU_SHAPES = [(2, 1), (17, 33), (4, 3, 10), (2, 3, 5, 7), (257, 1025)]
 @pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
 @pytest.mark.parametrize("shape", NORM_RELU_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fused_relu_is_relu_of_the_normalized_values(kind, shape, dtype):
+def test_fused_relu_is_relu_of_the_normalized_values(device, kind, shape, dtype):
     """Forward: the same values as the plain op, through relu. Backward: the plain backward of
     dy masked by y > 0. Both exactly, NaN included."""
     rng = np.random.default_rng(seed_of("norm relu", kind, shape))
@@ -489,69 +573,80 @@ def test_fused_relu_is_relu_of_the_normalized_values(kind, shape, dtype):
     if kind == "layer_norm":
         gamma, beta = (rng.standard_normal(shape[-1]).astype(dtype) for _ in range(2))
     x.reshape(-1)[-1] = np.nan
+    xp = array_module(device)
+    x, gamma, beta = to_device(device, x, gamma, beta)
     y_plain, mean, inv_std = _norm_call(kind, x, gamma, beta)
     y, mean2, inv_std2 = _norm_call(kind, x, gamma, beta, activation="relu")
-    np.testing.assert_array_equal(y, np.maximum(y_plain, dtype(0)))
-    np.testing.assert_array_equal(mean2, mean)
-    np.testing.assert_array_equal(inv_std2, inv_std)
+    assert_equal(y, xp.maximum(y_plain, dtype(0)))
+    assert_equal(mean2, mean)
+    assert_equal(inv_std2, inv_std)
     dy = rng.standard_normal(shape).astype(dtype)
     dy.reshape(-1)[0] = np.inf  # an infinite gradient is dropped where y <= 0 (a select)
+    dy = to_device(device, dy)
     got = _norm_backward(kind, dy, x, gamma, mean, inv_std, y=y, activation="relu")
-    want = _norm_backward(kind, np.where(y > 0, dy, dtype(0)), x, gamma, mean, inv_std)
+    want = _norm_backward(kind, xp.where(y > 0, dy, dtype(0)), x, gamma, mean, inv_std)
     for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)
+        assert_equal(g, w)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
+@pytest.mark.parametrize("shape", [(31, 40), (7, 1), (33, 17), (256, 1000)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fused_relu_matches_reference(kind, dtype):
-    rng = np.random.default_rng(seed_of("norm relu ref", kind))
-    shape = (31, 40)
+def test_fused_relu_matches_reference(device, kind, shape, dtype):
+    """Forward and backward with the fused ReLU against the reference; x[0, 0] is NaN except in
+    the first shape. The backward of both takes the device's forward output y."""
+    rng = np.random.default_rng(seed_of("norm relu ref", kind, shape))
     x, gamma, beta, _, _ = make_bn(shape, rng, dtype)
+    if shape != (31, 40):
+        x[0, 0] = np.nan
     ref = getattr(reference, kind)
     kw = dict(training=True) if kind == "batch_norm" else {}
-    y, mean, inv_std = getattr(ops, kind)(x, gamma, beta, activation="relu", **kw)
-    y_ref, _, _ = ref(*wider(x, gamma, beta), activation="relu", **kw)
-    assert_close(y, y_ref, dtype=dtype)
+    y, mean, inv_std = getattr(ops, kind)(*to_device(device, x, gamma, beta), activation="relu", **kw)
+    assert_close(y, ref(x, gamma, beta, activation="relu", **kw)[0],
+                 ref(*wider(x, gamma, beta), activation="relu", **kw)[0])
     dy = rng.standard_normal(shape).astype(dtype)
-    got = getattr(ops, kind + "_backward")(dy, x, gamma, mean, inv_std, y=y, activation="relu", **kw)
-    want = getattr(reference, kind + "_backward")(*wider(dy, x, gamma, mean, inv_std), y=y.astype(wider(y)[0].dtype),
-                                                  activation="relu", **kw)
-    for g, w in zip(got, want):
-        assert_close(g, w, dtype=dtype)
+    got = getattr(ops, kind + "_backward")(*to_device(device, dy, x, gamma), mean, inv_std, y=y, activation="relu",
+                                           **kw)
+    args = (dy, x, gamma, to_numpy(mean), to_numpy(inv_std))
+    y_host = to_numpy(y)
+    backward = getattr(reference, kind + "_backward")
+    assert_all_close(got, backward(*args, y=y_host, activation="relu", **kw),
+                     backward(*wider(*args), y=wider(y_host)[0], activation="relu", **kw))
 
 
 @pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
-def test_fused_relu_gradcheck(kind):
+def test_fused_relu_gradcheck(device, kind):
     rng = np.random.default_rng(seed_of("norm relu grad", kind))
     x, gamma, beta, _, _ = make_bn((6, 5), rng, np.float64)
     r = rng.standard_normal((6, 5))
 
-    def loss():
-        return float((_norm_call(kind, x, gamma, beta, activation="relu")[0] * r).sum())
+    def forward(x, gamma, beta):
+        return _norm_call(kind, x, gamma, beta, activation="relu")
 
-    y, mean, inv_std = _norm_call(kind, x, gamma, beta, activation="relu")
-    y_plain = _norm_call(kind, x, gamma, beta)[0]
+    y, mean, inv_std = forward(*to_device(device, x, gamma, beta))
+    y_plain = to_numpy(_norm_call(kind, *to_device(device, x, gamma, beta))[0])
     assert np.abs(y_plain).min() > 1e-4, "a value at the kink: pick another seed"
-    dx, dgamma, dbeta = _norm_backward(kind, r, x, gamma, mean, inv_std, y=y, activation="relu")
-    for analytic, wrt in ((dx, x), (dgamma, gamma), (dbeta, beta)):
-        np.testing.assert_allclose(analytic, numerical_gradient(loss, wrt), rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
+    grads = _norm_backward(kind, *to_device(device, r, x, gamma), mean, inv_std, y=y, activation="relu")
+    for analytic, num in zip(grads, gradcheck(device, forward, (x, gamma, beta), (x, gamma, beta), r)):
+        np.testing.assert_allclose(to_numpy(analytic), num, rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
 
 
-@pytest.mark.parametrize("impl", [ops, reference], ids=["ops", "reference"])
 @pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
-def test_fused_relu_bad_arguments(impl, kind):
+def test_fused_relu_bad_arguments(device, kind):
     x = np.ones((4, 3), np.float32)
     stats = (np.zeros(3, np.float32), np.ones(3, np.float32)) if kind == "batch_norm" else (
         np.zeros(4, np.float32), np.ones(4, np.float32))
     kw = dict(training=True) if kind == "batch_norm" else {}
-    backward = getattr(impl, kind + "_backward")
-    with pytest.raises(ValueError, match="y: the forward output is required when activation is 'relu'"):
-        backward(x, x, None, *stats, activation="relu", **kw)
-    with pytest.raises(ValueError, match=r"y: expected shape \(4, 3\)"):
-        backward(x, x, None, *stats, y=np.ones((3, 4), np.float32), activation="relu", **kw)
-    with pytest.raises(ValueError, match="activation: expected None or 'relu'"):
-        getattr(impl, kind)(x, None, None, activation="gelu", **kw)
+    for impl, move in ((ops, lambda *a: to_device(device, *a)), (reference, lambda *a: a)):
+        backward = getattr(impl, kind + "_backward")
+        dx, m, s, bad_y = move(x, *stats, np.ones((3, 4), np.float32))
+        with pytest.raises(ValueError, match="y: the forward output is required when activation is 'relu'"):
+            backward(dx, dx, None, m, s, activation="relu", **kw)
+        with pytest.raises(ValueError, match=r"y: expected shape \(4, 3\)"):
+            backward(dx, dx, None, m, s, y=bad_y, activation="relu", **kw)
+        with pytest.raises(ValueError, match="activation: expected None or 'relu'"):
+            getattr(impl, kind)(dx, None, None, activation="gelu", **kw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,90 +662,117 @@ def make_wn(shape, rng, dtype, scale=1.0):
     return v, g
 
 
+def wn_all(device, name, *args):
+    """(got, same, wide) of weight_norm or weight_norm_backward, each as a tuple of outputs."""
+    results = (getattr(ops, name)(*to_device(device, *args)), getattr(reference, name)(*args),
+               getattr(reference, name)(*wider(*args)))
+    return [r if isinstance(r, tuple) else (r,) for r in results]
+
+
 @pytest.mark.parametrize("shape", WN_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_weight_norm_matches_reference(shape, dtype):
+def test_weight_norm_matches_reference(device, shape, dtype):
     rng = np.random.default_rng(seed_of("wn", shape))
-    v, g = make_wn(shape, rng, dtype)
-    w = ops.weight_norm(v, g)
-    assert_close(w, reference.weight_norm(*wider(v, g)), dtype=dtype)
+    got, same, wide = wn_all(device, "weight_norm", *make_wn(shape, rng, dtype))
+    assert got[0].shape == shape and got[0].dtype == dtype
+    assert_all_close(got, same, wide)
 
 
 @pytest.mark.parametrize("shape", WN_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_weight_norm_backward_matches_reference(shape, dtype):
+def test_weight_norm_backward_matches_reference(device, shape, dtype):
     rng = np.random.default_rng(seed_of("wn_backward", shape))
     v, g = make_wn(shape, rng, dtype)
     dw = rng.standard_normal(shape).astype(dtype)
-    dv, dg = ops.weight_norm_backward(dw, v, g)
-    dw_w, v_w, g_w = wider(dw, v, g)
-    dv_ref, dg_ref = reference.weight_norm_backward(dw_w, v_w, g_w)
-    axes = tuple(range(1, v.ndim))
-    norm = np.sqrt((v_w ** 2).sum(axis=axes, keepdims=True))
-    s_terms = np.abs(dw_w * v_w).sum(axis=axes, keepdims=True)
-    gb = np.abs(g_w).reshape(norm.shape)
-    assert_close(dv, dv_ref, scale=(gb / norm * (np.abs(dw_w) + np.abs(v_w) * s_terms / norm ** 2)).max(), dtype=dtype)
-    assert_close(dg, dg_ref, scale=(s_terms / norm).reshape(g.shape), dtype=dtype)
-    assert dv.shape == shape and dg.shape == (shape[0],)
+    got, same, wide = wn_all(device, "weight_norm_backward", dw, v, g)
+    assert got[0].shape == shape and got[1].shape == (shape[0],)
+    if v.size == shape[0]:
+        # Rows of one value: dv is exactly 0 (a row's direction cannot change), so the reduction
+        # rule's floor (ulps of the largest |dv|) is 0 too; a rounding residual is within the
+        # elementwise tolerance instead.
+        assert_close(got[0], wide[0])
+        assert_close(got[1], same[1], wide[1])
+    else:
+        assert_all_close(got, same, wide)
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (7, 1), (33, 17), (256, 1000)])
+def test_layer_norm_and_weight_norm_chains(device, shape):
+    """Each forward's outputs feed its backward on the device, against the reference chain."""
+    rng = np.random.default_rng(seed_of("ln_wn_chain", shape))
+    x, gamma, beta = make_ln(shape, rng, np.float32)
+    got, same, wide = ln_forward_all(device, x, gamma, beta)
+    assert_all_close(got, same, wide)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    back = ops.layer_norm_backward(*to_device(device, dy, x, gamma), got[1], got[2])
+    args = (dy, x, gamma, to_numpy(got[1]), to_numpy(got[2]))
+    assert_all_close(back, reference.layer_norm_backward(*args), reference.layer_norm_backward(*wider(*args)))
+    g_row = np.abs(rng.standard_normal(shape[0])).astype(np.float32) + np.float32(0.5)
+    assert_all_close(*wn_all(device, "weight_norm", x, g_row))
+    assert_all_close(*wn_all(device, "weight_norm_backward", dy, x, g_row))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(7, 13), (4, 3, 5), (6,)])
-def test_weight_norm_rows_have_norm_abs_g(dtype, shape):
+def test_weight_norm_rows_have_norm_abs_g(device, dtype, shape):
     """Not using the reference: row i of w points along v's row i (times the sign of g_i)
     and has norm |g_i|."""
     rng = np.random.default_rng(seed_of("wn_rows", shape))
     v, g = make_wn(shape, rng, dtype, scale=3.0)
-    w = ops.weight_norm(v, g).astype(np.float64).reshape(shape[0], -1)
+    w = to_numpy(ops.weight_norm(*to_device(device, v, g))).astype(np.float64).reshape(shape[0], -1)
     v64 = v.astype(np.float64).reshape(shape[0], -1)
-    np.testing.assert_allclose(np.linalg.norm(w, axis=1), np.abs(g), rtol=1e-5)
+    assert_close(np.linalg.norm(w, axis=1).astype(dtype), np.abs(g.astype(np.float64)))
     cos = (w * v64).sum(axis=1) / (np.linalg.norm(w, axis=1) * np.linalg.norm(v64, axis=1))
-    np.testing.assert_allclose(cos, np.sign(g), rtol=1e-5)
+    assert_close(cos.astype(dtype), np.sign(g.astype(np.float64)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", [1e4, 1e-4])
-def test_weight_norm_large_and_small_values(dtype, scale):
+def test_weight_norm_large_and_small_values(device, dtype, scale):
     rng = np.random.default_rng(seed_of("wn_large", scale))
     v, g = make_wn((64, 300), rng, dtype, scale=scale)
     g = g * np.asarray(scale, dtype)
-    assert_reduction_close(ops.weight_norm(v, g), reference.weight_norm(v, g), reference.weight_norm(*wider(v, g)))
+    assert_all_close(*wn_all(device, "weight_norm", v, g))
     dw = (rng.standard_normal(v.shape) * scale).astype(dtype)
-    for got, s, w in zip(ops.weight_norm_backward(dw, v, g), reference.weight_norm_backward(dw, v, g),
-                         reference.weight_norm_backward(*wider(dw, v, g))):
-        assert_reduction_close(got, s, w)
+    assert_all_close(*wn_all(device, "weight_norm_backward", dw, v, g))
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_weight_norm_nan_propagates_like_reference(dtype):
+def test_weight_norm_nan_propagates_like_reference(device, dtype):
     rng = np.random.default_rng(16)
     v, g = make_wn((6, 5), rng, dtype)
     v[2, 3] = np.nan
     g[4] = np.nan
-    w, ref = ops.weight_norm(v, g), reference.weight_norm(v, g)
-    np.testing.assert_array_equal(np.isnan(w), np.isnan(ref))
-    np.testing.assert_allclose(w, ref, rtol=1e-4, atol=1e-4)
+    got, same, wide = wn_all(device, "weight_norm", v, g)
+    assert_all_close(got, same, wide)
+    w = to_numpy(got[0])
     assert np.isnan(w[2]).all() and np.isnan(w[4]).all() and not np.isnan(w[[0, 1, 3, 5]]).any()
     dw = rng.standard_normal(v.shape).astype(dtype)
     dw[0, 1] = np.nan
-    for got, r in zip(ops.weight_norm_backward(dw, v, g), reference.weight_norm_backward(dw, v, g)):
-        np.testing.assert_array_equal(np.isnan(got), np.isnan(r))
-        np.testing.assert_allclose(got, r, rtol=1e-4, atol=1e-4)
+    assert_all_close(*wn_all(device, "weight_norm_backward", dw, v, g))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (0,), (2, 0, 4)])
+def test_weight_norm_zero_size(device, shape):
+    """No rows: empty results. Empty rows: ||v|| = 0, so w is empty and dg = 0 / 0 = NaN, as in
+    the reference."""
+    rng = np.random.default_rng(seed_of("wn_zero", shape))
+    v, g = make_wn(shape, rng, np.float32)
+    assert_all_close(*wn_all(device, "weight_norm", v, g))
+    assert_all_close(*wn_all(device, "weight_norm_backward", rng.standard_normal(shape).astype(np.float32), v, g))
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (4, 3), (3, 2, 2), (5,)])
-def test_weight_norm_gradcheck(shape):
+def test_weight_norm_gradcheck(device, shape):
     rng = np.random.default_rng(seed_of("wn_grad", shape))
     v, g = make_wn(shape, rng, np.float64)
     r = rng.standard_normal(shape)
-
-    def loss():
-        return float((ops.weight_norm(v, g) * r).sum())
-
-    dv, dg = ops.weight_norm_backward(r, v, g)
-    for analytic, wrt in ((dv, v), (dg, g)):
-        np.testing.assert_allclose(analytic, numerical_gradient(loss, wrt), rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
+    grads = ops.weight_norm_backward(*to_device(device, r, v, g))
+    numeric = gradcheck(device, lambda v, g: (ops.weight_norm(v, g),), (v, g), (v, g), r)
+    for analytic, num in zip(grads, numeric):
+        np.testing.assert_allclose(to_numpy(analytic), num, rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
 
 
 def test_weight_norm_identical_for_one_and_two_threads(threads):
@@ -676,66 +798,69 @@ LRN_SIZES = [1, 2, 3, 5, 20]  # 20 is more than every C above
 LRN_PARAMS = [(1e-4, 0.75, 1.0), (0.5, 0.6, 2.0)]
 
 
-def lrn_dx_scale(dy, x, size, alpha, beta, k):
-    """A bound on the size of the two terms dx is the difference of (d >= k)."""
-    return np.abs(dy).max() * (k ** -beta + 2 * alpha * beta * np.abs(x).max() ** 2 * k ** (-beta - 1))
+def lrn_all(device, name, args, *params):
+    """(got, same, wide) of local_response_norm or its backward, as 1-tuples."""
+    return ((getattr(ops, name)(*on_device(device, *args), *params),), (getattr(reference, name)(*args, *params),),
+            (getattr(reference, name)(*wider(*args), *params),))
 
 
 @pytest.mark.parametrize("shape", LRN_SHAPES)
 @pytest.mark.parametrize("size", LRN_SIZES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("params", LRN_PARAMS, ids=["default", "strong"])
-def test_local_response_norm_matches_reference(shape, size, dtype, params):
+def test_local_response_norm_matches_reference(device, shape, size, dtype, params):
     rng = np.random.default_rng(seed_of("lrn", shape, size, params))
     x = (rng.standard_normal(shape) * 2).astype(dtype)
-    y = ops.local_response_norm(x, size, *params)
-    assert_close(y, reference.local_response_norm(*wider(x), size, *params), dtype=dtype)
+    got, same, wide = lrn_all(device, "local_response_norm", (x,), size, *params)
+    assert got[0].shape == shape and got[0].dtype == dtype
+    assert_all_close(got, same, wide)
 
 
 @pytest.mark.parametrize("shape", LRN_SHAPES)
 @pytest.mark.parametrize("size", LRN_SIZES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("params", LRN_PARAMS, ids=["default", "strong"])
-def test_local_response_norm_backward_matches_reference(shape, size, dtype, params):
+def test_local_response_norm_backward_matches_reference(device, shape, size, dtype, params):
     rng = np.random.default_rng(seed_of("lrn_backward", shape, size, params))
     x = (rng.standard_normal(shape) * 2).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
-    dx = ops.local_response_norm_backward(dy, x, size, *params)
-    dx_ref = reference.local_response_norm_backward(*wider(dy, x), size, *params)
-    assert_close(dx, dx_ref, scale=lrn_dx_scale(dy, x, size, *params), dtype=dtype)
+    assert_all_close(*lrn_all(device, "local_response_norm_backward", (dy, x), size, *params))
 
 
-def test_local_response_norm_keyword_arguments_and_defaults():
-    rng = np.random.default_rng(18)
-    x = rng.standard_normal((2, 6, 3)).astype(np.float32)
+def test_local_response_norm_forward_and_backward_with_alpha(device):
+    rng = np.random.default_rng(seed_of("lrn_alpha"))
+    x = rng.standard_normal((2, 7, 3, 3)).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    np.testing.assert_array_equal(ops.local_response_norm(x, 3), ops.local_response_norm(x, 3, 1e-4, 0.75, 1.0))
-    np.testing.assert_array_equal(ops.local_response_norm(x, 3, k=2.0, beta=0.5, alpha=0.1),
-                                  ops.local_response_norm(x, 3, 0.1, 0.5, 2.0))
-    np.testing.assert_array_equal(ops.local_response_norm_backward(dy, x, 3, k=2.0, beta=0.5, alpha=0.1),
-                                  ops.local_response_norm_backward(dy, x, 3, 0.1, 0.5, 2.0))
+    assert_all_close(*lrn_all(device, "local_response_norm", (x,), 3, 0.1))
+    assert_all_close(*lrn_all(device, "local_response_norm_backward", (dy, x), 3, 0.1))
+
+
+def test_local_response_norm_keyword_arguments_and_defaults(device):
+    rng = np.random.default_rng(18)
+    x, dy = to_device(device, *(rng.standard_normal((2, 6, 3)).astype(np.float32) for _ in range(2)))
+    assert_equal(ops.local_response_norm(x, 3), ops.local_response_norm(x, 3, 1e-4, 0.75, 1.0))
+    assert_equal(ops.local_response_norm(x, 3, k=2.0, beta=0.5, alpha=0.1), ops.local_response_norm(x, 3, 0.1, 0.5, 2.0))
+    assert_equal(ops.local_response_norm_backward(dy, x, 3, k=2.0, beta=0.5, alpha=0.1),
+                 ops.local_response_norm_backward(dy, x, 3, 0.1, 0.5, 2.0))
     # size 1, alpha 0: y = x / k^beta
-    np.testing.assert_allclose(ops.local_response_norm(x, 1, 0.0, 0.5, 4.0), x / 2, rtol=1e-6)
+    assert_close(ops.local_response_norm(x, 1, 0.0, 0.5, 4.0), to_numpy(x).astype(np.float64) / 2)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", [1e4, 1e-4])
-def test_local_response_norm_large_and_small_values(dtype, scale):
+def test_local_response_norm_large_and_small_values(device, dtype, scale):
     rng = np.random.default_rng(seed_of("lrn_large", scale))
     x = (rng.standard_normal((2, 9, 4, 4)) * scale).astype(dtype)
     dy = rng.standard_normal(x.shape).astype(dtype)
     for size in (3, 5):
-        assert_reduction_close(ops.local_response_norm(x, size), reference.local_response_norm(x, size),
-                               reference.local_response_norm(*wider(x), size))
-        assert_reduction_close(ops.local_response_norm_backward(dy, x, size),
-                               reference.local_response_norm_backward(dy, x, size),
-                               reference.local_response_norm_backward(*wider(dy, x), size))
+        assert_all_close(*lrn_all(device, "local_response_norm", (x,), size))
+        assert_all_close(*lrn_all(device, "local_response_norm_backward", (dy, x), size))
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", [2, 3, 5])
-def test_local_response_norm_nan_and_inf_stay_in_their_windows(dtype, size):
+def test_local_response_norm_nan_and_inf_stay_in_their_windows(device, dtype, size):
     """A NaN (or Inf) reaches the channels whose window holds it and no others, as in the
     reference (a running window sum that subtracts would smear it along the channels)."""
     rng = np.random.default_rng(seed_of("lrn_nan", size))
@@ -743,31 +868,50 @@ def test_local_response_norm_nan_and_inf_stay_in_their_windows(dtype, size):
     x[0, 2, 1, 1] = np.nan
     x[1, 6, 0, 2] = np.inf
     x[1, 9, 2, 0] = -np.inf
-    y, ref = ops.local_response_norm(x, size, 0.5, 0.6, 2.0), reference.local_response_norm(x, size, 0.5, 0.6, 2.0)
-    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
-    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+    got, same, wide = lrn_all(device, "local_response_norm", (x,), size, 0.5, 0.6, 2.0)
+    assert_all_close(got, same, wide)
+    y = to_numpy(got[0])
     assert not np.isnan(y[0, 5:, 1, 1]).any() and not np.isnan(y[1, :, 1, 1]).any()
     x[1, 6, 0, 2], x[1, 9, 2, 0] = 1.5, -0.5  # the backward with NaN only
     dy = rng.standard_normal(x.shape).astype(dtype)
     dy[0, 10, 0, 0] = np.nan
-    dx = ops.local_response_norm_backward(dy, x, size, 0.5, 0.6, 2.0)
-    dx_ref = reference.local_response_norm_backward(dy, x, size, 0.5, 0.6, 2.0)
-    np.testing.assert_array_equal(np.isnan(dx), np.isnan(dx_ref))
-    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-5)
+    assert_all_close(*lrn_all(device, "local_response_norm_backward", (dy, x), size, 0.5, 0.6, 2.0))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("beta", [-0.5, 0.0, 0.75])
+@pytest.mark.parametrize("k", [0.0, 2.0])
+def test_local_response_norm_backward_where_the_divisor_is_zero_or_infinite(device, beta, k):
+    """Regression (issue 13, item 10): the backward took d^(-beta-1) as d^-beta / d, which is
+    inf / inf or 0 / 0 where d is infinite (an infinite x in the window) or 0 (k = 0 and a window
+    of zeros), and gave NaN where the reference is finite (for beta < 0, next to an infinite x)."""
+    rng = np.random.default_rng(seed_of("lrn_special", beta, k))
+    x = rng.choice(np.array([0.0, -0.0, 1.0, -2.0, 0.5], np.float32), (2, 9, 3))
+    x[:, 3:6, 0] = 0  # a window of zeros
+    x[0, 7, 1], x[1, 1, 2] = np.inf, -np.inf
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    for size in (1, 3, 4):
+        assert_all_close(*lrn_all(device, "local_response_norm", (x,), size, 0.5, beta, k))
+        assert_all_close(*lrn_all(device, "local_response_norm_backward", (dy, x), size, 0.5, beta, k))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("shape", [(0, 3, 2), (2, 0, 2), (2, 3, 0), (0, 0, 0)])
+def test_local_response_norm_zero_size(device, shape):
+    x = np.ones(shape, np.float32)
+    assert_all_close(*lrn_all(device, "local_response_norm", (x,), 3))
+    assert_all_close(*lrn_all(device, "local_response_norm_backward", (x, x), 3))
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 7])
 @pytest.mark.parametrize("params", LRN_PARAMS, ids=["default", "strong"])
-def test_local_response_norm_gradcheck(size, params):
+def test_local_response_norm_gradcheck(device, size, params):
     rng = np.random.default_rng(seed_of("lrn_grad", size, params))
     x = rng.standard_normal((2, 5, 2, 3))
     r = rng.standard_normal(x.shape)
-
-    def loss():
-        return float((ops.local_response_norm(x, size, *params) * r).sum())
-
-    dx = ops.local_response_norm_backward(r, x, size, *params)
-    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
+    dx = ops.local_response_norm_backward(*to_device(device, r, x), size, *params)
+    numeric = gradcheck(device, lambda x: (ops.local_response_norm(x, size, *params),), (x,), (x,), r)
+    np.testing.assert_allclose(to_numpy(dx), numeric[0], rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
 
 
 def test_local_response_norm_identical_for_one_and_two_threads(threads):
@@ -794,11 +938,6 @@ def test_reference_has_the_same_signatures(name):
     assert inspect.signature(getattr(ops, name)) == inspect.signature(getattr(reference, name))
 
 
-def _read_only(a):
-    a.flags.writeable = False
-    return a
-
-
 F32 = np.float32
 
 
@@ -810,120 +949,121 @@ def _v(c, dtype=F32):
     return np.linspace(0.5, 1.5, c).astype(dtype)
 
 
+# Each case takes d, which puts a NumPy array on the device under test. The dtype messages name
+# the dtype without its spelling ("int64" on the CPU, "<i8" in the CUDA module).
 X = _x(3, 4, 5)  # (N, C, L)
 BN_BAD = [
-    (lambda: ops.batch_norm(X[0, 0], None, None, training=True), ValueError,
+    (lambda d: ops.batch_norm(d(X[0, 0]), None, None, training=True), ValueError,
      r"x: expected an array with ndim >= 2 \(N, C, \.\.\.\), got 1-D"),
-    (lambda: ops.batch_norm(X, _v(3), None, training=True), ValueError, r"gamma: expected shape \(C,\) = \(4,\), got \(3,\)"),
-    (lambda: ops.batch_norm(X, None, _v(4)[None], training=True), ValueError,
+    (lambda d: ops.batch_norm(d(X), d(_v(3)), None, training=True), ValueError,
+     r"gamma: expected shape \(C,\) = \(4,\), got \(3,\)"),
+    (lambda d: ops.batch_norm(d(X), None, d(_v(4)[None]), training=True), ValueError,
      r"beta: expected shape \(C,\) = \(4,\), got \(1, 4\)"),
-    (lambda: ops.batch_norm(X, None, None, None, _v(4), training=False), ValueError,
+    (lambda d: ops.batch_norm(d(X), None, None, None, d(_v(4)), training=False), ValueError,
      r"running_mean: required when training=False"),
-    (lambda: ops.batch_norm(X, None, None, _v(4), None, training=False), ValueError,
+    (lambda d: ops.batch_norm(d(X), None, None, d(_v(4)), None, training=False), ValueError,
      r"running_var: required when training=False"),
-    (lambda: ops.batch_norm(X, None, None, _v(4), _v(4), training=True, momentum=2), ValueError,
+    (lambda d: ops.batch_norm(d(X), None, None, d(_v(4)), d(_v(4)), training=True, momentum=2), ValueError,
      r"momentum: expected a value in \[0, 1\], got 2"),
-    (lambda: ops.batch_norm(X, None, None, training=True, momentum=-0.1), ValueError,
+    (lambda d: ops.batch_norm(d(X), None, None, training=True, momentum=-0.1), ValueError,
      r"momentum: expected a value in \[0, 1\], got"),
-    (lambda: ops.batch_norm(X, None, None, training=True, momentum=float("nan")), ValueError,
+    (lambda d: ops.batch_norm(d(X), None, None, training=True, momentum=float("nan")), ValueError,
      r"momentum: expected a value in \[0, 1\], got"),
-    (lambda: ops.batch_norm(X, None, None, training=True, eps=0), ValueError, r"eps: expected a value > 0, got 0"),
-    (lambda: ops.batch_norm(X, None, None, _v(4), _v(4), training=False, eps=-1e-5), ValueError,
+    (lambda d: ops.batch_norm(d(X), None, None, training=True, eps=0), ValueError, r"eps: expected a value > 0, got 0"),
+    (lambda d: ops.batch_norm(d(X), None, None, d(_v(4)), d(_v(4)), training=False, eps=-1e-5), ValueError,
      r"eps: expected a value > 0, got"),
-    (lambda: ops.batch_norm(X[:1, :, :1], None, None, training=True), ValueError,
+    (lambda d: ops.batch_norm(d(X[:1, :, :1]), None, None, training=True), ValueError,
      r"x: batch norm in training needs more than 1 value per channel, got N \* spatial = 1"),
-    (lambda: ops.batch_norm(_x(1, 4), None, None, _v(4), _v(4), training=True), ValueError,
+    (lambda d: ops.batch_norm(d(_x(1, 4)), None, None, d(_v(4)), d(_v(4)), training=True), ValueError,
      r"x: batch norm in training needs more than 1 value per channel, got N \* spatial = 1"),
-    (lambda: ops.batch_norm(X.astype(np.int64), None, None, training=True), TypeError,
-     r"x: expected dtype float32 or float64, got int64"),
-    (lambda: ops.batch_norm(X.astype(np.float16), None, None, training=True), TypeError,
-     r"x: expected dtype float32 or float64, got float16"),
-    (lambda: ops.batch_norm(X, _v(4, np.float64), None, training=True), TypeError,
+    (lambda d: ops.batch_norm(d(X.astype(np.int64)), None, None, training=True), TypeError,
+     r"x: expected dtype float32 or float64, got"),
+    (lambda d: ops.batch_norm(d(X.astype(np.float16)), None, None, training=True), TypeError,
+     r"x: expected dtype float32 or float64, got"),
+    (lambda d: ops.batch_norm(d(X), d(_v(4, np.float64)), None, training=True), TypeError,
      r"gamma: expected dtype float32 \(the dtype of x\), got float64"),
-    (lambda: ops.batch_norm(X.tolist(), None, None, training=True), TypeError, r"x: expected a numpy.ndarray"),
-    (lambda: ops.batch_norm(X, 1.0, None, training=True), TypeError, r"gamma: expected a numpy.ndarray"),
+    (lambda d: ops.batch_norm(X.tolist(), None, None, training=True), TypeError, r"x: expected a numpy.ndarray"),
+    (lambda d: ops.batch_norm(d(X), 1.0, None, training=True), TypeError, r"gamma: expected a numpy.ndarray"),
 ]
 BN_BACKWARD_BAD = [
-    (lambda: ops.batch_norm_backward(X[:2], X, None, _v(4), _v(4)), ValueError, r"dy: expected shape \(3, 4, 5\)"),
-    (lambda: ops.batch_norm_backward(X, X, _v(5), _v(4), _v(4)), ValueError,
+    (lambda d: ops.batch_norm_backward(d(X[:2]), d(X), None, d(_v(4)), d(_v(4))), ValueError,
+     r"dy: expected shape \(3, 4, 5\)"),
+    (lambda d: ops.batch_norm_backward(d(X), d(X), d(_v(5)), d(_v(4)), d(_v(4))), ValueError,
      r"gamma: expected shape \(C,\) = \(4,\), got \(5,\)"),
-    (lambda: ops.batch_norm_backward(X, X, None, _v(3), _v(4)), ValueError,
+    (lambda d: ops.batch_norm_backward(d(X), d(X), None, d(_v(3)), d(_v(4))), ValueError,
      r"mean: expected shape \(C,\) = \(4,\), got \(3,\)"),
-    (lambda: ops.batch_norm_backward(X, X, None, _v(4), _v(4)[None]), ValueError,
+    (lambda d: ops.batch_norm_backward(d(X), d(X), None, d(_v(4)), d(_v(4)[None])), ValueError,
      r"inv_std: expected shape \(C,\) = \(4,\), got \(1, 4\)"),
-    (lambda: ops.batch_norm_backward(X, X[0, 0], None, _v(4), _v(4)), ValueError, r"x: expected an array with ndim >= 2"),
-    (lambda: ops.batch_norm_backward(X.astype(np.float64), X, None, _v(4), _v(4)), TypeError,
+    (lambda d: ops.batch_norm_backward(d(X), d(X[0, 0]), None, d(_v(4)), d(_v(4))), ValueError,
+     r"x: expected an array with ndim >= 2"),
+    (lambda d: ops.batch_norm_backward(d(X.astype(np.float64)), d(X), None, d(_v(4)), d(_v(4))), TypeError,
      r"dy: expected dtype float32 \(the dtype of x\), got float64"),
-    (lambda: ops.batch_norm_backward(X, X, None, _v(4, np.float64), _v(4)), TypeError,
+    (lambda d: ops.batch_norm_backward(d(X), d(X), None, d(_v(4, np.float64)), d(_v(4))), TypeError,
      r"mean: expected dtype float32 \(the dtype of x\), got float64"),
 ]
 Y = _x(3, 5)  # (rows, D)
 LN_BAD = [
-    (lambda: ops.layer_norm(np.array(1.0, F32), None, None), ValueError, r"x: expected an array with ndim >= 1"),
-    (lambda: ops.layer_norm(Y, _v(4), None), ValueError, r"gamma: expected shape \(D,\) = \(5,\), got \(4,\)"),
-    (lambda: ops.layer_norm(Y, None, _v(3)), ValueError, r"beta: expected shape \(D,\) = \(5,\), got \(3,\)"),
-    (lambda: ops.layer_norm(Y, None, None, eps=0.0), ValueError, r"eps: expected a value > 0, got 0"),
-    (lambda: ops.layer_norm(Y.astype(np.int32), None, None), TypeError, r"x: expected dtype float32 or float64, got int32"),
-    (lambda: ops.layer_norm(Y, None, _v(5, np.float64)), TypeError,
+    (lambda d: ops.layer_norm(d(np.array(1.0, F32)), None, None), ValueError, r"x: expected an array with ndim >= 1"),
+    (lambda d: ops.layer_norm(d(Y), d(_v(4)), None), ValueError, r"gamma: expected shape \(D,\) = \(5,\), got \(4,\)"),
+    (lambda d: ops.layer_norm(d(Y), None, d(_v(3))), ValueError, r"beta: expected shape \(D,\) = \(5,\), got \(3,\)"),
+    (lambda d: ops.layer_norm(d(Y), None, None, eps=0.0), ValueError, r"eps: expected a value > 0, got 0"),
+    (lambda d: ops.layer_norm(d(Y.astype(np.int32)), None, None), TypeError,
+     r"x: expected dtype float32 or float64, got"),
+    (lambda d: ops.layer_norm(d(Y), None, d(_v(5, np.float64))), TypeError,
      r"beta: expected dtype float32 \(the dtype of x\), got float64"),
-    (lambda: ops.layer_norm_backward(Y[:2], Y, None, _v(3), _v(3)), ValueError, r"dy: expected shape \(3, 5\)"),
-    (lambda: ops.layer_norm_backward(Y, Y, None, _v(5), _v(3)), ValueError, r"mean: expected shape \(3,\).*, got \(5,\)"),
-    (lambda: ops.layer_norm_backward(Y, Y, None, _v(3), _v(3)[None]), ValueError,
+    (lambda d: ops.layer_norm_backward(d(Y[:2]), d(Y), None, d(_v(3)), d(_v(3))), ValueError,
+     r"dy: expected shape \(3, 5\)"),
+    (lambda d: ops.layer_norm_backward(d(Y), d(Y), None, d(_v(5)), d(_v(3))), ValueError,
+     r"mean: expected shape \(3,\).*, got \(5,\)"),
+    (lambda d: ops.layer_norm_backward(d(Y), d(Y), None, d(_v(3)), d(_v(3)[None])), ValueError,
      r"inv_std: expected shape \(3,\).*, got \(1, 3\)"),
-    (lambda: ops.layer_norm_backward(Y, Y, _v(4), _v(3), _v(3)), ValueError, r"gamma: expected shape \(D,\) = \(5,\)"),
-    (lambda: ops.layer_norm_backward(Y, Y, None, _v(3), _v(3, np.float64)), TypeError,
+    (lambda d: ops.layer_norm_backward(d(Y), d(Y), d(_v(4)), d(_v(3)), d(_v(3))), ValueError,
+     r"gamma: expected shape \(D,\) = \(5,\)"),
+    (lambda d: ops.layer_norm_backward(d(Y), d(Y), None, d(_v(3)), d(_v(3, np.float64))), TypeError,
      r"inv_std: expected dtype float32 \(the dtype of x\), got float64"),
 ]
 V = _x(7, 13)
 WN_BAD = [
-    (lambda: ops.weight_norm(np.array(1.0, F32), _v(1)), ValueError, r"v: expected an array with ndim >= 1"),
-    (lambda: ops.weight_norm(V, _v(6)), ValueError, r"g: expected shape \(out,\) = \(7,\), got \(6,\)"),
-    (lambda: ops.weight_norm(V, _v(7)[:, None]), ValueError, r"g: expected shape \(out,\) = \(7,\), got \(7, 1\)"),
-    (lambda: ops.weight_norm(V, _v(7, np.float64)), TypeError, r"g: expected dtype float32 \(the dtype of v\)"),
-    (lambda: ops.weight_norm(V.astype(np.complex64), _v(7)), TypeError, r"v: expected dtype float32 or float64"),
-    (lambda: ops.weight_norm(V, None), TypeError, r"g: expected a numpy.ndarray"),
-    (lambda: ops.weight_norm_backward(V[:3], V, _v(7)), ValueError, r"dw: expected shape \(7, 13\)"),
-    (lambda: ops.weight_norm_backward(V, V, _v(8)), ValueError, r"g: expected shape \(out,\) = \(7,\), got \(8,\)"),
-    (lambda: ops.weight_norm_backward(V.astype(np.float64), V, _v(7)), TypeError,
+    (lambda d: ops.weight_norm(d(np.array(1.0, F32)), d(_v(1))), ValueError, r"v: expected an array with ndim >= 1"),
+    (lambda d: ops.weight_norm(d(V), d(_v(6))), ValueError, r"g: expected shape \(out,\) = \(7,\), got \(6,\)"),
+    (lambda d: ops.weight_norm(d(V), d(_v(7)[:, None])), ValueError,
+     r"g: expected shape \(out,\) = \(7,\), got \(7, 1\)"),
+    (lambda d: ops.weight_norm(d(V), d(_v(7, np.float64))), TypeError, r"g: expected dtype float32 \(the dtype of v\)"),
+    (lambda d: ops.weight_norm(d(V.astype(np.complex64)), d(_v(7))), TypeError,
+     r"v: expected dtype float32 or float64"),
+    (lambda d: ops.weight_norm(d(V), None), TypeError, r"g: expected a numpy.ndarray"),
+    (lambda d: ops.weight_norm_backward(d(V[:3]), d(V), d(_v(7))), ValueError, r"dw: expected shape \(7, 13\)"),
+    (lambda d: ops.weight_norm_backward(d(V), d(V), d(_v(8))), ValueError,
+     r"g: expected shape \(out,\) = \(7,\), got \(8,\)"),
+    (lambda d: ops.weight_norm_backward(d(V.astype(np.float64)), d(V), d(_v(7))), TypeError,
      r"dw: expected dtype float32 \(the dtype of v\)"),
 ]
 Z = _x(2, 6, 3, 3)
 LRN_BAD = [
-    (lambda: ops.local_response_norm(Z[0, 0], 3), ValueError, r"x: expected an array with ndim >= 3 \(N, C, \.\.\.\), got 2-D"),
-    (lambda: ops.local_response_norm(Z, 0), ValueError, r"size: expected an integer >= 1, got 0"),
-    (lambda: ops.local_response_norm(Z, -3), ValueError, r"size: expected an integer >= 1, got -3"),
-    (lambda: ops.local_response_norm(Z, 2.5), TypeError, r"size: expected an integer"),
-    (lambda: ops.local_response_norm(Z.astype(np.int64), 3), TypeError, r"x: expected dtype float32 or float64"),
-    (lambda: ops.local_response_norm_backward(Z[:1], Z, 3), ValueError, r"dy: expected shape \(2, 6, 3, 3\)"),
-    (lambda: ops.local_response_norm_backward(Z, Z, 0), ValueError, r"size: expected an integer >= 1, got 0"),
-    (lambda: ops.local_response_norm_backward(Z.astype(np.float64), Z, 3), TypeError,
+    (lambda d: ops.local_response_norm(d(Z[0, 0]), 3), ValueError,
+     r"x: expected an array with ndim >= 3 \(N, C, \.\.\.\), got 2-D"),
+    (lambda d: ops.local_response_norm(d(Z), 0), ValueError, r"size: expected an integer >= 1, got 0"),
+    (lambda d: ops.local_response_norm(d(Z), -3), ValueError, r"size: expected an integer >= 1, got -3"),
+    (lambda d: ops.local_response_norm(d(Z), 2.5), TypeError, r"size: expected an integer"),
+    (lambda d: ops.local_response_norm(d(Z.astype(np.int64)), 3), TypeError, r"x: expected dtype float32 or float64"),
+    (lambda d: ops.local_response_norm_backward(d(Z[:1]), d(Z), 3), ValueError, r"dy: expected shape \(2, 6, 3, 3\)"),
+    (lambda d: ops.local_response_norm_backward(d(Z), d(Z), 0), ValueError, r"size: expected an integer >= 1, got 0"),
+    (lambda d: ops.local_response_norm_backward(d(Z.astype(np.float64)), d(Z), 3), TypeError,
      r"dy: expected dtype float32 \(the dtype of x\)"),
-    (lambda: ops.local_response_norm_backward(Z[0, 0], Z[0, 0], 3), ValueError, r"x: expected an array with ndim >= 3"),
+    (lambda d: ops.local_response_norm_backward(d(Z[0, 0]), d(Z[0, 0]), 3), ValueError,
+     r"x: expected an array with ndim >= 3"),
 ]
 
 
 @pytest.mark.parametrize("call, exc, match", BN_BAD + BN_BACKWARD_BAD + LN_BAD + WN_BAD + LRN_BAD)
-def test_bad_arguments(call, exc, match):
+def test_bad_arguments(device, call, exc, match):
     with pytest.raises(exc, match=match):
-        call()
+        call(lambda a: to_device(device, a))
 
 
-def _buffers():
-    return _v(4), _v(4)
-
-
-RUNNING_BAD = [
-    ("wrong dtype", lambda rm, rv: (rm.astype(np.float64), rv), TypeError, r"running_mean: expected dtype float32"),
-    ("wrong dtype", lambda rm, rv: (rm, rv.astype(np.float16)), TypeError, r"running_var: expected dtype float32"),
-    ("wrong shape", lambda rm, rv: (rm[:3], rv), ValueError, r"running_mean: expected shape .*\(4,\), got \(3,\)"),
-    ("wrong shape", lambda rm, rv: (rm, rv[None]), ValueError, r"running_var: expected shape .*\(4,\), got \(1, 4\)"),
-    ("strided", lambda rm, rv: (np.repeat(rm, 2)[::2], rv), ValueError, r"running_mean: expected a C-contiguous"),
-    ("strided", lambda rm, rv: (rm, np.repeat(rv, 2)[1::2]), ValueError, r"running_var: expected a C-contiguous"),
-    ("read-only", lambda rm, rv: (_read_only(rm), rv), ValueError, r"running_mean: expected a writable array"),
-    ("read-only", lambda rm, rv: (rm, _read_only(rv)), ValueError, r"running_var: expected a writable array"),
-    ("unaligned", lambda rm, rv: (rm, _unaligned_copy(rv)), ValueError, r"running_var: expected a C-contiguous, aligned"),
-    ("list", lambda rm, rv: (rm.tolist(), rv), TypeError, r"running_mean: expected a numpy.ndarray"),
-]
+def _read_only(a):
+    a.flags.writeable = False
+    return a
 
 
 def _unaligned_copy(a):
@@ -934,18 +1074,43 @@ def _unaligned_copy(a):
     return out
 
 
-@pytest.mark.parametrize("what, mutate, exc, match", RUNNING_BAD, ids=[f"{r[0]}-{i}" for i, r in enumerate(RUNNING_BAD)])
-def test_bad_running_buffers_are_refused_not_copied(what, mutate, exc, match):
-    rm, rv = mutate(*_buffers())
-    before = [np.array(b, copy=True) for b in (rm, rv)]
+# (what, mutate(rm, rv, xp) -> (rm, rv), exception, message).
+RUNNING_BAD = [
+    ("wrong dtype", lambda rm, rv, xp: (rm.astype(np.float64), rv), TypeError, r"running_mean: expected dtype float32"),
+    ("wrong dtype", lambda rm, rv, xp: (rm, rv.astype(np.float16)), TypeError, r"running_var: expected dtype float32"),
+    ("wrong shape", lambda rm, rv, xp: (rm[:3], rv), ValueError, r"running_mean: expected shape .*\(4,\), got \(3,\)"),
+    ("wrong shape", lambda rm, rv, xp: (rm, rv[None]), ValueError,
+     r"running_var: expected shape .*\(4,\), got \(1, 4\)"),
+    ("strided", lambda rm, rv, xp: (xp.repeat(rm, 2)[::2], rv), ValueError, r"running_mean: expected a C-contiguous"),
+    ("strided", lambda rm, rv, xp: (rm, xp.repeat(rv, 2)[1::2]), ValueError, r"running_var: expected a C-contiguous"),
+    ("read-only", lambda rm, rv, xp: (_read_only(rm), rv), ValueError, r"running_mean: expected a writable array"),
+    ("read-only", lambda rm, rv, xp: (rm, _read_only(rv)), ValueError, r"running_var: expected a writable array"),
+    ("unaligned", lambda rm, rv, xp: (rm, _unaligned_copy(rv)), ValueError,
+     r"running_var: expected a C-contiguous, aligned"),
+    ("list", lambda rm, rv, xp: (rm.tolist(), rv), TypeError, r"running_mean: expected a numpy.ndarray"),
+]
+NUMPY_ONLY = {"read-only", "unaligned"}
+
+
+def _check_running_buffers_refused(device, training, mutate, exc, match):
+    rm, rv = mutate(*to_device(device, _v(4), _v(4)), array_module(device))
+    before = [np.array(to_numpy(b), copy=True) for b in (rm, rv)]
     with pytest.raises(exc, match=match):
-        ops.batch_norm(X, None, None, rm, rv, training=True)
+        ops.batch_norm(to_device(device, X), None, None, rm, rv, training=training)
     for b, orig in zip((rm, rv), before):  # nothing was written before the error
-        np.testing.assert_array_equal(np.asarray(b), orig)
+        np.testing.assert_array_equal(np.asarray(to_numpy(b)), orig)
 
 
-@pytest.mark.parametrize("what, mutate, exc, match", RUNNING_BAD, ids=[f"{r[0]}-{i}" for i, r in enumerate(RUNNING_BAD)])
-def test_bad_running_buffers_are_refused_in_evaluation_too(what, mutate, exc, match):
-    rm, rv = mutate(*_buffers())
-    with pytest.raises(exc, match=match):
-        ops.batch_norm(X, None, None, rm, rv, training=False)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("what, mutate, exc, match", [r for r in RUNNING_BAD if r[0] not in NUMPY_ONLY],
+                         ids=[f"{r[0]}-{i}" for i, r in enumerate(RUNNING_BAD) if r[0] not in NUMPY_ONLY])
+def test_bad_running_buffers_are_refused_not_copied(device, training, what, mutate, exc, match):
+    _check_running_buffers_refused(device, training, mutate, exc, match)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("what, mutate, exc, match", [r for r in RUNNING_BAD if r[0] in NUMPY_ONLY],
+                         ids=[f"{r[0]}-{i}" for i, r in enumerate(RUNNING_BAD) if r[0] in NUMPY_ONLY])
+def test_bad_numpy_running_buffers_are_refused_not_copied(training, what, mutate, exc, match):
+    """Read-only and unaligned buffers: NumPy notions (CuPy arrays are neither)."""
+    _check_running_buffers_refused("cpu", training, mutate, exc, match)

@@ -217,7 +217,9 @@ FDNN_MULTIVERSION void layer_norm_rows(T* FDNN_RESTRICT y, T* FDNN_RESTRICT mean
 }
 
 // Layer norm backward of rows [r0, r1): per row the sums of g = dy * gamma and g * xhat (g,
-// xhat and the product in T, sums in double), then dx (layer_norm_dx); pg, pb (d each) receive
+// xhat and the product in T, sums in double), then dx (layer_norm_dx) from the same rounded g,
+// kept in dx between the loops (so that g - mean(g) cancels exactly where it should, e.g. for
+// d = 1, instead of g being recomputed in a fused multiply-add); pg, pb (d each) receive
 // the block's column sums of dy * xhat and dy, in double (a second pass over the block's rows,
 // which are still in cache).
 template <typename T>
@@ -236,13 +238,13 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
 #pragma omp simd reduction(+ : sg, sgx)
     for (int64_t j = 0; j < d; ++j) {
       const T gj = g[j] * param_or(gamma, j, T(1));
+      dr[j] = gj;
       sg += static_cast<double>(gj);
       sgx += static_cast<double>(gj * normalized(xr[j], mu, is));
     }
     const T mg = static_cast<T>(sg) * inv_d, mgx = static_cast<T>(sgx) * inv_d;
 #pragma omp simd
-    for (int64_t j = 0; j < d; ++j)
-      dr[j] = layer_norm_dx(g[j] * param_or(gamma, j, T(1)), normalized(xr[j], mu, is), is, mg, mgx);
+    for (int64_t j = 0; j < d; ++j) dr[j] = layer_norm_dx(dr[j], normalized(xr[j], mu, is), is, mg, mgx);
   }
   for (int64_t j0 = 0; j0 < d; j0 += kColumnChunk) {
     const int64_t w = std::min(kColumnChunk, d - j0);

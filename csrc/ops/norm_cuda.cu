@@ -311,7 +311,8 @@ __global__ void __launch_bounds__(kThreads) layer_norm_kernel(T* y, T* mean, T* 
 }
 
 // layer_norm_backward, dx (the row loop of layer_norm_backward_rows): per row the double sums of
-// g = dy * gamma and g * xhat (g, xhat and products in T), then dx = layer_norm_dx in T.
+// g = dy * gamma and g * xhat (g, xhat and products in T), then dx = layer_norm_dx in T from the
+// same rounded g, kept in dx in between (each thread reads back its own elements).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) layer_norm_dx_kernel(T* dx, const T* dy, const T* x, const T* gamma,
                                                                  const T* mean, const T* inv_std, int64_t rows,
@@ -327,13 +328,14 @@ __global__ void __launch_bounds__(kThreads) layer_norm_dx_kernel(T* dx, const T*
     double a = 0.0, b = 0.0;
     for (int64_t j = threadIdx.x; j < d; j += kThreads) {
       const T gj = g[j] * param_or(gamma, j, T(1));
+      dr[j] = gj;
       a += static_cast<double>(gj);
       b += static_cast<double>(gj * normalized(xr[j], mu, is));
     }
     const T mg = static_cast<T>(block_sum(a, tmp, total)) * inv_d;
     const T mgx = static_cast<T>(block_sum(b, tmp, total)) * inv_d;
     for (int64_t j = threadIdx.x; j < d; j += kThreads)
-      dr[j] = layer_norm_dx(g[j] * param_or(gamma, j, T(1)), normalized(xr[j], mu, is), is, mg, mgx);
+      dr[j] = layer_norm_dx(dr[j], normalized(xr[j], mu, is), is, mg, mgx);
   }
 }
 
