@@ -20,7 +20,7 @@ def test_version_matches_metadata():
 
 def test_build_info_reports_the_build():
     info = fusednn.build_info()
-    for key in ("version", "compiler", "isa_paths_compiled", "isa_path_selected", "openmp", "blas", "blas_core",
+    for key in ("version", "compiler", "isa_paths_compiled", "isa_path_selected", "threads", "blas", "blas_core",
                 "num_threads", "cuda"):
         assert key in info, key
     assert info["isa_path_selected"] in info["isa_paths_compiled"]

@@ -1,5 +1,4 @@
 // The fusednn._C module: exception translation, threads, build information, and the families.
-#include <omp.h>
 #include <pybind11/stl.h>
 
 #include "bind/bind.h"
@@ -36,7 +35,7 @@ PYBIND11_MODULE(_C, m) {
     d["compiler"] = FUSEDNN_COMPILER;
     d["isa_paths_compiled"] = fdnn::isa_paths_compiled();
     d["isa_path_selected"] = fdnn::isa_path_selected();
-    d["openmp"] = _OPENMP;
+    d["threads"] = "fusednn thread pool (spins up to 50 us after a loop, then sleeps; fork-safe)";
     d["blas"] = std::string("scipy-openblas32: ") + fdnn::blas_config();
     d["blas_core"] = fdnn::blas_core();
     d["gemm_kernel"] = fdnn::gemm_kernel();

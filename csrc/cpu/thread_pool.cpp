@@ -1,0 +1,233 @@
+// fusednn's thread pool: the workers behind parallel_for (common/parallel.h).
+//
+// Why not OpenMP: libgomp's team does not survive fork() (a child forked after any parallel
+// region hung on its first one), and its default wait policy spins, so with another busy
+// process on the cores a training run slowed down by up to 20x. Here:
+// - workers spin for kSpin after a loop (back-to-back kernels find them awake), then sleep on a
+//   condition variable, so an idle pool takes no CPU;
+// - blocks are handed out one at a time from an atomic counter, so a worker that the OS has not
+//   scheduled yet leaves its share to the threads that run (the partition into blocks, and so
+//   every result, stays the same);
+// - a pthread_atfork child handler drops the pool (its threads do not exist in the child), and
+//   the child's first parallel loop starts a new one.
+// A loop started inside a loop (from a block) or while another thread's loop holds the pool
+// runs on its calling thread.
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <system_error>
+#include <thread>
+
+#include "common/parallel.h"
+
+namespace fdnn {
+namespace {
+
+// How long an idle worker, and a caller waiting for the workers' last blocks, spin before they
+// sleep: longer than the gap between two kernels of a training step (Python's overhead), short
+// enough that other processes hardly notice.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+int initial_thread_count() {
+  if (const char* env = std::getenv("OMP_NUM_THREADS")) {  // as libgomp reads it: the first entry
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    if (end != env && v > 0 && (*end == '\0' || *end == ',' || *end == ' '))
+      return static_cast<int>(std::min(v, 4096L));
+  }
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+std::atomic<int>& thread_count() {
+  static std::atomic<int> n{initial_thread_count()};
+  return n;
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Spins until done() or for kSpin; returns done().
+template <class Done> bool spin_until(Done done) {
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 1;; ++i) {
+    if (done()) return true;
+    cpu_relax();
+    if (i % 64 == 0 && std::chrono::steady_clock::now() - start > kSpin) return done();
+  }
+}
+
+// True on pool workers, and on a caller while it runs its loop's blocks.
+thread_local bool t_in_loop = false;
+
+struct Job {
+  detail::BlockFn fn;
+  void* context;
+  int64_t n_blocks;
+  int helpers_wanted;                // workers that may join (threads - 1)
+  int helpers_joined = 0;            // under Pool::mutex
+  std::atomic<int64_t> next{0};      // the next block to hand out
+  std::atomic<bool> failed{false};   // stop handing out blocks
+  std::mutex error_mutex;
+  std::exception_ptr error;          // the first exception, under error_mutex
+
+  void run_blocks() {
+    for (;;) {
+      if (failed.load(std::memory_order_relaxed)) return;
+      const int64_t b = next.fetch_add(1, std::memory_order_relaxed);
+      if (b >= n_blocks) return;
+      try {
+        fn(context, b);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+        failed.store(true, std::memory_order_relaxed);
+      }
+    }
+  }
+};
+
+class Pool {
+ public:
+  std::mutex submit;  // held by the thread whose loop runs on the pool
+
+  // Runs job on the calling thread and up to job.helpers_wanted workers (submit held).
+  void run(Job& job) {
+    job.helpers_wanted = std::min(job.helpers_wanted, grow(job.helpers_wanted));
+    bool wake;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &job;
+      generation_.fetch_add(1, std::memory_order_release);
+      wake = sleepers_ > 0;
+    }
+    if (wake) wake_.notify_all();
+    job.run_blocks();
+    // Every block is handed out: no new worker may join; wait for those inside.
+    std::unique_lock<std::mutex> lock(mutex_);
+    job_ = nullptr;
+    if (active_.load(std::memory_order_relaxed) > 0) {
+      lock.unlock();
+      spin_until([&] { return active_.load(std::memory_order_acquire) == 0; });
+      lock.lock();
+      caller_waiting_ = true;
+      done_.wait(lock, [&] { return active_.load(std::memory_order_relaxed) == 0; });
+      caller_waiting_ = false;
+    }
+  }
+
+  Pool* retired_next = nullptr;  // pools dropped in forked children, kept reachable
+
+ private:
+  // Starts workers until there are `workers`; returns how many there are (fewer when the
+  // system refuses a thread: the loop then runs on those).
+  int grow(int workers) {
+    if (workers_ >= workers) return workers_;
+    // Workers block every signal, so signals reach the threads that expect them (Python's main
+    // thread); the mask is inherited from the creating thread.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    const uint64_t seen = generation_.load(std::memory_order_relaxed);  // before the job is published
+    try {
+      for (; workers_ < workers; ++workers_) std::thread([this, seen] { work(seen); }).detach();
+    } catch (const std::system_error&) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return workers_;
+  }
+
+  void work(uint64_t seen) {
+    t_in_loop = true;
+    for (;;) {
+      if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ++sleepers_;
+        wake_.wait(lock, [&] { return generation_.load(std::memory_order_relaxed) != seen; });
+        --sleepers_;
+      }
+      std::unique_lock<std::mutex> lock(mutex_);
+      seen = generation_.load(std::memory_order_relaxed);
+      Job* job = job_;
+      if (job == nullptr || job->helpers_joined >= job->helpers_wanted) continue;
+      ++job->helpers_joined;
+      active_.fetch_add(1, std::memory_order_relaxed);
+      lock.unlock();
+      job->run_blocks();
+      lock.lock();
+      if (active_.fetch_sub(1, std::memory_order_release) == 1 && caller_waiting_) done_.notify_one();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;  // workers wait here for a new generation
+  std::condition_variable done_;  // the caller waits here for active_ == 0
+  std::atomic<uint64_t> generation_{0};  // incremented (under mutex_) for each job
+  Job* job_ = nullptr;                   // under mutex_: the job workers may join
+  std::atomic<int> active_{0};           // workers inside a job (changed under mutex_)
+  int sleepers_ = 0;                     // under mutex_
+  bool caller_waiting_ = false;          // under mutex_
+  int workers_ = 0;                      // under submit
+};
+
+std::atomic<Pool*> g_pool{nullptr};
+Pool* g_retired = nullptr;
+
+// In a forked child only the forking thread exists: the pool's workers are gone and its
+// mutexes may be held. Drop it (kept reachable, never used again); the next loop makes a new one.
+void drop_pool_in_child() {
+  if (Pool* p = g_pool.load(std::memory_order_relaxed)) {
+    p->retired_next = g_retired;
+    g_retired = p;
+    g_pool.store(nullptr, std::memory_order_relaxed);
+  }
+  t_in_loop = false;
+}
+
+[[maybe_unused]] const bool g_atfork_registered = pthread_atfork(nullptr, nullptr, drop_pool_in_child) == 0;
+
+Pool& pool() {
+  Pool* p = g_pool.load(std::memory_order_acquire);
+  if (p) return *p;
+  Pool* fresh = new Pool;  // no threads until its first loop
+  if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
+  delete fresh;  // another thread made one first
+  return *p;
+}
+
+}  // namespace
+
+int num_threads() { return thread_count().load(std::memory_order_relaxed); }
+void set_num_threads(int n) { thread_count().store(std::max(1, n), std::memory_order_relaxed); }
+
+namespace detail {
+
+bool run_on_pool(int64_t n_blocks, int threads, BlockFn fn, void* context) {
+  if (t_in_loop || threads <= 1) return false;
+  Pool& p = pool();
+  std::unique_lock<std::mutex> hold(p.submit, std::try_to_lock);
+  if (!hold.owns_lock()) return false;
+  Job job{fn, context, n_blocks, threads - 1};
+  t_in_loop = true;
+  p.run(job);
+  t_in_loop = false;
+  if (job.error) std::rethrow_exception(job.error);
+  return true;
+}
+
+}  // namespace detail
+}  // namespace fdnn
