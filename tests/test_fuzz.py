@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, note, settings
+from hypothesis import Phase, given, note, settings
 from hypothesis import strategies as st
 
 from conftest import DEVICES, array_module, assert_close, to_numpy
@@ -581,9 +581,26 @@ OUT_ALIASES = {
 }
 
 
+# With the fixed-seed CI profile (conftest's "ci", derandomized) a failing example is reported as
+# found, not shrunk: shrinking costs minutes (under the sanitizer build, more), and the note with
+# the arguments plus the reproduce_failure blob reproduce it. --fuzz-long ("long") shrinks.
+FUZZ = settings(report_multiple_bugs=False,
+                phases=[p for p in Phase if p not in (Phase.shrink, Phase.explain)] if settings.default.derandomize
+                else list(Phase))
+
 # Known disagreements, each an item of issue 13 that is being fixed: strict, so the mark must go
 # when the fix lands. (test name, op) -> reason.
-KNOWN = {}
+KNOWN = {
+    ("hostile", "local_response_norm"): "issue 13 item 11: size=np.array([0.5]) or np.array([3]) gives a "
+                                        "SystemError from the op (the reference: TypeError naming size)",
+    ("hostile", "local_response_norm_backward"): "issue 13 item 11: size=np.array([3]) gives a SystemError from "
+                                                 "the op; with size=np.int64(3) the reference returns float64 "
+                                                 "for float32 inputs",
+    ("hostile", "softmax_cross_entropy"): "issue 13 item 11: ignore_index=2**70 is a ValueError in the op but "
+                                          "accepted by the reference",
+    ("hostile", "softmax_cross_entropy_with_grad"): "issue 13 item 11: ignore_index=2**70 is a ValueError in the "
+                                                    "op but accepted by the reference",
+}
 
 
 def _params(names, test):
@@ -601,6 +618,7 @@ def test_every_public_op_is_fuzzed():
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", _params(BUILDERS, "matches"))
+@FUZZ
 @given(data=st.data())
 def test_op_matches_reference(name, device, data):
     args, kwargs, kind, wide = BUILDERS[name](Gen(data))
@@ -617,7 +635,7 @@ def _replace(args, kwargs, key, value):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", _params(SCALARS, "hostile"))
-@settings(report_multiple_bugs=False)
+@FUZZ
 @given(data=st.data())
 def test_hostile_scalars(name, device, data):
     args, kwargs, kind, wide = BUILDERS[name](Gen(data))
@@ -629,6 +647,7 @@ def test_hostile_scalars(name, device, data):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", _params(OUT_ALIASES, "out"))
+@FUZZ
 @given(data=st.data())
 def test_out_aliasing_an_input(name, device, data):
     """out= the input itself or a view that overlaps it: a clear error or the right answer."""
