@@ -145,3 +145,62 @@ def cases(dev):
         "torch": _torch_epoch(dev, x, y, batches) if dev.torch is not None else None,
         "train.fit": _fusednn_fit_epoch(dev, x, y),
     }, flops=_gemm_flops(n), repeat=2 if dev.quick else 5, warmup=1, interleave=True)]
+
+
+# ---- train_contention (issue 13 item 4): the same epoch alone and next to a busy process -------
+# Kept apart from cases() above: run.py runs it as its own family (--ops train_contention).
+
+
+class _BusyProcess:
+    """One `while True: pass` process, started on first use and kept stopped (SIGSTOP) except
+    while a timed call runs (SIGCONT), so it loads the cores during that call only; killed at
+    exit."""
+
+    def __init__(self):
+        self._proc = None
+
+    def _start(self):
+        import atexit
+        import signal
+        import subprocess
+        import sys
+        self._proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        self._proc.send_signal(signal.SIGSTOP)
+        atexit.register(self._proc.kill)
+
+    def around(self, fn):
+        """fn, run while the busy process runs."""
+        import signal
+
+        def call():
+            if self._proc is None:
+                self._start()
+            self._proc.send_signal(signal.SIGCONT)
+            try:
+                return fn()
+            finally:
+                self._proc.send_signal(signal.SIGSTOP)
+        return call
+
+
+def contention_cases(dev):
+    """One training epoch alone, then the same next to one busy process (`while True: pass`)
+    that shares the cores: fusednn's thread pool stops spinning after 50 us, so it should slow
+    down by about the share of the cores it loses, not collapse (with OpenMP's spinning
+    workers an epoch took 10x longer and more). CPU only."""
+    if dev.cuda:
+        return []
+    n = QUICK_N if dev.quick else N
+    x, y, batches = _data(n)
+    busy = _BusyProcess()
+    repeat = 2 if dev.quick else 3
+
+    def impls(wrap):
+        return {"fusednn": wrap(_fusednn_epoch(dev, x, y, batches)),
+                "torch": wrap(_torch_epoch(dev, x, y, batches)) if dev.torch is not None else None}
+
+    name = f"MLP epoch {n // 1000}k b{BATCH}"
+    return [Case("train", f"{name} alone", impls(lambda fn: fn), flops=_gemm_flops(n), repeat=repeat, warmup=1,
+                 interleave=True),
+            Case("train", f"{name} + 1 busy process", impls(busy.around), flops=_gemm_flops(n), repeat=repeat,
+                 warmup=1, interleave=True)]
