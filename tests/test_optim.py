@@ -1,16 +1,20 @@
-"""fusednn.ops optimizer updates, gradient norms, clipping and scaling against the NumPy
-reference: 100-step trajectories for every rule and option, non-finite gradients, single steps
-worked out by hand, norms, the same bits for any thread count, bad input and the signatures."""
+"""The optim family of fusednn.ops (optimizer updates, gradient norms, clipping, scaling, the
+elastic-net gradient) against the NumPy reference, on every device: 100-step trajectories for
+every rule and option, non-finite gradients, single steps worked out by hand, norms, the same
+bits for any thread count (CPU), bad input (scalars by one rule, memory overlap across all the
+lists of a call) and the signatures. The optimizer classes: test_optimizers.py."""
 
 import importlib
 import inspect
 import math
+import re
 
 import numpy as np
 import pytest
-from conftest import ELEMENTWISE_RTOL, seed_of
+from conftest import assert_close, seed_of, to_device, to_numpy
 
 from fusednn import ops, reference
+from fusednn._backend import array_module
 
 DTYPES = [np.float32, np.float64]
 STEPS = 100
@@ -70,23 +74,21 @@ CONFIG_IDS = [f"{name[:-5]}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'def
 
 # ---- helpers ----
 
-def assert_close(got, want, dtype):
-    """got matches want within ELEMENTWISE_RTOL of |want| plus of the array's largest |want|
-    (a parameter crossing zero, or a momentum changing sign, is not held to a tolerance relative
-    to itself); NaNs sit where want has them and infinities are equal."""
-    assert isinstance(got, np.ndarray) and got.dtype == want.dtype == dtype and got.shape == want.shape
-    rtol = ELEMENTWISE_RTOL[dtype]
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    inf = np.isinf(want)
-    np.testing.assert_array_equal(got[inf], want[inf])
-    finite = np.isfinite(want)
-    if not finite.any():
-        return
-    g, w = got[finite].astype(np.float64), want[finite].astype(np.float64)
-    err = np.abs(g - w)
-    bound = rtol * (np.abs(w) + np.abs(w).max())
-    bad = ~(err <= bound)
-    assert not bad.any(), f"{bad.sum()} of {bad.size} values off; worst error {err[bad].max():.3g}"
+def where(impl, device):
+    """The device an implementation's arrays live on: the reference is NumPy only."""
+    return device if impl is ops else "cpu"
+
+
+def on(impl, device, values, dtype):
+    """An array of these values where impl runs."""
+    return to_device(where(impl, device), np.array(values, dtype))
+
+
+def assert_same(got, want, dtype, err_msg=""):
+    """got (either device) has want's dtype and shape and matches it by conftest's rule (NaN and
+    infinities in the same places)."""
+    assert got.dtype == want.dtype == dtype and got.shape == want.shape, err_msg
+    assert_close(got, want, err_msg=err_msg)
 
 
 def as_shapes(shape):
@@ -119,7 +121,8 @@ def split_options(name, kw):
 
 
 def new_states(used, params):
-    return {s: None if v is None else [np.full_like(p, v) for p in params] for s, v in used.items()}
+    """The rule's states, on the parameters' device (None where unused)."""
+    return {s: None if v is None else [array_module(p).full_like(p, v) for p in params] for s, v in used.items()}
 
 
 def call(impl, name, kw, params, grads, states, t, mu_product, as_list=True):
@@ -146,51 +149,54 @@ def random_grads(key, t, shapes, dtype):
 
 
 class Run:
-    """One implementation's parameters, states and mu_product, from a seeded start."""
+    """One implementation's parameters, states and mu_product, from a seeded start, on a device
+    (the reference always on the CPU)."""
 
-    def __init__(self, impl, name, kw, shapes, dtype):
-        self.impl, self.name = impl, name
+    def __init__(self, impl, name, kw, shapes, dtype, device="cpu"):
+        self.impl, self.name, self.device = impl, name, where(impl, device)
         self.kw, used = split_options(name, kw)
         rng = np.random.default_rng(seed_of("params", name, tuple(map(tuple, shapes)), np.dtype(dtype).name))
-        self.params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+        self.params = [to_device(self.device, rng.standard_normal(s).astype(dtype)) for s in shapes]
         self.states = new_states(used, self.params)
         self.mu_product = 1.0
         self.as_list = len(shapes) > 1
 
     def step(self, t, grads):
-        before = [g.copy() for g in grads]
+        """Update t with these (NumPy) gradients, moved to the run's device."""
+        grads = [to_device(self.device, g.copy()) for g in grads]
+        before = [to_numpy(g).copy() for g in grads]
         self.mu_product = call(self.impl, self.name, self.kw, self.params, grads, self.states, t, self.mu_product,
                                as_list=self.as_list)
         for g, b in zip(grads, before):  # gradients are only read
-            np.testing.assert_array_equal(g, b)
+            np.testing.assert_array_equal(to_numpy(g), b)
 
 
-def trajectory(impl, name, kw, shapes, dtype, steps, grads_at):
-    run = Run(impl, name, kw, shapes, dtype)
+def trajectory(impl, name, kw, shapes, dtype, steps, grads_at, device="cpu"):
+    run = Run(impl, name, kw, shapes, dtype, device)
     for t in range(1, steps + 1):
         run.step(t, grads_at(t))
     return run
 
 
-def assert_same_run(got, want, dtype):
-    for g, w in zip(got.params, want.params):
-        assert_close(g, w, dtype)
+def assert_same_run(got, want, dtype, t):
+    for i, (g, w) in enumerate(zip(got.params, want.params)):
+        assert_same(g, w, dtype, f"params[{i}] after update {t}")
     for s in STATES[got.name]:
         assert (got.states[s] is None) == (want.states[s] is None)
-        for g, w in zip(got.states[s] or [], want.states[s] or []):
-            assert_close(g, w, dtype)
+        for i, (g, w) in enumerate(zip(got.states[s] or [], want.states[s] or [])):
+            assert_same(g, w, dtype, f"{s}[{i}] after update {t}")
     assert got.mu_product == pytest.approx(want.mu_product, rel=1e-14, abs=0)
 
 
-def assert_same_trajectory(name, kw, shapes, dtype, steps, grads_at, every_step=False):
-    """ops and the reference from the same start on the same gradients, compared after the
-    last update (or after every one)."""
-    got, want = Run(ops, name, kw, shapes, dtype), Run(reference, name, kw, shapes, dtype)
+def assert_same_trajectory(name, kw, shapes, dtype, steps, grads_at, device, every_step=False):
+    """ops (on the device) and the reference from the same start on the same gradients, compared
+    after the last update (or after every one)."""
+    got, want = Run(ops, name, kw, shapes, dtype, device), Run(reference, name, kw, shapes, dtype)
     for t in range(1, steps + 1):
         got.step(t, grads_at(t))
         want.step(t, grads_at(t))
         if every_step or t == steps:
-            assert_same_run(got, want, dtype)
+            assert_same_run(got, want, dtype, t)
 
 
 # ---- ops against the reference: 100-step trajectories ----
@@ -198,15 +204,15 @@ def assert_same_trajectory(name, kw, shapes, dtype, steps, grads_at, every_step=
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name, kw", CONFIGS, ids=CONFIG_IDS)
-def test_trajectory_matches_reference(name, kw, dtype, shape):
+def test_trajectory_matches_reference(name, kw, dtype, shape, device):
     shapes = as_shapes(shape)
     key = (name, repr(kw), repr(shape), np.dtype(dtype).name)
-    assert_same_trajectory(name, kw, shapes, dtype, STEPS, lambda t: random_grads(key, t, shapes, dtype))
+    assert_same_trajectory(name, kw, shapes, dtype, STEPS, lambda t: random_grads(key, t, shapes, dtype), device)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name, kw", CONFIGS, ids=CONFIG_IDS)
-def test_non_finite_gradients_propagate_as_in_reference(name, kw, dtype):
+def test_non_finite_gradients_propagate_as_in_reference(name, kw, dtype, device):
     shapes = [(7,), (3, 4)]
 
     def grads_at(t):
@@ -221,174 +227,201 @@ def test_non_finite_gradients_propagate_as_in_reference(name, kw, dtype):
             grads[0][5] = -np.inf
         return grads
 
-    assert_same_trajectory(name, kw, shapes, dtype, 12, grads_at, every_step=True)
+    assert_same_trajectory(name, kw, shapes, dtype, 12, grads_at, device, every_step=True)
 
 
 @pytest.mark.parametrize("name, kw", [c for c in CONFIGS if c[1].get("maximize")],
                          ids=[i for c, i in zip(CONFIGS, CONFIG_IDS) if c[1].get("maximize")])
-def test_maximize_is_minimizing_the_negated_gradient(name, kw):
+def test_maximize_is_minimizing_the_negated_gradient(name, kw, device):
     # Both calls go through ops: maximize=True on g is maximize=False on -g, bit for bit.
     shapes = [(7,), (3, 4)]
     flipped = {k: v for k, v in kw.items() if k != "maximize"}
-    a = trajectory(ops, name, kw, shapes, np.float32, 5, lambda t: random_grads("max", t, shapes, np.float32))
+    a = trajectory(ops, name, kw, shapes, np.float32, 5, lambda t: random_grads("max", t, shapes, np.float32), device)
     b = trajectory(ops, name, flipped, shapes, np.float32, 5,
-                   lambda t: [-g for g in random_grads("max", t, shapes, np.float32)])
+                   lambda t: [-g for g in random_grads("max", t, shapes, np.float32)], device)
     for x, y in zip(a.params, b.params):
-        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(to_numpy(x), to_numpy(y))
 
 
 @pytest.mark.parametrize("name, kw", CONFIGS, ids=CONFIG_IDS)
-def test_list_call_equals_one_call_per_array(name, kw):
+def test_list_call_equals_one_call_per_array(name, kw, device):
     # One multi-tensor call updates each parameter exactly as a call on that parameter alone.
     shapes = [(3, 4), (70_001,), (2, 5, 33)]
     kw, used = split_options(name, kw)
     rng = np.random.default_rng(seed_of("multi", name))
-    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    params = [to_device(device, rng.standard_normal(s).astype(np.float32)) for s in shapes]
     alone = [p.copy() for p in params]
     states, states_alone = new_states(used, params), new_states(used, params)
     mu, mu_alone = 1.0, [1.0] * len(shapes)
     for t in (1, 2, 3):
-        grads = random_grads(("multi", name), t, shapes, np.float32)
+        grads = [to_device(device, g) for g in random_grads(("multi", name), t, shapes, np.float32)]
         mu = call(ops, name, kw, params, grads, states, t, mu)
         for i in range(len(shapes)):
             one = {s: None if v is None else [v[i]] for s, v in states_alone.items()}
             mu_alone[i] = call(ops, name, kw, [alone[i]], [grads[i]], one, t, mu_alone[i], as_list=False)
     for i in range(len(shapes)):
-        np.testing.assert_array_equal(params[i], alone[i])
+        np.testing.assert_array_equal(to_numpy(params[i]), to_numpy(alone[i]))
         for s, v in states.items():
             if v is not None:
-                np.testing.assert_array_equal(v[i], states_alone[s][i])
+                np.testing.assert_array_equal(to_numpy(v[i]), to_numpy(states_alone[s][i]))
         assert mu_alone[i] == mu
 
 
 @pytest.mark.parametrize("name, kw", CONFIGS, ids=CONFIG_IDS)
-def test_strided_gradients_are_read_as_they_are(name, kw):
+def test_strided_gradients_are_read_as_they_are(name, kw, device, xp):
     # Gradients may have any strides: the same bits as contiguous copies of them.
     shapes = [(6, 5), (1001,)]
     kw, used = split_options(name, kw)
     rng = np.random.default_rng(seed_of("strided", name))
-    params = [rng.standard_normal(s).astype(np.float64) for s in shapes]
+    params = [to_device(device, rng.standard_normal(s).astype(np.float64)) for s in shapes]
     copies = [p.copy() for p in params]
     states, states_c = new_states(used, params), new_states(used, params)
     mu = mu_c = 1.0
     for t in (1, 2, 3):
-        contiguous = random_grads(("strided", name), t, shapes, np.float64)
-        strided = [np.asfortranarray(contiguous[0]), np.repeat(contiguous[1], 2)[::2]]
+        contiguous = [to_device(device, g) for g in random_grads(("strided", name), t, shapes, np.float64)]
+        strided = [xp.asfortranarray(contiguous[0]), xp.repeat(contiguous[1], 2)[::2]]
         assert not strided[0].flags.c_contiguous and not strided[1].flags.c_contiguous
         mu = call(ops, name, kw, params, strided, states, t, mu)
         mu_c = call(ops, name, kw, copies, contiguous, states_c, t, mu_c)
     for p, c in zip(params, copies):
-        np.testing.assert_array_equal(p, c)
+        np.testing.assert_array_equal(to_numpy(p), to_numpy(c))
 
 
-@pytest.mark.parametrize("impl", [ops, reference], ids=["ops", "reference"])
+IMPLS = pytest.mark.parametrize("impl", [ops, reference], ids=["ops", "reference"])
+
+
+@IMPLS
 @pytest.mark.parametrize("name", UPDATES)
-def test_empty_updates_are_no_ops(impl, name):
+def test_empty_updates_are_no_ops(impl, name, device):
     kw, used = split_options(name, dict(CONFIGS[[n for n, _ in CONFIGS].index(name)][1], lr=0.1))
     # An empty list (states may be None or empty lists) and zero-size arrays.
     call(impl, name, kw, [], [], {s: [] for s in STATES[name]}, 1, 1.0)
     call(impl, name, kw, [], [], {s: None for s in STATES[name]}, 1, 1.0)
-    params = [np.zeros((0,), np.float32), np.zeros((3, 0), np.float32)]
+    params = [to_device(where(impl, device), np.zeros(s, np.float32)) for s in ((0,), (3, 0))]
     call(impl, name, kw, params, [p.copy() for p in params], new_states(used, params), 1, 1.0)
     assert [p.shape for p in params] == [(0,), (3, 0)]
 
 
 # ---- single steps worked out by hand ----
 
-IMPLS = pytest.mark.parametrize("impl", [ops, reference], ids=["ops", "reference"])
-
 
 @IMPLS
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_sgd_by_hand(impl, dtype):
-    rtol = ELEMENTWISE_RTOL[dtype]
+def test_sgd_by_hand(impl, dtype, device):
     p0, g, b0 = [1.0, -2.0, 0.5], [0.5, 0.25, -4.0], [0.2, -0.1, 1.0]
     lr, mom, wd = 0.1, 0.9, 0.1
 
     def run(**kw):
-        p, b = np.array(p0, dtype), np.array(b0, dtype)
-        impl.sgd_step(p, np.array(g, dtype), b, lr=lr, momentum=mom, weight_decay=wd, **kw)
+        p, b = on(impl, device, p0, dtype), on(impl, device, b0, dtype)
+        impl.sgd_step(p, on(impl, device, g, dtype), b, lr=lr, momentum=mom, weight_decay=wd, **kw)
         return p, b
+
+    def want(values):
+        return np.array(values, dtype)
 
     gw = [gi + wd * pi for gi, pi in zip(g, p0)]  # g + wd p
     # Momentum with dampening 0.1: b = 0.9 b + 0.9 g, p -= lr b.
     b = [mom * bi + 0.9 * gi for bi, gi in zip(b0, gw)]
     p, buf = run(dampening=0.1)
-    np.testing.assert_allclose(buf, b, rtol=rtol)
-    np.testing.assert_allclose(p, [pi - lr * bi for pi, bi in zip(p0, b)], rtol=rtol)
+    assert_close(buf, want(b))
+    assert_close(p, want([pi - lr * bi for pi, bi in zip(p0, b)]))
     assert np.allclose(b, [0.72, -0.045, -2.655])
     # Nesterov: b = 0.9 b + g, p -= lr (g + 0.9 b).
     b = [mom * bi + gi for bi, gi in zip(b0, gw)]
     p, buf = run(nesterov=True)
-    np.testing.assert_allclose(buf, b, rtol=rtol)
-    np.testing.assert_allclose(p, [pi - lr * (gi + mom * bi) for pi, gi, bi in zip(p0, gw, b)], rtol=rtol)
+    assert_close(buf, want(b))
+    assert_close(p, want([pi - lr * (gi + mom * bi) for pi, gi, bi in zip(p0, gw, b)]))
     # First step: the buffer becomes the gradient, whatever it held.
     p, buf = run(first_step=True)
-    np.testing.assert_allclose(buf, gw, rtol=rtol)
-    np.testing.assert_allclose(p, [pi - lr * gi for pi, gi in zip(p0, gw)], rtol=rtol)
+    assert_close(buf, want(gw))
+    assert_close(p, want([pi - lr * gi for pi, gi in zip(p0, gw)]))
     # No momentum, maximize and grad_scale 2: p += lr (2 g) - lr wd p.
-    p = np.array(p0, dtype)
-    impl.sgd_step(p, np.array(g, dtype), None, lr=lr, weight_decay=wd, maximize=True, grad_scale=2.0)
-    np.testing.assert_allclose(p, [pi - lr * (-2 * gi + wd * pi) for pi, gi in zip(p0, g)], rtol=rtol)
+    p = on(impl, device, p0, dtype)
+    impl.sgd_step(p, on(impl, device, g, dtype), None, lr=lr, weight_decay=wd, maximize=True, grad_scale=2.0)
+    assert_close(p, want([pi - lr * (-2 * gi + wd * pi) for pi, gi in zip(p0, g)]))
 
 
 @IMPLS
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_adam_first_step_is_lr_times_sign(impl, dtype):
+def test_adam_first_step_is_lr_times_sign(impl, dtype, device):
     # With m = v = 0 the bias corrections cancel: p -= lr g / (|g| + eps), about lr sign(g).
-    rtol = ELEMENTWISE_RTOL[dtype]
     g = [2.0, -0.5, 1e-3, 0.0, -30.0, 1e-7]
     lr, eps = 1e-3, 1e-8
+    zeros = [0.0] * len(g)
     for amsgrad in (False, True):
-        p = np.zeros(len(g), dtype)
-        m, v, vmax = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p) if amsgrad else None
-        impl.adam_step(p, np.array(g, dtype), m, v, vmax, step=1, lr=lr, eps=eps, amsgrad=amsgrad)
-        np.testing.assert_allclose(p, [-lr * gi / (abs(gi) + eps) for gi in g], rtol=rtol)
-        np.testing.assert_allclose(m, [0.1 * gi for gi in g], rtol=rtol)
-        np.testing.assert_allclose(v, [0.001 * gi * gi for gi in g], rtol=rtol)
+        p, m, v = (on(impl, device, zeros, dtype) for _ in range(3))
+        vmax = on(impl, device, zeros, dtype) if amsgrad else None
+        impl.adam_step(p, on(impl, device, g, dtype), m, v, vmax, step=1, lr=lr, eps=eps, amsgrad=amsgrad)
+        assert_close(p, np.array([-lr * gi / (abs(gi) + eps) for gi in g], dtype))
+        assert_close(m, np.array([0.1 * gi for gi in g], dtype))
+        assert_close(v, np.array([0.001 * gi * gi for gi in g], dtype))
         if amsgrad:
-            np.testing.assert_array_equal(vmax, v)
+            np.testing.assert_array_equal(to_numpy(vmax), to_numpy(v))
+    p = to_numpy(p)
     assert abs(p[0] + lr) < 1e-8 and abs(p[4] - lr) < 1e-8 and p[3] == 0
     # AdamW from p = 1 and weight decay 0.1: p = (1 - lr wd) - lr g / (|g| + eps).
-    p = np.ones(len(g), dtype)
-    impl.adam_step(p, np.array(g, dtype), np.zeros_like(p), np.zeros_like(p), None, step=1, lr=lr, eps=eps,
-                   weight_decay=0.1, decoupled_weight_decay=True)
-    np.testing.assert_allclose(p, [1 - lr * 0.1 - lr * gi / (abs(gi) + eps) for gi in g], rtol=rtol)
+    p = on(impl, device, [1.0] * len(g), dtype)
+    impl.adam_step(p, on(impl, device, g, dtype), on(impl, device, zeros, dtype), on(impl, device, zeros, dtype),
+                   None, step=1, lr=lr, eps=eps, weight_decay=0.1, decoupled_weight_decay=True)
+    assert_close(p, np.array([1 - lr * 0.1 - lr * gi / (abs(gi) + eps) for gi in g], dtype))
 
 
 @IMPLS
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_adagrad_by_hand(impl, dtype):
-    rtol = ELEMENTWISE_RTOL[dtype]
+def test_adagrad_by_hand(impl, dtype, device):
     p0, g, s0 = [1.0, -1.0, 3.0], [2.0, -1.0, 0.5], 0.1
     lr, lr_decay, step, wd = 0.1, 0.5, 3, 0.2
     clr = lr / (1 + (step - 1) * lr_decay)  # 0.05
-    p, s = np.array(p0, dtype), np.full(3, s0, dtype)
-    impl.adagrad_step(p, np.array(g, dtype), s, step=step, lr=lr, lr_decay=lr_decay, weight_decay=wd)
+    p, s = on(impl, device, p0, dtype), on(impl, device, [s0] * 3, dtype)
+    impl.adagrad_step(p, on(impl, device, g, dtype), s, step=step, lr=lr, lr_decay=lr_decay, weight_decay=wd)
     gw = [gi + wd * pi for gi, pi in zip(g, p0)]
     want_s = [s0 + gi * gi for gi in gw]
-    np.testing.assert_allclose(s, want_s, rtol=rtol)
-    np.testing.assert_allclose(p, [pi - clr * gi / (math.sqrt(si) + 1e-10) for pi, gi, si in zip(p0, gw, want_s)],
-                               rtol=rtol)
-    assert np.allclose(s, [4.94, 1.54, 1.31])
+    assert_close(s, np.array(want_s, dtype))
+    assert_close(p, np.array([pi - clr * gi / (math.sqrt(si) + 1e-10) for pi, gi, si in zip(p0, gw, want_s)], dtype))
+    assert np.allclose(want_s, [4.94, 1.54, 1.31])
 
 
 @IMPLS
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_nadam_first_step_and_mu_product_by_hand(impl, dtype):
-    rtol = ELEMENTWISE_RTOL[dtype]
+def test_nadam_first_step_and_mu_product_by_hand(impl, dtype, device):
     beta1, psi, lr, eps = 0.9, 4e-3, 2e-3, 1e-8
     mu = [beta1 * (1 - 0.5 * 0.96 ** (t * psi)) for t in (1, 2, 3, 4)]
     g = [2.0, -0.5, 0.0]
-    p, m, v = np.zeros(3, dtype), np.zeros(3, dtype), np.zeros(3, dtype)
-    got = impl.nadam_step(p, np.array(g, dtype), m, v, step=1, mu_product=1.0)
+    p, m, v = (on(impl, device, [0.0] * 3, dtype) for _ in range(3))
+    got = impl.nadam_step(p, on(impl, device, g, dtype), m, v, step=1, mu_product=1.0)
     assert got == pytest.approx(mu[0], rel=1e-15)
     # m = 0.1 g, d = |g| + eps: p = -lr g / d - lr mu_2 / (1 - mu_1 mu_2) 0.1 g / d.
     c = 1 + 0.1 * mu[1] / (1 - mu[0] * mu[1])
-    np.testing.assert_allclose(p, [-lr * c * gi / (abs(gi) + eps) for gi in g], rtol=rtol)
+    assert_close(p, np.array([-lr * c * gi / (abs(gi) + eps) for gi in g], dtype))
     for t in (2, 3):
-        got = impl.nadam_step(p, np.array(g, dtype), m, v, step=t, mu_product=got)
+        got = impl.nadam_step(p, on(impl, device, g, dtype), m, v, step=t, mu_product=got)
     assert got == pytest.approx(mu[0] * mu[1] * mu[2], rel=1e-15)
+
+
+@IMPLS
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_centered_rmsprop_clamps_its_variance_at_zero(impl, dtype, momentum, device):
+    # Regression (issue 13): sqrt(square_avg - grad_avg^2) was taken unclamped. With alpha = 0
+    # both terms are g^2 and rounding (a fused multiply-add) can make their difference negative:
+    # NaN parameters. Clamped, the estimate is 0 or a rounding residual r <= ulp(g^2), so
+    # p = -lr g / (sqrt(r) + eps): with eps = 1e6, -lr g / eps to well within the tolerance.
+    rng = np.random.default_rng(seed_of("rmsprop-clamp", np.dtype(dtype).name))
+    g = rng.standard_normal(1000).astype(dtype)
+    p = on(impl, device, np.zeros(1000), dtype)
+    sq, avg = on(impl, device, np.zeros(1000), dtype), on(impl, device, np.zeros(1000), dtype)
+    buf = on(impl, device, np.zeros(1000), dtype) if momentum else None
+    impl.rmsprop_step(p, to_device(where(impl, device), g), sq, buf, avg, lr=1.0, alpha=0.0, eps=1e6,
+                      momentum=momentum, centered=True)
+    assert np.isfinite(to_numpy(p)).all()
+    assert_close(p, (-g / dtype(1e6)).astype(dtype))
+    # alpha = 1 keeps square_avg at 0 while grad_avg holds a value: the estimate -grad_avg^2 < 0.
+    p = on(impl, device, np.zeros(4), dtype)
+    sq, avg = on(impl, device, np.zeros(4), dtype), on(impl, device, [1.0, -2.0, 0.5, 3.0], dtype)
+    buf = on(impl, device, np.zeros(4), dtype) if momentum else None
+    impl.rmsprop_step(p, on(impl, device, [1.0, 1.0, -1.0, 2.0], dtype), sq, buf, avg, lr=0.5, alpha=1.0, eps=0.25,
+                      momentum=momentum, centered=True)
+    assert_close(p, np.array([-2.0, -2.0, 2.0, -4.0], dtype))  # -lr g / eps
 
 
 # ---- norms, clipping, scaling ----
@@ -396,16 +429,20 @@ def test_nadam_first_step_and_mu_product_by_hand(impl, dtype):
 NORM_SHAPES = [(3, 4), (1,), (0,), (4097,), (70_000,), (2, 3, 5)]  # 70000: more than one 65536 chunk
 
 
-def norm_arrays(dtype, key):
+def norm_arrays(dtype, key, device="cpu"):
     rng = np.random.default_rng(seed_of("norm", key))
-    return [(rng.standard_normal(s) * rng.uniform(0.1, 10)).astype(dtype) for s in NORM_SHAPES]
+    return [to_device(device, (rng.standard_normal(s) * rng.uniform(0.1, 10)).astype(dtype)) for s in NORM_SHAPES]
+
+
+def host(arrays):
+    return [to_numpy(a) for a in arrays]
 
 
 @IMPLS
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_grad_norm_matches_numpy(impl, dtype):
-    grads = norm_arrays(dtype, "norm")
-    flat = np.concatenate([g.ravel() for g in grads]).astype(np.float64)
+def test_grad_norm_matches_numpy(impl, dtype, device):
+    grads = norm_arrays(dtype, "norm", where(impl, device))
+    flat = np.concatenate([g.ravel() for g in host(grads)]).astype(np.float64)
     two, inf = impl.grad_norm(grads), impl.grad_norm(grads, norm_type=math.inf)
     assert type(two) is float and type(inf) is float
     assert two == pytest.approx(np.linalg.norm(flat), rel=1e-12)
@@ -413,67 +450,71 @@ def test_grad_norm_matches_numpy(impl, dtype):
     assert inf == np.abs(flat).max()
     assert impl.grad_norm(grads, float("inf")) == inf
     # One bare array, a strided one, and no arrays at all.
-    assert impl.grad_norm(grads[4]) == pytest.approx(np.linalg.norm(grads[4].astype(np.float64)), rel=1e-12)
+    big = to_numpy(grads[4])
+    assert impl.grad_norm(grads[4]) == pytest.approx(np.linalg.norm(big.astype(np.float64)), rel=1e-12)
     strided = grads[4][::3]
-    assert impl.grad_norm([strided]) == pytest.approx(np.linalg.norm(strided.astype(np.float64)), rel=1e-12)
-    assert impl.grad_norm([strided], np.inf) == np.abs(strided).max()
+    assert impl.grad_norm([strided]) == pytest.approx(np.linalg.norm(big[::3].astype(np.float64)), rel=1e-12)
+    assert impl.grad_norm([strided], np.inf) == np.abs(big[::3]).max()
     assert impl.grad_norm([]) == 0.0 and impl.grad_norm([], math.inf) == 0.0
-    assert impl.grad_norm([np.zeros(0, dtype)], math.inf) == 0.0
+    assert impl.grad_norm([on(impl, device, np.zeros(0), dtype)], math.inf) == 0.0
 
 
 @IMPLS
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_grad_norm_non_finite(impl, dtype):
-    for where in (0, 4):  # in the first array, and in the second chunk of a large one
+def test_grad_norm_non_finite(impl, dtype, device):
+    for at in (0, 4):  # in the first array, and in the second chunk of a large one
         for values, two, inf in [((np.nan,), math.nan, math.nan), ((np.inf,), math.inf, math.inf),
                                  ((-np.inf,), math.inf, math.inf), ((np.inf, np.nan), math.nan, math.nan),
                                  ((np.nan, -np.inf), math.nan, math.nan)]:
             grads = norm_arrays(dtype, "non-finite")
             for k, value in enumerate(values):
-                grads[where].reshape(-1)[-1 - 7 * k] = value
+                grads[at].reshape(-1)[-1 - 7 * k] = value
+            grads = [to_device(where(impl, device), g) for g in grads]
             for norm_type, want in ((2.0, two), (math.inf, inf)):
                 got = impl.grad_norm(grads, norm_type)
-                assert (math.isnan(got) and math.isnan(want)) or got == want, (where, values, norm_type, got)
+                assert (math.isnan(got) and math.isnan(want)) or got == want, (at, values, norm_type, got)
 
 
 @IMPLS
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_clip_grad_value_in_place(impl, dtype):
+def test_clip_grad_value_in_place(impl, dtype, device):
     grads = norm_arrays(dtype, "clip")
     grads[0][1, 2] = np.nan
     grads[3][5], grads[3][6] = np.inf, -np.inf
     want = [np.clip(g, -dtype(0.75), dtype(0.75)) for g in grads]
+    grads = [to_device(where(impl, device), g) for g in grads]
     objects = list(grads)
     assert impl.clip_grad_value_(grads, 0.75) is None
     for g, obj, w in zip(grads, objects, want):
         assert g is obj
-        np.testing.assert_array_equal(g, w)
-    assert np.isnan(grads[0][1, 2]) and grads[3][5] == 0.75 and grads[3][6] == -0.75
+        np.testing.assert_array_equal(to_numpy(g), w)
     single = norm_arrays(dtype, "clip single")[4]
     want = np.clip(single, -dtype(1), dtype(1))
+    single = to_device(where(impl, device), single)
     impl.clip_grad_value_(single, 1)
-    np.testing.assert_array_equal(single, want)
+    np.testing.assert_array_equal(to_numpy(single), want)
     impl.clip_grad_value_(single, 0.0)
-    assert not single.any()
+    assert not to_numpy(single).any()
     impl.clip_grad_value_([], 1.0)
 
 
 @IMPLS
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_scale_in_place(impl, dtype):
+def test_scale_in_place(impl, dtype, device):
     for factor in (0.5, -3.0, 1e-3, 0.0):
         arrays = norm_arrays(dtype, "scale")
         arrays[0][0, 0] = np.inf
-        objects = list(arrays)
         with np.errstate(invalid="ignore"):  # inf * 0
             want = [a * dtype(factor) for a in arrays]
-            assert impl.scale_(arrays, factor) is None
+        arrays = [to_device(where(impl, device), a) for a in arrays]
+        objects = list(arrays)
+        assert impl.scale_(arrays, factor) is None
         for a, obj, w in zip(arrays, objects, want):
             assert a is obj
-            np.testing.assert_array_equal(a, w)
-    single = np.arange(5, dtype=dtype)
+            np.testing.assert_array_equal(to_numpy(a), w)
+    single = on(impl, device, np.arange(5), dtype)
     impl.scale_(single, 2)
-    np.testing.assert_array_equal(single, np.arange(5, dtype=dtype) * 2)
+    np.testing.assert_array_equal(to_numpy(single), np.arange(5, dtype=dtype) * 2)
     impl.scale_([], 2.0)
 
 
@@ -509,14 +550,14 @@ def test_adam_and_grad_norm_do_not_depend_on_thread_count(threads):
 
 # ---- bad input: every case names the argument, and nothing is written ----
 
-def valid_arrays(name, shapes=((3, 4), (17,), (2, 5)), dtype=np.float32):
-    """params, grads and every state of the rule (all given), as lists."""
+def valid_arrays(name, shapes=((3, 4), (17,), (2, 5)), dtype=np.float32, device="cpu"):
+    """params, grads and every state of the rule (all given), as lists, on the device."""
     rng = np.random.default_rng(seed_of("bad", name))
     arrays = {"params": [rng.standard_normal(s).astype(dtype) for s in shapes],
               "grads": [rng.standard_normal(s).astype(dtype) for s in shapes]}
     for s in STATES[name]:
         arrays[s] = [np.abs(rng.standard_normal(sh)).astype(dtype) for sh in shapes]
-    return arrays
+    return {k: [to_device(device, a) for a in v] for k, v in arrays.items()}
 
 
 def valid_kwargs(name):
@@ -530,13 +571,13 @@ def valid_kwargs(name):
 
 
 def assert_raises_and_writes_nothing(impl, name, arrays, kw, exc, match):
-    flat = [a for v in arrays.values() if isinstance(v, list) for a in v if isinstance(a, np.ndarray)]
-    before = [a.copy() for a in flat]
+    flat = [a for v in arrays.values() if isinstance(v, list) for a in v if hasattr(a, "dtype")]
+    before = [to_numpy(a).copy() for a in flat]
     args = [arrays["params"], arrays["grads"]] + [arrays[s] for s in STATES[name]]
     with pytest.raises(exc, match=match):
         getattr(impl, name)(*args, **kw)
     for a, b in zip(flat, before):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(to_numpy(a), b)
 
 
 BAD_HYPERPARAMETERS = [
@@ -589,28 +630,30 @@ BAD_HYPERPARAMETERS = [
 @pytest.mark.parametrize("name, bad, exc, match", BAD_HYPERPARAMETERS,
                          ids=[f"{n[:-5]}-{next(iter(b))}={list(b.values())[-1]!r}" for n, b, _, _ in
                               BAD_HYPERPARAMETERS])
-def test_bad_hyperparameter(impl, name, bad, exc, match):
-    assert_raises_and_writes_nothing(impl, name, valid_arrays(name), {**valid_kwargs(name), **bad}, exc, match)
+def test_bad_hyperparameter(impl, name, bad, exc, match, device):
+    arrays = valid_arrays(name, device=where(impl, device))
+    assert_raises_and_writes_nothing(impl, name, arrays, {**valid_kwargs(name), **bad}, exc, match)
 
 
 @IMPLS
 @pytest.mark.parametrize("norm_type", [1.0, 3, 0, -math.inf, float("nan")])
-def test_bad_norm_type(impl, norm_type):
+def test_bad_norm_type(impl, norm_type, device):
+    g = on(impl, device, np.ones(3), np.float64)
     with pytest.raises(ValueError, match=rf"norm_type: expected 2.0 or inf, got {norm_type}"):
-        impl.grad_norm([np.ones(3)], norm_type)
+        impl.grad_norm([g], norm_type)
     with pytest.raises(TypeError, match=r"norm_type: expected 2.0 or inf"):
-        impl.grad_norm([np.ones(3)], "fro")
+        impl.grad_norm([g], "fro")
 
 
 @IMPLS
-def test_bad_clip_value_and_factor(impl):
-    g = np.ones(3)
+def test_bad_clip_value_and_factor(impl, device):
+    g = on(impl, device, np.ones(3), np.float64)
     for bad in (-1, float("nan")):
         with pytest.raises(ValueError, match=rf"clip_value: expected a value >= 0, got {bad}"):
             impl.clip_grad_value_([g], bad)
     with pytest.raises(TypeError, match=r"factor: expected a real number"):
         impl.scale_([g], "2")
-    np.testing.assert_array_equal(g, 1)
+    np.testing.assert_array_equal(to_numpy(g), 1)
 
 
 MISSING_STATES = [
@@ -634,8 +677,8 @@ MISSING_STATES = [
 @IMPLS
 @pytest.mark.parametrize("name, kw, state, match", MISSING_STATES,
                          ids=[f"{n[:-5]}-{s}" for n, _, s, _ in MISSING_STATES])
-def test_missing_state(impl, name, kw, state, match):
-    arrays = valid_arrays(name)
+def test_missing_state(impl, name, kw, state, match, device):
+    arrays = valid_arrays(name, device=where(impl, device))
     arrays[state] = None
     assert_raises_and_writes_nothing(impl, name, arrays, kw, ValueError, match)
 
@@ -716,18 +759,19 @@ def test_bad_params_and_grads(impl, name):
 
 @IMPLS
 @pytest.mark.parametrize("name", UPDATES)
-def test_list_length_mismatch(impl, name):
+def test_list_length_mismatch(impl, name, device):
     kw = valid_kwargs(name)
-    arrays = valid_arrays(name)
+    dev = where(impl, device)
+    arrays = valid_arrays(name, device=dev)
     arrays["grads"] = arrays["grads"][:2]
     assert_raises_and_writes_nothing(impl, name, arrays, kw, ValueError,
                                      r"grads: expected 3 arrays \(one per parameter\), got 2")
     for state in STATES[name]:
-        arrays = valid_arrays(name)
-        arrays[state] = arrays[state] + [np.zeros(3, np.float32)]
+        arrays = valid_arrays(name, device=dev)
+        arrays[state] = arrays[state] + [to_device(dev, np.zeros(3, np.float32))]
         assert_raises_and_writes_nothing(impl, name, arrays, kw, ValueError,
                                          rf"{state}: expected 3 arrays \(one per parameter\), got 4")
-        arrays = valid_arrays(name)
+        arrays = valid_arrays(name, device=dev)
         arrays[state] = arrays[state][2]  # one bare array for three parameters
         assert_raises_and_writes_nothing(impl, name, arrays, kw, ValueError,
                                          rf"{state}: expected 3 arrays \(one per parameter\), got 1")
@@ -735,17 +779,84 @@ def test_list_length_mismatch(impl, name):
 
 @IMPLS
 @pytest.mark.parametrize("name", UPDATES)
-def test_arrays_must_not_share_memory(impl, name):
-    kw = valid_kwargs(name)
-    arrays = valid_arrays(name)
+def test_arrays_must_not_share_memory(impl, name, device):
+    kw, dev = valid_kwargs(name), where(impl, device)
+    arrays = valid_arrays(name, device=dev)
     arrays["grads"][0] = arrays["params"][0]
     assert_raises_and_writes_nothing(impl, name, arrays, kw, ValueError,
-                                     r"params\[0\]: must not share memory with grads\[0\]")
+                                     r"params\[0\]: must not share memory with grads\[0\] \(the kernel reads grads\[0\]")
     state = STATES[name][0]
-    arrays = valid_arrays(name)
+    arrays = valid_arrays(name, device=dev)
     arrays[state][1] = arrays["params"][1]
     assert_raises_and_writes_nothing(impl, name, arrays, kw, ValueError,
-                                     rf"{state}\[1\]: must not share memory with params\[1\]")
+                                     rf"{state}\[1\]: must not share memory with params\[1\] \(both are written")
+
+
+# Regression (issue 13): aliasing across list entries was accepted and gave racy or NaN results.
+ALIASING = [(name, case) for name in UPDATES
+            for case in ("the same parameter twice", "params[0] is grads[1]", "a state is params[1]",
+                         "one list for two states")
+            if case != "one list for two states" or len(STATES[name]) > 1]
+
+
+@IMPLS
+@pytest.mark.parametrize("name, case", ALIASING, ids=[f"{n[:-5]}-{c}" for n, c in ALIASING])
+def test_aliasing_across_list_entries_is_refused(impl, name, case, device):
+    states, dev = STATES[name], where(impl, device)
+    arrays = valid_arrays(name, shapes=((3, 4), (17,), (2, 5)), device=dev)
+    big = to_device(dev, np.zeros(40, np.float32))
+    arrays["params"][0], arrays["params"][1] = big[:12].reshape(3, 4), big[20:37]  # disjoint views of one buffer
+    if case == "the same parameter twice":
+        arrays["params"][1] = big[:17]  # overlaps params[0]
+        match = r"params\[1\]: must not share memory with params\[0\] \(both are written in place\)"
+    elif case == "params[0] is grads[1]":
+        arrays["grads"][1] = big[:17]
+        match = (r"params\[0\]: must not share memory with grads\[1\] "
+                 r"\(the kernel reads grads\[1\] while it writes params\[0\]\)")
+    elif case == "a state is params[1]":
+        arrays[states[0]][0] = big[20:32].reshape(3, 4)
+        match = rf"{states[0]}\[0\]: must not share memory with params\[1\] \(both are written in place\)"
+    else:  # e.g. the same arrays as exp_avgs and exp_avg_sqs
+        arrays[states[-1]] = arrays[states[0]]
+        match = rf"{states[-1]}\[(\d)\]: must not share memory with {states[0]}\[\1\] \(both are written in place\)"
+    assert_raises_and_writes_nothing(impl, name, arrays, valid_kwargs(name), ValueError, match)
+
+
+@IMPLS
+def test_overlap_is_found_past_neighbours(impl, device, xp):
+    # Sorted by start: a long read region [0, 250), a short one [10, 20), then params[0] at
+    # [200, 210): params[0] overlaps the long one, which is not its neighbour.
+    dev = where(impl, device)
+    big = to_device(dev, np.zeros(300, np.float32))
+    z = lambda n: to_device(dev, np.zeros(n, np.float32))  # noqa: E731
+    params, grads = [big[200:210], z(250), z(10)], [z(10), big[0:250], big[10:20]]
+    with pytest.raises(ValueError, match=r"params\[0\]: must not share memory with grads\[1\]"):
+        impl.sgd_step(params, grads, None, lr=0.1)
+    # Disjoint views of one buffer, in any order, are fine, and gradients may share memory.
+    flat = to_device(dev, np.arange(1000, dtype=np.float32))
+    views = [flat[i:i + 10] for i in range(0, 1000, 10)][::-1]
+    g = to_device(dev, np.ones(10, np.float32))
+    impl.sgd_step(views, [g] * len(views), None, lr=1.0)
+    np.testing.assert_array_equal(to_numpy(flat), np.arange(1000, dtype=np.float32) - 1)
+    # One overlap among many: the pair is named.
+    views[37] = flat[503:513]
+    with pytest.raises(ValueError, match=r"params\[(37|49)\]: must not share memory with params\[(49|50|37)\]"):
+        impl.sgd_step(views, [g] * len(views), None, lr=1.0)
+
+
+@IMPLS
+@pytest.mark.parametrize("fn", ["scale_", "clip_grad_value_"])
+def test_in_place_lists_refuse_aliasing(impl, fn, device):
+    # Regression (issue 13): scale_([g, g], 2) sometimes left 2 where 4 was due.
+    dev = where(impl, device)
+    g = to_device(dev, np.ones(100, np.float32))
+    arg = "arrays" if fn == "scale_" else "grads"
+    for aliased in ([g, g], [g[:60], g[50:]], [to_device(dev, np.ones(3, np.float32)), g, g[99:]]):
+        with pytest.raises(ValueError, match=rf"{arg}\[\d\]: must not share memory with {arg}\[\d\] \(both"):
+            getattr(impl, fn)(aliased, 2.0)
+        np.testing.assert_array_equal(to_numpy(g), 1)
+    # A norm only reads: the same array twice counts twice.
+    assert impl.grad_norm([g, g]) == pytest.approx(math.sqrt(200))
 
 
 @IMPLS
@@ -773,6 +884,115 @@ def test_bad_arrays_for_norm_clip_and_scale(impl, fn, arg, in_place):
         with pytest.raises(exc, match=match):
             run(arrays)
         np.testing.assert_array_equal(first, 2)  # nothing written
+
+
+# ---- the one rule for scalar arguments (fusednn._checks in Python, float_arg in the bindings) ----
+# A real-valued argument is a Python int/float or a NumPy real scalar; bool, arrays of any shape
+# (0-d and 1-element too), complex numbers, None and strings are a TypeError naming the argument,
+# for the ops and their references alike. Regression (issue 13): array-valued scalars raised
+# "RuntimeError: Unable to cast", and 0-d arrays and complex scalars were accepted.
+
+def _scalar_calls(device):
+    """{"op argument": call(impl, value)} for scalar arguments of several families' ops."""
+    rng = np.random.default_rng(seed_of("scalars"))
+    x4 = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+    x2 = x4.reshape(4, 12)
+    labels = np.array([0, 1, 2, 3])
+    ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
+
+    def dev(impl, *arrays):
+        return to_device(where(impl, device), *arrays)
+
+    return {
+        "dropout p": lambda impl, v: impl.dropout(dev(impl, x2), v, seed=1),
+        "gaussian_noise std": lambda impl, v: impl.gaussian_noise(dev(impl, x2), v, seed=1),
+        "softmax_cross_entropy label_smoothing":
+            lambda impl, v: impl.softmax_cross_entropy(*dev(impl, x2, labels), label_smoothing=v),
+        "batch_norm momentum": lambda impl, v: impl.batch_norm(*dev(impl, x4, ones, zeros, zeros.copy(), ones.copy()),
+                                                               training=True, momentum=v),
+        "batch_norm eps": lambda impl, v: impl.batch_norm(*dev(impl, x4, ones, zeros), training=True, eps=v),
+        "local_response_norm alpha": lambda impl, v: impl.local_response_norm(dev(impl, x4), 3, alpha=v),
+        "local_response_norm beta": lambda impl, v: impl.local_response_norm(dev(impl, x4), 3, beta=v),
+        "local_response_norm k": lambda impl, v: impl.local_response_norm(dev(impl, x4), 3, k=v),
+        "adam_step lr": lambda impl, v: impl.adam_step(*dev(impl, x2.copy(), x2, np.zeros_like(x2), np.zeros_like(x2)),
+                                                       None, step=1, lr=v),
+        "rmsprop_step alpha": lambda impl, v: impl.rmsprop_step(*dev(impl, x2.copy(), x2, np.zeros_like(x2)), None,
+                                                                None, alpha=v),
+        "scale_ factor": lambda impl, v: impl.scale_(dev(impl, x2.copy()), v),
+    }
+
+
+SCALAR_ARGS = list(_scalar_calls("cpu"))
+NOT_REAL = {"1-element array": np.array([0.5]), "0-d array": np.array(0.5), "complex": 0.5j,
+            "numpy complex": np.complex64(0.5), "None": None, "bool": True, "numpy bool": np.bool_(False),
+            "string": "0.5"}
+REAL = {"int": 0, "float": 0.5, "numpy float32": np.float32(0.5), "numpy int64": np.int64(0)}
+
+
+@IMPLS
+@pytest.mark.parametrize("arg", SCALAR_ARGS)
+@pytest.mark.parametrize("kind", list(NOT_REAL))
+def test_scalar_arguments_follow_one_rule(impl, arg, kind, device):
+    call = _scalar_calls(device)[arg]
+    name = arg.split()[-1]
+    value = NOT_REAL[kind]
+    with pytest.raises(TypeError, match=rf"^{name}: expected .*, got {re.escape(repr(value))} \("):
+        call(impl, value)
+
+
+@IMPLS
+@pytest.mark.parametrize("arg", SCALAR_ARGS)
+def test_real_scalars_are_accepted(impl, arg, device):
+    call = _scalar_calls(device)[arg]
+    for kind, value in REAL.items():
+        if arg.endswith(("eps", "beta", "k")) and value == 0:
+            value = 1 if kind == "int" else type(value)(1)  # these must be > 0
+        call(impl, value)
+
+
+def _training_calls(device):
+    """{op: call(impl, training)} of the ops that take the training flag."""
+    rng = np.random.default_rng(seed_of("training"))
+    x4 = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+    ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
+
+    def dev(impl, *arrays):
+        return to_device(where(impl, device), *arrays)
+
+    return {
+        "dropout": lambda impl, v: impl.dropout(dev(impl, x4), 0.5, seed=1, training=v),
+        "drop_connect": lambda impl, v: impl.drop_connect(dev(impl, x4), 0.5, seed=1, training=v),
+        "gaussian_noise": lambda impl, v: impl.gaussian_noise(dev(impl, x4), 0.5, seed=1, training=v),
+        "batch_norm": lambda impl, v: impl.batch_norm(*dev(impl, x4, ones, zeros, zeros.copy(), ones.copy()),
+                                                      training=v),
+        "batch_norm_backward": lambda impl, v: impl.batch_norm_backward(*dev(impl, x4, x4, ones, zeros, ones),
+                                                                        training=v),
+    }
+
+
+@IMPLS
+@pytest.mark.parametrize("op", list(_training_calls("cpu")))
+@pytest.mark.parametrize("value", [None, 1, 0, "False", np.array(True)], ids=["None", "1", "0", "str", "array"])
+def test_training_is_a_bool(impl, op, value, device):
+    # Regression (issue 13): training=None counted as False.
+    call = _training_calls(device)[op]
+    with pytest.raises(TypeError, match=rf"^training: expected True or False, got {re.escape(repr(value))} \("):
+        call(impl, value)
+    for ok in (True, False, np.bool_(True)):
+        call(impl, ok)
+
+
+@IMPLS
+@pytest.mark.parametrize("flag", ["maximize", "amsgrad", "decoupled_weight_decay"])
+@pytest.mark.parametrize("value", [None, 1, 0, "True", np.array(True)], ids=["None", "1", "0", "str", "array"])
+def test_flags_are_bools(impl, flag, value, device):
+    # None no longer counts as False, nor 1 as True: a TypeError names the flag.
+    arrays = valid_arrays("adam_step", device=where(impl, device))
+    assert_raises_and_writes_nothing(impl, "adam_step", arrays, {**valid_kwargs("adam_step"), flag: value},
+                                     TypeError, rf"^{flag}: expected True or False, got {re.escape(repr(value))} \(")
+    for ok in (True, np.bool_(False)):
+        impl.adam_step(arrays["params"], arrays["grads"], *[arrays[s] for s in STATES["adam_step"]],
+                       **{**valid_kwargs("adam_step"), flag: ok})
 
 
 # ---- the surface ----

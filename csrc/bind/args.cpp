@@ -34,10 +34,14 @@ double float_arg(py::handle obj, const char* name, const char* expected) {
 }
 
 namespace {
+// The rule of fusednn/_checks.py's integer(): a Python int (not bool) or a numpy.integer; arrays
+// (0-d too) are a TypeError.
 py::object as_python_int(py::handle obj, const char* name, const char* expected) {
-  if (py::isinstance<py::bool_>(obj) || !py::hasattr(obj, "__index__"))
-    throw TypeError(std::string(name) + ": expected " + expected + ", got " + py::repr(obj).cast<std::string>());
-  return py::reinterpret_steal<py::object>(PyNumber_Index(obj.ptr()));
+  static const py::handle np_integer = py::object(py::module_::import("numpy").attr("integer")).release();
+  if (py::isinstance<py::bool_>(obj) || !(py::isinstance<py::int_>(obj) || py::isinstance(obj, np_integer)))
+    throw TypeError(std::string(name) + ": expected " + expected + ", got " + py::repr(obj).cast<std::string>() +
+                    " (" + type_name(obj) + ")");
+  return py::reinterpret_steal<py::object>(PyNumber_Index(obj.ptr()));  // cannot fail for these types
 }
 }  // namespace
 

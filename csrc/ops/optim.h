@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "common/macros.h"
@@ -68,13 +69,18 @@ template <typename T> FDNN_HD inline void adagrad_update(T& p, T g, T& sum, cons
   p = p - h.clr * (g / (std::sqrt(sum) + h.eps));
 }
 
-// ---- RMSprop (centered, momentum). Centered: sqrt(max(square_avg - grad_avg^2, 0)) + eps
-// (torch takes the square root unclamped, which gives NaN where rounding makes it negative).
+// ---- RMSprop (centered, momentum). Centered, the variance estimate v = square_avg - grad_avg^2
+// (>= 0 in exact arithmetic) is taken as 0 where v < 4 eps(T) square_avg, i.e. negative or
+// within the rounding error of square_avg: alpha = 0 gives g*g - g*g, which a fused multiply-add
+// leaves as the rounding error of g*g, of either sign. So the square root never sees a negative
+// value (torch's unclamped one gives NaN) and every evaluation order (CPU with or without FMA,
+// GPU, the NumPy reference) takes the same one. NaN stays NaN, +inf stays +inf.
 template <typename T> struct RmspropHyper {
   GradPrep<T> prep;
   T lr, alpha, alpha_c /* 1 - alpha */, eps, weight_decay, momentum;
   bool centered, use_momentum;
   Lerp<T> avg_lerp;  // lerp weight 1 - alpha
+  T var_floor = T(4) * std::numeric_limits<T>::epsilon();  // set on the host
 };
 template <typename T>
 FDNN_HD inline void rmsprop_update(T& p, T g, T& square_avg, T* grad_avg, T* buf, const RmspropHyper<T>& h) {
@@ -85,10 +91,8 @@ FDNN_HD inline void rmsprop_update(T& p, T g, T& square_avg, T* grad_avg, T* buf
   if (h.centered) {
     const T a = h.avg_lerp(*grad_avg, g);
     *grad_avg = a;
-    // The variance estimate square_avg - a^2 is >= 0 in exact arithmetic but may round below 0
-    // (alpha = 0 gives g*g - g*g, and the product may be fused): clamped at 0, NaN kept.
     const T var = square_avg - a * a;
-    avg = std::sqrt(var < T(0) ? T(0) : var) + h.eps;
+    avg = std::sqrt(var < h.var_floor * square_avg ? T(0) : var) + h.eps;
   } else {
     avg = std::sqrt(square_avg) + h.eps;
   }

@@ -1,5 +1,6 @@
 """Batch, layer, weight and local response normalization, forward and backward."""
 
+from fusednn import _checks
 from fusednn._backend import backend_for
 
 
@@ -23,6 +24,7 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training,
         ``(y, mean, inv_std)``; ``mean`` and ``inv_std`` (C,) are what
         :func:`batch_norm_backward` needs.
     """
+    training = _checks.flag("training", training)
     return backend_for(x=x, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var).batch_norm(
         x, gamma, beta, running_mean, running_var, training, momentum, eps, activation)
 
@@ -32,6 +34,7 @@ def batch_norm_backward(dy, x, gamma, mean, inv_std, *, training=True, y=None, a
     ``inv_std``; ``training=False`` treats the statistics as constants. With
     ``activation="relu"`` pass the forward's output ``y``: ``dy`` goes through the ReLU's
     backward (a select on y > 0) first."""
+    training = _checks.flag("training", training)
     return backend_for(dy=dy, x=x, gamma=gamma, mean=mean, inv_std=inv_std, y=y).batch_norm_backward(
         dy, x, gamma, mean, inv_std, training, y, activation)
 

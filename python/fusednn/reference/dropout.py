@@ -11,6 +11,7 @@ import numbers
 
 import numpy as np
 
+from fusednn import _checks
 from fusednn.reference.linear import check_activation
 
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -32,10 +33,6 @@ def _show(value):
     return repr(value)
 
 
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
 def _check_u64(name, value):
     """An integer in [0, 2**64), as a Python int."""
     msg = f"{name}: expected an integer in [0, 2**64), got {_show(value)}"
@@ -49,20 +46,14 @@ def _check_u64(name, value):
 
 def _check_p(p):
     """A drop probability in [0, 1), as a Python float."""
-    if not _is_number(p):
-        raise TypeError(f"p: expected a drop probability in [0, 1), got {_show(p)}")
-    p = float(p)
+    p = _checks.real("p", p, "a drop probability in [0, 1)")
     if not 0.0 <= p < 1.0:  # also refuses NaN
         raise ValueError(f"p: expected a drop probability in [0, 1), got {p}")
     return p
 
 
 def _check_std(std):
-    if not _is_number(std):
-        raise TypeError(f"std: expected a value >= 0, got {_show(std)}")
-    if not float(std) >= 0.0:  # also refuses NaN
-        raise ValueError(f"std: expected a value >= 0, got {_show(std)}")
-    return float(std)
+    return _checks.at_least_zero("std", std)
 
 
 def _check_mode(mode):
@@ -201,7 +192,7 @@ def dropout_mask(shape, p, *, seed, offset=0):
 
 
 def dropout(x, p, *, seed, offset=0, training=True, mode="inverted", activation=None, out=None):
-    p = _check_p(p)
+    p, training = _check_p(p), _checks.flag("training", training)
     seed = _check_u64("seed", seed)
     offset = _check_u64("offset", offset)
     mode = _check_mode(mode)
@@ -245,7 +236,7 @@ def drop_connect_backward(dw, p, *, seed, offset=0, mode="inverted", out=None):
 # ---- Gaussian noise ----
 
 def gaussian_noise(x, std, *, seed, offset=0, training=True, out=None):
-    std = _check_std(std)
+    std, training = _check_std(std), _checks.flag("training", training)
     seed = _check_u64("seed", seed)
     offset = _check_u64("offset", offset)
     if not training:

@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from fusednn import _checks
 from fusednn.reference.linear import check_activation
 
 
@@ -47,9 +48,7 @@ def _same_shape(a, name, expected, ref_name):
 
 
 def _positive(value, name):
-    if not float(value) > 0:
-        raise ValueError(f"{name}: expected a value > 0, got {value}")
-    return float(value)
+    return _checks.positive(name, value)
 
 
 def _buffer(a, name, dtype, channels):
@@ -104,6 +103,7 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training,
                activation=None):
     _check_batch_norm_params(x, gamma, beta)
     check_activation(activation)
+    training = _checks.flag("training", training)
     c = x.shape[1]
     for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
         if buf is None:
@@ -111,9 +111,7 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training,
                 raise ValueError(f"{name}: required when training=False")
         else:
             _buffer(buf, name, x.dtype, c)
-    if not 0 <= float(momentum) <= 1:
-        raise ValueError(f"momentum: expected a value in [0, 1], got {momentum}")
-    momentum = float(momentum)
+    momentum = _checks.in_unit_interval("momentum", momentum)
     eps = _positive(eps, "eps")
     m = x.shape[0] * math.prod(x.shape[2:])  # values per channel (a Python int)
     if training and m <= 1:
@@ -142,6 +140,7 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training,
 
 def batch_norm_backward(dy, x, gamma, mean, inv_std, *, training=True, y=None, activation=None):
     _check_batch_norm_params(x, gamma, None)
+    training = _checks.flag("training", training)
     _array(dy, "dy", x.dtype)
     _same_shape(dy, "dy", x.shape, "x")
     dy = _through_activation(dy, y, activation)
@@ -269,7 +268,7 @@ def _lrn_divisor(x, size, alpha, k):
 
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     _check_lrn_params(x, size)
-    alpha, beta, k = float(alpha), float(beta), float(k)
+    alpha, beta, k = _checks.real("alpha", alpha), _checks.real("beta", beta), _checks.real("k", k)
     return x / _lrn_divisor(x, size, alpha, k) ** beta
 
 
@@ -277,7 +276,7 @@ def local_response_norm_backward(dy, x, size, alpha=1e-4, beta=0.75, k=1.0):
     _check_lrn_params(x, size)
     _array(dy, "dy", x.dtype)
     _same_shape(dy, "dy", x.shape, "x")
-    alpha, beta, k = float(alpha), float(beta), float(k)
+    alpha, beta, k = _checks.real("alpha", alpha), _checks.real("beta", beta), _checks.real("k", k)
     # y_c = x_c d_c^-beta with d_c depending on x_j for j in window(c); channel j is in the
     # window of c for c in [j - (size - 1) // 2, j + size // 2] (the transposed window).
     d = _lrn_divisor(x, size, alpha, k)

@@ -252,8 +252,9 @@ def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr=
             if centered:
                 a = avgs[i]
                 a[...] = _lerp(a, g, 1 - alpha, dt)
+                # 0 where negative or within the rounding error of v (docs/optim.md); NaN stays NaN
                 var = v + dt(-1) * a * a
-                d = np.sqrt(np.where(var < 0, dt(0), var))  # clamped at 0 (NaN stays NaN)
+                d = np.sqrt(np.where(var < dt(4 * np.finfo(dt).eps) * v, dt(0), var))
             else:
                 d = np.sqrt(v)
             d = d + dt(eps)
@@ -396,8 +397,9 @@ def clip_grad_value_(grads, clip_value):
 
 def scale_(arrays, factor):
     factor = _real("factor", factor)
-    for a in _flat_list(arrays, "arrays", in_place=True):
-        a *= a.dtype.type(factor)
+    with np.errstate(all="ignore"):  # inf * 0 is NaN, as in the kernel
+        for a in _flat_list(arrays, "arrays", in_place=True):
+            a *= a.dtype.type(factor)
 
 
 def add_penalty_grad(params, grads, *, l1=0.0, l2=0.0, mask=None):

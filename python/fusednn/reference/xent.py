@@ -22,6 +22,8 @@ import operator
 
 import numpy as np
 
+from fusednn import _checks
+
 _SMOOTHINGS = ("others", "all")
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -135,12 +137,7 @@ def _check_xent_args(logits, labels, label_smoothing, smoothing, weight, ignore_
         ignore_index = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}") from None
-    try:
-        eps = float(label_smoothing)
-    except (TypeError, ValueError):
-        raise TypeError(f"label_smoothing: expected a number, got {label_smoothing!r}") from None
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing!r}")
+    eps = _checks.in_unit_interval("label_smoothing", label_smoothing)
     if not isinstance(smoothing, str) or smoothing not in _SMOOTHINGS:
         raise ValueError(f"smoothing: expected 'others' or 'all', got {smoothing!r}")
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
