@@ -433,6 +433,21 @@ def test_backward_bad_arguments(device, xp):
         ops.linear_backward(y, x, w, y, "gelu")
 
 
+@pytest.mark.parametrize("impl", [ops, reference], ids=["ops", "reference"])
+@pytest.mark.parametrize("flag", ["bias", "input_grad"])
+@pytest.mark.parametrize("value", [[0.5], np.array([True]), None, 1, "yes"])
+def test_backward_flags_must_be_bools(impl, flag, value):
+    """bias and input_grad take True or False (or a numpy.bool_): anything else is a TypeError that
+    names the argument, from the op and the reference alike (the op gave pybind11's "incompatible
+    function arguments" for a list, and both accepted 1 or None as a truth value). The check is
+    in Python, before the dispatch to a device."""
+    x, w, _ = _arrays()
+    dy = np.ones((4, 2), np.float32)
+    with pytest.raises(TypeError, match=rf"{flag}: expected True or False, got"):
+        impl.linear_backward(dy, x, w, **{flag: value})
+    impl.linear_backward(dy, x, w, **{flag: np.bool_(False)})
+
+
 def test_reference_has_the_same_signatures():
     import inspect
     for name in ("linear", "linear_backward"):

@@ -1,5 +1,6 @@
 """Fully connected layer with the bias and ReLU fused around one GEMM."""
 
+from fusednn import _checks
 from fusednn._backend import backend_for
 
 
@@ -31,9 +32,9 @@ def linear_backward(dy, x, w, y=None, activation=None, *, bias=True, input_grad=
         x, w: the forward inputs.
         y: the forward output; required when ``activation`` is not None.
         activation: the forward's activation, None or ``"relu"``.
-        bias: whether the forward had a bias; if False, ``db`` is None.
-        input_grad: whether to compute ``dx``; if False (e.g. the first layer), ``dx`` is
-            None and one GEMM is skipped.
+        bias: whether the forward had a bias (True or False); if False, ``db`` is None.
+        input_grad: whether to compute ``dx`` (True or False); if False (e.g. the first
+            layer), ``dx`` is None and one GEMM is skipped.
         out: optional tuple ``(dx, dw, db)`` of C-contiguous arrays (or None entries) written
             in place.
 
@@ -41,5 +42,7 @@ def linear_backward(dy, x, w, y=None, activation=None, *, bias=True, input_grad=
         ``(dx, dw, db)`` with shapes (N, in), (out, in), (out,); ``dx``/``db`` may be None
         as described above.
     """
+    bias = _checks.flag("bias", bias)
+    input_grad = _checks.flag("input_grad", input_grad)
     return backend_for(dy=dy, x=x, w=w, y=y, out=out).linear_backward(
         dy, x, w, y, activation, bias, input_grad, out)

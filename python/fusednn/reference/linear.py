@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from fusednn import _checks
+
 
 def check_activation(activation):
     if activation not in (None, "relu"):
@@ -23,6 +25,8 @@ def linear(x, w, b=None, activation=None, *, out=None):
 
 def linear_backward(dy, x, w, y=None, activation=None, *, bias=True, input_grad=True, out=None):
     check_activation(activation)
+    bias = _checks.flag("bias", bias)
+    input_grad = _checks.flag("input_grad", input_grad)
     # A select, as torch.relu's backward: an infinite dy where y <= 0 gives 0, not inf * 0 = NaN.
     dz = np.where(y > 0, dy, 0).astype(dy.dtype, copy=False) if activation == "relu" else dy
     dx = dz @ w if input_grad else None
