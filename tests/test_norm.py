@@ -243,7 +243,8 @@ def test_batch_norm_many_rows_keep_float32_accuracy(device):
     dy = rng.standard_normal(x.shape).astype(np.float32)
     args = (dy, x, None, to_numpy(got[1]), to_numpy(got[2]))
     got = ops.batch_norm_backward(*to_device(device, *args))
-    assert_all_close(got[1:], reference.batch_norm_backward(*args)[1:], reference.batch_norm_backward(*wider(*args))[1:])
+    assert_all_close(got[1:], reference.batch_norm_backward(*args)[1:],
+                     reference.batch_norm_backward(*wider(*args))[1:])
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
@@ -640,13 +641,13 @@ def test_fused_relu_bad_arguments(device, kind):
     kw = dict(training=True) if kind == "batch_norm" else {}
     for impl, move in ((ops, lambda *a: to_device(device, *a)), (reference, lambda *a: a)):
         backward = getattr(impl, kind + "_backward")
-        dx, m, s, bad_y = move(x, *stats, np.ones((3, 4), np.float32))
+        xd, m, s, bad_y = move(x, *stats, np.ones((3, 4), np.float32))
         with pytest.raises(ValueError, match="y: the forward output is required when activation is 'relu'"):
-            backward(dx, dx, None, m, s, activation="relu", **kw)
+            backward(xd, xd, None, m, s, activation="relu", **kw)
         with pytest.raises(ValueError, match=r"y: expected shape \(4, 3\)"):
-            backward(dx, dx, None, m, s, y=bad_y, activation="relu", **kw)
+            backward(xd, xd, None, m, s, y=bad_y, activation="relu", **kw)
         with pytest.raises(ValueError, match="activation: expected None or 'relu'"):
-            getattr(impl, kind)(dx, None, None, activation="gelu", **kw)
+            getattr(impl, kind)(xd, None, None, activation="gelu", **kw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -839,7 +840,8 @@ def test_local_response_norm_keyword_arguments_and_defaults(device):
     rng = np.random.default_rng(18)
     x, dy = to_device(device, *(rng.standard_normal((2, 6, 3)).astype(np.float32) for _ in range(2)))
     assert_equal(ops.local_response_norm(x, 3), ops.local_response_norm(x, 3, 1e-4, 0.75, 1.0))
-    assert_equal(ops.local_response_norm(x, 3, k=2.0, beta=0.5, alpha=0.1), ops.local_response_norm(x, 3, 0.1, 0.5, 2.0))
+    assert_equal(ops.local_response_norm(x, 3, k=2.0, beta=0.5, alpha=0.1),
+                 ops.local_response_norm(x, 3, 0.1, 0.5, 2.0))
     assert_equal(ops.local_response_norm_backward(dy, x, 3, k=2.0, beta=0.5, alpha=0.1),
                  ops.local_response_norm_backward(dy, x, 3, 0.1, 0.5, 2.0))
     # size 1, alpha 0: y = x / k^beta
