@@ -1,53 +1,60 @@
-"""fusednn.ops.relu / relu_backward against the NumPy reference: shapes, NaN and Inf, the
-select semantics of the backward, out=, threads, a gradcheck and bad input."""
+"""fusednn.ops.relu / relu_backward against the NumPy reference on every device (exact: a select),
+shapes, NaN and Inf, the select semantics of the backward, out=, bad input; on the CPU also
+threads and a gradcheck."""
 
 import inspect
 
 import numpy as np
 import pytest
-from conftest import GRADCHECK_ATOL, GRADCHECK_RTOL, seed_of
+from conftest import GRADCHECK_ATOL, GRADCHECK_RTOL, seed_of, to_device, to_numpy
 
 from fusednn import ops, reference
 from fusednn.testing import numerical_gradient
 
 DTYPES = [np.float32, np.float64]
-SHAPES = [(0,), (1,), (7,), (1, 1), (3, 1), (1, 33), (17, 33), (2, 3, 5), (300, 257)]
+SHAPES = [(0,), (1,), (7,), (1, 1), (3, 1), (1, 5), (1, 33), (7, 1), (17, 33), (33, 17), (2, 3, 5), (300, 257),
+          (256, 1000)]
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_matches_reference(shape, dtype):
+def test_matches_reference(device, xp, shape, dtype):
     rng = np.random.default_rng(seed_of("relu", shape))
     x = (rng.standard_normal(shape) * 1e30).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     if x.size >= 4:
         x.reshape(-1)[:4] = [np.nan, np.inf, -np.inf, -0.0]
         dy.reshape(-1)[:3] = [np.inf, -np.inf, np.nan]
+    y_ref = reference.relu(x)
+    xd, dyd = to_device(device, x, dy)
+    y = ops.relu(xd)
+    assert isinstance(y, xp.ndarray) and y.dtype == dtype and y.shape == shape
+    np.testing.assert_array_equal(to_numpy(y), y_ref)
+    np.testing.assert_array_equal(to_numpy(ops.relu_backward(dyd, y)), reference.relu_backward(dy, y_ref))
+
+
+def test_nan_stays_nan_and_the_backward_is_a_select(device):
+    x = to_device(device, np.array([np.nan, -1.0, 2.0, 0.0], np.float32))
     y = ops.relu(x)
-    assert y.dtype == dtype and y.shape == shape
-    np.testing.assert_array_equal(y, reference.relu(x))
-    dx = ops.relu_backward(dy, y)
-    np.testing.assert_array_equal(dx, reference.relu_backward(dy, y))
+    y_host = to_numpy(y)
+    assert np.isnan(y_host[0]) and list(y_host[1:]) == [0.0, 2.0, 0.0]
+    dy = to_device(device, np.array([1.0, np.inf, 3.0, -np.inf], np.float32))
+    np.testing.assert_array_equal(to_numpy(ops.relu_backward(dy, y)), [0.0, 0.0, 3.0, 0.0])
 
 
-def test_nan_stays_nan_and_the_backward_is_a_select():
-    x = np.array([np.nan, -1.0, 2.0, 0.0], np.float32)
-    y = ops.relu(x)
-    assert np.isnan(y[0]) and list(y[1:]) == [0.0, 2.0, 0.0]
-    dy = np.array([1.0, np.inf, 3.0, -np.inf], np.float32)
-    np.testing.assert_array_equal(ops.relu_backward(dy, y), [0.0, 0.0, 3.0, 0.0])
-
-
-def test_out_and_strided_inputs():
+def test_out_and_strided_inputs(device, xp):
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((8, 6)).astype(np.float32)[:, ::2]
-    out = np.full((8, 3), np.nan, np.float32)
-    assert ops.relu(x, out=out) is out
-    np.testing.assert_array_equal(out, np.maximum(x, 0))
-    dx = np.empty_like(out)
-    assert ops.relu_backward(x, out, out=dx) is dx
-    np.testing.assert_array_equal(dx, np.where(out > 0, x, 0))
+    x_full = rng.standard_normal((8, 6)).astype(np.float32)
+    x = x_full[:, ::2]
+    y = reference.relu(x)
+    xd = to_device(device, x_full)[:, ::2]
+    out = xp.full((8, 3), np.nan, np.float32)
+    assert ops.relu(xd, out=out) is out
+    np.testing.assert_array_equal(to_numpy(out), y)
+    dx = xp.empty_like(out)
+    assert ops.relu_backward(xd, out, out=dx) is dx
+    np.testing.assert_array_equal(to_numpy(dx), reference.relu_backward(x, y))
 
 
 def test_identical_for_one_and_two_threads(threads):
@@ -71,16 +78,16 @@ def test_gradcheck_float64():
                                rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
 
 
-def test_bad_input():
-    x = np.ones((2, 3), np.float32)
+def test_bad_input(device):
+    x = to_device(device, np.ones((2, 3), np.float32))
     with pytest.raises(TypeError, match="x: expected"):
         ops.relu([1.0, 2.0])
     with pytest.raises(ValueError, match=r"y: expected shape \(2, 3\)"):
-        ops.relu_backward(x, np.ones((3, 2), np.float32))
+        ops.relu_backward(x, to_device(device, np.ones((3, 2), np.float32)))
     with pytest.raises(TypeError, match="y: expected dtype float32"):
-        ops.relu_backward(x, np.ones((2, 3), np.float64))
+        ops.relu_backward(x, to_device(device, np.ones((2, 3), np.float64)))
     with pytest.raises(ValueError, match="out: "):
-        ops.relu(x, out=np.empty((3, 2), np.float32))
+        ops.relu(x, out=to_device(device, np.empty((3, 2), np.float32)))
     with pytest.raises(ValueError, match="out: "):
         ops.relu(x, out=x)
 

@@ -1,6 +1,7 @@
-"""fusednn.ops dropout / DropConnect / Gaussian noise against the NumPy reference: Philox4x32-10
-known answers, bitwise masks over shapes, dtypes, probabilities and streams, properties of the
-(seed, offset, index) stream, gradients, and bad input."""
+"""fusednn.ops dropout / DropConnect / Gaussian noise against the NumPy reference on every device:
+Philox4x32-10 known answers, bitwise masks over shapes, dtypes, probabilities and streams (the
+same masks on the CPU and the GPU), properties of the (seed, offset, index) stream, gradients,
+and bad input. dropout_mask and the raw Philox generator are host helpers of the CPU module."""
 
 import importlib
 import inspect
@@ -8,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import GRADCHECK_ATOL, GRADCHECK_RTOL, seed_of
+from conftest import GRADCHECK_ATOL, GRADCHECK_RTOL, assert_close, seed_of, to_device, to_numpy
 
 import fusednn
 from fusednn import ops, reference
@@ -26,7 +27,6 @@ STREAMS = [(0, 0), (2**64 - 1, 2**64 - 1), (12345, 2**40 + 3), (2**32 + 7, 1)]
 FORWARD = ["dropout", "drop_connect"]
 BACKWARD = {"dropout": "dropout_backward", "drop_connect": "drop_connect_backward"}
 PUBLIC = ["dropout_mask", "dropout", "dropout_backward", "drop_connect", "drop_connect_backward", "gaussian_noise"]
-NOISE_RTOL = {np.float32: 1e-6, np.float64: 1e-12}
 TWO_24 = 2**24
 
 # Known answers for Philox4x32-10: the three "philox4x32 10" lines of Random123's
@@ -47,8 +47,9 @@ PHILOX_IMPLS = {
 
 
 def assert_bitwise_equal(got, want):
-    """Same type, dtype, shape and bits (so -0.0 differs from 0.0)."""
-    assert isinstance(got, np.ndarray)
+    """Same dtype, shape and bits (so -0.0 differs from 0.0); got is a NumPy or CuPy array."""
+    assert isinstance(got, np.ndarray) or hasattr(got, "__cuda_array_interface__"), type(got)
+    got, want = to_numpy(got), to_numpy(want)
     assert got.dtype == want.dtype, (got.dtype, want.dtype)
     assert got.shape == want.shape, (got.shape, want.shape)
     as_bits = np.dtype(f"u{want.dtype.itemsize}") if want.dtype != np.bool_ else np.bool_
@@ -119,62 +120,84 @@ def test_dropout_mask_matches_reference(shape):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", FORWARD)
-def test_forward_matches_reference(shape, dtype, name):
+def test_forward_matches_reference(device, shape, dtype, name):
     rng = np.random.default_rng(seed_of(shape, name))
     x = rng.standard_normal(shape).astype(dtype)
+    xd = to_device(device, x)
     for p in PS:
         for mode in MODES:
             for training in (True, False):
                 for seed, offset in STREAMS:
                     kw = dict(seed=seed, offset=offset, training=training, mode=mode)
-                    got = getattr(ops, name)(x, p, **kw)
+                    got = getattr(ops, name)(xd, p, **kw)
                     assert_bitwise_equal(got, getattr(reference, name)(x, p, **kw))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", BACKWARD.values())
-def test_backward_matches_reference(shape, dtype, name):
+def test_backward_matches_reference(device, shape, dtype, name):
     rng = np.random.default_rng(seed_of(shape, name))
     dy = rng.standard_normal(shape).astype(dtype)
+    dyd = to_device(device, dy)
     for p in PS:
         for mode in MODES:
             for seed, offset in STREAMS:
                 kw = dict(seed=seed, offset=offset, mode=mode)
-                assert_bitwise_equal(getattr(ops, name)(dy, p, **kw), getattr(reference, name)(dy, p, **kw))
+                assert_bitwise_equal(getattr(ops, name)(dyd, p, **kw), getattr(reference, name)(dy, p, **kw))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_large_matches_reference(dtype):
+def test_large_matches_reference(device, dtype):
     rng = np.random.default_rng(seed_of("large", dtype))
     x = rng.standard_normal(LARGE).astype(dtype)
+    xd = to_device(device, x)
     seed, offset = 12345, 2**40 + 3
     for p in (0.1, 0.999):
         mask = reference.dropout_mask(LARGE, p, seed=seed, offset=offset)
-        assert_bitwise_equal(ops.dropout_mask(LARGE, p, seed=seed, offset=offset), mask)
+        if device == "cpu":
+            assert_bitwise_equal(ops.dropout_mask(LARGE, p, seed=seed, offset=offset), mask)
         for mode in MODES:
             scale = dtype(1 / (1 - p)) if mode == "inverted" else dtype(1)
             want = x * np.where(mask, scale, dtype(0))
             kw = dict(seed=seed, offset=offset, mode=mode)
             assert_bitwise_equal(reference.dropout(x, p, **kw), want)
             for name in ("dropout", "dropout_backward", "drop_connect", "drop_connect_backward"):
-                assert_bitwise_equal(getattr(ops, name)(x, p, **kw), want)
+                assert_bitwise_equal(getattr(ops, name)(xd, p, **kw), want)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 1001, 1 << 20])
+@pytest.mark.parametrize("offset", [0, 5, (1 << 40) + 3])
+def test_masks_equal_the_reference_bit_for_bit(device, n, offset):
+    """On every device, the masks of dropout, its backward and DropConnect are the reference's,
+    bit for bit: one Philox stream for the CPU and the GPU."""
+    mask = reference.dropout_mask((n,), 0.3, seed=1234, offset=offset)
+    ones = np.ones(n, np.float32)
+    assert_bitwise_equal(ops.dropout(to_device(device, ones), 0.3, seed=1234, offset=offset),
+                         np.where(mask, np.float32(1 / 0.7), np.float32(0)))
+    dy = np.random.default_rng(seed_of("masks", n)).standard_normal(n).astype(np.float32)
+    assert_bitwise_equal(ops.dropout_backward(to_device(device, dy), 0.3, seed=1234, offset=offset),
+                         reference.dropout_backward(dy, 0.3, seed=1234, offset=offset))
+    assert_bitwise_equal(ops.drop_connect(to_device(device, ones), 0.3, seed=9, offset=offset, mode="vanilla"),
+                         reference.drop_connect(ones, 0.3, seed=9, offset=offset, mode="vanilla"))
 
 
 @pytest.mark.parametrize("shape", SHAPES + [LARGE])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gaussian_noise_matches_reference(shape, dtype):
+def test_gaussian_noise_matches_reference(device, shape, dtype):
+    # The noise is computed in double from the same words on every device (Box-Muller), then
+    # rounded to the dtype: elementwise agreement.
     rng = np.random.default_rng(seed_of(shape, "noise"))
     x = rng.standard_normal(shape).astype(dtype)
-    rtol = NOISE_RTOL[dtype]
+    xd = to_device(device, x)
     streams = STREAMS if shape != LARGE else STREAMS[2:3]
     for std in (0.0, 0.5, 3.0):
         for seed, offset in streams:
-            got = ops.gaussian_noise(x, std, seed=seed, offset=offset)
+            got = ops.gaussian_noise(xd, std, seed=seed, offset=offset)
             want = reference.gaussian_noise(x, std, seed=seed, offset=offset)
             assert got.dtype == dtype and got.shape == shape
-            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * std)
-            assert_bitwise_equal(ops.gaussian_noise(x, std, seed=seed, offset=offset, training=False), x)
+            assert_close(got, want)
+            assert ops.gaussian_noise(xd, std, seed=seed, offset=offset, training=False) is xd
 
 
 # ---- properties of the stream ----
@@ -194,17 +217,17 @@ def test_mask_is_a_function_of_seed_offset_and_index():
                                   mask.reshape(10, 10, 10))
 
 
-def test_element_index_is_the_c_order_index_of_the_array_passed():
+def test_element_index_is_the_c_order_index_of_the_array_passed(device, xp):
     rng = np.random.default_rng(10)
     x = rng.standard_normal((13, 7))
-    for view in (x.T, np.asfortranarray(x), x[::2, 1:], x[:, ::-1]):
-        contiguous = np.ascontiguousarray(view)
+    xd = to_device(device, x)
+    for view in (xd.T, xp.asfortranarray(xd), xd[::2, 1:], xd[:, ::-1]):
+        contiguous = np.ascontiguousarray(to_numpy(view))
         kw = dict(seed=99, offset=5)
         assert_bitwise_equal(ops.dropout(view, 0.5, **kw), reference.dropout(contiguous, 0.5, **kw))
         assert_bitwise_equal(ops.dropout_backward(view, 0.5, **kw), reference.dropout_backward(contiguous, 0.5, **kw))
         assert_bitwise_equal(ops.drop_connect(view, 0.5, **kw), reference.drop_connect(contiguous, 0.5, **kw))
-        np.testing.assert_allclose(ops.gaussian_noise(view, 1.0, **kw), reference.gaussian_noise(contiguous, 1.0, **kw),
-                                   rtol=1e-12, atol=1e-12)
+        assert_close(ops.gaussian_noise(view, 1.0, **kw), reference.gaussian_noise(contiguous, 1.0, **kw))
 
 
 def test_same_stream_same_mask_and_different_streams_independent_masks():
@@ -293,8 +316,10 @@ def test_gaussian_noise_moments(dtype):
 # ---- returning x itself, out=, non-finite values, long double ----
 
 @pytest.mark.parametrize("impl", [ops, reference], ids=["ops", "reference"])
-def test_identity_cases_return_x_itself(impl):
-    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+def test_identity_cases_return_x_itself(device, xp, impl):
+    if impl is reference and device != "cpu":
+        pytest.skip("the reference takes NumPy arrays")
+    x = xp.arange(12, dtype=xp.float32).reshape(3, 4)
     for fn in (impl.dropout, impl.drop_connect):
         assert fn(x, 0.0, seed=1) is x
         assert fn(x, 0.0, seed=1, mode="vanilla") is x
@@ -303,41 +328,41 @@ def test_identity_cases_return_x_itself(impl):
         assert fn(strided, 0.0, seed=1) is strided
     assert impl.gaussian_noise(x, 1.0, seed=1, training=False) is x
     for kw in (dict(p=0.0), dict(p=0.5, training=False)):
-        out = np.full_like(x, np.nan)
+        out = xp.full_like(x, np.nan)
         assert impl.dropout(x, seed=1, out=out, **kw) is out
-        np.testing.assert_array_equal(out, x)
-    out = np.full_like(x, np.nan)
+        np.testing.assert_array_equal(to_numpy(out), to_numpy(x))
+    out = xp.full_like(x, np.nan)
     assert impl.gaussian_noise(x, 1.0, seed=1, training=False, out=out) is out
-    np.testing.assert_array_equal(out, x)
+    np.testing.assert_array_equal(to_numpy(out), to_numpy(x))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_out_is_written_in_place_and_returned(dtype):
+def test_out_is_written_in_place_and_returned(device, xp, dtype):
     rng = np.random.default_rng(12)
     x = rng.standard_normal((9, 5)).astype(dtype)
     x_before = x.copy()
+    xd = to_device(device, x)
     kw = dict(seed=3, offset=4)
     for name in FORWARD:
         for mode in MODES:
             for training in (True, False):
-                out = np.full_like(x, np.nan)
-                got = getattr(ops, name)(x, 0.4, training=training, mode=mode, out=out, **kw)
+                out = xp.full_like(xd, np.nan)
+                got = getattr(ops, name)(xd, 0.4, training=training, mode=mode, out=out, **kw)
                 assert got is out
                 assert_bitwise_equal(out, getattr(reference, name)(x, 0.4, training=training, mode=mode, **kw))
     for name in BACKWARD.values():
-        out = np.full_like(x, np.nan)
-        assert getattr(ops, name)(x, 0.4, out=out, **kw) is out
+        out = xp.full_like(xd, np.nan)
+        assert getattr(ops, name)(xd, 0.4, out=out, **kw) is out
         assert_bitwise_equal(out, getattr(reference, name)(x, 0.4, **kw))
-    out = np.full_like(x, np.nan)
-    assert ops.gaussian_noise(x, 0.7, out=out, **kw) is out
-    np.testing.assert_allclose(out, reference.gaussian_noise(x, 0.7, **kw), rtol=NOISE_RTOL[dtype],
-                               atol=NOISE_RTOL[dtype])
-    assert_bitwise_equal(x, x_before)
+    out = xp.full_like(xd, np.nan)
+    assert ops.gaussian_noise(xd, 0.7, out=out, **kw) is out
+    assert_close(out, reference.gaussian_noise(x, 0.7, **kw))
+    assert_bitwise_equal(xd, x_before)  # the input is untouched
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_dropped_nan_and_inf_give_nan(dtype):
+def test_dropped_nan_and_inf_give_nan(device, dtype):
     n, p, kw = 64, 0.5, dict(seed=13, offset=0)
     mask = reference.dropout_mask((n,), p, **kw)
     assert mask.any() and not mask.all()
@@ -345,9 +370,9 @@ def test_dropped_nan_and_inf_give_nan(dtype):
     x[::3] = np.nan
     x[1::3] = np.inf
     x[2::6] = -np.inf
-    for impl in (ops, reference):
+    for impl, put in ((ops, lambda a: to_device(device, a)), (reference, lambda a: a)):
         for fn in (impl.dropout, impl.dropout_backward, impl.drop_connect, impl.drop_connect_backward):
-            y = fn(x, p, **kw)
+            y = to_numpy(fn(put(x), p, **kw))
             assert np.isnan(y[~mask & ~np.isfinite(x)]).all()
             np.testing.assert_array_equal(np.isnan(y), np.isnan(x) | (np.isinf(x) & ~mask))
             np.testing.assert_array_equal(y[np.isfinite(x) & ~mask], 0)
@@ -355,7 +380,7 @@ def test_dropped_nan_and_inf_give_nan(dtype):
             np.testing.assert_array_equal(y[kept_inf], x[kept_inf])
     # A multiplication: a dropped negative finite value gives -0.0, as in PyTorch.
     neg = -np.ones(n, dtype)
-    y = ops.dropout(neg, p, **kw)
+    y = to_numpy(ops.dropout(to_device(device, neg), p, **kw))
     assert np.signbit(y[~mask]).all() and (y[~mask] == 0).all()
 
 
@@ -371,15 +396,15 @@ def test_reference_works_in_long_double():
         np.testing.assert_array_equal(reference.dropout_backward(x, 0.3, mode=mode, **kw), y)
     noisy = reference.gaussian_noise(x, 0.5, **kw)
     assert noisy.dtype == np.longdouble
-    np.testing.assert_allclose(noisy.astype(np.float64), reference.gaussian_noise(x64, 0.5, **kw), rtol=1e-15,
-                               atol=1e-15)
+    assert_close(noisy.astype(np.float64), reference.gaussian_noise(x64, 0.5, **kw))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_empty_and_dtype_preserved(dtype):
+def test_empty_and_dtype_preserved(device, dtype):
     for shape in ((0,), (3, 0), (0, 4, 2)):
-        x = np.zeros(shape, dtype)
-        assert ops.dropout_mask(shape, 0.5, seed=1).shape == shape
+        x = to_device(device, np.zeros(shape, dtype))
+        if device == "cpu":
+            assert ops.dropout_mask(shape, 0.5, seed=1).shape == shape
         for fn in (ops.dropout, ops.dropout_backward, ops.drop_connect, ops.drop_connect_backward):
             y = fn(x, 0.5, seed=1)
             assert y.shape == shape and y.dtype == dtype
@@ -392,16 +417,16 @@ def test_empty_and_dtype_preserved(dtype):
 @pytest.mark.parametrize("name", FORWARD)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_backward_is_the_forward_multiplier(name, mode, dtype):
+def test_backward_is_the_forward_multiplier(device, name, mode, dtype):
     rng = np.random.default_rng(seed_of(name, mode, dtype))
     kw = dict(seed=2**64 - 1, offset=2**40 + 3, mode=mode)
     forward, backward = getattr(ops, name), getattr(ops, BACKWARD[name])
-    multiplier = forward(np.ones((37, 29), dtype), 0.4, **kw)  # y / x with x = 1: m * s exactly
+    multiplier = to_numpy(forward(to_device(device, np.ones((37, 29), dtype)), 0.4, **kw))  # m * s exactly
     assert set(np.unique(multiplier)) <= {dtype(0), dtype(1 / 0.6) if mode == "inverted" else dtype(1)}
     dy = rng.standard_normal((37, 29)).astype(dtype)
-    assert_bitwise_equal(backward(dy, 0.4, **kw), dy * multiplier)
+    assert_bitwise_equal(backward(to_device(device, dy), 0.4, **kw), dy * multiplier)
     x = rng.standard_normal((37, 29)).astype(dtype)
-    np.testing.assert_array_equal(forward(x, 0.4, **kw) != 0, multiplier != 0)
+    np.testing.assert_array_equal(to_numpy(forward(to_device(device, x), 0.4, **kw)) != 0, multiplier != 0)
 
 
 @pytest.mark.parametrize("name", FORWARD)
@@ -424,44 +449,47 @@ def test_gradcheck_float64(name, mode):
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("shape", SHAPES + [LARGE])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_relu_forward_matches_reference_and_the_composition(shape, dtype):
+def test_relu_forward_matches_reference_and_the_composition(device, shape, dtype):
     rng = np.random.default_rng(seed_of("relu", shape))
     x = rng.standard_normal(shape).astype(dtype)
     if x.size > 3:
         x.reshape(-1)[:3] = [np.nan, np.inf, -np.inf]
+    xd, relu_x = to_device(device, x, np.maximum(x, dtype(0)))
     for p in (0.0, 0.5, 0.999):
         for mode in MODES:
             for training in (True, False):
                 kw = dict(seed=12345, offset=2**40 + 3, training=training, mode=mode)
-                got = ops.dropout(x, p, activation="relu", **kw)
+                got = ops.dropout(xd, p, activation="relu", **kw)
                 assert_bitwise_equal(got, reference.dropout(x, p, activation="relu", **kw))
-                assert_bitwise_equal(got, ops.dropout(np.maximum(x, dtype(0)), p, **kw))
-                assert got is not x
+                assert_bitwise_equal(got, ops.dropout(relu_x, p, **kw))
+                assert got is not xd
 
 
 @pytest.mark.parametrize("shape", SHAPES + [LARGE])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", MODES)
-def test_relu_backward_from_the_output_is_the_chain_rule(shape, dtype, mode):
+def test_relu_backward_from_the_output_is_the_chain_rule(device, shape, dtype, mode):
     """With finite gradients, the backward read off y equals relu's backward after dropout's
     regenerated mask (up to the sign of zeros: a dropped unit gives +0 from the select, where
     the mask's product gives -0 for a negative dy)."""
     rng = np.random.default_rng(seed_of("relu backward", shape, mode))
     x = rng.standard_normal(shape).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
+    xd, dyd = to_device(device, x, dy)
     for p in (0.0, 0.3, 0.999):
         kw = dict(seed=7, offset=2**33 + 1, mode=mode)
-        y = ops.dropout(x, p, activation="relu", **kw)
-        got = ops.dropout_backward(dy, p, y=y, activation="relu", **kw)
+        y = reference.dropout(x, p, activation="relu", **kw)
+        yd = ops.dropout(xd, p, activation="relu", **kw)
+        assert_bitwise_equal(yd, y)
+        got = ops.dropout_backward(dyd, p, y=yd, activation="relu", **kw)
         assert_bitwise_equal(got, reference.dropout_backward(dy, p, y=y, activation="relu", **kw))
-        chain = np.where(x > 0, ops.dropout_backward(dy, p, **kw), dtype(0))
-        np.testing.assert_array_equal(got, chain)
+        chain = np.where(x > 0, reference.dropout_backward(dy, p, **kw), dtype(0))
+        np.testing.assert_array_equal(to_numpy(got), chain)
 
 
-def test_relu_backward_is_a_select():
+def test_relu_backward_is_a_select(device):
     """An infinite gradient at a dropped or inactive unit gives 0, as ReLU's backward."""
-    y = np.array([0.0, 2.0, 0.0], np.float32)
-    dy = np.array([np.inf, 1.0, -np.inf], np.float32)
+    y, dy = to_device(device, np.array([0.0, 2.0, 0.0], np.float32), np.array([np.inf, 1.0, -np.inf], np.float32))
     got = ops.dropout_backward(dy, 0.5, seed=1, y=y, activation="relu")
     assert_bitwise_equal(got, np.array([0.0, 2.0, 0.0], np.float32))
 
@@ -483,14 +511,15 @@ def test_relu_gradcheck_float64(mode):
 
 
 @pytest.mark.parametrize("impl", [ops, reference], ids=["ops", "reference"])
-def test_relu_backward_needs_y(impl):
-    dy = np.ones((3, 4), np.float32)
+def test_relu_backward_needs_y(device, impl):
+    put = (lambda *a: to_device(device, *a)) if impl is ops else (lambda *a: a[0] if len(a) == 1 else a)
+    dy = put(np.ones((3, 4), np.float32))
     with pytest.raises(ValueError, match="y: the forward output is required"):
         impl.dropout_backward(dy, 0.5, seed=1, activation="relu")
     with pytest.raises(ValueError, match="activation: expected None or 'relu'"):
         impl.dropout(dy, 0.5, seed=1, activation="tanh")
     with pytest.raises(ValueError, match="y: expected"):
-        impl.dropout_backward(dy, 0.5, seed=1, y=np.ones((4, 3), np.float32), activation="relu")
+        impl.dropout_backward(dy, 0.5, seed=1, y=put(np.ones((4, 3), np.float32)), activation="relu")
 
 
 # ---- bad input: every case names the argument ----
@@ -498,12 +527,16 @@ def test_relu_backward_needs_y(impl):
 IMPLS = pytest.mark.parametrize("impl", [ops, reference], ids=["ops", "reference"])
 
 
-def _calls(impl, p=0.5, **kw):
-    """Every op that takes p, called with these arguments."""
+def _calls(impl, device, p=0.5, **kw):
+    """Every op that takes p, called with these arguments (on the device for fusednn.ops;
+    dropout_mask, a host helper, on the CPU only)."""
     x = np.ones((3, 4), np.float32)
+    if impl is ops:
+        x = to_device(device, x)
     kw.setdefault("seed", 1)
     modeless = {k: v for k, v in kw.items() if k != "mode"}
-    yield lambda: impl.dropout_mask((3, 4), p, **modeless)
+    if device == "cpu":
+        yield lambda: impl.dropout_mask((3, 4), p, **modeless)
     yield lambda: impl.dropout(x, p, **kw)
     yield lambda: impl.dropout_backward(x, p, **kw)
     yield lambda: impl.drop_connect(x, p, **kw)
@@ -513,11 +546,11 @@ def _calls(impl, p=0.5, **kw):
 @IMPLS
 @pytest.mark.parametrize("p, shown", [(-0.1, "-0.1"), (1.0, "1.0"), (1.5, "1.5"), (float("nan"), "nan"),
                                       (-np.inf, "-inf")])
-def test_bad_p(impl, p, shown):
-    for call in _calls(impl, p):
+def test_bad_p(device, impl, p, shown):
+    for call in _calls(impl, device, p):
         with pytest.raises(ValueError, match=rf"p: expected a drop probability in \[0, 1\), got {shown}"):
             call()
-    for call in _calls(impl, "0.5"):
+    for call in _calls(impl, device, "0.5"):
         with pytest.raises(TypeError, match=r"p: expected a drop probability in \[0, 1\)"):
             call()
 
@@ -526,17 +559,18 @@ def test_bad_p(impl, p, shown):
 @pytest.mark.parametrize("name", ["seed", "offset"])
 @pytest.mark.parametrize("value, exc, shown", [(-1, ValueError, "-1"), (2**64, ValueError, str(2**64)),
                                                (1.5, TypeError, ""), ("1", TypeError, ""), (None, TypeError, "")])
-def test_bad_seed_and_offset(impl, name, value, exc, shown):
-    calls = list(_calls(impl, **{name: value}))
-    calls.append(lambda: impl.gaussian_noise(np.ones(3), 1.0, **{"seed": 1, name: value}))
+def test_bad_seed_and_offset(device, impl, name, value, exc, shown):
+    calls = list(_calls(impl, device, **{name: value}))
+    x = to_device(device, np.ones(3)) if impl is ops else np.ones(3)
+    calls.append(lambda: impl.gaussian_noise(x, 1.0, **{"seed": 1, name: value}))
     for call in calls:
         with pytest.raises(exc, match=rf"{name}: expected an integer in \[0, 2\*\*64\), got {shown}"):
             call()
 
 
 @IMPLS
-def test_bad_mode(impl):
-    x = np.ones(5)
+def test_bad_mode(device, impl):
+    x = to_device(device, np.ones(5)) if impl is ops else np.ones(5)
     for fn in (impl.dropout, impl.dropout_backward, impl.drop_connect, impl.drop_connect_backward):
         for mode in ("x", None, "Inverted"):
             with pytest.raises(ValueError, match=r"mode: expected 'inverted' or 'vanilla', got " + repr(mode)):
@@ -544,8 +578,8 @@ def test_bad_mode(impl):
 
 
 @IMPLS
-def test_bad_std(impl):
-    x = np.ones(5)
+def test_bad_std(device, impl):
+    x = to_device(device, np.ones(5)) if impl is ops else np.ones(5)
     with pytest.raises(ValueError, match=r"std: expected a value >= 0, got -1"):
         impl.gaussian_noise(x, -1, seed=1)
     with pytest.raises(ValueError, match=r"std: expected a value >= 0, got nan"):
@@ -559,13 +593,14 @@ ARRAY_OPS = [("dropout", "x"), ("dropout_backward", "dy"), ("drop_connect", "w")
 
 
 @pytest.mark.parametrize("name, arg", ARRAY_OPS)
-def test_bad_input_array(name, arg):
+def test_bad_input_array(device, name, arg):
     fn = getattr(ops, name)
     x = np.ones((4, 6), np.float32)
-    with pytest.raises(TypeError, match=rf"{arg}: expected dtype float32 or float64, got int64"):
-        fn(x.astype(np.int64), 0.5, seed=1)
-    with pytest.raises(TypeError, match=rf"{arg}: expected dtype float32 or float64, got float16"):
-        fn(x.astype(np.float16), 0.5, seed=1)
+    # The CUDA module names the dtype by its array-interface type string (<i8, <f2).
+    with pytest.raises(TypeError, match=rf"{arg}: expected dtype float32 or float64, got (int64|<i8)"):
+        fn(to_device(device, x.astype(np.int64)), 0.5, seed=1)
+    with pytest.raises(TypeError, match=rf"{arg}: expected dtype float32 or float64, got (float16|<f2)"):
+        fn(to_device(device, x.astype(np.float16)), 0.5, seed=1)
     with pytest.raises(TypeError, match=rf"{arg}: expected a numpy.ndarray or cupy.ndarray, got builtins.list"):
         fn(x.tolist(), 0.5, seed=1)
 

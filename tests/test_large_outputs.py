@@ -1,66 +1,72 @@
 """Large outputs (several MB, more than the caches hold) with an odd row length, so rows start
-unaligned: the kernels against the references, and 1 vs 2 threads."""
+unaligned: the kernels against the references on every device (reductions against a wide
+reference, by conftest's rule), and 1 vs 2 threads on the CPU."""
 
 import numpy as np
 import pytest
-from conftest import seed_of
+from conftest import assert_close, seed_of, to_device, to_numpy, wider
 
 from fusednn import ops, reference
 
 SHAPE = (1100, 1001)  # 4.4 MB in float32, 8.8 MB in float64
+OPS = ["xent", "layer_norm", "batch_norm", "dropout"]
 
 
-def _close(actual, expected, dtype):
-    rtol = 1e-4 if dtype == np.float32 else 1e-10
-    scale = float(np.abs(expected).max())
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale * 1e-2)
-
-
-def _calls(dtype):
+def _inputs(dtype):
     rng = np.random.default_rng(seed_of("large", np.dtype(dtype).name))
-    x = (rng.standard_normal(SHAPE) * 3 + 1).astype(dtype)
-    dy = rng.standard_normal(SHAPE).astype(dtype)
     labels = rng.integers(0, SHAPE[1], SHAPE[0])
     labels[::7] = -100
-    gamma = rng.standard_normal(SHAPE[1]).astype(dtype)
-    beta = rng.standard_normal(SHAPE[1]).astype(dtype)
+    return {"x": (rng.standard_normal(SHAPE) * 3 + 1).astype(dtype), "dy": rng.standard_normal(SHAPE).astype(dtype),
+            "labels": labels, "gamma": rng.standard_normal(SHAPE[1]).astype(dtype),
+            "beta": rng.standard_normal(SHAPE[1]).astype(dtype)}
 
-    def xent(impl):
-        return impl.softmax_cross_entropy_with_grad(x, labels, label_smoothing=0.1)
 
-    def layer_norm(impl):
+def _call(op, impl, a):
+    """The op's forward and backward outputs for the inputs a (a dict of arrays)."""
+    x, dy, gamma, beta = a["x"], a["dy"], a["gamma"], a["beta"]
+    if op == "xent":
+        return impl.softmax_cross_entropy_with_grad(x, a["labels"], label_smoothing=0.1)
+    if op == "layer_norm":
         y, mean, inv_std = impl.layer_norm(x, gamma, beta)
         return (y, *impl.layer_norm_backward(dy, x, gamma, mean, inv_std))
-
-    def batch_norm(impl):
+    if op == "batch_norm":
         y, mean, inv_std = impl.batch_norm(x, gamma, beta, training=True)
         return (y, *impl.batch_norm_backward(dy, x, gamma, mean, inv_std))
+    return (impl.dropout(x, 0.3, seed=5, offset=2), impl.dropout_backward(dy, 0.3, seed=5, offset=2))
 
-    def dropout(impl):
-        return (impl.dropout(x, 0.3, seed=5, offset=2), impl.dropout_backward(dy, 0.3, seed=5, offset=2))
 
-    return {"xent": xent, "layer_norm": layer_norm, "batch_norm": batch_norm, "dropout": dropout}
+# Found by this test when it moved to conftest's rule (it allowed rtol 1e-10 before): on the CPU
+# the mean float64 loss of softmax_cross_entropy_with_grad is 1.8e-14 off on 11.1 (about 7 ulps)
+# where the bound is 1.06e-14 (NumPy's own error 3.7e-16); the gradient is within its bound.
+# Reported to the xent family; strict, so the fix shows up here.
+XENT_F64 = pytest.mark.xfail(strict=True, reason="xent float64 mean loss: ~7 ulps, over the 2x-NumPy bound")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("op", ["xent", "layer_norm", "batch_norm", "dropout"])
-def test_streamed_outputs_match_reference(op, dtype):
-    call = _calls(dtype)[op]
-    wide = {np.float32: np.float64, np.float64: np.longdouble}[dtype]
-    for got, ref in zip(call(ops), call(reference)):
-        assert got.dtype == dtype
-        if op == "dropout":
-            np.testing.assert_array_equal(got, ref)
-        else:
-            _close(got, np.asarray(ref, dtype=wide), dtype)
+@pytest.mark.parametrize("op", OPS)
+def test_streamed_outputs_match_reference(request, device, op, dtype):
+    if (device, op, dtype) == ("cpu", "xent", np.float64):
+        request.applymarker(XENT_F64)
+    a = _inputs(dtype)
+    got = _call(op, ops, {k: to_device(device, v) for k, v in a.items()})
+    same = _call(op, reference, a)
+    if op == "dropout":  # a mask and a scale: exact
+        for g, r in zip(got, same):
+            assert g.dtype == dtype
+            np.testing.assert_array_equal(to_numpy(g), r)
+        return
+    wide_inputs = {k: (v if k == "labels" else wider(v)[0]) for k, v in a.items()}
+    for g, r, w in zip(got, same, _call(op, reference, wide_inputs)):
+        assert g.dtype == dtype
+        assert_close(g, r, w)
 
 
-@pytest.mark.parametrize("op", ["xent", "layer_norm", "batch_norm", "dropout"])
+@pytest.mark.parametrize("op", OPS)
 def test_streamed_outputs_identical_for_one_and_two_threads(op, threads):
-    call = _calls(np.float32)[op]
+    a = _inputs(np.float32)
     results = []
     for n in (1, 2):
         threads(n)
-        results.append(call(ops))
+        results.append(_call(op, ops, a))
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
