@@ -1020,18 +1020,20 @@ def test_reference_has_the_same_signatures():
 @pytest.mark.parametrize("n", [1, 7, 1000, 200_003])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("l1, l2", [(0.01, 0.0), (0.0, 0.1), (0.003, 0.02)])
-def test_add_penalty_grad_matches_reference(dtype, n, masked, l1, l2):
+def test_add_penalty_grad_matches_reference(dtype, n, masked, l1, l2, device):
     rng = np.random.default_rng(n)
     w = rng.standard_normal(n).astype(dtype)
     w[:: max(1, n // 5)] = 0.0  # sign(0) = 0
     g = rng.standard_normal(n).astype(dtype)
     mask = rng.random(n) < 0.6 if masked else None
     g_ref = g.copy()
-    value = ops.add_penalty_grad(w, g, l1=l1, l2=l2, mask=mask)
     expected = reference.add_penalty_grad(w, g_ref, l1=l1, l2=l2, mask=mask)
+    w, g, mask = to_device(device, w, g, mask)
+    value = ops.add_penalty_grad(w, g, l1=l1, l2=l2, mask=mask)
     # elementwise: the kernel may fuse g + l2 * w into one FMA (one rounding fewer)
-    np.testing.assert_allclose(g, g_ref, rtol=ELEMENTWISE_RTOL[dtype], atol=ELEMENTWISE_RTOL[dtype])
-    np.testing.assert_allclose(value, expected, rtol=1e-12)
+    assert_close(g, g_ref)
+    assert type(value) is float
+    assert_close(np.float64(value), np.float64(expected))  # both accumulated in float64
 
 
 def test_add_penalty_grad_is_the_same_for_any_thread_count(threads):
@@ -1046,10 +1048,11 @@ def test_add_penalty_grad_is_the_same_for_any_thread_count(threads):
         np.testing.assert_array_equal(g, results[0][1])
 
 
-def test_add_penalty_grad_propagates_nan_and_leaves_unmasked_entries():
-    w = np.array([1.0, np.nan, -2.0, 3.0], np.float32)
-    g = np.zeros(4, np.float32)
-    value = ops.add_penalty_grad(w, g, l1=1.0, l2=1.0, mask=np.array([True, True, True, False]))
+def test_add_penalty_grad_propagates_nan_and_leaves_unmasked_entries(device):
+    w, g, mask = to_device(device, np.array([1.0, np.nan, -2.0, 3.0], np.float32), np.zeros(4, np.float32),
+                           np.array([True, True, True, False]))
+    value = ops.add_penalty_grad(w, g, l1=1.0, l2=1.0, mask=mask)
+    g = to_numpy(g)
     assert np.isnan(value) and np.isnan(g[1])
     np.testing.assert_array_equal(g[[0, 2, 3]], [2.0, -3.0, 0.0])
 
@@ -1060,9 +1063,15 @@ def test_add_penalty_grad_propagates_nan_and_leaves_unmasked_entries():
     (dict(mask=np.ones(5, np.int8)), TypeError, "mask: expected a boolean array"),
     (dict(mask=np.ones(4, bool)), ValueError, r"mask: expected shape \(5,\)"),
 ])
-def test_add_penalty_grad_bad_arguments(kwargs, exc, match):
+def test_add_penalty_grad_bad_arguments(kwargs, exc, match, device):
+    if "mask" in kwargs:
+        kwargs = dict(mask=to_device(device, kwargs["mask"]))
     with pytest.raises(exc, match=match):
-        ops.add_penalty_grad(np.ones(5, np.float32), np.zeros(5, np.float32), **kwargs)
+        ops.add_penalty_grad(*to_device(device, np.ones(5, np.float32), np.zeros(5, np.float32)), **kwargs)
+    # The same array as params and grads: the gradient would be read while it is written.
+    w = to_device(device, np.ones(5, np.float32))
+    with pytest.raises(ValueError, match="grads: must not share memory with params"):
+        ops.add_penalty_grad(w, w, l2=1.0)
 
 
 def test_add_penalty_grad_refuses_grads_it_cannot_update_in_place():

@@ -1,9 +1,13 @@
-"""fusednn.optim: the optimizer classes against the NumPy reference rules, parameter groups,
-flat buffers vs separate arrays, fused clipping, schedules as lr, state_dict, bad input."""
+"""fusednn.optim: the optimizer classes against the NumPy reference rules on every device,
+parameter groups, flat buffers vs separate arrays, fused clipping, schedules as lr, state_dict
+(and foreign state_dicts), hyperparameters checked once per step, bad input. The ops the classes
+call: test_optim.py."""
 
 import numpy as np
 import pytest
-from conftest import seed_of
+from conftest import assert_close, seed_of, to_device, to_numpy
+
+from fusednn import _checks
 
 from fusednn import FlatParameters, optim, reference
 
@@ -63,41 +67,60 @@ class ReferenceOptimizer:
                                            grad_scale=scale, **kw)
 
 
-def flat_and_reference(rule, dtype, seed):
+def flat_and_reference(rule, dtype, seed, device="cpu"):
+    """A FlatParameters on the device with random values, and NumPy copies for the reference."""
     rng = np.random.default_rng(seed)
-    fp = FlatParameters(SHAPES, dtype)
-    fp.data[...] = rng.standard_normal(fp.data.size)
-    ref_params = [fp[n].copy() for n in fp]
+    fp = FlatParameters(SHAPES, dtype, device=device)
+    fp.data[...] = to_device(device, rng.standard_normal(fp.data.size).astype(dtype))
+    ref_params = [to_numpy(fp[n]).copy() for n in fp]
     return fp, ref_params, rng
+
+
+def set_grad(fp, rng, device):
+    fp.grad[...] = to_device(device, rng.standard_normal(fp.grad.size).astype(fp.grad.dtype))
 
 
 @pytest.mark.parametrize("rule", list(RULES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_trajectory_matches_reference(rule, dtype):
-    fp, ref_params, rng = flat_and_reference(rule, dtype, seed_of("trajectory", rule))
+def test_trajectory_matches_reference(rule, dtype, device):
+    fp, ref_params, rng = flat_and_reference(rule, dtype, seed_of("trajectory", rule), device)
     opt, ref = make_optimizer(rule, fp), ReferenceOptimizer(rule, ref_params)
     for _ in range(100):
-        fp.grad[...] = rng.standard_normal(fp.grad.size)
+        set_grad(fp, rng, device)
         opt.step()
-        ref.step([fp.grad_of(n).copy() for n in fp])
-    # Relative to each array's largest value: a parameter passing near 0 after 100 float32
-    # steps is not held to a tolerance relative to itself.
-    rtol = 1e-5 if dtype == np.float32 else 1e-12
+        ref.step([to_numpy(fp.grad_of(n)).copy() for n in fp])
     for n, r in zip(fp, ref_params):
-        np.testing.assert_allclose(fp[n], r, rtol=rtol, atol=rtol * np.abs(r).max(), err_msg=n)
+        assert_close(fp[n], r, err_msg=n)
 
 
 @pytest.mark.parametrize("rule", list(RULES))
-def test_separate_arrays_equal_flat_buffer(rule):
-    fp, _, rng = flat_and_reference(rule, np.float32, seed_of("layouts", rule))
+def test_separate_arrays_follow_the_reference(rule, device):
+    # The classes on a list of arrays (one of them over several kernel chunks), on the device,
+    # against the reference rule step for step.
+    shapes = [(3, 5), (1,), (70_000,)]
+    rng = np.random.default_rng(seed_of("separate", rule))
+    host = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    params = [to_device(device, p.copy()) for p in host]
+    opt, ref = make_optimizer(rule, params), ReferenceOptimizer(rule, host)
+    for _ in range(20):
+        grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        opt.step([to_device(device, g) for g in grads])
+        ref.step(grads)
+        for i, (p, r) in enumerate(zip(params, host)):
+            assert_close(p, r, err_msg=f"params[{i}]")
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_separate_arrays_equal_flat_buffer(rule, device):
+    fp, _, rng = flat_and_reference(rule, np.float32, seed_of("layouts", rule), device)
     arrays = [fp[n].copy() for n in fp]
     opt_flat, opt_list = make_optimizer(rule, fp), make_optimizer(rule, arrays)
     for _ in range(20):
-        fp.grad[...] = rng.standard_normal(fp.grad.size)
+        set_grad(fp, rng, device)
         opt_flat.step()
         opt_list.step([fp.grad_of(n).copy() for n in fp])
     for n, a in zip(fp, arrays):
-        np.testing.assert_array_equal(fp[n], a)
+        np.testing.assert_array_equal(to_numpy(fp[n]), to_numpy(a))
 
 
 def test_a_flat_group_is_one_span():
@@ -111,80 +134,84 @@ def test_a_flat_group_is_one_span():
     assert len(skipping._groups_state[0]["spans"]) == 2
 
 
-def test_parameter_groups_use_their_own_hyperparameters():
-    fp = FlatParameters(SHAPES)
+def test_parameter_groups_use_their_own_hyperparameters(device):
+    fp = FlatParameters(SHAPES, device=device)
     rng = np.random.default_rng(1)
-    fp.data[...] = rng.standard_normal(fp.data.size)
-    before = fp.data.copy()
+    before = rng.standard_normal(fp.data.size).astype(np.float32)
+    fp.data[...] = to_device(device, before)
     opt = optim.SGD([{"params": fp.group(["w1", "w2"]), "weight_decay": 0.5}, {"params": fp.group(["b1", "b2"])}],
                     lr=0.1)
     fp.grad[...] = 0.0
     opt.step()
     # Zero gradient: only the decayed group moves, by lr * wd * p.
-    np.testing.assert_allclose(fp["w1"], before[:35].reshape(7, 5) * (1 - 0.05), rtol=1e-6)
-    np.testing.assert_array_equal(fp["b1"], before[35:42])
+    assert_close(fp["w1"], before[:35].reshape(7, 5) * np.float32(1 - 0.05))
+    np.testing.assert_array_equal(to_numpy(fp["b1"]), before[35:42])
 
 
-def test_lr_is_mutable_and_may_be_a_schedule():
-    fp = FlatParameters({"p": (4,)})
+def test_lr_is_mutable_and_may_be_a_schedule(device):
+    fp = FlatParameters({"p": (4,)}, device=device)
     fp.grad[...] = 1.0
     opt = optim.SGD(fp, lr=0.5)
     opt.step()
-    np.testing.assert_allclose(fp["p"], -0.5)
+    assert_close(fp["p"], np.full(4, -0.5, np.float32))
     opt.param_groups[0]["lr"] = 0.25
     opt.step()
-    np.testing.assert_allclose(fp["p"], -0.75)
-    fp2 = FlatParameters({"p": (4,)})
+    assert_close(fp["p"], np.full(4, -0.75, np.float32))
+    fp2 = FlatParameters({"p": (4,)}, device=device)
     fp2.grad[...] = 1.0
     opt2 = optim.SGD(fp2, lr=lambda step: 0.1 * (step + 1))  # steps 0, 1, 2 use 0.1, 0.2, 0.3
     for _ in range(3):
         opt2.step()
-    np.testing.assert_allclose(fp2["p"], -0.6, rtol=1e-6)
+    assert_close(fp2["p"], np.full(4, -0.6, np.float32))
 
 
 @pytest.mark.parametrize("rule", ["SGD", "Adam", "AdamW", "RMSprop", "NAdam"])
 @pytest.mark.parametrize("max_norm", [0.5, 1e6])
-def test_fused_clipping_equals_clip_then_step(rule, max_norm):
-    fp, _, rng = flat_and_reference(rule, np.float64, seed_of("clip", rule))
-    twin = FlatParameters(SHAPES, np.float64)
+def test_fused_clipping_equals_clip_then_step(rule, max_norm, device):
+    fp, _, rng = flat_and_reference(rule, np.float64, seed_of("clip", rule), device)
+    twin = FlatParameters(SHAPES, np.float64, device=device)
     twin.data[...] = fp.data
     fused, plain = make_optimizer(rule, fp, max_grad_norm=max_norm), make_optimizer(rule, twin)
     for _ in range(10):
-        fp.grad[...] = rng.standard_normal(fp.grad.size)
+        set_grad(fp, rng, device)
         twin.grad[...] = fp.grad
-        grads_before = fp.grad.copy()
+        grads_before = to_numpy(fp.grad).copy()
         fused.step()
-        np.testing.assert_array_equal(fp.grad, grads_before)  # the fused path does not write the gradients
+        np.testing.assert_array_equal(to_numpy(fp.grad), grads_before)  # the fused path does not write them
         norm = optim.clip_grad_norm([twin.grad], max_norm)
-        assert fused.last_grad_norm == pytest.approx(norm, rel=1e-12)
+        assert_close(np.float64(fused.last_grad_norm), np.float64(norm))
         plain.step()
-    np.testing.assert_allclose(fp.data, twin.data, rtol=1e-10, atol=1e-12)
+    assert_close(fp.data, to_numpy(twin.data))
 
 
-def test_clip_grad_norm_and_value():
+def test_clip_grad_norm_and_value(device):
+    # Against NumPy's arithmetic on the host copies.
     rng = np.random.default_rng(2)
-    grads = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
-    total = np.sqrt(sum((g**2).sum() for g in grads))
-    copies = [g.copy() for g in grads]
+    host = [rng.standard_normal((3, 4)) * 10, rng.standard_normal(5)]
+    grads = [to_device(device, g.copy()) for g in host]
+    total = np.sqrt(sum((g**2).sum() for g in host))
     norm = optim.clip_grad_norm(grads, 1.0)
-    assert norm == pytest.approx(total, rel=1e-12)
-    for g, c in zip(grads, copies):
-        np.testing.assert_allclose(g, c * (1.0 / (total + 1e-6)), rtol=1e-12)
-    assert optim.clip_grad_norm(grads, 100.0) == pytest.approx(1.0, rel=1e-5)  # below max_norm: unchanged
+    assert_close(np.float64(norm), np.float64(total))
+    for g, c in zip(grads, host):
+        assert_close(g, c * (1.0 / (total + 1e-6)))
+    # Below max_norm: unchanged.
+    assert_close(np.float64(optim.clip_grad_norm(grads, 100.0)), np.float64(total / (total + 1e-6)))
+    host = [to_numpy(g).copy() for g in grads]
     inf_norm = optim.clip_grad_norm(grads, 10.0, norm_type=np.inf)
-    assert inf_norm == pytest.approx(max(np.abs(g).max() for g in grads))
+    assert inf_norm == max(np.abs(g).max() for g in host)
     optim.clip_grad_value(grads, 0.01)
-    assert max(np.abs(g).max() for g in grads) <= 0.01
-    bad = [np.array([1.0, np.nan])]
+    for g, c in zip(grads, host):
+        np.testing.assert_array_equal(to_numpy(g), np.clip(c, -0.01, 0.01))
+    bad = [to_device(device, np.array([1.0, np.nan]))]
     with pytest.raises(RuntimeError, match="non-finite"):
         optim.clip_grad_norm(bad, 1.0, error_if_nonfinite=True)
-    assert np.isnan(bad[0][0]) == False  # noqa: E712  (left unchanged)
+    assert to_numpy(bad[0])[0] == 1.0  # left unchanged
 
 
 @pytest.mark.parametrize("rule", list(RULES))
-def test_state_dict_round_trip_continues_exactly(rule):
-    fp, _, rng = flat_and_reference(rule, np.float32, seed_of("state", rule))
-    grads = [rng.standard_normal(fp.grad.size).astype(np.float32) for _ in range(10)]
+def test_state_dict_round_trip_continues_exactly(rule, device):
+    fp, _, rng = flat_and_reference(rule, np.float32, seed_of("state", rule), device)
+    grads = [to_device(device, rng.standard_normal(fp.grad.size).astype(np.float32)) for _ in range(10)]
     opt = make_optimizer(rule, fp)
     for g in grads[:5]:
         fp.grad[...] = g
@@ -193,16 +220,16 @@ def test_state_dict_round_trip_continues_exactly(rule):
     for g in grads[5:]:
         fp.grad[...] = g
         opt.step()
-    expected = fp.data.copy()
+    expected = to_numpy(fp.data).copy()
 
-    fp2 = FlatParameters(SHAPES, np.float32)
+    fp2 = FlatParameters(SHAPES, np.float32, device=device)
     fp2.data[...] = saved_params
     opt2 = make_optimizer(rule, fp2)
     opt2.load_state_dict(saved_state)
     for g in grads[5:]:
         fp2.grad[...] = g
         opt2.step()
-    np.testing.assert_array_equal(fp2.data, expected)
+    np.testing.assert_array_equal(to_numpy(fp2.data), expected)
     # Plain arrays and numbers only (no pickle needed to store it).
     for entry in saved_state["state"].values():
         assert all(isinstance(v, (np.ndarray, int, float)) for v in entry.values())
@@ -277,6 +304,165 @@ def test_load_state_dict_refuses_a_mismatch():
     other = optim.Adam([np.zeros(3, np.float32)])
     with pytest.raises(ValueError, match=r"group 0 has 4 parameters, expected 1"):
         other.load_state_dict(opt.state_dict())
+
+
+# ---- foreign state_dicts (issue 12): torch's tensors are converted, or the whole dict is refused ----
+
+class FakeTensor:
+    """What matters of a CPU torch tensor here: not a NumPy array, but convertible by __array__."""
+
+    def __init__(self, value):
+        self.value = np.asarray(value)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.value if dtype is None else self.value.astype(dtype)
+
+
+def torch_like_state(opt):
+    """opt.state_dict() as torch.optim's Adam/NAdam write it: tensors, a float tensor step."""
+    sd = opt.state_dict()
+    state = {i: {k: FakeTensor(float(v) if k == "step" else v) for k, v in entry.items()}
+             for i, entry in sd["state"].items()}
+    return {"state": state, "param_groups": sd["param_groups"]}
+
+
+@pytest.mark.parametrize("rule", ["Adam", "NAdam", "RMSprop", "Adagrad"])
+def test_load_state_dict_converts_tensors(rule, device):
+    # Regression: the tensors were dropped (zero moments) but the step kept (a late bias
+    # correction); now they are converted and the run continues exactly.
+    fp, _, rng = flat_and_reference(rule, np.float32, seed_of("torch-like", rule), device)
+    grads = [to_device(device, rng.standard_normal(fp.grad.size).astype(np.float32)) for _ in range(6)]
+    opt = make_optimizer(rule, fp)
+    for g in grads[:3]:
+        fp.grad[...] = g
+        opt.step()
+    saved_params, foreign = fp.data.copy(), torch_like_state(opt)
+    for g in grads[3:]:
+        fp.grad[...] = g
+        opt.step()
+    fp2 = FlatParameters(SHAPES, np.float32, device=device)
+    fp2.data[...] = saved_params
+    opt2 = make_optimizer(rule, fp2)
+    opt2.load_state_dict(foreign)
+    assert opt2._groups_state[0]["step"] == 3
+    for g in grads[3:]:
+        fp2.grad[...] = g
+        opt2.step()
+    np.testing.assert_array_equal(to_numpy(fp2.data), to_numpy(fp.data))
+
+
+def _spoil(sd, how):
+    if how == "a list for an array":
+        sd["state"][3]["exp_avg"] = to_numpy(sd["state"][3]["exp_avg"]).tolist()
+    elif how == "a wrong shape":
+        sd["state"][3]["exp_avg_sq"] = np.zeros(5, np.float32)
+    elif how == "an unknown state":
+        sd["state"][2]["momentum_buffer"] = np.zeros((3, 7), np.float32)
+    elif how == "a complex array":
+        sd["state"][3]["exp_avg"] = np.zeros(3, np.complex64)
+    elif how == "different steps":
+        sd["state"][3]["step"] = 7
+    elif how == "a tensor step of two values":
+        sd["state"][3]["step"] = FakeTensor([1.0, 2.0])
+    elif how == "a fractional step":
+        sd["state"][0]["step"] = 2.5
+    elif how == "a state for some parameters only":
+        del sd["state"][3]["exp_avg"]
+    elif how == "torch's extra hyperparameters":
+        sd["param_groups"][1].update(foreach=None, fused=None, capturable=False)
+    elif how == "a bad hyperparameter":
+        sd["param_groups"][1]["eps"] = -1.0
+    return sd
+
+
+SPOILED = [("a list for an array", TypeError, r"state_dict\['state'\]\[3\]\['exp_avg'\]: expected an array"),
+           ("a wrong shape", ValueError, r"\['exp_avg_sq'\]: expected shape \(3,\) \(its parameter's\), got \(5,\)"),
+           ("an unknown state", ValueError, r"\[2\]: unknown state 'momentum_buffer'"),
+           ("a complex array", TypeError, r"expected a real-valued array, got dtype complex64"),
+           ("different steps", ValueError, r"the parameters of group 1 have different steps \[2, 7\]"),
+           ("a tensor step of two values", TypeError, r"\['step'\]: expected an integer >= 0"),
+           ("a fractional step", ValueError, r"\['step'\]: expected an integer >= 0, got 2.5"),
+           ("a state for some parameters only", ValueError, r"group 1 has the state 'exp_avg' for some parameters"),
+           ("torch's extra hyperparameters", ValueError, r"unknown hyperparameters \['capturable', 'foreach', 'fused'\]"),
+           ("a bad hyperparameter", ValueError, r"eps: expected a value > 0, got -1.0")]
+
+
+@pytest.mark.parametrize("how, exc, match", SPOILED, ids=[s[0] for s in SPOILED])
+def test_load_state_dict_loads_nothing_of_a_refused_state(how, exc, match, device):
+    # Regression: never half a state. Group 0 is valid, group 1 spoiled: the optimizer keeps
+    # every value it had (parameters' state, steps, hyperparameters).
+    fp = FlatParameters(SHAPES, device=device)
+    opt = optim.Adam([{"params": fp.group(["w1", "b1"])}, {"params": fp.group(["w2", "b2"]), "lr": 0.5}], lr=0.1)
+    fp.grad[...] = 1.0
+    opt.step()
+    source = optim.Adam([{"params": fp.group(["w1", "b1"])}, {"params": fp.group(["w2", "b2"]), "lr": 0.5}], lr=0.2)
+    for _ in range(2):
+        source.step()
+    sd = _spoil(source.state_dict(), how)
+    before = opt.state_dict()
+    with pytest.raises(exc, match=match):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()
+    assert after["step_count"] == before["step_count"] == 1
+    assert after["param_groups"] == before["param_groups"]
+    for i, entry in before["state"].items():
+        assert after["state"][i].keys() == entry.keys()
+        for k, v in entry.items():
+            np.testing.assert_array_equal(after["state"][i][k], v)
+
+
+def test_load_state_dict_of_a_fresh_optimizer_resets_the_state():
+    # torch's state_dict of an optimizer that never stepped has no per-parameter state.
+    fp = FlatParameters(SHAPES)
+    opt = optim.Adagrad(fp, lr=0.1, initial_accumulator_value=0.5)
+    fp.grad[...] = 1.0
+    opt.step()
+    fresh = optim.Adagrad(FlatParameters(SHAPES), lr=0.1, initial_accumulator_value=0.5).state_dict()
+    fresh["state"] = {}
+    opt.load_state_dict(fresh)
+    assert opt._groups_state[0]["step"] == 0
+    np.testing.assert_array_equal(opt._groups_state[0]["buffers"]["sum"], 0.5)
+
+
+# ---- hyperparameters: checked once per step, all groups before any update ----
+
+def test_hyperparameters_are_checked_once_per_step(monkeypatch):
+    # Issue 12: Optimizer._check, _lr and then ops.adam_step checked every value three times.
+    fp = FlatParameters(SHAPES)
+    opt = optim.Adam([{"params": fp.group(["w1", "b1"])}, {"params": fp.group(["w2", "b2"])}], lr=0.1)
+    calls = []  # every scalar check goes through one of these three
+    for helper in ("real", "integer", "flag"):
+        original = getattr(_checks, helper)
+        monkeypatch.setattr(_checks, helper, lambda name, *a, _f=original, **k: calls.append(name) or _f(name, *a, **k))
+    fp.grad[...] = 1.0
+    opt.step()
+    counts = {name: calls.count(name) for name in set(calls)}
+    assert counts == {"lr": 2, "betas[0]": 2, "betas[1]": 2, "eps": 2, "weight_decay": 2, "amsgrad": 2,
+                      "decoupled_weight_decay": 2, "maximize": 2}, counts
+
+
+def test_a_bad_group_stops_the_step_before_any_update():
+    fp = FlatParameters(SHAPES)
+    opt = optim.SGD([{"params": fp.group(["w1", "b1"])}, {"params": fp.group(["w2", "b2"])}], lr=0.1)
+    fp.grad[...] = 1.0
+    opt.param_groups[1]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"lr: expected a value >= 0, got -1.0"):
+        opt.step()
+    assert not fp.data.any() and opt.step_count == 0 and [st["step"] for st in opt._groups_state] == [0, 0]
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: optim.Adam(p, amsgrad=None), r"amsgrad: expected True or False, got None"),
+    (lambda p: optim.SGD(p, momentum=0.9, nesterov=1), r"nesterov: expected True or False, got 1"),
+    (lambda p: optim.RMSprop(p, centered="yes"), r"centered: expected True or False, got 'yes'"),
+    (lambda p: optim.NAdam(p, maximize=np.array(False)), r"maximize: expected True or False, got array\(False\)"),
+    (lambda p: optim.Adam(p, lr=np.array([1e-3])), r"lr: expected a value >= 0, got array\(\[0.001\]\)"),
+    (lambda p: optim.Adam(p, eps=np.array(0.5)), r"eps: expected a value > 0, got array\(0.5\)"),
+    (lambda p: optim.SGD(p, momentum=0.5j), r"momentum: expected a value >= 0, got 0.5j"),
+])
+def test_hyperparameters_follow_the_scalar_rule(make, match):
+    with pytest.raises(TypeError, match=match):
+        make(FlatParameters(SHAPES))
 
 
 def test_scale_lr():
