@@ -108,3 +108,22 @@ def test_build_info_names_the_thread_runtime():
     info = fusednn.build_info()
     assert "openmp" not in info
     assert "thread pool" in info["threads"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
+def test_the_initial_count_is_omp_num_threads_else_the_cpus_the_process_may_use():
+    import subprocess
+    import sys
+    cpu = min(os.sched_getaffinity(0))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    code = "import fusednn; print(fusednn.get_num_threads())"
+
+    def count(extra_env):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra_env}, capture_output=True, text=True,
+                             check=True, timeout=60, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+        return int(out.stdout)
+
+    assert count({}) == 1  # one CPU allowed
+    assert count({"OMP_NUM_THREADS": "3"}) == 3
+    assert count({"OMP_NUM_THREADS": "2,1"}) == 2  # a nesting list: its first entry, as libgomp
+    assert count({"OMP_NUM_THREADS": "zero"}) == 1  # not a positive integer: the CPU count
