@@ -441,6 +441,24 @@ def test_hyperparameters_are_checked_once_per_step(monkeypatch):
                       "decoupled_weight_decay": 2, "maximize": 2}, counts
 
 
+def test_a_schedule_is_evaluated_by_step_only():
+    # Some schedules keep state when called (ReduceLROnPlateau's last step): construction and
+    # load_state_dict must not call them.
+    calls = []
+
+    def lr(step):
+        calls.append(step)
+        return 0.1
+
+    fp = FlatParameters(SHAPES)
+    opt = optim.SGD(fp, lr=lr)
+    opt.load_state_dict(optim.SGD(FlatParameters(SHAPES), lr=0.1).state_dict())
+    assert calls == []
+    opt.step()
+    opt.step()
+    assert calls == [0, 1]
+
+
 def test_a_bad_group_stops_the_step_before_any_update():
     fp = FlatParameters(SHAPES)
     opt = optim.SGD([{"params": fp.group(["w1", "b1"])}, {"params": fp.group(["w2", "b2"])}], lr=0.1)

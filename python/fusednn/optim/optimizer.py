@@ -72,7 +72,7 @@ class Optimizer:
                 group.setdefault(key, value)
             self._check_keys(group, "param_groups")
             self._check(group)
-            self._lr(group)
+            self._check_lr(group)
             self.param_groups.append(group)
             self._params.extend(group["params"])
         self._groups_state = [self._new_group_state(g, spans) for g, spans in zip(self.param_groups, flat_spans)]
@@ -164,6 +164,12 @@ class Optimizer:
         """A group's hyperparameters other than lr, checked, as the kernel takes them (subclasses
         extend the dict)."""
         return {"maximize": _checks.flag("maximize", group["maximize"])}
+
+    @staticmethod
+    def _check_lr(group):
+        """A number lr checked (a schedule is only evaluated by step(): some keep state)."""
+        if not callable(group["lr"]):
+            _checks.at_least_zero("lr", group["lr"])
 
     def _lr(self, group):
         """The group's learning rate at this step (a schedule is evaluated), checked."""
@@ -350,7 +356,7 @@ class Optimizer:
             self._check_keys(hyper, where)
             trial = {**group, **hyper}
             self._check(trial)
-            self._lr(trial)
+            self._check_lr(trial)
             entries = [state.get(i, state.get(str(i))) for i in saved["params"]]
             if all(e is None for e in entries):  # never stepped: the rule's initial state
                 plans.append((hyper, 0, {}, {}))
