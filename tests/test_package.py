@@ -70,6 +70,58 @@ def test_mixing_numpy_and_cupy_is_a_type_error():
         fusednn.ops.linear(cp.ones((2, 2), cp.float32), np.ones((2, 2), np.float32))
 
 
+# ---- the CUDA module's GPU-only contract: the current device and CuPy's current stream
+
+@requires_cuda
+def test_arrays_on_another_device_are_refused():
+    import cupy as cp
+    if cp.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two GPUs (an array on a device other than the current one)")
+    with cp.cuda.Device(1):
+        x = cp.ones((4, 4), cp.float32)
+    with cp.cuda.Device(0):
+        with pytest.raises(ValueError, match=r"x: expected an array on the current device 0, got one on device 1"):
+            fusednn.ops.relu(x)
+
+
+@requires_cuda
+def test_kernels_launch_on_cupys_current_stream():
+    """Captured into a CUDA graph on a non-blocking stream: a kernel that launched anywhere else
+    would either fail the capture (work on the legacy stream during a capture is an error) or
+    run at once; captured, the outputs stay untouched until the graph is launched."""
+    import cupy as cp
+    x = cp.asarray(np.linspace(-2, 2, 4096, dtype=np.float32))
+    y = cp.full_like(x, 7.0)
+    z = cp.full_like(x, 7.0)
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        fusednn.ops.relu(x, out=y)
+        fusednn.ops.dropout(x, 0.5, seed=3, out=z)
+        graph = stream.end_capture()
+    stream.synchronize()
+    assert bool((y == 7.0).all()) and bool((z == 7.0).all())  # nothing ran outside the capture
+    graph.launch(stream)
+    stream.synchronize()
+    np.testing.assert_array_equal(y.get(), fusednn.reference.relu(x.get()))
+    np.testing.assert_array_equal(z.get(), fusednn.reference.dropout(x.get(), 0.5, seed=3))
+
+
+@requires_cuda
+def test_results_follow_work_queued_before_them_on_the_stream():
+    """An op on a non-blocking stream sees the result of a long GEMM queued before it on that
+    stream (on any other stream it would race with the GEMM)."""
+    import cupy as cp
+    rng = np.random.default_rng(0)
+    a = cp.asarray(rng.standard_normal((2048, 2048), np.float32))
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        product = a @ a
+        y = fusednn.ops.relu(product)
+    stream.synchronize()
+    np.testing.assert_array_equal(y.get(), np.maximum(product.get(), 0))
+
+
 # ---- layout: what an import loads, what is reachable, __all__ (issue 12 item 7)
 
 TRAINING_LIBRARY = ("fusednn.train", "fusednn.data", "fusednn.checkpoint", "fusednn.nn", "fusednn.optim",
