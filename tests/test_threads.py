@@ -15,6 +15,8 @@ from fusednn import ops
 
 # Big enough for parallel_for to use 2 threads (several fixed blocks, work above its threshold).
 SHAPE = (512, 1024)
+# Forking a process that has threads is what these tests check (Python >= 3.12 warns about it).
+FORK_WITH_THREADS = pytest.mark.filterwarnings("ignore:This process.*is multi-threaded:DeprecationWarning")
 
 
 def _work(x):
@@ -36,6 +38,7 @@ def _wait(pid, seconds):
     return None
 
 
+@FORK_WITH_THREADS
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_child_forked_after_parallel_loops_runs_its_own(threads):
     # With OpenMP (libgomp) the child hung on its first parallel loop.
@@ -60,6 +63,7 @@ def _child_work(seed):
     return _work(x)
 
 
+@FORK_WITH_THREADS
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method")
 def test_a_fork_multiprocessing_pool_after_parallel_loops(threads):
     threads(2)
