@@ -316,7 +316,10 @@ def _batch_norm_backward(g):
     rm, rv = g.values((c,), dt), g.values((c,), dt, positive=True)
     y, mean, inv_std = ref.batch_norm(x, gamma, None, rm.copy(), rv.copy(), training=training, activation=act)
     kwargs = {"training": training, "activation": act, "y": Arr(y, g.layout()) if act else None}
-    return (g.arr(shape, dt), Arr(x, g.layout()), Arr(gamma), Arr(mean), Arr(inv_std)), kwargs, "transcendental", True
+    # dx is a difference of nearly equal terms for few values per channel (0 for two): against the
+    # table, as weight_norm_backward.
+    return (g.arr(shape, dt), Arr(x, g.layout()), Arr(gamma), Arr(mean), Arr(inv_std)), kwargs, "transcendental", \
+        False
 
 
 def _layer_norm(g):
@@ -335,7 +338,8 @@ def _layer_norm_backward(g):
     act = g.draw(st.sampled_from([None, "relu"]))
     y, mean, inv_std = ref.layer_norm(x, gamma, None, activation=act)
     kwargs = {"activation": act, "y": Arr(y, g.layout()) if act else None}
-    return (g.arr(shape, dt), Arr(x, g.layout()), Arr(gamma), Arr(mean), Arr(inv_std)), kwargs, "transcendental", True
+    return (g.arr(shape, dt), Arr(x, g.layout()), Arr(gamma), Arr(mean), Arr(inv_std)), kwargs, "transcendental", \
+        False  # dx: a cancellation for short rows, as batch_norm_backward
 
 
 def _weight_norm(g):
