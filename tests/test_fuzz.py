@@ -592,24 +592,6 @@ FUZZ = settings(report_multiple_bugs=False,
                 phases=[p for p in Phase if p not in (Phase.shrink, Phase.explain)] if settings.default.derandomize
                 else list(Phase))
 
-# Known disagreements, each an item of issue 13 that is being fixed: strict, so the mark must go
-# when the fix lands. (test name, op) -> reason.
-KNOWN = {
-    ("hostile", "local_response_norm"): "issue 13 item 11: size=np.array([0.5]) or np.array([3]) gives a "
-                                        "SystemError from the op (the reference: TypeError naming size)",
-    ("hostile", "local_response_norm_backward"): "issue 13 item 11: size=np.array([3]) gives a SystemError from "
-                                                 "the op; with size=np.int64(3) the reference returns float64 "
-                                                 "for float32 inputs",
-    ("hostile", "softmax_cross_entropy"): "issue 13 item 11: ignore_index=2**70 is a ValueError in the op but "
-                                          "accepted by the reference",
-    ("hostile", "softmax_cross_entropy_with_grad"): "issue 13 item 11: ignore_index=2**70 is a ValueError in the "
-                                                    "op but accepted by the reference",
-}
-
-
-def _params(names, test):
-    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN[test, n])) if (test, n) in KNOWN else n
-            for n in sorted(names)]
 
 
 def test_every_public_op_is_fuzzed():
@@ -621,7 +603,7 @@ def test_every_public_op_is_fuzzed():
 # The tests.
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", _params(BUILDERS, "matches"))
+@pytest.mark.parametrize("name", sorted(BUILDERS))
 @FUZZ
 @given(data=st.data())
 def test_op_matches_reference(name, device, data):
@@ -638,7 +620,7 @@ def _replace(args, kwargs, key, value):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", _params(SCALARS, "hostile"))
+@pytest.mark.parametrize("name", sorted(SCALARS))
 @FUZZ
 @given(data=st.data())
 def test_hostile_scalars(name, device, data):
@@ -650,7 +632,7 @@ def test_hostile_scalars(name, device, data):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", _params(OUT_ALIASES, "out"))
+@pytest.mark.parametrize("name", sorted(OUT_ALIASES))
 @FUZZ
 @given(data=st.data())
 def test_out_aliasing_an_input(name, device, data):

@@ -35,18 +35,11 @@ def _call(op, impl, a):
     return (impl.dropout(x, 0.3, seed=5, offset=2), impl.dropout_backward(dy, 0.3, seed=5, offset=2))
 
 
-# Found by this test when it moved to conftest's rule (it allowed rtol 1e-10 before): on the CPU
-# the mean float64 loss of softmax_cross_entropy_with_grad is 1.8e-14 off on 11.1 (about 7 ulps)
-# where the bound is 1.06e-14 (NumPy's own error 3.7e-16); the gradient is within its bound.
-# Reported to the xent family; strict, so the fix shows up here.
-XENT_F64 = pytest.mark.xfail(strict=True, reason="xent float64 mean loss: ~7 ulps, over the 2x-NumPy bound")
-
-
+# Under conftest's rule this test found the CPU's float64 mean cross-entropy 7 ulps off (a double
+# sum of the row losses), over twice NumPy's pairwise error; the rows are now added in long double.
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("op", OPS)
-def test_streamed_outputs_match_reference(request, device, op, dtype):
-    if (device, op, dtype) == ("cpu", "xent", np.float64):
-        request.applymarker(XENT_F64)
+def test_streamed_outputs_match_reference(device, op, dtype):
     a = _inputs(dtype)
     got = _call(op, ops, {k: to_device(device, v) for k, v in a.items()})
     same = _call(op, reference, a)

@@ -57,6 +57,14 @@ def integer(name, value, expected="an integer"):
     raise _rejected(name, expected, value)
 
 
+def int64(name, value):
+    """value as an int; integer() and, like the bindings' int64 arguments, in [-2**63, 2**63)."""
+    v = integer(name, value)
+    if not -(1 << 63) <= v < (1 << 63):
+        raise ValueError(f"{name}: expected an integer in [-2**63, 2**63), got {v!r}")
+    return v
+
+
 def flag(name, value):
     """value as a bool; TypeError unless it is True/False or a numpy.bool_."""
     if value is True or value is False:

@@ -6,7 +6,6 @@ code run on ``np.longdouble`` copies of float64 inputs is the wide reference.
 """
 
 import math
-import numbers
 
 import numpy as np
 
@@ -244,10 +243,10 @@ def weight_norm_backward(dw, v, g):
 def _check_lrn_params(x, size):
     _array(x, "x")
     _min_ndim(x, "x", 3, "(N, C, ...)")
-    if not isinstance(size, numbers.Integral) or isinstance(size, bool):
-        raise TypeError(f"size: expected an integer >= 1, got {size!r}")
+    size = _checks.integer("size", size, "an integer >= 1")
     if size < 1:
         raise ValueError(f"size: expected an integer >= 1, got {size}")
+    return size  # a Python int: a NumPy integer would promote float32 arithmetic to float64
 
 
 def _channel_window_sum(a, before, after):
@@ -267,13 +266,13 @@ def _lrn_divisor(x, size, alpha, k):
 
 
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
-    _check_lrn_params(x, size)
+    size = _check_lrn_params(x, size)
     alpha, beta, k = _checks.real("alpha", alpha), _checks.real("beta", beta), _checks.real("k", k)
     return x / _lrn_divisor(x, size, alpha, k) ** beta
 
 
 def local_response_norm_backward(dy, x, size, alpha=1e-4, beta=0.75, k=1.0):
-    _check_lrn_params(x, size)
+    size = _check_lrn_params(x, size)
     _array(dy, "dy", x.dtype)
     _same_shape(dy, "dy", x.shape, "x")
     alpha, beta, k = _checks.real("alpha", alpha), _checks.real("beta", beta), _checks.real("k", k)

@@ -18,7 +18,6 @@ reference, np.longdouble); outputs have that dtype. The semantics are those of
   rows stay 0), as in PyTorch: zero gradient when every row is ignored.
 """
 
-import operator
 
 import numpy as np
 
@@ -133,10 +132,7 @@ def _check_xent_args(logits, labels, label_smoothing, smoothing, weight, ignore_
         raise TypeError(f"labels: expected an integer array, got {labels.dtype}")
     if labels.shape != (n,):
         raise ValueError(f"labels: expected shape (N,) = ({n},), got {labels.shape}")
-    try:
-        ignore_index = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}") from None
+    ignore_index = _checks.int64("ignore_index", ignore_index)
     eps = _checks.in_unit_interval("label_smoothing", label_smoothing)
     if not isinstance(smoothing, str) or smoothing not in _SMOOTHINGS:
         raise ValueError(f"smoothing: expected 'others' or 'all', got {smoothing!r}")
