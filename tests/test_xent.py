@@ -232,6 +232,24 @@ def test_infinite_weight_on_an_absent_class(device, reduction, dtype):
                                                                      reduction=reduction, label_smoothing=0.1))
 
 
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_minus_inf_logit_on_a_label_with_target_probability_zero(device, reduction, dtype):
+    """Found by the long fuzz run: with label_smoothing=1 and smoothing="others" the label's target
+    probability is 0, so a -inf logit there adds 0 log 0 = 0 to the loss (the op gave NaN)."""
+    logits = np.array([[-np.inf, 0.0], [0.5, -0.25], [-np.inf, 2.0]], dtype)
+    labels = np.array([0, 1, 0])
+    z_d, labels_d = to_device(device, logits, labels)
+    kw = dict(label_smoothing=1.0, smoothing="others", reduction=reduction)
+    loss, dz = ops.softmax_cross_entropy_with_grad(z_d, labels_d, **kw)
+    ref_loss, ref_dz = reference.softmax_cross_entropy_with_grad(logits, labels, **kw)
+    wide_loss, wide_dz = reference.softmax_cross_entropy_with_grad(*wider(logits), labels, **kw)
+    assert np.isfinite(to_numpy(loss)).all()
+    assert_close(loss, ref_loss, wide_loss)
+    assert_close(dz, ref_dz, wide_dz)
+    assert_close(ops.softmax_cross_entropy(z_d, labels_d, **kw), ref_loss, wide_loss)
+
 @pytest.mark.parametrize("label_dtype", [np.int64, np.int32, np.int16, np.int8, np.uint8, np.uint16, np.uint64])
 def test_any_integer_label_dtype(device, label_dtype):
     rng = np.random.default_rng(10)

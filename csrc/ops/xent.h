@@ -50,8 +50,10 @@ FDNN_HD inline double label_target_weight(XentTarget t, double w_y) { return tar
 
 // The row loss from its reductions: nll_y = (m - z_y) + log s, others = sum_{j != y} w_j nll_j
 // (not read when b = 0).
+// A label whose target probability is 0 (label_smoothing = 1 with smoothing="others") adds
+// nothing, even where its logit is -inf: 0 log 0 = 0.
 FDNN_HD inline double xent_row_loss(XentTarget t, double nll_y, double w_y, double others) {
-  const double hard = label_target_weight(t, w_y) * nll_y;
+  const double hard = t.a + t.b == 0.0 ? 0.0 : label_target_weight(t, w_y) * nll_y;
   return t.b == 0.0 ? hard : hard + t.b * others;
 }
 
