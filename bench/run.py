@@ -24,7 +24,9 @@ import fusednn  # noqa: E402
 from harness import (HEADER, Device, cuda_ceilings, cuda_median_seconds, median_seconds,  # noqa: E402
                      memory_bandwidth, run_cases, sgemm_peak)
 
-FAMILIES = ["linear", "xent", "norm", "dropout", "activation", "gather", "optim", "train"]
+FAMILIES = ["linear", "xent", "norm", "dropout", "activation", "gather", "optim", "train", "train_contention"]
+# Where each family's case list lives: bench_<family>.cases, except these.
+CASE_LISTS = {"train_contention": ("bench_train", "contention_cases")}
 
 
 def main(argv=None):
@@ -92,8 +94,9 @@ def main(argv=None):
     print(HEADER)
     results = []
     for family in families:
-        module = importlib.import_module(f"bench_{family}")
-        results += run_cases(module.cases(dev), args.repeat, peaks, timer=timer)
+        module_name, list_name = CASE_LISTS.get(family, (f"bench_{family}", "cases"))
+        cases = getattr(importlib.import_module(module_name), list_name)
+        results += run_cases(cases(dev), args.repeat, peaks, timer=timer)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"build_info": info, "device": args.device, "quick": args.quick, "threads": threads,
