@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import requires_cuda
+import fusednn.cli.train  # noqa: F401 (cli.train: the train subcommand's module)
 from fusednn import checkpoint, cli
 
 
@@ -147,14 +148,14 @@ def test_a_second_run_of_the_same_name_is_refused_unless_overwrite_or_resume(tmp
 
 
 def test_default_run_names_are_unique_even_in_the_same_microsecond(tmp_path, monkeypatch):
-    class Frozen(cli.datetime.datetime):
+    class Frozen(cli.train.datetime.datetime):
         @classmethod
         def now(cls, tz=None):
             return cls(2026, 1, 2, 3, 4, 5, 678901)
 
-    monkeypatch.setattr(cli.datetime, "datetime", Frozen)
+    monkeypatch.setattr(cli.train.datetime, "datetime", Frozen)
     args = cli.build_parser().parse_args(["train", "--runs-dir", str(tmp_path)])
-    dirs = [cli._run_dir(args, None) for _ in range(3)]
+    dirs = [cli.train._run_dir(args, None) for _ in range(3)]
     assert [os.path.basename(d) for d in dirs] == ["digits-adamw-20260102-030405-678901",
                                                    "digits-adamw-20260102-030405-678901-1",
                                                    "digits-adamw-20260102-030405-678901-2"]

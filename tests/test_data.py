@@ -117,7 +117,7 @@ def test_digits_returns_new_arrays():
     y[:] = -1
     x2, y2 = data.digits("all")
     assert x2.min() == 0 and y2.min() == 0
-    assert data._digits_table() is data._digits_table()  # parsed once, then cached
+    assert data.datasets._digits_table() is data.datasets._digits_table()  # parsed once, then cached
 
 
 def test_digits_bad_split():

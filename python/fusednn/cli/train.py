@@ -13,61 +13,19 @@ import json
 import math
 import os
 import re
-import sys
 import time
 
 import numpy as np
 
+from fusednn.cli import models
+from fusednn.cli._args import (UsageError, _existing_path, _fraction, _non_negative, _positive, _positive_int,
+                               _seed)
+
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "nadam")
 SCHEDULES = ("constant", "cosine", "step", "exponential", "inverse-time", "natural-exp", "cyclic", "sgdr")
 DATASETS = ("digits", "spirals", "moons", "xor")
-
-
-def _integer_at_least(minimum, expected):
-    """An argparse type: an integer >= minimum, else the error 'expected <expected>, got ...'."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-    return parse
-
-
-_positive_int = _integer_at_least(1, "a positive integer")
-_seed = _integer_at_least(0, "an integer >= 0")
-
-
-def _non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _positive(text):
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
-
-
-def _existing_path(text):
-    if not os.path.exists(text):
-        raise argparse.ArgumentTypeError(f"no such checkpoint file or run directory: {text!r}")
-    return text
-
-
-def _fraction(text):
-    value = _non_negative(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+# The (channels, height, width) of the image data sets' flat rows (the others are plain features).
+IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28)}
 
 
 def _hidden(text):
@@ -91,13 +49,14 @@ def _dataset(text):
     raise argparse.ArgumentTypeError(f"expected one of {', '.join(DATASETS)} or mnist:<directory>, got {text!r}")
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="python -m fusednn", description="fusednn: fused kernels for training networks")
-    sub = p.add_subparsers(dest="command", required=True)
+def add_parser(sub):
+    """The ``train`` subcommand's parser, added to the subparsers ``sub``."""
     t = sub.add_parser("train", help="train an MLP and report its test accuracy and throughput",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--dataset", type=_dataset, default="digits",
                    help=f"one of {', '.join(DATASETS)}, or mnist:<directory with the IDX files>")
+    t.add_argument("--model", choices=tuple(models.MODELS), default="mlp",
+                   help="the network: mlp (--hidden, --activation, --norm, --dropout)")
     t.add_argument("--hidden", type=_hidden, default=[256, 128], help="hidden layer sizes")
     t.add_argument("--activation", choices=("relu", "tanh", "sigmoid", "abs"), default="relu")
     t.add_argument("--norm", choices=("batch", "layer", "none"), default="batch")
@@ -132,7 +91,7 @@ def build_parser():
     t.add_argument("--on-nonfinite", choices=("stop", "continue"), default="stop",
                    help="what a NaN or infinite training loss does: stop the run with an error, or train on")
     t.add_argument("--no-progress", action="store_true")
-    return p
+    return t
 
 
 def _load_data(name, seed):
@@ -187,9 +146,10 @@ def _schedule(args, steps_per_epoch):
     return s.warmup(base, warm) if warm else base
 
 
-def train(args):
+def run(args):
+    """Run ``train`` with the parsed ``args``; the exit status."""
     import fusednn
-    from fusednn import checkpoint, nn, regularizers, train as fit_mod
+    from fusednn import checkpoint, regularizers, train as fit_mod
     from fusednn.nn.losses import SoftmaxCrossEntropy
 
     if args.threads:
@@ -199,9 +159,7 @@ def train(args):
     except (FileNotFoundError, ValueError) as e:  # MNIST files missing or damaged
         raise UsageError(f"--dataset {args.dataset}: {e}") from None
     classes = int(max(y.max() for _, y in (val, test, (x_train, y_train)))) + 1
-    model = nn.MLP([x_train.shape[1], *args.hidden, classes], activation=args.activation,
-                   norm=None if args.norm == "none" else args.norm, dropout=args.dropout,
-                   input_dropout=args.input_dropout, seed=args.seed)
+    model = models.build(args, x_train.shape[1], classes, IMAGE_SHAPES.get(args.dataset.split(":")[0]))
     if args.device != "cpu":
         try:
             model.to(args.device)
@@ -254,10 +212,6 @@ def train(args):
     print(f"test accuracy {result['accuracy']:.2%}, test loss {result['loss']:.4f} | {len(history.epochs)} epochs "
           f"in {elapsed:.1f} s, {trained / max(train_time, 1e-9):,.0f} samples/s | {final} | {plot}")
     return 0
-
-
-class UsageError(Exception):
-    """A problem with the command line that argparse could not see (exit code 2)."""
 
 
 def _resume_file(args, model):
@@ -320,26 +274,3 @@ def _run_dir(args, resume):
     raise UsageError(f"--name {args.name}: {run_dir} already holds a run ({', '.join(files[:4])}"
                      f"{', ...' if len(files) > 4 else ''}); pass --overwrite to replace it, --resume {run_dir} to "
                      "continue it, or another --name")
-
-
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command != "train":
-        return 2
-    from fusednn.train import NonFiniteLossError
-    prog = f"{parser.prog} {args.command}"
-    try:
-        return train(args)
-    except UsageError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:
-        print(f"{prog}: error: the training loss is {e.loss} at epoch {e.epoch}, batch {e.batch} (after {e.step} "
-              "updates): training diverged (a learning rate too large?); --on-nonfinite continue trains on",
-              file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
