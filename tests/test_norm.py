@@ -544,6 +544,93 @@ def test_layer_norm_identical_for_one_and_two_threads(threads):
 
 
 # ---------------------------------------------------------------------------------------------
+# batch and layer norm into caller's buffers (out=)
+# ---------------------------------------------------------------------------------------------
+
+def _norm_pair(kind, xp, shape, dtype, activation):
+    """(forward(out=None or tuple), backward(out=...)) for kind on fresh inputs of the device."""
+    rng = np.random.default_rng(seed_of(kind, shape, dtype, activation))
+    x = xp.asarray(rng.standard_normal(shape).astype(dtype))
+    dy = xp.asarray(rng.standard_normal(shape).astype(dtype))
+    d = shape[1] if kind == "batch_norm" else shape[-1]
+    gamma, beta = (xp.asarray(rng.standard_normal(d).astype(dtype)) for _ in range(2))
+
+    def forward(out=None):
+        if kind == "batch_norm":
+            return ops.batch_norm(x, gamma, beta, None, None, training=True, activation=activation, out=out)
+        return ops.layer_norm(x, gamma, beta, activation=activation, out=out)
+
+    def backward(y, mean, inv_std, out=None):
+        kw = {"y": y, "activation": activation, "out": out}
+        if kind == "batch_norm":
+            return ops.batch_norm_backward(dy, x, gamma, mean, inv_std, training=True, **kw)
+        return ops.layer_norm_backward(dy, x, gamma, mean, inv_std, **kw)
+    return x, forward, backward
+
+
+@pytest.mark.parametrize("kind, shape", [("batch_norm", (33, 17)), ("batch_norm", (3, 4, 5, 6)),
+                                         ("layer_norm", (33, 17)), ("layer_norm", (2, 3, 7)),
+                                         ("layer_norm", (1, 1))])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_norm_out_buffers_receive_the_allocating_results(device, xp, kind, shape, dtype, activation):
+    x, forward, backward = _norm_pair(kind, xp, shape, dtype, activation)
+    expected = forward()
+    buffers = tuple(xp.full_like(e, np.nan) for e in expected)
+    got = forward(out=buffers)
+    assert all(g is b for g, b in zip(got, buffers))
+    for g, e in zip(got, expected):
+        assert_equal(g, e)
+    grads = backward(*expected)
+    grad_buffers = tuple(xp.full_like(g, np.nan) for g in grads)
+    got = backward(*expected, out=grad_buffers)
+    assert all(g is b for g, b in zip(got, grad_buffers))
+    for g, e in zip(got, grads):
+        assert_equal(g, e)
+    # None entries are allocated; the arrays given are written.
+    partial = forward(out=(xp.empty_like(x), None, None))
+    for g, e in zip(partial, expected):
+        assert_equal(g, e)
+
+
+@pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
+def test_norm_out_reference_writes_the_same_buffers(kind):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 5))
+    gamma, beta = rng.standard_normal(5), rng.standard_normal(5)
+    call = ((lambda **kw: reference.batch_norm(x, gamma, beta, training=True, **kw)) if kind == "batch_norm"
+            else (lambda **kw: reference.layer_norm(x, gamma, beta, **kw)))
+    expected = call()
+    y = np.empty_like(x)
+    got = call(out=(y, None, None))
+    assert got[0] is y
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
+@pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
+def test_norm_out_bad_buffers_are_clear_errors(device, xp, kind):
+    x, forward, backward = _norm_pair(kind, xp, (8, 6), np.float32, None)
+    y, mean, inv_std = forward()
+    with pytest.raises(TypeError, match=r"out: expected a tuple \(y, mean, inv_std\)"):
+        forward(out=xp.empty_like(x))
+    with pytest.raises(TypeError, match=r"out: expected a tuple \(dx, dgamma, dbeta\).*length 2"):
+        backward(y, mean, inv_std, out=(None, None))
+    with pytest.raises(ValueError, match=r"out\[0\] \(y\)"):
+        forward(out=(xp.empty((8, 5), np.float32), None, None))
+    with pytest.raises(TypeError, match=r"out\[0\] \(y\)"):
+        forward(out=(xp.empty_like(x, dtype=np.float64), None, None))
+    with pytest.raises(ValueError, match=r"out\[0\] \(y\).*x"):
+        forward(out=(x, None, None))  # an output may not overlap an input (not silently in place)
+    with pytest.raises(ValueError, match=r"out\[1\] \(mean\).*out\[2\] \(inv_std\)"):
+        forward(out=(None, mean, mean))
+    with pytest.raises(ValueError, match=r"out\[0\] \(dx\).*x"):
+        backward(y, mean, inv_std, out=(x, None, None))
+    with pytest.raises(ValueError, match=r"not C-contiguous|contiguous"):
+        forward(out=(xp.empty((6, 8), np.float32).T, None, None))
+
+
+# ---------------------------------------------------------------------------------------------
 # batch and layer norm with a fused ReLU (activation="relu")
 # ---------------------------------------------------------------------------------------------
 

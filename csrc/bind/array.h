@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <initializer_list>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
@@ -74,6 +75,34 @@ TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& s
 inline TensorView output_or_new(py::object& obj, const char* name, DType dtype, const std::vector<int64_t>& shape) {
   if (obj.is_none()) return new_array(obj, dtype, shape);
   return output_array(obj, name, dtype, shape);
+}
+
+// The `out` argument of an op with several outputs: None (every output allocated) or a tuple of
+// `n` entries, each an array to write into or None (that output allocated). `names` spells the
+// tuple for the message, e.g. "(dx, dw, db)". TypeError for anything else.
+inline std::vector<py::object> out_tuple(py::handle out, size_t n, const char* names) {
+  std::vector<py::object> outs(n, py::none());
+  if (out.is_none()) return outs;
+  if (!py::isinstance<py::tuple>(out) || py::len(out) != n)
+    throw TypeError(std::string("out: expected a tuple ") + names + " of arrays (or None entries), or None, got " +
+                    type_name(out) + (py::isinstance<py::tuple>(out) ? " of length " + std::to_string(py::len(out)) : ""));
+  for (size_t i = 0; i < n; ++i) outs[i] = py::reinterpret_borrow<py::tuple>(out)[i];
+  return outs;
+}
+
+// A view and its name for the overlap checks; a null view is skipped.
+using NamedView = std::pair<const TensorView*, const char*>;
+
+// ValueError when an output overlaps an input or another output: the kernels read their inputs
+// while they write, and write each output once.
+inline void check_outputs_disjoint(std::initializer_list<NamedView> outputs, std::initializer_list<NamedView> inputs) {
+  for (auto o = outputs.begin(); o != outputs.end(); ++o) {
+    if (!o->first) continue;
+    for (const auto& [in, in_name] : inputs)
+      if (in) check_no_overlap(*o->first, o->second, *in, in_name);
+    for (auto o2 = std::next(o); o2 != outputs.end(); ++o2)
+      if (o2->first) check_no_overlap(*o->first, o->second, *o2->first, o2->second);
+  }
 }
 
 }  // namespace fdnn::bind

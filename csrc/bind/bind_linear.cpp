@@ -82,12 +82,7 @@ py::tuple linear_backward_py(py::object dy_obj, py::object x_obj, py::object w_o
   if (y) check_rows_out(*y, "y", s, x.dtype);
 
   // out = (dx, dw, db), each None to allocate.
-  py::object outs[3] = {py::none(), py::none(), py::none()};
-  if (!out.is_none()) {
-    if (!py::isinstance<py::tuple>(out) || py::len(out) != 3)
-      throw TypeError("out: expected a tuple (dx, dw, db) of arrays or None, got " + type_name(out));
-    for (int i = 0; i < 3; ++i) outs[i] = py::reinterpret_borrow<py::tuple>(out)[i];
-  }
+  std::vector<py::object> outs = out_tuple(out, 3, "(dx, dw, db)");
   if (!input_grad && !outs[0].is_none())
     throw ValueError("out: dx was given but input_grad=False (no dx is computed)");
   if (!bias && !outs[2].is_none()) throw ValueError("out: db was given but bias=False (no db is computed)");
@@ -96,17 +91,8 @@ py::tuple linear_backward_py(py::object dy_obj, py::object x_obj, py::object w_o
   if (input_grad) dx = output_or_new(outs[0], "out[0] (dx)", x.dtype, {s.n, s.in});
   const TensorView dw = output_or_new(outs[1], "out[1] (dw)", x.dtype, {s.out, s.in});
   if (bias) db = output_or_new(outs[2], "out[2] (db)", x.dtype, {s.out});
-
-  const std::pair<const TensorView*, const char*> inputs[] = {{&dy, "dy"}, {&x, "x"}, {&w, "w"}};
-  const std::pair<const TensorView*, const char*> outputs[] = {
-      {dx ? &*dx : nullptr, "out[0] (dx)"}, {&dw, "out[1] (dw)"}, {db ? &*db : nullptr, "out[2] (db)"}};
-  for (const auto& [o, oname] : outputs) {
-    if (!o) continue;
-    for (const auto& [i, iname] : inputs) check_no_overlap(*o, oname, *i, iname);
-    if (y) check_no_overlap(*o, oname, *y, "y");
-    for (const auto& [o2, o2name] : outputs)
-      if (o2 && o2 != o) check_no_overlap(*o, oname, *o2, o2name);
-  }
+  check_outputs_disjoint({{dx ? &*dx : nullptr, "out[0] (dx)"}, {&dw, "out[1] (dw)"}, {db ? &*db : nullptr, "out[2] (db)"}},
+                         {{&dy, "dy"}, {&x, "x"}, {&w, "w"}, {y ? &*y : nullptr, "y"}});
   {
     py::gil_scoped_release release;
     if (x.dtype == DType::float32)

@@ -40,11 +40,11 @@ double eps_arg(py::handle obj) {
 
 // The gradient at the normalized values: dy itself, or, when the forward fused a ReLU, dy
 // masked by its output y (y > 0), in a new array kept alive with the call's inputs.
-TensorView through_activation(const TensorView& dy, py::object y_obj, Activation act, KeepAlive& keep,
-                              Stream stream) {
+TensorView through_activation(const TensorView& dy, const std::optional<TensorView>& y_view, Activation act,
+                              KeepAlive& keep, Stream stream) {
   if (act == Activation::none) return dy;
-  if (y_obj.is_none()) throw ValueError("y: the forward output is required when activation is 'relu', got None");
-  const TensorView y = input_array(y_obj, "y", keep);
+  if (!y_view) throw ValueError("y: the forward output is required when activation is 'relu', got None");
+  const TensorView& y = *y_view;
   check_same_dtype(y, "y", dy.dtype, "dy");
   check_same_shape(y, "y", dy, "dy");
   py::object masked_obj = py::none();
@@ -71,7 +71,7 @@ BnShape bn_shape(const TensorView& x) {
 
 py::tuple batch_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_obj, py::object rm_obj,
                         py::object rv_obj, bool training, py::object momentum_obj, py::object eps_obj,
-                        py::object activation) {
+                        py::object activation, py::object out) {
   KeepAlive keep;
   const Stream stream = call_stream();
   const bool relu = activation_arg(activation) == Activation::relu;
@@ -86,22 +86,18 @@ py::tuple batch_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_
   std::optional<TensorView> rm, rv;
   if (!rm_obj.is_none()) rm = output_array(rm_obj, "running_mean", x.dtype, {b.c});
   if (!rv_obj.is_none()) rv = output_array(rv_obj, "running_var", x.dtype, {b.c});
-  if (rm && rv) check_no_overlap(*rm, "running_mean", *rv, "running_var");
-  for (const auto& [buf, name] : {std::pair{&rm, "running_mean"}, std::pair{&rv, "running_var"}})
-    if (*buf) {
-      check_no_overlap(**buf, name, x, "x");
-      if (gamma) check_no_overlap(**buf, name, *gamma, "gamma");
-      if (beta) check_no_overlap(**buf, name, *beta, "beta");
-    }
   if (!training && !(rm && rv))
     throw ValueError(std::string(rm ? "running_var" : "running_mean") + ": required when training=False, got None");
   if (training && b.n * b.s <= 1)
     throw ValueError("x: batch norm in training needs more than 1 value per channel, got N * spatial = " +
                      std::to_string(b.n * b.s));
-  py::object y_obj = py::none(), mean_obj = py::none(), is_obj = py::none();
-  const TensorView y = new_array(y_obj, x.dtype, shape_of(x));
-  const TensorView mean = new_array(mean_obj, x.dtype, {b.c});
-  const TensorView inv_std = new_array(is_obj, x.dtype, {b.c});
+  std::vector<py::object> outs = out_tuple(out, 3, "(y, mean, inv_std)");
+  const TensorView y = output_or_new(outs[0], "out[0] (y)", x.dtype, shape_of(x));
+  const TensorView mean = output_or_new(outs[1], "out[1] (mean)", x.dtype, {b.c});
+  const TensorView inv_std = output_or_new(outs[2], "out[2] (inv_std)", x.dtype, {b.c});
+  check_outputs_disjoint({{&y, "out[0] (y)"}, {&mean, "out[1] (mean)"}, {&inv_std, "out[2] (inv_std)"},
+                          {rm ? &*rm : nullptr, "running_mean"}, {rv ? &*rv : nullptr, "running_var"}},
+                         {{&x, "x"}, {gamma ? &*gamma : nullptr, "gamma"}, {beta ? &*beta : nullptr, "beta"}});
   {
     py::gil_scoped_release release;
     dispatch(x.dtype, [&](auto t) {
@@ -110,11 +106,12 @@ py::tuple batch_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_
                     ptr_or_null<T>(gamma), ptr_or_null<T>(beta), b.n, b.c, b.s, training, momentum, eps, relu, stream);
     });
   }
-  return py::make_tuple(y_obj, mean_obj, is_obj);
+  return py::make_tuple(outs[0], outs[1], outs[2]);
 }
 
 py::tuple batch_norm_backward_py(py::object dy_obj, py::object x_obj, py::object gamma_obj, py::object mean_obj,
-                                 py::object inv_std_obj, bool training, py::object y_obj, py::object activation) {
+                                 py::object inv_std_obj, bool training, py::object y_obj, py::object activation,
+                                 py::object out) {
   KeepAlive keep;
   const Stream stream = call_stream();
   const Activation act = activation_arg(activation);
@@ -126,11 +123,15 @@ py::tuple batch_norm_backward_py(py::object dy_obj, py::object x_obj, py::object
   const auto gamma = feature_array(gamma_obj, "gamma", b.c, "C", x.dtype, keep);
   const TensorView mean = required(feature_array(mean_obj, "mean", b.c, "C", x.dtype, keep), "mean");
   const TensorView inv_std = required(feature_array(inv_std_obj, "inv_std", b.c, "C", x.dtype, keep), "inv_std");
-  const TensorView dy = through_activation(dy_in, y_obj, act, keep, stream);
-  py::object dx_obj = py::none(), dg_obj = py::none(), db_obj = py::none();
-  const TensorView dx = new_array(dx_obj, x.dtype, shape_of(x));
-  const TensorView dg = new_array(dg_obj, x.dtype, {b.c});
-  const TensorView db = new_array(db_obj, x.dtype, {b.c});
+  const auto y_view = optional_input_array(y_obj, "y", keep);
+  const TensorView dy = through_activation(dy_in, y_view, act, keep, stream);
+  std::vector<py::object> outs = out_tuple(out, 3, "(dx, dgamma, dbeta)");
+  const TensorView dx = output_or_new(outs[0], "out[0] (dx)", x.dtype, shape_of(x));
+  const TensorView dg = output_or_new(outs[1], "out[1] (dgamma)", x.dtype, {b.c});
+  const TensorView db = output_or_new(outs[2], "out[2] (dbeta)", x.dtype, {b.c});
+  check_outputs_disjoint({{&dx, "out[0] (dx)"}, {&dg, "out[1] (dgamma)"}, {&db, "out[2] (dbeta)"}},
+                         {{&dy_in, "dy"}, {&x, "x"}, {gamma ? &*gamma : nullptr, "gamma"}, {&mean, "mean"}, {&inv_std, "inv_std"},
+                          {y_view ? &*y_view : nullptr, "y"}});
   {
     py::gil_scoped_release release;
     dispatch(x.dtype, [&](auto t) {
@@ -139,7 +140,7 @@ py::tuple batch_norm_backward_py(py::object dy_obj, py::object x_obj, py::object
                              mean.ptr<T>(), inv_std.ptr<T>(), b.n, b.c, b.s, training, stream);
     });
   }
-  return py::make_tuple(dx_obj, dg_obj, db_obj);
+  return py::make_tuple(outs[0], outs[1], outs[2]);
 }
 
 struct LnShape {
@@ -173,7 +174,7 @@ TensorView row_stat(py::handle obj, const char* name, const LnShape& s, const Te
 }
 
 py::tuple layer_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_obj, py::object eps_obj,
-                        py::object activation) {
+                        py::object activation, py::object out) {
   KeepAlive keep;
   const Stream stream = call_stream();
   const bool relu = activation_arg(activation) == Activation::relu;
@@ -182,10 +183,12 @@ py::tuple layer_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_
   const auto gamma = feature_array(gamma_obj, "gamma", s.d, "D", x.dtype, keep);
   const auto beta = feature_array(beta_obj, "beta", s.d, "D", x.dtype, keep);
   const double eps = eps_arg(eps_obj);
-  py::object y_obj = py::none(), mean_obj = py::none(), is_obj = py::none();
-  const TensorView y = new_array(y_obj, x.dtype, shape_of(x));
-  const TensorView mean = new_array(mean_obj, x.dtype, s.stat_shape);
-  const TensorView inv_std = new_array(is_obj, x.dtype, s.stat_shape);
+  std::vector<py::object> outs = out_tuple(out, 3, "(y, mean, inv_std)");
+  const TensorView y = output_or_new(outs[0], "out[0] (y)", x.dtype, shape_of(x));
+  const TensorView mean = output_or_new(outs[1], "out[1] (mean)", x.dtype, s.stat_shape);
+  const TensorView inv_std = output_or_new(outs[2], "out[2] (inv_std)", x.dtype, s.stat_shape);
+  check_outputs_disjoint({{&y, "out[0] (y)"}, {&mean, "out[1] (mean)"}, {&inv_std, "out[2] (inv_std)"}},
+                         {{&x, "x"}, {gamma ? &*gamma : nullptr, "gamma"}, {beta ? &*beta : nullptr, "beta"}});
   {
     py::gil_scoped_release release;
     dispatch(x.dtype, [&](auto t) {
@@ -194,11 +197,11 @@ py::tuple layer_norm_py(py::object x_obj, py::object gamma_obj, py::object beta_
                     ptr_or_null<T>(beta), s.rows, s.d, eps, relu, stream);
     });
   }
-  return py::make_tuple(y_obj, mean_obj, is_obj);
+  return py::make_tuple(outs[0], outs[1], outs[2]);
 }
 
 py::tuple layer_norm_backward_py(py::object dy_obj, py::object x_obj, py::object gamma_obj, py::object mean_obj,
-                                 py::object inv_std_obj, py::object y_obj, py::object activation) {
+                                 py::object inv_std_obj, py::object y_obj, py::object activation, py::object out) {
   KeepAlive keep;
   const Stream stream = call_stream();
   const Activation act = activation_arg(activation);
@@ -210,11 +213,15 @@ py::tuple layer_norm_backward_py(py::object dy_obj, py::object x_obj, py::object
   const auto gamma = feature_array(gamma_obj, "gamma", s.d, "D", x.dtype, keep);
   const TensorView mean = row_stat(mean_obj, "mean", s, x, keep);
   const TensorView inv_std = row_stat(inv_std_obj, "inv_std", s, x, keep);
-  const TensorView dy = through_activation(dy_in, y_obj, act, keep, stream);
-  py::object dx_obj = py::none(), dg_obj = py::none(), db_obj = py::none();
-  const TensorView dx = new_array(dx_obj, x.dtype, shape_of(x));
-  const TensorView dg = new_array(dg_obj, x.dtype, {s.d});
-  const TensorView db = new_array(db_obj, x.dtype, {s.d});
+  const auto y_view = optional_input_array(y_obj, "y", keep);
+  const TensorView dy = through_activation(dy_in, y_view, act, keep, stream);
+  std::vector<py::object> outs = out_tuple(out, 3, "(dx, dgamma, dbeta)");
+  const TensorView dx = output_or_new(outs[0], "out[0] (dx)", x.dtype, shape_of(x));
+  const TensorView dg = output_or_new(outs[1], "out[1] (dgamma)", x.dtype, {s.d});
+  const TensorView db = output_or_new(outs[2], "out[2] (dbeta)", x.dtype, {s.d});
+  check_outputs_disjoint({{&dx, "out[0] (dx)"}, {&dg, "out[1] (dgamma)"}, {&db, "out[2] (dbeta)"}},
+                         {{&dy_in, "dy"}, {&x, "x"}, {gamma ? &*gamma : nullptr, "gamma"}, {&mean, "mean"}, {&inv_std, "inv_std"},
+                          {y_view ? &*y_view : nullptr, "y"}});
   {
     py::gil_scoped_release release;
     dispatch(x.dtype, [&](auto t) {
@@ -223,7 +230,7 @@ py::tuple layer_norm_backward_py(py::object dy_obj, py::object x_obj, py::object
                              mean.ptr<T>(), inv_std.ptr<T>(), s.rows, s.d, stream);
     });
   }
-  return py::make_tuple(dx_obj, dg_obj, db_obj);
+  return py::make_tuple(outs[0], outs[1], outs[2]);
 }
 
 struct WnShape {
@@ -337,13 +344,14 @@ py::object lrn_backward_py(py::object dy_obj, py::object x_obj, py::object size,
 
 void bind_norm(py::module_& m) {
   m.def("batch_norm", &batch_norm_py, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
-        py::arg("running_var"), py::arg("training"), py::arg("momentum"), py::arg("eps"), py::arg("activation"));
+        py::arg("running_var"), py::arg("training"), py::arg("momentum"), py::arg("eps"), py::arg("activation"),
+        py::arg("out"));
   m.def("batch_norm_backward", &batch_norm_backward_py, py::arg("dy"), py::arg("x"), py::arg("gamma"),
-        py::arg("mean"), py::arg("inv_std"), py::arg("training"), py::arg("y"), py::arg("activation"));
+        py::arg("mean"), py::arg("inv_std"), py::arg("training"), py::arg("y"), py::arg("activation"), py::arg("out"));
   m.def("layer_norm", &layer_norm_py, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps"),
-        py::arg("activation"));
+        py::arg("activation"), py::arg("out"));
   m.def("layer_norm_backward", &layer_norm_backward_py, py::arg("dy"), py::arg("x"), py::arg("gamma"),
-        py::arg("mean"), py::arg("inv_std"), py::arg("y"), py::arg("activation"));
+        py::arg("mean"), py::arg("inv_std"), py::arg("y"), py::arg("activation"), py::arg("out"));
   m.def("weight_norm", &weight_norm_py, py::arg("v"), py::arg("g"));
   m.def("weight_norm_backward", &weight_norm_backward_py, py::arg("dw"), py::arg("v"), py::arg("g"));
   m.def("local_response_norm", &lrn_py, py::arg("x"), py::arg("size"), py::arg("alpha"), py::arg("beta"),

@@ -5,7 +5,7 @@ from fusednn._backend import backend_for
 
 
 def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training, momentum=0.1, eps=1e-5,
-               activation=None):
+               activation=None, out=None):
     """Batch normalization of (N, C) or (N, C, *spatial) input, per channel.
 
     Training uses the batch mean and biased variance and, when given, updates
@@ -19,38 +19,46 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training,
         gamma, beta: (C,) scale and shift, or None for 1 and 0.
         running_mean, running_var: (C,) C-contiguous writable arrays of x's dtype, or None
             (required when ``training=False``).
+        out: None, or a tuple ``(y, mean, inv_std)`` of arrays (or None entries) that receive
+            the results in place: C-contiguous, writable, of x's dtype and the results' shapes,
+            overlapping no input and no other output; they are returned in their places.
 
     Returns:
         ``(y, mean, inv_std)``; ``mean`` and ``inv_std`` (C,) are what
         :func:`batch_norm_backward` needs.
     """
     training = _checks.flag("training", training)
-    return backend_for(x=x, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var).batch_norm(
-        x, gamma, beta, running_mean, running_var, training, momentum, eps, activation)
+    return backend_for(x=x, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var,
+                       out=out).batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                                           activation, out)
 
 
-def batch_norm_backward(dy, x, gamma, mean, inv_std, *, training=True, y=None, activation=None):
+def batch_norm_backward(dy, x, gamma, mean, inv_std, *, training=True, y=None, activation=None, out=None):
     """``(dx, dgamma, dbeta)`` of :func:`batch_norm` from the forward's ``mean`` and
     ``inv_std``; ``training=False`` treats the statistics as constants. With
     ``activation="relu"`` pass the forward's output ``y``: ``dy`` goes through the ReLU's
-    backward (a select on y > 0) first."""
+    backward (a select on y > 0) first. ``out``: None or a tuple ``(dx, dgamma, dbeta)`` of
+    arrays (or None entries) written in place, as in :func:`batch_norm`."""
     training = _checks.flag("training", training)
-    return backend_for(dy=dy, x=x, gamma=gamma, mean=mean, inv_std=inv_std, y=y).batch_norm_backward(
-        dy, x, gamma, mean, inv_std, training, y, activation)
+    return backend_for(dy=dy, x=x, gamma=gamma, mean=mean, inv_std=inv_std, y=y, out=out).batch_norm_backward(
+        dy, x, gamma, mean, inv_std, training, y, activation, out)
 
 
-def layer_norm(x, gamma, beta, *, eps=1e-5, activation=None):
+def layer_norm(x, gamma, beta, *, eps=1e-5, activation=None, out=None):
     """Layer normalization over the last axis; returns ``(y, mean, inv_std)`` with the
     statistics of shape ``x.shape[:-1]``. ``gamma``/``beta``: (D,) or None.
-    ``activation="relu"`` returns ``relu`` of the normalized values, fused into the same pass."""
-    return backend_for(x=x, gamma=gamma, beta=beta).layer_norm(x, gamma, beta, eps, activation)
+    ``activation="relu"`` returns ``relu`` of the normalized values, fused into the same pass.
+    ``out``: None or a tuple ``(y, mean, inv_std)`` of arrays (or None entries) written in
+    place, as in :func:`batch_norm`."""
+    return backend_for(x=x, gamma=gamma, beta=beta, out=out).layer_norm(x, gamma, beta, eps, activation, out)
 
 
-def layer_norm_backward(dy, x, gamma, mean, inv_std, *, y=None, activation=None):
+def layer_norm_backward(dy, x, gamma, mean, inv_std, *, y=None, activation=None, out=None):
     """``(dx, dgamma, dbeta)`` of :func:`layer_norm`; with ``activation="relu"``, from the
-    forward's output ``y`` as in :func:`batch_norm_backward`."""
-    return backend_for(dy=dy, x=x, gamma=gamma, mean=mean, inv_std=inv_std, y=y).layer_norm_backward(
-        dy, x, gamma, mean, inv_std, y, activation)
+    forward's output ``y`` as in :func:`batch_norm_backward`. ``out``: None or a tuple
+    ``(dx, dgamma, dbeta)`` of arrays (or None entries) written in place."""
+    return backend_for(dy=dy, x=x, gamma=gamma, mean=mean, inv_std=inv_std, y=y, out=out).layer_norm_backward(
+        dy, x, gamma, mean, inv_std, y, activation, out)
 
 
 def weight_norm(v, g):

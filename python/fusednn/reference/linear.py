@@ -32,9 +32,15 @@ def linear_backward(dy, x, w, y=None, activation=None, *, bias=True, input_grad=
     dx = dz @ w if input_grad else None
     dw = dz.T @ x
     db = dz.sum(axis=0) if bias else None
-    if out is not None:
-        for dst, src in zip(out, (dx, dw, db)):
-            if dst is not None:
-                dst[...] = src
-        return tuple(src if dst is None else dst for dst, src in zip(out, (dx, dw, db)))
-    return dx, dw, db
+    return write_outputs(out, (dx, dw, db))
+
+
+def write_outputs(out, results):
+    """The op's results, each copied into its entry of the ``out`` tuple where that is an array
+    (the array is then returned in its place); ``out=None`` returns the results as they are."""
+    if out is None:
+        return tuple(results)
+    for dst, src in zip(out, results):
+        if dst is not None:
+            dst[...] = src
+    return tuple(src if dst is None else dst for dst, src in zip(out, results))

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from fusednn import _checks
+from fusednn.reference.linear import write_outputs
 from fusednn.reference.linear import check_activation
 
 
@@ -99,7 +100,7 @@ def _through_activation(dy, y, activation):
 
 
 def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training, momentum=0.1, eps=1e-5,
-               activation=None):
+               activation=None, out=None):
     _check_batch_norm_params(x, gamma, beta)
     check_activation(activation)
     training = _checks.flag("training", training)
@@ -134,10 +135,10 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training,
         y = y * gamma.reshape(bshape)
     if beta is not None:
         y = y + beta.reshape(bshape)
-    return _activate(y, activation), mean, inv_std
+    return write_outputs(out, (_activate(y, activation), mean, inv_std))
 
 
-def batch_norm_backward(dy, x, gamma, mean, inv_std, *, training=True, y=None, activation=None):
+def batch_norm_backward(dy, x, gamma, mean, inv_std, *, training=True, y=None, activation=None, out=None):
     _check_batch_norm_params(x, gamma, None)
     training = _checks.flag("training", training)
     _array(dy, "dy", x.dtype)
@@ -157,7 +158,7 @@ def batch_norm_backward(dy, x, gamma, mean, inv_std, *, training=True, y=None, a
         dx = scale.reshape(bshape) * (dy - dbeta.reshape(bshape) / m - xhat * dgamma.reshape(bshape) / m)
     else:
         dx = scale.reshape(bshape) * dy
-    return dx, dgamma, dbeta
+    return write_outputs(out, (dx, dgamma, dbeta))
 
 
 # ---- layer norm ----
@@ -171,7 +172,7 @@ def _check_layer_norm_params(x, gamma, beta):
             _shape(a, name, (x.shape[-1],), "(D,)")
 
 
-def layer_norm(x, gamma, beta, *, eps=1e-5, activation=None):
+def layer_norm(x, gamma, beta, *, eps=1e-5, activation=None, out=None):
     _check_layer_norm_params(x, gamma, beta)
     check_activation(activation)
     eps = _positive(eps, "eps")
@@ -184,10 +185,10 @@ def layer_norm(x, gamma, beta, *, eps=1e-5, activation=None):
     if beta is not None:
         y = y + beta
     # statistics of shape x.shape[:-1] (0-d for a 1-D x)
-    return _activate(y, activation), mean[..., 0], inv_std[..., 0]
+    return write_outputs(out, (_activate(y, activation), mean[..., 0], inv_std[..., 0]))
 
 
-def layer_norm_backward(dy, x, gamma, mean, inv_std, *, y=None, activation=None):
+def layer_norm_backward(dy, x, gamma, mean, inv_std, *, y=None, activation=None, out=None):
     _check_layer_norm_params(x, gamma, None)
     _array(dy, "dy", x.dtype)
     _same_shape(dy, "dy", x.shape, "x")
@@ -202,7 +203,7 @@ def layer_norm_backward(dy, x, gamma, mean, inv_std, *, y=None, activation=None)
     other = tuple(range(x.ndim - 1))
     dgamma = (dy * xhat).sum(axis=other)
     dbeta = dy.sum(axis=other)
-    return dx, dgamma, dbeta
+    return write_outputs(out, (dx, dgamma, dbeta))
 
 
 # ---- weight norm ----
