@@ -16,6 +16,7 @@ def cases(dev):
     xp, torch = dev.xp, dev.torch
     out = []
     for n in dev.sizes(SIZES):
+        n = dev.dram_shape(n, arrays=4)  # x, dy, y, dx
         rng = np.random.default_rng(0)
         x = dev.array(rng.standard_normal(n, np.float32))
         dy = dev.array(rng.standard_normal(n, np.float32))
@@ -23,7 +24,10 @@ def cases(dev):
         gen = xp.random.default_rng(1)
         scale = np.float32(1 / (1 - P))
 
-        def fused(x=x, dy=dy, y=y, dx=dx):
+        def fused(x=x, dy=dy):
+            return ops.dropout(x, P, seed=1, offset=7), ops.dropout_backward(dy, P, seed=1, offset=7)
+
+        def fused_out(x=x, dy=dy, y=y, dx=dx):
             ops.dropout(x, P, seed=1, offset=7, out=y)
             ops.dropout_backward(dy, P, seed=1, offset=7, out=dx)
 
@@ -31,7 +35,11 @@ def cases(dev):
             mask = gen.random(x.shape, dtype=np.float32) >= P
             return x * mask * scale, dy * mask * scale
 
-        def fused_relu(x=x, dy=dy, y=y, dx=dx):
+        def fused_relu(x=x, dy=dy):
+            y = ops.dropout(x, P, seed=1, offset=7, activation="relu")
+            return y, ops.dropout_backward(dy, P, seed=1, offset=7, y=y, activation="relu")
+
+        def fused_relu_out(x=x, dy=dy, y=y, dx=dx):
             ops.dropout(x, P, seed=1, offset=7, activation="relu", out=y)
             ops.dropout_backward(dy, P, seed=1, offset=7, y=y, activation="relu", out=dx)
 
@@ -51,8 +59,10 @@ def cases(dev):
 
         size = f"{n // 2**20}M"
         # x and dy read once, y and dx written once (the backward with relu also reads y).
-        out.append(Case("dropout", f"fwd+bwd {size} p={P}", {"fusednn": fused, "numpy": reference, "torch": torch_fn},
+        out.append(Case("dropout", f"fwd+bwd {size} p={P}",
+                        {"fusednn": fused, "out=": fused_out, "numpy": reference, "torch": torch_fn},
                         bytes=4.0 * x.nbytes))
         out.append(Case("dropout", f"relu+dropout fwd+bwd {size} p={P}",
-                        {"fusednn": fused_relu, "numpy": reference_relu, "torch": torch_relu}, bytes=5.0 * x.nbytes))
+                        {"fusednn": fused_relu, "out=": fused_relu_out, "numpy": reference_relu, "torch": torch_relu},
+                        bytes=5.0 * x.nbytes))
     return out

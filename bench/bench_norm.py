@@ -45,42 +45,78 @@ def _inputs(dev, shape, c, seed):
 def cases(dev):
     from fusednn import ops
     xp, torch = dev.xp, dev.torch
+    F = torch.nn.functional if torch is not None else None
     out = []
     for shape in dev.sizes(BATCH_SHAPES):
+        shape = dev.dram_shape(shape, arrays=4)  # x, dy, y, dx
         c = shape[1]
         x, dy, gamma, beta = _inputs(dev, shape, c, 0)
         rm, rv = xp.zeros(c, np.float32), xp.ones(c, np.float32)
+        y_buf, dx_buf = xp.empty_like(x), xp.empty_like(x)
+        stats = (xp.empty(c, np.float32), xp.empty(c, np.float32))
+        grads = (dx_buf, xp.empty(c, np.float32), xp.empty(c, np.float32))
+
+        def bn_fwd(x=x, gamma=gamma, beta=beta, rm=rm, rv=rv):
+            return ops.batch_norm(x, gamma, beta, rm, rv, training=True)
+
+        def bn_fwd_out(x=x, gamma=gamma, beta=beta, rm=rm, rv=rv, y=y_buf, stats=stats):
+            return ops.batch_norm(x, gamma, beta, rm, rv, training=True, out=(y, *stats))
 
         def bn(x=x, dy=dy, gamma=gamma, beta=beta, rm=rm, rv=rv):
             y, mean, inv_std = ops.batch_norm(x, gamma, beta, rm, rv, training=True)
             return y, ops.batch_norm_backward(dy, x, gamma, mean, inv_std)
 
-        torch_fn = None
+        def bn_out(x=x, dy=dy, gamma=gamma, beta=beta, rm=rm, rv=rv, y=y_buf, stats=stats, grads=grads):
+            y, mean, inv_std = ops.batch_norm(x, gamma, beta, rm, rv, training=True, out=(y, *stats))
+            return y, ops.batch_norm_backward(dy, x, gamma, mean, inv_std, out=grads)
+
+        torch_fwd = torch_fn = None
         if torch is not None:
-            F = torch.nn.functional
             xt, gt, bt = (dev.tensor(a).clone().requires_grad_() for a in (x, gamma, beta))
             rmt, rvt, dyt = dev.tensor(rm.copy()), dev.tensor(rv.copy()), dev.tensor(dy)
+            xt0, gt0, bt0 = dev.tensor(x), dev.tensor(gamma), dev.tensor(beta)
+
+            def torch_fwd(xt=xt0, gt=gt0, bt=bt0, rmt=rmt, rvt=rvt):
+                with torch.no_grad():
+                    return F.batch_norm(xt, rmt, rvt, gt, bt, training=True)
 
             def torch_fn(xt=xt, gt=gt, bt=bt, rmt=rmt, rvt=rvt, dyt=dyt):
                 y = F.batch_norm(xt, rmt, rvt, gt, bt, training=True)
                 return torch.autograd.grad(y, (xt, gt, bt), dyt)
 
-        out.append(Case("norm", f"batch_norm fwd+bwd {'x'.join(map(str, shape))}", {
-            "fusednn": bn, "numpy": lambda x=x, dy=dy, g=gamma, b=beta: _bn_reference(xp, x, dy, g, b),
+        def bn_reference_fwd(x=x, g=gamma, b=beta):
+            axes, bshape = (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+            mean = x.mean(axis=axes, keepdims=True)
+            return (x - mean) / xp.sqrt(x.var(axis=axes, keepdims=True) + EPS) * g.reshape(bshape) + b.reshape(bshape)
+
+        name = "x".join(map(str, shape))
+        # The forward reads x and writes y (2 passes over x's size at the least).
+        out.append(Case("norm", f"batch_norm fwd {name}", {
+            "fusednn": bn_fwd, "out=": bn_fwd_out, "numpy": bn_reference_fwd, "torch": torch_fwd,
+        }, bytes=2.0 * x.nbytes))
+        out.append(Case("norm", f"batch_norm fwd+bwd {name}", {
+            "fusednn": bn, "out=": bn_out, "numpy": lambda x=x, dy=dy, g=gamma, b=beta: _bn_reference(xp, x, dy, g, b),
             "torch": torch_fn,
         }, bytes=4.0 * x.nbytes))  # x and dy read once, y and dx written once
 
     for shape in dev.sizes(LAYER_SHAPES):
+        shape = dev.dram_shape(shape, arrays=4)
         d = shape[-1]
         x, dy, gamma, beta = _inputs(dev, shape, d, 1)
+        y_buf = xp.empty_like(x)
+        stats = (xp.empty(shape[:-1], np.float32), xp.empty(shape[:-1], np.float32))
+        grads = (xp.empty_like(x), xp.empty(d, np.float32), xp.empty(d, np.float32))
 
         def ln(x=x, dy=dy, gamma=gamma, beta=beta):
             y, mean, inv_std = ops.layer_norm(x, gamma, beta)
             return y, ops.layer_norm_backward(dy, x, gamma, mean, inv_std)
 
+        def ln_out(x=x, dy=dy, gamma=gamma, beta=beta, y=y_buf, stats=stats, grads=grads):
+            y, mean, inv_std = ops.layer_norm(x, gamma, beta, out=(y, *stats))
+            return y, ops.layer_norm_backward(dy, x, gamma, mean, inv_std, out=grads)
+
         torch_fn = None
         if torch is not None:
-            F = torch.nn.functional
             xt, gt, bt = (dev.tensor(a).clone().requires_grad_() for a in (x, gamma, beta))
             dyt = dev.tensor(dy)
 
@@ -89,7 +125,7 @@ def cases(dev):
                 return torch.autograd.grad(y, (xt, gt, bt), dyt)
 
         out.append(Case("norm", f"layer_norm fwd+bwd {'x'.join(map(str, shape))}", {
-            "fusednn": ln, "numpy": lambda x=x, dy=dy, g=gamma, b=beta: _ln_reference(xp, x, dy, g, b),
+            "fusednn": ln, "out=": ln_out, "numpy": lambda x=x, dy=dy, g=gamma, b=beta: _ln_reference(xp, x, dy, g, b),
             "torch": torch_fn,
         }, bytes=4.0 * x.nbytes))
     return out

@@ -88,6 +88,7 @@ def cases(dev):
     torch = dev.torch
     out = []
     for n in dev.sizes(SIZES):
+        n = dev.dram_shape(n, arrays=4)  # parameters, gradients and (at least) two state arrays
         for name, (cls, kw, bytes_per, tcls, fused) in RULES.items():
             if dev.quick and name not in QUICK_RULES:
                 continue

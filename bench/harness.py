@@ -20,6 +20,40 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 
+DRAM_FACTOR = 4
+_FALLBACK_L3 = 32 * 2**20
+
+
+def l3_cache_bytes():
+    """The largest last-level (L3) cache of one CPU as the OS reports it (Linux sysfs, then
+    sysconf), or 32 MiB when it reports none. Virtual machines may report a host's whole L3
+    (a Xeon VM here reported 480 MB): the bench sizes its cases from this number, so a large
+    report gives larger (slower) cases, never cache-resident ones."""
+    sizes = []
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in os.listdir(base):
+            try:
+                with open(os.path.join(base, entry, "level")) as f:
+                    level = int(f.read())
+                with open(os.path.join(base, entry, "size")) as f:
+                    text = f.read().strip()
+            except (OSError, ValueError):
+                continue
+            if level == 3 and text:
+                unit = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1].upper(), 1)
+                sizes.append(int(text.rstrip("KMGkmg")) * unit)
+    except OSError:
+        pass
+    if not sizes:
+        try:
+            sizes.append(os.sysconf("SC_LEVEL3_CACHE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            pass
+    best = max(sizes, default=0)
+    return best if best > 0 else _FALLBACK_L3
+
+
 @dataclasses.dataclass
 class Device:
     """Where the cases run: name "cpu" or "cuda"; quick: the first (small) sizes only; torch:
@@ -47,6 +81,19 @@ class Device:
     def tensor(self, a):
         """A torch tensor on the device sharing a's memory (NumPy or CuPy)."""
         return self.torch.as_tensor(a, device=self.name)
+
+    def dram_shape(self, shape, arrays, itemsize=4):
+        """``shape`` with its first axis grown, on the CPU, until the ``arrays`` arrays of that
+        shape that a case streams total at least ``DRAM_FACTOR`` (4) times the L3 cache (so no
+        call finds the previous call's data in cache; see ``l3_cache_bytes``). Unchanged on a
+        GPU and in a quick run."""
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if self.cuda or self.quick:
+            return shape if len(shape) > 1 else shape[0]
+        per_row = arrays * itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        rows = max(shape[0], -(-DRAM_FACTOR * l3_cache_bytes() // per_row))
+        shape = (int(rows),) + shape[1:]
+        return shape if len(shape) > 1 else shape[0]
 
     def sizes(self, items):
         """The entries of a family's size list for this run: each is a size or (size, "cuda")

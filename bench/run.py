@@ -21,8 +21,8 @@ except ImportError:
     torch = None
 
 import fusednn  # noqa: E402
-from harness import (HEADER, Device, cuda_ceilings, cuda_median_seconds, median_seconds,  # noqa: E402
-                     memory_bandwidth, run_cases, sgemm_peak)
+from harness import (DRAM_FACTOR, HEADER, Device, cuda_ceilings, cuda_median_seconds, l3_cache_bytes,  # noqa: E402
+                     median_seconds, memory_bandwidth, run_cases, sgemm_peak)
 
 FAMILIES = ["linear", "xent", "norm", "dropout", "activation", "gather", "optim", "train", "train_contention"]
 # Where each family's case list lives: bench_<family>.cases, except these.
@@ -87,9 +87,15 @@ def main(argv=None):
               f"{' (OPENBLAS_CORETYPE=' + os.environ['OPENBLAS_CORETYPE'] + ')' if 'OPENBLAS_CORETYPE' in os.environ else ''}"
               f" | torch {th.__version__ if th is not None else 'not installed'}")
         size, mb = (1024, 64) if args.quick else (3072, 256)
-        peaks = {"sgemm_gflops": sgemm_peak(size=size), "bandwidth_gbytes": memory_bandwidth(megabytes=mb)}
+        peaks = {"sgemm_gflops": sgemm_peak(size=size)}
+        l3 = l3_cache_bytes()
+        mb = max(mb, 0 if args.quick else DRAM_FACTOR * l3 // 2**20)
+        peaks = {"sgemm_gflops": peaks["sgemm_gflops"], "bandwidth_gbytes": memory_bandwidth(megabytes=mb)}
+        peaks["l3_bytes"] = l3
         print(f"ceilings: SGEMM peak {peaks['sgemm_gflops']:.0f} GFLOP/s (NumPy sgemm {size}^3), memory bandwidth "
-              f"{peaks['bandwidth_gbytes']:.1f} GB/s (x *= a over {mb} MB, read + write)\n")
+              f"{peaks['bandwidth_gbytes']:.1f} GB/s (x *= a over {mb} MB, read + write) | L3 {l3 / 2**20:.0f} MiB "
+              f"(OS report): memory-bound cases stream >= {DRAM_FACTOR}x that per call"
+              f"{' (not in --quick)' if args.quick else ''}\n")
         timer = median_seconds
     print(HEADER)
     results = []
