@@ -87,11 +87,10 @@ def main(argv=None):
               f"{' (OPENBLAS_CORETYPE=' + os.environ['OPENBLAS_CORETYPE'] + ')' if 'OPENBLAS_CORETYPE' in os.environ else ''}"
               f" | torch {th.__version__ if th is not None else 'not installed'}")
         size, mb = (1024, 64) if args.quick else (3072, 256)
-        peaks = {"sgemm_gflops": sgemm_peak(size=size)}
         l3 = l3_cache_bytes()
         mb = max(mb, 0 if args.quick else DRAM_FACTOR * l3 // 2**20)
-        peaks = {"sgemm_gflops": peaks["sgemm_gflops"], "bandwidth_gbytes": memory_bandwidth(megabytes=mb)}
-        peaks["l3_bytes"] = l3
+        peaks = {"sgemm_gflops": sgemm_peak(size=size), "bandwidth_gbytes": memory_bandwidth(megabytes=mb),
+                 "l3_bytes": l3}
         print(f"ceilings: SGEMM peak {peaks['sgemm_gflops']:.0f} GFLOP/s (NumPy sgemm {size}^3), memory bandwidth "
               f"{peaks['bandwidth_gbytes']:.1f} GB/s (x *= a over {mb} MB, read + write) | L3 {l3 / 2**20:.0f} MiB "
               f"(OS report): memory-bound cases stream >= {DRAM_FACTOR}x that per call"
