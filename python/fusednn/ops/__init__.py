@@ -2,6 +2,9 @@
 of the same name in :mod:`fusednn.reference`. Exact semantics: docs/ops.md."""
 
 from fusednn.ops.activation import relu, relu_backward
+from fusednn.ops.augment import augment, augment_params
+from fusednn.ops.conv import (conv2d, conv2d_backward, max_pool2d, max_pool2d_backward, avg_pool2d,
+                              avg_pool2d_backward, global_avg_pool2d, global_avg_pool2d_backward)
 from fusednn.ops.dropout import (drop_connect, drop_connect_backward, dropout, dropout_backward, dropout_mask,
                                  gaussian_noise)
 from fusednn.ops.gather import gather_rows
@@ -15,8 +18,11 @@ from fusednn.ops.xent import (log_softmax, log_softmax_backward, softmax, softma
 
 __all__ = [
     "gather_rows",
+    "augment_params", "augment",
     "relu", "relu_backward",
     "linear", "linear_backward",
+    "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "global_avg_pool2d", "global_avg_pool2d_backward",
     "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
     "softmax_cross_entropy", "softmax_cross_entropy_with_grad",
     "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",

@@ -2,6 +2,9 @@
 signatures: the specification the kernels are tested against (docs/ops.md)."""
 
 from fusednn.reference.activation import relu, relu_backward
+from fusednn.reference.augment import augment, augment_params
+from fusednn.reference.conv import (conv2d, conv2d_backward, max_pool2d, max_pool2d_backward, avg_pool2d,
+                                    avg_pool2d_backward, global_avg_pool2d, global_avg_pool2d_backward)
 from fusednn.reference.dropout import (drop_connect, drop_connect_backward, dropout, dropout_backward, dropout_mask,
                                        gaussian_noise, philox4x32_10, philox_uint32)
 from fusednn.reference.gather import gather_rows
@@ -16,8 +19,11 @@ from fusednn.reference.xent import (log_softmax, log_softmax_backward, softmax, 
 
 __all__ = [
     "gather_rows",
+    "augment_params", "augment",
     "relu", "relu_backward",
     "linear", "linear_backward",
+    "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "global_avg_pool2d", "global_avg_pool2d_backward",
     "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
     "softmax_cross_entropy", "softmax_cross_entropy_with_grad",
     "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",

@@ -1,0 +1,108 @@
+// 2-D convolution and pooling on NCHW arrays: the geometry shared by the CPU and CUDA builds, and
+// the entry points. Plain C++ (no CUDA includes).
+//
+// Every entry point takes the call's Stream last (common/stream.h); the CPU ignores it.
+//
+// Convolution is a GEMM over "im2row" blocks: the output positions (n, oh, ow) of the whole batch,
+// flattened, are cut into fixed blocks of M rows (conv_block_rows: at most kConvBlockElems
+// elements per scratch matrix, never less than one row); for each block and group, a row of the
+// M x K matrix holds the K = C_in/groups * kH * kW input values under that output position (0 in
+// the padding), and the block's outputs are linear(rows, w_g, b_g) = rows @ w_g.T + b_g, with the
+// bias and the ReLU in the GEMM's epilogue, transposed into NCHW. Backward is linear_backward on
+// the same rows (dw and db accumulated over the blocks in block order, so the result depends on
+// the shapes only, never on the thread count), and the row gradients are added back onto the
+// input positions they came from (col2im).
+//
+// Shapes (contiguous): x (n, c_in, h, w), w (c_out, c_in / groups, kh, kw), b (c_out) or null,
+// y and dy (n, c_out, oh, ow), with oh = (h + 2 ph - dh (kh - 1) - 1) / sh + 1 (ow alike).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common/activation.h"
+#include "common/macros.h"
+#include "common/stream.h"
+
+namespace fdnn {
+
+struct ConvShape {
+  int64_t n, c_in, h, w;   // input
+  int64_t c_out, kh, kw;   // weight (c_out, c_in / groups, kh, kw)
+  int64_t sh, sw, ph, pw, dh, dw;
+  int64_t groups;
+  int64_t oh, ow;          // output
+
+  FDNN_HD int64_t cin_g() const { return c_in / groups; }
+  FDNN_HD int64_t cout_g() const { return c_out / groups; }
+  FDNN_HD int64_t k() const { return cin_g() * kh * kw; }  // the GEMM's inner dimension per group
+  FDNN_HD int64_t positions() const { return oh * ow; }    // output positions per image
+  FDNN_HD int64_t rows() const { return n * oh * ow; }     // output positions of the batch
+};
+
+// The output size along one axis; < 1 when the dilated kernel does not fit the padded input.
+FDNN_HD inline int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dilation) {
+  const int64_t span = dilation * (k - 1) + 1;
+  return in + 2 * pad < span ? 0 : (in + 2 * pad - span) / stride + 1;
+}
+
+// Elements per scratch matrix of one block (rows x K, rows x C_out/groups): 2^20 on the CPU
+// (4 MiB in float32, 8 MiB in float64, so a block stays in the last-level cache), 2^24 on the GPU.
+constexpr int64_t kConvBlockElemsCpu = int64_t{1} << 20;
+constexpr int64_t kConvBlockElemsCuda = int64_t{1} << 24;
+
+// Rows (output positions) per block: as many as fit the budget in every scratch matrix, at least 1.
+inline int64_t conv_block_rows(const ConvShape& s, int64_t budget) {
+  const int64_t widest = std::max<int64_t>({s.k(), s.cout_g(), 1});
+  return std::max<int64_t>(1, std::min<int64_t>(budget / widest, std::max<int64_t>(s.rows(), 1)));
+}
+
+// y = act(conv2d(x, w) + b).
+template <typename T>
+void conv2d(T* y, const T* x, const T* w, const T* b, const ConvShape& s, Activation act, Stream stream);
+
+// dz = dy * act'(y); dx = conv2d's input gradient of dz, dw its weight gradient, db = sums of dz
+// over (n, oh, ow). Any of dx, dw, db may be null to skip it; y is needed only when act != none.
+template <typename T>
+void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* y, const ConvShape& s,
+                     Activation act, Stream stream);
+
+struct PoolShape {
+  int64_t planes, h, w;  // planes = n * c
+  int64_t kh, kw, sh, sw, ph, pw;
+  int64_t oh, ow;
+};
+
+// Max pooling: y = the window's maximum over the positions inside the input (the padding never
+// wins), idx = its flat index ih * w + iw in the input plane. Ties keep the first maximum in
+// row-major window order and a NaN wins (the last NaN of the window), as torch's CPU kernel.
+template <typename T> void max_pool2d(T* y, int64_t* idx, const T* x, const PoolShape& s, Stream stream);
+
+// dx = 0, then dx[plane, idx] += dy for every output. Indices outside [0, h * w) are skipped and
+// counted: the return value is their number (the binding raises on any).
+template <typename T>
+int64_t max_pool2d_backward(T* dx, const T* dy, const int64_t* idx, const PoolShape& s, Stream stream);
+
+// Average pooling: the window's sum over the positions inside the input, divided by kh * kw
+// (count_include_pad) or by the number of those positions.
+template <typename T> void avg_pool2d(T* y, const T* x, const PoolShape& s, bool count_include_pad, Stream stream);
+template <typename T>
+void avg_pool2d_backward(T* dx, const T* dy, const PoolShape& s, bool count_include_pad, Stream stream);
+
+// y[p] = mean of plane p (hw values); backward dx[p, :] = dy[p] / hw.
+template <typename T> void global_avg_pool2d(T* y, const T* x, int64_t planes, int64_t hw, Stream stream);
+template <typename T> void global_avg_pool2d_backward(T* dx, const T* dy, int64_t planes, int64_t hw, Stream stream);
+
+// The explicit instantiations that both devices' files (conv_cpu.cpp, conv_cuda.cu) emit.
+#define FDNN_CONV_INSTANTIATE(T)                                                                                \
+  template void conv2d<T>(T*, const T*, const T*, const T*, const ConvShape&, Activation, Stream);              \
+  template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const ConvShape&,        \
+                                   Activation, Stream);                                                         \
+  template void max_pool2d<T>(T*, int64_t*, const T*, const PoolShape&, Stream);                                \
+  template int64_t max_pool2d_backward<T>(T*, const T*, const int64_t*, const PoolShape&, Stream);              \
+  template void avg_pool2d<T>(T*, const T*, const PoolShape&, bool, Stream);                                    \
+  template void avg_pool2d_backward<T>(T*, const T*, const PoolShape&, bool, Stream);                           \
+  template void global_avg_pool2d<T>(T*, const T*, int64_t, int64_t, Stream);                                   \
+  template void global_avg_pool2d_backward<T>(T*, const T*, int64_t, int64_t, Stream);
+
+}  // namespace fdnn
