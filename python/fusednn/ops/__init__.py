@@ -15,6 +15,7 @@ from fusednn.ops.norm import (batch_norm, batch_norm_backward, layer_norm, layer
                               local_response_norm_backward, weight_norm, weight_norm_backward)
 from fusednn.ops.xent import (log_softmax, log_softmax_backward, softmax, softmax_backward, softmax_cross_entropy,
                               softmax_cross_entropy_with_grad)
+from fusednn.ops.rnn import gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_dropout_masks
 
 __all__ = [
     "gather_rows",
@@ -30,4 +31,5 @@ __all__ = [
     "dropout_mask", "dropout", "dropout_backward", "drop_connect", "drop_connect_backward", "gaussian_noise",
     "sgd_step", "adagrad_step", "rmsprop_step", "adadelta_step", "adam_step", "nadam_step",
     "grad_norm", "clip_grad_value_", "scale_", "add_penalty_grad",
+    "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_dropout_masks",
 ]

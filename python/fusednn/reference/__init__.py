@@ -16,6 +16,7 @@ from fusednn.reference.optim import (adadelta_step, adagrad_step, adam_step, add
                                      grad_norm, nadam_step, rmsprop_step, scale_, sgd_step)
 from fusednn.reference.xent import (log_softmax, log_softmax_backward, softmax, softmax_backward,
                                     softmax_cross_entropy, softmax_cross_entropy_with_grad)
+from fusednn.reference.rnn import gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_dropout_masks
 
 __all__ = [
     "gather_rows",
@@ -32,4 +33,5 @@ __all__ = [
     "philox4x32_10", "philox_uint32",
     "sgd_step", "adagrad_step", "rmsprop_step", "adadelta_step", "adam_step", "nadam_step",
     "grad_norm", "clip_grad_value_", "scale_", "add_penalty_grad",
+    "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_dropout_masks",
 ]
