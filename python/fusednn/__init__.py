@@ -40,7 +40,7 @@ from fusednn.params import FlatParameters  # noqa: E402
 
 # The submodules load on first use (PEP 562), so that `import fusednn` (and `import fusednn.ops`)
 # does not load the training library; `fusednn.train` etc. work as attributes all the same.
-_LAZY = ("ops", "optim", "reference", "nn", "data", "train", "checkpoint", "regularizers")
+_LAZY = ("ops", "optim", "reference", "nn", "data", "train", "checkpoint", "regularizers", "diagnostics")
 
 
 def __getattr__(name):
@@ -57,4 +57,4 @@ def __dir__():
 
 
 __all__ = ["__version__", "build_info", "get_num_threads", "set_num_threads", "ops", "optim", "reference",
-           "FlatParameters", "nn", "data", "train", "checkpoint", "regularizers", "gradcheck"]
+           "FlatParameters", "nn", "data", "train", "checkpoint", "regularizers", "diagnostics", "gradcheck"]

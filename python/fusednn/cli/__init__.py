@@ -10,7 +10,7 @@ import sys
 
 from fusednn.cli._args import UsageError
 
-COMMANDS = ("train",)
+COMMANDS = ("train", "demo")
 
 __all__ = ["main", "build_parser", "UsageError", "COMMANDS"]
 
