@@ -1,0 +1,237 @@
+// Data augmentation: one pass over a batch of images (N, C, H, W) that applies to every sample its
+// own affine map (rotation, zoom, shift, shear, flips; bilinear or nearest, with a fill value),
+// brightness and contrast factors, additive Gaussian noise, optional clipping and a random-erasing
+// rectangle. The per-sample parameters are drawn on the host (python/fusednn/ops/augment.py); this
+// header holds the per-pixel math both devices run. Plain C++ (no CUDA includes).
+//
+// Conventions (docs/data.md): pixel (row r, column c) has its center at (x, y) = (c, r); the
+// affine map acts about the image center ((W - 1) / 2, (H - 1) / 2) as torchvision's
+// F.affine does on tensors; the output pixel p takes the input at M p, M being the inverse map
+// (flips folded in) that augment_sample() builds. Order per sample: geometry, brightness,
+// contrast (about the mean gray level of the result), noise, clip, erase.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common/macros.h"
+#include "common/philox.h"
+#include "common/stream.h"
+
+namespace fdnn {
+
+// One sample's parameters as the kernels use them (built on the host by augment_sample()).
+struct AugmentSample {
+  double m[6];           // inverse map: source x = m0 x + m1 y + m2, source y = m3 x + m4 y + m5
+  double brightness;     // factor (1: unchanged)
+  double contrast;       // factor (1: unchanged)
+  double noise_mean, noise_std;
+  double erase_value;
+  int64_t erase_top, erase_left, erase_height, erase_width;  // erase_height == 0: no erasing
+  uint64_t noise_seed;   // Philox key of this sample's per-pixel noise
+  int32_t identity_map;  // m is exactly the identity: the geometric step copies
+  int32_t erase_random;  // erase with standard normal noise instead of erase_value
+};
+
+// The raw parameters of one sample (python: the dict that ops.augment_params returns).
+struct AugmentRaw {
+  double angle, translate_x, translate_y, scale, shear_x, shear_y;  // degrees, pixels, factor, degrees
+  bool hflip, vflip;
+  double brightness, contrast, noise_mean, noise_std, erase_value;
+  bool erase, erase_random;
+  int64_t erase_top, erase_left, erase_height, erase_width;
+  uint64_t noise_seed;
+};
+
+// torchvision's _get_inverse_affine_matrix (center c, angle a clockwise on screen, translation t,
+// scale s, shear (sx, sy)): M = C RSS^-1 C^-1 T^-1 with RSS = R(a) S(s) SHy(sy) SHx(sx); then
+// the flips, applied to the input before the affine map, are folded in: x -> (W - 1) - x.
+inline AugmentSample augment_sample(const AugmentRaw& r, int64_t h, int64_t w) {
+  const double deg = 0.017453292519943295769236907684886;  // pi / 180
+  const double rot = r.angle * deg, sx = r.shear_x * deg, sy = r.shear_y * deg;
+  const double cx = 0.5 * static_cast<double>(w - 1), cy = 0.5 * static_cast<double>(h - 1);
+  const double a = std::cos(rot - sy) / std::cos(sy);
+  const double b = -std::cos(rot - sy) * std::tan(sx) / std::cos(sy) - std::sin(rot);
+  const double c = std::sin(rot - sy) / std::cos(sy);
+  const double d = -std::sin(rot - sy) * std::tan(sx) / std::cos(sy) + std::cos(rot);
+  AugmentSample s{};
+  double* m = s.m;
+  m[0] = d / r.scale;
+  m[1] = -b / r.scale;
+  m[3] = -c / r.scale;
+  m[4] = a / r.scale;
+  const double ux = -cx - r.translate_x, uy = -cy - r.translate_y;
+  m[2] = m[0] * ux + m[1] * uy + cx;
+  m[5] = m[3] * ux + m[4] * uy + cy;
+  if (r.hflip) {  // source x' = (W - 1) - x
+    m[0] = -m[0];
+    m[1] = -m[1];
+    m[2] = static_cast<double>(w - 1) - m[2];
+  }
+  if (r.vflip) {
+    m[3] = -m[3];
+    m[4] = -m[4];
+    m[5] = static_cast<double>(h - 1) - m[5];
+  }
+  s.identity_map = m[0] == 1.0 && m[1] == 0.0 && m[2] == 0.0 && m[3] == 0.0 && m[4] == 1.0 && m[5] == 0.0;
+  s.brightness = r.brightness;
+  s.contrast = r.contrast;
+  s.noise_mean = r.noise_mean;
+  s.noise_std = r.noise_std;
+  s.erase_value = r.erase_value;
+  s.erase_random = r.erase_random;
+  if (r.erase && r.erase_height > 0 && r.erase_width > 0) {
+    s.erase_top = r.erase_top;
+    s.erase_left = r.erase_left;
+    s.erase_height = r.erase_height;
+    s.erase_width = r.erase_width;
+  }
+  s.noise_seed = r.noise_seed;
+  return s;
+}
+
+// The image geometry and the call's options.
+struct AugmentShape {
+  int64_t c, h, w;
+  int nearest;          // 1: nearest neighbour, 0: bilinear
+  double fill;          // the value of pixels outside the input
+  int clip;             // 1: clamp to [clip_lo, clip_hi] after the noise
+  double clip_lo, clip_hi;
+  double gray_weight[3];  // contrast's gray level: luma weights for C == 3
+};
+
+// Input value of channel plane `x` (H x W) at integer (col, row), or fill outside.
+template <typename T>
+FDNN_HD inline double augment_tap(const T* x, int64_t col, int64_t row, const AugmentShape& g) {
+  if (col < 0 || row < 0 || col >= g.w || row >= g.h) return g.fill;
+  return static_cast<double>(x[row * g.w + col]);
+}
+
+// Step 1 and 2 for output element (channel plane `plane`, row, col) of one sample: the geometric
+// resampling of the plane, then the brightness factor. A tap whose weight is exactly 0 is not
+// read, so integer source coordinates (identity, flips, integer shifts) copy bit for bit.
+template <typename T>
+FDNN_HD inline T augment_geometry(const T* plane, int64_t row, int64_t col, const AugmentSample& s,
+                                  const AugmentShape& g) {
+  T v;
+  if (s.identity_map) {
+    v = plane[row * g.w + col];
+  } else {
+    const double px = static_cast<double>(col), py = static_cast<double>(row);
+    const double sx = s.m[0] * px + s.m[1] * py + s.m[2];
+    const double sy = s.m[3] * px + s.m[4] * py + s.m[5];
+    double out;
+    if (g.nearest) {
+      // Round half to even (as torch's grid_sample 'nearest' uses nearbyint).
+      const double fx = rint(sx), fy = rint(sy);
+      out = (fx >= -1.0 && fx <= static_cast<double>(g.w) && fy >= -1.0 && fy <= static_cast<double>(g.h))
+                ? augment_tap(plane, static_cast<int64_t>(fx), static_cast<int64_t>(fy), g)
+                : g.fill;
+    } else if (!(sx > -1.0 && sx < static_cast<double>(g.w) && sy > -1.0 && sy < static_cast<double>(g.h))) {
+      out = g.fill;  // all four taps outside (NaN coordinates too)
+    } else {
+      const double x0 = floor(sx), y0 = floor(sy);
+      const double wx = sx - x0, wy = sy - y0;
+      const int64_t c0 = static_cast<int64_t>(x0), r0 = static_cast<int64_t>(y0);
+      const double t00 = augment_tap(plane, c0, r0, g);
+      const double top = wx == 0.0 ? t00 : (1.0 - wx) * t00 + wx * augment_tap(plane, c0 + 1, r0, g);
+      if (wy == 0.0) {
+        out = top;
+      } else {
+        const double t10 = augment_tap(plane, c0, r0 + 1, g);
+        const double bottom = wx == 0.0 ? t10 : (1.0 - wx) * t10 + wx * augment_tap(plane, c0 + 1, r0 + 1, g);
+        out = (1.0 - wy) * top + wy * bottom;
+      }
+    }
+    v = static_cast<T>(out);
+  }
+  if (s.brightness != 1.0) v = static_cast<T>(static_cast<double>(v) * s.brightness);
+  return v;
+}
+
+// The weight of element e (of C*H*W) in the sample's mean gray level: luma weights / (H W) for
+// three channels, 1 / (C H W) otherwise.
+FDNN_HD inline double augment_gray_weight(int64_t e, const AugmentShape& g) {
+  const int64_t hw = g.h * g.w;
+  if (g.c == 3) return g.gray_weight[e / hw] / static_cast<double>(hw);
+  return 1.0 / static_cast<double>(g.c * hw);
+}
+
+// Standard normals of elements 4j .. 4j+3 of the stream (key, offset): Box-Muller on the word
+// pairs (0, 1) and (2, 3) of Philox block j, as ops.gaussian_noise maps them.
+FDNN_HD inline void augment_normals(uint64_t key, uint64_t offset, int64_t j, double z[4]) {
+  const PhiloxStream stream(key, offset);
+  uint32_t r0, r1, r2, r3;
+  stream.block(static_cast<uint64_t>(j), r0, r1, r2, r3);
+  const double two_pi = 6.283185307179586476925286766559;
+  const double u1 = (static_cast<double>(r0 >> 8) + 1.0) * (1.0 / 16777216.0);
+  const double u2 = static_cast<double>(r1 >> 8) * (1.0 / 16777216.0);
+  const double u3 = (static_cast<double>(r2 >> 8) + 1.0) * (1.0 / 16777216.0);
+  const double u4 = static_cast<double>(r3 >> 8) * (1.0 / 16777216.0);
+  const double ra = sqrt(-2.0 * log(u1)), rb = sqrt(-2.0 * log(u3));
+  z[0] = ra * cos(two_pi * u2);
+  z[1] = ra * sin(two_pi * u2);
+  z[2] = rb * cos(two_pi * u4);
+  z[3] = rb * sin(two_pi * u4);
+}
+
+// Offsets of the two per-pixel streams of a sample (key noise_seed).
+constexpr uint64_t kAugmentNoiseOffset = 0;
+constexpr uint64_t kAugmentEraseOffset = 1;
+
+// Steps 3 to 6 on elements 4j .. min(4j + 4, count) of one sample's output y (count = C H W),
+// in place: contrast about `gray_mean`, noise, clip, erase.
+template <typename T>
+FDNN_HD inline void augment_finish_quad(T* y, int64_t j, int64_t count, const AugmentSample& s, const AugmentShape& g,
+                                        double gray_mean) {
+  const int64_t e0 = 4 * j;
+  const int64_t m = count - e0 < 4 ? count - e0 : 4;
+  double z[4] = {0.0, 0.0, 0.0, 0.0};
+  const bool noise = s.noise_std != 0.0 || s.noise_mean != 0.0;
+  if (noise) augment_normals(s.noise_seed, kAugmentNoiseOffset, j, z);
+  bool erase_any = false;
+  bool erased[4] = {false, false, false, false};
+  if (s.erase_height > 0) {
+    const int64_t hw = g.h * g.w;
+    for (int k = 0; k < m; ++k) {
+      const int64_t pix = (e0 + k) % hw, row = pix / g.w, col = pix % g.w;
+      erased[k] = row >= s.erase_top && row < s.erase_top + s.erase_height && col >= s.erase_left &&
+                  col < s.erase_left + s.erase_width;
+      erase_any = erase_any || erased[k];
+    }
+  }
+  double ze[4] = {0.0, 0.0, 0.0, 0.0};
+  if (erase_any && s.erase_random) augment_normals(s.noise_seed, kAugmentEraseOffset, j, ze);
+  for (int k = 0; k < m; ++k) {
+    T& out = y[e0 + k];
+    if (erased[k]) {
+      out = static_cast<T>(s.erase_random ? ze[k] : s.erase_value);
+      continue;
+    }
+    T v = out;
+    if (s.contrast != 1.0)
+      v = static_cast<T>(s.contrast * static_cast<double>(v) + (1.0 - s.contrast) * gray_mean);
+    if (noise) v = static_cast<T>(static_cast<double>(v) + (s.noise_mean + s.noise_std * z[k]));
+    if (g.clip) {
+      const double d = static_cast<double>(v);
+      if (d < g.clip_lo) v = static_cast<T>(g.clip_lo);
+      if (d > g.clip_hi) v = static_cast<T>(g.clip_hi);
+    }
+    out = v;
+  }
+}
+
+// Whether steps 3 to 6 change anything for this sample.
+FDNN_HD inline bool augment_needs_finish(const AugmentSample& s, const AugmentShape& g) {
+  return s.contrast != 1.0 || s.noise_std != 0.0 || s.noise_mean != 0.0 || g.clip || s.erase_height > 0;
+}
+
+// y (N, C, H, W) from x (the same shape, not overlapping y); samples: N host structs.
+template <typename T>
+void augment(T* y, const T* x, int64_t n, const AugmentShape& shape, const AugmentSample* samples, Stream stream);
+
+// The explicit instantiations that both devices' files (augment_cpu.cpp, augment_cuda.cu) emit.
+#define FDNN_AUGMENT_INSTANTIATE(T) \
+  template void augment<T>(T*, const T*, int64_t, const AugmentShape&, const AugmentSample*, Stream);
+
+}  // namespace fdnn

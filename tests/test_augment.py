@@ -1,0 +1,345 @@
+"""fusednn.ops augment / augment_params against the NumPy reference on every device: identity is
+bitwise, flips and integer shifts are exact, bilinear sampling agrees with scipy.ndimage on interior
+pixels, the parameter draws follow their laws (Kolmogorov-Smirnov on 10^5 draws), outputs do not
+depend on the thread count, and every bad argument is a clear error."""
+
+import math
+
+import numpy as np
+import pytest
+from conftest import assert_close, seed_of, to_device, to_numpy
+
+from fusednn import ops, reference
+from fusednn.ops.augment import PARAM_KEYS
+
+DTYPES = [np.float32, np.float64]
+# (N, ...) image batches: 1x1 images, odd sizes, C = 1 and 3, N = 1.
+SHAPES = [(1, 1, 1), (2, 1, 1, 1), (3, 5, 7), (1, 3, 4, 6), (4, 3, 9, 5), (5, 1, 8, 8)]
+FULL = {"degrees": 25, "translate": (0.15, 0.1), "scale": (0.8, 1.2), "shear": (-10, 10, -5, 5), "hflip": 0.5,
+        "vflip": 0.3, "brightness": 0.3, "contrast": 0.4, "noise": 0.1, "noise_mean": 0.02, "erase": 0.6,
+        "erase_value": 0.5}
+
+
+def images(shape, dtype, key):
+    rng = np.random.default_rng(seed_of(*key))
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def geometry(shape):
+    return (1,) + shape[1:] if len(shape) == 3 else shape[1:]
+
+
+def params_for(n, spec, shape, seed=7, offset=0, **kw):
+    return ops.augment_params(n, spec, seed=seed, offset=offset, image_shape=geometry(shape), **kw)
+
+
+def bits(a):
+    a = np.ascontiguousarray(to_numpy(a))
+    return a.view(np.dtype(f"u{a.dtype.itemsize}"))
+
+
+# ---- the op against the reference ----
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+def test_matches_reference(device, dtype, shape, interpolation):
+    x = images(shape, dtype, ("ref", shape, interpolation))
+    spec = dict(FULL, erase_value="random") if interpolation == "nearest" else FULL
+    p = params_for(shape[0], spec, shape, seed=seed_of(shape))
+    clip = (-1.5, 2.0) if dtype == np.float64 else None
+    got = ops.augment(to_device(device, x), p, interpolation=interpolation, fill=0.25, clip=clip)
+    want = reference.augment(x, p, interpolation=interpolation, fill=0.25, clip=clip)
+    assert got.dtype == x.dtype and got.shape == x.shape
+    assert_close(got, want, kind="transcendental")
+
+
+def test_large_batch_flat_rows_matches_reference(device):
+    x = images((600, 64), np.float32, ("large",))
+    p = ops.augment_params(600, FULL, seed=3, offset=11, image_shape=(8, 8))
+    got = ops.augment(to_device(device, x), p, image_shape=(8, 8))
+    assert_close(got, reference.augment(x, p, image_shape=(8, 8)), kind="transcendental")
+
+
+def test_params_match_reference():
+    for spec, shape, same in [(FULL, (1, 9, 7), False), (dict(FULL, erase=1.0, erase_value="random"), (3, 6, 6), True),
+                              ({}, (2, 4), False), ({"erase": 1.0, "erase_scale": (0.5, 0.9)}, (5, 5), False)]:
+        got = ops.augment_params(23, spec, seed=2**64 - 1, offset=2**40 + 5, image_shape=shape, same_on_batch=same)
+        want = reference.augment_params(23, spec, seed=2**64 - 1, offset=2**40 + 5, image_shape=shape,
+                                        same_on_batch=same)
+        assert list(got) == list(PARAM_KEYS)
+        for k in got:
+            assert got[k].dtype == want[k].dtype and got[k].shape == (23,), k
+            if got[k].dtype.kind == "f":
+                assert_close(got[k], want[k], err_msg=k)
+            else:
+                np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_out_and_overlap(device, xp):
+    x = to_device(device, images((3, 2, 5, 5), np.float32, ("out",)))
+    p = params_for(3, FULL, x.shape)
+    out = xp.empty_like(x)
+    assert ops.augment(x, p, out=out) is out
+    np.testing.assert_array_equal(to_numpy(out), to_numpy(ops.augment(x, p)))
+    with pytest.raises(ValueError, match="out"):
+        ops.augment(x, p, out=x)
+    with pytest.raises(ValueError, match="out"):
+        ops.augment(x, p, out=xp.empty((3, 2, 5, 4), np.float32))
+    with pytest.raises(TypeError, match="out"):
+        ops.augment(x, p, out=xp.empty_like(x, dtype=np.float64))
+
+
+# ---- exactness ----
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(4, 12)], ids=str)
+def test_identity_is_bitwise(device, dtype, shape):
+    x = images(shape, dtype, ("identity", shape))
+    x.reshape(-1)[:3] = [-0.0, np.nan, -np.inf][:x.size] if x.size >= 3 else -0.0
+    image_shape = (3, 2, 2) if len(shape) == 2 else None
+    n_geom = image_shape or geometry(shape)
+    p = ops.augment_params(shape[0], {}, seed=1, image_shape=n_geom)
+    got = ops.augment(to_device(device, x), p, image_shape=image_shape)
+    np.testing.assert_array_equal(bits(got), bits(x))
+    # An explicit identity in every step: scale 1, no flips, factors 1, no noise, no erasing.
+    same = params_for(shape[0], {"degrees": (0, 0), "scale": (1, 1), "brightness": 0, "contrast": 0, "noise": 0.0},
+                      (1,) + tuple(n_geom))
+    np.testing.assert_array_equal(bits(ops.augment(to_device(device, x), same, image_shape=image_shape)), bits(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flips_and_integer_shifts_are_exact(device, dtype):
+    x = images((4, 3, 6, 5), dtype, ("flips",))
+    x[0, 0, 0, 0] = np.nan  # a NaN neighbour must not leak into exact copies
+    p = params_for(4, {}, x.shape)
+    p["hflip"][:] = [True, False, True, False]
+    p["vflip"][:] = [False, True, True, False]
+    p["translate_x"][3], p["translate_y"][3] = 2.0, -1.0
+    got = to_numpy(ops.augment(to_device(device, x), p, fill=-7.0))
+    np.testing.assert_array_equal(bits(got[0]), bits(x[0, :, :, ::-1]))
+    np.testing.assert_array_equal(bits(got[1]), bits(x[1, :, ::-1, :]))
+    np.testing.assert_array_equal(bits(got[2]), bits(x[2, :, ::-1, ::-1]))
+    shifted = np.full_like(x[3], -7.0)
+    shifted[:, :-1, 2:] = x[3, :, 1:, :-2]  # content moves 2 right and 1 up
+    np.testing.assert_array_equal(bits(got[3]), bits(shifted))
+
+
+def test_rotation_by_90_degrees_is_clockwise(device):
+    x = images((2, 1, 7, 7), np.float64, ("rot90",))
+    p = params_for(2, {}, x.shape)
+    p["angle"][:] = [90.0, -90.0]
+    got = to_numpy(ops.augment(to_device(device, x), p))
+    np.testing.assert_allclose(got[0, 0], np.rot90(x[0, 0], k=-1), atol=1e-12)
+    np.testing.assert_allclose(got[1, 0], np.rot90(x[1, 0], k=1), atol=1e-12)
+
+
+def test_bilinear_matches_scipy_affine_transform_on_interior_pixels(device):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    h, w = 17, 23
+    x = images((6, 1, h, w), np.float64, ("scipy",))
+    p = params_for(6, {"degrees": 40, "translate": 0.1, "scale": (0.7, 1.3), "shear": (-15, 15, -10, 10),
+                       "hflip": 0.5}, x.shape)
+    got = to_numpy(ops.augment(to_device(device, x), p))
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    checked = 0
+    for i in range(6):
+        # The map from output to input pixel, written here independently of the op:
+        # rotation/scale/shear about the center (torchvision's RSS = R S SHy SHx, whose shears
+        # have the tangents' opposite signs), translation; the flip comes first.
+        a, s = math.radians(p["angle"][i]), p["scale"][i]
+        shx, shy = math.radians(p["shear_x"][i]), math.radians(p["shear_y"][i])
+        rotation = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        shear_y = np.array([[1.0, 0.0], [-math.tan(shy), 1.0]])
+        shear_x = np.array([[1.0, -math.tan(shx)], [0.0, 1.0]])
+        forward = s * rotation @ shear_y @ shear_x  # (x, y) about the center
+        inverse = np.linalg.inv(forward)
+        center = np.array([(w - 1) / 2, (h - 1) / 2])
+        shift = np.array([p["translate_x"][i], p["translate_y"][i]])
+        offset_xy = center - inverse @ (center + shift)
+        # scipy works in (row, col) = (y, x).
+        matrix = inverse[::-1, ::-1]
+        offset = offset_xy[::-1]
+        src = x[i, 0][:, ::-1] if p["hflip"][i] else x[i, 0]
+        want = ndimage.affine_transform(src, matrix, offset=offset, order=1, mode="constant", cval=0.0)
+        sy = matrix[0, 0] * rows + matrix[0, 1] * cols + offset[0]
+        sx = matrix[1, 0] * rows + matrix[1, 1] * cols + offset[1]
+        interior = (sx > 0.01) & (sx < w - 1.01) & (sy > 0.01) & (sy < h - 1.01)
+        checked += interior.sum()
+        np.testing.assert_allclose(got[i, 0][interior], want[interior], rtol=0, atol=1e-9)
+    assert checked > 500
+
+
+# ---- the draws ----
+
+def test_params_are_a_pure_function_of_seed_offset_and_sample():
+    a = ops.augment_params(40, FULL, seed=5, offset=9, image_shape=(8, 8))
+    b = ops.augment_params(15, FULL, seed=5, offset=9, image_shape=(8, 8))
+    c = ops.augment_params(40, FULL, seed=5, offset=10, image_shape=(8, 8))
+    for k in a:
+        np.testing.assert_array_equal(a[k][:15], b[k], err_msg=k)
+    assert not np.array_equal(a["angle"], c["angle"])
+    same = ops.augment_params(40, FULL, seed=5, offset=9, image_shape=(8, 8), same_on_batch=True)
+    for k in a:
+        np.testing.assert_array_equal(same[k], np.full(40, a[k][0]), err_msg=k)
+
+
+def test_parameter_laws_kolmogorov_smirnov():
+    stats = pytest.importorskip("scipy.stats")
+    n = 100_000
+    spec = {"degrees": (-30, 20), "translate": (0.2, 0.1), "scale": (0.8, 1.25), "shear": 12, "hflip": 0.3,
+            "vflip": 0.7, "brightness": 0.4, "contrast": (0.5, 2.0), "noise": 0.2}
+    p = ops.augment_params(n, spec, seed=seed_of("laws"), offset=3, image_shape=(3, 20, 30))
+    laws = {"angle": (-30, 50), "translate_x": (-6, 12), "translate_y": (-2, 4), "scale": (0.8, 0.45),
+            "shear_x": (-12, 24), "brightness": (0.6, 0.8), "contrast": (0.5, 1.5)}
+    for key, (loc, width) in laws.items():
+        result = stats.kstest(p[key], "uniform", args=(loc, width))
+        assert result.pvalue > 1e-3, (key, result)
+    for key, prob in (("hflip", 0.3), ("vflip", 0.7)):
+        assert abs(p[key].mean() - prob) < 5 * math.sqrt(prob * (1 - prob) / n), key
+    assert (p["shear_y"] == 0).all() and (p["noise_std"] == 0.2).all() and not p["erase"].any()
+    # Independence of two slots: the correlation of angle and scale is ~ N(0, 1/n).
+    assert abs(np.corrcoef(p["angle"], p["scale"])[0, 1]) < 5 / math.sqrt(n)
+
+
+def test_random_erasing_area_and_aspect_ratio():
+    stats = pytest.importorskip("scipy.stats")
+    n, h, w = 100_000, 200, 240
+    p = ops.augment_params(n, {"erase": 0.4, "erase_scale": (0.05, 0.3), "erase_ratio": (0.5, 2.0)},
+                           seed=seed_of("erase"), image_shape=(h, w))
+    e = p["erase"]
+    assert abs(e.mean() - 0.4) < 5 * math.sqrt(0.24 / n)
+    eh, ew = p["erase_height"][e], p["erase_width"][e]
+    top, left = p["erase_top"][e], p["erase_left"][e]
+    assert (eh > 0).all() and (eh < h).all() and (ew < w).all()
+    assert (top >= 0).all() and (top + eh <= h).all() and (left + ew <= w).all()
+    assert (p["erase_height"][~e] == 0).all()
+    # Rounding the sides to pixels perturbs area and ratio by under 1%: the statistic stays small.
+    area = eh * ew / (h * w)
+    assert stats.kstest(area, "uniform", args=(0.05, 0.25)).statistic < 0.01
+    log_ratio = np.log(eh / ew)
+    assert stats.kstest(log_ratio, "uniform", args=(math.log(0.5), math.log(4.0))).statistic < 0.01
+    # The position is uniform over the places the box fits.
+    assert stats.kstest(top / (h - eh + 1), "uniform").statistic < 0.01
+
+
+def test_noise_is_the_gaussian_noise_stream_of_the_sample_key():
+    x = np.zeros((3, 2, 10, 11), np.float64)
+    p = params_for(3, {"noise": 1.5}, x.shape, seed=77)
+    got = ops.augment(x, p)
+    for i in range(3):
+        want = ops.gaussian_noise(x[i], 1.5, seed=int(p["noise_seed"][i]), offset=0)
+        np.testing.assert_array_equal(got[i], want)
+    z = ops.augment(np.zeros((200, 1, 20, 20), np.float64), params_for(200, {"noise": 1.0}, (200, 1, 20, 20)))
+    assert abs(z.mean()) < 5 / math.sqrt(z.size) and abs(z.std() - 1) < 0.01
+
+
+def test_erasing_writes_the_rectangle_only(device):
+    x = images((50, 3, 12, 10), np.float32, ("erase only",))
+    p = params_for(50, {"erase": 1.0, "erase_value": 9.0}, x.shape)
+    got = to_numpy(ops.augment(to_device(device, x), p))
+    for i in range(50):
+        box = np.zeros((12, 10), bool)
+        t, l_ = p["erase_top"][i], p["erase_left"][i]
+        box[t:t + p["erase_height"][i], l_:l_ + p["erase_width"][i]] = p["erase"][i]
+        assert (got[i][:, box] == 9.0).all() and np.array_equal(got[i][:, ~box], x[i][:, ~box])
+    assert p["erase"].mean() > 0.5
+
+
+def test_same_output_for_one_and_two_threads(threads):
+    x = images((256, 3, 16, 16), np.float32, ("threads",))
+    p = params_for(256, dict(FULL, erase_value="random"), x.shape)
+    threads(1)
+    one = ops.augment(x, p)
+    threads(2)
+    two = ops.augment(x, p)
+    np.testing.assert_array_equal(bits(one), bits(two))
+
+
+# ---- bad arguments ----
+
+@pytest.mark.parametrize("spec, error, match", [
+    ({"degrees": -5}, ValueError, "degrees"),
+    ({"degrees": (10, -10)}, ValueError, "degrees.*reversed"),
+    ({"degrees": "5"}, TypeError, "degrees"),
+    ({"hflip": 1.5}, ValueError, "hflip"),
+    ({"vflip": -0.1}, ValueError, "vflip"),
+    ({"erase": 2}, ValueError, "erase"),
+    ({"hflip": True}, TypeError, "hflip"),
+    ({"scale": (1.2, 0.8)}, ValueError, "scale.*reversed"),
+    ({"scale": (0.0, 1.0)}, ValueError, "scale"),
+    ({"scale": 1.0}, TypeError, "scale"),
+    ({"erase_scale": (0.3, 0.1)}, ValueError, "erase_scale"),
+    ({"erase_ratio": (0.0, 2.0)}, ValueError, "erase_ratio"),
+    ({"erase_value": "noise"}, ValueError, "erase_value"),
+    ({"shear": 90}, ValueError, "shear"),
+    ({"translate": (0.1, 1.5)}, ValueError, "translate"),
+    ({"brightness": float("nan")}, ValueError, "brightness"),
+    ({"noise": float("nan")}, ValueError, "noise"),
+    ({"rotate": 10}, ValueError, "unknown keys"),
+    ([("degrees", 5)], TypeError, "spec"),
+])
+def test_bad_spec(spec, error, match):
+    with pytest.raises(error, match=match):
+        ops.augment_params(4, spec, seed=0, image_shape=(8, 8))
+    with pytest.raises(error, match=match):
+        reference.augment_params(4, spec, seed=0, image_shape=(8, 8))
+
+
+def test_bad_draw_arguments():
+    with pytest.raises(ValueError, match="n:"):
+        ops.augment_params(-1, {}, seed=0, image_shape=(8, 8))
+    with pytest.raises(TypeError, match="seed"):
+        ops.augment_params(2, {}, seed=1.5, image_shape=(8, 8))
+    with pytest.raises(ValueError, match="offset"):
+        ops.augment_params(2, {}, seed=0, offset=-1, image_shape=(8, 8))
+    with pytest.raises(TypeError, match="image_shape"):
+        ops.augment_params(2, {}, seed=0, image_shape=64)
+    with pytest.raises(ValueError, match="image_shape"):
+        ops.augment_params(2, {}, seed=0, image_shape=(0, 8))
+    with pytest.raises(TypeError, match="same_on_batch"):
+        ops.augment_params(2, {}, seed=0, image_shape=(8, 8), same_on_batch=1)
+
+
+def test_bad_augment_arguments(device, xp):
+    x = to_device(device, images((2, 1, 8, 8), np.float32, ("bad",)))
+    p = params_for(2, FULL, x.shape)
+    flat = x.reshape(2, 64)
+    for fn in (ops.augment, reference.augment):
+        if fn is reference.augment and device != "cpu":
+            continue
+        with pytest.raises(ValueError, match="image_shape: required"):
+            fn(flat, p)
+        with pytest.raises(ValueError, match="image_shape"):
+            fn(flat, p, image_shape=(7, 8))
+        with pytest.raises(ValueError, match="image_shape"):
+            fn(x, p, image_shape=(8, 7))
+        with pytest.raises(ValueError, match="x: expected images"):
+            fn(x.reshape(2, 1, 1, 8, 8), p)
+        for key, value, error in (("angle", np.nan, ValueError), ("scale", 0.0, ValueError),
+                                  ("noise_std", -1.0, ValueError), ("translate_x", np.inf, ValueError),
+                                  ("shear_x", 90.0, ValueError), ("erase_top", -1, ValueError)):
+            bad = {k: v.copy() for k, v in p.items()}
+            bad[key][1] = value
+            with pytest.raises(error, match=rf"params\['{key}'\].*sample 1"):
+                fn(x, bad)
+        with pytest.raises(ValueError, match=r"params\['angle'\]: expected shape \(2,\)"):
+            fn(x, dict(p, angle=np.zeros(3)))
+        with pytest.raises(TypeError, match=r"params\['hflip'\]: expected a bool array"):
+            fn(x, dict(p, hflip=np.zeros(2)))
+        with pytest.raises(ValueError, match="params: expected the keys"):
+            fn(x, {k: v for k, v in p.items() if k != "scale"})
+        with pytest.raises(TypeError, match="params"):
+            fn(x, None)
+        with pytest.raises(ValueError, match="interpolation"):
+            fn(x, p, interpolation="bicubic")
+        with pytest.raises(TypeError, match="fill"):
+            fn(x, p, fill=None)
+        with pytest.raises(ValueError, match="clip"):
+            fn(x, p, clip=(1.0, 0.0))
+        with pytest.raises(TypeError, match="clip"):
+            fn(x, p, clip=1.0)
+    with pytest.raises(TypeError, match="x"):
+        ops.augment(x.astype(np.int32), p)
+    with pytest.raises(TypeError, match="x"):
+        ops.augment([[1.0]], p)
