@@ -63,3 +63,66 @@ def test_streamed_outputs_identical_for_one_and_two_threads(op, threads):
         results.append(_call(op, ops, a))
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+# ---- the output pool (csrc/cpu/output_pool.h): large outputs reuse freed blocks, never live ones
+
+POOLED = 2**21  # float32 elements: 8 MiB, above the pool's 4 MiB threshold
+
+
+@pytest.fixture
+def pool_limit():
+    """Restores the pool's limit after a test that changes it."""
+    import fusednn
+    before = fusednn.output_pool_info()["limit_bytes"]
+    yield fusednn.set_output_pool_limit
+    fusednn.set_output_pool_limit(before)
+
+
+def test_large_outputs_reuse_freed_blocks_only():
+    import fusednn
+    x = np.random.default_rng(0).standard_normal(POOLED).astype(np.float32)
+    assert x.nbytes >= fusednn.output_pool_info()["min_pooled_bytes"]
+    kept = ops.relu(x)
+    view = ops.relu(-x)[::2]  # the view alone keeps its array's block alive
+    expected_kept, expected_view = np.maximum(x, 0), np.maximum(-x, 0)[::2]
+    before = fusednn.output_pool_info()
+    fresh = [ops.relu(x * k) for k in (2, 3)]
+    for y in fresh:
+        assert not np.shares_memory(y, kept) and not np.shares_memory(y, view)
+    np.testing.assert_array_equal(kept, expected_kept)
+    np.testing.assert_array_equal(view, expected_view)
+    del fresh
+    after_free = fusednn.output_pool_info()
+    assert after_free["idle_blocks"] >= 2
+    again = ops.relu(x)  # a block freed above, with its pages already faulted in
+    assert fusednn.output_pool_info()["hits"] == after_free["hits"] + 1 > before["hits"]
+    np.testing.assert_array_equal(again, expected_kept)
+    assert again.flags.c_contiguous and again.flags.writeable and again.flags.aligned
+    assert again.ctypes.data % 64 == 0
+
+
+def test_pooled_outputs_behave_as_numpy_arrays():
+    x = np.linspace(-1, 1, POOLED, dtype=np.float64).reshape(1024, -1)
+    y = ops.relu(x)
+    assert y.dtype == np.float64 and y.shape == x.shape
+    y += 1  # writable in place
+    np.testing.assert_array_equal(y, np.maximum(x, 0) + 1)
+    import pickle
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(y)), y)
+
+
+def test_output_pool_limit(pool_limit):
+    import fusednn
+    x = np.ones(POOLED, np.float32)
+    pool_limit(0)
+    assert fusednn.output_pool_info()["idle_bytes"] == 0
+    y = ops.relu(x)
+    del y
+    assert fusednn.output_pool_info()["idle_bytes"] == 0  # limit 0: freed blocks are unmapped
+    pool_limit(64 * 2**20)
+    y = ops.relu(x)
+    del y
+    assert fusednn.output_pool_info()["idle_bytes"] == 8 * 2**20
+    with pytest.raises(ValueError, match="nbytes: expected a byte count >= 0, got -1"):
+        fusednn.set_output_pool_limit(-1)

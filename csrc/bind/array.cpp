@@ -1,5 +1,6 @@
 // NumPy arrays -> TensorViews (the CPU module); CuPy arrays: cuda/array_cuda.cpp.
 #include "bind/array.h"
+#include "cpu/output_pool.h"
 
 namespace fdnn::bind {
 
@@ -92,9 +93,50 @@ TensorView output_array(py::handle obj, const char* name, DType dtype, const std
   return v;
 }
 
+namespace {
+
+// The owner of a pooled block: the base object of the array built on it.
+struct PooledBlock {
+  void* ptr;
+  size_t bytes;
+};
+
+void release_pooled_block(void* owner) {
+  auto* block = static_cast<PooledBlock*>(owner);
+  pooled_release(block->ptr, block->bytes);
+  delete block;
+}
+
+}  // namespace
+
 TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& shape) {
   std::vector<py::ssize_t> s(shape.begin(), shape.end());
-  py::array a = dtype == DType::float32 ? py::array(py::array_t<float>(s)) : py::array(py::array_t<double>(s));
+  const py::ssize_t itemsize = dtype == DType::float32 ? 4 : 8;
+  size_t bytes = static_cast<size_t>(itemsize);
+  for (py::ssize_t d : s) bytes *= static_cast<size_t>(d);
+  py::array a;
+  if (bytes >= kMinPooledBytes) {
+    // A large output on a block of the output pool (cpu/output_pool.h), returned to the pool
+    // when the array and every view of it are gone.
+    auto* block = new PooledBlock{nullptr, bytes};
+    try {
+      block->ptr = pooled_allocate(bytes);
+    } catch (...) {
+      delete block;
+      throw;
+    }
+    py::capsule owner(block, release_pooled_block);
+    std::vector<py::ssize_t> strides(s.size());
+    py::ssize_t stride = itemsize;
+    for (size_t i = s.size(); i-- > 0;) {
+      strides[i] = stride;
+      stride *= s[i];
+    }
+    const py::dtype dt = dtype == DType::float32 ? py::dtype::of<float>() : py::dtype::of<double>();
+    a = py::array(dt, s, strides, block->ptr, owner);
+  } else {
+    a = dtype == DType::float32 ? py::array(py::array_t<float>(s)) : py::array(py::array_t<double>(s));
+  }
   obj = a;
   return view_of(a, dtype, "out");
 }

@@ -8,6 +8,7 @@
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "cpu/gemm.h"
+#include "cpu/output_pool.h"
 
 namespace py = pybind11;
 
@@ -41,6 +42,30 @@ PYBIND11_MODULE(_C, m) {
     d["gemm_kernel"] = fdnn::gemm_kernel();
     return d;
   });
+  m.def(
+      "set_output_pool_limit",
+      [](long long nbytes) {
+        if (nbytes < 0)
+          throw fdnn::ValueError("nbytes: expected a byte count >= 0, got " + std::to_string(nbytes));
+        fdnn::set_output_pool_limit(static_cast<size_t>(nbytes));
+      },
+      py::arg("nbytes"),
+      "At most this many bytes of freed large outputs kept for reuse (0: none kept). See output_pool_info.");
+  m.def(
+      "output_pool_info",
+      []() {
+        const fdnn::OutputPoolStats st = fdnn::output_pool_stats();
+        py::dict d;
+        d["limit_bytes"] = st.limit_bytes;
+        d["idle_bytes"] = st.idle_bytes;
+        d["idle_blocks"] = st.idle_blocks;
+        d["hits"] = st.hits;
+        d["misses"] = st.misses;
+        d["min_pooled_bytes"] = fdnn::kMinPooledBytes;
+        return d;
+      },
+      "The pool of large output blocks: its limit, the idle bytes and blocks it holds, and how many "
+      "allocations it served from idle blocks (hits) and from new mappings (misses).");
   m.def("_gemm_kernel", &fdnn::gemm_kernel, "The GEMM kernel linear runs: 'fusednn-avx512' or 'openblas'.");
   m.def("_gemm_kernel_available", &fdnn::gemm_kernel_available, py::arg("kernel"),
         "Whether this CPU can run the GEMM kernel 'fusednn-avx512' or 'openblas'.");

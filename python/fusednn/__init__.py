@@ -8,7 +8,7 @@ The functional ops live in :mod:`fusednn.ops`, each with a plain NumPy twin in
 __version__ = "0.1.0"
 
 from fusednn import _C
-from fusednn._C import get_num_threads, set_num_threads
+from fusednn._C import get_num_threads, output_pool_info, set_num_threads, set_output_pool_limit
 
 
 def build_info() -> dict:
@@ -56,5 +56,6 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["__version__", "build_info", "get_num_threads", "set_num_threads", "ops", "optim", "reference",
+__all__ = ["__version__", "build_info", "get_num_threads", "set_num_threads", "set_output_pool_limit",
+           "output_pool_info", "ops", "optim", "reference",
            "FlatParameters", "nn", "data", "train", "checkpoint", "regularizers", "diagnostics", "gradcheck"]
