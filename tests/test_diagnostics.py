@@ -201,7 +201,8 @@ def test_mc_dropout_varies_is_a_function_of_the_seed_and_restores_the_model():
     again, _ = diagnostics.mc_dropout_predict(model, x, samples=20, seed=3)
     assert np.array_equal(mean, again)
     probs, _ = diagnostics.mc_dropout_predict(model, x, samples=4, probabilities=True)
-    assert_close(probs.sum(axis=1).astype(np.float32), np.ones(32, np.float32), kind="transcendental")  # float32 softmax
+    # the passes' softmax is float32
+    assert_close(probs.sum(axis=1).astype(np.float32), np.ones(32, np.float32), kind="transcendental")
     _assert_unchanged(model, before)
     with pytest.raises(ValueError, match="no Dropout"):
         diagnostics.mc_dropout_predict(_two_layer(), x.astype(np.float64))

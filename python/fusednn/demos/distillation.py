@@ -95,7 +95,8 @@ def run(quick=False, out_dir=None, *, dpi=100):
         axes[0].set_ylabel("test accuracy")
         axes[0].set_title("distillation on digits", fontsize=9)
         for eps in SMOOTHING:
-            axes[1].hist(confidence[eps][2], bins=np.linspace(0.3, 1.0, 36), histtype="step", lw=1.5, label=f"smoothing {eps:g}")
+            axes[1].hist(confidence[eps][2], bins=np.linspace(0.3, 1.0, 36), histtype="step", lw=1.5,
+                         label=f"smoothing {eps:g}")
         axes[1].set_yscale("log")
         axes[1].set_xlabel("probability of the predicted class")
         axes[1].set_ylabel("test samples")

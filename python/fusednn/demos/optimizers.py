@@ -86,12 +86,14 @@ def run(quick=False, out_dir=None, *, dpi=100):
             row[f"{problem} f after {steps} steps"] = final
         rows.append(row)
     by = {r["optimizer"]: r for r in rows}
-    q, rb = f"quadratic f after {PROBLEMS['quadratic'][2]} steps", f"rosenbrock f after {PROBLEMS['rosenbrock'][2]} steps"
+    q = f"quadratic f after {PROBLEMS['quadratic'][2]} steps"
+    rb = f"rosenbrock f after {PROBLEMS['rosenbrock'][2]} steps"
     faster_quad = [k for k in by if k != "SGD" and by[k][q] < by["SGD"][q]]
     faster_rosen = [k for k in by if k != "SGD" and by[k][rb] < by["SGD"][rb]]
     adam_vs_sgd = by["Adam"]["digits final train loss"] < by["SGD"]["digits final train loss"]
     measured = (f"digits (MLP 64-64-10, batch 64, {epochs} epochs): final training loss SGD "
-                f"{by['SGD']['digits final train loss']:.3g}, Momentum {by['Momentum']['digits final train loss']:.3g}, "
+                f"{by['SGD']['digits final train loss']:.3g}, "
+                f"Momentum {by['Momentum']['digits final train loss']:.3g}, "
                 f"Adam {by['Adam']['digits final train loss']:.3g}. On the quadratic (condition number {KAPPA:g}) "
                 f"{len(faster_quad)} of 8 others end below SGD ({', '.join(faster_quad)}); on Rosenbrock "
                 f"{len(faster_rosen)} of 8 ({', '.join(faster_rosen)})")
