@@ -1,14 +1,19 @@
-// CPU convolution (conv.h): im2row blocks fed to linear / linear_backward (ops/linear.h, over
-// cpu/gemm.h, whose epilogue adds the bias and applies the ReLU), and the pooling loops.
+// CPU convolution (conv.h): im2row blocks fed to linear (ops/linear.h, over cpu/gemm.h, whose
+// epilogue adds the bias and applies the ReLU) forward and to gemm backward, and the pooling loops.
 //
 // Scratch: a forward block holds rows (M x K) and the GEMM's output (M x C_out/groups); a
 // backward block holds rows, their gradient (M x K) and dz transposed (M x C_out/groups), plus
-// one block's dw and db partials: at most 3 * kConvBlockElemsCpu + C_out/groups * (K + 1)
-// elements (3 * 4 MiB in float32), whatever the batch, unless one row alone (K) is larger.
+// one chunk's dw (C_out/groups x K) and the dw sums in double (C_out x K): at most
+// 3 * kConvBlockElemsCpu elements (3 * 4 MiB in float32) plus the weight-sized buffers, whatever
+// the batch, unless one row alone (K) is larger than the budget (then one row per block).
 //
-// Determinism: the blocks depend on the shapes only; every pass splits its work into fixed
-// parts (rows, channel planes) that each write their own outputs in a fixed order, and dw / db
-// add the blocks' partials in block order.
+// Accuracy: the GEMM sums its k products in order, so the weight gradient, a sum over every
+// output position of the batch, is a GEMM per chunk of kDwChunk rows whose results are added in
+// double; the bias gradient sums each plane in double.
+//
+// Determinism: the blocks and chunks depend on the shapes only; every pass splits its work into
+// fixed parts (rows, channel planes) that each write their own outputs in a fixed order, and the
+// chunks' dw partials are added in chunk order.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -17,6 +22,7 @@
 #include "common/parallel.h"
 #include "common/scratch.h"
 #include "ops/conv.h"
+#include "cpu/gemm.h"
 #include "ops/linear.h"
 
 namespace fdnn {
@@ -51,7 +57,8 @@ template <typename T> void im2row(T* rows, const T* x, const ConvShape& s, int64
   });
 }
 
-constexpr int64_t kTile = 32;  // rows per transpose tile
+constexpr int64_t kTile = 32;      // rows per transpose tile
+constexpr int64_t kDwChunk = 256;  // rows per GEMM of the weight gradient
 
 // y[n, co0 + co, pos] = t[(r - r0) * cols + co] for r = (n, pos) in [r0, r1), co in [0, cols).
 template <typename T>
@@ -116,7 +123,7 @@ template <typename T> void fill(T* p, int64_t count, T value) {
   parallel_for(count, int64_t{1} << 16, 1, [&](int64_t a, int64_t b) { std::fill(p + a, p + b, value); });
 }
 
-template <typename T> void add_into(T* acc, const T* v, int64_t count) {
+template <typename A, typename T> void add_into(A* acc, const T* v, int64_t count) {
   parallel_for(count, int64_t{1} << 14, 2, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) acc[i] += v[i];
   });
@@ -148,38 +155,65 @@ void conv2d(T* y, const T* x, const T* w, const T* b, const ConvShape& s, Activa
 
 template <typename T>
 void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* y, const ConvShape& s,
-                     Activation act, Stream stream) {
-  const int64_t total = s.rows(), k = s.k(), cout_g = s.cout_g();
+                     Activation act, Stream) {
+  using Acc = double;
+  const int64_t total = s.rows(), k = s.k(), cout_g = s.cout_g(), p = s.positions();
+  const T* mask = act == Activation::relu ? y : nullptr;
   if (dx) fill(dx, s.n * s.c_in * s.h * s.w, T(0));
-  if (total == 0) {  // empty sums
+  if (db) {  // per channel: each image's plane summed in Acc, the images' sums added in order
+    parallel_for(s.c_out, 1, total, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        Acc sum = 0;
+        for (int64_t n = 0; n < s.n; ++n) {
+          const int64_t base = (n * s.c_out + c) * p;
+          Acc plane = 0;
+          if (mask)
+            for (int64_t i = 0; i < p; ++i) plane += relu_grad_from_output(dy[base + i], mask[base + i]);
+          else
+            for (int64_t i = 0; i < p; ++i) plane += dy[base + i];
+          sum += plane;
+        }
+        db[c] = static_cast<T>(sum);
+      }
+    });
+  }
+  if (!dw && !dx) return;
+  if (total == 0) {  // an empty sum
     if (dw) fill(dw, s.c_out * k, T(0));
-    if (db) fill(db, s.c_out, T(0));
     return;
   }
   const int64_t m = conv_block_rows(s, kConvBlockElemsCpu);
-  const bool more_blocks = total > m;
   const Buffer<T> rows = scratch<T>(m * k), dz = scratch<T>(m * cout_g);
   const Buffer<T> drows = dx ? scratch<T>(m * k) : Buffer<T>();
-  const Buffer<T> dw_part = dw && more_blocks ? scratch<T>(cout_g * k) : Buffer<T>();
-  const Buffer<T> db_part = db && more_blocks ? scratch<T>(cout_g) : Buffer<T>();
-  const T* mask = act == Activation::relu ? y : nullptr;
+  const Buffer<T> dw_part = dw ? scratch<T>(cout_g * k) : Buffer<T>();
+  Buffer<Acc> dw_acc = dw ? scratch<Acc>(s.c_out * k) : Buffer<Acc>();
+  if (dw) fill(dw_acc.get(), s.c_out * k, Acc(0));
   for (int64_t r0 = 0; r0 < total; r0 += m) {
     const int64_t r1 = std::min(total, r0 + m);
-    const bool first = r0 == 0;
     for (int64_t g = 0; g < s.groups; ++g) {
-      T* dw_g = dw ? dw + g * cout_g * k : nullptr;
-      T* db_g = db ? db + g * cout_g : nullptr;
-      if (dw || dx) im2row(rows.get(), x, s, g * s.cin_g(), r0, r1);
-      nchw_to_rows(dz.get(), dy, mask, cout_g, s.c_out, g * cout_g, s.positions(), r0, r1);
-      // The first block writes dw and db, the others add their partials in block order.
-      linear_backward<T>(dx ? drows.get() : nullptr, dw ? (first ? dw_g : dw_part.get()) : nullptr,
-                         db ? (first ? db_g : db_part.get()) : nullptr, dz.get(), rows.get(), w + g * cout_g * k,
-                         nullptr, r1 - r0, k, cout_g, Activation::none, stream);
-      if (!first && dw) add_into(dw_g, dw_part.get(), cout_g * k);
-      if (!first && db) add_into(db_g, db_part.get(), cout_g);
-      if (dx) row2im_add(dx, drows.get(), s, g * s.cin_g(), r0, r1);
+      const T* w_g = w + g * cout_g * k;
+      im2row(rows.get(), x, s, g * s.cin_g(), r0, r1);
+      nchw_to_rows(dz.get(), dy, mask, cout_g, s.c_out, g * cout_g, p, r0, r1);
+      if (dw) {
+        // dw_g += dz.T @ rows, a GEMM per chunk of kDwChunk rows added into the Acc sums: the
+        // GEMM's own k-sums are sequential, and a batch has many rows.
+        for (int64_t c0 = r0; c0 < r1; c0 += kDwChunk) {
+          const int64_t rows_c = std::min(r1 - c0, kDwChunk);
+          gemm<T>(true, false, cout_g, k, rows_c, dz.get() + (c0 - r0) * cout_g, rows.get() + (c0 - r0) * k,
+                  dw_part.get(), nullptr, false);
+          add_into(dw_acc.get() + g * cout_g * k, dw_part.get(), cout_g * k);
+        }
+      }
+      if (dx) {
+        gemm<T>(false, false, r1 - r0, k, cout_g, dz.get(), w_g, drows.get(), nullptr, false);  // dz @ w_g
+        row2im_add(dx, drows.get(), s, g * s.cin_g(), r0, r1);
+      }
     }
   }
+  if (dw)
+    parallel_for(s.c_out * k, int64_t{1} << 14, 2, [&](int64_t a, int64_t b) {
+      for (int64_t i = a; i < b; ++i) dw[i] = static_cast<T>(dw_acc[i]);
+    });
 }
 
 template <typename T> void max_pool2d(T* y, int64_t* idx, const T* x, const PoolShape& s, Stream) {

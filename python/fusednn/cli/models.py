@@ -18,7 +18,27 @@ def mlp(args, n_features, classes, image_shape):
                   input_dropout=args.input_dropout, seed=args.seed)
 
 
-MODELS = {"mlp": mlp}
+def cnn(args, n_features, classes, image_shape):
+    """A CNN of the image rows (digits 1x8x8, MNIST 1x28x28): two blocks of a 3x3 "same"
+    convolution (32, then 64 channels), batch norm with the ReLU fused (``--norm batch``, the
+    default; ``--norm none``: the ReLU in the convolution's epilogue) and 2x2 max pooling, then
+    dropout ``--dropout`` and a linear head. The flat rows are reshaped to images first.
+    ``--hidden``, ``--activation`` (ReLU only) and ``--input-dropout`` do not apply."""
+    from fusednn import nn
+    from fusednn.cli._args import UsageError
+    if image_shape is None:
+        raise UsageError(f"--model cnn: needs an image data set (digits or mnist:<directory>), got {args.dataset}")
+    if args.norm == "layer":
+        raise UsageError("--model cnn: --norm is batch or none (no layer norm over channel maps)")
+    if args.activation != "relu":
+        raise UsageError(f"--model cnn: the activation is ReLU, got --activation {args.activation}")
+    if args.input_dropout:
+        raise UsageError("--model cnn: --input-dropout does not apply (use --dropout for the head)")
+    return nn.CNN(image_shape, channels=(32, 64), classes=classes, norm=None if args.norm == "none" else "batch",
+                  dropout=args.dropout, seed=args.seed)
+
+
+MODELS = {"mlp": mlp, "cnn": cnn}
 
 
 def build(args, n_features, classes, image_shape):

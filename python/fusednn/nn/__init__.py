@@ -6,6 +6,7 @@ A model's parameters and gradients are views into one flat buffer each
 parameter group."""
 
 from fusednn.nn import init, losses
+from fusednn.nn.conv import CNN, AvgPool2d, Conv2d, Dropout2d, GlobalAvgPool2d, MaxPool2d, Reshape
 from fusednn.nn.layers import (MLP, Abs, BatchNorm, BatchNorm1d, BatchNorm2d, DropConnectLinear, Dropout, Flatten,
                                LayerNorm, Linear, LocalResponseNorm, ReLU, Sequential, Sigmoid, Tanh,
                                WeightNormLinear)
@@ -13,4 +14,5 @@ from fusednn.nn.module import RNG, Module
 
 __all__ = ["init", "losses", "Module", "RNG", "Linear", "DropConnectLinear", "WeightNormLinear", "ReLU", "Sigmoid",
            "Tanh", "Abs", "Flatten", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "LocalResponseNorm",
-           "Dropout", "Sequential", "MLP"]
+           "Dropout", "Sequential", "MLP", "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Dropout2d", "Reshape",
+           "CNN"]
