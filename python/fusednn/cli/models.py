@@ -38,7 +38,34 @@ def cnn(args, n_features, classes, image_shape):
                   dropout=args.dropout, seed=args.seed)
 
 
-MODELS = {"mlp": mlp, "cnn": cnn}
+def _recurrent(kind):
+    def build(args, n_features, classes, image_shape):
+        from fusednn import nn
+        from fusednn.cli._args import UsageError
+        if image_shape is None or image_shape[0] != 1:
+            raise UsageError(f"--model {kind}: needs a single-channel image data set (digits or mnist:<directory>), "
+                             f"read one image row per step; got {args.dataset}")
+        steps, features = image_shape[1], image_shape[2]
+        hidden = args.hidden[0]
+        layer = (nn.LSTM if kind == "lstm" else nn.GRU)(
+            features, hidden, batch_first=True, input_dropout=args.input_dropout, recurrent_dropout=args.dropout,
+            rng=args.seed)
+        model = nn.Sequential(nn.AsSequence(steps, features), layer, nn.LastStep(),
+                              nn.Linear(hidden, classes, rng=args.seed + 1)).seed(args.seed)
+        model.sizes = [(steps, features), f"{kind}({hidden})", classes]  # for the summary line, as MLP.sizes
+        return model
+    build.__name__ = build.__qualname__ = kind
+    build.__doc__ = (f"A one-layer {kind.upper()} over the image rows (a digit: 8 steps of 8 features), the last "
+                     "step's state into a linear head: ``--hidden``'s first size is the hidden size, ``--dropout`` "
+                     "the variational recurrent dropout, ``--input-dropout`` the variational dropout of the pixels "
+                     "(one mask per image). ``--norm`` and ``--activation`` do not apply.")
+    return build
+
+
+lstm = _recurrent("lstm")
+gru = _recurrent("gru")
+
+MODELS = {"mlp": mlp, "cnn": cnn, "lstm": lstm, "gru": gru}
 
 
 def build(args, n_features, classes, image_shape):

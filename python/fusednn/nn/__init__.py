@@ -11,8 +11,9 @@ from fusednn.nn.layers import (MLP, Abs, BatchNorm, BatchNorm1d, BatchNorm2d, Dr
                                LayerNorm, Linear, LocalResponseNorm, ReLU, Sequential, Sigmoid, Tanh,
                                WeightNormLinear)
 from fusednn.nn.module import RNG, Module
+from fusednn.nn.rnn import GRU, LSTM, AsSequence, Embedding, EveryStep, LastStep
 
 __all__ = ["init", "losses", "Module", "RNG", "Linear", "DropConnectLinear", "WeightNormLinear", "ReLU", "Sigmoid",
            "Tanh", "Abs", "Flatten", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "LocalResponseNorm",
            "Dropout", "Sequential", "MLP", "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Dropout2d", "Reshape",
-           "CNN"]
+           "CNN", "LSTM", "GRU", "Embedding", "LastStep", "EveryStep", "AsSequence"]
