@@ -514,7 +514,7 @@ def _resume_path(resume, callbacks):
 
 def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_size=32, schedule=None,
         schedule_unit="iteration", callbacks=(), regularizer=None, regularizer_mask=None, seed=0, shuffle=True,
-        progress=True, checkpoint=None, resume=None, metrics=("accuracy",), on_nonfinite="raise"):
+        progress=True, checkpoint=None, resume=None, metrics=("accuracy",), on_nonfinite="raise", transform=None):
     """Train ``model`` on ``train_data = (x, y)`` for ``epochs`` epochs; return the :class:`History`.
 
     Args:
@@ -540,6 +540,11 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
             ``(output, target) -> float``, named by their ``__name__``.
         on_nonfinite: "raise" (default): a NaN or infinite training loss stops training with a
             :class:`NonFiniteLossError` before that batch's update; "continue": train on.
+        transform: a callable ``transform(xb, seed=s, offset=t)`` (e.g. a
+            :class:`fusednn.data.transforms.Compose`) applied to every training batch, never to
+            val_data: ``t`` is the global step (updates done before the batch) and ``s`` is
+            ``seed ^ 0x9E3779B97F4A7C15`` (not the model's dropout stream), so a resumed run
+            augments its batches exactly as an uninterrupted one.
     """
     x, y = _pair("train_data", train_data)
     val = None if val_data is None else _pair("val_data", val_data)
@@ -550,6 +555,8 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
     if on_nonfinite not in ("raise", "continue"):
         raise ValueError(f"on_nonfinite: expected 'raise' or 'continue', got {on_nonfinite!r}")
     fns = _metric_fns(metrics)
+    if transform is not None and not callable(transform):
+        raise TypeError(f"transform: expected a callable transform(x, seed=, offset=), got {type(transform).__name__}")
     callbacks = list(callbacks) + ([] if checkpoint is None else [Checkpoint(checkpoint)])
     callbacks.sort(key=lambda cb: isinstance(cb, Checkpoint))  # stable: the others keep their order
     batches = _data.num_batches(len(x), batch_size)
@@ -576,6 +583,8 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
         try:
             for b, (xb, yb) in enumerate(_data.batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch)):
                 xb, yb = _to_model(model, xb, yb)
+                if transform is not None:
+                    xb = transform(xb, seed=int(seed) ^ 0x9E3779B97F4A7C15, offset=trainer.global_step)
                 if schedule is not None:
                     trainer.apply_schedule()
                 model.zero_grad()
