@@ -38,9 +38,18 @@ def build_info() -> dict:
 from fusednn.gradcheck import gradcheck  # noqa: E402 (NumPy only; also shadows the submodule's name)
 from fusednn.params import FlatParameters  # noqa: E402
 
+
+def load(path):
+    """The model that ``model.save(path)`` wrote (architecture, weights, buffers and the fitted
+    preprocessing, if any, as ``model.preprocessing``); see :mod:`fusednn.serialize`."""
+    from fusednn.serialize import load as _load
+    return _load(path)
+
+
 # The submodules load on first use (PEP 562), so that `import fusednn` (and `import fusednn.ops`)
 # does not load the training library; `fusednn.train` etc. work as attributes all the same.
-_LAZY = ("ops", "optim", "reference", "nn", "data", "train", "checkpoint", "regularizers", "diagnostics")
+_LAZY = ("ops", "optim", "reference", "nn", "data", "train", "checkpoint", "regularizers", "diagnostics", "serialize",
+         "hpo")
 
 
 def __getattr__(name):
@@ -58,4 +67,5 @@ def __dir__():
 
 __all__ = ["__version__", "build_info", "get_num_threads", "set_num_threads", "set_output_pool_limit",
            "output_pool_info", "ops", "optim", "reference",
-           "FlatParameters", "nn", "data", "train", "checkpoint", "regularizers", "diagnostics", "gradcheck"]
+           "FlatParameters", "nn", "data", "train", "checkpoint", "regularizers", "diagnostics", "serialize",
+           "hpo", "gradcheck", "load"]

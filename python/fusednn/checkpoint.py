@@ -5,12 +5,18 @@ A checkpoint holds the model's ``state_dict()`` (parameters and buffers), the op
 global step, the schedule step and an ``extra`` dict (the trainer keeps its history and the
 callbacks' state there), so that a resumed run continues exactly where the saved one stopped.
 
-File layout (format version 2): ``format_version`` (an int64 scalar), ``meta`` (UTF-8 JSON as a
+File layout (format version 3): ``format_version`` (an int64 scalar), ``meta`` (UTF-8 JSON as a
 uint8 array), every model array as ``model/<name>``, and the arrays found inside the optimizer
-state and ``extra`` as ``optimizer/<n>`` and ``extra/<n>``; in the JSON those arrays appear as
-``{"__array__": key}``, tuples as ``{"__tuple__": [...]}`` and dicts with non-string keys as
-``{"__dict__": [[key, value], ...]}``, and ``meta["arrays"]`` records every array's dtype and
-shape. Floats survive exactly (inf and nan included). Version 1 files (no such table) are read too.
+state, ``extra`` and the preprocessing as ``optimizer/<n>``, ``extra/<n>`` and
+``preprocessing/<n>``; in the JSON those arrays appear as ``{"__array__": key}``, tuples as
+``{"__tuple__": [...]}`` and dicts with non-string keys as ``{"__dict__": [[key, value],
+...]}``, and ``meta["arrays"]`` records every array's dtype and shape. Floats survive exactly
+(inf and nan included). Version 3 adds ``meta["architecture"]`` (the model's constructor calls,
+see :mod:`fusednn.serialize`; None for a model that cannot describe itself),
+``meta["preprocessing"]`` (a fitted fusednn.data transformer, or None) and
+``meta["optimizer_class"]`` (the optimizer's class name, or None), with which
+:func:`fusednn.load` rebuilds the model. Version 2 files (without those) and version 1 files
+(without the table of arrays either) are read too.
 
 :func:`save` writes to a temporary file ``.<name>.<pid>.<random>.tmp`` in the target's directory,
 fsyncs it, renames it onto the target and fsyncs the directory, so the target is always either
@@ -36,8 +42,9 @@ import numpy as np
 __all__ = ["FORMAT_VERSION", "CheckpointError", "Checkpoint", "save", "load", "restore", "epoch_path", "epoch_files",
            "latest"]
 
-FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)  # version 1 lacks the table of array shapes and dtypes
+FORMAT_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)  # version 1 lacks the table of array shapes and dtypes, 1 and 2 the architecture
+_OPTIONAL_KEYS = ("architecture", "preprocessing", "optimizer_class")  # version 3's; None when absent
 _EPOCH_FILE = re.compile(r"epoch-(\d+)\.npz")
 
 
@@ -49,7 +56,8 @@ class CheckpointError(ValueError):
 class Checkpoint:
     """What :func:`load` read: ``model`` (name -> array, as ``model.state_dict()``),
     ``optimizer`` (an optimizer ``state_dict()`` or None), ``rng`` (``{"seed", "offset"}`` or
-    None), ``epoch``, ``step``, ``schedule_step`` and ``extra``."""
+    None), ``epoch``, ``step``, ``schedule_step``, ``extra``, and (None in files before
+    version 3) ``architecture``, ``preprocessing`` and ``optimizer_class``."""
 
     path: str
     model: dict
@@ -59,6 +67,9 @@ class Checkpoint:
     step: int = 0
     schedule_step: int = 0
     extra: dict = field(default_factory=dict)
+    architecture: dict | None = None
+    preprocessing: dict | None = None
+    optimizer_class: str | None = None
 
 
 # ---- JSON with arrays on the side
@@ -174,10 +185,13 @@ def _clean_temp_files(directory):
                 pass
 
 
-def save(path, model, optimizer=None, *, epoch=0, step=0, schedule_step=0, extra=None):
+def save(path, model, optimizer=None, *, epoch=0, step=0, schedule_step=0, extra=None, preprocessing=None):
     """Write a checkpoint of ``model`` (and ``optimizer``) to ``path`` atomically; return the path.
 
     ``extra``: a dict of JSON-able values and arrays (nested lists, tuples and dicts allowed).
+    ``preprocessing``: a fitted fusednn.data transformer saved with the model (see
+    :mod:`fusednn.serialize`). The model's architecture is recorded when it can describe
+    itself (else None: the file still restores into a model built in code).
     The file gets the permissions of any new file (0666 less the umask). Temporary files that
     earlier saves into the same directory left behind when their process was killed are deleted.
     """
@@ -189,12 +203,21 @@ def save(path, model, optimizer=None, *, epoch=0, step=0, schedule_step=0, extra
         if value.dtype.hasobject:
             raise TypeError(f"model.state_dict()[{name!r}]: object arrays cannot be saved")
         arrays[f"model/{name}"] = value
+    from fusednn import serialize
+    try:
+        architecture = serialize.describe(model)
+    except serialize.NotDescribableError:
+        architecture = None
     rng = getattr(model, "rng", None)
     meta = {
         "epoch": int(epoch), "step": int(step), "schedule_step": int(schedule_step), "model": list(state),
         "rng": None if rng is None else {"seed": int(rng.seed), "offset": int(rng.offset)},
         "optimizer": None if optimizer is None else _encode(optimizer.state_dict(), "optimizer", arrays, "optimizer"),
         "extra": _encode(dict(extra or {}), "extra", arrays, "extra"),
+        "architecture": _encode(architecture, "architecture", arrays, "architecture"),
+        "preprocessing": None if preprocessing is None else _encode(serialize.describe_transformer(preprocessing),
+                                                                    "preprocessing", arrays, "preprocessing"),
+        "optimizer_class": None if optimizer is None else type(optimizer).__name__,
     }
     for key in ("epoch", "step", "schedule_step"):
         if meta[key] < 0:
@@ -283,7 +306,8 @@ def load(path, model=None, optimizer=None):
         ckpt = Checkpoint(
             path=path, model={name: arrays[f"model/{name}"] for name in meta["model"]},
             optimizer=_decode(meta["optimizer"], arrays), rng=meta["rng"], epoch=meta["epoch"], step=meta["step"],
-            schedule_step=meta["schedule_step"], extra=_decode(meta["extra"], arrays))
+            schedule_step=meta["schedule_step"], extra=_decode(meta["extra"], arrays),
+            **{key: _decode(meta.get(key), arrays) for key in _OPTIONAL_KEYS})
     except (ValueError, KeyError, TypeError, RecursionError) as err:  # JSONDecodeError and UnicodeError included
         raise CheckpointError(f"{path}: damaged checkpoint metadata: {type(err).__name__}: {err}") from None
     if model is not None:
@@ -301,8 +325,8 @@ def _check_meta(meta, arrays, version):
     lists, with the recorded shapes and dtypes (so a damaged array header cannot pass)."""
     keys = {"epoch", "step", "schedule_step", "model", "rng", "optimizer", "extra"} | ({"arrays"} if version >= 2
                                                                                        else set())
-    if type(meta) is not dict or set(meta) != keys:
-        raise TypeError(f"meta: expected a dict with the keys {sorted(keys)}")
+    if type(meta) is not dict or not keys <= set(meta) <= keys | set(_OPTIONAL_KEYS):
+        raise TypeError(f"meta: expected a dict with the keys {sorted(keys)} (and {', '.join(_OPTIONAL_KEYS)})")
     for key in ("epoch", "step", "schedule_step"):
         _count(f"meta[{key!r}]", meta[key])
     rng = meta["rng"]
@@ -331,6 +355,11 @@ def _check_meta(meta, arrays, version):
         raise TypeError("meta['optimizer']: expected None or a dict")
     if type(meta["extra"]) is not dict:
         raise TypeError("meta['extra']: expected a dict")
+    for key in ("architecture", "preprocessing"):
+        if meta.get(key) is not None and type(meta[key]) is not dict:
+            raise TypeError(f"meta[{key!r}]: expected None or a dict")
+    if meta.get("optimizer_class") is not None and type(meta["optimizer_class"]) is not str:
+        raise TypeError("meta['optimizer_class']: expected None or a string")
 
 
 def restore(checkpoint, model, optimizer=None):

@@ -10,7 +10,7 @@ import sys
 
 from fusednn.cli._args import UsageError
 
-COMMANDS = ("train", "demo")
+COMMANDS = ("train", "demo", "predict", "evaluate", "hpo")
 
 __all__ = ["main", "build_parser", "UsageError", "COMMANDS"]
 
@@ -22,6 +22,8 @@ def _command_module(name):
 def build_parser():
     """The parser of ``python -m fusednn``, with every subcommand of :data:`COMMANDS`."""
     p = argparse.ArgumentParser(prog="python -m fusednn", description="fusednn: fused kernels for training networks")
+    from fusednn import __version__
+    p.add_argument("--version", action="version", version=f"fusednn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         _command_module(name).add_parser(sub)

@@ -94,7 +94,8 @@ def add_parser(sub):
     return t
 
 
-def _load_data(name, seed):
+def _splits(name, seed):
+    """The (x, y) train, val and test splits of the data set ``name``, as read."""
     from fusednn import data
     if name == "digits":
         splits = [data.digits(s, seed=seed) for s in ("train", "val", "test")]
@@ -111,8 +112,15 @@ def _load_data(name, seed):
             order = np.random.default_rng(seed).permutation(len(x))
             a, b = int(0.6 * len(x)), int(0.8 * len(x))
             splits = [(x[order[:a]], y[order[:a]]), (x[order[a:b]], y[order[a:b]]), (x[order[b:]], y[order[b:]])]
+    return splits
+
+
+def _load_data(name, seed):
+    """The splits standardized with the training split's statistics, and the fitted scaler."""
+    from fusednn import data
+    splits = _splits(name, seed)
     scaler = data.StandardScaler().fit(splits[0][0])
-    return [(scaler.transform(x).astype(np.float32), y) for x, y in splits]
+    return [(scaler.transform(x).astype(np.float32), y) for x, y in splits], scaler
 
 
 def _optimizer(args, model):
@@ -155,7 +163,7 @@ def run(args):
     if args.threads:
         fusednn.set_num_threads(args.threads)
     try:
-        (x_train, y_train), val, test = _load_data(args.dataset, args.seed)
+        ((x_train, y_train), val, test), scaler = _load_data(args.dataset, args.seed)
     except (FileNotFoundError, ValueError) as e:  # MNIST files missing or damaged
         raise UsageError(f"--dataset {args.dataset}: {e}") from None
     classes = int(max(y.max() for _, y in (val, test, (x_train, y_train)))) + 1
@@ -177,7 +185,7 @@ def run(args):
             if p.ndim >= 2:
                 mask[model.params.slice_of(name)] = True
 
-    resume = _resume_file(args, model) if args.resume else None
+    resume = _resume_file(args, model, optimizer) if args.resume else None
     run_dir = _run_dir(args, resume)
     callbacks = [fit_mod.EarlyStopping(monitor="val_loss", patience=args.patience, restore_best=True),
                  fit_mod.Checkpoint(run_dir, every=1, keep=2)]
@@ -201,7 +209,9 @@ def run(args):
     train_time = sum(row.get("time", 0) for row in history.epochs)
     final = os.path.join(run_dir, "final.npz")
     # The restored best weights with the last epoch's optimizer: no trainer state, so not resumable.
-    checkpoint.save(final, model, optimizer, epoch=len(history.epochs), extra={"args": vars(args)})
+    # With the architecture and the scaler: `python -m fusednn predict/evaluate` and fusednn.load read it.
+    checkpoint.save(final, model, optimizer, epoch=len(history.epochs), extra={"args": vars(args)},
+                    preprocessing=scaler)
     with open(os.path.join(run_dir, "history.json"), "w") as f:
         json.dump(history.epochs, f, indent=1)
     plot = os.path.join(run_dir, "history.png")
@@ -214,9 +224,9 @@ def run(args):
     return 0
 
 
-def _resume_file(args, model):
+def _resume_file(args, model, optimizer):
     """The checkpoint file that --resume names (the newest of a run directory), checked to be
-    a training checkpoint that fits this model."""
+    a training checkpoint that fits this model, of the same architecture and optimizer."""
     from fusednn import checkpoint
     from fusednn import train as fit_mod
     resume = args.resume
@@ -232,7 +242,37 @@ def _resume_file(args, model):
     except (ValueError, TypeError) as e:
         raise UsageError(f"--resume {resume}: the checkpoint does not fit this model (give the --hidden, --norm and "
                          f"--dataset it was trained with): {e}") from None
+    _refuse_another_setup(resume, ckpt, model, optimizer)
     return resume
+
+
+def _optimizer_flag(class_name, group):
+    """The --optimizer value of an optimizer class and its first parameter group."""
+    if class_name == "SGD":
+        return "nesterov" if group.get("nesterov") else "momentum" if group.get("momentum") else "sgd"
+    return class_name.lower() if class_name.lower() in OPTIMIZERS else class_name
+
+
+def _refuse_another_setup(resume, ckpt, model, optimizer):
+    """UsageError when the checkpoint was trained with another optimizer or architecture (of
+    the same parameter shapes) than the flags give now; checkpoints that do not record them
+    (older files) pass."""
+    from fusednn import serialize
+    if ckpt.optimizer_class is not None and ckpt.optimizer and ckpt.optimizer.get("param_groups"):
+        saved = _optimizer_flag(ckpt.optimizer_class, ckpt.optimizer["param_groups"][0])
+        wanted = _optimizer_flag(type(optimizer).__name__, optimizer.param_groups[0])
+        if saved != wanted:
+            raise UsageError(f"--resume {resume}: the checkpoint was trained with --optimizer {saved}, not {wanted}; "
+                             f"resume with --optimizer {saved}, or start a new run")
+    if ckpt.architecture is not None:
+        try:
+            difference = serialize.architecture_difference(serialize.build(ckpt.architecture), model)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--resume {resume}: the checkpoint's architecture cannot be built: {e}") from None
+        if difference:
+            raise UsageError(f"--resume {resume}: the checkpoint's model differs from the one these flags build "
+                             f"(checkpoint vs flags: {difference}); give the --model, --activation, --norm and "
+                             "--dropout flags it was trained with")
 
 
 _RUN_FILES = re.compile(r"epoch-\d+\.npz|final\.npz|history\.json|history\.png")

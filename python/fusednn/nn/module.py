@@ -51,7 +51,18 @@ class Module:
     Subclasses call :meth:`add_parameter` / :meth:`add_buffer` / :meth:`add_module` in their
     constructor and implement ``forward(x, training)`` and ``backward(dy)``. A parameter's
     value is ``self.p[name]`` and its gradient ``self.g[name]`` (backward writes it).
+
+    Every module remembers the arguments it was constructed with (:meth:`get_config`), which
+    is how :meth:`save` and :func:`fusednn.load` describe and rebuild a model
+    (:mod:`fusednn.serialize`).
     """
+
+    preprocessing = None  # a fitted fusednn.data transformer that predict applies first (fusednn.load sets it)
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        self._init_args = (args, kwargs)  # the constructor call, for get_config
+        return self
 
     def __init__(self):
         self.p, self.g, self.buffers = {}, {}, {}
@@ -238,6 +249,40 @@ class Module:
             values[name] = value
         for name, target in targets.items():
             target[...] = array_module(target).asarray(values[name])
+
+    # ---- saving and predicting (fusednn.serialize)
+
+    def get_config(self):
+        """The arguments this module was constructed with, by parameter name (defaults filled
+        in): what :meth:`save` writes as its architecture. A layer whose arguments are not
+        numbers, strings, dtypes, arrays or modules overrides this (and :meth:`from_config`)."""
+        from fusednn import serialize
+        return serialize.constructor_config(self)
+
+    @classmethod
+    def from_config(cls, config):
+        """A new module of this class from a :meth:`get_config` dict."""
+        from fusednn import serialize
+        return serialize.from_constructor_config(cls, config)
+
+    def save(self, path, preprocessing=None):
+        """Write the model (architecture, parameters, buffers, dropout RNG) and its fitted
+        ``preprocessing`` (default: :attr:`preprocessing`) to ``path``, an ``.npz`` file read
+        without pickle; :func:`fusednn.load` rebuilds it. Returns the path."""
+        from fusednn import serialize
+        return serialize.save(path, self, preprocessing)
+
+    def predict_proba(self, x, batch_size=1024):
+        """Class probabilities, shape (n, classes): softmax of the outputs for raw input rows
+        ``x`` (:attr:`preprocessing` applied first when set, cast to the model's dtype), in
+        evaluation mode, ``batch_size`` rows at a time; a NumPy array."""
+        from fusednn import serialize
+        return serialize.predict_proba(self, x, batch_size)
+
+    def predict(self, x, batch_size=1024):
+        """Class labels (int64, shape (n,)): the argmax of the outputs, as :meth:`predict_proba`."""
+        from fusednn import serialize
+        return serialize.predict(self, x, batch_size)
 
     # ---- running
 
