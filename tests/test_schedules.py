@@ -187,32 +187,42 @@ def test_scale_lr():
 
 
 def test_warmup_ramps_linearly_into_the_schedule():
+    # the course's warmup: lr0 * t / T' for the updates t = 1..T'; step (updates done) = t - 1
     decay = S.cosine(0.1, 100, 0.001)
     sched = S.warmup(decay, steps=10)
-    for t in range(10):
-        assert_close(sched(t), 0.1 * t / 10, kind=KIND)
+    for t in range(1, 11):
+        assert_close(sched(t - 1), 0.1 * t / 10, kind=KIND)
     for t in (10, 11, 60, 110):
         assert sched(t) == decay(t - 10)
     s = S.warmup(decay, steps=4, start_factor=0.2)
-    assert_close(s(0), 0.02, kind=KIND)
-    assert_close(s(2), 0.1 * (0.2 + 0.8 * 2 / 4), kind=KIND)
+    assert_close(s(0), 0.1 * (0.2 + 0.8 * 1 / 4), kind=KIND)
+    assert_close(s(2), 0.1 * (0.2 + 0.8 * 3 / 4), kind=KIND)
+
+
+def test_warmup_first_update_is_not_wasted():
+    """The first update had lr 0 (the ramp started at t/T' with t = 0): a wasted step."""
+    sched = S.warmup(S.constant(0.3), steps=3)
+    assert_close(sched(0), 0.1, kind=KIND)
+    assert sched(0) > 0
+    assert_close(sched.values(5), [0.1, 0.2, 0.3, 0.3, 0.3], kind=KIND)
 
 
 def test_warmup_then_cosine_is_continuous_at_the_join():
     steps, lr = 50, 0.1
     sched = S.warmup(S.cosine(lr, 500), steps)
     values = sched.values(steps + 2)
-    assert_close(values[steps], lr, kind=KIND)
-    # the last ramp increment equals the regular increment lr/steps; the cosine's first is tiny
-    assert_close(values[steps] - values[steps - 1], lr / steps, kind=KIND)
+    assert_close(values[steps - 1], lr, kind=KIND)  # the ramp's last update reaches lr0
+    assert values[steps] == lr  # the cosine's clock starts at 0
+    # the ramp's increments are lr/steps; the cosine's first is tiny
+    assert_close(values[steps - 1] - values[steps - 2], lr / steps, kind=KIND)
     assert abs(values[steps + 1] - values[steps]) < lr / steps
-    assert np.all(np.diff(values[:steps + 1]) > 0)
+    assert np.all(np.diff(values[:steps]) > 0)
 
 
 def test_warmup_of_zero_steps_is_the_schedule_and_a_number_is_a_constant():
     decay = S.exponential(0.1, 0.9)
     assert S.warmup(decay, 0).values(20).tolist() == decay.values(20).tolist()
-    assert_close(S.warmup(0.5, 5)(1), 0.1, kind=KIND)
+    assert_close(S.warmup(0.5, 5)(1), 0.2, kind=KIND)
     assert S.warmup(0.5, 5)(7) == 0.5
 
 
@@ -235,7 +245,7 @@ def test_sequential_of_one_schedule_and_of_callables():
 
 def test_sequential_warmup_equals_warmup():
     lr, steps, sf = 0.1, 20, 0.1
-    a = S.sequential([S.linear(lr, sf, 1.0, steps), S.cosine(lr, 100)], [steps])
+    a = S.sequential([S.linear(lr, sf + (1 - sf) / steps, 1.0, steps - 1), S.cosine(lr, 100)], [steps])
     b = S.warmup(S.cosine(lr, 100), steps, start_factor=sf)
     assert_close(a.values(150), b.values(150), kind=KIND)
 

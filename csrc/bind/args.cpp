@@ -10,7 +10,14 @@ std::string type_name(py::handle obj) {
          py::str(type.attr("__qualname__")).cast<std::string>();
 }
 
-std::string dtype_str(const py::dtype& dt) { return py::str(dt).cast<std::string>(); }
+// A dtype for messages: its name, and for a byte-swapped float (">f4" on a little-endian
+// machine) what it is and how to convert it, since "expected float32, got >f4" does not say.
+std::string dtype_str(const py::dtype& dt) {
+  const std::string s = py::str(dt).cast<std::string>();
+  if (dt.attr("isnative").cast<bool>()) return s;
+  const std::string native = py::str(dt.attr("newbyteorder")("=")).cast<std::string>();
+  return s + " (" + native + " in non-native byte order; convert with .astype(np." + native + "))";
+}
 
 // The rule of fusednn/_checks.py's real(): a Python int or float (not bool) or a NumPy real
 // scalar (numpy.floating, numpy.integer); arrays of any shape (0-d too), complex numbers, None,

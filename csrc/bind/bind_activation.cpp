@@ -1,4 +1,4 @@
-// Bindings of relu / relu_backward.
+// Bindings of relu / relu_backward (relu in place with out=x).
 #include "bind/array.h"
 #include "bind/bind.h"
 #include "ops/activation.h"
@@ -6,12 +6,21 @@
 namespace fdnn::bind {
 namespace {
 
+// An elementwise kernel may write its output over its input when they are exactly the same
+// array (same data, shape and strides: element i is read before it is written, by the same
+// iteration), as torch's relu_; any other overlap is refused.
+void check_same_or_disjoint(const TensorView& out, const char* out_name, const TensorView& in, const char* in_name) {
+  bool same = out.data == in.data && out.ndim == in.ndim;
+  for (int i = 0; same && i < out.ndim; ++i) same = out.shape[i] == in.shape[i] && out.strides[i] == in.strides[i];
+  if (!same) check_no_overlap(out, out_name, in, in_name);
+}
+
 py::object relu_py(py::object x_obj, py::object out) {
   const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView x = input_array(x_obj, "x", keep);
   const TensorView y = output_or_new(out, "out", x.dtype, shape_of(x));
-  check_no_overlap(y, "out", x, "x");
+  check_same_or_disjoint(y, "out", x, "x");
   py::gil_scoped_release release;
   dispatch(x.dtype, [&](auto t) {
     using T = decltype(t);

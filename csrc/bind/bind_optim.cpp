@@ -349,13 +349,14 @@ double add_penalty_grad_py(py::object params_obj, py::object grads_obj, double l
   return total;
 }
 
-void clip_value_py(py::object grads, double clip) {
+// Clamps into [lo, hi]: the Python layer checks the bounds (real, not NaN, lo <= hi).
+void clip_value_py(py::object grads, double lo, double hi) {
   const Stream stream = call_stream();
   Flat f = flat_list(grads, "grads", true);
   py::gil_scoped_release release;
   dispatch(f.dtype, [&](auto t) {
     using T = decltype(t);
-    clip_by_value<T>(pointers<T>(f.views), f.sizes, static_cast<T>(clip), stream);
+    clip_by_value<T>(pointers<T>(f.views), f.sizes, static_cast<T>(lo), static_cast<T>(hi), stream);
   });
 }
 
@@ -406,7 +407,7 @@ void bind_optim(py::module_& m) {
         arg("mu_product"), arg("lr"), arg("beta1"), arg("beta2"), arg("eps"), arg("weight_decay"),
         arg("momentum_decay"), arg("decoupled_weight_decay"), arg("maximize"), arg("grad_scale"));
   m.def("grad_norm", &grad_norm_py, arg("grads"), arg("infinity"));
-  m.def("clip_grad_value_", &clip_value_py, arg("grads"), arg("clip_value"));
+  m.def("clip_grad_value_", &clip_value_py, arg("grads"), arg("lo"), arg("hi"));
   m.def("scale_", &scale_py, arg("arrays"), arg("factor"));
   m.def("check_disjoint", &check_disjoint_py, arg("arrays"), arg("name"));
 }

@@ -254,8 +254,9 @@ double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t 
 // fixed partition) or infinity (max |x|); NaN if any element is NaN.
 template <typename T> double grad_norm(const std::vector<const T*>& arrays, const std::vector<int64_t>& sizes,
                                        bool infinity_norm, Stream stream);
+// Clamps every element into [lo, hi] (lo <= hi; NaN stays NaN).
 template <typename T>
-void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip, Stream stream);
+void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T lo, T hi, Stream stream);
 template <typename T>
 void scale_in_place(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T factor, Stream stream);
 
@@ -269,7 +270,7 @@ void scale_in_place(const std::vector<T*>& arrays, const std::vector<int64_t>& s
   template void nadam_step<T>(const OptimArrays<T>&, const NadamHyper<T>&, Stream);                                   \
   template double grad_norm<T>(const std::vector<const T*>&, const std::vector<int64_t>&, bool, Stream);      \
   template double add_penalty_grad<T>(const T*, T*, const uint8_t*, int64_t, double, double, Stream);         \
-  template void clip_by_value<T>(const std::vector<T*>&, const std::vector<int64_t>&, T, Stream);             \
+  template void clip_by_value<T>(const std::vector<T*>&, const std::vector<int64_t>&, T, T, Stream);          \
   template void scale_in_place<T>(const std::vector<T*>&, const std::vector<int64_t>&, T, Stream);
 
 }  // namespace fdnn

@@ -185,9 +185,9 @@ template <typename T> FDNN_MULTIVERSION double max_abs(const T* FDNN_RESTRICT x,
   return nan ? std::numeric_limits<double>::quiet_NaN() : static_cast<double>(m);
 }
 
-template <typename T> FDNN_MULTIVERSION void clamp_chunk(T* FDNN_RESTRICT x, int64_t n, T clip) {
+template <typename T> FDNN_MULTIVERSION void clamp_chunk(T* FDNN_RESTRICT x, int64_t n, T lo, T hi) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] < -clip ? -clip : (x[i] > clip ? clip : x[i]);
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] < lo ? lo : (x[i] > hi ? hi : x[i]);
 }
 
 template <typename T> FDNN_MULTIVERSION void scale_chunk(T* FDNN_RESTRICT x, int64_t n, T factor) {
@@ -275,8 +275,8 @@ double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t 
 }
 
 template <typename T>
-void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip, Stream) {
-  for_each_chunk(sizes, 2, [&](const Chunk& c) { clamp_chunk(arrays[c.array] + c.begin, c.end - c.begin, clip); });
+void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T lo, T hi, Stream) {
+  for_each_chunk(sizes, 2, [&](const Chunk& c) { clamp_chunk(arrays[c.array] + c.begin, c.end - c.begin, lo, hi); });
 }
 
 template <typename T>

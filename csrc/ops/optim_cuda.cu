@@ -168,11 +168,11 @@ __global__ void penalty_kernel(const T* w, T* g, const uint8_t* mask, int64_t n,
   if (threadIdx.x == 0) partial[2 * blockIdx.x] = a, partial[2 * blockIdx.x + 1] = q;
 }
 
-template <typename T> __global__ void clamp_kernel(const ChunkRef* chunks, T* const* x, T clip) {
+template <typename T> __global__ void clamp_kernel(const ChunkRef* chunks, T* const* x, T lo, T hi) {
   const ChunkRef c = chunks[blockIdx.x];
   T* xa = x[c.array];
   for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x)
-    xa[i] = xa[i] < -clip ? -clip : (xa[i] > clip ? clip : xa[i]);
+    xa[i] = xa[i] < lo ? lo : (xa[i] > hi ? hi : xa[i]);
 }
 
 template <typename T> __global__ void scale_lists_kernel(const ChunkRef* chunks, T* const* x, T factor) {
@@ -260,10 +260,11 @@ double add_penalty_grad(const T* params, T* grads, const uint8_t* mask, int64_t 
 }
 
 template <typename T>
-void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T clip, Stream stream) {
+void clip_by_value(const std::vector<T*>& arrays, const std::vector<int64_t>& sizes, T lo, T hi, Stream stream) {
   DeviceList<T*> d(arrays, sizes, stream);
   if (d.chunks.empty()) return;
-  clamp_kernel<T><<<static_cast<unsigned>(d.chunks.size()), kThreads, 0, cuda_stream(stream)>>>(d.table, d.ptrs, clip);
+  clamp_kernel<T><<<static_cast<unsigned>(d.chunks.size()), kThreads, 0, cuda_stream(stream)>>>(d.table, d.ptrs, lo,
+                                                                                                hi);
   check_launch("clamp_kernel");
 }
 

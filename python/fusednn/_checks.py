@@ -111,6 +111,41 @@ def norm_type(value):
     return v
 
 
+def clip_interval(name, value):
+    """A clipping interval ``(lo, hi)`` as floats: a number c >= 0 gives (-c, c); a pair (a, b)
+    of real numbers (infinite allowed, NaN not) with a <= b gives (a, b)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name}: expected a number >= 0 or a pair (a, b) with a <= b, got {value!r}")
+        lo = real(f"{name}[0]", value[0], "a real number (the lower bound)")
+        hi = real(f"{name}[1]", value[1], "a real number (the upper bound)")
+        if not lo <= hi:  # also refuses NaN
+            raise ValueError(f"{name}: expected a pair (a, b) with a <= b, got ({_show(value[0])}, {_show(value[1])})")
+        return lo, hi
+    c = at_least_zero(name, value)
+    return -c, c
+
+
+def p_norm(name, value):
+    """The order p of a gradient norm, as torch's ``clip_grad_norm_`` takes it: a real number
+    p > 0, inf (max |x|) or -inf (min |x|). 0 (a count of nonzeros, which torch's nested
+    per-tensor norm turns into a count of tensors), NaN and negative p are a ValueError."""
+    v = real(name, value, "a norm order p > 0, inf or -inf")
+    if not (v > 0.0 or v == -math.inf):
+        raise ValueError(f"{name}: expected a norm order p > 0, inf or -inf, got {_show(value)}")
+    return v
+
+
+def dtype_str(dtype):
+    """A dtype for messages: its name, and for a byte-swapped one ('>f4' on a little-endian
+    machine) what it is and how to convert it."""
+    dt = np.dtype(dtype)
+    if dt.isnative:
+        return str(dt)
+    native = dt.newbyteorder("=")
+    return f"{dt.str} ({native} in non-native byte order; convert with .astype(np.{native}))"
+
+
 def nesterov(value, momentum, dampening):
     """SGD's nesterov flag, which needs momentum > 0 and no dampening."""
     value = flag("nesterov", value)

@@ -19,7 +19,7 @@ from fusednn import _checks
 
 __all__ = ["fan_in_and_fan_out", "calculate_gain", "zeros", "constant", "normal", "uniform", "xavier_uniform",
            "xavier_normal", "he_uniform", "kaiming_uniform", "he_normal", "kaiming_normal", "lecun_normal",
-           "orthogonal"]
+           "lecun_uniform", "orthogonal"]
 
 _MODES = ("fan_in", "fan_out")
 _LINEAR = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
@@ -66,9 +66,13 @@ def fan_in_and_fan_out(shape):
 def calculate_gain(nonlinearity, param=None):
     """The recommended gain for a nonlinearity (torch's table): 1 for linear, convolutions and
     sigmoid, 5/3 for tanh, sqrt(2) for relu, sqrt(2 / (1 + slope^2)) for leaky_relu (``param`` is
-    the negative slope, default 0.01) and 3/4 for selu."""
+    the negative slope, default 0.01) and 3/4 for selu. One name is not torch's: "logistic"
+    gives 4, the course's (Glorot & Bengio 2010) Xavier rule for logistic-sigmoid units, 16
+    times the variance of gain 1 (torch's "sigmoid" keeps torch's gain 1)."""
     if nonlinearity in _LINEAR:
         return 1.0
+    if nonlinearity == "logistic":
+        return 4.0
     if nonlinearity == "tanh":
         return 5.0 / 3.0
     if nonlinearity == "relu":
@@ -79,7 +83,7 @@ def calculate_gain(nonlinearity, param=None):
     if nonlinearity == "selu":
         return 0.75
     raise ValueError(f"nonlinearity: expected one of {', '.join(_LINEAR)}, tanh, relu, leaky_relu, selu, "
-                     f"got {nonlinearity!r}")
+                     f"logistic, got {nonlinearity!r}")
 
 
 def zeros(array, /):
@@ -122,16 +126,24 @@ def _normal_with_std(array, std, rng):
 def _xavier_std(array, gain):
     _check_array(array)
     fan_in, fan_out = fan_in_and_fan_out(array.shape)
-    return _std(_checks.real("gain", gain, "a number"), (fan_in + fan_out) / 2.0)
+    if isinstance(gain, str):
+        names = _LINEAR + ("tanh", "relu", "leaky_relu", "selu", "logistic")
+        if gain not in names:
+            raise TypeError(f"gain: expected a number or a nonlinearity name ({', '.join(names)}), got {gain!r}")
+        gain = calculate_gain(gain)
+    return _std(_checks.real("gain", gain, "a number or a nonlinearity name"), (fan_in + fan_out) / 2.0)
 
 
 def xavier_uniform(array, /, gain=1.0, rng=None):
-    """Glorot: U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out))."""
+    """Glorot: U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out)). ``gain`` is a number or a
+    nonlinearity name for :func:`calculate_gain`: ``gain="logistic"`` is the course's rule for
+    logistic units (gain 4), ``"tanh"`` torch's 5/3."""
     return _uniform_with_std(array, _xavier_std(array, gain), rng)
 
 
 def xavier_normal(array, /, gain=1.0, rng=None):
-    """Glorot: N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out))."""
+    """Glorot: N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out)); ``gain`` as in
+    :func:`xavier_uniform`."""
     return _normal_with_std(array, _xavier_std(array, gain), rng)
 
 
@@ -162,6 +174,12 @@ def lecun_normal(array, /, rng=None):
     """LeCun: N(0, std^2) with std = 1 / sqrt(fan_in) (not truncated)."""
     _check_array(array)
     return _normal_with_std(array, _std(1.0, fan_in_and_fan_out(array.shape)[0]), rng)
+
+
+def lecun_uniform(array, /, rng=None):
+    """LeCun: U(-b, b) with b = sqrt(3 / fan_in) (std 1 / sqrt(fan_in); Keras' ``lecun_uniform``)."""
+    _check_array(array)
+    return _uniform_with_std(array, _std(1.0, fan_in_and_fan_out(array.shape)[0]), rng)
 
 
 def orthogonal(array, /, gain=1.0, rng=None):

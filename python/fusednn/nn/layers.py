@@ -11,20 +11,22 @@ import numpy as np
 
 from fusednn import _checks, ops
 from fusednn._backend import array_module, device_of, is_array
-from fusednn.nn import init
+from fusednn.nn import init as _init  # Linear's argument `init` would shadow the module's name
 from fusednn.nn.module import Module, _dtype_of
 
 __all__ = ["Linear", "DropConnectLinear", "WeightNormLinear", "ReLU", "Sigmoid", "Tanh", "Abs", "Flatten", "BatchNorm",
            "BatchNorm1d", "BatchNorm2d", "LayerNorm", "LocalResponseNorm", "Dropout", "Sequential", "MLP"]
 
 _WEIGHT_INITS = {
-    "he": lambda w, rng: init.he_normal(w, nonlinearity="relu", rng=rng),
-    "he_uniform": lambda w, rng: init.he_uniform(w, nonlinearity="relu", rng=rng),
-    "xavier": lambda w, rng: init.xavier_uniform(w, rng=rng),
-    "xavier_normal": lambda w, rng: init.xavier_normal(w, rng=rng),
-    "lecun": lambda w, rng: init.lecun_normal(w, rng=rng),
-    "orthogonal": lambda w, rng: init.orthogonal(w, rng=rng),
-    "torch": lambda w, rng: init.uniform(w, -1 / math.sqrt(w.shape[1]), 1 / math.sqrt(w.shape[1]), rng=rng),
+    "he": lambda w, rng: _init.he_normal(w, nonlinearity="relu", rng=rng),
+    "he_uniform": lambda w, rng: _init.he_uniform(w, nonlinearity="relu", rng=rng),
+    "xavier": lambda w, rng: _init.xavier_uniform(w, rng=rng),
+    "xavier_normal": lambda w, rng: _init.xavier_normal(w, rng=rng),
+    "xavier_logistic": lambda w, rng: _init.xavier_uniform(w, gain="logistic", rng=rng),
+    "lecun": lambda w, rng: _init.lecun_normal(w, rng=rng),
+    "lecun_uniform": lambda w, rng: _init.lecun_uniform(w, rng=rng),
+    "orthogonal": lambda w, rng: _init.orthogonal(w, rng=rng),
+    "torch": lambda w, rng: _init.uniform(w, -1 / math.sqrt(w.shape[1]), 1 / math.sqrt(w.shape[1]), rng=rng),
 }
 
 
@@ -46,7 +48,8 @@ def _check_input(x, name, features=None, ndim=None, dtype=None, device="cpu"):
     if features is not None and (x.ndim < 2 or x.shape[1] != features):
         raise ValueError(f"{name}: expected shape (N, {features}, ...), got {x.shape}")
     if dtype is not None and x.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype} (the layer's), got {x.dtype}")
+        raise TypeError(f"{name}: expected dtype {dtype} (the layer's), got {_checks.dtype_str(x.dtype)}; convert "
+                        f"with {name}.astype(np.{np.dtype(dtype)})")
 
 
 def _need(cache, layer):
@@ -62,13 +65,17 @@ class Linear(Module):
 
     Args:
         init: the weight initializer: "he" (default with ReLU: normal, std sqrt(2 / fan_in)),
-            "xavier" (default otherwise: uniform), "he_uniform", "xavier_normal", "lecun",
-            "orthogonal", or "torch" (U(-1/sqrt(in), 1/sqrt(in)), torch's default).
-        bias_init: the bias's constant start value (0; the course suggests 0.01 with ReLU).
+            "xavier" (default otherwise: uniform), "he_uniform", "xavier_normal",
+            "xavier_logistic" (uniform with gain 4, the course's rule for logistic units),
+            "lecun" (normal), "lecun_uniform", "orthogonal", or "torch": torch.nn.Linear's
+            default, weight and bias both U(-1/sqrt(in), 1/sqrt(in)) (the bias drawn after the
+            weight, from the same generator).
+        bias_init: the bias's constant start value; None (the default) is 0, or torch's uniform
+            draw with ``init="torch"`` (the course suggests 0.01 with ReLU).
         rng: a numpy Generator or a seed for the initialization.
     """
 
-    def __init__(self, in_features, out_features, bias=True, activation=None, *, init=None, bias_init=0.0,
+    def __init__(self, in_features, out_features, bias=True, activation=None, *, init=None, bias_init=None,
                  rng=None, dtype=np.float32):
         super().__init__()
         self.in_features = _checks_size("in_features", in_features)
@@ -81,11 +88,18 @@ class Linear(Module):
             raise ValueError(f"init: expected one of {sorted(_WEIGHT_INITS)}, got {init!r}")
         dtype = self._dtype = _dtype_of(dtype)
         w = np.empty((self.out_features, self.in_features), dtype)
-        _WEIGHT_INITS[init](w, _rng(rng))
+        rng = _rng(rng)
+        _WEIGHT_INITS[init](w, rng)
         self.add_parameter("weight", w)
         self.has_bias = bool(bias)
         if self.has_bias:
-            self.add_parameter("bias", np.full(self.out_features, bias_init, dtype))
+            b = np.empty(self.out_features, dtype)
+            if bias_init is None and init == "torch":
+                bound = 1 / math.sqrt(self.in_features)
+                _init.uniform(b, -bound, bound, rng=rng)
+            else:
+                _init.constant(b, 0.0 if bias_init is None else bias_init)
+            self.add_parameter("bias", b)
         self.input_grad = True  # False for a first layer: skips one GEMM in backward
         self._cache = None
 
@@ -267,7 +281,10 @@ class BatchNorm(Module):
     """Batch normalization over (N, C) or (N, C, H, W) inputs, as ``torch.nn.BatchNorm1d/2d``:
     training normalizes with the batch statistics and updates the running ones (``momentum``
     weights the new batch; the course's rho is 1 - momentum); evaluation uses the running
-    statistics. ``activation="relu"`` applies a ReLU to the output in the same pass."""
+    statistics. ``momentum=None`` keeps the cumulative moving average instead, as torch: the
+    buffer ``num_batches_tracked`` (int64) counts the training batches and batch n is weighted
+    by 1/n, so the running statistics are the plain means of all batches' statistics (the
+    variance's unbiased). ``activation="relu"`` applies a ReLU to the output in the same pass."""
 
     ndim = None
 
@@ -275,7 +292,7 @@ class BatchNorm(Module):
         super().__init__()
         self.activation = _fused_activation_arg(activation)
         self.num_features = _checks_size("num_features", num_features)
-        self.momentum = _checks.in_unit_interval("momentum", momentum)
+        self.momentum = None if momentum is None else _checks.in_unit_interval("momentum", momentum)
         self.eps = _checks.positive("eps", eps)
         dtype = _dtype_of(dtype)
         self._dtype = dtype
@@ -285,13 +302,21 @@ class BatchNorm(Module):
             self.add_parameter("bias", np.zeros(self.num_features, dtype))
         self.add_buffer("running_mean", np.zeros(self.num_features, dtype))
         self.add_buffer("running_var", np.ones(self.num_features, dtype))
+        if self.momentum is None:
+            self.add_buffer("num_batches_tracked", np.zeros((), np.int64))
         self._cache = None
 
     def forward(self, x, training=None):
         training = self._mode(training)
         _check_input(x, "x", self.num_features, ndim=self.ndim, dtype=self._dtype, device=self.device)
+        momentum = self.momentum
+        if momentum is None:  # the cumulative average: batch n weighs 1/n
+            tracked = self.buffers["num_batches_tracked"]
+            if training:
+                tracked += 1
+            momentum = 1.0 / max(int(tracked), 1)
         y, mean, inv_std = ops.batch_norm(x, self.p.get("weight"), self.p.get("bias"), self.buffers["running_mean"],
-                                          self.buffers["running_var"], training=training, momentum=self.momentum,
+                                          self.buffers["running_var"], training=training, momentum=momentum,
                                           eps=self.eps, activation=self.activation)
         self._cache = (x, mean, inv_std, training, y if self.activation else None)
         return y
@@ -479,7 +504,7 @@ class MLP(Sequential):
     """
 
     def __init__(self, sizes, activation="relu", norm=None, dropout=0.0, input_dropout=0.0, *,
-                 dropout_mode="inverted", init=None, bias_init=0.0, seed=0, dtype=np.float32):
+                 dropout_mode="inverted", init=None, bias_init=None, seed=0, dtype=np.float32):
         sizes = [_checks_size(f"sizes[{i}]", s) for i, s in enumerate(sizes)]
         if len(sizes) < 2:
             raise ValueError(f"sizes: expected at least [in, out], got {sizes}")

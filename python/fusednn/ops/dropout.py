@@ -25,7 +25,42 @@ def dropout(x, p, *, seed, offset=0, training=True, mode="inverted", activation=
     ``out``.
     """
     training = _checks.flag("training", training)
-    return backend_for(x=x, out=out).dropout(x, p, seed, offset, training, mode, activation, out)
+    backend = backend_for(x=x, out=out)
+    if out is not None and not training and _same_array(out, x):
+        return _eval_in_place(backend, x, p, mode, activation)
+    return backend.dropout(x, p, seed, offset, training, mode, activation, out)
+
+
+def _same_array(a, b):
+    """Whether b is exactly a (the same memory, shape, strides and dtype)."""
+    if a is b:
+        return True
+    ptr = (lambda t: t.data.ptr) if hasattr(a, "device") and hasattr(a.data, "ptr") else \
+        (lambda t: t.__array_interface__["data"][0])
+    try:
+        return (type(a) is type(b) and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+                and ptr(a) == ptr(b))
+    except (AttributeError, TypeError):
+        return False
+
+
+def _eval_in_place(backend, x, p, mode, activation):
+    """Evaluation-mode dropout with ``out=x``, as torch's in-place ops: ``relu`` in place (with
+    activation="relu"), then the vanilla mode's scaling by 1 - p (``scale_``); inverted mode
+    without an activation leaves x as it is. Each op checks x as the array it writes."""
+    _checks.in_unit_interval("p", p, closed_right=False)
+    if mode not in ("inverted", "vanilla"):
+        raise ValueError(f"mode: expected 'inverted' or 'vanilla', got {mode!r}")
+    if activation not in (None, "relu"):
+        raise ValueError(f"activation: expected None or 'relu', got {activation!r}")
+    scale = 1.0 if mode == "inverted" else 1.0 - float(p)
+    if activation == "relu":
+        backend.relu(x, x)
+    if scale != 1.0:
+        backend.scale_([x], scale)
+    elif activation is None:
+        backend.check_disjoint([x], "out")  # the identity: only the checks of an array written in place
+    return x
 
 
 def dropout_backward(dy, p, *, seed, offset=0, mode="inverted", y=None, activation=None, out=None):

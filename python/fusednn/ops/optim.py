@@ -143,9 +143,11 @@ def grad_norm(grads, norm_type=2.0):
 
 
 def clip_grad_value_(grads, clip_value):
-    """Clamps every gradient into [-clip_value, clip_value], in place."""
-    clip_value = _checks.at_least_zero("clip_value", clip_value)
-    _backend(grads=grads).clip_grad_value_(grads, clip_value)
+    """Clamps every gradient in place into [-clip_value, clip_value] (a number >= 0, as torch's
+    ``clip_grad_value_``), or into [a, b] for a pair ``clip_value=(a, b)`` with a <= b (either
+    bound may be infinite). NaN stays NaN."""
+    lo, hi = _checks.clip_interval("clip_value", clip_value)
+    _backend(grads=grads).clip_grad_value_(grads, lo, hi)
 
 
 def scale_(arrays, factor):

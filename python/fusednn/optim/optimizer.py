@@ -45,8 +45,8 @@ class Optimizer:
         defaults: the rule's hyperparameters; a group's own values override them. ``lr`` may
             be a number or a schedule (any callable of the step count, see
             :mod:`fusednn.optim.schedules`), evaluated at the number of steps done so far.
-        max_grad_norm: when set, the global norm of all gradients (``grad_norm_type``, 2 or
-            inf) is computed first and the update uses ``g * min(1, max_grad_norm / (norm +
+        max_grad_norm: when set, the global norm of all gradients (of order ``grad_norm_type``:
+            any p of :func:`grad_norm`) is computed first and the update uses ``g * min(1, max_grad_norm / (norm +
             1e-6))``, as ``clip_grad_norm_`` followed by the step would, without writing the
             gradients. The norm is kept in ``last_grad_norm``.
     """
@@ -57,7 +57,7 @@ class Optimizer:
     def __init__(self, params, defaults, *, max_grad_norm=None, grad_norm_type=2.0):
         self.defaults = dict(defaults)
         self.max_grad_norm = None if max_grad_norm is None else _checks.positive("max_grad_norm", max_grad_norm)
-        self.grad_norm_type = _checks.norm_type(grad_norm_type)
+        self.grad_norm_type = _checks.p_norm("grad_norm_type", grad_norm_type)
         self.last_grad_norm = None
         self.step_count = 0
         self.param_groups = []
@@ -117,7 +117,7 @@ class Optimizer:
             if type(p) is not type(members[0]):
                 raise TypeError("params: a group must be all NumPy or all CuPy arrays, got a mix")
             if p.dtype not in (np.float32, np.float64):
-                raise TypeError(f"params: expected float32 or float64 arrays, got {p.dtype}")
+                raise TypeError(f"params: expected float32 or float64 arrays, got {_checks.dtype_str(p.dtype)}")
             if p.dtype != members[0].dtype:
                 raise TypeError(f"params: a group must have one dtype, got {members[0].dtype} and {p.dtype}")
             if not (p.flags.c_contiguous and getattr(p.flags, "aligned", True) and getattr(p.flags, "writeable", True)):
@@ -250,7 +250,7 @@ class Optimizer:
         scale = 1.0
         if self.max_grad_norm is not None:
             all_grads = [g for _, gs, _ in work for g in gs]
-            norm = ops.grad_norm(all_grads, self.grad_norm_type)
+            norm = grad_norm(all_grads, self.grad_norm_type)
             self.last_grad_norm = norm
             coef = self.max_grad_norm / (norm + 1e-6)
             scale = coef if not coef >= 1.0 else 1.0  # NaN stays NaN, as in clip_grad_norm_
@@ -627,19 +627,42 @@ class NAdam(Optimizer):
 
 
 def clip_grad_value(grads, clip_value):
-    """Clamp every gradient into [-clip_value, clip_value] in place (``clip_grad_value_``)."""
+    """Clamp every gradient in place into [-clip_value, clip_value] (torch's
+    ``clip_grad_value_``), or into the interval [a, b] for ``clip_value=(a, b)``, a <= b."""
     ops.clip_grad_value_(grads, clip_value)
+
+
+def grad_norm(grads, norm_type=2.0):
+    """The p-norm of all gradients together (a float), for the orders torch's
+    ``clip_grad_norm_`` takes: p = 2 and inf by the fused kernel (:func:`fusednn.ops.grad_norm`);
+    other p > 0 as ``(sum |g|^p)^(1/p)`` and -inf as min |g|, computed in float64 with the
+    arrays' own module (NumPy or CuPy). NaN if any gradient is NaN."""
+    p = _checks.p_norm("norm_type", norm_type)
+    if p == 2.0 or p == math.inf:
+        return ops.grad_norm(grads, p)
+    arrays = [grads] if _is_array(grads) else list(grads)
+    ops.grad_norm(arrays, 2.0)  # the binding's checks of the list (arrays, one float dtype)
+    if not arrays or all(a.size == 0 for a in arrays):
+        return 0.0
+    parts = [array_module(a).abs(a.astype(np.float64)) for a in arrays if a.size]
+    if p == -math.inf:
+        mins = [float(a.min()) for a in parts]
+        return math.nan if any(math.isnan(m) for m in mins) else min(mins)
+    with np.errstate(over="ignore"):
+        total = sum(float((a ** p).sum()) for a in parts)
+    return total ** (1.0 / p)
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale the gradients in place so that their global norm is at most ``max_norm``, as
     ``torch.nn.utils.clip_grad_norm_``: ``g *= min(1, max_norm / (norm + 1e-6))``.
+    ``norm_type``: any order p of :func:`grad_norm` (2, inf, 1, 3.5, -inf, ...).
 
     Returns the total norm before clipping (a float). With ``error_if_nonfinite``, a NaN or
     infinite norm raises RuntimeError and leaves the gradients unchanged.
     """
     max_norm = _checks.at_least_zero("max_norm", max_norm)
-    norm = ops.grad_norm(grads, norm_type)
+    norm = grad_norm(grads, norm_type)
     if error_if_nonfinite and not math.isfinite(norm):
         raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite ({norm}), so they "
                            "cannot be clipped; pass error_if_nonfinite=False to clip anyway")

@@ -37,9 +37,10 @@ two agree to a relative 1e-12 in float64). With ``t`` the step:
   ``eta_min + (lr - eta_min) * (1 + cos(pi * t / T_max)) / 2``. torch ``CosineAnnealingLR``.
 - ``linear(lr, start_factor=1/3, end_factor=1.0, total_iters=5)``:
   ``lr * (s + (e - s) * min(t, total_iters) / total_iters)``. torch ``LinearLR``.
-- ``warmup(schedule, steps, start_factor=0.0)``: ``schedule(0) * (s + (1 - s) * t / steps)``
-  for t < steps, then ``schedule(t - steps)``. torch
-  ``SequentialLR([LinearLR(s, 1.0, steps), scheduler], [steps])``.
+- ``warmup(schedule, steps, start_factor=0.0)``: ``schedule(0) * (s + (1 - s) * (t + 1) / steps)``
+  for t < steps (the course's ``lr0 * t' / T'`` for update t' = t + 1 = 1..T'), then
+  ``schedule(t - steps)``. torch ``SequentialLR([LinearLR(s + (1 - s) / steps, 1.0, steps - 1),
+  scheduler], [steps])``.
 - ``cyclic(base_lr, max_lr, step_size_up=2000, step_size_down=None, mode, gamma)``: a
   triangle wave: up from base_lr over step_size_up steps, down over step_size_down, with the
   amplitude ``max_lr - base_lr`` times 1 ("triangular"), ``1 / 2 ** (cycle - 1)``
@@ -471,19 +472,22 @@ class _Warmup(Schedule):
         if step >= self.steps:
             return self.schedule(step - self.steps)
         s = self.start_factor
-        return self.schedule(0) * (s + (1.0 - s) * step / self.steps)
+        return self.schedule(0) * (s + (1.0 - s) * (step + 1) / self.steps)
 
     def _default_steps(self):
         return self.steps + self.schedule._default_steps()
 
 
 def warmup(schedule, steps, start_factor=0.0):
-    """Ramp linearly into ``schedule``: ``schedule(0) * (s + (1 - s) * step / steps)`` for
-    step < steps (s = start_factor, in [0, 1]), then ``schedule(step - steps)``: the wrapped
-    schedule's clock starts when the warmup ends, so the lr is continuous at the join. (To
-    decay over a total of T steps, give the decay T - steps.) steps=0 is no warmup. For
-    start_factor > 0 this is torch's ``SequentialLR([LinearLR(start_factor, 1.0, steps),
-    scheduler], milestones=[steps])``. ``schedule`` may also be a number (a constant lr)."""
+    """Ramp linearly into ``schedule``: ``schedule(0) * (s + (1 - s) * (step + 1) / steps)``
+    for step < steps (s = start_factor, in [0, 1]; ``step`` counts the updates done before
+    this one), then ``schedule(step - steps)``. With s = 0 this is the course's warmup
+    ``lr0 * t / T'`` for the updates t = 1..T' (T' = steps): the first update uses lr0 / T',
+    not 0, and the last update of the ramp uses lr0 = schedule(0), where the wrapped
+    schedule's clock then starts. (To decay over a total of T steps, give the decay
+    T - steps.) steps=0 is no warmup. For steps >= 2 this is torch's
+    ``SequentialLR([LinearLR(s + (1 - s) / steps, 1.0, steps - 1), scheduler],
+    milestones=[steps])``. ``schedule`` may also be a number (a constant lr)."""
     return _Warmup(schedule, steps, start_factor)
 
 

@@ -61,7 +61,7 @@ def _float_array(a, name):
     """An array read as it is (any strides): float32 or float64."""
     _ndarray(a, name)
     if a.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {_checks.dtype_str(a.dtype)}")
 
 
 def _in_place(a, name, dtype, shape):
@@ -69,7 +69,7 @@ def _in_place(a, name, dtype, shape):
     aligned (never copied)."""
     _ndarray(a, name)
     if a.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype}, got {a.dtype}")
+        raise TypeError(f"{name}: expected dtype {dtype}, got {_checks.dtype_str(a.dtype)}")
     if a.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
     if not a.flags.writeable:
@@ -389,10 +389,9 @@ def grad_norm(grads, norm_type=2.0):
 
 
 def clip_grad_value_(grads, clip_value):
-    clip_value = _at_least_zero("clip_value", clip_value)
+    lo, hi = _checks.clip_interval("clip_value", clip_value)
     for g in _flat_list(grads, "grads", in_place=True):
-        c = g.dtype.type(clip_value)
-        np.clip(g, -c, c, out=g)
+        np.clip(g, g.dtype.type(lo), g.dtype.type(hi), out=g)
 
 
 def scale_(arrays, factor):
