@@ -77,7 +77,7 @@ class Uniform(Dimension):
 
     def from_unit(self, u):
         u = _unit(u)
-        return min(self.lo + u * (self.hi - self.lo), self.hi)
+        return self.hi if u == 1.0 else min(self.lo + u * (self.hi - self.lo), self.hi)
 
     def to_unit(self, value):
         v = _finite("value", value)
@@ -107,6 +107,8 @@ class LogUniform(Dimension):
 
     def from_unit(self, u):
         u = _unit(u)
+        if u == 0.0 or u == 1.0:  # the ends exactly
+            return self.lo if u == 0.0 else self.hi
         return min(max(math.exp(self._a + u * (self._b - self._a)), self.lo), self.hi)
 
     def to_unit(self, value):
