@@ -26,10 +26,12 @@ thread count).
 
 import math
 import os
+import sys
 import time
 
 import numpy as np
 
+from fusednn import _checks
 from fusednn import checkpoint as _ckpt
 from fusednn import data as _data
 from fusednn._backend import device_module, to_host
@@ -75,13 +77,40 @@ def _count(name, value, minimum):
     return int(value)
 
 
-def _pair(name, data):
+def _model_dtype(model):
+    """The model's float dtype (``model.dtype``, else its flat parameters'), or None."""
+    dtype = getattr(model, "dtype", None)
+    if dtype is None:
+        dtype = getattr(getattr(getattr(model, "params", None), "data", None), "dtype", None)
+    return None if dtype is None else np.dtype(dtype)
+
+
+def _pair(name, data, dtype=None):
+    """``(x, y)`` as NumPy arrays. Floating-point x (and floating-point y: regression targets)
+    of another dtype than the model's ``dtype`` are cast to it (float64, NumPy's and
+    scikit-learn's default, to a float32 model); integer, boolean or other x, and lists, are a
+    TypeError that says how to convert."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise TypeError(f"{name}: expected an (x, y) pair of arrays, got {type(data).__name__}")
-    x, y = np.asarray(data[0]), np.asarray(data[1])
+    arrays = []
+    for part, value in zip("xy", data):
+        if isinstance(value, (list, tuple)):
+            convert = "np.asarray(x, dtype=np.float32)" if part == "x" else "np.asarray(y)"
+            raise TypeError(f"{name}: expected {part} as a numpy.ndarray, got a {type(value).__name__}; convert it "
+                            f"with {convert}")
+        arrays.append(np.asarray(value))
+    x, y = arrays
     if x.ndim == 0 or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
         raise ValueError(f"{name}: expected x and y with the same number (> 0) of samples along axis 0, got shapes "
                          f"{x.shape} and {y.shape}")
+    if dtype is not None:
+        if x.dtype.kind != "f":
+            raise TypeError(f"{name}: expected floating-point x, got dtype {x.dtype}; convert it with "
+                            f"x.astype(np.{dtype}) (scaled as the model expects)")
+        if x.dtype != dtype:
+            x = x.astype(dtype)
+        if y.dtype.kind == "f" and y.dtype != dtype:
+            y = y.astype(dtype)
     return x, y
 
 
@@ -133,7 +162,8 @@ class _Mean:
 
 
 def _describe(row):
-    """One line: "loss 0.1234 - accuracy 0.95 - lr 0.001 - 0.52 s - 3.1e+04 samples/s"."""
+    """The values of an epoch's row: "loss 0.1234 - accuracy 0.95 - lr 0.001 - 0.52 s -
+    3.1e+04 samples/s" (no epoch)."""
     parts = []
     for k, v in row.items():
         if k == "time":
@@ -145,12 +175,30 @@ def _describe(row):
     return " - ".join(parts)
 
 
-class _Progress:
-    """A tqdm bar per epoch when tqdm is installed, else one printed line per epoch."""
+def _verbosity(verbose, progress):
+    """fit's verbosity 0, 1 or 2 from ``verbose`` and its older spelling ``progress``."""
+    if progress is not None:
+        if verbose is not None:
+            raise TypeError("fit: give verbose only (progress=True/False is its older spelling: verbose=1/0)")
+        return 1 if _checks.flag("progress", progress) else 0
+    if verbose is None:
+        return 1
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose: expected 0 (silent), 1 (a progress bar) or 2 (one line per epoch), got {verbose!r}")
+    return int(verbose)
 
-    def __init__(self, enabled, epochs):
-        self.enabled, self.epochs, self.bar, self.tqdm = enabled, epochs, None, None
-        if enabled:
+
+class _Output:
+    """What fit prints to ``stream`` (sys.stdout when fit starts), by verbosity: 0 nothing;
+    2 one line per epoch, "epoch 3/60: loss 0.1234 - ..."; 1 the same lines, and while an
+    epoch runs a transient tqdm bar (batches done, running loss and metrics) that the
+    epoch's line replaces. A bar needs a terminal: when the stream is not one (a file, a pipe,
+    a notebook's captured output) or tqdm is missing, 1 prints the lines of 2 only.
+    Messages (early stopping's) are lines too, printed at verbosity 1 and 2."""
+
+    def __init__(self, verbose, epochs, stream):
+        self.verbose, self.epochs, self.stream, self.bar, self.tqdm = verbose, epochs, stream, None, None
+        if verbose == 1 and _isatty(stream):
             try:
                 from tqdm import tqdm
                 self.tqdm = tqdm
@@ -159,7 +207,8 @@ class _Progress:
 
     def start(self, epoch, batches):
         if self.tqdm is not None:
-            self.bar = self.tqdm(total=batches, desc=f"epoch {epoch}/{self.epochs}", unit="batch")
+            self.bar = self.tqdm(total=batches, desc=f"epoch {epoch}/{self.epochs}", unit="batch", file=self.stream,
+                                 leave=False, dynamic_ncols=True)
 
     def batch(self, logs):
         if self.bar is not None:
@@ -172,11 +221,19 @@ class _Progress:
             self.bar = None
 
     def end(self, row):
-        if self.bar is not None:
-            self.bar.set_postfix_str(_describe(row))
-            self.bar.close()
-        elif self.enabled:
-            print(f"epoch {row['epoch']}/{self.epochs}: {_describe(row)}", flush=True)
+        self.abort()  # the bar goes; the epoch's line takes its place
+        self.message(f"epoch {row['epoch']}/{self.epochs}: {_describe(row)}")
+
+    def message(self, text):
+        if self.verbose:
+            print(text, file=self.stream, flush=True)
+
+
+def _isatty(stream):
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 # ---- evaluation and history
@@ -184,8 +241,9 @@ class _Progress:
 
 def evaluate(model, data, loss=None, batch_size=1024, metrics=("accuracy",)):
     """Mean loss (when ``loss`` is given) and metrics of ``model`` on ``data = (x, y)`` in eval
-    mode (the previous mode is restored); a dict such as ``{"loss": ..., "accuracy": ...}``."""
-    x, y = _pair("data", data)
+    mode (the previous mode is restored); a dict such as ``{"loss": ..., "accuracy": ...}``.
+    ``data`` is cast to the model's dtype as :func:`fit`'s train_data."""
+    x, y = _pair("data", data, _model_dtype(model))
     batch_size = _count("batch_size", batch_size, 1)
     fns = _metric_fns(metrics)
     was_training = model.training
@@ -209,10 +267,14 @@ class History:
     ``loss`` and the metrics (means over the epoch's batches, weighted by batch size),
     ``penalty`` (with a regularizer), ``lr`` (group 0's, at the epoch's last step),
     ``val_loss`` and ``val_<metric>`` (with val_data), ``time`` (seconds, validation included)
-    and ``samples_per_s`` (training only). ``history["val_loss"]`` lists one key over epochs."""
+    and ``samples_per_s`` (training only). ``history["val_loss"]`` lists one key over epochs.
+    ``restored_epoch``: the epoch whose weights :class:`EarlyStopping` loaded back at the end
+    (None if none); ``stopped_epoch``: the epoch after which it stopped training (None if it
+    did not); ``name``: a title for :meth:`plot` (the CLI sets the run name)."""
 
-    def __init__(self, epochs=()):
+    def __init__(self, epochs=(), *, name=None, restored_epoch=None, stopped_epoch=None):
         self.epochs = [dict(row) for row in epochs]
+        self.name, self.restored_epoch, self.stopped_epoch = name, restored_epoch, stopped_epoch
 
     def __len__(self):
         return len(self.epochs)
@@ -233,25 +295,60 @@ class History:
             raise ValueError(f"monitor: no epoch recorded a number for {monitor!r}")
         return min(rows, key=lambda row: sign * row[monitor])
 
-    def plot(self, path=None):
-        """Draw train/validation loss and accuracy per epoch with matplotlib; save to ``path``
-        (format from its extension) when given; return the Figure (no pyplot state involved)."""
+    def plot(self, path=None, *, title=None, log_scale=False):
+        """Draw the history with matplotlib (``pip install "fusednn[plot]"``): one panel per
+        quantity, loss (train and validation), accuracy (when recorded) and the learning rate,
+        over epochs; save to ``path`` (format from its extension) when given; return the Figure
+        (no pyplot state involved).
+
+        ``title``: the figure's title (default: ``self.name``). ``log_scale``: a logarithmic
+        y axis for the loss and learning-rate panels. The epoch that :class:`EarlyStopping`
+        restored is marked (a dotted line and a star on the validation curve). Epochs whose
+        value is NaN or infinite cannot be drawn: a red dashed line marks the first one, and
+        the panel says "loss NaN from epoch 3" (a run that diverged at once shows that text,
+        not an empty panel)."""
         try:
             from matplotlib.figure import Figure
         except ImportError as err:
-            raise ImportError("History.plot needs matplotlib; install it with `pip install matplotlib`") from err
-        keys = [k for k in ("loss", "accuracy") if any(k in row for row in self.epochs)]
+            raise ImportError('History.plot needs matplotlib: pip install "fusednn[plot]" (or pip install '
+                              "matplotlib)") from err
+        keys = [k for k in ("loss", "accuracy", "lr") if any(k in row for row in self.epochs)]
         if not keys:
-            raise ValueError("History.plot: nothing to plot (no epochs with a loss or accuracy)")
-        fig = Figure(figsize=(5 * len(keys), 4), layout="constrained")
+            raise ValueError("History.plot: nothing to plot (no epochs with a loss, accuracy or lr)")
+        fig = Figure(figsize=(4.5 * len(keys), 4), layout="constrained")
+        title = self.name if title is None else title
+        if title:
+            fig.suptitle(str(title))
         for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
-            for name, label in ((key, "train"), (f"val_{key}", "validation")):
+            series = ((key, "learning rate"),) if key == "lr" else ((key, "train"), (f"val_{key}", "validation"))
+            notes = []
+            for name, label in series:
                 points = [(row["epoch"], row[name]) for row in self.epochs if row.get(name) is not None]
-                if points:
-                    ax.plot(*zip(*points), marker="o", label=label)
+                finite = [(e, v) for e, v in points if math.isfinite(v)]
+                if finite:
+                    ax.plot(*zip(*finite), marker="o", markersize=3, label=label)
+                bad = [(e, v) for e, v in points if not math.isfinite(v)]
+                if bad:
+                    e, v = bad[0]
+                    what = "NaN" if math.isnan(v) else f"{v}"
+                    ax.axvline(e, color="red", linestyle="--", label=f"{name} {what} from epoch {e}")
+                    notes.append(f"{name} {what} from epoch {e}")
+                if name == f"val_{key}" and self.restored_epoch is not None:
+                    restored = [v for e, v in finite if e == self.restored_epoch]
+                    if restored:
+                        ax.plot([self.restored_epoch], restored, marker="*", markersize=12, color="black",
+                                linestyle="none")
+            if self.restored_epoch is not None:
+                ax.axvline(self.restored_epoch, color="gray", linestyle=":",
+                           label=f"restored epoch {self.restored_epoch}")
+            if notes:
+                ax.text(0.5, 0.5, "\n".join(notes), transform=ax.transAxes, ha="center", va="center", color="red")
+            if log_scale and key in ("loss", "lr"):
+                ax.set_yscale("log")
             ax.set_xlabel("epoch")
             ax.set_ylabel(key)
-            ax.legend()
+            ax.set_title("learning rate" if key == "lr" else key)
+            ax.legend(fontsize="small")
         if path is not None:
             fig.savefig(path)
         return fig
@@ -318,8 +415,28 @@ class EarlyStopping(Callback):
                 trainer.stop_training = True
 
     def on_train_end(self, trainer):
-        if self.best_state is not None:
+        """Load the best epoch's weights back (with ``restore_best``), record the stopping and
+        restored epochs in the history, and say what happened (``self.summary``, also printed
+        by fit at verbosity 1 and 2), e.g. "early stopping: stopped at epoch 37 (no val_loss
+        improvement for 15 epochs); restored epoch 22 (val_loss 0.0696)"."""
+        stopped = trainer.epoch if trainer.stop_training and self.wait >= self.patience else None
+        restored = self.best_epoch if self.best_state is not None else None
+        if restored is not None:
             trainer.model.load_state_dict(self.best_state)
+        trainer.history.stopped_epoch, trainer.history.restored_epoch = stopped, restored
+        if stopped is not None:
+            done = (f"stopped at epoch {stopped} (no {self.monitor} improvement for {self.patience} "
+                    f"epoch{'s' if self.patience != 1 else ''})")
+        else:
+            done = f"ran to epoch {trainer.epoch} without stopping"
+        if self.best_epoch is None:
+            result = f"no epoch recorded a better {self.monitor}"
+        elif restored is not None:
+            result = f"restored epoch {restored} ({self.monitor} {self.best:.4g})"
+        else:
+            result = f"best epoch {self.best_epoch} ({self.monitor} {self.best:.4g}), not restored"
+        self.summary = f"early stopping: {done}; {result}"
+        trainer.log(self.summary)
 
     def state_dict(self):
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "best_state": self.best_state}
@@ -440,6 +557,13 @@ class Trainer:
         self.epoch = self.global_step = 0
         self.stop_training = False
         self.lr_scale, self.min_lr = 1.0, 0.0  # what ReduceLROnPlateau did to the schedule
+        self.output = None  # fit's printer (verbosity), for log()
+
+    def log(self, text):
+        """Print a line of the callbacks' (early stopping's summary) as fit prints its epoch
+        lines: at verbosity 1 and 2, not at 0."""
+        if self.output is not None:
+            self.output.message(text)
 
     @property
     def lr(self):
@@ -514,12 +638,20 @@ def _resume_path(resume, callbacks):
 
 def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_size=32, schedule=None,
         schedule_unit="iteration", callbacks=(), regularizer=None, regularizer_mask=None, seed=0, shuffle=True,
-        progress=True, checkpoint=None, resume=None, metrics=("accuracy",), on_nonfinite="raise", transform=None):
+        verbose=None, progress=None, checkpoint=None, resume=None, metrics=("accuracy",), on_nonfinite="raise",
+        transform=None):
     """Train ``model`` on ``train_data = (x, y)`` for ``epochs`` epochs; return the :class:`History`.
 
     Args:
         model, loss, optimizer: see the module docstring; the optimizer updates ``model.params``.
-        val_data: ``(x, y)`` evaluated after each epoch (``val_loss``, ``val_accuracy``).
+        train_data: ``(x, y)``, NumPy arrays (or objects NumPy converts, such as a DataFrame;
+            a Python list is a TypeError that says how to convert it). Floating-point x (and a
+            floating-point y: regression targets) of another dtype than the model's is cast to
+            the model's dtype once, before training: float64 data (NumPy's and scikit-learn's
+            default) trains a float32 model. Integer or boolean x is a TypeError (convert and
+            scale it yourself: ``x.astype(np.float32)``).
+        val_data: ``(x, y)`` evaluated after each epoch (``val_loss``, ``val_accuracy``), cast
+            as train_data.
         batch_size: samples per update (the last batch of an epoch may be smaller);
             ``len(x)`` gives batch gradient descent, 1 stochastic gradient descent.
         schedule, schedule_unit: a callable step -> lr, applied per "iteration" or "epoch".
@@ -529,7 +661,14 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
             ``penalty``; ``loss`` stays the data loss, comparable with ``val_loss``).
         seed, shuffle: the batches of epoch ``e`` are those of
             ``fusednn.data.batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=e)``.
-        progress: a tqdm bar per epoch if tqdm is installed, else one printed line per epoch.
+        verbose: what is printed to sys.stdout, as Keras' ``verbose``: 0 nothing; 1 (default) a
+            progress bar while each epoch runs, replaced by the epoch's line when it ends; 2 one
+            line per epoch, "epoch 3/60: loss 0.1234 - accuracy 0.9512 - val_loss ... - lr
+            0.003 - 0.52 s - 3.1e+04 samples/s". When stdout is not a terminal (a file, a pipe)
+            or tqdm is missing, 1 prints the lines of 2 only. Both also print early stopping's
+            summary line.
+        progress: the older spelling of verbose: True is verbose=1, False verbose=0 (give one
+            of the two).
         checkpoint: a directory or ``.npz`` path, short for ``callbacks=[..., Checkpoint(path)]``.
         resume: a checkpoint file to continue from (written by the Checkpoint callback or
             :meth:`Trainer.save`; any file name), or a directory: its newest ``epoch-*.npz``, or
@@ -546,8 +685,10 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
             ``seed ^ 0x9E3779B97F4A7C15`` (not the model's dropout stream), so a resumed run
             augments its batches exactly as an uninterrupted one.
     """
-    x, y = _pair("train_data", train_data)
-    val = None if val_data is None else _pair("val_data", val_data)
+    dtype = _model_dtype(model)
+    x, y = _pair("train_data", train_data, dtype)
+    val = None if val_data is None else _pair("val_data", val_data, dtype)
+    verbose = _verbosity(verbose, progress)
     epochs = _count("epochs", epochs, 0)
     batch_size = _count("batch_size", batch_size, 1)
     if schedule_unit not in ("iteration", "epoch"):
@@ -563,6 +704,7 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
     _data.batches(x, y, batch_size, shuffle=shuffle, seed=seed)  # checks the arguments before any work
     trainer = Trainer(model, loss, optimizer, epochs=epochs, schedule=schedule, schedule_unit=schedule_unit,
                       callbacks=callbacks)
+    bar = trainer.output = _Output(verbose, epochs, sys.stdout)
     resume = _resume_path(resume, callbacks)
     saved_states = trainer.restore(resume) if resume is not None else []
     trainer._call("on_train_begin")
@@ -571,7 +713,6 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
             cb.load_state_dict(state)
 
     device_mask = None if regularizer_mask is None else _to_model(model, regularizer_mask)[0]
-    bar = _Progress(progress, epochs)
     while trainer.epoch < epochs and not trainer.stop_training:
         trainer.epoch += 1
         epoch = trainer.epoch

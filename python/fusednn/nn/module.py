@@ -155,15 +155,20 @@ class Module:
                 return a.dtype
         return getattr(self, "_dtype", np.dtype(np.float32))
 
-    def parameter_groups(self, weight_decay=0.0):
-        """Optimizer groups: weights (2-D and larger) with ``weight_decay``, and biases and
-        normalization parameters without it (empty groups are left out). Each group's
-        ``"params"`` is a :class:`fusednn.params.FlatGroup`, so the optimizer gets the spans of
-        the flat parameter and gradient buffers directly: one span, one kernel call per group."""
+    def parameter_groups(self, weight_decay=None):
+        """Optimizer groups: weights (2-D and larger), which take weight decay, and biases and
+        normalization parameters, which do not (``"weight_decay": 0.0``; empty groups are left
+        out). With ``weight_decay=None`` (the default) the weights' group has no
+        ``"weight_decay"`` entry, so it takes the optimizer's: ``optim.Adam(model.parameter_groups(),
+        weight_decay=0.5)`` decays the weights by 0.5. A number sets the group's own value. Each
+        group's ``"params"`` is a :class:`fusednn.params.FlatGroup`, so the optimizer gets the
+        spans of the flat parameter and gradient buffers directly: one span, one kernel call per
+        group."""
         named = self.named_parameters()
         decay = [name for name, p in named if p.ndim >= 2]
         other = [name for name, p in named if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
+        decay_group = {"params": decay} if weight_decay is None else {"params": decay, "weight_decay": weight_decay}
+        groups = [decay_group, {"params": other, "weight_decay": 0.0}]
         return [{**g, "params": self.params.group(g["params"])} for g in groups if g["params"]]
 
     def zero_grad(self):
