@@ -126,6 +126,30 @@ def test_loaded_preprocessing_is_the_fitted_transformer(tmp_path):
     assert np.array_equal(loaded.predict_proba(x), model.predict_proba(x))
 
 
+def _transformers():
+    """Every fitted-transformer class of fusednn.data (the whitening ones once they exist)."""
+    made = [data.StandardScaler(eps=1e-3), data.MinMaxScaler((-2, 2))]
+    try:
+        from fusednn.data import whitening
+    except ImportError:
+        return made
+    return made + [getattr(whitening, name)() for name in ("PCAWhitening", "ZCAWhitening", "PerSampleMeanSubtraction")
+                   if hasattr(whitening, name)]
+
+
+@pytest.mark.parametrize("transformer", _transformers(), ids=lambda t: type(t).__name__)
+def test_every_transformer_round_trips(tmp_path, transformer):
+    x, _ = _blobs(n=40, dtype=np.float64)
+    transformer.fit(x)
+    z = transformer.transform(x)
+    model = nn.MLP([z.shape[1], 3], dtype=np.float64)
+    model.save(tmp_path / "m.npz", preprocessing=transformer)
+    loaded = fusednn.load(tmp_path / "m.npz")
+    assert type(loaded.preprocessing) is type(transformer) and repr(loaded.preprocessing) == repr(transformer)
+    assert np.array_equal(loaded.preprocessing.transform(x), z)
+    assert np.array_equal(loaded.predict_proba(x), model.predict_proba(z))
+
+
 class Scaled(nn.Module):
     """A user's own layer: it joins save/load by its constructor arguments alone."""
 
