@@ -85,6 +85,28 @@ def test_optimizers_momentum_beats_sgd_on_the_2d_functions(out_root):
         assert by["Momentum"][column] < by["SGD"][column], column
 
 
+def test_augmentation_makes_the_network_robust_to_shifts(out_root):
+    result = _result("augmentation", out_root)
+    plain, augmented = result.rows[0], result.rows[1]
+    assert plain["augmentation"] == "none" and augmented["augmentation"] != "none"
+    assert augmented["shifted test accuracy"] > plain["shifted test accuracy"]
+    assert augmented["final train loss"] > plain["final train loss"]
+
+
+def test_hpo_random_search_beats_the_grid_when_one_hyperparameter_matters(out_root):
+    result = _result("hpo", out_root)
+    grid, random = result.rows[0], result.rows[1]
+    assert grid["distinct lr values tried"] == 3 and random["distinct lr values tried"] == 9
+    assert random["mean best value"] < grid["mean best value"]
+
+
+def test_rnn_state_beats_a_memoryless_network(out_root):
+    result = _result("rnn", out_root)
+    acc = {r["model"].split(" ")[0] + (" last" if "last row" in r["model"] else ""): r["test accuracy"]
+           for r in result.rows}
+    assert min(acc["LSTM"], acc["GRU"]) > acc["MLP last"]
+
+
 def test_without_matplotlib_the_table_prints_and_the_message_says_how(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib...` now raises ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)

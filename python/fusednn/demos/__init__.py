@@ -23,6 +23,10 @@ DEMOS = {
     "distillation": "distillation",
     "landscape": "landscape",
     "mc-dropout": "mc_dropout",
+    "augmentation": "augmentation",
+    "hpo": "hpo",
+    "cnn": "cnn",
+    "rnn": "rnn",
 }
 
 __all__ = ["DEMOS", "DemoResult", "names", "get", "run"]

@@ -131,12 +131,14 @@ def _csv_value(v):
 # ---- training
 
 
-def train(model, loss, optimizer, x, y, *, epochs, batch_size=None, seed=0, schedule=None, regularizer=None):
+def train(model, loss, optimizer, x, y, *, epochs, batch_size=None, seed=0, schedule=None, regularizer=None,
+          transform=None):
     """Mini-batch training (the loop :func:`fusednn.train.fit` runs, without its per-epoch
     bookkeeping). ``y`` is an array or a tuple of arrays indexed like ``x`` (a loss's target
     pair); ``batch_size=None`` is full-batch gradient descent. ``schedule(step)`` sets every
-    group's lr before each update. Returns the per-epoch (sample-weighted) mean training loss,
-    the loss the optimizer saw (with dropout active)."""
+    group's lr before each update; ``transform(xb, step)`` (augmentation) replaces each batch's
+    inputs. Returns the per-epoch (sample-weighted) mean training loss, the loss the optimizer
+    saw (with dropout active)."""
     n = len(x)
     batch_size = n if batch_size is None else batch_size
     tuple_target = isinstance(y, tuple)
@@ -152,6 +154,8 @@ def train(model, loss, optimizer, x, y, *, epochs, batch_size=None, seed=0, sche
                 idx = order[start:start + batch_size]
                 xb = x[idx]
                 yb = tuple(t[idx] for t in y) if tuple_target else y[idx]
+            if transform is not None:
+                xb = transform(xb, step)
             if schedule is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = schedule(step)

@@ -29,7 +29,7 @@ def _fit(dropout, l2, epochs, x, y, xv, yv):
 
 def run(quick=False, out_dir=None, *, dpi=100):
     started = time.perf_counter()
-    epochs = 30 if quick else 100
+    epochs = 20 if quick else 100
     x, y = _common.digits("train", n=TRAIN_SAMPLES)
     xv, yv = _common.digits("val")
     rows, curves = [], {}
