@@ -170,5 +170,6 @@ def run(args):
     model.load_state_dict(checkpoint.load(path).model)
     _, _, test = _data()
     result = fit_mod.evaluate(model, test, SoftmaxCrossEntropy())
-    print(f"test accuracy {result['accuracy']:.2%}, test loss {result['loss']:.4f} (the best trial's checkpoint {path})")
+    print(f"test accuracy {result['accuracy']:.2%}, test loss {result['loss']:.4f} (the best trial's checkpoint "
+          f"{path})")
     return 0

@@ -176,7 +176,8 @@ class ProcessExecutor(Executor):
         self._futures.clear()
 
 
-_RAY_MISSING = 'executor="ray" needs Ray, the optional extra: pip install "fusednn[ray]" (or pip install ".[ray]" in a checkout)'
+_RAY_MISSING = ('executor="ray" needs Ray, the optional extra: pip install "fusednn[ray]" (or pip install ".[ray]" '
+                'in a checkout)')
 
 
 def _ray_job(objective, spec, threads):

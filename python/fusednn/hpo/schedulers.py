@@ -2,21 +2,22 @@
 
 A scheduler hands the study *jobs*: "train a new configuration up to epoch ``budget``" or
 "continue trial ``k`` up to epoch ``budget``" (a promotion: the objective resumes from the
-trial's checkpoint, :meth:`fusednn.hpo.Trial` ``checkpoint_dir`` with ``fit(resume=)``, and is
+trial's checkpoint, :class:`fusednn.hpo.Trial`'s ``checkpoint_dir`` with ``fit(resume=)``, and is
 not retrained from scratch). The study reports each job's value back (the value to minimize,
 ``inf`` for a failed trial, which is never promoted).
 
 * :class:`SuccessiveHalving` ``(min_resource r, max_resource R, eta)``: the rungs are the
   budgets ``R eta^-s, ..., R eta^-1, R`` with ``s = floor(log_eta(R / r))`` (rounded to whole
-  epochs; ``r, r eta, ..., R`` when R / r is a power of eta); ``n`` configurations run to ``r``, the best
-  ``floor(n / eta)`` of them continue to ``r eta``, and so on (synchronous: a rung is decided
-  when all its jobs are back).
+  epochs; ``r, r eta, ..., R`` when R / r is a power of eta); ``n`` configurations run to
+  the first, the best ``floor(n / eta)`` of them continue to the next, and so on
+  (synchronous: a rung is decided when all its jobs are back).
 * :class:`Hyperband` ``(max_resource R, eta, min_resource=1)``: Li et al. (2018), Algorithm 1.
   With ``s_max = floor(log_eta(R / min_resource))`` and ``B = (s_max + 1) R``, bracket
   ``s = s_max, ..., 0`` runs successive halving from ``n = ceil(B / R * eta^s / (s + 1))``
   configurations at ``r = R eta^-s`` epochs; rung ``i`` keeps ``floor(n_i / eta)`` of the
-  ``n_i`` before it at ``r eta^i`` epochs (rounded to whole epochs). For R = 81, eta = 3: brackets of 81, 34, 15, 8 and 5
-  configurations starting at 1, 3, 9, 27 and 81 epochs (:meth:`Hyperband.brackets`).
+  ``n_i`` before it at ``r eta^i`` epochs (rounded to whole epochs). For R = 81, eta = 3:
+  brackets of 81, 34, 15, 8 and 5 configurations starting at 1, 3, 9, 27 and 81 epochs
+  (:meth:`Hyperband.brackets`).
   Brackets run one after the other, but a bracket waiting for its rung to finish lets the next
   one start, so parallel workers stay busy.
 * :class:`ASHA` ``(min_resource, max_resource, eta)``: asynchronous successive halving (Li et
@@ -262,11 +263,12 @@ class Hyperband(_Brackets):
 
 
 class ASHA(Scheduler):
-    """Asynchronous successive halving over the rungs of :func:`rung_budgets`. A configuration at rung ``k`` is promotable when it ranks in the top
-    ``floor(m / eta)`` of the ``m`` results that rung ``k`` holds so far and has not been
-    promoted yet; the next job promotes the best promotable configuration of the highest such
-    rung, else starts a new configuration (Li et al. 2020, Algorithm 2). Never waits for a rung
-    to fill, so every worker is always busy; needs the study's ``n_trials`` to end."""
+    """Asynchronous successive halving over the rungs of :func:`rung_budgets`. A
+    configuration at rung ``k`` is promotable when it ranks in the top ``floor(m / eta)`` of
+    the ``m`` results that rung ``k`` holds so far and has not been promoted yet; the next job
+    promotes the best promotable configuration of the highest such rung, else starts a new
+    configuration (Li et al. 2020, Algorithm 2). Never waits for a rung to fill, so every
+    worker is always busy; needs the study's ``n_trials`` to end."""
 
     def __init__(self, min_resource=1, max_resource=27, eta=3):
         min_resource = _count("min_resource", min_resource, 1)

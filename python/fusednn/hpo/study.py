@@ -285,7 +285,8 @@ class Study:
             if workers < 1:
                 raise ValueError(f"workers: expected an integer >= 1, got {workers}")
         bounded = (isinstance(self.sampler, GridSearch)
-                   or (not isinstance(self.scheduler, (NoScheduler, ASHA)) and self.scheduler.iterations is not None))
+                   or (not isinstance(self.scheduler, (NoScheduler, ASHA))
+                       and getattr(self.scheduler, "iterations", None) is not None))
         if n_trials is None and timeout is None and not bounded:
             raise ValueError(f"n_trials: this study ({type(self.sampler).__name__}, {type(self.scheduler).__name__}) "
                              "never ends by itself; give n_trials or a timeout")
@@ -335,9 +336,15 @@ class Study:
             finished_normally = True
         finally:
             ex.shutdown()
-            if finished_normally:
-                with self.storage.transaction():
+            with self.storage.transaction():
+                if finished_normally:
                     for number, row in self._rows.items():
                         if row["status"] == "paused":
                             self._set_trial(number, status="pruned")
+                else:  # interrupted (KeyboardInterrupt, an error): the next optimize runs these jobs again
+                    for j in self._jobs.values():
+                        if j["status"] in ("running", "queued"):
+                            j["status"] = "queued"
+                            self.storage.update_job(self.name, j["id"], status="queued")
+                            self._set_trial(j["trial"], status="queued")
         return self
