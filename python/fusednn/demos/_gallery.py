@@ -21,8 +21,17 @@ the course's claim and what it measured, and writes `NAME.csv`, `NAME.md` and it
 `runs/demo/NAME/` (`--out DIR` writes to `DIR/NAME/`). The figures need matplotlib
 (`pip install "fusednn[plot]"`); without it the tables still print.
 
-The tools behind the demos are part of the library: `fusednn.diagnostics` (activation statistics and
-gradient norms per layer, 1-D and 2-D filter-normalized loss landscapes, MC-dropout prediction).
+The tools behind the demos are part of the library, in `fusednn.diagnostics`; each leaves the model as it
+found it (parameters, gradients, batch-norm statistics, modes, the dropout stream):
+
+```python
+from fusednn import diagnostics
+stats = diagnostics.activation_statistics(model, x)   # per layer: mean, std, zero_fraction, min, max, histogram
+norms = diagnostics.gradient_norms(model, x, y)       # {{layer name: gradient L2 norm}} (by="parameter" too)
+alphas, losses = diagnostics.landscape_1d(init_model, x, y, end=trained_model)  # linear interpolation
+alphas, betas, losses = diagnostics.landscape_2d(model, x, y)  # filter-normalized random plane (Li et al. 2018)
+mean, variance = diagnostics.mc_dropout_predict(model, x, samples=100)  # MC dropout
+```
 
 The tables and figures below come from one full run (`python -m fusednn.demos._gallery`, which runs
 `demo all` and copies the figures here) on {machine}: all {count} demos took {seconds:.0f} s.
