@@ -150,6 +150,25 @@ def test_every_transformer_round_trips(tmp_path, transformer):
     assert np.array_equal(loaded.predict_proba(x), model.predict_proba(z))
 
 
+def test_column_names_of_the_preprocessing_round_trip(tmp_path):
+    class Frame:  # a data frame's named columns (pandas is not a test dependency)
+        columns = ["f0", "f1", "f2", "f3", "f4", "f5"]
+
+        def __init__(self, values):
+            self.values = values
+
+        def __array__(self, dtype=None, copy=None):
+            return self.values
+
+    x, _ = _blobs()
+    scaler = data.StandardScaler().fit(Frame(x))
+    nn.MLP([6, 3]).save(tmp_path / "m.npz", preprocessing=scaler)
+    names = fusednn.load(tmp_path / "m.npz").preprocessing.feature_names_in_
+    assert names.dtype == object and list(names) == Frame.columns
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+
+
 class Scaled(nn.Module):
     """A user's own layer: it joins save/load by its constructor arguments alone."""
 

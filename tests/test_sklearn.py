@@ -145,3 +145,43 @@ def test_no_sklearn_import():
             "print(any(m == 'sklearn' or m.startswith('sklearn.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+class Frame:
+    """A stand-in for a pandas DataFrame (pandas is not a test dependency): named columns and
+    __array__."""
+
+    def __init__(self, values, columns):
+        self.values, self.columns = np.asarray(values), list(columns)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values if dtype is None else self.values.astype(dtype)
+
+
+@pytest.mark.parametrize("make", [data.StandardScaler, data.MinMaxScaler])
+def test_feature_names_as_scikit_learn(make):
+    x, _ = _sample()
+    names = ["a", "b", "c", "d"]
+    s = make().fit(Frame(x, names))
+    assert s.feature_names_in_.dtype == object and list(s.feature_names_in_) == names
+    np.testing.assert_array_equal(s.transform(Frame(x, names)), make().fit(x).transform(x))
+    with pytest.raises(ValueError, match="x: The feature names should match those that were passed during fit.\n"
+                                         "Feature names must be in the same order as they were in fit."):
+        s.transform(Frame(x, names[::-1]))
+    with pytest.raises(ValueError, match="Feature names unseen at fit time:\n- e\nFeature names seen at fit time, "
+                                         "yet now missing:\n- d\n"):
+        s.transform(Frame(x, ["a", "b", "c", "e"]))
+    with pytest.raises(ValueError, match="Feature names seen at fit time, yet now missing:\n- c\n- d\n$"):
+        s.transform(Frame(x[:, :2], ["a", "b"]))  # the names first, as scikit-learn
+    with pytest.warns(UserWarning, match=f"X does not have valid feature names, but {make.__name__} was fitted with "
+                                         "feature names"):
+        s.transform(x)
+    s.fit(x)  # a refit on an array forgets the names
+    assert not hasattr(s, "feature_names_in_")
+    with pytest.warns(UserWarning, match=f"X has feature names, but {make.__name__} was fitted without"):
+        s.transform(Frame(x, names))
+    with pytest.raises(TypeError, match="feature names are only supported when all columns are named by strings, "
+                                        "got column names of the types \\['int', 'str'\\]"):
+        make().fit(Frame(x, ["a", 1, "c", "d"]))
+    s.fit(Frame(x, [0, 1, 2, 3]))  # no string names: none recorded, as scikit-learn
+    assert not hasattr(s, "feature_names_in_")

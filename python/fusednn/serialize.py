@@ -12,7 +12,8 @@ that built it:
   layer whose arguments cannot be written (only numbers, strings, None, dtypes, arrays, modules,
   and lists, tuples and dicts of them can) overrides ``get_config`` (and, if needed,
   ``from_config``). A module argument is written as ``{"$module": <its description>}``, a dtype
-  as ``{"$dtype": "float32"}``, and a NumPy random Generator (which only seeds the
+  as ``{"$dtype": "float32"}``, a 1-d object array of strings (column names) as
+  ``{"$strings": [...]}``, and a NumPy random Generator (which only seeds the
   initialization that the saved weights replace) as None. Changes made to a module after its
   construction (attributes set by hand, ``add_module`` calls) are not part of it.
 - Classes are found by name among the subclasses of :class:`fusednn.nn.Module` (fusednn's own
@@ -104,6 +105,10 @@ def _arg_value(value, where, depth=0):
         return {"$dtype": np.dtype(value).name}
     if isinstance(value, (np.random.Generator, np.random.RandomState)):
         return None  # only seeds the initialization, which the saved weights replace
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        if value.ndim == 1 and all(isinstance(v, str) for v in value):  # column names (feature_names_in_)
+            return {"$strings": [str(v) for v in value]}
+        raise NotDescribableError(f"{where}: an object array other than 1-d strings cannot be saved")
     if value is None or isinstance(value, (bool, int, float, str, np.ndarray)):
         return value
     if isinstance(value, np.generic) and value.dtype.kind in "biuf":
@@ -125,6 +130,10 @@ def _arg_from(value, where, depth=0):
     if isinstance(value, dict):
         if set(value) == {"$module"}:
             return build(value["$module"], where)
+        if set(value) == {"$strings"}:
+            if not isinstance(value["$strings"], list) or not all(isinstance(v, str) for v in value["$strings"]):
+                raise ValueError(f"{where}: $strings must hold a list of strings")
+            return np.asarray(value["$strings"], dtype=object)
         if set(value) == {"$dtype"}:
             if value["$dtype"] not in ("float16", "float32", "float64", "int32", "int64", "bool"):
                 raise ValueError(f"{where}: unexpected dtype {value['$dtype']!r}")

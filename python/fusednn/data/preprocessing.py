@@ -4,8 +4,9 @@
 The scalers follow scikit-learn's estimator protocol without importing scikit-learn (numpy
 stays the only dependency): ``fit(X, y=None)`` (``y`` is ignored), ``fit_transform(X, y=None,
 **fit_params)``, ``get_params``/``set_params`` (the constructor arguments, stored as given),
-fitted attributes ending in ``_`` and ``__sklearn_tags__`` (which imports scikit-learn, as only
-scikit-learn calls it). So ``sklearn.base.clone``, ``sklearn.pipeline.Pipeline`` and
+fitted attributes ending in ``_`` (``feature_names_in_`` for a data frame with string column
+names, checked by transform as scikit-learn does) and ``__sklearn_tags__`` (which imports
+scikit-learn, as only scikit-learn calls it). So ``sklearn.base.clone``, ``sklearn.pipeline.Pipeline`` and
 ``make_pipeline(data.StandardScaler(), LogisticRegression())`` take them, and they pass
 ``sklearn.utils.estimator_checks.check_estimator`` but for the checks that tests/test_sklearn.py
 lists with their reasons (fusednn refuses integer and object arrays instead of casting them,
@@ -13,8 +14,10 @@ and checks constructor arguments at once). Every transformer derived from :class
 gets the protocol.
 """
 
+import functools
 import inspect
 import numbers
+import warnings
 
 import numpy as np
 
@@ -55,6 +58,28 @@ def _finite(x, what):
     return x
 
 
+def _feature_names(x):
+    """The column names of a data frame ``x`` (an object with ``columns``, as pandas') as an
+    object array when they are all strings; None for arrays and unnamed (non-string) columns."""
+    columns = getattr(x, "columns", None)
+    if columns is None or isinstance(x, np.ndarray):
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    strings = [isinstance(n, str) for n in names]
+    if names.ndim != 1 or not any(strings):
+        return None
+    if not all(strings):
+        kinds = sorted({type(n).__name__ for n in names})
+        raise TypeError(f"x: feature names are only supported when all columns are named by strings, got column "
+                        f"names of the types {kinds}; convert them with x.columns = x.columns.astype(str)")
+    return names
+
+
+def _names_list(names):
+    shown = "".join(f"- {n}\n" for n in names[:5])
+    return shown + ("- ...\n" if len(names) > 5 else "")
+
+
 def _fit_input(x):
     """x as a 2-d float array with at least one row and one column and only finite values."""
     x = _as_matrix(x)
@@ -75,7 +100,14 @@ class _Scaler:
     ``inverse_transform``; it gets ``fit_transform``, ``get_params``, ``set_params``, a
     scikit-learn style ``repr``, ``__sklearn_tags__``, the fitted-state export that
     ``fusednn.serialize`` saves, and :meth:`_check` for the inputs of transform and
-    inverse_transform."""
+    inverse_transform. Its ``fit`` is wrapped to record ``feature_names_in_`` when ``x`` is a
+    data frame with string column names (pandas'), which ``_check`` then compares as
+    scikit-learn does."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "fit" in cls.__dict__:
+            cls.fit = _recording_feature_names(cls.__dict__["fit"])
 
     # ---- the scikit-learn estimator protocol
 
@@ -111,7 +143,11 @@ class _Scaler:
         shown = []
         for name, value in self.get_params().items():
             default = defaults.get(name, inspect.Parameter.empty)
-            same = default is not inspect.Parameter.empty and type(value) is type(default) and value == default
+            try:
+                same = (default is not inspect.Parameter.empty and type(value) is type(default)
+                        and bool(value == default))
+            except (TypeError, ValueError):  # e.g. an array compared elementwise
+                same = False
             if not same:
                 shown.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
@@ -145,11 +181,14 @@ class _Scaler:
 
     def _check(self, x, inverse=False):
         """x as a 2-d float array with as many columns as ``transform`` (or, with ``inverse``,
-        ``inverse_transform``) takes, and (for ``transform``) only finite values;
-        NotFittedError before ``fit``."""
-        x = _as_matrix(x)
+        ``inverse_transform``) takes, and (for ``transform``) only finite values and the column
+        names seen by ``fit``; NotFittedError before ``fit``."""
         if not hasattr(self, "n_features_in_"):
+            _as_matrix(x)
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(x) first")
+        if not inverse:
+            self._check_feature_names(x)
+        x = _as_matrix(x)
         features = self._n_features_out() if inverse else self.n_features_in_
         if x.shape[1] != features:
             # The part in parentheses is scikit-learn's wording, which its estimator checks look for.
@@ -157,6 +196,44 @@ class _Scaler:
                                                 f"expecting {features} features as input)")
             raise ValueError(f"x: expected {features} features (columns), got {x.shape[1]}{sklearn_words}")
         return x if inverse else _finite(x, "")
+
+    def _check_feature_names(self, x):
+        """scikit-learn's rule (and wording): data frame columns must be those ``fit`` saw, in
+        that order; a warning when only one of ``fit`` and this call had names."""
+        fitted, names, who = getattr(self, "feature_names_in_", None), _feature_names(x), type(self).__name__
+        if fitted is None and names is None:
+            return
+        if fitted is None or names is None:
+            warnings.warn(f"X has feature names, but {who} was fitted without feature names" if fitted is None else
+                          f"X does not have valid feature names, but {who} was fitted with feature names",
+                          UserWarning, stacklevel=4)
+            return
+        if len(names) == len(fitted) and (names == fitted).all():
+            return
+        unseen, missing = sorted(set(names) - set(fitted)), sorted(set(fitted) - set(names))
+        message = "The feature names should match those that were passed during fit.\n"
+        if unseen:
+            message += "Feature names unseen at fit time:\n" + _names_list(unseen)
+        if missing:
+            message += "Feature names seen at fit time, yet now missing:\n" + _names_list(missing)
+        if not unseen and not missing:
+            message += "Feature names must be in the same order as they were in fit.\n"
+        raise ValueError(f"x: {message}")
+
+
+def _recording_feature_names(fit):
+    """``fit`` that also sets ``feature_names_in_`` (data frame input with string column names)
+    or removes an earlier fit's (any other input)."""
+    @functools.wraps(fit)
+    def fit_recording_feature_names(self, x, *args, **kwargs):
+        names = _feature_names(x)
+        result = fit(self, x, *args, **kwargs)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif "feature_names_in_" in vars(self):
+            del self.feature_names_in_
+        return result
+    return fit_recording_feature_names
 
 
 class MinMaxScaler(_Scaler):
