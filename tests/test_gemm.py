@@ -18,9 +18,40 @@ def kernel():
     _C._set_gemm_kernel(before)
 
 
-def test_the_best_kernel_is_the_default():
-    assert fusednn.build_info()["gemm_kernel"] == ("fusednn-avx512" if HAS_AVX512_KERNEL else "openblas")
+def test_the_size_rule_is_the_default():
+    assert fusednn.build_info()["gemm_kernel"] == ("auto" if HAS_AVX512_KERNEL else "openblas")
     assert _C._gemm_kernel_available("openblas")
+    assert _C._gemm_kernel_available("auto") == HAS_AVX512_KERNEL
+
+
+@pytest.mark.skipif(not HAS_AVX512_KERNEL, reason="the CPU has no AVX-512F")
+def test_auto_picks_by_the_number_of_multiply_adds(kernel):
+    kernel("auto")
+    assert _C._gemm_kernel_for(128, 512, 784) == "fusednn-avx512"  # the MLP's products
+    assert _C._gemm_kernel_for(1024, 1024, 1024) == "fusednn-avx512"  # 2^30
+    assert _C._gemm_kernel_for(2048, 1024, 1024) == "openblas"  # 2^31: the rule's bound
+    assert _C._gemm_kernel_for(1024, 1024, 4096) == "openblas"  # a large batch's weight gradient
+    assert _C._gemm_kernel_for(0, 10, 10) == "none"
+    kernel("openblas")
+    assert _C._gemm_kernel_for(128, 512, 784) == "openblas"
+    kernel("fusednn-avx512")
+    assert _C._gemm_kernel_for(4096, 4096, 4096) == "fusednn-avx512"
+
+
+@pytest.mark.skipif(not HAS_AVX512_KERNEL, reason="the CPU has no AVX-512F")
+def test_auto_gives_each_kernels_bits(kernel):
+    """Under "auto" a product is computed by exactly the kernel the rule names."""
+    rng = np.random.default_rng(1)
+    for m, n, k in [(64, 96, 80), (2048, 1024, 1024)]:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k)).astype(np.float32)
+        results = {}
+        for name in ("auto", "fusednn-avx512", "openblas"):
+            kernel(name)
+            results[name] = ops.linear(a, b)
+        kernel("auto")
+        chosen = _C._gemm_kernel_for(m, n, k)
+        np.testing.assert_array_equal(results["auto"], results[chosen])
 
 
 def test_switch_rejects_unknown_names(kernel):

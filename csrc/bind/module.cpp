@@ -66,12 +66,15 @@ PYBIND11_MODULE(_C, m) {
       },
       "The pool of large output blocks: its limit, the idle bytes and blocks it holds, and how many "
       "allocations it served from idle blocks (hits) and from new mappings (misses).");
-  m.def("_gemm_kernel", &fdnn::gemm_kernel, "The GEMM kernel linear runs: 'fusednn-avx512' or 'openblas'.");
+  m.def("_gemm_kernel", &fdnn::gemm_kernel,
+        "The GEMM kernel setting: 'auto' (by the product's size), 'fusednn-avx512' or 'openblas'.");
+  m.def("_gemm_kernel_for", &fdnn::gemm_kernel_for, py::arg("m"), py::arg("n"), py::arg("k"),
+        "The GEMM kernel an m x n x k product runs with the current setting.");
   m.def("_gemm_kernel_available", &fdnn::gemm_kernel_available, py::arg("kernel"),
-        "Whether this CPU can run the GEMM kernel 'fusednn-avx512' or 'openblas'.");
+        "Whether this CPU can run the GEMM kernel setting 'auto', 'fusednn-avx512' or 'openblas'.");
   m.def("_set_gemm_kernel", &fdnn::set_gemm_kernel, py::arg("kernel"),
-        "Switch the GEMM kernel (for tests and benchmarks): 'openblas', or 'fusednn-avx512' where the CPU has "
-        "AVX-512F.");
+        "Switch the GEMM kernel (for tests and benchmarks): 'openblas', or 'fusednn-avx512' or 'auto' where the "
+        "CPU has AVX-512F.");
 
   fdnn::bind::bind_all(m);
 }

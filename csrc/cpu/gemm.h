@@ -6,10 +6,14 @@
 // trans_b); all operands are contiguous row-major; bias has n entries or is null; act is the
 // identity or ReLU (NaN stays NaN). k = 0 gives C = act(bias), or 0.
 //
-// Two kernels, chosen once per process: fusednn's own AVX-512 kernel (gemm_avx512_cpu.cpp)
-// on CPUs with AVX-512F, and OpenBLAS over a fixed tiling of C elsewhere (gemm_cpu.cpp).
-// Either way the result does not depend on the thread count: every element is computed by
-// the same instructions in the same order whichever thread computes it.
+// Two kernels: fusednn's own AVX-512 kernel (gemm_avx512_cpu.cpp) and OpenBLAS over a fixed
+// tiling of C (gemm_cpu.cpp). On CPUs with AVX-512F the product's size picks one ("auto"):
+// the own kernel below kOwnKernelMaxMacs multiply-adds (m n k), where it was 2-14% faster than
+// OpenBLAS (the training shapes: batch 128-1024, widths 256-1024), OpenBLAS at and above it,
+// where OpenBLAS was 4-9% faster (4096 x 1024 x 1024, 2048^3, and the TN product with k = 4096
+// of a large batch's weight gradient); elsewhere OpenBLAS. The choice depends on the sizes
+// only, so the result does not depend on the thread count either: every element is computed
+// by the same instructions in the same order whichever thread computes it.
 #pragma once
 
 #include <cstdint>
@@ -21,11 +25,17 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c, const T* bias,
           bool relu);
 
-// The kernels gemm can run: "fusednn-avx512" (where the CPU has AVX-512F) and "openblas".
+constexpr double kOwnKernelMaxMacs = 2147483648.0;  // 2^31 multiply-adds
+
+// The kernel settings gemm can run: "fusednn-avx512" and "auto" (the rule above; both where the
+// CPU has AVX-512F) and "openblas".
 bool gemm_kernel_available(const std::string& name);
-// The kernel gemm runs now, and a switch for tests and benchmarks (throws ValueError for an
-// unknown or unavailable name).
+// The setting now ("auto" by default where the CPU has AVX-512F, else "openblas"), the kernel
+// it runs for an m x n x k product ("fusednn-avx512" or "openblas"; "none" for an empty
+// one), and a switch for tests and benchmarks (throws ValueError for an unknown or
+// unavailable name).
 std::string gemm_kernel();
+std::string gemm_kernel_for(int64_t m, int64_t n, int64_t k);
 void set_gemm_kernel(const std::string& name);
 
 // The AVX-512 kernel (gemm_avx512_cpu.cpp): whether this CPU can run it, and the kernel itself,

@@ -14,10 +14,27 @@ namespace {
 
 const char kOwnKernel[] = "fusednn-avx512";
 const char kBlasKernel[] = "openblas";
+const char kAutoKernel[] = "auto";
 
-std::atomic<bool>& use_own_kernel() {
-  static std::atomic<bool> own{gemm_avx512_supported()};
-  return own;
+enum class Kernel { own, blas, by_size };
+
+// The kernel choice: by size on CPUs with AVX-512F (gemm.h's rule), OpenBLAS elsewhere; the
+// tests and benchmarks switch it.
+std::atomic<Kernel>& kernel_choice() {
+  static std::atomic<Kernel> choice{gemm_avx512_supported() ? Kernel::by_size : Kernel::blas};
+  return choice;
+}
+
+bool own_kernel_for(int64_t m, int64_t n, int64_t k) {
+  switch (kernel_choice().load(std::memory_order_relaxed)) {
+    case Kernel::own:
+      return true;
+    case Kernel::blas:
+      return false;
+    case Kernel::by_size:
+      break;
+  }
+  return static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < kOwnKernelMaxMacs;
 }
 
 // ---- the OpenBLAS kernel: single-threaded BLAS calls on a fixed tiling of C (blas.h), with
@@ -63,24 +80,40 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* 
     if (relu) relu_rows(c, m, n, n);
     return;
   }
-  if (use_own_kernel().load(std::memory_order_relaxed))
+  if (own_kernel_for(m, n, k))
     gemm_avx512<T>(trans_a, trans_b, m, n, k, a, b, c, bias, relu);
   else
     gemm_blas<T>(trans_a, trans_b, m, n, k, a, b, c, bias, relu);
 }
 
 bool gemm_kernel_available(const std::string& name) {
-  return name == kBlasKernel || (name == kOwnKernel && gemm_avx512_supported());
+  return name == kBlasKernel || ((name == kOwnKernel || name == kAutoKernel) && gemm_avx512_supported());
 }
 
-std::string gemm_kernel() { return use_own_kernel().load() ? kOwnKernel : kBlasKernel; }
+std::string gemm_kernel() {
+  switch (kernel_choice().load()) {
+    case Kernel::own:
+      return kOwnKernel;
+    case Kernel::blas:
+      return kBlasKernel;
+    case Kernel::by_size:
+      break;
+  }
+  return kAutoKernel;
+}
+
+std::string gemm_kernel_for(int64_t m, int64_t n, int64_t k) {
+  if (m <= 0 || n <= 0 || k <= 0) return "none";
+  return own_kernel_for(m, n, k) ? kOwnKernel : kBlasKernel;
+}
 
 void set_gemm_kernel(const std::string& name) {
   if (!gemm_kernel_available(name))
     throw ValueError(std::string("kernel: expected '") + kBlasKernel + "'" +
-                     (gemm_avx512_supported() ? std::string(" or '") + kOwnKernel + "'" : std::string()) +
+                     (gemm_avx512_supported() ? std::string(", '") + kOwnKernel + "' or '" + kAutoKernel + "'"
+                                              : std::string()) +
                      " (the GEMM kernels this CPU can run), got '" + name + "'");
-  use_own_kernel().store(name == kOwnKernel);
+  kernel_choice().store(name == kOwnKernel ? Kernel::own : name == kBlasKernel ? Kernel::blas : Kernel::by_size);
 }
 
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*, const float*,

@@ -17,8 +17,8 @@ def build_info() -> dict:
     Keys: ``version``, ``compiler``, ``isa_paths_compiled`` (code paths of our vectorized
     loops), ``isa_path_selected`` (the one this CPU runs), ``threads`` (the thread runtime:
     fusednn's own pool), ``blas``, ``blas_core`` (the BLAS kernel set chosen for this CPU), ``gemm_kernel``
-    (the GEMM that ``linear`` runs: ``"fusednn-avx512"``, fusednn's own kernel, on CPUs with
-    AVX-512F, else ``"openblas"``), ``num_threads``,
+    (the GEMMs' kernel choice: ``"auto"`` on CPUs with AVX-512F, fusednn's own kernel below
+    2^31 multiply-adds and OpenBLAS above, else ``"openblas"``), ``num_threads``,
     ``cuda`` (whether the CUDA module ``fusednn._C_cuda`` is built and loads) and, when it is,
     ``cuda_build`` (its CUDA runtime and cuBLASLt versions and GPU architectures).
     """
