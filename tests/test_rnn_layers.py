@@ -248,7 +248,10 @@ def test_cli_models_build_recurrent_nets():
     args = Namespace(model="gru", hidden=[16], dropout=0.1, input_dropout=0.0, seed=0, dataset="digits")
     model = models.build(args, 64, 10, (1, 8, 8))
     x = data.digits("train")[0][:5]
-    assert model.forward(x).shape == (5, 10)
+    out = model.forward(x)
+    assert out.shape == (5, 10)
+    assert model.backward(np.ones_like(out)) is None  # the first layer skips its input gradient
+    assert np.abs(model.params.grad).max() > 0
     from fusednn.cli._args import UsageError
     with pytest.raises(UsageError, match="--model lstm"):
         models.build(Namespace(**{**vars(args), "model": "lstm", "dataset": "moons"}), 2, 2, None)

@@ -50,6 +50,7 @@ def _recurrent(kind):
         layer = (nn.LSTM if kind == "lstm" else nn.GRU)(
             features, hidden, batch_first=True, input_dropout=args.input_dropout, recurrent_dropout=args.dropout,
             rng=args.seed)
+        layer.input_grad = False  # the first layer: no gradient of the pixels is needed
         model = nn.Sequential(nn.AsSequence(steps, features), layer, nn.LastStep(),
                               nn.Linear(hidden, classes, rng=args.seed + 1)).seed(args.seed)
         model.sizes = [(steps, features), f"{kind}({hidden})", classes]  # for the summary line, as MLP.sizes

@@ -68,7 +68,7 @@ class _Recurrent(Module):
         elif self.cell == "lstm" and init == "orthogonal":
             forget_bias = 1.0
         self.forget_bias = forget_bias
-        self.input_grad = True
+        self.input_grad = True  # False for a first layer: backward skips the input gradient's GEMM, returns None
         dtype = self._dtype = _dtype_of(dtype)
         gen = _rng(rng)
         G, H = self.gates, self.hidden_size
@@ -302,7 +302,8 @@ class AsSequence(Module):
         return x.reshape(x.shape[0], self.steps, self.features)
 
     def backward(self, dy):
-        return dy.reshape(dy.shape[0], -1)
+        # None from a first recurrent layer that skips its input gradient (input_grad = False).
+        return None if dy is None else dy.reshape(dy.shape[0], -1)
 
     def extra_repr(self):
         return f"steps={self.steps}, features={self.features}"
