@@ -3,16 +3,16 @@
 //
 // Every entry point takes the call's Stream last (common/stream.h); the CPU ignores it.
 //
-// Convolution is a GEMM over "im2row" blocks: the output positions (n, oh, ow) of the whole batch,
-// flattened, are cut into fixed blocks of M rows (conv_block_rows: at most kConvBlockElems
-// elements per scratch matrix, never less than one row); for each block and group, a row of the
-// M x K matrix holds the K = C_in/groups * kH * kW input values under that output position (0 in
-// the padding), and the block's outputs are linear(rows, w_g, b_g) = rows @ w_g.T + b_g, with
-// the bias and the ReLU in the GEMM's epilogue, transposed into NCHW. Backward gathers dz per
-// block in the same row layout: the row gradients dz @ w_g are added back onto the input
-// positions they came from (col2im), and dw_g = dz.T @ rows is summed over the blocks in block
-// order, so the result depends on the shapes only, never on the thread count (details:
-// conv_cpu.cpp, conv_cuda.cu).
+// Convolution is a GEMM over im2col blocks: the output positions (n, oh, ow) of the whole batch,
+// flattened, are cut into fixed blocks of M positions (forward: conv_block_rows, at most
+// kConvBlock* elements per scratch matrix and never less than one position); per block and
+// group, the K = C_in/groups * kH * kW input values under each position (0 in the padding) form
+// the block's im2col matrix, and the outputs are that matrix times w_g^T, with the bias and the
+// ReLU in the GEMM's epilogue, transposed into NCHW. Backward, per block: dz (the ReLU mask
+// applied), dw_g += dz^T im2col summed over the blocks in block order, and the im2col gradient
+// dz w_g added back onto the input positions it came from (col2im). The result depends on the
+// shapes only, never on the thread count. Layouts, scratch and accuracy: conv_cpu.cpp and
+// conv_cuda.cu.
 //
 // Shapes (contiguous): x (n, c_in, h, w), w (c_out, c_in / groups, kh, kw), b (c_out) or null,
 // y and dy (n, c_out, oh, ow), with oh = (h + 2 ph - dh (kh - 1) - 1) / sh + 1 (ow alike).

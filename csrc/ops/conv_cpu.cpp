@@ -1,19 +1,25 @@
-// CPU convolution (conv.h): im2row blocks fed to linear (ops/linear.h, over cpu/gemm.h, whose
-// epilogue adds the bias and applies the ReLU) forward and to gemm backward, and the pooling loops.
+// CPU convolution (conv.h) over cpu/gemm.h, and the pooling loops.
 //
-// Scratch: a forward block holds rows (M x K) and the GEMM's output (M x C_out/groups); a
-// backward block holds rows, their gradient (M x K) and dz transposed (M x C_out/groups), plus
-// one chunk's dw (C_out/groups x K) and the dw sums in double (C_out x K): at most
-// 3 * kConvBlockElemsCpu elements (3 * 4 MiB in float32) plus the weight-sized buffers, whatever
-// the batch, unless one row alone (K) is larger than the budget (then one row per block).
+// Layout: a block's im2col matrix is col (K x M): row kk = (ci, i, j) of the kernel, column
+// r - r0 for the output position r = (n, oh, ow), so that im2col and col2im move runs of
+// consecutive output columns (contiguous input runs at stride 1) instead of single values.
+// Forward: out (M x C_out/groups) = col^T w_g^T with the bias and the ReLU in the GEMM's
+// epilogue, then transposed into NCHW. Backward, per block: dz gathered as (C_out/groups x M)
+// (the ReLU mask applied on the way), dw_g += dz col^T and dcol = w_g^T dz, added back onto the
+// input positions (col2im).
+//
+// Scratch: forward blocks of M = conv_block_rows(s, kConvBlockElemsCpu) rows hold col and out,
+// at most 2 * 2^20 elements (8 MiB in float32); backward blocks of kBackwardRows rows hold col,
+// dcol and dz ((2 K + C_out/groups) * 512 elements), plus one block's dw (C_out/groups x K) and
+// the dw sums in double (C_out x K). Neither grows with the batch.
 //
 // Accuracy: the GEMM sums its k products in order, so the weight gradient, a sum over every
-// output position of the batch, is a GEMM per chunk of kDwChunk rows whose results are added in
-// double; the bias gradient sums each plane in double.
+// output position of the batch, is one GEMM per backward block (512 positions) whose results
+// are added in double; the bias gradient sums each plane in double.
 //
-// Determinism: the blocks and chunks depend on the shapes only; every pass splits its work into
-// fixed parts (rows, channel planes) that each write their own outputs in a fixed order, and the
-// chunks' dw partials are added in chunk order.
+// Determinism: the blocks depend on the shapes only; every pass splits its work into fixed
+// parts (kernel rows, channel planes, row tiles) that each write their own outputs in a fixed
+// order, and the blocks' dw are added in block order.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -21,101 +27,144 @@
 
 #include "common/parallel.h"
 #include "common/scratch.h"
-#include "ops/conv.h"
 #include "cpu/gemm.h"
-#include "ops/linear.h"
+#include "ops/conv.h"
 
 namespace fdnn {
 namespace {
 
-// rows[(r - r0) * K + (ci * kh + i) * kw + j] = x[n, c0 + ci, oh * sh - ph + i * dh, ow * sw - pw + j * dw]
-// (0 outside the input) for the output positions r = (n, oh, ow) in [r0, r1).
-template <typename T> void im2row(T* rows, const T* x, const ConvShape& s, int64_t c0, int64_t r0, int64_t r1) {
-  const int64_t k = s.k(), p = s.positions();
-  parallel_for(r1 - r0, 16, k, [&](int64_t a, int64_t b) {
-    for (int64_t r = r0 + a; r < r0 + b; ++r) {
-      const int64_t n = r / p, oh = (r % p) / s.ow, ow = r % s.ow;
-      T* dst = rows + (r - r0) * k;
-      const int64_t h0 = oh * s.sh - s.ph, w0 = ow * s.sw - s.pw;
-      for (int64_t ci = 0; ci < s.cin_g(); ++ci) {
-        const T* plane = x + ((n * s.c_in) + c0 + ci) * s.h * s.w;
-        for (int64_t i = 0; i < s.kh; ++i) {
-          const int64_t ih = h0 + i * s.dh;
-          if (ih < 0 || ih >= s.h) {
-            std::fill(dst, dst + s.kw, T(0));
-          } else {
-            const T* line = plane + ih * s.w;
-            for (int64_t j = 0; j < s.kw; ++j) {
-              const int64_t iw = w0 + j * s.dw;
-              dst[j] = (iw >= 0 && iw < s.w) ? line[iw] : T(0);
-            }
-          }
-          dst += s.kw;
+constexpr int64_t kTile = 32;           // rows per transpose tile
+constexpr int64_t kBackwardRows = 512;  // output positions per backward block
+
+// The smallest ow >= 0 with ow * stride + off >= v.
+inline int64_t first_ow(int64_t v, int64_t off, int64_t stride) {
+  return v - off <= 0 ? 0 : (v - off + stride - 1) / stride;
+}
+
+// Calls run(n, oh, ow0, count, t0) for the runs of consecutive output positions of [r0, r1) that
+// share an output row (n, oh): ow0 .. ow0 + count - 1, at column t0 = r - r0 of the block.
+template <class F> void for_each_run(const ConvShape& s, int64_t r0, int64_t r1, F&& run) {
+  if (r0 >= r1) return;
+  const int64_t p = s.positions();
+  int64_t n = r0 / p, oh = (r0 % p) / s.ow, ow0 = r0 % s.ow;  // advanced without dividing again
+  for (int64_t r = r0; r < r1;) {
+    const int64_t count = std::min(s.ow - ow0, r1 - r);
+    run(n, oh, ow0, count, r - r0);
+    r += count;
+    ow0 = 0;
+    if (++oh == s.oh) {
+      oh = 0;
+      ++n;
+    }
+  }
+}
+
+// col[kk * m + (r - r0)] = x[n, c0 + ci, oh * sh - ph + i * dh, ow * sw - pw + j * dw] (0 outside
+// the input), kk = (ci * kh + i) * kw + j, for the output positions r = (n, oh, ow) in [r0, r1).
+template <typename T> void im2col(T* col, const T* x, const ConvShape& s, int64_t c0, int64_t r0, int64_t r1) {
+  const int64_t m = r1 - r0;
+  parallel_for(s.k(), 1, m, [&](int64_t a, int64_t b) {
+    for (int64_t kk = a; kk < b; ++kk) {
+      const int64_t ci = kk / (s.kh * s.kw), i = (kk / s.kw) % s.kh, j = kk % s.kw;
+      const int64_t off = j * s.dw - s.pw;
+      const int64_t lo = first_ow(0, off, s.sw), hi = first_ow(s.w, off, s.sw);  // valid ow: [lo, hi)
+      T* dst = col + kk * m;
+      for_each_run(s, r0, r1, [&](int64_t n, int64_t oh, int64_t ow0, int64_t count, int64_t t0) {
+        T* d = dst + t0;
+        const int64_t ih = oh * s.sh - s.ph + i * s.dh;
+        if (ih < 0 || ih >= s.h) {
+          std::fill(d, d + count, T(0));
+          return;
         }
-      }
+        const T* line = x + ((n * s.c_in + c0 + ci) * s.h + ih) * s.w;
+        const int64_t a0 = std::clamp(lo, ow0, ow0 + count), a1 = std::clamp(hi, a0, ow0 + count);
+        // Short runs (a row of the output): plain loops, no library calls.
+        for (int64_t t = 0; t < a0 - ow0; ++t) d[t] = T(0);
+        if (s.sw == 1) {
+          const T* src = line + off + ow0;
+          for (int64_t t = a0 - ow0; t < a1 - ow0; ++t) d[t] = src[t];
+        } else {
+          for (int64_t ow = a0; ow < a1; ++ow) d[ow - ow0] = line[ow * s.sw + off];
+        }
+        for (int64_t t = a1 - ow0; t < count; ++t) d[t] = T(0);
+      });
     }
   });
 }
 
-constexpr int64_t kTile = 32;      // rows per transpose tile
-constexpr int64_t kDwChunk = 256;  // rows per GEMM of the weight gradient
-
-// y[n, co0 + co, pos] = t[(r - r0) * cols + co] for r = (n, pos) in [r0, r1), co in [0, cols).
-template <typename T>
-void rows_to_nchw(T* y, const T* t, int64_t cols, int64_t channels, int64_t co0, int64_t positions, int64_t r0,
-                  int64_t r1) {
-  parallel_for(r1 - r0, kTile, cols, [&](int64_t a, int64_t b) {
-    for (int64_t co = 0; co < cols; ++co)
-      for (int64_t r = r0 + a; r < r0 + b; ++r) {
-        const int64_t n = r / positions, pos = r % positions;
-        y[(n * channels + co0 + co) * positions + pos] = t[(r - r0) * cols + co];
-      }
-  });
-}
-
-// t[(r - r0) * cols + co] = dz at (n, co0 + co, pos): dy, or relu'(y) * dy when y is given.
-template <typename T>
-void nchw_to_rows(T* t, const T* dy, const T* y, int64_t cols, int64_t channels, int64_t co0, int64_t positions,
-                  int64_t r0, int64_t r1) {
-  parallel_for(r1 - r0, kTile, cols, [&](int64_t a, int64_t b) {
-    for (int64_t r = r0 + a; r < r0 + b; ++r) {
-      const int64_t n = r / positions, pos = r % positions;
-      const int64_t base = (n * channels + co0) * positions + pos;
-      T* dst = t + (r - r0) * cols;
-      if (y) {
-        for (int64_t co = 0; co < cols; ++co)
-          dst[co] = relu_grad_from_output(dy[base + co * positions], y[base + co * positions]);
-      } else {
-        for (int64_t co = 0; co < cols; ++co) dst[co] = dy[base + co * positions];
-      }
-    }
-  });
-}
-
-// dx[n, c0 + ci, ih, iw] += drows[(r - r0) * K + (ci * kh + i) * kw + j] over the block's rows
-// (the inverse of im2row); one (image, channel) plane per task, rows in order.
-template <typename T> void row2im_add(T* dx, const T* drows, const ConvShape& s, int64_t c0, int64_t r0, int64_t r1) {
-  const int64_t k = s.k(), p = s.positions(), cin_g = s.cin_g();
+// The inverse of im2col, added: dx[n, c0 + ci, ih, iw] += dcol[kk * m + (r - r0)]. One task per
+// (image, channel) plane the block touches; within it the kernel rows and positions in order.
+template <typename T> void col2im_add(T* dx, const T* dcol, const ConvShape& s, int64_t c0, int64_t r0, int64_t r1) {
+  const int64_t m = r1 - r0, p = s.positions(), cin_g = s.cin_g();
   const int64_t n0 = r0 / p, n1 = (r1 - 1) / p + 1;
-  parallel_for((n1 - n0) * cin_g, 1, (r1 - r0) / (n1 - n0) * s.kh * s.kw, [&](int64_t a, int64_t b) {
+  parallel_for((n1 - n0) * cin_g, 1, m / (n1 - n0) * s.kh * s.kw, [&](int64_t a, int64_t b) {
     for (int64_t task = a; task < b; ++task) {
       const int64_t n = n0 + task / cin_g, ci = task % cin_g;
       T* plane = dx + (n * s.c_in + c0 + ci) * s.h * s.w;
       const int64_t ra = std::max(r0, n * p), rb = std::min(r1, (n + 1) * p);
-      for (int64_t r = ra; r < rb; ++r) {
-        const int64_t oh = (r % p) / s.ow, ow = r % s.ow;
-        const int64_t h0 = oh * s.sh - s.ph, w0 = ow * s.sw - s.pw;
-        const T* src = drows + (r - r0) * k + ci * s.kh * s.kw;
-        for (int64_t i = 0; i < s.kh; ++i) {
-          const int64_t ih = h0 + i * s.dh;
-          if (ih < 0 || ih >= s.h) continue;
-          for (int64_t j = 0; j < s.kw; ++j) {
-            const int64_t iw = w0 + j * s.dw;
-            if (iw >= 0 && iw < s.w) plane[ih * s.w + iw] += src[i * s.kw + j];
-          }
+      for (int64_t i = 0; i < s.kh; ++i)
+        for (int64_t j = 0; j < s.kw; ++j) {
+          const int64_t off = j * s.dw - s.pw;
+          const int64_t lo = first_ow(0, off, s.sw), hi = first_ow(s.w, off, s.sw);
+          const T* src = dcol + ((ci * s.kh + i) * s.kw + j) * m;
+          for_each_run(s, ra, rb, [&](int64_t, int64_t oh, int64_t ow0, int64_t count, int64_t) {
+            const int64_t ih = oh * s.sh - s.ph + i * s.dh;
+            if (ih < 0 || ih >= s.h) return;
+            T* line = plane + ih * s.w;
+            const T* g = src + (n * p + oh * s.ow + ow0 - r0);
+            const int64_t a0 = std::clamp(lo, ow0, ow0 + count), a1 = std::clamp(hi, a0, ow0 + count);
+            if (s.sw == 1) {
+              T* d = line + off;
+              for (int64_t ow = a0; ow < a1; ++ow) d[ow] += g[ow - ow0];
+            } else {
+              for (int64_t ow = a0; ow < a1; ++ow) line[ow * s.sw + off] += g[ow - ow0];
+            }
+          });
         }
+    }
+  });
+}
+
+// y[n, co0 + co, pos] = t[(r - r0) * cols + co] for r = (n, pos) in [r0, r1), co in [0, cols):
+// tiles of kTile rows, each row's destination computed once.
+template <typename T>
+void rows_to_nchw(T* y, const T* t, int64_t cols, int64_t channels, int64_t co0, int64_t positions, int64_t r0,
+                  int64_t r1) {
+  parallel_for(r1 - r0, kTile, cols, [&](int64_t a, int64_t b) {
+    int64_t base[kTile];
+    int64_t n = (r0 + a) / positions, pos = (r0 + a) % positions;
+    for (int64_t rr = 0; rr < b - a; ++rr) {
+      base[rr] = (n * channels + co0) * positions + pos;
+      if (++pos == positions) {
+        pos = 0;
+        ++n;
       }
     }
+    const T* src = t + a * cols;
+    for (int64_t co = 0; co < cols; ++co) {
+      T* dst = y + co * positions;
+      for (int64_t rr = 0; rr < b - a; ++rr) dst[base[rr]] = src[rr * cols + co];
+    }
+  });
+}
+
+// dz[co * m + (r - r0)] = dy at (n, co0 + co, pos), or relu'(y) * dy when y is given, for the
+// block's positions r = (n, pos): contiguous runs of each image's plane.
+template <typename T>
+void gather_dz(T* dz, const T* dy, const T* y, const ConvShape& s, int64_t co0, int64_t r0, int64_t r1) {
+  const int64_t m = r1 - r0, p = s.positions();
+  parallel_for(s.cout_g(), 1, m, [&](int64_t a, int64_t b) {
+    for (int64_t co = a; co < b; ++co)
+      for (int64_t r = r0; r < r1;) {
+        const int64_t n = r / p, count = std::min(r1, (n + 1) * p) - r;
+        const int64_t src = (n * s.c_out + co0 + co) * p + r % p;
+        T* d = dz + co * m + (r - r0);
+        if (y)
+          for (int64_t t = 0; t < count; ++t) d[t] = relu_grad_from_output(dy[src + t], y[src + t]);
+        else
+          std::memcpy(d, dy + src, count * sizeof(T));
+        r += count;
+      }
   });
 }
 
@@ -137,17 +186,18 @@ int64_t planes_per_task(int64_t work_per_plane) {
 }  // namespace
 
 template <typename T>
-void conv2d(T* y, const T* x, const T* w, const T* b, const ConvShape& s, Activation act, Stream stream) {
+void conv2d(T* y, const T* x, const T* w, const T* b, const ConvShape& s, Activation act, Stream) {
   const int64_t total = s.rows(), k = s.k(), cout_g = s.cout_g();
   if (total == 0) return;
   const int64_t m = conv_block_rows(s, kConvBlockElemsCpu);
-  const Buffer<T> rows = scratch<T>(m * k), out = scratch<T>(m * cout_g);
+  const Buffer<T> col = scratch<T>(m * k), out = scratch<T>(m * cout_g);
   for (int64_t r0 = 0; r0 < total; r0 += m) {
     const int64_t r1 = std::min(total, r0 + m);
     for (int64_t g = 0; g < s.groups; ++g) {
-      im2row(rows.get(), x, s, g * s.cin_g(), r0, r1);
-      linear<T>(out.get(), rows.get(), w + g * cout_g * k, b ? b + g * cout_g : nullptr, r1 - r0, k, cout_g, act,
-                stream);
+      im2col(col.get(), x, s, g * s.cin_g(), r0, r1);
+      // out (M x C_out/groups) = col^T w_g^T + b_g, ReLU'd, in one GEMM.
+      gemm<T>(true, true, r1 - r0, cout_g, k, col.get(), w + g * cout_g * k, out.get(), b ? b + g * cout_g : nullptr,
+              act == Activation::relu);
       rows_to_nchw(y, out.get(), cout_g, s.c_out, g * cout_g, s.positions(), r0, r1);
     }
   }
@@ -182,31 +232,25 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     if (dw) fill(dw, s.c_out * k, T(0));
     return;
   }
-  const int64_t m = conv_block_rows(s, kConvBlockElemsCpu);
-  const Buffer<T> rows = scratch<T>(m * k), dz = scratch<T>(m * cout_g);
-  const Buffer<T> drows = dx ? scratch<T>(m * k) : Buffer<T>();
+  const int64_t m = std::min(total, kBackwardRows);
+  const Buffer<T> col = scratch<T>(k * m), dz = scratch<T>(cout_g * m);
+  const Buffer<T> dcol = dx ? scratch<T>(k * m) : Buffer<T>();
   const Buffer<T> dw_part = dw ? scratch<T>(cout_g * k) : Buffer<T>();
   Buffer<Acc> dw_acc = dw ? scratch<Acc>(s.c_out * k) : Buffer<Acc>();
   if (dw) fill(dw_acc.get(), s.c_out * k, Acc(0));
   for (int64_t r0 = 0; r0 < total; r0 += m) {
-    const int64_t r1 = std::min(total, r0 + m);
+    const int64_t r1 = std::min(total, r0 + m), mb = r1 - r0;
     for (int64_t g = 0; g < s.groups; ++g) {
       const T* w_g = w + g * cout_g * k;
-      im2row(rows.get(), x, s, g * s.cin_g(), r0, r1);
-      nchw_to_rows(dz.get(), dy, mask, cout_g, s.c_out, g * cout_g, p, r0, r1);
-      if (dw) {
-        // dw_g += dz.T @ rows, a GEMM per chunk of kDwChunk rows added into the Acc sums: the
-        // GEMM's own k-sums are sequential, and a batch has many rows.
-        for (int64_t c0 = r0; c0 < r1; c0 += kDwChunk) {
-          const int64_t rows_c = std::min(r1 - c0, kDwChunk);
-          gemm<T>(true, false, cout_g, k, rows_c, dz.get() + (c0 - r0) * cout_g, rows.get() + (c0 - r0) * k,
-                  dw_part.get(), nullptr, false);
-          add_into(dw_acc.get() + g * cout_g * k, dw_part.get(), cout_g * k);
-        }
+      gather_dz(dz.get(), dy, mask, s, g * cout_g, r0, r1);
+      if (dw) {  // dw_g += dz col^T: (C_out/groups x M) (M x K)
+        im2col(col.get(), x, s, g * s.cin_g(), r0, r1);
+        gemm<T>(false, true, cout_g, k, mb, dz.get(), col.get(), dw_part.get(), nullptr, false);
+        add_into(dw_acc.get() + g * cout_g * k, dw_part.get(), cout_g * k);
       }
-      if (dx) {
-        gemm<T>(false, false, r1 - r0, k, cout_g, dz.get(), w_g, drows.get(), nullptr, false);  // dz @ w_g
-        row2im_add(dx, drows.get(), s, g * s.cin_g(), r0, r1);
+      if (dx) {  // dcol = w_g^T dz: (K x C_out/groups) (C_out/groups x M), then col2im
+        gemm<T>(true, false, k, mb, cout_g, w_g, dz.get(), dcol.get(), nullptr, false);
+        col2im_add(dx, dcol.get(), s, g * s.cin_g(), r0, r1);
       }
     }
   }
