@@ -77,24 +77,31 @@ class _Objective:
 def add_parser(sub):
     """The ``hpo`` subcommand's parser, added to the subparsers ``sub``."""
     p = sub.add_parser("hpo", help="tune lr, weight decay, dropout, width and batch size of an MLP on digits",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--sampler", choices=SAMPLERS, default="random")
+                       description="Tune the learning rate, weight decay, dropout, hidden width and batch size of "
+                                   "an MLP on the embedded digits (minimizing the validation loss), then print the "
+                                   "best configuration and its test accuracy. See docs/hpo.md.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--sampler", choices=SAMPLERS, default="random",
+                   help="grid search, random search or Gaussian-process Bayesian optimization")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="none",
                    help="sh: successive halving; hyperband; asha: asynchronous successive halving")
     p.add_argument("--trials", type=_positive_int, default=20,
                    help="trials (configurations) in the study; a resumed study runs the rest")
-    p.add_argument("--executor", choices=EXECUTORS, default="serial")
+    p.add_argument("--executor", choices=EXECUTORS, default="serial",
+                   help="serial, process (local worker processes) or ray (Ray tasks)")
     p.add_argument("--workers", type=_positive_int, default=None,
-                   help="parallel jobs for process/ray (default: the cores / Ray's CPUs)")
-    p.add_argument("--ray-address", default=None, help="join this Ray cluster (e.g. auto) instead of a local Ray")
+                   help="parallel jobs for process/ray (None: one per core, or one per Ray CPU)")
+    p.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (auto, or an address) instead of starting a local Ray")
     p.add_argument("--epochs", type=_positive_int, default=27, help="the most epochs a trial trains (max resource)")
     p.add_argument("--min-epochs", type=_positive_int, default=1, help="the lowest rung of sh/hyperband/asha")
     p.add_argument("--eta", type=_positive_int, default=3, help="the halving rate of sh/hyperband/asha (>= 2)")
     p.add_argument("--resolution", type=_positive_int, default=3, help="grid values per continuous dimension")
     p.add_argument("--storage", default="runs/hpo/study.db", help="the SQLite file of the study")
-    p.add_argument("--name", default=None, help="the study's name in the storage (default digits-SAMPLER-SCHEDULER); "
-                                                "an existing study of that name is resumed")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--name", default=None,
+                   help="the study's name in the storage (None: digits-SAMPLER-SCHEDULER); an existing study of that "
+                        "name is resumed")
+    p.add_argument("--seed", type=_seed, default=0, help="the study seed (trial seeds and sampler draws)")
     return p
 
 

@@ -200,6 +200,9 @@ class GaussianProcessSearch(Sampler):
     fantasized: ``batch="constant_liar"`` gives them the smallest observed value (CL-min),
     ``"kriging_believer"`` the GP's posterior mean; the GP is refitted with the fantasies
     (kernel hyperparameters kept) before maximizing EI.
+
+    A suggestion runs NumPy's BLAS on one thread (threadpoolctl): the matrices are small, and
+    BLAS threads on shared cores made it about ten times slower.
     """
 
     def __init__(self, space, n_initial=10, *, n_candidates=1000, n_restarts=5, gp_restarts=1,
