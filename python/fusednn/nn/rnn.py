@@ -197,7 +197,8 @@ class Embedding(Module):
     """Rows of a (num_embeddings, embedding_dim) table looked up by integer indices of any shape:
     ``forward(idx)`` has shape ``idx.shape + (embedding_dim,)``. Initialized N(0, 1) as torch's.
     Backward accumulates the gradient rows of repeated indices (NumPy's ``add.at``: in index
-    order, deterministic) and returns None (indices have no gradient)."""
+    order, deterministic; on the GPU ``cupyx.scatter_add``, atomic adds in no fixed order) and
+    returns None (indices have no gradient)."""
 
     def __init__(self, num_embeddings, embedding_dim, *, rng=None, dtype=np.float32):
         super().__init__()
