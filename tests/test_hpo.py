@@ -50,11 +50,11 @@ def test_the_ends_and_the_middle_of_each_map():
 
 
 def test_integers_and_choices_own_equal_cells_of_the_unit_interval():
-    u = (np.arange(80000) + 0.5) / 80000
+    u = (np.arange(8000) + 0.5) / 8000
     counts = np.unique([hpo.IntUniform(2, 9).from_unit(x) for x in u], return_counts=True)
-    assert counts[0].tolist() == list(range(2, 10)) and set(counts[1].tolist()) == {10000}
+    assert counts[0].tolist() == list(range(2, 10)) and set(counts[1].tolist()) == {1000}
     picks = [hpo.Choice(["x", "y", "z", "w"]).from_unit(x) for x in u]
-    assert [picks.count(o) for o in "xyzw"] == [20000] * 4
+    assert [picks.count(o) for o in "xyzw"] == [2000] * 4
     # log integers: cells of equal width on the log axis, so small values are more likely
     logs = [hpo.IntUniform(1, 100, log=True).from_unit(x) for x in u]
     assert logs.count(1) > logs.count(50) > 0
@@ -226,8 +226,8 @@ def test_gp_search_finds_the_branin_minimum_within_40_evaluations_and_beats_rand
 def test_gp_batches_are_distinct_and_respect_pending_points(batch):
     space = {"x": hpo.Uniform(0, 1), "n": hpo.IntUniform(1, 4), "c": hpo.Choice(["a", "b"])}
     fn = lambda c: (c["x"] - 0.3) ** 2 + 0.1 * c["n"] + (c["c"] == "b")  # noqa: E731
-    gp = hpo.GaussianProcessSearch(space, n_initial=4, n_candidates=200, batch=batch)
-    history = _run_sampler(gp, fn, 6, seed=3)
+    gp = hpo.GaussianProcessSearch(space, n_initial=5, n_candidates=200, batch=batch)
+    history = _run_sampler(gp, fn, 5, seed=3)
     pending = [{"x": 0.3, "n": 1, "c": "a"}]
     batch_configs = gp.suggest_batch(3, history, pending, rng=np.random.default_rng(0))
     keys = {gp.space.key(c) for c in batch_configs}
@@ -422,16 +422,16 @@ def test_bad_scheduler_arguments(make, error, match):
 
 def test_a_serial_study_is_reproducible_from_its_seed():
     def run(seed):
-        s = hpo.Study(sampler=hpo.GaussianProcessSearch(F.BRANIN_SPACE, n_initial=4, n_candidates=100),
+        s = hpo.Study(sampler=hpo.GaussianProcessSearch(F.BRANIN_SPACE, n_initial=3, n_candidates=100),
                       storage=":memory:", name="r", seed=seed)
-        s.optimize(F.branin, n_trials=7)
+        s.optimize(F.branin, n_trials=5)
         return [(t.config, t.value, t.seed) for t in s.trials]
 
     a, b = run(1), run(1)
     assert a == b
     assert run(2) != a
-    assert len({seed for _, _, seed in a}) == 7
-    assert [seed for _, _, seed in a] == [hpo.trial_seed(1, k) for k in range(7)]
+    assert len({seed for _, _, seed in a}) == 5
+    assert [seed for _, _, seed in a] == [hpo.trial_seed(1, k) for k in range(5)]
 
 
 def flaky_objective(config, trial):
@@ -520,10 +520,11 @@ def test_csv_export_and_plots(tmp_path):
     assert {"param_x1", "param_x2", "param_c", "status", "value", "budget", "seed"} <= set(rows[0])
     assert rows[3]["param_c"] == study.trials[3].config["c"]
     pytest.importorskip("matplotlib")
-    for plot in (hpo.plot_optimization, hpo.plot_parameters, hpo.plot_rungs):
-        out = tmp_path / f"{plot.__name__}.png"
-        fig = plot(study, str(out))
-        assert out.stat().st_size > 1000 and fig.axes
+    for plot, panels in ((hpo.plot_optimization, 2), (hpo.plot_parameters, 3), (hpo.plot_rungs, 1)):
+        assert len(plot(study).axes) == panels
+    out = tmp_path / "rungs.png"  # saving (one is enough: it is matplotlib's savefig)
+    hpo.plot_rungs(study, str(out))
+    assert out.stat().st_size > 1000
 
 
 @pytest.mark.parametrize("make, error, match", [

@@ -83,8 +83,8 @@ class Study:
         seed: the study seed (trial seeds and sampler draws derive from it).
         direction: "minimize" or "maximize" the objective.
         checkpoint_root: where the trials' checkpoint directories go (``<root>/trial-00007``);
-            default ``<storage directory>/<name>-checkpoints`` (a temporary directory for
-            ":memory:").
+            default ``<storage directory>/<name>-checkpoints`` (for ":memory:", a temporary
+            directory deleted with the Study object).
     """
 
     def __init__(self, *, sampler, scheduler=None, storage="runs/hpo/study.db", name="study", seed=0,
@@ -106,8 +106,9 @@ class Study:
         self.storage = Storage(storage)
         self.storage.study(name, direction, seed, sampler.space.describe(), scheduler.describe())
         if checkpoint_root is None:
-            if self.storage.path == ":memory:":
-                checkpoint_root = tempfile.mkdtemp(prefix=f"fusednn-hpo-{name}-")
+            if self.storage.path == ":memory:":  # deleted with the study (or at exit)
+                self._tmp = tempfile.TemporaryDirectory(prefix=f"fusednn-hpo-{name}-")
+                checkpoint_root = self._tmp.name
             else:
                 checkpoint_root = os.path.join(os.path.dirname(os.path.abspath(self.storage.path)),
                                                f"{name}-checkpoints")
