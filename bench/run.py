@@ -24,7 +24,7 @@ import fusednn  # noqa: E402
 from harness import (DRAM_FACTOR, HEADER, Device, cuda_ceilings, cuda_median_seconds, l3_cache_bytes,  # noqa: E402
                      median_seconds, memory_bandwidth, run_cases, sgemm_peak)
 
-FAMILIES = ["linear", "xent", "norm", "dropout", "activation", "gather", "optim", "rnn", "augment", "train",
+FAMILIES = ["linear", "xent", "norm", "dropout", "activation", "gather", "optim", "rnn", "augment", "conv", "train",
             "train_contention"]
 # Where each family's case list lives: bench_<family>.cases, except these.
 CASE_LISTS = {"train_contention": ("bench_train", "contention_cases")}

@@ -25,6 +25,8 @@
 #include <cstring>
 #include <limits>
 
+#include "common/isa.h"
+#include "common/macros.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
 #include "cpu/gemm.h"
@@ -260,14 +262,54 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     });
 }
 
+// Max pooling of the windows of one output row that lie inside the input (ow in [o0, o1), rows
+// h0 .. h0 + kh - 1): the window's first element, then the others in row-major window order,
+// taken when greater or NaN (the general loop's choice), as branch-free selects over a chunk of
+// outputs so that the compiler vectorizes across ow.
+template <typename T>
+FDNN_MULTIVERSION void max_pool_row_inside(T* FDNN_RESTRICT y, int64_t* FDNN_RESTRICT idx, const T* FDNN_RESTRICT plane,
+                                           const PoolShape& s, int64_t h0, int64_t o0, int64_t o1) {
+  constexpr int64_t kChunk = 64;
+  T best[kChunk];
+  int64_t at[kChunk];
+  for (int64_t c0 = o0; c0 < o1; c0 += kChunk) {
+    const int64_t count = std::min(kChunk, o1 - c0);
+    const int64_t first = h0 * s.w + c0 * s.sw - s.pw;  // window (0, 0) of output c0
+    for (int64_t t = 0; t < count; ++t) {
+      best[t] = plane[first + t * s.sw];
+      at[t] = first + t * s.sw;
+    }
+    for (int64_t i = 0; i < s.kh; ++i)
+      for (int64_t j = (i == 0 ? 1 : 0); j < s.kw; ++j) {
+        const int64_t pos = first + i * s.w + j;
+        for (int64_t t = 0; t < count; ++t) {
+          const T v = plane[pos + t * s.sw];
+          const bool take = v > best[t] || v != v;
+          best[t] = take ? v : best[t];
+          at[t] = take ? pos + t * s.sw : at[t];
+        }
+      }
+    for (int64_t t = 0; t < count; ++t) {
+      y[c0 + t] = best[t];
+      idx[c0 + t] = at[t];
+    }
+  }
+}
+
 template <typename T> void max_pool2d(T* y, int64_t* idx, const T* x, const PoolShape& s, Stream) {
   const int64_t out = s.oh * s.ow;
+  // The outputs whose windows lie inside the input along W: [ow_lo, ow_hi).
+  const int64_t ow_lo = std::min(s.ow, (s.pw + s.sw - 1) / s.sw);
+  const int64_t ow_hi = s.w + s.pw - s.kw < 0 ? 0 : std::min(s.ow, (s.w + s.pw - s.kw) / s.sw + 1);
   parallel_for(s.planes, planes_per_task(out * s.kh * s.kw), out * s.kh * s.kw, [&](int64_t a, int64_t b) {
     for (int64_t pl = a; pl < b; ++pl) {
       const T* plane = x + pl * s.h * s.w;
+      T* y_pl = y + pl * out;
+      int64_t* idx_pl = idx + pl * out;
       for (int64_t oh = 0; oh < s.oh; ++oh) {
         const int64_t h0 = oh * s.sh - s.ph, ha = std::max<int64_t>(h0, 0), hb = std::min(h0 + s.kh, s.h);
-        for (int64_t ow = 0; ow < s.ow; ++ow) {
+        const bool rows_inside = h0 >= 0 && h0 + s.kh <= s.h;
+        auto general = [&](int64_t ow) {  // any window: the positions inside the input only
           const int64_t w0 = ow * s.sw - s.pw, wa = std::max<int64_t>(w0, 0), wb = std::min(w0 + s.kw, s.w);
           T best = -std::numeric_limits<T>::infinity();
           int64_t best_i = ha * s.w + wa;
@@ -279,9 +321,16 @@ template <typename T> void max_pool2d(T* y, int64_t* idx, const T* x, const Pool
                 best_i = ih * s.w + iw;
               }
             }
-          y[pl * out + oh * s.ow + ow] = best;
-          idx[pl * out + oh * s.ow + ow] = best_i;
+          y_pl[oh * s.ow + ow] = best;
+          idx_pl[oh * s.ow + ow] = best_i;
+        };
+        if (!rows_inside || ow_lo >= ow_hi) {
+          for (int64_t ow = 0; ow < s.ow; ++ow) general(ow);
+          continue;
         }
+        for (int64_t ow = 0; ow < ow_lo; ++ow) general(ow);
+        max_pool_row_inside(y_pl + oh * s.ow, idx_pl + oh * s.ow, plane, s, h0, ow_lo, ow_hi);
+        for (int64_t ow = ow_hi; ow < s.ow; ++ow) general(ow);
       }
     }
   });
@@ -354,13 +403,19 @@ void avg_pool2d_backward(T* dx, const T* dy, const PoolShape& s, bool count_incl
   });
 }
 
+// The sum of n values in double: eight interleaved partial sums (vectorizable), added pairwise.
+template <typename T> FDNN_MULTIVERSION double sum_double(const T* FDNN_RESTRICT v, int64_t n) {
+  double acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += v[i + k];
+  for (int k = 0; i < n; ++i, ++k) acc[k] += v[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 template <typename T> void global_avg_pool2d(T* y, const T* x, int64_t planes, int64_t hw, Stream) {
   parallel_for(planes, planes_per_task(hw), hw, [&](int64_t a, int64_t b) {
-    for (int64_t pl = a; pl < b; ++pl) {
-      double sum = 0;
-      for (int64_t i = 0; i < hw; ++i) sum += x[pl * hw + i];
-      y[pl] = static_cast<T>(sum / double(hw));
-    }
+    for (int64_t pl = a; pl < b; ++pl) y[pl] = static_cast<T>(sum_double(x + pl * hw, hw) / double(hw));
   });
 }
 
