@@ -10,6 +10,87 @@
 namespace fdnn {
 namespace {
 
+constexpr int kNoiseChunk = 64;  // elements whose Philox words (16 blocks) are drawn together
+
+// y[e] += mean + std * z_e for e in [0, count): the words of 16 Philox blocks at a time (a loop
+// over lanes that vectorizes), then Box-Muller on them (polynomials, vectorized), then the update.
+template <typename T>
+FDNN_MULTIVERSION void add_noise(T* FDNN_RESTRICT y, int64_t count, uint64_t key, double mean, double std) {
+  const PhiloxStream stream(key, kAugmentNoiseOffset);
+  alignas(64) uint32_t w0[16], w1[16], w2[16], w3[16];
+  alignas(64) double a0[16], a1[16], b0[16], b1[16], z[kNoiseChunk];
+  for (int64_t e0 = 0; e0 < count; e0 += kNoiseChunk) {
+    const uint64_t j0 = static_cast<uint64_t>(e0 / 4);
+#pragma omp simd
+    for (int l = 0; l < 16; ++l) {
+      uint32_t c0 = static_cast<uint32_t>(j0 + l), c1 = static_cast<uint32_t>((j0 + l) >> 32), c2 = stream.o0,
+               c3 = stream.o1;
+      philox4x32_10(c0, c1, c2, c3, stream.k0, stream.k1);
+      w0[l] = c0;
+      w1[l] = c1;
+      w2[l] = c2;
+      w3[l] = c3;
+    }
+#pragma omp simd
+    for (int l = 0; l < 16; ++l) {
+      augment_box_muller(w0[l], w1[l], a0[l], a1[l]);
+      augment_box_muller(w2[l], w3[l], b0[l], b1[l]);
+    }
+    for (int l = 0; l < 16; ++l) {  // element 4l + t uses word t of block l
+      z[4 * l] = a0[l];
+      z[4 * l + 1] = a1[l];
+      z[4 * l + 2] = b0[l];
+      z[4 * l + 3] = b1[l];
+    }
+    const int64_t m = std::min<int64_t>(kNoiseChunk, count - e0);
+    T* out = y + e0;
+#pragma omp simd
+    for (int64_t k = 0; k < m; ++k) out[k] = static_cast<T>(static_cast<double>(out[k]) + (mean + std * z[k]));
+  }
+}
+
+// One output row of a bilinear plane (augment_geometry's arithmetic, written as a loop that
+// vectorizes with gathers): taps are read at indices clamped into the image, a tap of weight
+// exactly 0 does not contribute (so integer coordinates copy, NaN neighbours included), and a
+// point whose four taps are all outside is `fill`.
+template <typename T>
+FDNN_MULTIVERSION void bilinear_row(T* FDNN_RESTRICT out, const T* FDNN_RESTRICT plane, int64_t row,
+                                    const AugmentSample& s, const AugmentShape& g) {
+  const double py = static_cast<double>(row), w = static_cast<double>(g.w), h = static_cast<double>(g.h);
+  const double fill = g.fill;
+  const int64_t width = g.w, height = g.h;
+  const double a = s.m[1] * py + s.m[2], b = s.m[4] * py + s.m[5];
+#pragma omp simd
+  for (int64_t col = 0; col < width; ++col) {
+    const double px = static_cast<double>(col);
+    const double sx = s.m[0] * px + a;
+    const double sy = s.m[3] * px + b;
+    const bool ok = sx > -1.0 & sx < w & sy > -1.0 & sy < h;
+    const double x0 = floor(ok ? sx : 0.0), y0 = floor(ok ? sy : 0.0);
+    const double wx = (ok ? sx : 0.0) - x0, wy = (ok ? sy : 0.0) - y0;
+    const int64_t c0 = static_cast<int64_t>(x0), r0 = static_cast<int64_t>(y0);
+    const bool in_c0 = c0 >= 0, in_c1 = c0 + 1 < width, in_r0 = r0 >= 0, in_r1 = r0 + 1 < height;
+    // Indices clamped into the image, so that every gather is in bounds; outside taps are fill.
+    const int64_t ca = std::max<int64_t>(c0, 0), cb = std::min<int64_t>(c0 + 1, width - 1);
+    const int64_t ra = std::max<int64_t>(r0, 0) * width, rb = std::min<int64_t>(r0 + 1, height - 1) * width;
+    const double v00 = static_cast<double>(plane[ra + ca]), v01 = static_cast<double>(plane[ra + cb]);
+    const double v10 = static_cast<double>(plane[rb + ca]), v11 = static_cast<double>(plane[rb + cb]);
+    const double t00 = in_c0 & in_r0 ? v00 : fill, t01 = in_c1 & in_r0 ? v01 : fill;
+    const double t10 = in_c0 & in_r1 ? v10 : fill, t11 = in_c1 & in_r1 ? v11 : fill;
+    const double top = wx == 0.0 ? t00 : (1.0 - wx) * t00 + wx * t01;
+    const double bottom = wx == 0.0 ? t10 : (1.0 - wx) * t10 + wx * t11;
+    const double v = wy == 0.0 ? top : (1.0 - wy) * top + wy * bottom;
+    out[col] = static_cast<T>(ok ? v : fill);
+  }
+  if (s.brightness != 1.0) {
+    const double brightness = s.brightness;
+#pragma omp simd
+    for (int64_t col = 0; col < width; ++col) out[col] = static_cast<T>(static_cast<double>(out[col]) * brightness);
+  }
+}
+
+// One sample, in the order of augment_finish_quad (augment.h): geometry and brightness with the
+// gray sum, then contrast, noise and clipping as whole-sample loops, then the erased rectangle.
 template <typename T>
 FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const AugmentShape& g,
                                    const AugmentSample& s) {
@@ -21,6 +102,12 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
     T* out = y + c * hw;
     if (s.identity_map && s.brightness == 1.0) {
       std::copy(plane, plane + hw, out);
+    } else if (s.identity_map) {
+      const double brightness = s.brightness;
+#pragma omp simd
+      for (int64_t i = 0; i < hw; ++i) out[i] = static_cast<T>(static_cast<double>(plane[i]) * brightness);
+    } else if (!s.identity_map && !g.nearest) {
+      for (int64_t row = 0; row < g.h; ++row) bilinear_row(out + row * g.w, plane, row, s, g);
     } else {
       for (int64_t row = 0; row < g.h; ++row)
         for (int64_t col = 0; col < g.w; ++col) out[row * g.w + col] = augment_geometry(plane, row, col, s, g);
@@ -31,8 +118,35 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
       gray += plane_sum * augment_gray_weight(c * hw, g);
     }
   }
-  if (!augment_needs_finish(s, g)) return;
-  for (int64_t j = 0; j < (count + 3) / 4; ++j) augment_finish_quad(y, j, count, s, g, gray);
+  if (contrast) {
+    const double factor = s.contrast, shift = (1.0 - s.contrast) * gray;
+#pragma omp simd
+    for (int64_t e = 0; e < count; ++e) y[e] = static_cast<T>(factor * static_cast<double>(y[e]) + shift);
+  }
+  if (s.noise_std != 0.0 || s.noise_mean != 0.0) add_noise(y, count, s.noise_seed, s.noise_mean, s.noise_std);
+  if (g.clip) {
+    for (int64_t e = 0; e < count; ++e) {
+      const double d = static_cast<double>(y[e]);
+      if (d < g.clip_lo) y[e] = static_cast<T>(g.clip_lo);
+      if (d > g.clip_hi) y[e] = static_cast<T>(g.clip_hi);
+    }
+  }
+  if (s.erase_height > 0) {
+    const int64_t r0 = std::max<int64_t>(s.erase_top, 0), r1 = std::min<int64_t>(s.erase_top + s.erase_height, g.h);
+    const int64_t c0 = std::max<int64_t>(s.erase_left, 0), c1 = std::min<int64_t>(s.erase_left + s.erase_width, g.w);
+    for (int64_t c = 0; c < g.c; ++c)
+      for (int64_t row = r0; row < r1; ++row)
+        for (int64_t col = c0; col < c1; ++col) {
+          const int64_t e = c * hw + row * g.w + col;
+          double v = s.erase_value;
+          if (s.erase_random) {
+            double z[4];
+            augment_normals(s.noise_seed, kAugmentEraseOffset, e / 4, z);
+            v = z[e % 4];
+          }
+          y[e] = static_cast<T>(v);
+        }
+  }
 }
 
 }  // namespace
