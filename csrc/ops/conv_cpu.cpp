@@ -38,6 +38,39 @@ namespace {
 constexpr int64_t kTile = 32;           // rows per transpose tile
 constexpr int64_t kBackwardRows = 512;  // output positions per backward block
 
+// The sum of n values in double: eight interleaved partial sums (vectorizable), added pairwise.
+template <typename T> FDNN_MULTIVERSION double sum_double(const T* FDNN_RESTRICT v, int64_t n) {
+  double acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += v[i + k];
+  for (int k = 0; i < n; ++i, ++k) acc[k] += v[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// The sum of relu'(y) * dy over n values, in double, as sum_double.
+template <typename T>
+FDNN_MULTIVERSION double masked_sum_double(const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT y, int64_t n) {
+  double acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += relu_grad_from_output(dy[i + k], y[i + k]);
+  for (int k = 0; i < n; ++i, ++k) acc[k] += relu_grad_from_output(dy[i], y[i]);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// d = relu'(y) * dy (a select) over n values.
+template <typename T>
+FDNN_MULTIVERSION void relu_grad_run(T* FDNN_RESTRICT d, const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT y,
+                                     int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = relu_grad_from_output(dy[i], y[i]);
+}
+
+// d += v over n values.
+template <typename T> FDNN_MULTIVERSION void add_run(T* FDNN_RESTRICT d, const T* FDNN_RESTRICT v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] += v[i];
+}
+
 // The smallest ow >= 0 with ow * stride + off >= v.
 inline int64_t first_ow(int64_t v, int64_t off, int64_t stride) {
   return v - off <= 0 ? 0 : (v - off + stride - 1) / stride;
@@ -116,8 +149,7 @@ template <typename T> void col2im_add(T* dx, const T* dcol, const ConvShape& s, 
             const T* g = src + (n * p + oh * s.ow + ow0 - r0);
             const int64_t a0 = std::clamp(lo, ow0, ow0 + count), a1 = std::clamp(hi, a0, ow0 + count);
             if (s.sw == 1) {
-              T* d = line + off;
-              for (int64_t ow = a0; ow < a1; ++ow) d[ow] += g[ow - ow0];
+              if (a1 > a0) add_run(line + off + a0, g + (a0 - ow0), a1 - a0);
             } else {
               for (int64_t ow = a0; ow < a1; ++ow) line[ow * s.sw + off] += g[ow - ow0];
             }
@@ -162,7 +194,7 @@ void gather_dz(T* dz, const T* dy, const T* y, const ConvShape& s, int64_t co0, 
         const int64_t src = (n * s.c_out + co0 + co) * p + r % p;
         T* d = dz + co * m + (r - r0);
         if (y)
-          for (int64_t t = 0; t < count; ++t) d[t] = relu_grad_from_output(dy[src + t], y[src + t]);
+          relu_grad_run(d, dy + src, y + src, count);
         else
           std::memcpy(d, dy + src, count * sizeof(T));
         r += count;
@@ -212,18 +244,13 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   const int64_t total = s.rows(), k = s.k(), cout_g = s.cout_g(), p = s.positions();
   const T* mask = act == Activation::relu ? y : nullptr;
   if (dx) fill(dx, s.n * s.c_in * s.h * s.w, T(0));
-  if (db) {  // per channel: each image's plane summed in Acc, the images' sums added in order
+  if (db) {  // per channel: each image's plane summed in double, the images' sums added in order
     parallel_for(s.c_out, 1, total, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         Acc sum = 0;
         for (int64_t n = 0; n < s.n; ++n) {
           const int64_t base = (n * s.c_out + c) * p;
-          Acc plane = 0;
-          if (mask)
-            for (int64_t i = 0; i < p; ++i) plane += relu_grad_from_output(dy[base + i], mask[base + i]);
-          else
-            for (int64_t i = 0; i < p; ++i) plane += dy[base + i];
-          sum += plane;
+          sum += mask ? masked_sum_double(dy + base, mask + base, p) : sum_double(dy + base, p);
         }
         db[c] = static_cast<T>(sum);
       }
@@ -401,16 +428,6 @@ void avg_pool2d_backward(T* dx, const T* dy, const PoolShape& s, bool count_incl
       }
     }
   });
-}
-
-// The sum of n values in double: eight interleaved partial sums (vectorizable), added pairwise.
-template <typename T> FDNN_MULTIVERSION double sum_double(const T* FDNN_RESTRICT v, int64_t n) {
-  double acc[8] = {};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) acc[k] += v[i + k];
-  for (int k = 0; i < n; ++i, ++k) acc[k] += v[i];
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
 template <typename T> void global_avg_pool2d(T* y, const T* x, int64_t planes, int64_t hw, Stream) {
