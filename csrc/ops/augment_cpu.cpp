@@ -2,15 +2,26 @@
 // over the thread pool; each sample is computed by one thread in element order (its contrast mean
 // too), so the output does not depend on the thread count.
 #include <algorithm>
+#include <cstring>
 
 #include "common/isa.h"
 #include "common/parallel.h"
+#include "cpu/philox_avx512.h"
 #include "ops/augment.h"
 
 namespace fdnn {
 namespace {
 
 constexpr int kNoiseChunk = 64;  // elements whose Philox words (16 blocks) are drawn together
+
+#if defined(__x86_64__)
+// The AVX-512F Philox rounds (cpu/philox_avx512.h), as dropout uses them: GCC's own lowering of
+// the 16-lane loop below uses 64-bit lane products (vpmullq).
+const bool kAugmentPhiloxAvx512 = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") != 0;
+}();
+#endif
 
 // y[e] += mean + std * z_e for e in [0, count): the words of 16 Philox blocks at a time (a loop
 // over lanes that vectorizes), then Box-Muller on them (polynomials, vectorized), then the update.
@@ -21,15 +32,33 @@ FDNN_MULTIVERSION void add_noise(T* FDNN_RESTRICT y, int64_t count, uint64_t key
   alignas(64) double a0[16], a1[16], b0[16], b1[16], z[kNoiseChunk];
   for (int64_t e0 = 0; e0 < count; e0 += kNoiseChunk) {
     const uint64_t j0 = static_cast<uint64_t>(e0 / 4);
+#if defined(__x86_64__)
+    if (kAugmentPhiloxAvx512) {
+      alignas(64) uint32_t c[64];
+      for (int l = 0; l < 16; ++l) {
+        c[l] = static_cast<uint32_t>(j0 + l);
+        c[16 + l] = static_cast<uint32_t>((j0 + l) >> 32);
+        c[32 + l] = stream.o0;
+        c[48 + l] = stream.o1;
+      }
+      philox_rounds_avx512(c, stream.k0, stream.k1);
+      std::memcpy(w0, c, sizeof(w0));
+      std::memcpy(w1, c + 16, sizeof(w1));
+      std::memcpy(w2, c + 32, sizeof(w2));
+      std::memcpy(w3, c + 48, sizeof(w3));
+    } else
+#endif
+    {
 #pragma omp simd
-    for (int l = 0; l < 16; ++l) {
-      uint32_t c0 = static_cast<uint32_t>(j0 + l), c1 = static_cast<uint32_t>((j0 + l) >> 32), c2 = stream.o0,
-               c3 = stream.o1;
-      philox4x32_10(c0, c1, c2, c3, stream.k0, stream.k1);
-      w0[l] = c0;
-      w1[l] = c1;
-      w2[l] = c2;
-      w3[l] = c3;
+      for (int l = 0; l < 16; ++l) {
+        uint32_t c0 = static_cast<uint32_t>(j0 + l), c1 = static_cast<uint32_t>((j0 + l) >> 32), c2 = stream.o0,
+                 c3 = stream.o1;
+        philox4x32_10(c0, c1, c2, c3, stream.k0, stream.k1);
+        w0[l] = c0;
+        w1[l] = c1;
+        w2[l] = c2;
+        w3[l] = c3;
+      }
     }
 #pragma omp simd
     for (int l = 0; l < 16; ++l) {
