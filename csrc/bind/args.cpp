@@ -2,6 +2,10 @@
 // module (array.cpp) and the CuPy one (cuda/array_cuda.cpp).
 #include "bind/array.h"
 
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
 namespace fdnn::bind {
 
 std::string type_name(py::handle obj) {
@@ -83,7 +87,18 @@ std::string choice_arg(py::handle obj, const char* name, std::initializer_list<c
   throw ValueError(std::string(name) + ": expected " + list + ", got " + py::repr(obj).cast<std::string>());
 }
 
-py::object numpy_scalar(double v, DType dtype) { return py::module_::import("numpy").attr(dtype_name(dtype))(v); }
+py::object numpy_scalar(double v, DType dtype) {
+  // Through a kept 0-d array of the dtype: numpy.float32(v) allocates a 0-d array's data every
+  // time; setting and reading a kept one does not (a scalar holds its value, not the array's
+  // memory). Touched only with the GIL held; never freed.
+  static py::object* scalars[2] = {nullptr, nullptr};
+  const int i = dtype == DType::float32 ? 0 : 1;
+  if (!scalars[i])
+    scalars[i] = new py::object(py::module_::import("numpy").attr("zeros")(py::tuple(), dtype_name(dtype)));
+  py::object& zero_d = *scalars[i];
+  zero_d[py::tuple()] = py::float_(v);
+  return zero_d[py::tuple()];
+}
 
 namespace {
 std::string shape_str(const std::vector<int64_t>& shape) {  // as TensorView::shape_str
@@ -125,6 +140,54 @@ Activation activation_arg(py::handle obj) {
   throw ValueError("activation: expected None or 'relu', got " + py::repr(obj).cast<std::string>());
 }
 
+namespace {
+
+// A private C-contiguous int64 array of n values for host_indices: a view of one of a few kept
+// arrays that nothing else holds (a call's KeepAlive holds the view, and so the array, until
+// the call returns), else a new one. Steady training steps then allocate nothing for their
+// labels or row indices. Touched only with the GIL held; never freed.
+py::array reusable_int64(int64_t n) {
+  constexpr size_t kKept = 4;
+  static auto* kept = new std::vector<py::array>();
+  py::array* free_small = nullptr;
+  for (py::array& a : *kept) {
+    if (Py_REFCNT(a.ptr()) != 1) continue;  // in use by a call (or a nested one) now
+    if (a.shape(0) >= n) return a[py::slice(0, n, 1)];
+    free_small = &a;
+  }
+  py::array fresh = py::array_t<int64_t>(std::max<int64_t>(n, 1));
+  if (kept->size() < kKept)
+    kept->push_back(fresh);
+  else if (free_small)
+    *free_small = fresh;
+  return fresh[py::slice(0, n, 1)];
+}
+
+// dst[i] = a[i] for a 1-D integer array of any stride and of a kind/size that fits in int64
+// (not uint64, which host_indices checks separately), without a call into Python.
+template <typename S> void copy_strided(int64_t* dst, const py::array& a) {
+  const char* src = static_cast<const char*>(a.data());
+  const py::ssize_t stride = a.strides(0), n = a.shape(0);
+  for (py::ssize_t i = 0; i < n; ++i) {
+    S v;
+    std::memcpy(&v, src + i * stride, sizeof(S));  // any alignment
+    dst[i] = static_cast<int64_t>(v);
+  }
+}
+
+void copy_to_int64(int64_t* dst, const py::array& a) {
+  const bool is_signed = a.dtype().kind() == 'i';
+  switch (a.dtype().itemsize()) {
+    case 1: return is_signed ? copy_strided<int8_t>(dst, a) : copy_strided<uint8_t>(dst, a);
+    case 2: return is_signed ? copy_strided<int16_t>(dst, a) : copy_strided<uint16_t>(dst, a);
+    case 4: return is_signed ? copy_strided<int32_t>(dst, a) : copy_strided<uint32_t>(dst, a);
+    case 8: return copy_strided<int64_t>(dst, a);
+    default: throw TypeError("expected integers of 1, 2, 4 or 8 bytes, got " + dtype_str(a.dtype()));
+  }
+}
+
+}  // namespace
+
 py::array_t<int64_t> host_indices(py::handle obj, const char* name, int64_t length, const char* what,
                                   KeepAlive& keep) {
   if (!is_array(obj))
@@ -142,17 +205,20 @@ py::array_t<int64_t> host_indices(py::handle obj, const char* name, int64_t leng
   // with the GIL held, then the kernels read them with the GIL released, when another Python
   // thread could write the caller's array; they must read exactly what was checked. The copy is
   // made before any check reads a value.
-  py::array values;
+  // (No default-constructed py::array anywhere here: pybind11 makes that an empty float64
+  // array, whose 1-byte allocation a steady training step would pay on every call.)
   if (kind == 'u' && a.dtype().itemsize() == 8) {
     // uint64 values >= 2**63 would wrap to negative numbers in the cast to int64.
     py::array own = a.attr("copy")();
     py::object too_big = own.attr("__ge__")(py::int_(1).attr("__lshift__")(63)).attr("any")();
     if (too_big.cast<bool>())
       throw ValueError(std::string(name) + ": expected " + what + ", got a value >= 2**63");
-    values = own.attr("astype")("int64");
-  } else {
-    values = a.attr("astype")("int64", py::arg("order") = "C", py::arg("copy") = true);
+    py::array values = own.attr("astype")("int64");
+    keep.push_back(values);
+    return py::array_t<int64_t>(values);
   }
+  py::array values = reusable_int64(a.shape(0));
+  copy_to_int64(static_cast<int64_t*>(values.mutable_data()), a);
   keep.push_back(values);
   return py::array_t<int64_t>(values);
 }

@@ -114,7 +114,6 @@ TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& s
   const py::ssize_t itemsize = dtype == DType::float32 ? 4 : 8;
   size_t bytes = static_cast<size_t>(itemsize);
   for (py::ssize_t d : s) bytes *= static_cast<size_t>(d);
-  py::array a;
   if (bytes >= kMinPooledBytes) {
     // A large output on a block of the output pool (cpu/output_pool.h), returned to the pool
     // when the array and every view of it are gone.
@@ -133,11 +132,12 @@ TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& s
       stride *= s[i];
     }
     const py::dtype dt = dtype == DType::float32 ? py::dtype::of<float>() : py::dtype::of<double>();
-    a = py::array(dt, s, strides, block->ptr, owner);
+    obj = py::array(dt, s, strides, block->ptr, owner);
   } else {
-    a = dtype == DType::float32 ? py::array(py::array_t<float>(s)) : py::array(py::array_t<double>(s));
+    // (Not through a default-constructed py::array: that is an empty array of its own.)
+    obj = dtype == DType::float32 ? py::array(py::array_t<float>(s)) : py::array(py::array_t<double>(s));
   }
-  obj = a;
+  const py::array a = py::reinterpret_borrow<py::array>(obj);
   return view_of(a, dtype, "out");
 }
 

@@ -110,7 +110,8 @@ class Linear(Module):
         training = self._mode(training)
         _check_input(x, "x", self.in_features, ndim=2, dtype=self._dtype, device=self.device)
         w = self._weight(training)
-        y = ops.linear(x, w, self.p.get("bias"), self.activation)
+        y = ops.linear(x, w, self.p.get("bias"), self.activation,
+                       out=self._buffer("y", (x.shape[0], self.out_features), x.dtype))
         self._cache = (x, w, y) if training else None
         return y
 
@@ -118,9 +119,10 @@ class Linear(Module):
         """(dx, dw) of the GEMM with the weight used in forward; the bias gradient goes to its
         place and dw into ``dw_out`` (allocated when None)."""
         x, w, y = _need(self._cache, self)
+        dx_out = self._buffer("dx", x.shape, x.dtype) if self.input_grad else None
         dx, dw, _ = ops.linear_backward(dy, x, w, y if self.activation else None, self.activation,
                                         bias=self.has_bias, input_grad=self.input_grad,
-                                        out=(None, dw_out, self.g["bias"] if self.has_bias else None))
+                                        out=(dx_out, dw_out, self.g["bias"] if self.has_bias else None))
         return dx, dw
 
     def backward(self, dy):
@@ -210,12 +212,13 @@ class ReLU(Module):
 
     def forward(self, x, training=None):
         _check_input(x, "x", device=self.device)
-        y = ops.relu(x)
+        y = ops.relu(x, out=self._buffer("y", x.shape, x.dtype))
         self._cache = y if self._mode(training) else None
         return y
 
     def backward(self, dy):
-        return ops.relu_backward(dy, _need(getattr(self, "_cache", None), self))
+        y = _need(getattr(self, "_cache", None), self)
+        return ops.relu_backward(dy, y, out=self._buffer("dx", y.shape, y.dtype))
 
 
 class Sigmoid(_Elementwise):
@@ -315,19 +318,23 @@ class BatchNorm(Module):
             if training:
                 tracked += 1
             momentum = 1.0 / max(int(tracked), 1)
+        c = self.num_features
+        out = (self._buffer("y", x.shape, x.dtype), self._buffer("mean", (c,), x.dtype),
+               self._buffer("inv_std", (c,), x.dtype))
         y, mean, inv_std = ops.batch_norm(x, self.p.get("weight"), self.p.get("bias"), self.buffers["running_mean"],
                                           self.buffers["running_var"], training=training, momentum=momentum,
-                                          eps=self.eps, activation=self.activation)
+                                          eps=self.eps, activation=self.activation, out=out)
         self._cache = (x, mean, inv_std, training, y if self.activation else None)
         return y
 
     def backward(self, dy):
         x, mean, inv_std, training, y = _need(self._cache, self)
-        dx, dgamma, dbeta = ops.batch_norm_backward(dy, x, self.p.get("weight"), mean, inv_std, training=training,
-                                                    y=y, activation=self.activation)
-        if self.affine:
-            self.g["weight"][...] = dgamma
-            self.g["bias"][...] = dbeta
+        c = self.num_features
+        params = ((self.g["weight"], self.g["bias"]) if self.affine
+                  else (self._buffer("dgamma", (c,), x.dtype), self._buffer("dbeta", (c,), x.dtype)))
+        dx, _, _ = ops.batch_norm_backward(dy, x, self.p.get("weight"), mean, inv_std, training=training, y=y,
+                                           activation=self.activation,
+                                           out=(self._buffer("dx", x.shape, x.dtype), *params))
         return dx
 
     def extra_repr(self):
@@ -365,17 +372,18 @@ class LayerNorm(Module):
         _check_input(x, "x", dtype=self.p["weight"].dtype, device=self.device)
         if x.shape[-1] != self.normalized_shape:
             raise ValueError(f"x: expected a last axis of {self.normalized_shape}, got shape {x.shape}")
+        out = (self._buffer("y", x.shape, x.dtype), self._buffer("mean", x.shape[:-1], x.dtype),
+               self._buffer("inv_std", x.shape[:-1], x.dtype))
         y, mean, inv_std = ops.layer_norm(x, self.p["weight"], self.p["bias"], eps=self.eps,
-                                          activation=self.activation)
+                                          activation=self.activation, out=out)
         self._cache = (x, mean, inv_std, y if self.activation else None) if self._mode(training) else None
         return y
 
     def backward(self, dy):
         x, mean, inv_std, y = _need(self._cache, self)
-        dx, dgamma, dbeta = ops.layer_norm_backward(dy, x, self.p["weight"], mean, inv_std, y=y,
-                                                    activation=self.activation)
-        self.g["weight"][...] = dgamma
-        self.g["bias"][...] = dbeta
+        dx, _, _ = ops.layer_norm_backward(dy, x, self.p["weight"], mean, inv_std, y=y, activation=self.activation,
+                                           out=(self._buffer("dx", x.shape, x.dtype), self.g["weight"],
+                                                self.g["bias"]))
         return dx
 
     def extra_repr(self):
@@ -421,6 +429,8 @@ class Dropout(Module):
     evaluation (the original paper's form). ``activation="relu"`` drops ``relu(x)``, in the same
     pass; its backward then reads the mask off the output instead of regenerating it."""
 
+    _activation_attrs = ("_offset", "_y")
+
     def __init__(self, p=0.5, *, mode="inverted", activation=None):
         super().__init__()
         self.p_drop = _checks.in_unit_interval("p", p, closed_right=False)
@@ -436,7 +446,7 @@ class Dropout(Module):
             return ops.dropout(x, self.p_drop, seed=0, training=False, mode=self.mode, activation=self.activation)
         self._offset = self.rng.take(x.size)
         y = ops.dropout(x, self.p_drop, seed=self.rng.seed, offset=self._offset, mode=self.mode,
-                        activation=self.activation)
+                        activation=self.activation, out=self._buffer("y", x.shape, x.dtype))
         self._y = y if self.activation else None
         return y
 
@@ -444,7 +454,8 @@ class Dropout(Module):
         if self._offset is None:
             raise RuntimeError("Dropout.backward: no training forward to differentiate")
         return ops.dropout_backward(dy, self.p_drop, seed=self.rng.seed, offset=self._offset, mode=self.mode,
-                                    y=self._y, activation=self.activation)
+                                    y=self._y, activation=self.activation,
+                                    out=self._buffer("dx", dy.shape, dy.dtype))
 
     def extra_repr(self):
         return f"p={self.p_drop}, mode={self.mode!r}{_activation_repr(self.activation)}"
@@ -472,6 +483,8 @@ class Sequential(Module):
 
     def forward(self, x, training=None):
         training = self._mode(training)
+        if training and self._parent is None:
+            self.release_activations()  # the last step's, so that their arrays can be reused
         for layer in self._children.values():
             x = layer.forward(x, training)
         return x

@@ -6,6 +6,7 @@ import numpy as np
 
 from fusednn import _checks, ops
 from fusednn._backend import array_module, is_array
+from fusednn.nn.buffers import ReusableBuffers
 
 __all__ = ["SoftmaxCrossEntropy", "MSELoss", "DistillationLoss", "soft_targets"]
 
@@ -42,6 +43,7 @@ class SoftmaxCrossEntropy:
         self.weight = None if weight is None else np.asarray(weight)
         self.ignore_index = ignore_index
         self.reduction = _check_reduction(reduction)
+        self._buffers = ReusableBuffers()
 
     def _options(self, logits):
         weight = None if self.weight is None else array_module(logits).asarray(self.weight, logits.dtype)
@@ -52,7 +54,10 @@ class SoftmaxCrossEntropy:
         return float(ops.softmax_cross_entropy(output, target, **self._options(output)))
 
     def value_and_grad(self, output, target):
-        loss, grad = ops.softmax_cross_entropy_with_grad(output, target, **self._options(output))
+        """The loss (a float) and its gradient with respect to ``output``, in an array this loss
+        reuses from step to step once nothing else holds it (:mod:`fusednn.nn.buffers`)."""
+        out = self._buffers.get("grad", output.shape, output.dtype, array_module(output))
+        loss, grad = ops.softmax_cross_entropy_with_grad(output, target, **self._options(output), out=out)
         return float(loss), grad
 
     def __repr__(self):

@@ -15,6 +15,7 @@ code that accumulates by hand.
 import numpy as np
 
 from fusednn._backend import array_module, device_module, host_copy, to_host
+from fusednn.nn.buffers import ReusableBuffers
 from fusednn.params import FlatParameters
 
 __all__ = ["Module", "RNG"]
@@ -58,6 +59,9 @@ class Module:
     """
 
     preprocessing = None  # a fitted fusednn.data transformer that predict applies first (fusednn.load sets it)
+    # The attributes where a layer keeps arrays of its last training forward for its backward
+    # (dropped by release_activations).
+    _activation_attrs = ("_cache",)
 
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
@@ -72,6 +76,26 @@ class Module:
         self._rng = RNG()
         self.training = True
         self.device = "cpu"
+
+    # ---- arrays reused from step to step (fusednn.nn.buffers)
+
+    def _buffer(self, slot, shape, dtype):
+        """An uninitialized array of ``shape`` and ``dtype`` on the module's device for one of
+        its outputs (``slot``, e.g. ``"y"`` or ``"dx"``): one of the arrays this module made in
+        earlier steps when nothing else holds it anymore, else a new one."""
+        buffers = self.__dict__.get("_reusable")
+        if buffers is None:
+            buffers = self._reusable = ReusableBuffers()
+        return buffers.get(slot, shape, dtype, device_module(self.device))
+
+    def release_activations(self):
+        """Drop what every layer of the tree kept from its last training forward for its
+        backward (its backward raises until the next training forward), so that those arrays
+        can be reused; a training forward of a root Sequential does this first."""
+        for _, m in self.named_modules():
+            for name in m._activation_attrs:
+                if name in m.__dict__:
+                    setattr(m, name, None)
 
     # ---- registration
 

@@ -1,0 +1,71 @@
+"""Output and gradient arrays that layers and losses reuse from step to step.
+
+A training step makes the same arrays every time: each layer's output, its backward's input
+gradient, the loss's gradient. Allocating them afresh costs a page fault per page of each one,
+every step. :class:`ReusableBuffers` keeps up to ``KEEP`` arrays per slot (a name such as
+``"y"`` or ``"dx"``) and hands one back only when nothing outside it references it anymore:
+not the caller's variables, not a view, not another layer's cache (``sys.getrefcount`` counts
+them all). So an array a user still holds is never written again; they get a new one.
+
+Two arrays per slot let a loop that keeps the previous step's output in a variable (as
+``logits = model(x)`` does until it is rebound) alternate between them. A training forward of
+a root :class:`fusednn.nn.Sequential` first drops the activations its layers cached for the
+previous backward (:meth:`fusednn.nn.Module.release_activations`), so those become free.
+
+This relies on CPython's reference counts; it is an optimization only: an array that looks
+referenced is simply not reused.
+"""
+
+import sys
+
+import numpy as np
+
+__all__ = ["ReusableBuffers"]
+
+KEEP = 2
+
+
+def _reference_counts(kept):
+    """sys.getrefcount of each array of a slot's list, all taken the same way."""
+    return [sys.getrefcount(a) for a in kept]
+
+
+# The count of an array that only its slot's list holds, measured with the same function (the
+# interpreter's own temporary references differ between Python versions); any other holder
+# adds at least one.
+_ONLY_THE_LIST = _reference_counts([np.empty(0)])[0]
+
+
+class ReusableBuffers:
+    """Arrays by slot, reused when no one else holds them (see the module's docstring)."""
+
+    __slots__ = ("_slots",)
+
+    def __init__(self):
+        self._slots = {}
+
+    def get(self, slot, shape, dtype, xp=np):
+        """An uninitialized C-contiguous array of ``shape`` and ``dtype`` from the array module
+        ``xp`` (numpy or cupy): a kept one that only this object references, or a new one (kept
+        when the slot has room, or in place of a kept one of another shape that is free)."""
+        shape = tuple(shape)
+        dtype = np.dtype(dtype)
+        kept = self._slots.setdefault(slot, [])
+        stale = None
+        for i, count in enumerate(_reference_counts(kept)):
+            if count != _ONLY_THE_LIST:
+                continue
+            a = kept[i]
+            if a.shape == shape and a.dtype == dtype and type(a).__module__.split(".")[0] == xp.__name__:
+                return a
+            stale = i
+        new = xp.empty(shape, dtype)
+        if len(kept) < KEEP:
+            kept.append(new)
+        elif stale is not None:
+            kept[stale] = new
+        return new
+
+    def clear(self):
+        """Forget every kept array (they stay valid for whoever still holds them)."""
+        self._slots.clear()
