@@ -15,7 +15,7 @@
 //
 // Accuracy: the GEMM sums its k products in order, so the weight gradient, a sum over every
 // output position of the batch, is one GEMM per backward block (512 positions) whose results
-// are added in double; the bias gradient sums each plane in double.
+// are added in double; the bias gradient adds each block's sums of dz (in double) likewise.
 //
 // Determinism: the blocks depend on the shapes only; every pass splits its work into fixed
 // parts (kernel rows, channel planes, row tiles) that each write their own outputs in a fixed
@@ -45,17 +45,6 @@ template <typename T> FDNN_MULTIVERSION double sum_double(const T* FDNN_RESTRICT
   for (; i + 8 <= n; i += 8)
     for (int k = 0; k < 8; ++k) acc[k] += v[i + k];
   for (int k = 0; i < n; ++i, ++k) acc[k] += v[i];
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
-// The sum of relu'(y) * dy over n values, in double, as sum_double.
-template <typename T>
-FDNN_MULTIVERSION double masked_sum_double(const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT y, int64_t n) {
-  double acc[8] = {};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) acc[k] += relu_grad_from_output(dy[i + k], y[i + k]);
-  for (int k = 0; i < n; ++i, ++k) acc[k] += relu_grad_from_output(dy[i], y[i]);
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
@@ -241,24 +230,12 @@ template <typename T>
 void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* y, const ConvShape& s,
                      Activation act, Stream) {
   using Acc = double;
-  const int64_t total = s.rows(), k = s.k(), cout_g = s.cout_g(), p = s.positions();
+  const int64_t total = s.rows(), k = s.k(), cout_g = s.cout_g();
   const T* mask = act == Activation::relu ? y : nullptr;
   if (dx) fill(dx, s.n * s.c_in * s.h * s.w, T(0));
-  if (db) {  // per channel: each image's plane summed in double, the images' sums added in order
-    parallel_for(s.c_out, 1, total, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        Acc sum = 0;
-        for (int64_t n = 0; n < s.n; ++n) {
-          const int64_t base = (n * s.c_out + c) * p;
-          sum += mask ? masked_sum_double(dy + base, mask + base, p) : sum_double(dy + base, p);
-        }
-        db[c] = static_cast<T>(sum);
-      }
-    });
-  }
-  if (!dw && !dx) return;
-  if (total == 0) {  // an empty sum
+  if (total == 0) {  // empty sums
     if (dw) fill(dw, s.c_out * k, T(0));
+    if (db) fill(db, s.c_out, T(0));
     return;
   }
   const int64_t m = std::min(total, kBackwardRows);
@@ -266,12 +243,18 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   const Buffer<T> dcol = dx ? scratch<T>(k * m) : Buffer<T>();
   const Buffer<T> dw_part = dw ? scratch<T>(cout_g * k) : Buffer<T>();
   Buffer<Acc> dw_acc = dw ? scratch<Acc>(s.c_out * k) : Buffer<Acc>();
+  Buffer<Acc> db_acc = db ? scratch<Acc>(s.c_out) : Buffer<Acc>();
   if (dw) fill(dw_acc.get(), s.c_out * k, Acc(0));
+  if (db) std::fill(db_acc.get(), db_acc.get() + s.c_out, Acc(0));
   for (int64_t r0 = 0; r0 < total; r0 += m) {
     const int64_t r1 = std::min(total, r0 + m), mb = r1 - r0;
     for (int64_t g = 0; g < s.groups; ++g) {
       const T* w_g = w + g * cout_g * k;
       gather_dz(dz.get(), dy, mask, s, g * cout_g, r0, r1);
+      if (db)  // db += the block's sums of dz, per channel in double
+        parallel_for(cout_g, 16, mb, [&](int64_t c0, int64_t c1) {
+          for (int64_t co = c0; co < c1; ++co) db_acc[g * cout_g + co] += sum_double(dz.get() + co * mb, mb);
+        });
       if (dw) {  // dw_g += dz col^T: (C_out/groups x M) (M x K)
         im2col(col.get(), x, s, g * s.cin_g(), r0, r1);
         gemm<T>(false, true, cout_g, k, mb, dz.get(), col.get(), dw_part.get(), nullptr, false);
@@ -287,6 +270,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     parallel_for(s.c_out * k, int64_t{1} << 14, 2, [&](int64_t a, int64_t b) {
       for (int64_t i = a; i < b; ++i) dw[i] = static_cast<T>(dw_acc[i]);
     });
+  if (db)
+    for (int64_t c = 0; c < s.c_out; ++c) db[c] = static_cast<T>(db_acc[c]);
 }
 
 // Max pooling of the windows of one output row that lie inside the input (ow in [o0, o1), rows
