@@ -6,7 +6,8 @@ with the NumPy references (CPU only; dropout masks from NumPy's generator, as a 
 would; minibatches by x[idx]), and PyTorch on the same device with ``AdamW(fused=True)``
 (minibatches by tx[idx]). The row ``[train.fit]`` times the same epoch through
 ``fusednn.train.fit``, the path users run (its own shuffled batches, the loss and accuracy
-logged), against the same references.
+logged), against the same references. A second row times the hand loop against the same model
+under ``torch.compile`` (not in a quick run).
 
 The GEMMs of an epoch: forward x@W.T for 3 layers, backward dW for 3 and dX for the upper 2
 (no layer needs the input's gradient), counted as the "flops" of the case."""
@@ -45,14 +46,16 @@ def _fusednn_model(dev):
 
 def _fusednn_epoch(dev, x, y, batches):
     from fusednn import ops
+    from fusednn.nn.losses import SoftmaxCrossEntropy
     model, opt = _fusednn_model(dev)
+    loss = SoftmaxCrossEntropy()
     x, y, batches = dev.array(x), dev.array(y), [dev.array(b) for b in batches]
 
     def epoch():
         model.train()
         for idx in batches:
             logits = model.forward(ops.gather_rows(x, idx))  # x[idx], copied in parallel
-            _, dlogits = ops.softmax_cross_entropy_with_grad(logits, y[idx])
+            _, dlogits = loss.value_and_grad(logits, y[idx])
             model.backward(dlogits)
             opt.step()
     return epoch
@@ -111,7 +114,9 @@ def _fusednn_fit_epoch(dev, x, y):
     return lambda: train.fit(model, SoftmaxCrossEntropy(), opt, (x, y), epochs=1, batch_size=BATCH, progress=False)
 
 
-def _torch_epoch(dev, x, y, batches):
+def _torch_epoch(dev, x, y, batches, compile=False):
+    """The epoch in PyTorch eager, or (compile=True) with the model and loss under
+    torch.compile (its first call compiles: the case's warm-up)."""
     torch = dev.torch
     tn = torch.nn
     torch.manual_seed(0)
@@ -126,11 +131,16 @@ def _torch_epoch(dev, x, y, batches):
     tx, ty = dev.tensor(dev.array(x)), dev.tensor(dev.array(y))
     tbatches = [dev.tensor(dev.array(idx)) for idx in batches]
 
+    def forward_loss(xb, yb):
+        return torch.nn.functional.cross_entropy(model(xb), yb)
+    if compile:
+        forward_loss = torch.compile(forward_loss)
+
     def epoch():
         model.train()
         for idx in tbatches:
             opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(tx[idx]), ty[idx])
+            loss = forward_loss(tx[idx], ty[idx])
             loss.backward()
             opt.step()
     return epoch
@@ -144,7 +154,19 @@ def cases(dev):
         "numpy": None if dev.cuda else _numpy_epoch(x, y, batches),
         "torch": _torch_epoch(dev, x, y, batches) if dev.torch is not None else None,
         "train.fit": _fusednn_fit_epoch(dev, x, y),
-    }, flops=_gemm_flops(n), repeat=2 if dev.quick else 5, warmup=1, interleave=True)]
+    }, flops=_gemm_flops(n), repeat=2 if dev.quick else 5, warmup=1, interleave=True)] + _compiled_cases(dev, n, x, y,
+                                                                                              batches)
+
+
+def _compiled_cases(dev, n, x, y, batches):
+    """The same epoch against torch.compile (its own row: "torch" is the compiled model there).
+    Not in a quick run (compiling takes a minute on 2 cores)."""
+    if dev.quick or dev.torch is None or dev.cuda:
+        return []
+    return [Case("train", f"MLP epoch {n // 1000}k b{BATCH} bn+drop AdamW vs torch.compile", {
+        "fusednn": _fusednn_epoch(dev, x, y, batches), "numpy": None,
+        "torch": _torch_epoch(dev, x, y, batches, compile=True),
+    }, flops=_gemm_flops(n), repeat=5, warmup=1, interleave=True)]
 
 
 # ---- train_contention (issue 13 item 4): the same epoch alone and next to a busy process -------
