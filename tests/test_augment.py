@@ -119,8 +119,9 @@ def test_identity_is_bitwise(device, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_flips_and_integer_shifts_are_exact(device, dtype):
-    x = images((4, 3, 6, 5), dtype, ("flips",))
+@pytest.mark.parametrize("shape", [(4, 3, 6, 5), (4, 2, 9, 19)], ids=str)  # rows under 8 wide, and over
+def test_flips_and_integer_shifts_are_exact(device, dtype, shape):
+    x = images(shape, dtype, ("flips",))
     x[0, 0, 0, 0] = np.nan  # a NaN neighbour must not leak into exact copies
     p = params_for(4, {}, x.shape)
     p["hflip"][:] = [True, False, True, False]

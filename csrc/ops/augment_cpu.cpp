@@ -10,14 +10,22 @@
 #include "ops/augment.h"
 
 namespace fdnn {
+
+#if defined(__x86_64__)
+template <typename T>
+int64_t augment_bilinear_row_avx512(T* out, const T* plane, int64_t row, const AugmentSample& s,
+                                    const AugmentShape& g);  // augment_avx512_cpu.cpp
+#endif
+
 namespace {
 
 constexpr int kNoiseChunk = 64;  // elements whose Philox words (16 blocks) are drawn together
 
 #if defined(__x86_64__)
-// The AVX-512F Philox rounds (cpu/philox_avx512.h), as dropout uses them: GCC's own lowering of
-// the 16-lane loop below uses 64-bit lane products (vpmullq).
-const bool kAugmentPhiloxAvx512 = [] {
+// On CPUs with AVX-512F: the Philox rounds of cpu/philox_avx512.h, as dropout uses them (GCC's own
+// lowering of the 16-lane loop below uses 64-bit lane products, vpmullq), and the bilinear rows
+// of augment_avx512_cpu.cpp.
+const bool kAugmentAvx512 = [] {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") != 0;
 }();
@@ -33,7 +41,7 @@ FDNN_MULTIVERSION void add_noise(T* FDNN_RESTRICT y, int64_t count, uint64_t key
   for (int64_t e0 = 0; e0 < count; e0 += kNoiseChunk) {
     const uint64_t j0 = static_cast<uint64_t>(e0 / 4);
 #if defined(__x86_64__)
-    if (kAugmentPhiloxAvx512) {
+    if (kAugmentAvx512) {
       alignas(64) uint32_t c[64];
       for (int l = 0; l < 16; ++l) {
         c[l] = static_cast<uint32_t>(j0 + l);
@@ -78,8 +86,9 @@ FDNN_MULTIVERSION void add_noise(T* FDNN_RESTRICT y, int64_t count, uint64_t key
   }
 }
 
-// One output row of a bilinear plane (augment_geometry's arithmetic, written as a loop that
-// vectorizes with gathers): taps are read at indices clamped into the image, a tap of weight
+// One output row of a bilinear plane (augment_geometry's arithmetic; on AVX-512F CPUs all but the
+// last W mod 8 columns come from augment_avx512_cpu.cpp): taps are read at indices clamped into
+// the image, a tap of weight
 // exactly 0 does not contribute (so integer coordinates copy, NaN neighbours included), and a
 // point whose four taps are all outside is `fill`.
 template <typename T>
@@ -89,12 +98,16 @@ FDNN_MULTIVERSION void bilinear_row(T* FDNN_RESTRICT out, const T* FDNN_RESTRICT
   const double fill = g.fill;
   const int64_t width = g.w, height = g.h;
   const double a = s.m[1] * py + s.m[2], b = s.m[4] * py + s.m[5];
+  int64_t start = 0;
+#if defined(__x86_64__)
+  if (kAugmentAvx512 && g.h * g.w < (int64_t{1} << 31)) start = augment_bilinear_row_avx512(out, plane, row, s, g);
+#endif
 #pragma omp simd
-  for (int64_t col = 0; col < width; ++col) {
+  for (int64_t col = start; col < width; ++col) {
     const double px = static_cast<double>(col);
     const double sx = s.m[0] * px + a;
     const double sy = s.m[3] * px + b;
-    const bool ok = sx > -1.0 & sx < w & sy > -1.0 & sy < h;
+    const bool ok = sx > -1.0 && sx < w && sy > -1.0 && sy < h;
     const double x0 = floor(ok ? sx : 0.0), y0 = floor(ok ? sy : 0.0);
     const double wx = (ok ? sx : 0.0) - x0, wy = (ok ? sy : 0.0) - y0;
     const int64_t c0 = static_cast<int64_t>(x0), r0 = static_cast<int64_t>(y0);
@@ -104,8 +117,8 @@ FDNN_MULTIVERSION void bilinear_row(T* FDNN_RESTRICT out, const T* FDNN_RESTRICT
     const int64_t ra = std::max<int64_t>(r0, 0) * width, rb = std::min<int64_t>(r0 + 1, height - 1) * width;
     const double v00 = static_cast<double>(plane[ra + ca]), v01 = static_cast<double>(plane[ra + cb]);
     const double v10 = static_cast<double>(plane[rb + ca]), v11 = static_cast<double>(plane[rb + cb]);
-    const double t00 = in_c0 & in_r0 ? v00 : fill, t01 = in_c1 & in_r0 ? v01 : fill;
-    const double t10 = in_c0 & in_r1 ? v10 : fill, t11 = in_c1 & in_r1 ? v11 : fill;
+    const double t00 = in_c0 && in_r0 ? v00 : fill, t01 = in_c1 && in_r0 ? v01 : fill;
+    const double t10 = in_c0 && in_r1 ? v10 : fill, t11 = in_c1 && in_r1 ? v11 : fill;
     const double top = wx == 0.0 ? t00 : (1.0 - wx) * t00 + wx * t01;
     const double bottom = wx == 0.0 ? t10 : (1.0 - wx) * t10 + wx * t11;
     const double v = wy == 0.0 ? top : (1.0 - wy) * top + wy * bottom;

@@ -1,0 +1,92 @@
+// Bilinear rows of augment with AVX-512F intrinsics: 8 output pixels at a time, in double, with
+// gathers (GCC 12 does not vectorize the gathers of augment_cpu.cpp's scalar row loop under its
+// generic tuning). The arithmetic is the scalar loop's (augment_geometry, ops/augment.h), with
+// the multiply-adds fused: coordinates, weights and the taps' blend. A file of its own, as
+// cpu/philox_avx512_cpu.cpp, so the target attribute stays away from the multiversioned code.
+#include <cstdint>
+
+#include "ops/augment.h"
+
+#if defined(__x86_64__)
+// GCC 12 warns inside its own intrinsic headers (their _mm512_undefined_* results) when they are
+// used from a target("avx512f") function of a baseline translation unit.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+namespace fdnn {
+
+namespace {
+template <typename T> __m512d gather8(const T* base, __m256i index);
+template <> __attribute__((target("avx512f,avx2,fma"))) inline __m512d gather8<float>(const float* base, __m256i index) {
+  return _mm512_cvtps_pd(_mm256_i32gather_ps(base, index, 4));
+}
+template <> __attribute__((target("avx512f,avx2,fma"))) inline __m512d gather8<double>(const double* base, __m256i index) {
+  return _mm512_i32gather_pd(index, base, 8);
+}
+template <typename T> void store8(T* out, __m512d v);
+template <> __attribute__((target("avx512f,avx2,fma"))) inline void store8<float>(float* out, __m512d v) {
+  _mm256_storeu_ps(out, _mm512_cvtpd_ps(v));
+}
+template <> __attribute__((target("avx512f,avx2,fma"))) inline void store8<double>(double* out, __m512d v) {
+  _mm512_storeu_pd(out, v);
+}
+}  // namespace
+
+// Columns [0, 8 floor(W / 8)) of output row `row` of a bilinear plane (brightness not applied);
+// returns how many columns it wrote. The plane has fewer than 2^31 pixels (the caller checks).
+template <typename T>
+__attribute__((target("avx512f,avx2,fma"))) int64_t augment_bilinear_row_avx512(T* out, const T* plane, int64_t row,
+                                                                                 const AugmentSample& s,
+                                                                                 const AugmentShape& g) {
+  const int64_t done = g.w / 8 * 8;
+  const double py = static_cast<double>(row);
+  const __m512d m0 = _mm512_set1_pd(s.m[0]), m3 = _mm512_set1_pd(s.m[3]);
+  const __m512d a = _mm512_set1_pd(s.m[1] * py + s.m[2]), b = _mm512_set1_pd(s.m[4] * py + s.m[5]);
+  const __m512d w = _mm512_set1_pd(static_cast<double>(g.w)), h = _mm512_set1_pd(static_cast<double>(g.h));
+  const __m512d minus_one = _mm512_set1_pd(-1.0), zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
+  const __m512d fill = _mm512_set1_pd(g.fill);
+  const __m256i width = _mm256_set1_epi32(static_cast<int>(g.w)), last_col = _mm256_set1_epi32(static_cast<int>(g.w - 1));
+  const __m256i last_row = _mm256_set1_epi32(static_cast<int>(g.h - 1)), zero_i = _mm256_setzero_si256();
+  const __m256i one_i = _mm256_set1_epi32(1);
+  const __m512d lane = _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0);
+  for (int64_t col = 0; col < done; col += 8) {
+    const __m512d px = _mm512_add_pd(_mm512_set1_pd(static_cast<double>(col)), lane);
+    const __m512d sx_all = _mm512_fmadd_pd(m0, px, a), sy_all = _mm512_fmadd_pd(m3, px, b);
+    const __mmask8 ok = _mm512_cmp_pd_mask(sx_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sx_all, w, _CMP_LT_OQ) &
+                        _mm512_cmp_pd_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sy_all, h, _CMP_LT_OQ);
+    const __m512d sx = _mm512_mask_blend_pd(ok, zero, sx_all), sy = _mm512_mask_blend_pd(ok, zero, sy_all);
+    const __m512d x0 = _mm512_roundscale_pd(sx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512d y0 = _mm512_roundscale_pd(sy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512d wx = _mm512_sub_pd(sx, x0), wy = _mm512_sub_pd(sy, y0);
+    const __mmask8 in_c0 = _mm512_cmp_pd_mask(x0, zero, _CMP_GE_OQ);
+    const __mmask8 in_c1 = _mm512_cmp_pd_mask(_mm512_add_pd(x0, one), w, _CMP_LT_OQ);
+    const __mmask8 in_r0 = _mm512_cmp_pd_mask(y0, zero, _CMP_GE_OQ);
+    const __mmask8 in_r1 = _mm512_cmp_pd_mask(_mm512_add_pd(y0, one), h, _CMP_LT_OQ);
+    const __m256i c0 = _mm512_cvttpd_epi32(x0), r0 = _mm512_cvttpd_epi32(y0);
+    // Indices clamped into the image (every gather in bounds); the taps outside are fill.
+    const __m256i ca = _mm256_max_epi32(c0, zero_i), cb = _mm256_min_epi32(_mm256_add_epi32(c0, one_i), last_col);
+    const __m256i ra = _mm256_mullo_epi32(_mm256_max_epi32(r0, zero_i), width);
+    const __m256i rb = _mm256_mullo_epi32(_mm256_min_epi32(_mm256_add_epi32(r0, one_i), last_row), width);
+    const __m512d t00 = _mm512_mask_blend_pd(in_c0 & in_r0, fill, gather8(plane, _mm256_add_epi32(ra, ca)));
+    const __m512d t01 = _mm512_mask_blend_pd(in_c1 & in_r0, fill, gather8(plane, _mm256_add_epi32(ra, cb)));
+    const __m512d t10 = _mm512_mask_blend_pd(in_c0 & in_r1, fill, gather8(plane, _mm256_add_epi32(rb, ca)));
+    const __m512d t11 = _mm512_mask_blend_pd(in_c1 & in_r1, fill, gather8(plane, _mm256_add_epi32(rb, cb)));
+    const __mmask8 wx0 = _mm512_cmp_pd_mask(wx, zero, _CMP_EQ_OQ), wy0 = _mm512_cmp_pd_mask(wy, zero, _CMP_EQ_OQ);
+    const __m512d top =
+        _mm512_mask_blend_pd(wx0, _mm512_fmadd_pd(wx, t01, _mm512_mul_pd(_mm512_sub_pd(one, wx), t00)), t00);
+    const __m512d bottom =
+        _mm512_mask_blend_pd(wx0, _mm512_fmadd_pd(wx, t11, _mm512_mul_pd(_mm512_sub_pd(one, wx), t10)), t10);
+    const __m512d v =
+        _mm512_mask_blend_pd(wy0, _mm512_fmadd_pd(wy, bottom, _mm512_mul_pd(_mm512_sub_pd(one, wy), top)), top);
+    store8(out + col, _mm512_mask_blend_pd(ok, fill, v));
+  }
+  return done;
+}
+
+template int64_t augment_bilinear_row_avx512<float>(float*, const float*, int64_t, const AugmentSample&,
+                                                    const AugmentShape&);
+template int64_t augment_bilinear_row_avx512<double>(double*, const double*, int64_t, const AugmentSample&,
+                                                     const AugmentShape&);
+
+}  // namespace fdnn
+#endif
