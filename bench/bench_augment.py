@@ -106,10 +106,7 @@ def cases(dev):
                              v2.RandomHorizontalFlip(0.5), v2.ColorJitter(brightness=0.2),
                              v2.GaussianNoise(sigma=0.05, clip=False), v2.RandomErasing(0.25)])
             xt = dev.tensor(x)
-
-            def per_image(xt=xt, tv=tv):
-                return torch.stack([tv(img) for img in xt])
-
+            per_image = lambda xt=xt, tv=tv: torch.stack([tv(img) for img in xt])  # noqa: E731
             shared = lambda xt=xt, tv=tv: tv(xt)  # noqa: E731
         name = "x".join(map(str, shape))
         slow = dict(repeat=5, warmup=1)
