@@ -175,22 +175,27 @@ FDNN_HD inline double augment_gray_weight(int64_t e, const AugmentShape& g) {
 FDNN_HD FDNN_AUGMENT_INLINE double augment_log_fraction(uint32_t k) {
   // log(k / 2^24) for k in [1, 2^24]: k = m 2^e with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s),
   // s = (m - 1) / (m + 1), |s| <= 0.1716, summed to s^19.
-  const double d = static_cast<double>(static_cast<int64_t>(k));
+  // The conversions avoid 64-bit integer <-> double instructions, which AVX2 lacks: k < 2^25 goes
+  // through int32, and the exponent field (< 2^11) becomes a double by the 2^52 magic number.
+  const double d = static_cast<double>(static_cast<int32_t>(k));
   uint64_t bits;
   memcpy(&bits, &d, sizeof(bits));
-  int64_t e = static_cast<int64_t>(bits >> 52) - 1023;
+  // The mantissa in [1, 2), halved when above sqrt(2) (0x3FF6A09E667F3BCD), on the bits: no selects.
   const uint64_t mant = (bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull;
+  const uint64_t high = static_cast<uint64_t>(mant > 0x3FF6A09E667F3BCDull);
+  const uint64_t m_bits = mant - (high << 52);
   double m;
-  memcpy(&m, &mant, sizeof(m));
-  const bool high = m > 1.4142135623730950488;
-  m = high ? 0.5 * m : m;
-  e = high ? e + 1 : e;
+  memcpy(&m, &m_bits, sizeof(m));
+  const uint64_t field = (bits >> 52) + high;  // the biased exponent of k (+1 when halved)
+  const uint64_t magic_bits = field | 0x4330000000000000ull;
+  double magic;
+  memcpy(&magic, &magic_bits, sizeof(magic));
   const double f = m - 1.0;
   const double s = f / (2.0 + f), s2 = s * s;
   const double series =
       1.0 + s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11 + s2 * (1.0 / 13 +
       s2 * (1.0 / 15 + s2 * (1.0 / 17 + s2 * (1.0 / 19)))))))));
-  const double n = static_cast<double>(e - 24);
+  const double n = (magic - 4503599627370496.0) - (1023.0 + 24.0);  // exponent - 24, exact
   return n * 6.93147180369123816490e-01 + (n * 1.90821492927058770002e-10 + 2.0 * s * series);
 }
 
@@ -201,7 +206,8 @@ FDNN_HD FDNN_AUGMENT_INLINE void augment_sincos_fraction(uint32_t k, double& sin
   const int64_t o = static_cast<int64_t>(k >> 21), rest = static_cast<int64_t>(k & 0x1FFFFFu);
   const int64_t odd = o & 1;
   const double quarter_pi = 0.78539816339744830962;
-  const double b = static_cast<double>(rest - (odd << 21)) * (quarter_pi / 2097152.0);  // exact numerator
+  // rest - odd 2^21 lies in (-2^21, 2^21): converted through int32 (AVX2 has no int64 -> double).
+  const double b = static_cast<double>(static_cast<int32_t>(rest - (odd << 21))) * (quarter_pi / 2097152.0);
   const int64_t q = ((o + 1) >> 1) & 3;
   const double b2 = b * b;
   const double sb = b * (1.0 + b2 * (-1.0 / 6 + b2 * (1.0 / 120 + b2 * (-1.0 / 5040 + b2 * (1.0 / 362880 +
