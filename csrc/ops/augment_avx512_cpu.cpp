@@ -1,4 +1,4 @@
-// Bilinear rows of augment with AVX-512F intrinsics: 8 output pixels at a time, in double, with
+// Bilinear and nearest rows of augment with AVX-512F intrinsics: 8 output pixels at a time, in double, with
 // gathers (GCC 12 does not vectorize the gathers of augment_cpu.cpp's scalar row loop under its
 // generic tuning). The arithmetic is the scalar loop's (augment_geometry, ops/augment.h), with
 // the multiply-adds fused: coordinates, weights and the taps' blend. A file of its own, as
@@ -83,6 +83,38 @@ __attribute__((target("avx512f,avx2,fma"))) int64_t augment_bilinear_row_avx512(
   return done;
 }
 
+// The same for nearest-neighbour sampling (round half to even, as augment_geometry's rint).
+template <typename T>
+__attribute__((target("avx512f,avx2,fma"))) int64_t augment_nearest_row_avx512(T* out, const T* plane, int64_t row,
+                                                                                const AugmentSample& s,
+                                                                                const AugmentShape& g) {
+  const int64_t done = g.w / 8 * 8;
+  const double py = static_cast<double>(row);
+  const __m512d m0 = _mm512_set1_pd(s.m[0]), m3 = _mm512_set1_pd(s.m[3]);
+  const __m512d a = _mm512_set1_pd(s.m[1] * py + s.m[2]), b = _mm512_set1_pd(s.m[4] * py + s.m[5]);
+  const __m512d w = _mm512_set1_pd(static_cast<double>(g.w)), h = _mm512_set1_pd(static_cast<double>(g.h));
+  const __m512d zero = _mm512_setzero_pd(), fill = _mm512_set1_pd(g.fill);
+  const __m256i width = _mm256_set1_epi32(static_cast<int>(g.w));
+  const __m512d lane = _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0);
+  for (int64_t col = 0; col < done; col += 8) {
+    const __m512d px = _mm512_add_pd(_mm512_set1_pd(static_cast<double>(col)), lane);
+    const __m512d fx = _mm512_roundscale_pd(_mm512_fmadd_pd(m0, px, a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512d fy = _mm512_roundscale_pd(_mm512_fmadd_pd(m3, px, b), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    // Inside the image (NaN compares false): read there; every other lane reads pixel 0.
+    const __mmask8 in = _mm512_cmp_pd_mask(fx, zero, _CMP_GE_OQ) & _mm512_cmp_pd_mask(fx, w, _CMP_LT_OQ) &
+                        _mm512_cmp_pd_mask(fy, zero, _CMP_GE_OQ) & _mm512_cmp_pd_mask(fy, h, _CMP_LT_OQ);
+    const __m256i c = _mm512_cvttpd_epi32(_mm512_mask_blend_pd(in, zero, fx));
+    const __m256i r = _mm512_cvttpd_epi32(_mm512_mask_blend_pd(in, zero, fy));
+    const __m512d v = gather8(plane, _mm256_add_epi32(_mm256_mullo_epi32(r, width), c));
+    store8(out + col, _mm512_mask_blend_pd(in, fill, v));
+  }
+  return done;
+}
+
+template int64_t augment_nearest_row_avx512<float>(float*, const float*, int64_t, const AugmentSample&,
+                                                   const AugmentShape&);
+template int64_t augment_nearest_row_avx512<double>(double*, const double*, int64_t, const AugmentSample&,
+                                                    const AugmentShape&);
 template int64_t augment_bilinear_row_avx512<float>(float*, const float*, int64_t, const AugmentSample&,
                                                     const AugmentShape&);
 template int64_t augment_bilinear_row_avx512<double>(double*, const double*, int64_t, const AugmentSample&,

@@ -15,6 +15,9 @@ namespace fdnn {
 template <typename T>
 int64_t augment_bilinear_row_avx512(T* out, const T* plane, int64_t row, const AugmentSample& s,
                                     const AugmentShape& g);  // augment_avx512_cpu.cpp
+template <typename T>
+int64_t augment_nearest_row_avx512(T* out, const T* plane, int64_t row, const AugmentSample& s,
+                                   const AugmentShape& g);
 #endif
 
 namespace {
@@ -150,9 +153,19 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
       for (int64_t i = 0; i < hw; ++i) out[i] = static_cast<T>(static_cast<double>(plane[i]) * brightness);
     } else if (!s.identity_map && !g.nearest) {
       for (int64_t row = 0; row < g.h; ++row) bilinear_row(out + row * g.w, plane, row, s, g);
-    } else {
-      for (int64_t row = 0; row < g.h; ++row)
-        for (int64_t col = 0; col < g.w; ++col) out[row * g.w + col] = augment_geometry(plane, row, col, s, g);
+    } else {  // nearest
+      for (int64_t row = 0; row < g.h; ++row) {
+        int64_t start = 0;
+#if defined(__x86_64__)
+        if (kAugmentAvx512 && hw < (int64_t{1} << 31)) {
+          start = augment_nearest_row_avx512(out + row * g.w, plane, row, s, g);
+          if (s.brightness != 1.0)
+            for (int64_t col = 0; col < start; ++col)
+              out[row * g.w + col] = static_cast<T>(static_cast<double>(out[row * g.w + col]) * s.brightness);
+        }
+#endif
+        for (int64_t col = start; col < g.w; ++col) out[row * g.w + col] = augment_geometry(plane, row, col, s, g);
+      }
     }
     if (contrast) {
       double plane_sum = 0.0;
