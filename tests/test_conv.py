@@ -20,7 +20,7 @@ CONV_SHAPES = [
     (2, 4, 6, 6, 4, 3, 3, 1, 1, 1, 4),            # depthwise
     (2, 6, 5, 5, 12, 3, 3, (1, 2), 3, 1, 3),      # channel multiplier 4 per group, padding > kernel
     (1, 2, 3, 3, 2, 2, 2, 3, 0, 1, 1),            # a stride larger than the kernel
-    # More output positions than a CPU backward block (512), whose edges split output rows.
+    # More output positions than a CPU backward block (256), whose edges split output rows.
     (6, 3, 13, 11, 5, 3, 3, 1, 1, 1, 1),
     (5, 2, 21, 23, 3, 3, 3, 2, 1, 1, 1),
 ]
