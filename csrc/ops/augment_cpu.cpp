@@ -73,8 +73,8 @@ FDNN_MULTIVERSION void add_noise(T* FDNN_RESTRICT y, int64_t count, uint64_t key
     }
 #pragma omp simd
     for (int l = 0; l < 16; ++l) {
-      augment_box_muller(w0[l], w1[l], a0[l], a1[l]);
-      augment_box_muller(w2[l], w3[l], b0[l], b1[l]);
+      box_muller(w0[l], w1[l], a0[l], a1[l]);
+      box_muller(w2[l], w3[l], b0[l], b1[l]);
     }
     for (int l = 0; l < 16; ++l) {  // element 4l + t uses word t of block l
       z[4 * l] = a0[l];

@@ -7,21 +7,12 @@
 #include <cstdint>
 
 #include "common/activation.h"
+#include "common/box_muller.h"
 #include "common/macros.h"
 #include "common/philox.h"
 #include "common/stream.h"
 
 namespace fdnn {
-
-// Box-Muller: two 32-bit words -> two standard normals, in double.
-FDNN_HD inline void box_muller(uint32_t a, uint32_t b, double& z0, double& z1) {
-  const double two_pi = 6.283185307179586476925286766559;
-  const double u1 = (static_cast<double>(a >> 8) + 1.0) * (1.0 / 16777216.0);  // (0, 1]
-  const double u2 = static_cast<double>(b >> 8) * (1.0 / 16777216.0);          // [0, 1)
-  const double radius = sqrt(-2.0 * log(u1));
-  z0 = radius * cos(two_pi * u2);
-  z1 = radius * sin(two_pi * u2);
-}
 
 // y[i] = a(x[i]) * (keep_i ? keep_scale : 0), with keep_i = dropout_keep(r_i, threshold) and a
 // the ReLU when relu is set, else the identity. Training dropout (scale 1/(1-p) or 1), its

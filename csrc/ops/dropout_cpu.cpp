@@ -132,19 +132,20 @@ FDNN_MULTIVERSION void mask_range(uint8_t* FDNN_RESTRICT mask, int64_t begin, in
   }
 }
 
+// y = x + std * z: the chunk's words, then Box-Muller on each pair of them (the polynomial one of
+// common/box_muller.h, in a loop over pairs that vectorizes), then the update.
 template <typename T>
-void noise_range(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t begin, int64_t end, PhiloxStream s,
-                 double std) {
+FDNN_MULTIVERSION void noise_range(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t begin, int64_t end,
+                                   PhiloxStream s, double std) {
   alignas(64) uint32_t w[kChunk];
+  alignas(64) double z[kChunk];
   for (int64_t i0 = begin; i0 < end; i0 += kChunk) {
     chunk_words(w, s, i0);
     const int64_t m = std::min<int64_t>(kChunk, end - i0);
-    for (int64_t k = 0; k < m; k += 2) {
-      double z0, z1;
-      box_muller(w[k], w[k + 1], z0, z1);
-      y[i0 + k] = static_cast<T>(static_cast<double>(x[i0 + k]) + std * z0);
-      if (k + 1 < m) y[i0 + k + 1] = static_cast<T>(static_cast<double>(x[i0 + k + 1]) + std * z1);
-    }
+#pragma omp simd
+    for (int p = 0; p < kChunk / 2; ++p) box_muller(w[2 * p], w[2 * p + 1], z[2 * p], z[2 * p + 1]);
+#pragma omp simd
+    for (int64_t k = 0; k < m; ++k) y[i0 + k] = static_cast<T>(static_cast<double>(x[i0 + k]) + std * z[k]);
   }
 }
 
