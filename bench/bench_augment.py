@@ -7,7 +7,8 @@ horizontal flip 0.5, brightness 0.2, noise 0.05, erasing 0.25; float32, bilinear
   parameters shared by the batch (less work, and not the same thing);
 - "numpy": a NumPy + scipy.ndimage.affine_transform(order=1) loop over the images.
 The photometric-only path (brightness + noise + erasing, no resampling) is measured against the
-memory roof (x read, y written) and a NumPy version.
+memory roof (x read, y written), a NumPy version, and its floor: ``ops.gaussian_noise`` over the
+same pixels (drawing one normal per pixel from Philox by Box-Muller, which the path must do).
 
 torchvision: the wheel installed here (0.28.0) is a CUDA build next to a CPU torch 2.13, so its
 compiled ops (nms, ...) do not load; its import registers fake kernels for them and fails. The
@@ -134,6 +135,10 @@ def cases(dev):
         b = gen.uniform(0.8, 1.2, size=(shape[0], 1, 1, 1)).astype(np.float32)
         return x * b + np.float32(0.05) * gen.standard_normal(shape, dtype=np.float32)
 
+    def noise_floor(x=x, y=y):  # the per-pixel normals alone (Philox + Box-Muller): the path's floor
+        ops.gaussian_noise(x, 0.05, seed=3, out=y)
+
     out.append(Case("augment", f"photometric {shape[0]}x1x28x28",
-                    {"fusednn": photo, "out=": photo_kernel, "numpy": photo_numpy}, bytes=2.0 * x.nbytes))
+                    {"fusednn": photo, "out=": photo_kernel, "gaussian_noise alone": noise_floor,
+                     "numpy": photo_numpy}, bytes=2.0 * x.nbytes))
     return out
