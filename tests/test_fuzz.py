@@ -14,8 +14,8 @@ wrong type) and out= arrays (fresh ones, and ones that alias an input). The rule
 - a scalar of a type no scalar argument takes (a string, an array, a complex, a list), in
   otherwise valid arguments, is a TypeError that names the argument.
 
-Known bugs the tests found are left out of the draws (KNOWN_HOSTILE) and reproduced, strictly
-xfailed, by test_known_bug.
+Bugs the tests found have regression tests of their own (test_optimizer_step_beyond_int64...,
+below the builders).
 
 Examples per test: the conftest hypothesis profile ("ci": fixed seed, 60; ``--fuzz-long``:
 5000). Each op has three tests (matches, hostile scalars, out= aliasing where it has out=).
@@ -681,13 +681,13 @@ AUGMENT_SPEC_VALUES = {
 }
 
 
-# Extreme values of edited parameters (top + height and left + width stay below 2**63: see
-# KNOWN_BUGS for a sum that overflows).
+# Extreme values of edited parameters.
 AUGMENT_EXTREME_PARAMS = {
     "angle": [-720.0, 450.0], "translate_x": [1e9, -1e300], "translate_y": [3e9, -2.5], "scale": [1e-3, 1e3],
     "shear_x": [89.9, -89.9], "shear_y": [89.9], "brightness": [0.0, 1e300], "contrast": [0.0, 50.0],
-    "noise_mean": [1e300, -3.0], "noise_std": [1e300, 5.0], "erase_top": [2**40, 1], "erase_left": [2**62, 0],
-    "erase_height": [2**40, 2**62, 0], "erase_width": [2**40, 2], "erase_value": [1e300, -1.0],
+    "noise_mean": [1e300, -3.0], "noise_std": [1e300, 5.0], "erase_top": [2**40, 1, 2**63 - 1],
+    "erase_left": [2**62, 0],
+    "erase_height": [2**40, 2**62, 2**63 - 1, 0], "erase_width": [2**40, 2], "erase_value": [1e300, -1.0],
 }
 
 
@@ -909,64 +909,47 @@ OUT_ALIASES = {
 }
 
 
-# Known bugs that the tests below found: (op, argument) -> (the hostile values left out of
-# test_hostile_scalars, the bug). Each has a strict-xfail reproduction in test_known_bug, so the
-# entry must go (with the reproduction) when the fix lands.
-_OPTIM_STEP = ("step=2**70 (any step >= 2**63): the op raises pybind11's TypeError 'incompatible function "
-               "arguments' (not naming step); the reference accepts it and updates")
-KNOWN_HOSTILE = {
-    ("adagrad_step", "step"): ((HUGE,), _OPTIM_STEP),
-    ("adam_step", "step"): ((HUGE,), _OPTIM_STEP),
-    ("nadam_step", "step"): ((HUGE,), _OPTIM_STEP),
-    ("augment_params", 0): ((HUGE,), "n=2**70: the op raises NumPy's ValueError 'Maximum allowed size exceeded' "
-                                      "(or 'dimension'), not naming n; with same_on_batch=True the reference "
-                                      "never returns (a Python loop over n samples, its memory growing)"),
-    **{("rnn_dropout_masks", i): (tuple(WRONG_TYPES), "steps, batch, input_size, hidden_size (and dtype) are not "
-                                  "checked: a wrong type gives NumPy's TypeError (\"'str' object cannot be "
-                                  "interpreted as an integer\", \"data type '.5' not understood\") naming no "
-                                  "argument, and with dropout=0 any size is accepted (-1 included)")
-       for i in range(5)},
-}
-
-
-def _known_optim_step():
+# Bugs the fuzz tests found, fixed (each the regression test of its fix): an optimizer step
+# >= 2**63 gave pybind11's unnamed TypeError; augment_params(n=2**70) gave NumPy's unnamed
+# ValueError (and its reference never returned with same_on_batch); rnn_dropout_masks did not
+# check its sizes or dtype; an erase box whose top + height passes 2**63 wrapped and erased
+# nothing. The hostile-scalar test draws all of these again.
+def test_optimizer_step_beyond_int64_is_a_clear_error():
     f32 = np.float32
-    check("adagrad_step", "cpu", ([Arr(np.zeros(3, f32), written=True)], [Arr(np.ones(3, f32))],
-                                  [Arr(np.ones(3, f32), written=True)]), {"step": 2**70, "lr": 0.01})
+    for impl in (ops, ref):
+        with pytest.raises(ValueError, match=r"^step: expected an integer < 2\*\*63"):
+            impl.adagrad_step([np.zeros(3, f32)], [np.ones(3, f32)], [np.ones(3, f32)], step=2**70, lr=0.01)
 
 
-def _known_augment_params_n():
-    with pytest.raises(ValueError, match="^n: "):
-        ops.augment_params(2**70, {}, seed=0, image_shape=(2, 2), same_on_batch=True)
+def test_augment_params_n_beyond_its_bound_is_a_clear_error():
+    for impl in (ops, ref):
+        for same in (False, True):
+            with pytest.raises(ValueError, match=r"^n: expected an integer in \[0, 2\*\*31\)"):
+                impl.augment_params(2**70, {}, seed=0, image_shape=(2, 2), same_on_batch=same)
 
 
-def _known_augment_erase_overflow():
+@pytest.mark.parametrize("top, height", [(1, 2**63 - 1), (1, 2**62), (2**63 - 1, 4), (5, 3)])
+def test_augment_erase_box_beyond_the_image(top, height):
     x = np.ones((1, 1, 4, 4))
     p = ref.augment_params(1, {}, seed=1, image_shape=(4, 4))
-    p.update(erase=np.array([True]), erase_top=np.array([1]), erase_left=np.array([0]),
-             erase_height=np.array([2**63 - 1]), erase_width=np.array([2]), erase_value=np.array([0.0]))
+    p.update(erase=np.array([True]), erase_top=np.array([top]), erase_left=np.array([0]),
+             erase_height=np.array([height]), erase_width=np.array([2]), erase_value=np.array([0.0]))
     expected = x.copy()
-    expected[0, 0, 1:, :2] = 0  # rows [1, 2**63) and columns [0, 2): rows 1-3 of the image
+    expected[0, 0, top:, :2] = 0  # rows [top, top + height) of the image and columns [0, 2)
     assert np.array_equal(ops.augment(x, p), expected)
+    assert np.array_equal(ref.augment(x, p), expected)
 
 
-def _known_rnn_dropout_masks_sizes():
-    with pytest.raises(TypeError, match="steps"):
-        ops.rnn_dropout_masks("0.5", 2, 3, 4, dropout=0.5, seed=0)
-
-
-KNOWN_BUGS = [(_known_optim_step, KNOWN_HOSTILE["adagrad_step", "step"][1]),
-              (_known_augment_params_n, KNOWN_HOSTILE["augment_params", 0][1]),
-              (_known_rnn_dropout_masks_sizes, KNOWN_HOSTILE["rnn_dropout_masks", 0][1]),
-              (_known_augment_erase_overflow, "augment: erase_top + erase_height (and left + width) are added in "
-               "int64, so erase_top=1, erase_height=2**63-1 (accepted by check_params: >= 0) wraps and erases "
-               "nothing, in the op and in the reference alike (found by hand, not by the differential tests)")]
-
-
-@pytest.mark.parametrize("reproduce", [pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=r), id=f.__name__)
-                                       for f, r in KNOWN_BUGS])
-def test_known_bug(reproduce):
-    reproduce()
+@pytest.mark.parametrize("position, value, exc", [(0, "0.5", TypeError), (1, 2.5, TypeError), (3, -1, ValueError),
+                                                  (4, "0.5", TypeError), (4, np.int32, TypeError)])
+def test_rnn_dropout_masks_checks_sizes_and_dtype(position, value, exc):
+    names = ["steps", "batch", "input_size", "hidden_size", "dtype"]
+    args = [2, 3, 4, 5, np.float32]
+    args[position] = value
+    for impl in (ops, ref):
+        for dropout in (0.5, 0.0):
+            with pytest.raises(exc, match=f"^{names[position]}: "):
+                impl.rnn_dropout_masks(*args, dropout=dropout, seed=0)
 
 
 # With the fixed-seed CI profile (conftest's "ci", derandomized) a failing example is reported as
@@ -981,7 +964,6 @@ FUZZ = settings(report_multiple_bugs=False,
 def test_every_public_op_is_fuzzed():
     assert sorted(BUILDERS) == sorted(ops.__all__)
     assert set(SCALARS) <= set(BUILDERS) and set(OUT_ALIASES) <= set(BUILDERS)
-    assert all(key in SCALARS[name] for name, key in KNOWN_HOSTILE)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1015,8 +997,7 @@ def _replace(args, kwargs, key, value):
 def test_hostile_scalars(name, device, data):
     args, kwargs, kind, wide = BUILDERS[name](Gen(data))
     key = data.draw(st.sampled_from(SCALARS[name]), "argument")
-    known = KNOWN_HOSTILE.get((name, key), ((), ""))[0]  # the very objects of HOSTILE
-    value = data.draw(st.sampled_from([v for v in HOSTILE if not any(v is k for k in known)]), "hostile value")
+    value = data.draw(st.sampled_from(HOSTILE), "hostile value")
     valid = not isinstance(_call(getattr(ref, name), args, kwargs, np)[0], Exception)
     args, kwargs = _replace(args, kwargs, key, value)
     raised = check(name, device, args, kwargs, kind=kind, wide=wide)

@@ -83,11 +83,13 @@ inline AugmentSample augment_sample(const AugmentRaw& r, int64_t h, int64_t w) {
   s.noise_std = r.noise_std;
   s.erase_value = r.erase_value;
   s.erase_random = r.erase_random;
-  if (r.erase && r.erase_height > 0 && r.erase_width > 0) {
+  if (r.erase && r.erase_height > 0 && r.erase_width > 0 && r.erase_top < h && r.erase_left < w) {
+    // A box starting outside the image erases nothing; extents are clamped to the image: the
+    // same erased pixels (top, left >= 0), and top + height cannot overflow.
     s.erase_top = r.erase_top;
     s.erase_left = r.erase_left;
-    s.erase_height = r.erase_height;
-    s.erase_width = r.erase_width;
+    s.erase_height = r.erase_height < h ? r.erase_height : h;
+    s.erase_width = r.erase_width < w ? r.erase_width : w;
   }
   s.noise_seed = r.noise_seed;
   return s;

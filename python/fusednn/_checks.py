@@ -98,9 +98,12 @@ def in_unit_interval(name, value, closed_right=True):
 
 
 def step_number(name, value):
+    """An optimizer's step count: an integer in [1, 2**63) (the kernels take int64)."""
     v = integer(name, value, "an integer >= 1")
     if v < 1:
         raise ValueError(f"{name}: expected an integer >= 1, got {_show(value)}")
+    if v >= 2**63:
+        raise ValueError(f"{name}: expected an integer < 2**63 (steps are counted in int64), got {_show(value)}")
     return v
 
 

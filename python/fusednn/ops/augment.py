@@ -280,9 +280,9 @@ def augment_params(n, spec, *, seed, offset=0, image_shape, same_on_batch=False)
     ``image_shape`` ((H, W) or (C, H, W)) turns the translation fractions and the erased area
     into pixels. Returns a dict of NumPy arrays of length n (:data:`PARAM_KEYS`).
     """
-    n = _checks.integer("n", n, "an integer >= 0")
-    if n < 0:
-        raise ValueError(f"n: expected an integer >= 0, got {n}")
+    n = _checks.integer("n", n, "an integer in [0, 2**31)")
+    if not 0 <= n < 2**31:
+        raise ValueError(f"n: expected an integer in [0, 2**31), got {n}")
     spec = check_spec(spec)
     seed, offset = _u64("seed", seed), _u64("offset", offset)
     same_on_batch = _checks.flag("same_on_batch", same_on_batch)

@@ -31,6 +31,24 @@ __all__ = ["lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_
 MODES = ("variational", "naive")
 
 
+def check_mask_sizes(steps, batch, input_size, hidden_size, dtype):
+    """rnn_dropout_masks' sizes (integers >= 0) and dtype (float32 or float64), by the one rule."""
+    sizes = []
+    for name, value in (("steps", steps), ("batch", batch), ("input_size", input_size),
+                        ("hidden_size", hidden_size)):
+        v = _checks.integer(name, value, "an integer >= 0")
+        if v < 0:
+            raise ValueError(f"{name}: expected an integer >= 0, got {v}")
+        sizes.append(v)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):  # (a dtype equals None: float64)
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}")
+    return (*sizes, dt)
+
+
 def check_options(dropout, recurrent_dropout, mode, weight_drop, seed, offset, training):
     """The scalar arguments of a forward, checked by the one rule (fusednn._checks)."""
     dropout = _checks.in_unit_interval("dropout", dropout, closed_right=False)
@@ -86,8 +104,9 @@ def rnn_dropout_masks(steps, batch, input_size, hidden_size, dtype=np.float32, *
     (T, B, I) and None."""
     from fusednn._backend import device_module
     from fusednn.ops.dropout import dropout as dropout_op
+    steps, batch, input_size, hidden_size, dtype = check_mask_sizes(steps, batch, input_size, hidden_size, dtype)
     p, p_h, mode, _, seed, offset, _ = check_options(dropout, recurrent_dropout, mode, 0.0, seed, offset, True)
-    return _masks(dropout_op, device_module(device), np.dtype(dtype), steps, batch, input_size, hidden_size, p, p_h,
+    return _masks(dropout_op, device_module(device), dtype, steps, batch, input_size, hidden_size, p, p_h,
                   mode, seed, offset)
 
 

@@ -17,9 +17,9 @@ _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 
 
 def augment_params(n, spec, *, seed, offset=0, image_shape, same_on_batch=False):
-    n = _checks.integer("n", n, "an integer >= 0")
-    if n < 0:
-        raise ValueError(f"n: expected an integer >= 0, got {n}")
+    n = _checks.integer("n", n, "an integer in [0, 2**31)")
+    if not 0 <= n < 2**31:
+        raise ValueError(f"n: expected an integer in [0, 2**31), got {n}")
     spec = check_spec(spec)
     same_on_batch = _checks.flag("same_on_batch", same_on_batch)
     if not isinstance(image_shape, (tuple, list)) or len(image_shape) not in (2, 3):
@@ -158,8 +158,9 @@ def augment(x, params, *, image_shape=None, interpolation="bilinear", fill=0.0, 
         if p["erase"] and p["erase_height"] > 0 and p["erase_width"] > 0:
             rows = np.arange(h)[:, None]
             cols = np.arange(w)[None, :]
-            box = ((rows >= p["erase_top"]) & (rows < p["erase_top"] + p["erase_height"])
-                   & (cols >= p["erase_left"]) & (cols < p["erase_left"] + p["erase_width"]))
+            top, left = int(p["erase_top"]), int(p["erase_left"])  # Python ints: the sums cannot overflow
+            box = ((rows >= top) & (rows < top + int(p["erase_height"]))
+                   & (cols >= left) & (cols < left + int(p["erase_width"])))
             box = np.broadcast_to(box, (c, h, w)).reshape(-1)
             value = _normal(flat.size, int(p["noise_seed"]), 1) if p["erase_random"] else np.full(flat.size,
                                                                                                   p["erase_value"])

@@ -5,7 +5,7 @@ the same cache keys and the same signatures."""
 import numpy as np
 
 from fusednn import _checks
-from fusednn.ops.rnn import check_options
+from fusednn.ops.rnn import check_mask_sizes, check_options
 from fusednn.reference.dropout import drop_connect, drop_connect_backward, dropout
 
 __all__ = ["lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_dropout_masks"]
@@ -36,8 +36,9 @@ def rnn_dropout_masks(steps, batch, input_size, hidden_size, dtype=np.float32, *
                       mode="variational", seed, offset=0, device="cpu"):
     if device != "cpu":
         raise ValueError(f"device: the NumPy reference runs on 'cpu', got {device!r}")
+    steps, batch, input_size, hidden_size, dtype = check_mask_sizes(steps, batch, input_size, hidden_size, dtype)
     p, p_h, mode, _, seed, offset, _ = check_options(dropout, recurrent_dropout, mode, 0.0, seed, offset, True)
-    return _masks(np.dtype(dtype), steps, batch, input_size, hidden_size, p, p_h, mode, seed, offset)
+    return _masks(dtype, steps, batch, input_size, hidden_size, p, p_h, mode, seed, offset)
 
 
 def _masks(dtype, steps, batch, input_size, hidden_size, p, p_h, mode, seed, offset):
