@@ -71,7 +71,9 @@ def add_parser(sub):
     t.add_argument("--dataset", type=_dataset, default="digits",
                    help=f"one of {', '.join(DATASETS)}, or mnist:<directory with the IDX files>")
     t.add_argument("--model", choices=tuple(models.MODELS), default="mlp",
-                   help="the network: mlp (--hidden, --activation, --norm, --dropout)")
+                   help="the network: mlp (--hidden, --activation, --norm, --dropout); cnn (conv-bn-relu-pool "
+                        "blocks on the rows as images: digits 1x8x8, MNIST 1x28x28); lstm or gru (the image's rows "
+                        "as time steps)")
     t.add_argument("--hidden", type=_hidden, default=[256, 128], help="hidden layer sizes")
     t.add_argument("--activation", choices=("relu", "tanh", "sigmoid", "abs"), default="relu",
                    help="the hidden layers' activation")
