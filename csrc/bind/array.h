@@ -83,9 +83,11 @@ inline TensorView output_or_new(py::object& obj, const char* name, DType dtype, 
 inline std::vector<py::object> out_tuple(py::handle out, size_t n, const char* names) {
   std::vector<py::object> outs(n, py::none());
   if (out.is_none()) return outs;
-  if (!py::isinstance<py::tuple>(out) || py::len(out) != n)
+  if (!py::isinstance<py::tuple>(out) || py::len(out) != n) {
+    const std::string length = py::isinstance<py::tuple>(out) ? " of length " + std::to_string(py::len(out)) : "";
     throw TypeError(std::string("out: expected a tuple ") + names + " of arrays (or None entries), or None, got " +
-                    type_name(out) + (py::isinstance<py::tuple>(out) ? " of length " + std::to_string(py::len(out)) : ""));
+                    type_name(out) + length);
+  }
   for (size_t i = 0; i < n; ++i) outs[i] = py::reinterpret_borrow<py::tuple>(out)[i];
   return outs;
 }

@@ -58,6 +58,25 @@ TensorView through_activation(const TensorView& dy, const std::optional<TensorVi
   return masked;
 }
 
+// The backward's outputs (dx, dgamma, dbeta) from `out` (each None: allocated), with dgamma and
+// dbeta of `d` entries, checked not to overlap each other or an input (dy as the caller gave it).
+struct NormGrads {
+  std::vector<py::object> objs;
+  TensorView dx, dg, db;
+};
+NormGrads norm_grad_outputs(py::handle out, const TensorView& x, int64_t d, const TensorView& dy_in,
+                            const std::optional<TensorView>& gamma, const TensorView& mean, const TensorView& inv_std,
+                            const std::optional<TensorView>& y) {
+  NormGrads g{out_tuple(out, 3, "(dx, dgamma, dbeta)"), {}, {}, {}};
+  g.dx = output_or_new(g.objs[0], "out[0] (dx)", x.dtype, shape_of(x));
+  g.dg = output_or_new(g.objs[1], "out[1] (dgamma)", x.dtype, {d});
+  g.db = output_or_new(g.objs[2], "out[2] (dbeta)", x.dtype, {d});
+  check_outputs_disjoint({{&g.dx, "out[0] (dx)"}, {&g.dg, "out[1] (dgamma)"}, {&g.db, "out[2] (dbeta)"}},
+                         {{&dy_in, "dy"}, {&x, "x"}, {gamma ? &*gamma : nullptr, "gamma"}, {&mean, "mean"},
+                          {&inv_std, "inv_std"}, {y ? &*y : nullptr, "y"}});
+  return g;
+}
+
 struct BnShape {
   int64_t n, c, s;
 };
@@ -125,13 +144,8 @@ py::tuple batch_norm_backward_py(py::object dy_obj, py::object x_obj, py::object
   const TensorView inv_std = required(feature_array(inv_std_obj, "inv_std", b.c, "C", x.dtype, keep), "inv_std");
   const auto y_view = optional_input_array(y_obj, "y", keep);
   const TensorView dy = through_activation(dy_in, y_view, act, keep, stream);
-  std::vector<py::object> outs = out_tuple(out, 3, "(dx, dgamma, dbeta)");
-  const TensorView dx = output_or_new(outs[0], "out[0] (dx)", x.dtype, shape_of(x));
-  const TensorView dg = output_or_new(outs[1], "out[1] (dgamma)", x.dtype, {b.c});
-  const TensorView db = output_or_new(outs[2], "out[2] (dbeta)", x.dtype, {b.c});
-  check_outputs_disjoint({{&dx, "out[0] (dx)"}, {&dg, "out[1] (dgamma)"}, {&db, "out[2] (dbeta)"}},
-                         {{&dy_in, "dy"}, {&x, "x"}, {gamma ? &*gamma : nullptr, "gamma"}, {&mean, "mean"}, {&inv_std, "inv_std"},
-                          {y_view ? &*y_view : nullptr, "y"}});
+  const NormGrads g = norm_grad_outputs(out, x, b.c, dy_in, gamma, mean, inv_std, y_view);
+  const TensorView &dx = g.dx, &dg = g.dg, &db = g.db;
   {
     py::gil_scoped_release release;
     dispatch(x.dtype, [&](auto t) {
@@ -140,7 +154,7 @@ py::tuple batch_norm_backward_py(py::object dy_obj, py::object x_obj, py::object
                              mean.ptr<T>(), inv_std.ptr<T>(), b.n, b.c, b.s, training, stream);
     });
   }
-  return py::make_tuple(outs[0], outs[1], outs[2]);
+  return py::make_tuple(g.objs[0], g.objs[1], g.objs[2]);
 }
 
 struct LnShape {
@@ -215,13 +229,8 @@ py::tuple layer_norm_backward_py(py::object dy_obj, py::object x_obj, py::object
   const TensorView inv_std = row_stat(inv_std_obj, "inv_std", s, x, keep);
   const auto y_view = optional_input_array(y_obj, "y", keep);
   const TensorView dy = through_activation(dy_in, y_view, act, keep, stream);
-  std::vector<py::object> outs = out_tuple(out, 3, "(dx, dgamma, dbeta)");
-  const TensorView dx = output_or_new(outs[0], "out[0] (dx)", x.dtype, shape_of(x));
-  const TensorView dg = output_or_new(outs[1], "out[1] (dgamma)", x.dtype, {s.d});
-  const TensorView db = output_or_new(outs[2], "out[2] (dbeta)", x.dtype, {s.d});
-  check_outputs_disjoint({{&dx, "out[0] (dx)"}, {&dg, "out[1] (dgamma)"}, {&db, "out[2] (dbeta)"}},
-                         {{&dy_in, "dy"}, {&x, "x"}, {gamma ? &*gamma : nullptr, "gamma"}, {&mean, "mean"}, {&inv_std, "inv_std"},
-                          {y_view ? &*y_view : nullptr, "y"}});
+  const NormGrads g = norm_grad_outputs(out, x, s.d, dy_in, gamma, mean, inv_std, y_view);
+  const TensorView &dx = g.dx, &dg = g.dg, &db = g.db;
   {
     py::gil_scoped_release release;
     dispatch(x.dtype, [&](auto t) {
@@ -230,7 +239,7 @@ py::tuple layer_norm_backward_py(py::object dy_obj, py::object x_obj, py::object
                              mean.ptr<T>(), inv_std.ptr<T>(), s.rows, s.d, stream);
     });
   }
-  return py::make_tuple(outs[0], outs[1], outs[2]);
+  return py::make_tuple(g.objs[0], g.objs[1], g.objs[2]);
 }
 
 struct WnShape {

@@ -13,7 +13,7 @@ from fusednn.nn import init as _init
 from fusednn.nn.layers import (_WEIGHT_INITS, BatchNorm2d, Flatten, Linear, Sequential, _check_input, _checks_size,
                                _fused_activation_arg, _mode_arg, _need, _rng)
 from fusednn.nn.module import Module, _dtype_of
-from fusednn.reference.conv import pair
+from fusednn.reference.conv import pair, pool_geometry
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Dropout2d", "Reshape", "CNN"]
 
@@ -99,22 +99,12 @@ class Conv2d(Module):
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.has_bias}{act}")
 
 
-def _pool_geometry(kernel_size, stride, padding):
-    k = pair("kernel_size", kernel_size, 1)
-    s = k if stride is None else pair("stride", stride, 1)
-    p = pair("padding", padding, 0)
-    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-        raise ValueError(f"padding: expected at most half the kernel size {(k[0] // 2, k[1] // 2)} "
-                         f"(kernel_size // 2), got {p}")
-    return k, s, p
-
-
 class _Pool2d(Module):
     """The geometry shared by the pooling layers (stride defaults to the kernel size; floor mode)."""
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = _pool_geometry(kernel_size, stride, padding)
+        self.kernel_size, self.stride, self.padding = pool_geometry(kernel_size, stride, padding)
         self._cache = None
 
     def output_shape(self, input_shape):

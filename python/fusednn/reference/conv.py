@@ -5,7 +5,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from fusednn import _checks
-from fusednn.reference.linear import check_activation
+from fusednn.reference.linear import check_activation, write_outputs
 
 
 def pair(name, value, minimum):
@@ -100,16 +100,12 @@ def conv2d_backward(dy, x, w, y=None, *, stride=1, padding=0, dilation=1, groups
                     dxp[:, g * cin_g:(g + 1) * cin_g, i * dh:i * dh + sh * (oh - 1) + 1:sh,
                         j * dw:j * dw + sw * (ow - 1) + 1:sw] += dwin[..., i, j]
         dx = np.ascontiguousarray(dxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]])
-    result = (dx, dw_.astype(x.dtype, copy=False), db)
-    if out is not None:
-        for dst, src in zip(out, result):
-            if dst is not None:
-                dst[...] = src
-        return tuple(src if dst is None else dst for dst, src in zip(out, result))
-    return result
+    return write_outputs(out, (dx, dw_.astype(x.dtype, copy=False), db))
 
 
-def _pool_args(kernel_size, stride, padding):
+def pool_geometry(kernel_size, stride, padding):
+    """(kernel, stride, padding) pairs of a pooling call, checked (padding at most half the
+    kernel, torch's rule); shared with the pooling layers of fusednn.nn."""
     k = pair("kernel_size", kernel_size, 1)
     s = k if stride is None else pair("stride", stride, 1)
     p = pair("padding", padding, 0)
@@ -151,7 +147,7 @@ def _padded_windows(x, k, s, p, fill):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
-    k, s, p = _pool_args(kernel_size, stride, padding)
+    k, s, p = pool_geometry(kernel_size, stride, padding)
     _pool_output(x.shape, k, s, p, "x")
     win, inside = _padded_windows(x, k, s, p, -np.inf)
     n, c, oh, ow = win.shape[:4]
@@ -195,7 +191,7 @@ def _avg_divisor(x_shape, k, s, p, count_include_pad):
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
     count_include_pad = _checks.flag("count_include_pad", count_include_pad)
-    k, s, p = _pool_args(kernel_size, stride, padding)
+    k, s, p = pool_geometry(kernel_size, stride, padding)
     _pool_output(x.shape, k, s, p, "x")
     win, _ = _padded_windows(x, k, s, p, 0)
     y = win.sum(axis=(4, 5)) / _avg_divisor(x.shape, k, s, p, count_include_pad)
@@ -204,7 +200,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
 
 def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0, count_include_pad=True):
     count_include_pad = _checks.flag("count_include_pad", count_include_pad)
-    k, s, p = _pool_args(kernel_size, stride, padding)
+    k, s, p = pool_geometry(kernel_size, stride, padding)
     n, c, h, w = input_shape = _input_shape(input_shape)
     oh, ow = _pool_output(input_shape, k, s, p, "input_shape")
     _check_dy(dy, (n, c, oh, ow))
