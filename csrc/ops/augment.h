@@ -163,8 +163,9 @@ FDNN_HD inline double augment_gray_weight(int64_t e, const AugmentShape& g) {
 }
 
 // Standard normals of elements 4j .. 4j+3 of the stream (key, offset): Box-Muller on the word
-// pairs (0, 1) and (2, 3) of Philox block j, as ops.gaussian_noise maps them.
-FDNN_HD inline void augment_normals(uint64_t key, uint64_t offset, int64_t j, double z[4]) {
+// pairs (0, 1) and (2, 3) of Philox block j, as ops.gaussian_noise maps them (Z = float for
+// float32 images, double for float64, as gaussian_noise computes them).
+template <typename Z> FDNN_HD inline void augment_normals(uint64_t key, uint64_t offset, int64_t j, Z z[4]) {
   const PhiloxStream stream(key, offset);
   uint32_t r0, r1, r2, r3;
   stream.block(static_cast<uint64_t>(j), r0, r1, r2, r3);
@@ -183,7 +184,7 @@ FDNN_HD inline void augment_finish_quad(T* y, int64_t j, int64_t count, const Au
                                         double gray_mean) {
   const int64_t e0 = 4 * j;
   const int64_t m = count - e0 < 4 ? count - e0 : 4;
-  double z[4] = {0.0, 0.0, 0.0, 0.0};
+  T z[4] = {0, 0, 0, 0};
   const bool noise = s.noise_std != 0.0 || s.noise_mean != 0.0;
   if (noise) augment_normals(s.noise_seed, kAugmentNoiseOffset, j, z);
   bool erase_any = false;
@@ -197,12 +198,12 @@ FDNN_HD inline void augment_finish_quad(T* y, int64_t j, int64_t count, const Au
       erase_any = erase_any || erased[k];
     }
   }
-  double ze[4] = {0.0, 0.0, 0.0, 0.0};
+  T ze[4] = {0, 0, 0, 0};
   if (erase_any && s.erase_random) augment_normals(s.noise_seed, kAugmentEraseOffset, j, ze);
   for (int k = 0; k < m; ++k) {
     T& out = y[e0 + k];
     if (erased[k]) {
-      out = static_cast<T>(s.erase_random ? ze[k] : s.erase_value);
+      out = s.erase_random ? ze[k] : static_cast<T>(s.erase_value);
       continue;
     }
     T v = out;

@@ -3,6 +3,8 @@
 // too), so the output does not depend on the thread count.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 #include "common/isa.h"
 #include "common/parallel.h"
@@ -18,6 +20,8 @@ int64_t augment_bilinear_row_avx512(T* out, const T* plane, int64_t row, const A
 template <typename T>
 int64_t augment_nearest_row_avx512(T* out, const T* plane, int64_t row, const AugmentSample& s,
                                    const AugmentShape& g);
+void augment_bilinear_f32_avx512(float* y, const float* x, const AugmentSample& s, const AugmentShape& g,
+                                 float* pad);
 #endif
 
 namespace {
@@ -35,12 +39,13 @@ const bool kAugmentAvx512 = [] {
 #endif
 
 // y[e] += mean + std * z_e for e in [0, count): the words of 16 Philox blocks at a time (a loop
-// over lanes that vectorizes), then Box-Muller on them (polynomials, vectorized), then the update.
+// over lanes that vectorizes), then Box-Muller on them (polynomials, vectorized; in T's precision,
+// common/box_muller.h), then the update.
 template <typename T>
 FDNN_MULTIVERSION void add_noise(T* FDNN_RESTRICT y, int64_t count, uint64_t key, double mean, double std) {
   const PhiloxStream stream(key, kAugmentNoiseOffset);
   alignas(64) uint32_t w0[16], w1[16], w2[16], w3[16];
-  alignas(64) double a0[16], a1[16], b0[16], b1[16], z[kNoiseChunk];
+  alignas(64) T a0[16], a1[16], b0[16], b1[16], z[kNoiseChunk];  // float normals for float32
   for (int64_t e0 = 0; e0 < count; e0 += kNoiseChunk) {
     const uint64_t j0 = static_cast<uint64_t>(e0 / 4);
 #if defined(__x86_64__)
@@ -134,18 +139,39 @@ FDNN_MULTIVERSION void bilinear_row(T* FDNN_RESTRICT out, const T* FDNN_RESTRICT
   }
 }
 
+// Whether float32 bilinear samples take augment_bilinear_f32_avx512 (its padded planes' indices
+// are exact in float and int32).
+bool bilinear_f32_fast(const AugmentShape& g) {
+#if defined(__x86_64__)
+  return kAugmentAvx512 && !g.nearest && (g.h + 2) * (g.w + 2) < (int64_t{1} << 24);
+#else
+  return false;
+#endif
+}
+
 // One sample, in the order of augment_finish_quad (augment.h): geometry and brightness with the
 // gray sum, then contrast, noise and clipping as whole-sample loops, then the erased rectangle.
+// `pad`: room for C padded planes of (H + 2) x (W + 2) floats when bilinear_f32_fast (float32).
 template <typename T>
 FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const AugmentShape& g,
-                                   const AugmentSample& s) {
+                                   const AugmentSample& s, float* pad) {
   const int64_t hw = g.h * g.w, count = g.c * hw;
   const bool contrast = s.contrast != 1.0;
   double gray = 0.0;
+  bool geometry_done = false;
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (!s.identity_map && pad != nullptr) {
+      augment_bilinear_f32_avx512(y, x, s, g, pad);
+      geometry_done = true;
+    }
+  }
+#endif
   for (int64_t c = 0; c < g.c; ++c) {
     const T* plane = x + c * hw;
     T* out = y + c * hw;
-    if (s.identity_map && s.brightness == 1.0) {
+    if (geometry_done) {
+    } else if (s.identity_map && s.brightness == 1.0) {
       std::copy(plane, plane + hw, out);
     } else if (s.identity_map) {
       const double brightness = s.brightness;
@@ -195,9 +221,9 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
           const int64_t e = c * hw + row * g.w + col;
           double v = s.erase_value;
           if (s.erase_random) {
-            double z[4];
+            T z[4];
             augment_normals(s.noise_seed, kAugmentEraseOffset, e / 4, z);
-            v = z[e % 4];
+            v = static_cast<double>(z[e % 4]);
           }
           y[e] = static_cast<T>(v);
         }
@@ -212,8 +238,11 @@ void augment(T* y, const T* x, int64_t n, const AugmentShape& shape, const Augme
   if (count == 0) return;
   // About 16K elements per block of samples.
   const int64_t block = std::max<int64_t>(1, (16 * 1024) / count);
+  const bool fast = std::is_same_v<T, float> && bilinear_f32_fast(shape);
   parallel_for(n, block, count * 8, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) augment_one(y + i * count, x + i * count, shape, samples[i]);
+    std::vector<float> pad(fast ? static_cast<size_t>(shape.c * (shape.h + 2) * (shape.w + 2)) : 0);
+    for (int64_t i = b; i < e; ++i)
+      augment_one(y + i * count, x + i * count, shape, samples[i], fast ? pad.data() : nullptr);
   });
 }
 

@@ -133,12 +133,13 @@ FDNN_MULTIVERSION void mask_range(uint8_t* FDNN_RESTRICT mask, int64_t begin, in
 }
 
 // y = x + std * z: the chunk's words, then Box-Muller on each pair of them (the polynomial one of
-// common/box_muller.h, in a loop over pairs that vectorizes), then the update.
+// common/box_muller.h, in float for float32 and in double for float64, in a loop over pairs that
+// vectorizes), then the update.
 template <typename T>
 FDNN_MULTIVERSION void noise_range(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t begin, int64_t end,
                                    PhiloxStream s, double std) {
   alignas(64) uint32_t w[kChunk];
-  alignas(64) double z[kChunk];
+  alignas(64) T z[kChunk];
   for (int64_t i0 = begin; i0 < end; i0 += kChunk) {
     chunk_words(w, s, i0);
     const int64_t m = std::min<int64_t>(kChunk, end - i0);

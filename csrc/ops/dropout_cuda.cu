@@ -34,7 +34,7 @@ template <typename T> __global__ void noise_kernel(T* y, const T* x, int64_t n, 
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < blocks; j += int64_t(gridDim.x) * blockDim.x) {
     uint32_t r[4];
     s.block(static_cast<uint64_t>(j), r[0], r[1], r[2], r[3]);
-    double z[4];
+    T z[4];  // float normals for float32 outputs, double for float64 (common/box_muller.h)
     box_muller(r[0], r[1], z[0], z[1]);
     box_muller(r[2], r[3], z[2], z[3]);
     for (int t = 0; t < 4; ++t) {
