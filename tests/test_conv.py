@@ -23,6 +23,12 @@ CONV_SHAPES = [
     # More output positions than a CPU backward block (256), whose edges split output rows.
     (6, 3, 13, 11, 5, 3, 3, 1, 1, 1, 1),
     (5, 2, 21, 23, 3, 3, 3, 2, 1, 1, 1),
+    # Images of more than 256 positions, cut into parts: same width (one shifted copy per kernel
+    # row), and a width that grows with the padding (row by row).
+    (2, 3, 17, 19, 4, 3, 3, 1, 1, 1, 1),
+    (1, 2, 20, 14, 3, 3, 3, 1, (1, 2), 1, 1),
+    # Small images, several per block (and a last block with fewer), with groups.
+    (12, 4, 5, 5, 6, 3, 3, 1, 1, 1, 2),
 ]
 
 
@@ -104,6 +110,47 @@ def test_conv2d_many_blocks_and_threads(threads):
     want = reference.conv2d_backward(dy, x, w, y, padding=1, activation="relu")
     wide = reference.conv2d_backward(dyw, xw, ww, yw, padding=1, activation="relu")
     for g, e, ew in zip(results[0][1:], want, wide):
+        assert_close(g, e, ew)
+
+
+# (N, C_in, H, W, C_out, stride, padding, groups) of 3x3 convolutions whose CPU blocks differ:
+# images cut into parts (same width, and a width grown by the padding), several images per
+# block with a shorter last block and groups, and stride 2.
+BLOCKINGS = [
+    (3, 8, 20, 20, 8, 1, 1, 1),
+    (2, 6, 24, 26, 6, 1, (0, 2), 1),
+    (23, 6, 6, 6, 9, 1, 1, 3),
+    (9, 8, 11, 11, 8, 2, 1, 1),
+]
+
+
+@pytest.mark.parametrize("shape", BLOCKINGS)
+def test_conv2d_blockings_match_reference_and_threads(threads, shape):
+    """Every way the CPU cuts the positions into blocks and tasks: the same as the reference,
+    and bitwise the same on 1 and 2 threads (forward, dx, dw, db; with and without dx)."""
+    n, c, h, w_, co, stride, padding, groups = shape
+    rng = np.random.default_rng(seed_of("conv_blockings", shape))
+    kw = dict(stride=stride, padding=padding, groups=groups, activation="relu")
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = rng.standard_normal((co, c // groups, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    results = []
+    for t in (1, 2):
+        threads(t)
+        y = ops.conv2d(x, w, b, **kw)
+        dy = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
+        results.append((y, *ops.conv2d_backward(dy, x, w, y, **kw),
+                        *ops.conv2d_backward(dy, x, w, y, input_grad=False, **kw)[1:]))
+    for one, two in zip(*results):
+        assert np.array_equal(one, two)
+    y, dx, dw, db, dw_only, db_only = results[0]
+    assert np.array_equal(dw, dw_only) and np.array_equal(db, db_only)
+    xw, ww, bw, dyw = wider(x, w, b, dy)
+    yw = reference.conv2d(xw, ww, bw, **kw)
+    assert_close(y, reference.conv2d(x, w, b, **kw), yw)
+    want = reference.conv2d_backward(dy, x, w, y, **kw)
+    wide = reference.conv2d_backward(dyw, xw, ww, yw, **kw)
+    for g, e, ew in zip((dx, dw, db), want, wide):
         assert_close(g, e, ew)
 
 

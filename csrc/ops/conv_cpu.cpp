@@ -1,26 +1,35 @@
 // CPU convolution (conv.h) over cpu/gemm.h, and the pooling loops.
 //
-// Layout: a block's im2col matrix is col (K x M): row kk = (ci, i, j) of the kernel, column
-// r - r0 for the output position r = (n, oh, ow), so that im2col and col2im move runs of
-// consecutive output columns (contiguous input runs at stride 1) instead of single values.
-// Forward: out (M x C_out/groups) = col^T w_g^T with the bias and the ReLU in the GEMM's
-// epilogue, then transposed into NCHW. Backward, per block: dz gathered as (C_out/groups x M)
-// (the ReLU mask applied on the way), dw_g += dz col^T and dcol = w_g^T dz, added back onto the
-// input positions (col2im).
+// Blocks (struct Blocking): the output positions r = (n, q) of the batch are cut into blocks of
+// at most kBlockPositions = 256: whole images (as many as fit) or, for an image of more
+// positions, equal parts of one image. A block's im2col matrix is col (K x M): row kk = (ci, i,
+// j) of the kernel, column r - r0, so that im2col and col2im move runs of consecutive positions
+// (at stride 1 with OW == W, one shifted copy of the input plane per kernel row and image).
+// Forward: out (C_out/groups x M) = w_g col, with the bias as a last column of w_g against a
+// row of ones in col and the ReLU in the GEMM's epilogue; for a block of one whole image out is
+// that image's output planes (NCHW), so nothing is transposed, else its rows are copied there.
+// Backward, per block: dz (C_out/groups x M) is dy's planes (the ReLU mask applied into scratch
+// when there is one), dw_g += dz col^T and dcol = w_g^T dz, added back onto the input (col2im).
 //
-// Scratch: forward blocks of M = conv_block_rows(s, kConvBlockElemsCpu) rows hold col and out,
-// at most 2 * 2^20 elements (8 MiB in float32); backward blocks of kBackwardRows rows hold col,
-// dcol and dz ((2 K + C_out/groups) * 256 elements), plus one block's dw (C_out/groups x K) and
-// the dw sums in double (C_out x K). Neither grows with the batch.
+// Threads: the blocks are grouped into tasks (a block of whole images, or all the parts of one
+// image), and the tasks run in parallel, each on one thread with its own GEMM calls (nested
+// loops run on their calling thread; a conv with a single task parallelizes inside the block
+// instead). A task writes only its own images' outputs (y, dx).
+//
+// Scratch per thread (kept between calls, common/scratch.h thread_scratch): col ((K + 1) x 256),
+// out / dz (C_out/groups x 256), dcol (K x 256), a dw block (C_out/groups x K); plus at most
+// kMaxChunks double sums of dw and db (C_out K + C_out each, kSumBudget doubles in all). None of
+// it grows with the batch.
 //
 // Accuracy: the GEMM sums its k products in order, so the weight gradient, a sum over every
-// output position of the batch, is one GEMM per backward block of 256 positions (the fuzz test
+// output position of the batch, is one GEMM per block of at most 256 positions (the fuzz test
 // found a float32 sum of 504 products in order beyond 2x NumPy's error) whose results are added
 // in double; the bias gradient adds each block's sums of dz (in double) likewise.
 //
-// Determinism: the blocks depend on the shapes only; every pass splits its work into fixed
-// parts (kernel rows, channel planes, row tiles) that each write their own outputs in a fixed
-// order, and the blocks' dw are added in block order.
+// Determinism: the blocks, the tasks and the chunks of tasks whose dw/db sums are added
+// together depend on the shapes only; a chunk adds its blocks in order and the chunks are added
+// in chunk order; every dx element gets its terms in kernel-row order within an image and in
+// block order across the parts of an image, all on one thread.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -36,8 +45,14 @@
 namespace fdnn {
 namespace {
 
-constexpr int64_t kTile = 32;           // rows per transpose tile
-constexpr int64_t kBackwardRows = 256;  // output positions per backward block
+// Output positions per block: the GEMMs' chain length of a dw sum stays at most this (a float32
+// sum of 504 products in order missed the 2x-NumPy bound in a fuzz run).
+constexpr int64_t kBlockPositions = 256;
+// The dw/db sums: at most kMaxChunks partial sums of C_out K + C_out doubles, kSumBudget doubles in all.
+constexpr int64_t kMaxChunks = 8;
+constexpr int64_t kSumBudget = int64_t{1} << 21;
+// The per-thread scratch slots (common/scratch.h; the GEMM uses 0 and 1).
+constexpr int kColSlot = 2, kOutSlot = 3, kDcolSlot = 4, kPartSlot = 5;
 
 // The sum of n values in double: eight interleaved partial sums (vectorizable), added pairwise.
 template <typename T> FDNN_MULTIVERSION double sum_double(const T* FDNN_RESTRICT v, int64_t n) {
@@ -84,16 +99,51 @@ template <class F> void for_each_run(const ConvShape& s, int64_t r0, int64_t r1,
   }
 }
 
+// Whether a kernel row's input values are a shifted copy of the whole plane: at stride 1 with
+// OW == W (a "same" width), position q = oh * OW + ow reads the flat input index q + shift, with
+// shift = (i dh - ph) W + j dw - pw, wherever (ih, iw) is inside the input; outside it, the
+// index falls outside [0, H W) (rows) or the column is one of the few invalid ones (ow < lo or
+// ow >= hi), which are zeroed (im2col) or skipped (col2im) separately.
+inline bool flat_rows(const ConvShape& s) { return s.sh == 1 && s.sw == 1 && s.ow == s.w; }
+
+// Zeroes d[q - q0] for the positions q in [q0, q1) of one image whose column ow is outside [lo, hi).
+template <typename T> void zero_columns(T* d, const ConvShape& s, int64_t q0, int64_t q1, int64_t lo, int64_t hi) {
+  if (lo <= 0 && hi >= s.ow) return;
+  for (int64_t oh = q0 / s.ow; oh * s.ow < q1; ++oh) {
+    const int64_t base = oh * s.ow;
+    for (int64_t ow = 0; ow < std::min(lo, s.ow); ++ow)
+      if (base + ow >= q0 && base + ow < q1) d[base + ow - q0] = T(0);
+    for (int64_t ow = std::max<int64_t>(hi, 0); ow < s.ow; ++ow)
+      if (base + ow >= q0 && base + ow < q1) d[base + ow - q0] = T(0);
+  }
+}
+
 // col[kk * m + (r - r0)] = x[n, c0 + ci, oh * sh - ph + i * dh, ow * sw - pw + j * dw] (0 outside
 // the input), kk = (ci * kh + i) * kw + j, for the output positions r = (n, oh, ow) in [r0, r1).
 template <typename T> void im2col(T* col, const T* x, const ConvShape& s, int64_t c0, int64_t r0, int64_t r1) {
-  const int64_t m = r1 - r0;
+  const int64_t m = r1 - r0, p = s.positions(), hw = s.h * s.w;
+  const bool flat = flat_rows(s);
   parallel_for(s.k(), 1, m, [&](int64_t a, int64_t b) {
     for (int64_t kk = a; kk < b; ++kk) {
       const int64_t ci = kk / (s.kh * s.kw), i = (kk / s.kw) % s.kh, j = kk % s.kw;
       const int64_t off = j * s.dw - s.pw;
       const int64_t lo = first_ow(0, off, s.sw), hi = first_ow(s.w, off, s.sw);  // valid ow: [lo, hi)
       T* dst = col + kk * m;
+      if (flat) {  // per image: one shifted copy, zeros outside the plane and in the invalid columns
+        const int64_t shift = (i * s.dh - s.ph) * s.w + off;
+        for (int64_t r = r0; r < r1;) {
+          const int64_t n = r / p, q0 = r % p, q1 = std::min(p, q0 + (r1 - r));
+          const T* plane = x + (n * s.c_in + c0 + ci) * hw;
+          T* d = dst + (r - r0) - q0;  // d[q] for q in [q0, q1)
+          const int64_t v0 = std::clamp(-shift, q0, q1), v1 = std::clamp(hw - shift, v0, q1);
+          std::fill(d + q0, d + v0, T(0));
+          std::copy(plane + v0 + shift, plane + v1 + shift, d + v0);
+          std::fill(d + v1, d + q1, T(0));
+          zero_columns(d + q0, s, q0, q1, lo, hi);
+          r += q1 - q0;
+        }
+        continue;
+      }
       for_each_run(s, r0, r1, [&](int64_t n, int64_t oh, int64_t ow0, int64_t count, int64_t t0) {
         T* d = dst + t0;
         const int64_t ih = oh * s.sh - s.ph + i * s.dh;
@@ -118,62 +168,65 @@ template <typename T> void im2col(T* col, const T* x, const ConvShape& s, int64_
 }
 
 // The inverse of im2col, added: dx[n, c0 + ci, ih, iw] += dcol[kk * m + (r - r0)]. One task per
-// (image, channel) plane the block touches; within it the kernel rows and positions in order.
-template <typename T> void col2im_add(T* dx, const T* dcol, const ConvShape& s, int64_t c0, int64_t r0, int64_t r1) {
-  const int64_t m = r1 - r0, p = s.positions(), cin_g = s.cin_g();
-  const int64_t n0 = r0 / p, n1 = (r1 - 1) / p + 1;
-  parallel_for((n1 - n0) * cin_g, 1, m / (n1 - n0) * s.kh * s.kw, [&](int64_t a, int64_t b) {
-    for (int64_t task = a; task < b; ++task) {
-      const int64_t n = n0 + task / cin_g, ci = task % cin_g;
-      T* plane = dx + (n * s.c_in + c0 + ci) * s.h * s.w;
-      const int64_t ra = std::max(r0, n * p), rb = std::min(r1, (n + 1) * p);
-      for (int64_t i = 0; i < s.kh; ++i)
-        for (int64_t j = 0; j < s.kw; ++j) {
-          const int64_t off = j * s.dw - s.pw;
-          const int64_t lo = first_ow(0, off, s.sw), hi = first_ow(s.w, off, s.sw);
-          const T* src = dcol + ((ci * s.kh + i) * s.kw + j) * m;
-          for_each_run(s, ra, rb, [&](int64_t, int64_t oh, int64_t ow0, int64_t count, int64_t) {
-            const int64_t ih = oh * s.sh - s.ph + i * s.dh;
-            if (ih < 0 || ih >= s.h) return;
-            T* line = plane + ih * s.w;
-            const T* g = src + (n * p + oh * s.ow + ow0 - r0);
-            const int64_t a0 = std::clamp(lo, ow0, ow0 + count), a1 = std::clamp(hi, a0, ow0 + count);
-            if (s.sw == 1) {
-              if (a1 > a0) add_run(line + off + a0, g + (a0 - ow0), a1 - a0);
-            } else {
-              for (int64_t ow = a0; ow < a1; ++ow) line[ow * s.sw + off] += g[ow - ow0];
+// input channel of the group; within it the block's images, and per image the kernel rows and
+// positions in order, so every dx element gets its terms in kernel-row order. dcol's entries
+// that fall outside the input may be zeroed on the way (it is the caller's scratch).
+template <typename T> void col2im_add(T* dx, T* dcol, const ConvShape& s, int64_t c0, int64_t r0, int64_t r1) {
+  const int64_t m = r1 - r0, p = s.positions(), hw = s.h * s.w;
+  const bool flat = flat_rows(s);
+  parallel_for(s.cin_g(), 1, m * s.kh * s.kw, [&](int64_t a, int64_t b) {
+    for (int64_t ci = a; ci < b; ++ci)
+      for (int64_t r = r0; r < r1;) {
+        const int64_t n = r / p, q0 = r % p, q1 = std::min(p, q0 + (r1 - r));
+        T* plane = dx + (n * s.c_in + c0 + ci) * hw;
+        for (int64_t i = 0; i < s.kh; ++i)
+          for (int64_t j = 0; j < s.kw; ++j) {
+            const int64_t off = j * s.dw - s.pw;
+            const int64_t lo = first_ow(0, off, s.sw), hi = first_ow(s.w, off, s.sw);
+            T* src = dcol + ((ci * s.kh + i) * s.kw + j) * m + (r - r0) - q0;  // src[q], q in [q0, q1)
+            if (flat) {
+              const int64_t shift = (i * s.dh - s.ph) * s.w + off;
+              const int64_t v0 = std::clamp(-shift, q0, q1), v1 = std::clamp(hw - shift, v0, q1);
+              zero_columns(src + q0, s, q0, q1, lo, hi);
+              if (v1 > v0) add_run(plane + v0 + shift, src + v0, v1 - v0);
+              continue;
             }
-          });
-        }
-    }
-  });
-}
-
-// y[n, co0 + co, pos] = t[(r - r0) * cols + co] for r = (n, pos) in [r0, r1), co in [0, cols):
-// tiles of kTile rows, each row's destination computed once.
-template <typename T>
-void rows_to_nchw(T* y, const T* t, int64_t cols, int64_t channels, int64_t co0, int64_t positions, int64_t r0,
-                  int64_t r1) {
-  parallel_for(r1 - r0, kTile, cols, [&](int64_t a, int64_t b) {
-    int64_t base[kTile];
-    int64_t n = (r0 + a) / positions, pos = (r0 + a) % positions;
-    for (int64_t rr = 0; rr < b - a; ++rr) {
-      base[rr] = (n * channels + co0) * positions + pos;
-      if (++pos == positions) {
-        pos = 0;
-        ++n;
+            for_each_run(s, n * p + q0, n * p + q1, [&](int64_t, int64_t oh, int64_t ow0, int64_t count, int64_t t0) {
+              const int64_t ih = oh * s.sh - s.ph + i * s.dh;
+              if (ih < 0 || ih >= s.h) return;
+              T* line = plane + ih * s.w;
+              const T* g = src + q0 + t0;
+              const int64_t a0 = std::clamp(lo, ow0, ow0 + count), a1 = std::clamp(hi, a0, ow0 + count);
+              if (s.sw == 1) {
+                if (a1 > a0) add_run(line + off + a0, g + (a0 - ow0), a1 - a0);
+              } else {
+                for (int64_t ow = a0; ow < a1; ++ow) line[ow * s.sw + off] += g[ow - ow0];
+              }
+            });
+          }
+        r += q1 - q0;
       }
-    }
-    const T* src = t + a * cols;
-    for (int64_t co = 0; co < cols; ++co) {
-      T* dst = y + co * positions;
-      for (int64_t rr = 0; rr < b - a; ++rr) dst[base[rr]] = src[rr * cols + co];
-    }
   });
 }
 
-// dz[co * m + (r - r0)] = dy at (n, co0 + co, pos), or relu'(y) * dy when y is given, for the
-// block's positions r = (n, pos): contiguous runs of each image's plane.
+// y[n, co0 + co, q] = out[co * m + (r - r0)] for the block's positions r = (n, q) in [r0, r1)
+// and co in [0, cols): contiguous runs of each image's planes.
+template <typename T>
+void rows_to_planes(T* y, const T* out, const ConvShape& s, int64_t co0, int64_t cols, int64_t r0, int64_t r1) {
+  const int64_t m = r1 - r0, p = s.positions();
+  parallel_for(cols, 1, m, [&](int64_t a, int64_t b) {
+    for (int64_t co = a; co < b; ++co)
+      for (int64_t r = r0; r < r1;) {
+        const int64_t n = r / p, count = std::min(r1, (n + 1) * p) - r;
+        const T* src = out + co * m + (r - r0);
+        std::copy(src, src + count, y + (n * s.c_out + co0 + co) * p + r % p);
+        r += count;
+      }
+  });
+}
+
+// dz[co * m + (r - r0)] = dy at (n, co0 + co, q), or relu'(y) * dy when y is given, for the
+// block's positions r = (n, q): contiguous runs of each image's planes.
 template <typename T>
 void gather_dz(T* dz, const T* dy, const T* y, const ConvShape& s, int64_t co0, int64_t r0, int64_t r1) {
   const int64_t m = r1 - r0, p = s.positions();
@@ -186,7 +239,7 @@ void gather_dz(T* dz, const T* dy, const T* y, const ConvShape& s, int64_t co0, 
         if (y)
           relu_grad_run(d, dy + src, y + src, count);
         else
-          std::memcpy(d, dy + src, count * sizeof(T));
+          std::copy(dy + src, dy + src + count, d);
         r += count;
       }
   });
@@ -196,11 +249,43 @@ template <typename T> void fill(T* p, int64_t count, T value) {
   parallel_for(count, int64_t{1} << 16, 1, [&](int64_t a, int64_t b) { std::fill(p + a, p + b, value); });
 }
 
-template <typename A, typename T> void add_into(A* acc, const T* v, int64_t count) {
-  parallel_for(count, int64_t{1} << 14, 2, [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; ++i) acc[i] += v[i];
-  });
+// d[i] += v[i] (float or double values into double sums).
+template <typename T> FDNN_MULTIVERSION void add_double(double* FDNN_RESTRICT d, const T* FDNN_RESTRICT v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] += v[i];
 }
+
+// The blocks of output positions, fixed by the shape: an image of more than kBlockPositions
+// positions is cut into `parts` equal parts (a task is then one image, its parts in order, so
+// that one thread adds into its dx planes), else a block holds `images` whole images (a task is
+// one block). Calls f(r0, r1) for the blocks of task t in order.
+struct Blocking {
+  int64_t p, n, parts, part, images, tasks;
+
+  explicit Blocking(const ConvShape& s) : p(s.positions()), n(s.n) {
+    if (p > kBlockPositions) {
+      parts = ceil_div(p, kBlockPositions);
+      part = ceil_div(p, parts);
+      images = 1;
+      tasks = n;
+    } else {
+      parts = 1;
+      part = p;
+      images = std::max<int64_t>(1, kBlockPositions / std::max<int64_t>(p, 1));
+      tasks = ceil_div(n, images);
+    }
+  }
+  int64_t max_rows() const { return parts > 1 ? part : std::min(n, images) * p; }
+  template <class F> void for_each_block(int64_t t, F&& f) const {
+    if (parts > 1) {
+      for (int64_t q0 = 0; q0 < p; q0 += part) f(t * p + q0, t * p + std::min(p, q0 + part));
+    } else {
+      f(t * images * p, std::min(n, (t + 1) * images) * p);
+    }
+  }
+  // The images of task t: [first, last).
+  int64_t first_image(int64_t t) const { return parts > 1 ? t : t * images; }
+  int64_t last_image(int64_t t) const { return parts > 1 ? t + 1 : std::min(n, (t + 1) * images); }
+};
 
 // Planes per parallel task of the pooling loops: about 16K elements of work, fixed by the shape.
 int64_t planes_per_task(int64_t work_per_plane) {
@@ -211,68 +296,103 @@ int64_t planes_per_task(int64_t work_per_plane) {
 
 template <typename T>
 void conv2d(T* y, const T* x, const T* w, const T* b, const ConvShape& s, Activation act, Stream) {
-  const int64_t total = s.rows(), k = s.k(), cout_g = s.cout_g();
-  if (total == 0) return;
-  const int64_t m = conv_block_rows(s, kConvBlockElemsCpu);
-  const Buffer<T> col = scratch<T>(m * k), out = scratch<T>(m * cout_g);
-  for (int64_t r0 = 0; r0 < total; r0 += m) {
-    const int64_t r1 = std::min(total, r0 + m);
-    for (int64_t g = 0; g < s.groups; ++g) {
-      im2col(col.get(), x, s, g * s.cin_g(), r0, r1);
-      // out (M x C_out/groups) = col^T w_g^T + b_g, ReLU'd, in one GEMM.
-      gemm<T>(true, true, r1 - r0, cout_g, k, col.get(), w + g * cout_g * k, out.get(), b ? b + g * cout_g : nullptr,
-              act == Activation::relu);
-      rows_to_nchw(y, out.get(), cout_g, s.c_out, g * cout_g, s.positions(), r0, r1);
+  if (s.rows() == 0) return;
+  const Blocking bl(s);
+  const int64_t k = s.k(), cout_g = s.cout_g(), p = s.positions();
+  // With a bias, every weight row gets the bias as its last value and every col a last row of
+  // ones: the GEMM's chain then ends with + b (one rounding, as an epilogue's addition).
+  const int64_t kb = k + (b ? 1 : 0);
+  Buffer<T> wb;
+  if (b) {
+    wb = scratch<T>(s.c_out * kb);
+    for (int64_t co = 0; co < s.c_out; ++co) {
+      std::copy(w + co * k, w + (co + 1) * k, wb.get() + co * kb);
+      wb[co * kb + k] = b[co];
     }
   }
+  const T* wk = b ? wb.get() : w;
+  const bool relu = act == Activation::relu;
+  const int64_t rows = bl.max_rows();
+  parallel_for(bl.tasks, 1, rows * (kb + cout_g), [&](int64_t t0, int64_t t1) {
+    T* col = thread_scratch<T, kColSlot>(kb * rows);
+    T* out = thread_scratch<T, kOutSlot>(cout_g * rows);
+    for (int64_t t = t0; t < t1; ++t)
+      bl.for_each_block(t, [&](int64_t r0, int64_t r1) {
+        const int64_t m = r1 - r0;
+        const bool whole = bl.parts == 1 && m == p;  // one image: the GEMM writes its planes
+        for (int64_t g = 0; g < s.groups; ++g) {
+          im2col(col, x, s, g * s.cin_g(), r0, r1);
+          if (b) std::fill(col + k * m, col + kb * m, T(1));
+          // out (C_out/groups x M) = act(w_g col (+ b_g)), in one GEMM.
+          T* dst = whole ? y + ((r0 / p) * s.c_out + g * cout_g) * p : out;
+          gemm<T>(false, false, cout_g, m, kb, wk + g * cout_g * kb, col, dst, nullptr, relu);
+          if (!whole) rows_to_planes(y, out, s, g * cout_g, cout_g, r0, r1);
+        }
+      });
+  });
 }
 
 template <typename T>
 void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* y, const ConvShape& s,
                      Activation act, Stream) {
-  using Acc = double;
-  const int64_t total = s.rows(), k = s.k(), cout_g = s.cout_g();
+  const int64_t k = s.k(), cout_g = s.cout_g(), p = s.positions(), hw = s.h * s.w;
   const T* mask = act == Activation::relu ? y : nullptr;
-  if (dx) fill(dx, s.n * s.c_in * s.h * s.w, T(0));
-  if (total == 0) {  // empty sums
+  if (s.rows() == 0) {  // empty sums
+    if (dx) fill(dx, s.n * s.c_in * hw, T(0));
     if (dw) fill(dw, s.c_out * k, T(0));
     if (db) fill(db, s.c_out, T(0));
     return;
   }
-  const int64_t m = std::min(total, kBackwardRows);
-  const Buffer<T> col = scratch<T>(k * m), dz = scratch<T>(cout_g * m);
-  const Buffer<T> dcol = dx ? scratch<T>(k * m) : Buffer<T>();
-  const Buffer<T> dw_part = dw ? scratch<T>(cout_g * k) : Buffer<T>();
-  Buffer<Acc> dw_acc = dw ? scratch<Acc>(s.c_out * k) : Buffer<Acc>();
-  Buffer<Acc> db_acc = db ? scratch<Acc>(s.c_out) : Buffer<Acc>();
-  if (dw) fill(dw_acc.get(), s.c_out * k, Acc(0));
-  if (db) std::fill(db_acc.get(), db_acc.get() + s.c_out, Acc(0));
-  for (int64_t r0 = 0; r0 < total; r0 += m) {
-    const int64_t r1 = std::min(total, r0 + m), mb = r1 - r0;
-    for (int64_t g = 0; g < s.groups; ++g) {
-      const T* w_g = w + g * cout_g * k;
-      gather_dz(dz.get(), dy, mask, s, g * cout_g, r0, r1);
-      if (db)  // db += the block's sums of dz, per channel in double
-        parallel_for(cout_g, 16, mb, [&](int64_t c0, int64_t c1) {
-          for (int64_t co = c0; co < c1; ++co) db_acc[g * cout_g + co] += sum_double(dz.get() + co * mb, mb);
-        });
-      if (dw) {  // dw_g += dz col^T: (C_out/groups x M) (M x K)
-        im2col(col.get(), x, s, g * s.cin_g(), r0, r1);
-        gemm<T>(false, true, cout_g, k, mb, dz.get(), col.get(), dw_part.get(), nullptr, false);
-        add_into(dw_acc.get() + g * cout_g * k, dw_part.get(), cout_g * k);
-      }
-      if (dx) {  // dcol = w_g^T dz: (K x C_out/groups) (C_out/groups x M), then col2im
-        gemm<T>(true, false, k, mb, cout_g, w_g, dz.get(), dcol.get(), nullptr, false);
-        col2im_add(dx, dcol.get(), s, g * s.cin_g(), r0, r1);
-      }
+  const Blocking bl(s);
+  const int64_t rows = bl.max_rows();
+  // The dw and db sums (in double) of a fixed number of chunks of consecutive tasks, added in
+  // chunk order at the end: dw at [0, C_out K), db after it.
+  const int64_t dw_size = dw ? s.c_out * k : 0, acc_size = dw_size + (db ? s.c_out : 0);
+  const int64_t chunks = acc_size ? std::clamp<int64_t>(kSumBudget / acc_size, 1, kMaxChunks) : bl.tasks;
+  const int64_t per_chunk = ceil_div(bl.tasks, std::min(chunks, bl.tasks));
+  const int64_t n_chunks = ceil_div(bl.tasks, per_chunk);
+  Buffer<double> sums = scratch<double>(n_chunks * acc_size);
+  parallel_for(bl.tasks, per_chunk, rows * (2 * k + cout_g), [&](int64_t t0, int64_t t1) {
+    double* acc = sums.get() + (t0 / per_chunk) * acc_size;
+    std::fill(acc, acc + acc_size, 0.0);
+    T* col = dw ? thread_scratch<T, kColSlot>(k * rows) : nullptr;
+    T* dz_buf = thread_scratch<T, kOutSlot>(cout_g * rows);
+    T* dcol = dx ? thread_scratch<T, kDcolSlot>(k * rows) : nullptr;
+    T* dw_part = dw ? thread_scratch<T, kPartSlot>(cout_g * k) : nullptr;
+    for (int64_t t = t0; t < t1; ++t) {
+      if (dx) std::fill(dx + bl.first_image(t) * s.c_in * hw, dx + bl.last_image(t) * s.c_in * hw, T(0));
+      bl.for_each_block(t, [&](int64_t r0, int64_t r1) {
+        const int64_t m = r1 - r0;
+        const bool whole = bl.parts == 1 && m == p;
+        for (int64_t g = 0; g < s.groups; ++g) {
+          const T* dz = dz_buf;
+          if (whole && !mask)  // one image's planes are the block's dz
+            dz = dy + ((r0 / p) * s.c_out + g * cout_g) * p;
+          else
+            gather_dz(dz_buf, dy, mask, s, g * cout_g, r0, r1);
+          if (db)  // db += the block's sums of dz, per channel in double
+            for (int64_t co = 0; co < cout_g; ++co) acc[dw_size + g * cout_g + co] += sum_double(dz + co * m, m);
+          if (dw) {  // dw_g += dz col^T: (C_out/groups x M) (M x K)
+            im2col(col, x, s, g * s.cin_g(), r0, r1);
+            gemm<T>(false, true, cout_g, k, m, dz, col, dw_part, nullptr, false);
+            add_double(acc + g * cout_g * k, dw_part, cout_g * k);
+          }
+          if (dx) {  // dcol = w_g^T dz: (K x C_out/groups) (C_out/groups x M), then col2im
+            gemm<T>(true, false, k, m, cout_g, w + g * cout_g * k, dz, dcol, nullptr, false);
+            col2im_add(dx, dcol, s, g * s.cin_g(), r0, r1);
+          }
+        }
+      });
     }
-  }
-  if (dw)
-    parallel_for(s.c_out * k, int64_t{1} << 14, 2, [&](int64_t a, int64_t b) {
-      for (int64_t i = a; i < b; ++i) dw[i] = static_cast<T>(dw_acc[i]);
+  });
+  if (acc_size)
+    parallel_for(acc_size, int64_t{1} << 14, 2 * n_chunks, [&](int64_t a, int64_t b) {
+      for (int64_t i = a; i < b; ++i) {
+        double v = sums[i];
+        for (int64_t c = 1; c < n_chunks; ++c) v += sums[c * acc_size + i];
+        (i < dw_size ? dw[i] : db[i - dw_size]) = static_cast<T>(v);
+      }
     });
-  if (db)
-    for (int64_t c = 0; c < s.c_out; ++c) db[c] = static_cast<T>(db_acc[c]);
 }
 
 // Max pooling of the windows of one output row that lie inside the input (ow in [o0, o1), rows
