@@ -261,6 +261,23 @@ def test_max_pool_ties_nan_and_padding(device):
     assert np.array_equal(to_numpy(dx), expected)
 
 
+@pytest.mark.parametrize("hw", [(9, 37), (4, 32), (2, 2)])
+def test_max_pool_2x2_ties_and_nan_float32(device, hw):
+    """2x2 windows at stride 2 in float32 (the CPU's vectorized path: 16 outputs at a time, a
+    masked tail, odd sizes dropping the last row/column): values and indices exactly the
+    reference's, with many ties, NaNs and infinities."""
+    rng = np.random.default_rng(seed_of("pool2x2", hw))
+    x = rng.integers(-2, 3, (3, 2, *hw)).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, flat.size // 7)] = np.nan
+    flat[rng.choice(flat.size, flat.size // 11)] = -np.inf
+    flat[rng.choice(flat.size, flat.size // 13)] = np.inf
+    y, idx = ops.max_pool2d(to_device(device, x), 2)
+    ry, ridx = reference.max_pool2d(x, 2)
+    assert np.array_equal(to_numpy(idx), ridx)
+    np.testing.assert_array_equal(to_numpy(y), ry)
+
+
 # ---- bad arguments
 
 def test_conv_errors():

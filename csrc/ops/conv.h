@@ -4,15 +4,15 @@
 // Every entry point takes the call's Stream last (common/stream.h); the CPU ignores it.
 //
 // Convolution is a GEMM over im2col blocks: the output positions (n, oh, ow) of the whole batch,
-// flattened, are cut into fixed blocks of M positions (forward: conv_block_rows, at most
-// kConvBlock* elements per scratch matrix and never less than one position); per block and
-// group, the K = C_in/groups * kH * kW input values under each position (0 in the padding) form
-// the block's im2col matrix, and the outputs are that matrix times w_g^T, with the bias and the
-// ReLU in the GEMM's epilogue, transposed into NCHW. Backward, per block: dz (the ReLU mask
-// applied), dw_g += dz^T im2col summed over the blocks in block order, and the im2col gradient
-// dz w_g added back onto the input positions it came from (col2im). The result depends on the
-// shapes only, never on the thread count. Layouts, scratch and accuracy: conv_cpu.cpp and
-// conv_cuda.cu.
+// flattened, are cut into fixed blocks of M positions (CPU: at most 256, whole images or parts
+// of one; CUDA: conv_block_rows, at most kConvBlockElemsCuda elements per scratch matrix and
+// never less than one position); per block and group, the K = C_in/groups * kH * kW input values
+// under each position (0 in the padding) form the block's im2col matrix, and the outputs are
+// w_g times that matrix (or its transpose times w_g^T), with the bias and the ReLU fused into the
+// GEMM. Backward, per block: dz (the ReLU mask applied), dw_g += dz^T im2col summed over the
+// blocks in a fixed order, and the im2col gradient dz w_g added back onto the input positions it
+// came from (col2im). The result depends on the shapes only, never on the thread count.
+// Layouts, scratch and accuracy: conv_cpu.cpp and conv_cuda.cu.
 //
 // Shapes (contiguous): x (n, c_in, h, w), w (c_out, c_in / groups, kh, kw), b (c_out) or null,
 // y and dy (n, c_out, oh, ow), with oh = (h + 2 ph - dh (kh - 1) - 1) / sh + 1 (ow alike).
@@ -47,9 +47,7 @@ FDNN_HD inline int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int6
   return in + 2 * pad < span ? 0 : (in + 2 * pad - span) / stride + 1;
 }
 
-// Elements per scratch matrix of one block (rows x K, rows x C_out/groups): 2^20 on the CPU
-// (4 MiB in float32, 8 MiB in float64, so a block stays in the last-level cache), 2^24 on the GPU.
-constexpr int64_t kConvBlockElemsCpu = int64_t{1} << 20;
+// Elements per scratch matrix of one CUDA block (rows x K, rows x C_out/groups).
 constexpr int64_t kConvBlockElemsCuda = int64_t{1} << 24;
 
 // Rows (output positions) per block: as many as fit the budget in every scratch matrix, at least 1.

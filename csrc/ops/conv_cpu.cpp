@@ -34,12 +34,21 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "common/isa.h"
 #include "common/macros.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
 #include "cpu/gemm.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#include "cpu/avx512.h"
+#define FDNN_CONV_AVX512 1
+#else
+#define FDNN_CONV_AVX512 0
+#endif
 #include "ops/conv.h"
 
 namespace fdnn {
@@ -429,8 +438,71 @@ FDNN_MULTIVERSION void max_pool_row_inside(T* FDNN_RESTRICT y, int64_t* FDNN_RES
   }
 }
 
+#if FDNN_CONV_AVX512
+// Max pooling of float32 planes with 2x2 windows at stride 2 and no padding (every window inside
+// the input), on AVX-512: per output row, 16 outputs at a time from two rows' even and odd
+// lanes (the tail masked), with the general loop's choice: the window's first element, then the
+// others in row-major order, taken when greater or NaN; the winner's flat index ih * w + iw.
+// best = v and (at_lo, at_hi) = the flat index `offset` past the window's first element in the
+// lanes where v is greater than best or NaN.
+FDNN_AVX512_INLINE void pool_take(__m512 v, int64_t offset, __m512i first_lo, __m512i first_hi, __m512& best,
+                                  __m512i& at_lo, __m512i& at_hi) {
+  const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  best = _mm512_mask_mov_ps(best, take, v);
+  const __m512i off = _mm512_set1_epi64(offset);
+  at_lo = _mm512_mask_add_epi64(at_lo, static_cast<__mmask8>(take), first_lo, off);
+  at_hi = _mm512_mask_add_epi64(at_hi, static_cast<__mmask8>(take >> 8), first_hi, off);
+}
+
+FDNN_AVX512 void max_pool_planes_2x2(float* y, int64_t* idx, const float* x, int64_t planes, int64_t h, int64_t w,
+                                     int64_t oh, int64_t ow) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* plane = x + pl * h * w;
+    float* y_pl = y + pl * oh * ow;
+    int64_t* idx_pl = idx + pl * oh * ow;
+    for (int64_t r = 0; r < oh; ++r) {
+      const float* r0 = plane + 2 * r * w;
+      const float* r1 = r0 + w;
+      for (int64_t c0 = 0; c0 < ow; c0 += 16) {
+        const int count = static_cast<int>(std::min<int64_t>(16, ow - c0));
+        const __mmask16 m = Zmm<float>::first(count), m_lo = Zmm<float>::first(2 * count),
+                        m_hi = Zmm<float>::first(std::max(0, 2 * count - 16));
+        const int64_t a = 2 * c0;
+        const __m512 t0 = _mm512_maskz_loadu_ps(m_lo, r0 + a), t1 = _mm512_maskz_loadu_ps(m_hi, r0 + a + 16);
+        const __m512 b0 = _mm512_maskz_loadu_ps(m_lo, r1 + a), b1 = _mm512_maskz_loadu_ps(m_hi, r1 + a + 16);
+        // The windows' first elements: flat index 2 r w + 2 (c0 + t), lanes 0-7 and 8-15.
+        const __m512i first_lo = _mm512_add_epi64(_mm512_set1_epi64(2 * r * w + a), lane2);
+        const __m512i first_hi = _mm512_add_epi64(first_lo, _mm512_set1_epi64(16));
+        __m512 best = _mm512_permutex2var_ps(t0, even, t1);
+        __m512i at_lo = first_lo, at_hi = first_hi;
+        pool_take(_mm512_permutex2var_ps(t0, odd, t1), 1, first_lo, first_hi, best, at_lo, at_hi);
+        pool_take(_mm512_permutex2var_ps(b0, even, b1), w, first_lo, first_hi, best, at_lo, at_hi);
+        pool_take(_mm512_permutex2var_ps(b0, odd, b1), w + 1, first_lo, first_hi, best, at_lo, at_hi);
+        _mm512_mask_storeu_ps(y_pl + r * ow + c0, m, best);
+        _mm512_mask_storeu_epi64(idx_pl + r * ow + c0, static_cast<__mmask8>(m), at_lo);
+        _mm512_mask_storeu_epi64(idx_pl + r * ow + c0 + 8, static_cast<__mmask8>(m >> 8), at_hi);
+      }
+    }
+  }
+}
+#endif
+
 template <typename T> void max_pool2d(T* y, int64_t* idx, const T* x, const PoolShape& s, Stream) {
   const int64_t out = s.oh * s.ow;
+#if FDNN_CONV_AVX512
+  if constexpr (std::is_same_v<T, float>) {
+    static const bool avx512 = gemm_avx512_supported();
+    if (avx512 && s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0) {
+      parallel_for(s.planes, planes_per_task(out * 4), out * 4, [&](int64_t a, int64_t b) {
+        max_pool_planes_2x2(y + a * out, idx + a * out, x + a * s.h * s.w, b - a, s.h, s.w, s.oh, s.ow);
+      });
+      return;
+    }
+  }
+#endif
   // The outputs whose windows lie inside the input along W: [ow_lo, ow_hi).
   const int64_t ow_lo = std::min(s.ow, (s.pw + s.sw - 1) / s.sw);
   const int64_t ow_hi = s.w + s.pw - s.kw < 0 ? 0 : std::min(s.ow, (s.w + s.pw - s.kw) / s.sw + 1);
