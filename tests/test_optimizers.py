@@ -296,6 +296,33 @@ def test_bad_step_arguments():
         opt.step([np.zeros((3, 4), np.float32)])
 
 
+def test_hyperparameters_changed_between_steps_are_checked_and_used():
+    """Every step checks and uses the groups' hyperparameters as they are then: a new value, a
+    bad one, or a list changed in place."""
+    def adam_after(changes):
+        fp = FlatParameters(SHAPES)
+        fp.grad[...] = 1.0
+        opt = optim.Adam(fp, lr=0.1)
+        opt.step()
+        changes(opt.param_groups[0])
+        opt.step()
+        return fp.data.copy()
+
+    plain = adam_after(lambda g: None)
+    assert not np.array_equal(adam_after(lambda g: g.update(eps=0.5)), plain)  # eps 0.5 shrinks the update
+    assert np.array_equal(adam_after(lambda g: g.update(eps=1e-8 + 0.0)), plain)  # a new object, same value
+    with pytest.raises(ValueError, match=r"eps: expected a value > 0"):
+        adam_after(lambda g: g.update(eps=-1.0))
+    fp = FlatParameters(SHAPES)
+    fp.grad[...] = 1.0
+    opt = optim.Adam(fp, lr=0.1)
+    opt.param_groups[0]["betas"] = betas = [0.9, 0.999]
+    opt.step()
+    betas[0] = 1.5  # in place: the list is not cached, so the next step checks it again
+    with pytest.raises(ValueError, match=r"betas\[0\]"):
+        opt.step()
+
+
 def test_load_state_dict_refuses_a_mismatch():
     fp = FlatParameters(SHAPES)
     opt = optim.Adam(fp)

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import fusednn
-from conftest import assert_close, requires_cuda
+from conftest import assert_close, requires_cuda, seed_of
 from fusednn import checkpoint, ops, optim, train
+from fusednn.nn.losses import SoftmaxCrossEntropy
 from fusednn.optim import schedules
 
 
@@ -546,3 +547,54 @@ def test_a_model_moved_to_the_gpu_trains_like_on_the_cpu():
     assert train.evaluate(models[1], (x, y))["accuracy"] > 0.9
     models[1].to("cpu")
     np.testing.assert_array_equal(models[1].state_dict()["0.weight"], gpu["0.weight"])
+
+
+# ---- the step's own costs (issue 19): zero_grad only where needed, accuracy without a copy ----
+
+
+def test_accuracy_is_the_fraction_of_rows_whose_first_maximum_is_the_label():
+    g = np.random.default_rng(seed_of("accuracy"))
+    out = g.integers(0, 3, (50, 4)).astype(np.float32)  # small integers: many tied maxima
+    y = g.integers(0, 4, 50)
+    first_max = np.array([list(row).index(row.max()) for row in out])
+    assert train.accuracy(out, y) == np.sum(first_max == y) / 50
+    assert train.accuracy(out, y.astype(np.uint8)) == train.accuracy(out, y)
+    assert math.isnan(train.accuracy(np.zeros((0, 4), np.float32), np.zeros(0, np.int64)))
+    assert train.accuracy(out, y.astype(np.float32)) is None  # regression targets: skipped
+    assert train.accuracy(out[:, 0], y) is None
+
+
+class _CountingMLP(fusednn.nn.MLP):
+    def zero_grad(self):
+        self.zero_grads = getattr(self, "zero_grads", 0) + 1
+        super().zero_grad()
+
+
+def _digits_fit(model, **kw):
+    x, y = blobs(64, n_in=8, k=4)
+    train.fit(model, SoftmaxCrossEntropy(), optim.AdamW(model.parameter_groups(), lr=1e-2), (x, y),
+              epochs=2, batch_size=16, verbose=0, **kw)
+    return model
+
+
+def test_fit_leaves_zero_grad_out_for_modules_whose_backward_overwrites_the_gradients():
+    """A fusednn Module's backward overwrites every gradient, so fit does not zero them first:
+    gradients full of garbage before training change nothing. Other models, and any model
+    trained with a regularizer (which adds to the gradients), are zeroed before every step."""
+    clean = _digits_fit(_CountingMLP([8, 16, 16, 4], norm="batch", dropout=0.2, seed=0))
+    dirty = _CountingMLP([8, 16, 16, 4], norm="batch", dropout=0.2, seed=0)
+    dirty.params.grad[...] = np.nan
+    _digits_fit(dirty)
+    assert getattr(clean, "zero_grads", 0) == getattr(dirty, "zero_grads", 0) == 0
+    assert np.array_equal(clean.params.data, dirty.params.data)
+    regularized = _digits_fit(_CountingMLP([8, 16, 4], seed=0), regularizer=fusednn.regularizers.L2(1e-3))
+    assert regularized.zero_grads == 2 * 4  # every step of 2 epochs of 4 batches
+
+    class CountingTinyNet(TinyNet):
+        zero_grads = 0
+
+        def zero_grad(self):
+            self.zero_grads += 1
+            super().zero_grad()
+    tiny, _ = _quick_fit(CountingTinyNet(), epochs=1, batch_size=32)
+    assert tiny.zero_grads == 3  # 96 samples in batches of 32

@@ -5,8 +5,9 @@
 :func:`fusednn.data.batches` with ``epoch=e`` (the order ``np.random.default_rng([seed, e])
 .permutation(n)``), so a resumed run sees the same batches. A NaN or infinite training loss
 stops training with :class:`NonFiniteLossError` (``on_nonfinite="continue"`` trains on).
-One step: ``model.zero_grad()``, ``out = model.forward(xb, training=True)``, ``loss.value_and_grad``,
-``model.backward``, optionally ``regularizer.add_grad(params.data, params.grad, mask)``, the
+One step: ``model.zero_grad()`` (left out for a :class:`fusednn.nn.Module` without a
+regularizer: its backward overwrites the gradients), ``out = model.forward(xb, training=True)``,
+``loss.value_and_grad``, ``model.backward``, optionally ``regularizer.add_grad(params.data, params.grad, mask)``, the
 learning rate from the schedule, ``optimizer.step()``.
 
 Learning rate. With ``schedule`` (a callable step -> lr, e.g. from :mod:`fusednn.optim.schedules`)
@@ -35,6 +36,7 @@ from fusednn import _checks
 from fusednn import checkpoint as _ckpt
 from fusednn import data as _data
 from fusednn._backend import device_module, to_host
+from fusednn.nn.module import Module
 from fusednn.optim import schedules as _schedules
 
 __all__ = ["fit", "evaluate", "History", "Trainer", "Callback", "EarlyStopping", "ReduceLROnPlateau", "Checkpoint",
@@ -117,10 +119,13 @@ def _pair(name, data, dtype=None):
 def accuracy(output, target):
     """The fraction of rows whose argmax is the integer label; None (skipped) unless the output
     is 2-D and the targets are 1-D integers (e.g. regression)."""
-    output, target = to_host(output), np.asarray(to_host(target))
+    if type(output) is not np.ndarray or type(target) is not np.ndarray:
+        output, target = to_host(output), np.asarray(to_host(target))
     if output.ndim != 2 or target.ndim != 1 or target.dtype.kind not in "iu":
         return None
-    return float(np.mean(np.argmax(output, axis=1) == target))
+    if len(target) == 0:
+        return math.nan
+    return np.count_nonzero(output.argmax(axis=1) == target) / len(target)
 
 
 def _to_model(model, *arrays):
@@ -676,7 +681,8 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
             except the run's own checkpoint path (so that ``checkpoint=d, resume=d`` both
             starts and resumes a run).
         metrics: "accuracy" (skipped for non-classification targets) and callables
-            ``(output, target) -> float``, named by their ``__name__``.
+            ``(output, target) -> float``, named by their ``__name__``; a training batch's are
+            computed on its output after the step's update (which leaves the output as it was).
         on_nonfinite: "raise" (default): a NaN or infinite training loss stops training with a
             :class:`NonFiniteLossError` before that batch's update; "continue": train on.
         transform: a callable ``transform(xb, seed=s, offset=t)`` (e.g. a
@@ -713,6 +719,11 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
             cb.load_state_dict(state)
 
     device_mask = None if regularizer_mask is None else _to_model(model, regularizer_mask)[0]
+    # A fusednn Module's backward overwrites every gradient (its contract), so its step needs no
+    # zero_grad (a pass over 4 or 8 bytes per parameter); other models get one, and so does a step
+    # with a regularizer, which adds to the gradients (a parameter that backward leaves alone would
+    # collect the penalty's gradient step after step).
+    zero_grad = not isinstance(model, Module) or regularizer is not None
     while trainer.epoch < epochs and not trainer.stop_training:
         trainer.epoch += 1
         epoch = trainer.epoch
@@ -728,23 +739,35 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs=10, batch_s
                     xb = transform(xb, seed=int(seed) ^ 0x9E3779B97F4A7C15, offset=trainer.global_step)
                 if schedule is not None:
                     trainer.apply_schedule()
-                model.zero_grad()
+                if zero_grad:
+                    model.zero_grad()
                 out = model.forward(xb, training=True)
-                logs = {name: fn(out, yb) for name, fn in fns.items()}
                 value, d_out = loss.value_and_grad(out, yb)
                 value = float(value)
                 if on_nonfinite == "raise" and not math.isfinite(value):
                     raise NonFiniteLossError(epoch, b, trainer.global_step, value)
-                logs = {"loss": value, **{k: v for k, v in logs.items() if v is not None}}
                 model.backward(d_out)
-                if regularizer is not None:
-                    logs["penalty"] = float(regularizer.add_grad(model.params.data, model.params.grad, device_mask))
-                logs["lr"] = trainer.lr
+                penalty = None if regularizer is None else float(
+                    regularizer.add_grad(model.params.data, model.params.grad, device_mask))
+                lr = trainer.lr
                 optimizer.step()
                 trainer.global_step += 1
-                mean.add(len(yb), {k: v for k, v in logs.items() if k != "lr"})
-                bar.batch({**mean.result(), "lr": logs["lr"]})
-                logs["batch_size"] = len(yb)
+                # The step's bookkeeping comes after its kernels (backward and the update leave the
+                # output as it was), so that no Python runs between them: the thread pool's idle
+                # workers spin only briefly before they sleep.
+                logs = {"loss": value}
+                for name, fn in fns.items():
+                    v = fn(out, yb)
+                    if v is not None:
+                        logs[name] = v
+                if penalty is not None:
+                    logs["penalty"] = penalty
+                n = len(yb)
+                mean.add(n, logs)
+                logs["lr"] = lr
+                if bar.bar is not None:
+                    bar.batch({**mean.result(), "lr": lr})
+                logs["batch_size"] = n
                 trainer._call("on_batch_end", b, logs)
                 if trainer.stop_training:
                     break

@@ -25,15 +25,16 @@ __all__ = ["ReusableBuffers"]
 KEEP = 2
 
 
-def _reference_counts(kept):
-    """sys.getrefcount of each array of a slot's list, all taken the same way."""
-    return [sys.getrefcount(a) for a in kept]
+def _reference_count(kept, i):
+    """sys.getrefcount of kept[i], taken as ReusableBuffers.get takes it."""
+    return sys.getrefcount(kept[i])
 
 
-# The count of an array that only its slot's list holds, measured with the same function (the
+# The count of an array that only its slot's list holds, measured the same way (the
 # interpreter's own temporary references differ between Python versions); any other holder
-# adds at least one.
-_ONLY_THE_LIST = _reference_counts([np.empty(0)])[0]
+# adds at least one. get() inlines _reference_count's expression (tests/test_allocations.py fails
+# if the two disagree: a free array never reused, or a held one overwritten).
+_ONLY_THE_LIST = _reference_count([np.empty(0)], 0)
 
 
 class ReusableBuffers:
@@ -50,13 +51,17 @@ class ReusableBuffers:
         when the slot has room, or in place of a kept one of another shape that is free)."""
         shape = tuple(shape)
         dtype = np.dtype(dtype)
-        kept = self._slots.setdefault(slot, [])
+        kept = self._slots.get(slot)
+        if kept is None:
+            kept = self._slots[slot] = []
         stale = None
-        for i, count in enumerate(_reference_counts(kept)):
-            if count != _ONLY_THE_LIST:
+        getrefcount = sys.getrefcount
+        for i in range(len(kept)):
+            if getrefcount(kept[i]) != _ONLY_THE_LIST:
                 continue
             a = kept[i]
-            if a.shape == shape and a.dtype == dtype and type(a).__module__.split(".")[0] == xp.__name__:
+            if a.shape == shape and a.dtype == dtype and (type(a) is np.ndarray if xp is np else
+                                                          type(a).__module__.split(".")[0] == xp.__name__):
                 return a
             stale = i
         new = xp.empty(shape, dtype)

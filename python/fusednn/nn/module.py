@@ -86,16 +86,20 @@ class Module:
         buffers = self.__dict__.get("_reusable")
         if buffers is None:
             buffers = self._reusable = ReusableBuffers()
-        return buffers.get(slot, shape, dtype, device_module(self.device))
+        return buffers.get(slot, shape, dtype, np if self.device == "cpu" else device_module(self.device))
 
     def release_activations(self):
         """Drop what every layer of the tree kept from its last training forward for its
         backward (its backward raises until the next training forward), so that those arrays
         can be reused; a training forward of a root Sequential does this first."""
-        for _, m in self.named_modules():
+        stack = [self]
+        while stack:
+            m = stack.pop()
+            attrs = m.__dict__
             for name in m._activation_attrs:
-                if name in m.__dict__:
-                    setattr(m, name, None)
+                if name in attrs:
+                    attrs[name] = None
+            stack.extend(m._children.values())
 
     # ---- registration
 
