@@ -10,7 +10,16 @@ logged), against the same references. A second row times the hand loop against t
 under ``torch.compile`` (not in a quick run).
 
 The GEMMs of an epoch: forward x@W.T for 3 layers, backward dW for 3 and dX for the upper 2
-(no layer needs the input's gradient), counted as the "flops" of the case."""
+(no layer needs the input's gradient), counted as the "flops" of the case.
+
+After the rows, ``report`` prints the hand loop's per-step budget (CPU only), measured in the same
+run at the run's thread count: each part's wall time inside the step (the compiled kernels'
+calls timed one by one during an epoch: GEMMs (``linear``, ``linear_backward`` with the last
+layer's bias reduction), optimizer, batch norms, dropouts, minibatch gather and loss, and the
+rest, Python), the same calls replayed alone in a hot loop, and each part's floor: the GEMMs'
+flops at the SGEMM peak, the memory-bound parts' minimal traffic at the memory bandwidth (a
+DRAM roof: the optimizer's 8.6 MB of state and the activations stay in the 32 MB L3, so a
+cache-resident pass can beat it), Python none."""
 
 import numpy as np
 
@@ -226,3 +235,114 @@ def contention_cases(dev):
                  interleave=True),
             Case("train", f"{name} + 1 busy process", impls(busy.around), flops=_gemm_flops(n), repeat=repeat,
                  warmup=1, interleave=True)]
+
+
+# ---- report: the step's budget against each part's floor (issue 19) ---------------------------
+
+_PARTS = {"linear": "GEMMs", "linear_backward": "GEMMs", "adam_step": "optimizer", "batch_norm": "norms",
+          "batch_norm_backward": "norms", "dropout": "dropout", "dropout_backward": "dropout",
+          "gather_rows": "gather + loss", "softmax_cross_entropy": "gather + loss"}
+_ORDER = ("GEMMs", "optimizer", "norms", "dropout", "gather + loss", "Python (the rest)")
+
+
+def _timed_kernels(totals, calls):
+    """Wrap fusednn._C's step kernels so that each call's wall time is added to totals[part];
+    with a dict ``calls``, calls["step"] holds the calls (part, function, args) of the latest
+    step (from its minibatch's gather on). Returns an undo."""
+    import time
+    from fusednn import _C
+    saved = {}
+    gather = _C.gather_rows
+    for name, part in _PARTS.items():
+        fn = saved[name] = getattr(_C, name)
+
+        def timed(*args, _fn=fn, _part=part):
+            t0 = time.perf_counter()
+            out = _fn(*args)
+            totals[_part] += time.perf_counter() - t0
+            if calls is not None:  # only the current step's arrays are held, so buffer reuse goes on
+                if _fn is gather:  # a step starts with its minibatch
+                    calls["step"] = []
+                calls["step"].append((_part, _fn, args))
+            return out
+        setattr(_C, name, timed)
+
+    def undo():
+        for name, fn in saved.items():
+            setattr(_C, name, fn)
+    return undo
+
+
+def _part_floors(peaks, steps):
+    """Each part's floor per step in seconds: GEMM flops at the SGEMM peak; the memory-bound
+    parts' minimal traffic (float32, each array read or written once) at the memory bandwidth."""
+    words = 4 / (peaks["bandwidth_gbytes"] * 1e9)
+    params = sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:])) + SIZES[-1] + 2 * sum(SIZES[1:-1])
+    hidden = BATCH * sum(SIZES[1:-1])
+    return {"GEMMs": _gemm_flops(BATCH * steps) / steps / (peaks["sgemm_gflops"] * 1e9),
+            "optimizer": 7 * params * words,  # AdamW reads p, g, m, v and writes p, m, v
+            "norms": 5 * hidden * words,  # forward x -> y, backward dy, x -> dx
+            "dropout": 5 * hidden * words,  # forward x -> y, backward dy, y -> dx
+            "gather + loss": (2 * BATCH * SIZES[0] + 2 * BATCH * SIZES[-1]) * words,
+            "Python (the rest)": 0.0}
+
+
+def report(dev, peaks):
+    """Print the hand loop's per-step budget (see the module docstring); returns its rows for
+    the JSON output. CPU only (on a GPU the kernels' calls return before they finish)."""
+    import collections
+    import time
+    if dev.cuda:
+        return []
+    n = QUICK_N if dev.quick else N
+    x, y, batches = _data(n)
+    steps = len(batches)
+    epoch = _fusednn_epoch(dev, x, y, batches)
+    calls = {}
+    undo = _timed_kernels(collections.defaultdict(float), calls)
+    try:
+        epoch()  # warm-up (buffers, optimizer state), recording the kernel calls of its last step
+    finally:
+        undo()
+    runs = []
+    for _ in range(3):
+        parts = collections.defaultdict(float)
+        undo = _timed_kernels(parts, None)
+        try:
+            t0 = time.perf_counter()
+            epoch()
+            runs.append((time.perf_counter() - t0, parts))
+        finally:
+            undo()
+    total, in_step = sorted(runs, key=lambda run: run[0])[1]  # the median epoch of 3, with its parts
+    in_step["Python (the rest)"] = total - sum(in_step.values())
+    # A step's kernel calls replayed alone, part by part, 100 times (hot from the one before):
+    # the best of 2 rounds, per step.
+    alone, replays = {}, min(steps, 100)
+    for part in _ORDER[:-1]:
+        mine = [(fn, args) for p, fn, args in calls["step"] if p == part]
+        for _ in range(2):
+            t0 = time.perf_counter()
+            for _ in range(replays):
+                for fn, args in mine:
+                    fn(*args)
+            alone[part] = min(alone.get(part, float("inf")), (time.perf_counter() - t0) / replays)
+    floors = _part_floors(peaks, steps)
+    print(f"\nper-step budget of the hand loop ({steps} steps of batch {BATCH}, {total / steps * 1e3:.3f} ms per "
+          f"step; GEMM floor {floors['GEMMs'] * 1e3:.3f} ms, so {total / steps / floors['GEMMs']:.2f}x it):")
+    print(f"  {'part':20} {'in the step':>12} {'share':>6} {'alone, hot':>11} {'floor':>10} {'step/floor':>10}")
+    rows = []
+    for part in _ORDER:
+        t, floor = in_step[part] / steps, floors[part]
+        a = alone.get(part)
+        ratio = f"{t / floor:.2f}x" if floor else "-"
+        alone_text = f"{a * 1e3:.3f} ms" if a is not None else "-"
+        print(f"  {part:20} {t * 1e3:8.3f} ms {t * steps / total:6.0%} {alone_text:>11} {floor * 1e3:7.3f} ms "
+              f"{ratio:>10}")
+        rows.append({"family": "train", "case": f"step budget: {part}", "seconds_per_step": t,
+                     "alone_seconds_per_step": a, "floor_seconds_per_step": floor})
+    gemm = in_step["GEMMs"] / steps
+    print(f"  GEMMs in the step: {floors['GEMMs'] / gemm * peaks['sgemm_gflops']:.0f} GFLOP/s, alone "
+          f"{floors['GEMMs'] / alone['GEMMs'] * peaks['sgemm_gflops']:.0f} GFLOP/s, SGEMM peak "
+          f"{peaks['sgemm_gflops']:.0f} GFLOP/s\n")
+    return rows

@@ -101,8 +101,10 @@ def main(argv=None):
     results = []
     for family in families:
         module_name, list_name = CASE_LISTS.get(family, (f"bench_{family}", "cases"))
-        cases = getattr(importlib.import_module(module_name), list_name)
-        results += run_cases(cases(dev), args.repeat, peaks, timer=timer)
+        module = importlib.import_module(module_name)
+        results += run_cases(getattr(module, list_name)(dev), args.repeat, peaks, timer=timer)
+        if list_name == "cases" and hasattr(module, "report"):  # a family's own summary after its rows
+            results += module.report(dev, peaks)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"build_info": info, "device": args.device, "quick": args.quick, "threads": threads,
