@@ -9,9 +9,12 @@ Per cell and shape, three rows:
 - "nodrop": no dropout, against torch's fused nn.LSTM / nn.GRU (its fastest path; the NumPy
   reference, seconds per call, runs on the vardrop rows only, to keep the run short);
 - "gemms": only the GEMMs fusednn's step runs (one input GEMM per layer, one recurrent GEMM per
-  step; backward one per step and three over all steps), through ops.linear: its % of the SGEMM
-  peak is the GEMM share's efficiency. The other rows' rate counts the same GEMM flops, so
-  their % of peak is the whole step's.
+  step; backward one per step and three over all steps): the same forward and backward calls
+  with gemms_only=True, which run the sequence drivers (ops/rnn.h) with their per-step pointwise
+  passes skipped, so the GEMMs are the step's own calls (W_hh packed once per sequence, the
+  bias sums, the mask copies and the output allocation included): its % of the SGEMM peak is the
+  GEMM share's efficiency. The other rows' rate counts the same GEMM flops, so their % of peak
+  is the whole step's.
 """
 
 import numpy as np
@@ -32,8 +35,8 @@ def _gemm_flops(T, B, I, H, G, layers):
 
 
 def cases(dev):
-    from fusednn import nn, ops, reference
-    xp, torch = dev.xp, dev.torch
+    from fusednn import nn, reference
+    torch = dev.torch
     out = []
     sizes = dev.sizes(SHAPES)
     for kind in ("lstm", "gru"):
@@ -79,7 +82,7 @@ def cases(dev):
             if torch is not None:
                 torch_loop, torch_fused = _torch_impls(torch, dev, kind, params, x, dy, L)
 
-            gemms = _gemm_sequence(ops, xp, T, B, I, H, G, L)
+            gemms = _step_gemms(dev, kind, T, B, I, H, G, L)
             out.append(Case("rnn", f"{kind} vardrop fwd+bwd {shape}", {
                 "fusednn": fused, "numpy": None if dev.cuda else numpy_ref, "torch": torch_loop}, flops=flops, repeat=2,
                 warmup=1, interleave=True))
@@ -147,33 +150,39 @@ def _torch_impls(torch, dev, kind, params, x, dy, L):
     return torch_loop, torch_fused
 
 
-def _gemm_sequence(ops, xp, T, B, I, H, G, L):
-    """The GEMMs of fusednn's forward and backward through time, with the same shapes."""
+def _step_gemms(dev, kind, T, B, I, H, G, L):
+    """The GEMMs of fusednn's forward and backward through time: the vardrop rows' op calls (every
+    layer, the hidden-state mask on, input gradients) with gemms_only=True. Inputs are random
+    (the GEMMs' speed does not depend on the values); the work arrays, whose pre-activation
+    gradients no pass writes then, are given."""
+    import fusednn
+    module = fusednn._C_cuda if dev.cuda else fusednn._C
+    xp = dev.xp
     rng = np.random.default_rng(1)
-    arrays = []
+    keep = 1 - P_DROP
+
+    def arr(*shape):
+        return xp.asarray(rng.standard_normal(shape, np.float32))
+
+    layers = []
     for k in range(L):
         n_in = I if k == 0 else H
-        a = {
-            "x": xp.asarray(rng.standard_normal((T * B, n_in), np.float32)),
-            "w_ih": xp.asarray(rng.standard_normal((G * H, n_in), np.float32) * 0.05),
-            "w_hh": xp.asarray(rng.standard_normal((G * H, H), np.float32) * 0.05),
-            "b": xp.asarray(np.zeros(G * H, np.float32)),
-            "h": xp.asarray(rng.standard_normal((B, H), np.float32)),
-            "hs": xp.asarray(rng.standard_normal((T * B, H), np.float32)),
-            "dg": xp.asarray(rng.standard_normal((T * B, G * H), np.float32)),
-        }
-        a["w_hh_t"] = xp.ascontiguousarray(a["w_hh"].T)
-        arrays.append(a)
+        w = {"x": arr(T, B, n_in), "h0": xp.zeros((B, H), np.float32),
+             "c0": xp.zeros((B, H), np.float32) if kind == "lstm" else None,
+             "w_ih": arr(G * H, n_in) * 0.05, "w_hh": arr(G * H, H) * 0.05, "b_ih": arr(G * H), "b_hh": arr(G * H),
+             "hmask": xp.asarray((rng.random((B, H)) < keep).astype(np.float32) / np.float32(keep)),
+             "y": arr(T, B, H), "gates": arr(T, B, G * H), "aux": arr(T, B, H), "dy": arr(T, B, H),
+             # rnn.h's rnn_forward_work and rnn_backward_work (no layer norm)
+             "work_f": arr(B * G * H + B * H),
+             "work_b": arr(T * B * G * H * (2 if kind == "gru" else 1) + T * B * H + 3 * B * H)}
+        layers.append(w)
 
     def run():
-        for a in arrays:
-            ops.linear(a["x"], a["w_ih"], a["b"])
-            for _ in range(T):
-                ops.linear(a["h"], a["w_hh"], a["b"])
-        for a in reversed(arrays):
-            for t in range(T - 1):
-                ops.linear(a["dg"][t * B:(t + 1) * B], a["w_hh_t"])  # dh = dg @ w_hh
-            ops.linear(a["dg"][:B], a["w_hh_t"])
-            ops.linear_backward(a["dg"], a["x"], a["w_ih"])
-            ops.linear_backward(a["dg"], a["hs"], a["w_hh"], input_grad=False)
+        for w in layers:
+            module.rnn_forward(kind, w["x"], w["h0"], w["c0"], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], None,
+                               None, w["hmask"], work=w["work_f"], gemms_only=True)
+        for w in reversed(layers):
+            module.rnn_backward(kind, w["dy"], None, None, w["x"], w["h0"], w["c0"], w["w_ih"], w["w_hh"], None,
+                                w["hmask"], w["y"], w["gates"], w["aux"], None, None, True, True, True,
+                                work=w["work_b"], gemms_only=True)
     return run

@@ -232,6 +232,45 @@ def test_thread_invariance(threads, cell):
         assert np.array_equal(results[0][k], results[1][k]), k
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell, B, H", [("lstm", 32, 201), ("gru", 13, 37), ("lstm", 1, 1)])
+def test_recurrent_products_have_the_gemms_bits(threads, cell, B, H, dtype):
+    """The steps' recurrent products read W_hh packed once per sequence (cpu/gemm.h's
+    gemm_pack_b): they must give the plain GEMM's bits (ops.linear; linear_backward's dx), at 1
+    and 2 threads, over partial panels and several k-blocks. gemms_only runs the drivers without
+    the pointwise passes, so the last product stays in the caller's work array (forward: its first
+    B x G*H values) and the backward's last one, dg_hh(0) W_hh, becomes dh0."""
+    from fusednn import _C
+    G, T, I = GATES[cell], 3, 5
+    rng = np.random.default_rng(seed_of("packed", cell, B, H, str(dtype)))
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = rng.standard_normal((B, H)).astype(dtype)
+    c0 = rng.standard_normal((B, H)).astype(dtype) if cell == "lstm" else None
+    w_ih = rng.standard_normal((G * H, I)).astype(dtype)
+    w_hh = rng.standard_normal((G * H, H)).astype(dtype)
+    b_ih, b_hh = rng.standard_normal(G * H).astype(dtype), rng.standard_normal(G * H).astype(dtype)
+    hmask = (rng.random((B, H)) < 0.7).astype(dtype) / dtype(0.7)
+    dg0 = rng.standard_normal((B, G * H)).astype(dtype)
+    y, gates, aux = (np.zeros(shape, dtype) for shape in [(T, B, H), (T, B, G * H), (T, B, H)])
+    expected_fwd = ops.linear(h0 * hmask, w_hh, b_hh)
+    expected_bwd = ops.linear_backward(dg0, h0, w_hh)[0]
+    for n in (1, 2):
+        threads(n)
+        work = np.zeros(B * G * H + B * H, dtype)
+        _C.rnn_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, None, hmask, work=work, gemms_only=True)
+        assert np.array_equal(work[:B * G * H].reshape(B, G * H), expected_fwd)
+        tb = T * B
+        work = np.zeros(tb * G * H * (2 if cell == "gru" else 1) + tb * H + 3 * B * H, dtype)
+        dg_hh = tb * G * H if cell == "gru" else 0  # where rnn_backward keeps dg_hh in work
+        work[dg_hh:dg_hh + B * G * H] = dg0.ravel()
+        dh0 = _C.rnn_backward(cell, None, None, None, x, h0, c0, w_ih, w_hh, None, None, y, gates, aux, None, None,
+                              True, True, True, work=work, gemms_only=True)[1]
+        assert np.array_equal(dh0, expected_bwd)
+    with pytest.raises(ValueError, match="work: gemms_only=True"):
+        _C.rnn_backward(cell, None, None, None, x, h0, c0, w_ih, w_hh, None, None, y, gates, aux, None, None,
+                        True, True, True, gemms_only=True)
+
+
 # ---- arguments ----
 
 def test_bad_arguments():

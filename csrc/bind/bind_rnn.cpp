@@ -71,14 +71,15 @@ RnnCell cell_arg(py::handle cell) { return choice_arg(cell, "cell", {"lstm", "gr
 
 py::tuple rnn_forward_py(RnnCell cell, py::object x_obj, py::object h0_obj, py::object c0_obj, py::object w_ih_obj,
                          py::object w_hh_obj, py::object b_ih_obj, py::object b_hh_obj, py::object ln_w_obj,
-                         py::object ln_b_obj, py::object hmask_obj) {
+                         py::object ln_b_obj, py::object hmask_obj, py::object work_obj, bool gemms_only) {
   const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView x = input_array(x_obj, "x", keep);
   const TensorView w_ih = input_array(w_ih_obj, "weight_ih", keep);
   const TensorView w_hh = input_array(w_hh_obj, "weight_hh", keep);
   const Checked c = check_x_weights(cell, x, w_ih, w_hh);
-  const RnnSizes& s = c.s;
+  RnnSizes s = c.s;
+  s.gemms_only = gemms_only;
   const int64_t B = s.batch, H = s.hidden, gh = c.G * H;
   const TensorView h0 = input_array(h0_obj, "h0", keep);
   check_shape2(h0, "h0", c.dtype, B, H);
@@ -100,7 +101,7 @@ py::tuple rnn_forward_py(RnnCell cell, py::object x_obj, py::object h0_obj, py::
   if (hmask) check_shape2(*hmask, "hmask", c.dtype, B, H);
 
   py::object y_obj = py::none(), gates_obj = py::none(), aux_obj = py::none(), xhat_obj = py::none(),
-             rstd_obj = py::none(), work_obj = py::none();
+             rstd_obj = py::none();
   const TensorView y = new_array(y_obj, c.dtype, {s.steps, B, H});
   const TensorView gates = new_array(gates_obj, c.dtype, {s.steps, B, gh});
   const TensorView aux = new_array(aux_obj, c.dtype, {s.steps, B, H});
@@ -109,7 +110,7 @@ py::tuple rnn_forward_py(RnnCell cell, py::object x_obj, py::object h0_obj, py::
     xhat = new_array(xhat_obj, c.dtype, {s.steps, B, gh});
     rstd = new_array(rstd_obj, c.dtype, {s.steps, B, c.G});
   }
-  const TensorView work = new_array(work_obj, c.dtype, {rnn_forward_work(cell, s)});
+  const TensorView work = output_or_new(work_obj, "work", c.dtype, {rnn_forward_work(cell, s)});
   {
     py::gil_scoped_release release;
     dispatch(c.dtype, [&](auto t) {
@@ -127,14 +128,15 @@ py::tuple rnn_backward_py(RnnCell cell, py::object dy_obj, py::object dh_n_obj, 
                           py::object h0_obj, py::object c0_obj, py::object w_ih_obj, py::object w_hh_obj,
                           py::object ln_w_obj, py::object hmask_obj, py::object y_obj, py::object gates_obj,
                           py::object aux_obj, py::object xhat_obj, py::object rstd_obj, bool bias_ih, bool bias_hh,
-                          bool input_grad) {
+                          bool input_grad, py::object work_obj, bool gemms_only) {
   const Stream stream = call_stream();
   KeepAlive keep;
   const TensorView x = input_array(x_obj, "x", keep);
   const TensorView w_ih = input_array(w_ih_obj, "weight_ih", keep);
   const TensorView w_hh = input_array(w_hh_obj, "weight_hh", keep);
   const Checked c = check_x_weights(cell, x, w_ih, w_hh);
-  const RnnSizes& s = c.s;
+  RnnSizes s = c.s;
+  s.gemms_only = gemms_only;
   const int64_t T_ = s.steps, B = s.batch, H = s.hidden, gh = c.G * H;
   const auto dy = optional_input_array(dy_obj, "dy", keep);
   if (dy) check_shape3(*dy, "dy", c.dtype, T_, B, H);
@@ -174,7 +176,7 @@ py::tuple rnn_backward_py(RnnCell cell, py::object dy_obj, py::object dh_n_obj, 
 
   py::object dx_obj = py::none(), dh0_obj = py::none(), dc0_obj = py::none(), dw_ih_obj = py::none(),
              dw_hh_obj = py::none(), db_ih_obj = py::none(), db_hh_obj = py::none(), dln_w_obj = py::none(),
-             dln_b_obj = py::none(), work_obj = py::none();
+             dln_b_obj = py::none();
   std::optional<TensorView> dx, dc0, db_ih, db_hh, dln_w, dln_b;
   if (input_grad) dx = new_array(dx_obj, c.dtype, {T_, B, s.in});
   const TensorView dh0 = new_array(dh0_obj, c.dtype, {B, H});
@@ -187,7 +189,10 @@ py::tuple rnn_backward_py(RnnCell cell, py::object dy_obj, py::object dh_n_obj, 
     dln_w = new_array(dln_w_obj, c.dtype, {gh});
     dln_b = new_array(dln_b_obj, c.dtype, {gh});
   }
-  const TensorView work = new_array(work_obj, c.dtype, {rnn_backward_work(cell, s, bool(ln_w))});
+  if (gemms_only && work_obj.is_none())
+    throw ValueError("work: gemms_only=True reads the pre-activation gradients from work (no pass writes them), "
+                     "expected a zero-filled array, got None");
+  const TensorView work = output_or_new(work_obj, "work", c.dtype, {rnn_backward_work(cell, s, bool(ln_w))});
   {
     py::gil_scoped_release release;
     dispatch(c.dtype, [&](auto t) {
@@ -209,26 +214,33 @@ void bind_rnn(py::module_& m) {
   m.def(
       "rnn_forward",
       [](py::object cell, py::object x, py::object h0, py::object c0, py::object w_ih, py::object w_hh,
-         py::object b_ih, py::object b_hh, py::object ln_w, py::object ln_b, py::object hmask) {
-        return rnn_forward_py(cell_arg(cell), x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_w, ln_b, hmask);
+         py::object b_ih, py::object b_hh, py::object ln_w, py::object ln_b, py::object hmask, py::object work,
+         bool gemms_only) {
+        return rnn_forward_py(cell_arg(cell), x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_w, ln_b, hmask, work,
+                              gemms_only);
       },
       py::arg("cell"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weight_ih"), py::arg("weight_hh"),
       py::arg("bias_ih"), py::arg("bias_hh"), py::arg("ln_weight"), py::arg("ln_bias"), py::arg("hmask"),
-      "LSTM ('lstm') or GRU ('gru') over a time-major sequence: (y, gates, aux, xhat, rstd) (ops/rnn.h).");
+      py::kw_only(), py::arg("work") = py::none(), py::arg("gemms_only") = false,
+      "LSTM ('lstm') or GRU ('gru') over a time-major sequence: (y, gates, aux, xhat, rstd) (ops/rnn.h). "
+      "work: the scratch array (rnn_forward_work elements), or None (allocated). gemms_only: the GEMMs "
+      "alone, the pointwise passes skipped (bench_rnn's GEMM-share row; the outputs are then not the cell's).");
   m.def(
       "rnn_backward",
       [](py::object cell, py::object dy, py::object dh_n, py::object dc_n, py::object x, py::object h0, py::object c0,
          py::object w_ih, py::object w_hh, py::object ln_w, py::object hmask, py::object y, py::object gates,
-         py::object aux, py::object xhat, py::object rstd, bool bias_ih, bool bias_hh, bool input_grad) {
+         py::object aux, py::object xhat, py::object rstd, bool bias_ih, bool bias_hh, bool input_grad,
+         py::object work, bool gemms_only) {
         return rnn_backward_py(cell_arg(cell), dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, ln_w, hmask, y, gates, aux,
-                               xhat, rstd, bias_ih, bias_hh, input_grad);
+                               xhat, rstd, bias_ih, bias_hh, input_grad, work, gemms_only);
       },
       py::arg("cell"), py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("x"), py::arg("h0"), py::arg("c0"),
       py::arg("weight_ih"), py::arg("weight_hh"), py::arg("ln_weight"), py::arg("hmask"), py::arg("y"),
       py::arg("gates"), py::arg("aux"), py::arg("xhat"), py::arg("rstd"), py::arg("bias_ih"), py::arg("bias_hh"),
-      py::arg("input_grad"),
+      py::arg("input_grad"), py::kw_only(), py::arg("work") = py::none(), py::arg("gemms_only") = false,
       "Backward through time of rnn_forward: (dx, dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh, "
-      "dln_weight, dln_bias), None where not computed.");
+      "dln_weight, dln_bias), None where not computed. work and gemms_only as in rnn_forward (gemms_only "
+      "needs work, zero-filled: the GEMMs read the pre-activation gradients from it).");
 }
 
 }  // namespace fdnn::bind

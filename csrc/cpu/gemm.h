@@ -25,6 +25,18 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c, const T* bias,
           bool relu);
 
+// Products that reuse one B with many A's (rnn's recurrent steps: the same weights at every
+// step): gemm_packed_b_size elements (0 where the CPU has no AVX-512F: nothing to pack), filled
+// once by gemm_pack_b with op(B) (k x n) packed for the AVX-512 kernel; `packed` must be 64-byte
+// aligned (scratch() in common/scratch.h). gemm_with_packed_b gives gemm's result, bit for bit:
+// where gemm's rule picks the AVX-512 kernel it reads the panels from `packed` instead of packing
+// them from b again, elsewhere it runs gemm on b. packed may be null (then it is gemm).
+template <typename T> int64_t gemm_packed_b_size(int64_t n, int64_t k);
+template <typename T> void gemm_pack_b(bool trans_b, int64_t n, int64_t k, const T* b, T* packed);
+template <typename T>
+void gemm_with_packed_b(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
+                        const T* packed, T* c, const T* bias, bool relu);
+
 constexpr double kOwnKernelMaxMacs = 2147483648.0;  // 2^31 multiply-adds
 
 // The kernel settings gemm can run: "fusednn-avx512" and "auto" (the rule above; both where the
@@ -38,11 +50,14 @@ std::string gemm_kernel();
 std::string gemm_kernel_for(int64_t m, int64_t n, int64_t k);
 void set_gemm_kernel(const std::string& name);
 
-// The AVX-512 kernel (gemm_avx512_cpu.cpp): whether this CPU can run it, and the kernel itself,
-// with gemm's contract for k >= 1.
+// The AVX-512 kernel (gemm_avx512_cpu.cpp): whether this CPU can run it, the kernel itself, with
+// gemm's contract for k >= 1 (packed_b: op(B) packed by gemm_avx512_pack_b, or null), and its
+// packing of op(B).
 bool gemm_avx512_supported();
 template <typename T>
-void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c,
-                 const T* bias, bool relu);
+void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
+                 const T* packed_b, T* c, const T* bias, bool relu);
+template <typename T> int64_t gemm_avx512_packed_b_size(int64_t n, int64_t k);
+template <typename T> void gemm_avx512_pack_b(bool trans_b, int64_t n, int64_t k, const T* b, T* packed);
 
 }  // namespace fdnn

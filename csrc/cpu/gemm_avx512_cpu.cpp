@@ -9,6 +9,10 @@
 // of the tile. The epilogue adds the bias, applies the ReLU and stores the tile (masked at the
 // right edge).
 //
+// op(B) can also be packed once (gemm_pack_b: the same panels, laid out k-block by k-block) and
+// reused by many products with that B (gemm_with_packed_b): the micro-kernel then reads the
+// panels from there; the packed values are the same, so are the results.
+//
 // Every element of C is one chain of fused multiply-adds over k in increasing order, started at
 // zero (a second k-block reloads the first block's partial from C and continues the chain,
 // which gives the same bits), so the result does not depend on the tiling, on the edge kernels
@@ -170,17 +174,38 @@ template <typename T, int NV, int... Rows> constexpr auto tile_kernels(std::inte
 
 // ---- work units
 
+// Packs panel p of op(B) for the k-block [k0, k0 + kc) into pb.
+template <typename T, bool TB>
+FDNN_AVX512 void pack_panel(T* FDNN_RESTRICT pb, const T* FDNN_RESTRICT b, int64_t n, int64_t k, int64_t k0,
+                            int64_t kc, int64_t p) {
+  constexpr int NR = 2 * Zmm<T>::kLanes;
+  const int64_t n0 = p * NR;
+  const int cols = static_cast<int>(std::min<int64_t>(NR, n - n0));
+  if (TB)
+    pack_transposed(pb, b, k, k0, kc, n0, cols);
+  else
+    pack_rows(pb, b, n, k0, kc, n0, cols);
+}
+
+// Where gemm_pack_b puts panel p of the k-block at k0 (kc values of k): the k-blocks one after
+// the other, each its panels one after the other.
+template <typename T> int64_t packed_panel_offset(int64_t n, int64_t k0, int64_t kc, int64_t p) {
+  constexpr int NR = 2 * Zmm<T>::kLanes;
+  return k0 * round_up(n, NR) + p * kc * NR;
+}
+
 // One unit: rows [r0, r1) by panels [p0, p1). Per k-block: A's rows are packed once, then each
-// panel of B is packed and multiplied by every tile of rows.
+// panel of B is packed (or read from packed_b, gemm_pack_b's) and multiplied by every tile of
+// rows.
 template <typename T, bool TA, bool TB>
 FDNN_AVX512 void run_unit(int64_t r0, int64_t r1, int64_t p0, int64_t p1, int64_t m, int64_t n, int64_t k,
-                          const T* a, const T* b, T* c, const T* bias, bool relu) {
+                          const T* a, const T* b, const T* packed_b, T* c, const T* bias, bool relu) {
   constexpr int NR = 2 * Zmm<T>::kLanes;
   static constexpr auto kernels = tile_kernels<T, 2>(std::make_integer_sequence<int, kMR>{});
   static constexpr auto narrow_kernels = tile_kernels<T, 1>(std::make_integer_sequence<int, kMR>{});
-  const int64_t lda = TA ? m : k, ldb = TB ? k : n, ldc = n;
+  const int64_t lda = TA ? m : k, ldc = n;
   T* pa = thread_scratch<T, 0>(kMC * kKC);
-  T* pb = thread_scratch<T, 1>(kKC * NR);
+  T* pb = packed_b ? nullptr : thread_scratch<T, 1>(kKC * NR);
   for (int64_t k0 = 0; k0 < k; k0 += kKC) {
     const int64_t kc = std::min(kKC, k - k0);
     if (TA)
@@ -191,16 +216,17 @@ FDNN_AVX512 void run_unit(int64_t r0, int64_t r1, int64_t p0, int64_t p1, int64_
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t n0 = p * NR;
       const int cols = static_cast<int>(std::min<int64_t>(NR, n - n0));
-      if (TB)
-        pack_transposed(pb, b, ldb, k0, kc, n0, cols);
+      const T* panel = pb;
+      if (packed_b)
+        panel = packed_b + packed_panel_offset<T>(n, k0, kc, p);
       else
-        pack_rows(pb, b, ldb, k0, kc, n0, cols);
+        pack_panel<T, TB>(pb, b, n, k, k0, kc, p);
       const T* tile_bias = last && bias ? bias + n0 : nullptr;
       const auto& tile = cols > NR / 2 ? kernels : narrow_kernels;
       const T* at = pa;
       for (int64_t r = r0; r < r1; r += kMR, at += kc * kMR) {
         const int rows = static_cast<int>(std::min<int64_t>(kMR, r1 - r));
-        tile[rows - 1](kc, at, pb, c + r * ldc + n0, ldc, cols, k0 > 0, tile_bias, last && relu);
+        tile[rows - 1](kc, at, panel, c + r * ldc + n0, ldc, cols, k0 > 0, tile_bias, last && relu);
       }
     }
   }
@@ -213,9 +239,27 @@ bool gemm_avx512_supported() {
   return __builtin_cpu_supports("avx512f") != 0;
 }
 
+template <typename T> int64_t gemm_avx512_packed_b_size(int64_t n, int64_t k) {
+  return round_up(n, 2 * Zmm<T>::kLanes) * k;
+}
+
+template <typename T> void gemm_avx512_pack_b(bool trans_b, int64_t n, int64_t k, const T* b, T* packed) {
+  constexpr int NR = 2 * Zmm<T>::kLanes;
+  const int64_t panels = ceil_div(n, NR), k_blocks = ceil_div(k, kKC);
+  auto pack = trans_b ? &pack_panel<T, true> : &pack_panel<T, false>;
+  // One index per (k-block, panel); each writes its own part of `packed` (a copy: no result
+  // depends on the split).
+  parallel_for(k_blocks * panels, 1, 2 * kKC * NR, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t k0 = (u / panels) * kKC, kc = std::min(kKC, k - k0), p = u % panels;
+      pack(packed + packed_panel_offset<T>(n, k0, kc, p), b, n, k, k0, kc, p);
+    }
+  });
+}
+
 template <typename T>
-void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c,
-                 const T* bias, bool relu) {
+void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
+                 const T* packed_b, T* c, const T* bias, bool relu) {
   constexpr int NR = 2 * Zmm<T>::kLanes;
   // Units: row blocks (at most kMC rows, of even sizes) by groups of panels. A unit packs its
   // rows of A once per k-block, so the fewer groups the better, as long as every thread gets
@@ -233,15 +277,20 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, co
   parallel_for(row_blocks * unit_groups, 1, rows_per_block * per_group * NR * k, [&](int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t r0 = (u / unit_groups) * rows_per_block, p0 = (u % unit_groups) * per_group;
-      run(r0, std::min(m, r0 + rows_per_block), p0, std::min(panels, p0 + per_group), m, n, k, a, b, c, bias, relu);
+      run(r0, std::min(m, r0 + rows_per_block), p0, std::min(panels, p0 + per_group), m, n, k, a, b, packed_b, c,
+          bias, relu);
     }
   });
 }
 
-template void gemm_avx512<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*,
-                                 const float*, bool);
-template void gemm_avx512<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*, double*,
-                                  const double*, bool);
+template void gemm_avx512<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, const float*,
+                                 float*, const float*, bool);
+template void gemm_avx512<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*,
+                                  const double*, double*, const double*, bool);
+template int64_t gemm_avx512_packed_b_size<float>(int64_t, int64_t);
+template int64_t gemm_avx512_packed_b_size<double>(int64_t, int64_t);
+template void gemm_avx512_pack_b<float>(bool, int64_t, int64_t, const float*, float*);
+template void gemm_avx512_pack_b<double>(bool, int64_t, int64_t, const double*, double*);
 
 }  // namespace fdnn
 
@@ -250,11 +299,17 @@ template void gemm_avx512<double>(bool, bool, int64_t, int64_t, int64_t, const d
 namespace fdnn {
 bool gemm_avx512_supported() { return false; }
 template <typename T>
-void gemm_avx512(bool, bool, int64_t, int64_t, int64_t, const T*, const T*, T*, const T*, bool) {}
-template void gemm_avx512<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*,
-                                 const float*, bool);
-template void gemm_avx512<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*, double*,
-                                  const double*, bool);
+void gemm_avx512(bool, bool, int64_t, int64_t, int64_t, const T*, const T*, const T*, T*, const T*, bool) {}
+template <typename T> int64_t gemm_avx512_packed_b_size(int64_t, int64_t) { return 0; }
+template <typename T> void gemm_avx512_pack_b(bool, int64_t, int64_t, const T*, T*) {}
+template void gemm_avx512<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, const float*,
+                                 float*, const float*, bool);
+template void gemm_avx512<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*,
+                                  const double*, double*, const double*, bool);
+template int64_t gemm_avx512_packed_b_size<float>(int64_t, int64_t);
+template int64_t gemm_avx512_packed_b_size<double>(int64_t, int64_t);
+template void gemm_avx512_pack_b<float>(bool, int64_t, int64_t, const float*, float*);
+template void gemm_avx512_pack_b<double>(bool, int64_t, int64_t, const double*, double*);
 }  // namespace fdnn
 
 #endif

@@ -1,6 +1,8 @@
 // gemm (cpu/gemm.h): the kernel choice, and the OpenBLAS kernel for CPUs without AVX-512F.
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
+#include <stdexcept>
 
 #include "common/activation.h"
 #include "common/blas.h"
@@ -72,8 +74,8 @@ void gemm_blas(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
 }  // namespace
 
 template <typename T>
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c, const T* bias,
-          bool relu) {
+void gemm_with_packed_b(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
+                        const T* packed, T* c, const T* bias, bool relu) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {  // C = act(bias), or 0
     broadcast_rows<T>(c, bias, m, n, n);
@@ -81,9 +83,25 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* 
     return;
   }
   if (own_kernel_for(m, n, k))
-    gemm_avx512<T>(trans_a, trans_b, m, n, k, a, b, c, bias, relu);
+    gemm_avx512<T>(trans_a, trans_b, m, n, k, a, b, packed, c, bias, relu);
   else
     gemm_blas<T>(trans_a, trans_b, m, n, k, a, b, c, bias, relu);
+}
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c, const T* bias,
+          bool relu) {
+  gemm_with_packed_b<T>(trans_a, trans_b, m, n, k, a, b, nullptr, c, bias, relu);
+}
+
+template <typename T> int64_t gemm_packed_b_size(int64_t n, int64_t k) {
+  return gemm_avx512_supported() && n > 0 && k > 0 ? gemm_avx512_packed_b_size<T>(n, k) : 0;
+}
+
+template <typename T> void gemm_pack_b(bool trans_b, int64_t n, int64_t k, const T* b, T* packed) {
+  if (reinterpret_cast<uintptr_t>(packed) % 64 != 0)
+    throw std::invalid_argument("gemm_pack_b: packed must be 64-byte aligned");
+  if (gemm_packed_b_size<T>(n, k) > 0) gemm_avx512_pack_b<T>(trans_b, n, k, b, packed);
 }
 
 bool gemm_kernel_available(const std::string& name) {
@@ -120,5 +138,13 @@ template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, c
                           bool);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*, double*,
                            const double*, bool);
+template void gemm_with_packed_b<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*,
+                                        const float*, float*, const float*, bool);
+template void gemm_with_packed_b<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*,
+                                         const double*, double*, const double*, bool);
+template int64_t gemm_packed_b_size<float>(int64_t, int64_t);
+template int64_t gemm_packed_b_size<double>(int64_t, int64_t);
+template void gemm_pack_b<float>(bool, int64_t, int64_t, const float*, float*);
+template void gemm_pack_b<double>(bool, int64_t, int64_t, const double*, double*);
 
 }  // namespace fdnn

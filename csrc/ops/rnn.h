@@ -33,6 +33,7 @@
 #include <cstdint>
 
 #include "common/macros.h"
+#include "common/scratch.h"
 #include "common/stream.h"
 #include "common/vmath.h"
 #include "ops/linear.h"
@@ -160,10 +161,26 @@ void rnn_scale_rows(T* dst, const T* src, const T* mask, int64_t rows, int64_t b
 template <typename T>
 void rnn_combine(T* dst, const T* carry, const T* rec, const T* mask, int64_t batch, int64_t cols, Stream stream);
 
+// The recurrent product of one step (rnn_cpu.cpp, rnn_cuda.cu): forward (backward false)
+// rec (B, G*H) = a W_hh^T + b_hh, the same as linear<T>(rec, a, w_hh, b_hh, B, H, G*H); backward
+// rec (B, H) = a W_hh (b_hh unused), linear_backward<T>'s dx. `packed` is what
+// rnn_pack_recurrent returned for that direction (CPU: op(W_hh) packed once per sequence for the
+// GEMM kernel, cpu/gemm.h's gemm_pack_b, so the steps do not pack the weights again; null where
+// the GEMM does not read it, and always on the GPU, which runs linear).
+template <typename T>
+Buffer<T> rnn_pack_recurrent(bool backward, const T* w_hh, int64_t batch, int64_t hidden, int64_t gh, Stream stream);
+template <typename T>
+void rnn_recurrent_product(bool backward, T* rec, const T* a, const T* w_hh, const T* packed, const T* b_hh,
+                           int64_t batch, int64_t hidden, int64_t gh, Stream stream);
+
 // ---- sequence drivers ----
 
 struct RnnSizes {
   int64_t steps, batch, in, hidden;
+  // The GEMMs only (bench_rnn's GEMM-share row): the drivers skip the per-step pointwise passes
+  // (rnn_step_forward, rnn_step_backward) and run everything else, so y, aux and the gradients
+  // are not the cell's.
+  bool gemms_only = false;
 };
 
 // Scratch (elements of T) that rnn_forward / rnn_backward need in `work`.
@@ -188,9 +205,10 @@ void rnn_forward(RnnCell cell, T* y, T* gates, T* aux, T* xhat, T* rstd, T* work
   T* hm = work + B * gh;    // (B, H)
   linear<T>(gates, x, w_ih, b_ih, s.steps * B, s.in, gh, Activation::none, stream);
   if (hmask) rnn_scale_rows<T>(hm, h0, hmask, B, B, H, stream);
+  const Buffer<T> packed = rnn_pack_recurrent<T>(false, w_hh, B, H, gh, stream);
   for (int64_t t = 0; t < s.steps; ++t) {
     const T* h_prev = t == 0 ? h0 : y + (t - 1) * B * H;
-    linear<T>(rec, hmask ? hm : h_prev, w_hh, b_hh, B, H, gh, Activation::none, stream);
+    rnn_recurrent_product<T>(false, rec, hmask ? hm : h_prev, w_hh, packed.get(), b_hh, B, H, gh, stream);
     RnnStepForward<T> st{cell,
                          B,
                          H,
@@ -206,7 +224,7 @@ void rnn_forward(RnnCell cell, T* y, T* gates, T* aux, T* xhat, T* rstd, T* work
                          ln_w ? rstd + t * B * rnn_gates(cell) : nullptr,
                          ln_w,
                          ln_b};
-    rnn_step_forward<T>(st, stream);
+    if (!s.gemms_only) rnn_step_forward<T>(st, stream);
   }
 }
 
@@ -231,10 +249,10 @@ void rnn_backward(RnnCell cell, T* dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db
 
   rnn_scale_rows<T>(carry, dh_n, nullptr, B, B, H, stream);
   if (cell == RnnCell::lstm) rnn_scale_rows<T>(dc, dc_n, nullptr, B, B, H, stream);
+  const Buffer<T> packed = rnn_pack_recurrent<T>(true, w_hh, B, H, gh, stream);
   for (int64_t t = s.steps - 1; t >= 0; --t) {
     if (t < s.steps - 1)  // dh_t through W_hh from step t+1
-      linear_backward<T>(rec, nullptr, nullptr, dg_hh + (t + 1) * B * gh, hm_all, w_hh, nullptr, B, H, gh,
-                         Activation::none, stream);
+      rnn_recurrent_product<T>(true, rec, dg_hh + (t + 1) * B * gh, w_hh, packed.get(), nullptr, B, H, gh, stream);
     RnnStepBackward<T> st{cell,
                           B,
                           H,
@@ -254,10 +272,10 @@ void rnn_backward(RnnCell cell, T* dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db
                           dg_hh + t * B * gh,
                           ln ? ln_p + t * B * gh : nullptr,
                           ln ? ln_q + t * B * gh : nullptr};
-    rnn_step_backward<T>(st, stream);
+    if (!s.gemms_only) rnn_step_backward<T>(st, stream);
   }
   // dh0 = the direct part + hmask * (dA_hh(0) W_hh); dc0 what the last pass left.
-  linear_backward<T>(rec, nullptr, nullptr, dg_hh, hm_all, w_hh, nullptr, B, H, gh, Activation::none, stream);
+  rnn_recurrent_product<T>(true, rec, dg_hh, w_hh, packed.get(), nullptr, B, H, gh, stream);
   rnn_combine<T>(dh0, cell == RnnCell::gru ? carry : nullptr, rec, hmask, B, H, stream);
   if (dc0) rnn_scale_rows<T>(dc0, dc, nullptr, B, B, H, stream);
   // The h_{t-1} rows that entered the recurrent GEMM: h0 and y[0 .. T-2], masked.
@@ -274,6 +292,9 @@ void rnn_backward(RnnCell cell, T* dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db
 
 // The explicit instantiations that both devices' files (rnn_cpu.cpp, rnn_cuda.cu) emit.
 #define FDNN_RNN_INSTANTIATE(T)                                                                                    \
+  template Buffer<T> rnn_pack_recurrent<T>(bool, const T*, int64_t, int64_t, int64_t, Stream);                    \
+  template void rnn_recurrent_product<T>(bool, T*, const T*, const T*, const T*, const T*, int64_t, int64_t,      \
+                                         int64_t, Stream);                                                        \
   template void rnn_forward<T>(RnnCell, T*, T*, T*, T*, T*, T*, const T*, const T*, const T*, const T*, const T*, \
                                const T*, const T*, const T*, const T*, const T*, const RnnSizes&, Stream);        \
   template void rnn_backward<T>(RnnCell, T*, T*, T*, T*, T*, T*, T*, T*, T*, T*, const T*, const T*, const T*,    \

@@ -6,6 +6,7 @@
 
 #include "common/isa.h"
 #include "common/parallel.h"
+#include "cpu/gemm.h"
 #include "ops/rnn.h"
 
 namespace fdnn {
@@ -233,6 +234,27 @@ template <typename T>
 void rnn_combine(T* dst, const T* carry, const T* rec, const T* mask, int64_t batch, int64_t cols, Stream) {
   const int64_t n = batch * cols;
   for (int64_t i = 0; i < n; ++i) dst[i] = (carry ? carry[i] : T(0)) + (mask ? mask[i] * rec[i] : rec[i]);
+}
+
+// The step's GEMM (gemm's arguments of linear<T> and linear_backward<T>'s dx) with op(W_hh)
+// packed once per sequence where the GEMM kernel that the product's size picks reads it.
+template <typename T>
+Buffer<T> rnn_pack_recurrent(bool backward, const T* w_hh, int64_t batch, int64_t hidden, int64_t gh, Stream) {
+  const int64_t n = backward ? hidden : gh, k = backward ? gh : hidden;
+  const int64_t size = gemm_packed_b_size<T>(n, k);
+  if (size == 0 || gemm_kernel_for(batch, n, k) != "fusednn-avx512") return Buffer<T>();
+  Buffer<T> packed = scratch<T>(size);
+  gemm_pack_b<T>(/*trans_b=*/!backward, n, k, w_hh, packed.get());
+  return packed;
+}
+
+template <typename T>
+void rnn_recurrent_product(bool backward, T* rec, const T* a, const T* w_hh, const T* packed, const T* b_hh,
+                           int64_t batch, int64_t hidden, int64_t gh, Stream) {
+  if (backward)  // (B x G*H) @ (G*H x H)
+    gemm_with_packed_b<T>(false, false, batch, hidden, gh, a, w_hh, packed, rec, nullptr, false);
+  else  // (B x H) @ W_hh^T + b_hh
+    gemm_with_packed_b<T>(false, true, batch, gh, hidden, a, w_hh, packed, rec, b_hh, false);
 }
 
 template void rnn_step_forward<float>(const RnnStepForward<float>&, Stream);

@@ -242,6 +242,21 @@ void rnn_combine(T* dst, const T* carry, const T* rec, const T* mask, int64_t ba
   check_launch("combine_kernel");
 }
 
+// The step's GEMM through linear<T> (cuBLASLt): nothing packed.
+template <typename T>
+Buffer<T> rnn_pack_recurrent(bool, const T*, int64_t, int64_t, int64_t, Stream) {
+  return Buffer<T>();
+}
+
+template <typename T>
+void rnn_recurrent_product(bool backward, T* rec, const T* a, const T* w_hh, const T*, const T* b_hh, int64_t batch,
+                           int64_t hidden, int64_t gh, Stream stream) {
+  if (backward)
+    linear_backward<T>(rec, nullptr, nullptr, a, nullptr, w_hh, nullptr, batch, hidden, gh, Activation::none, stream);
+  else
+    linear<T>(rec, a, w_hh, b_hh, batch, hidden, gh, Activation::none, stream);
+}
+
 template void rnn_step_forward<float>(const RnnStepForward<float>&, Stream);
 template void rnn_step_forward<double>(const RnnStepForward<double>&, Stream);
 template void rnn_step_backward<float>(const RnnStepBackward<float>&, Stream);
