@@ -5,8 +5,11 @@
 #include <string>
 #include <vector>
 
+#include <pybind11/stl.h>
+
 #include "bind/array.h"
 #include "bind/bind.h"
+#include "common/philox.h"
 #include "ops/augment.h"
 
 namespace fdnn::bind {
@@ -108,9 +111,113 @@ py::object augment_py(py::object x_obj, py::object c_obj, py::object h_obj, py::
   return out;
 }
 
+// The draws of ops.augment_params (python/fusednn/ops/augment.py documents the laws and checks
+// the spec first): sample i's words are 64 i .. 64 i + 35 of the Philox stream (seed, offset)
+// (sample 0's for every sample with same_on_batch), u_s = word s / 2^32, and every value is the
+// Python formula's, term for term in double. `spec` holds, in this order: degrees (lo, hi),
+// translate (fx, fy), scale (lo, hi), shear (xlo, xhi, ylo, yhi), hflip, vflip, erase
+// probabilities, brightness (lo, hi), contrast (lo, hi), noise, noise_mean, erase_scale (lo,
+// hi), log erase_ratio (lo, hi), erase_value, erase_random (0 or 1): 25 numbers.
+py::dict augment_params_draw_py(int64_t n, uint64_t seed, uint64_t offset, bool same_on_batch, int64_t h, int64_t w,
+                                const std::vector<double>& spec, int64_t erase_tries) {
+  if (n < 0 || spec.size() != 25 || h < 1 || w < 1 || erase_tries < 0)
+    throw ValueError("_augment_params_draw: expected n >= 0, positive h and w and 25 spec values");
+  const size_t count = static_cast<size_t>(n);
+  py::array_t<double> angle(count), tx(count), ty(count), scale(count), shx(count), shy(count), bright(count),
+      contrast(count), nmean(count), nstd(count), evalue(count);
+  py::array_t<bool> hflip(count), vflip(count), erase(count), erandom(count);
+  py::array_t<int64_t> etop(count), eleft(count), eh(count), ew(count);
+  py::array_t<uint64_t> key(count);
+  {
+    double *a = angle.mutable_data(), *x_ = tx.mutable_data(), *y_ = ty.mutable_data(), *sc = scale.mutable_data(),
+           *sx = shx.mutable_data(), *sy = shy.mutable_data(), *br = bright.mutable_data(),
+           *co = contrast.mutable_data(), *nm = nmean.mutable_data(), *ns = nstd.mutable_data(),
+           *ev = evalue.mutable_data();
+    bool *hf = hflip.mutable_data(), *vf = vflip.mutable_data(), *er = erase.mutable_data(),
+         *rnd = erandom.mutable_data();
+    int64_t *top = etop.mutable_data(), *left = eleft.mutable_data(), *hh = eh.mutable_data(), *ww = ew.mutable_data();
+    uint64_t* k = key.mutable_data();
+    py::gil_scoped_release release;
+    const PhiloxStream stream(seed, offset);
+    const double hd = static_cast<double>(h), wd = static_cast<double>(w), area0 = hd * wd;
+    const double fx = spec[2], fy = spec[3];
+    const double tx_lo = -fx * wd, tx_hi = fx * wd, ty_lo = -fy * hd, ty_hi = fy * hd;
+    double u[36];
+    uint32_t words[36];
+    for (int64_t i = 0; i < n; ++i) {
+      if (i == 0 || !same_on_batch) {
+        for (int b = 0; b < 9; ++b)
+          stream.block(16 * static_cast<uint64_t>(i) + b, words[4 * b], words[4 * b + 1], words[4 * b + 2],
+                       words[4 * b + 3]);
+        for (int s = 0; s < 36; ++s) u[s] = static_cast<double>(words[s]) * 2.3283064365386963e-10;  // 2^-32
+      }
+      auto uniform = [&](int slot, double lo, double hi) { return lo + (hi - lo) * u[slot]; };
+      a[i] = uniform(0, spec[0], spec[1]);
+      x_[i] = uniform(1, tx_lo, tx_hi);
+      y_[i] = uniform(2, ty_lo, ty_hi);
+      sc[i] = uniform(3, spec[4], spec[5]);
+      sx[i] = uniform(4, spec[6], spec[7]);
+      sy[i] = uniform(5, spec[8], spec[9]);
+      hf[i] = u[6] < spec[10];
+      vf[i] = u[7] < spec[11];
+      br[i] = uniform(8, spec[13], spec[14]);
+      co[i] = uniform(9, spec[15], spec[16]);
+      nm[i] = spec[18];
+      ns[i] = spec[17];
+      // Random erasing: the first of the tries whose rounded box fits strictly inside the image.
+      int64_t height = 0, width = 0;
+      bool found = false;
+      if (u[10] < spec[12]) {
+        for (int64_t t = 0; t < erase_tries && !found; ++t) {
+          const double area = area0 * uniform(16 + 2 * static_cast<int>(t), spec[19], spec[20]);
+          const double aspect = std::exp(uniform(17 + 2 * static_cast<int>(t), spec[21], spec[22]));
+          const double bh = std::nearbyint(std::sqrt(area * aspect)), bw = std::nearbyint(std::sqrt(area / aspect));
+          if (bh < hd && bw < wd) {
+            height = static_cast<int64_t>(bh);
+            width = static_cast<int64_t>(bw);
+            found = true;
+          }
+        }
+      }
+      er[i] = found;
+      hh[i] = height;
+      ww[i] = width;
+      top[i] = found ? static_cast<int64_t>(std::floor(u[11] * static_cast<double>(h - height + 1))) : 0;
+      left[i] = found ? static_cast<int64_t>(std::floor(u[12] * static_cast<double>(w - width + 1))) : 0;
+      rnd[i] = spec[24] != 0.0;
+      ev[i] = rnd[i] ? 0.0 : spec[23];
+      k[i] = static_cast<uint64_t>(words[13]) | (static_cast<uint64_t>(words[14]) << 32);
+    }
+  }
+  py::dict out;
+  out["angle"] = angle;
+  out["translate_x"] = tx;
+  out["translate_y"] = ty;
+  out["scale"] = scale;
+  out["shear_x"] = shx;
+  out["shear_y"] = shy;
+  out["hflip"] = hflip;
+  out["vflip"] = vflip;
+  out["brightness"] = bright;
+  out["contrast"] = contrast;
+  out["noise_mean"] = nmean;
+  out["noise_std"] = nstd;
+  out["erase"] = erase;
+  out["erase_top"] = etop;
+  out["erase_left"] = eleft;
+  out["erase_height"] = eh;
+  out["erase_width"] = ew;
+  out["erase_value"] = evalue;
+  out["erase_random"] = erandom;
+  out["noise_seed"] = key;
+  return out;
+}
+
 }  // namespace
 
 void bind_augment(py::module_& m) {
+  m.def("_augment_params_draw", &augment_params_draw_py, py::arg("n"), py::arg("seed"), py::arg("offset"),
+        py::arg("same_on_batch"), py::arg("height"), py::arg("width"), py::arg("spec"), py::arg("erase_tries"));
   m.def("augment", &augment_py, py::arg("x"), py::arg("channels"), py::arg("height"), py::arg("width"),
         py::arg("params"), py::arg("interpolation"), py::arg("fill"), py::arg("clip"), py::arg("out"));
 }

@@ -33,5 +33,156 @@ __attribute__((target("avx512f"))) void philox_rounds_avx512(uint32_t* c, uint32
   _mm512_storeu_si512(c + 48, c3);
 }
 
+namespace {
+
+// Box-Muller in float on 16 word pairs (box_muller.h's float version, lane by lane).
+__attribute__((target("avx512f"), always_inline)) inline void box_muller16(__m512i a, __m512i b, __m512& z0,
+                                                                             __m512& z1) {
+  // Radius: log of k / 2^24, k = (a >> 8) + 1 in [1, 2^24].
+  const __m512i k = _mm512_add_epi32(_mm512_srli_epi32(a, 8), _mm512_set1_epi32(1));
+  const __m512i bits = _mm512_castps_si512(_mm512_cvtepi32_ps(k));
+  // mant = (bits & 0x007FFFFF) | 0x3F800000 in one ternary-logic operation ((A & B) | C: 0xEA).
+  const __m512i mant =
+      _mm512_ternarylogic_epi32(bits, _mm512_set1_epi32(0x007FFFFF), _mm512_set1_epi32(0x3F800000), 0xEA);
+  const __mmask16 high = _mm512_cmpgt_epi32_mask(mant, _mm512_set1_epi32(0x3FB504F3));
+  const __m512 m = _mm512_castsi512_ps(_mm512_mask_sub_epi32(mant, high, mant, _mm512_set1_epi32(1 << 23)));
+  const __m512i field = _mm512_mask_add_epi32(_mm512_srli_epi32(bits, 23), high, _mm512_srli_epi32(bits, 23),
+                                              _mm512_set1_epi32(1));
+  const __m512 nf = _mm512_cvtepi32_ps(_mm512_sub_epi32(field, _mm512_set1_epi32(127 + 24)));
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 f = _mm512_sub_ps(m, one);
+  const __m512 s = _mm512_div_ps(f, _mm512_add_ps(_mm512_set1_ps(2.0f), f)), s2 = _mm512_mul_ps(s, s);
+  __m512 series = _mm512_fmadd_ps(s2, _mm512_set1_ps(1.0f / 9), _mm512_set1_ps(1.0f / 7));
+  series = _mm512_fmadd_ps(s2, series, _mm512_set1_ps(1.0f / 5));
+  series = _mm512_fmadd_ps(s2, series, _mm512_set1_ps(1.0f / 3));
+  series = _mm512_fmadd_ps(s2, series, one);
+  const __m512 tail = _mm512_fmadd_ps(nf, _mm512_set1_ps(1.428606765330187045e-06f),
+                                      _mm512_mul_ps(_mm512_add_ps(s, s), series));
+  const __m512 log = _mm512_fmadd_ps(nf, _mm512_set1_ps(0.693145751953125f), tail);
+  const __m512 radius = _mm512_sqrt_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0f), log));
+  // Angle: k = b >> 8 in [0, 2^24); octant o = k >> 21, b = (rest - odd 2^21) pi/4 / 2^21.
+  const __m512i kb = _mm512_srli_epi32(b, 8);
+  const __m512i o = _mm512_srli_epi32(kb, 21), rest = _mm512_and_si512(kb, _mm512_set1_epi32(0x1FFFFF));
+  const __m512i odd = _mm512_and_si512(o, _mm512_set1_epi32(1));
+  const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(rest, _mm512_slli_epi32(odd, 21))),
+                                 _mm512_set1_ps(0.78539816339744830962f / 2097152.0f));
+  const __m512i q = _mm512_and_si512(_mm512_srli_epi32(_mm512_add_epi32(o, _mm512_set1_epi32(1)), 1),
+                                     _mm512_set1_epi32(3));
+  const __m512 t2 = _mm512_mul_ps(t, t);
+  __m512 sp = _mm512_fmadd_ps(t2, _mm512_set1_ps(1.0f / 362880), _mm512_set1_ps(-1.0f / 5040));
+  sp = _mm512_fmadd_ps(t2, sp, _mm512_set1_ps(1.0f / 120));
+  sp = _mm512_fmadd_ps(t2, sp, _mm512_set1_ps(-1.0f / 6));
+  sp = _mm512_fmadd_ps(t2, sp, one);
+  const __m512 sb = _mm512_mul_ps(t, sp);
+  __m512 cb = _mm512_fmadd_ps(t2, _mm512_set1_ps(-1.0f / 3628800), _mm512_set1_ps(1.0f / 40320));
+  cb = _mm512_fmadd_ps(t2, cb, _mm512_set1_ps(-1.0f / 720));
+  cb = _mm512_fmadd_ps(t2, cb, _mm512_set1_ps(1.0f / 24));
+  cb = _mm512_fmadd_ps(t2, cb, _mm512_set1_ps(-0.5f));
+  cb = _mm512_fmadd_ps(t2, cb, one);
+  // Q quarter turns: swap on odd Q, then the signs (sin negative for Q & 2, cos for (Q + 1) & 2).
+  const __mmask16 swap = _mm512_test_epi32_mask(q, _mm512_set1_epi32(1));
+  const __m512 s_abs = _mm512_mask_blend_ps(swap, sb, cb), c_abs = _mm512_mask_blend_ps(swap, cb, sb);
+  const __m512i sign_s = _mm512_slli_epi32(_mm512_and_si512(q, _mm512_set1_epi32(2)), 30);
+  const __m512i sign_c = _mm512_slli_epi32(_mm512_and_si512(_mm512_add_epi32(q, _mm512_set1_epi32(1)),
+                                                            _mm512_set1_epi32(2)), 30);
+  const __m512 sine = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(s_abs), sign_s));
+  const __m512 cosine = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(c_abs), sign_c));
+  z0 = _mm512_mul_ps(radius, cosine);
+  z1 = _mm512_mul_ps(radius, sine);
+}
+
+// Philox4x32-10 on 8 blocks held in 64-bit lanes: each word in the low half of a lane (the high
+// halves are ignored: vpmuludq reads the low halves only), so a round is two products, two shifts
+// and two three-way xors. Returns the four words of the 8 blocks as 32-bit lanes (vpmovqd).
+__attribute__((target("avx512f"), always_inline)) inline void philox8(__m512i j, uint32_t k0, uint32_t k1,
+                                                                        uint32_t o0, uint32_t o1, __m256i w[4]) {
+  __m512i c0 = j, c1 = _mm512_srli_epi64(j, 32);
+  __m512i c2 = _mm512_set1_epi64(o0), c3 = _mm512_set1_epi64(o1);
+  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
+  for (int round = 0; round < 10; ++round) {
+    const __m512i p0 = _mm512_mul_epu32(c0, m0), p1 = _mm512_mul_epu32(c2, m1);
+    // c0 = hi(p1) ^ c1 ^ k0, c2 = hi(p0) ^ c3 ^ k1 (0x96: three-way xor).
+    c0 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1, 32), c1, _mm512_set1_epi64(k0), 0x96);
+    c1 = p1;
+    c2 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p0, 32), c3, _mm512_set1_epi64(k1), 0x96);
+    c3 = p0;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  w[0] = _mm512_cvtepi64_epi32(c0);
+  w[1] = _mm512_cvtepi64_epi32(c1);
+  w[2] = _mm512_cvtepi64_epi32(c2);
+  w[3] = _mm512_cvtepi64_epi32(c3);
+}
+
+// The 64 float normals of blocks j0 .. j0 + 15 in element order (z[r]: elements 16 r .. 16 r + 15).
+__attribute__((target("avx512f"), always_inline)) inline void normals64(__m512 z[4], uint32_t k0, uint32_t k1,
+                                                                         uint32_t o0, uint32_t o1, uint64_t j0) {
+  // Block counters j0 + l as 64-bit lanes (the high word is the counter's second word).
+  const __m512i j_lo = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(j0)),
+                                        _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
+  const __m512i j_hi = _mm512_add_epi64(j_lo, _mm512_set1_epi64(8));
+  __m256i lo[4], hi[4];
+  philox8(j_lo, k0, k1, o0, o1, lo);
+  philox8(j_hi, k0, k1, o0, o1, hi);
+  __m512i w[4];  // word t of blocks 0..15, lane l = block l
+  for (int t = 0; t < 4; ++t) w[t] = _mm512_inserti64x4(_mm512_castsi256_si512(lo[t]), hi[t], 1);
+  __m512 a0, a1, b0, b1;  // the normals of elements 4l, 4l + 1 (words 0, 1) and 4l + 2, 4l + 3
+  box_muller16(w[0], w[1], a0, a1);
+  box_muller16(w[2], w[3], b0, b1);
+  // Transpose to element order: per 128-bit lane k, A/B hold blocks (4k, 4k+1)/(4k+2, 4k+3) of
+  // the pair (a0, a1), C/D the same of (b0, b1); E_r then holds block 4k + r in lane k.
+  const __m512 A = _mm512_unpacklo_ps(a0, a1), B = _mm512_unpackhi_ps(a0, a1);
+  const __m512 C = _mm512_unpacklo_ps(b0, b1), D = _mm512_unpackhi_ps(b0, b1);
+  const __m512 E0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(A), _mm512_castps_pd(C)));
+  const __m512 E1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(A), _mm512_castps_pd(C)));
+  const __m512 E2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(B), _mm512_castps_pd(D)));
+  const __m512 E3 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(B), _mm512_castps_pd(D)));
+  const __m512 F0 = _mm512_shuffle_f32x4(E0, E1, 0x44), F1 = _mm512_shuffle_f32x4(E2, E3, 0x44);
+  const __m512 F2 = _mm512_shuffle_f32x4(E0, E1, 0xEE), F3 = _mm512_shuffle_f32x4(E2, E3, 0xEE);
+  z[0] = _mm512_shuffle_f32x4(F0, F1, 0x88);  // blocks 0-3
+  z[1] = _mm512_shuffle_f32x4(F0, F1, 0xDD);  // blocks 4-7
+  z[2] = _mm512_shuffle_f32x4(F2, F3, 0x88);  // blocks 8-11
+  z[3] = _mm512_shuffle_f32x4(F2, F3, 0xDD);  // blocks 12-15
+}
+
+// y = x + t in double, rounded to float once, on the 16 lanes of `keep`.
+__attribute__((target("avx512f"), always_inline)) inline void add16(float* y, const float* x, __m512 z,
+                                                                      __m512d mean, __m512d std, bool with_mean,
+                                                                      __mmask16 keep) {
+  const __m512 xv = _mm512_maskz_loadu_ps(keep, x);
+  __m512d t_lo = _mm512_mul_pd(std, _mm512_cvtps_pd(_mm512_castps512_ps256(z)));
+  __m512d t_hi = _mm512_mul_pd(std, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1))));
+  if (with_mean) {
+    t_lo = _mm512_add_pd(mean, t_lo);
+    t_hi = _mm512_add_pd(mean, t_hi);
+  }
+  const __m512d y_lo = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(xv)), t_lo);
+  const __m512d y_hi =
+      _mm512_add_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xv), 1))), t_hi);
+  const __m512 out = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(y_lo))),
+                                                         _mm256_castps_pd(_mm512_cvtpd_ps(y_hi)), 1));
+  _mm512_mask_storeu_ps(y, keep, out);
+}
+
+}  // namespace
+
+__attribute__((target("avx512f"))) void add_normals_f32_avx512(float* y, const float* x, int64_t n, uint32_t k0,
+                                                                 uint32_t k1, uint32_t o0, uint32_t o1, uint64_t j0,
+                                                                 double mean, double std) {
+  const __m512d mean_v = _mm512_set1_pd(mean), std_v = _mm512_set1_pd(std);
+  const bool with_mean = mean != 0.0;
+  for (int64_t i0 = 0; i0 < n; i0 += 64, j0 += 16) {
+    __m512 z[4];
+    normals64(z, k0, k1, o0, o1, j0);
+    for (int r = 0; r < 4; ++r) {
+      const int64_t left = n - i0 - 16 * r;
+      if (left <= 0) break;
+      const __mmask16 keep = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+      add16(y + i0 + 16 * r, x + i0 + 16 * r, z[r], mean_v, std_v, with_mean, keep);
+    }
+  }
+}
+
 }  // namespace fdnn
 #endif

@@ -46,6 +46,14 @@ FDNN_MULTIVERSION void add_noise(T* FDNN_RESTRICT y, int64_t count, uint64_t key
   const PhiloxStream stream(key, kAugmentNoiseOffset);
   alignas(64) uint32_t w0[16], w1[16], w2[16], w3[16];
   alignas(64) T a0[16], a1[16], b0[16], b1[16], z[kNoiseChunk];  // float normals for float32
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (kAugmentAvx512) {  // float32: normals and update in registers (cpu/philox_avx512.h)
+      add_normals_f32_avx512(y, y, count, stream.k0, stream.k1, stream.o0, stream.o1, 0, mean, std);
+      return;
+    }
+  }
+#endif
   for (int64_t e0 = 0; e0 < count; e0 += kNoiseChunk) {
     const uint64_t j0 = static_cast<uint64_t>(e0 / 4);
 #if defined(__x86_64__)

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "common/isa.h"
 #include "common/parallel.h"
@@ -134,12 +135,22 @@ FDNN_MULTIVERSION void mask_range(uint8_t* FDNN_RESTRICT mask, int64_t begin, in
 
 // y = x + std * z: the chunk's words, then Box-Muller on each pair of them (the polynomial one of
 // common/box_muller.h, in float for float32 and in double for float64, in a loop over pairs that
-// vectorizes), then the update.
+// vectorizes), then the update. Float32 on AVX-512F CPUs: cpu/philox_avx512.h's
+// add_normals_f32_avx512 (normals and update in registers).
 template <typename T>
 FDNN_MULTIVERSION void noise_range(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t begin, int64_t end,
                                    PhiloxStream s, double std) {
   alignas(64) uint32_t w[kChunk];
   alignas(64) T z[kChunk];
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (kPhiloxAvx512) {
+      add_normals_f32_avx512(y + begin, x + begin, end - begin, s.k0, s.k1, s.o0, s.o1,
+                             static_cast<uint64_t>(begin) / 4, 0.0, std);
+      return;
+    }
+  }
+#endif
   for (int64_t i0 = begin; i0 < end; i0 += kChunk) {
     chunk_words(w, s, i0);
     const int64_t m = std::min<int64_t>(kChunk, end - i0);

@@ -46,11 +46,9 @@ SPEC_KEYS = ("degrees", "translate", "scale", "shear", "hflip", "vflip", "bright
              "noise_mean", "erase", "erase_scale", "erase_ratio", "erase_value")
 
 # Word slots of a sample in the Philox stream: sample i uses the 64 words 64 i .. 64 i + 63 of the
-# stream (seed, offset), i.e. blocks 16 i .. 16 i + 15; this draw reads the first 36.
+# stream (seed, offset), i.e. blocks 16 i .. 16 i + 15; the draw reads the first 36.
 WORDS_PER_SAMPLE = 64
-_WORDS_USED = 36
 ERASE_TRIES = 10
-_TWO_M32 = 2.0 ** -32
 
 
 # ---- argument checks (the reference uses the same ones) ----
@@ -246,23 +244,6 @@ def check_params(params, n):
 
 # ---- the draws ----
 
-def _words(n, seed, offset, same_on_batch):
-    """(n, 36) uint32: the first words of each sample's slots (sample 0's for every row with
-    same_on_batch), from the compiled Philox4x32-10."""
-    from fusednn import _C
-    m = 1 if same_on_batch else n
-    j = (np.arange(m, dtype=np.uint64)[:, None] * np.uint64(WORDS_PER_SAMPLE // 4)
-         + np.arange(_WORDS_USED // 4, dtype=np.uint64)[None, :]).reshape(-1)
-    counters = np.empty((j.size, 4), dtype=np.uint32)
-    counters[:, 0] = j & np.uint64(0xFFFFFFFF)
-    counters[:, 1] = j >> np.uint64(32)
-    counters[:, 2] = offset & 0xFFFFFFFF
-    counters[:, 3] = offset >> 32
-    key = np.array([seed & 0xFFFFFFFF, seed >> 32], dtype=np.uint32)
-    words = _C._philox4x32_10(counters, key).reshape(m, _WORDS_USED)
-    return np.broadcast_to(words, (n, _WORDS_USED)) if same_on_batch else words
-
-
 def _u64(name, value):
     v = _checks.integer(name, value, "an integer in [0, 2**64)")
     if not 0 <= v < 2**64:
@@ -289,55 +270,20 @@ def augment_params(n, spec, *, seed, offset=0, image_shape, same_on_batch=False)
     if not isinstance(image_shape, (tuple, list)) or len(image_shape) not in (2, 3):
         raise TypeError(f"image_shape: expected (H, W) or (C, H, W), got {image_shape!r}")
     h, w = image_geometry((1, math.prod(image_shape)), image_shape)[1:]
-    words = _words(n, seed, offset, same_on_batch)
-    u = words.astype(np.float64) * _TWO_M32  # uniforms in [0, 1)
-
-    def uniform(slot, lo, hi):
-        return lo + (hi - lo) * u[:, slot]
-
-    tx, ty = spec["translate"]
-    p = {
-        "angle": uniform(0, *spec["degrees"]),
-        "translate_x": uniform(1, -tx * w, tx * w),
-        "translate_y": uniform(2, -ty * h, ty * h),
-        "scale": uniform(3, *spec["scale"]),
-        "shear_x": uniform(4, *spec["shear"][:2]),
-        "shear_y": uniform(5, *spec["shear"][2:]),
-        "hflip": u[:, 6] < spec["hflip"],
-        "vflip": u[:, 7] < spec["vflip"],
-        "brightness": uniform(8, *spec["brightness"]),
-        "contrast": uniform(9, *spec["contrast"]),
-        "noise_mean": np.full(n, spec["noise_mean"]),
-        "noise_std": np.full(n, spec["noise"]),
-    }
-    # Random erasing (torchvision's RandomErasing.get_params): up to ERASE_TRIES (area, log-ratio)
-    # draws; the first whose rounded box fits strictly inside the image is used.
-    erase = u[:, 10] < spec["erase"]
-    height = np.zeros(n, dtype=np.int64)
-    width = np.zeros(n, dtype=np.int64)
-    found = np.zeros(n, dtype=bool)
-    log_lo, log_hi = math.log(spec["erase_ratio"][0]), math.log(spec["erase_ratio"][1])
-    for t in range(ERASE_TRIES):
-        area = h * w * uniform(16 + 2 * t, *spec["erase_scale"])
-        aspect = np.exp(uniform(17 + 2 * t, log_lo, log_hi))
-        eh = np.rint(np.sqrt(area * aspect)).astype(np.int64)
-        ew = np.rint(np.sqrt(area / aspect)).astype(np.int64)
-        take = ~found & (eh < h) & (ew < w)
-        height[take], width[take] = eh[take], ew[take]
-        found |= take
-    erase &= found
-    height[~erase] = 0
-    width[~erase] = 0
-    p["erase"] = erase
-    p["erase_top"] = np.where(erase, np.floor(u[:, 11] * (h - height + 1)), 0).astype(np.int64)
-    p["erase_left"] = np.where(erase, np.floor(u[:, 12] * (w - width + 1)), 0).astype(np.int64)
-    p["erase_height"] = height
-    p["erase_width"] = width
+    # The draws run in C++ (bind_augment.cpp), formula for formula the NumPy reference's:
+    # u_s = word s / 2^32 of the sample's slot, uniform(s, lo, hi) = lo + (hi - lo) u_s; flips
+    # and erasing when u_s < p; random erasing as torchvision's RandomErasing.get_params: up to
+    # ERASE_TRIES (area, log-ratio) draws from slots 16 + 2t and 17 + 2t, the first whose rounded
+    # box fits strictly inside the image, placed by slots 11 and 12; the noise key is words 13
+    # and 14.
+    from fusednn import _C
     random_value = spec["erase_value"] == "random"
-    p["erase_value"] = np.full(n, 0.0 if random_value else spec["erase_value"])
-    p["erase_random"] = np.full(n, random_value)
-    p["noise_seed"] = words[:, 13].astype(np.uint64) | (words[:, 14].astype(np.uint64) << np.uint64(32))
-    return {k: np.ascontiguousarray(p[k], dtype=PARAM_KEYS[k]) for k in PARAM_KEYS}
+    values = (list(spec["degrees"]) + list(spec["translate"]) + list(spec["scale"]) + list(spec["shear"])
+              + [spec["hflip"], spec["vflip"], spec["erase"]] + list(spec["brightness"]) + list(spec["contrast"])
+              + [spec["noise"], spec["noise_mean"]] + list(spec["erase_scale"])
+              + [math.log(spec["erase_ratio"][0]), math.log(spec["erase_ratio"][1])]
+              + [0.0 if random_value else spec["erase_value"], 1.0 if random_value else 0.0])
+    return _C._augment_params_draw(n, seed, offset, same_on_batch, h, w, [float(v) for v in values], ERASE_TRIES)
 
 
 def augment(x, params, *, image_shape=None, interpolation="bilinear", fill=0.0, clip=None, out=None):
