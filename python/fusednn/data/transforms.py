@@ -15,7 +15,7 @@ import numpy as np
 from fusednn import _checks
 from fusednn import ops as _ops
 from fusednn._backend import array_module, is_array
-from fusednn.ops.augment import check_spec, image_geometry
+from fusednn.ops.augment import apply_drawn, check_spec, image_geometry
 
 __all__ = ["Transform", "Compose", "RandomAffine", "RandomRotation", "RandomZoom", "RandomShift",
            "RandomHorizontalFlip", "RandomVerticalFlip", "ColorJitter", "GaussianNoise", "RandomErasing",
@@ -144,9 +144,11 @@ class Compose(Transform):
             raise TypeError(f"x: expected a numpy.ndarray or cupy.ndarray, got {type(x).__name__}")
         image_shape = self.image_shape if image_shape is None else image_shape
         c, h, w = image_geometry(x.shape, image_shape)
-        p = self.params(x.shape[0], seed=seed, offset=offset, image_shape=(c, h, w), same_on_batch=same_on_batch)
-        return _ops.augment(x, p, image_shape=image_shape, interpolation=self._interpolation, fill=self._fill_value,
-                            clip=self._clip, out=out)
+        # Compose's own draw (not an override): valid parameters by construction, applied without
+        # ops.augment's per-call check of every parameter array.
+        p = Compose.params(self, x.shape[0], seed=seed, offset=offset, image_shape=(c, h, w),
+                           same_on_batch=same_on_batch)
+        return apply_drawn(x, p, (c, h, w), self._interpolation, self._fill_value, self._clip, out)
 
     def __repr__(self):
         inner = ",\n    ".join(repr(t) for t in self.transforms)

@@ -308,3 +308,12 @@ def augment(x, params, *, image_shape=None, interpolation="bilinear", fill=0.0, 
             raise ValueError(f"clip: expected low <= high, got ({lo}, {hi})")
         clip = (lo, hi)
     return backend.augment(x, c, h, w, params, interpolation, fill, clip, out)
+
+
+def apply_drawn(x, params, geometry, interpolation, fill, clip, out):
+    """:func:`augment` for parameters fresh from :func:`augment_params` and options already
+    checked (``fusednn.data.transforms.Compose``): the parameter values are valid by construction,
+    so the per-call checks of :func:`check_params` are skipped; x and out are checked by the
+    binding as always. ``geometry``: x's (C, H, W)."""
+    c, h, w = geometry
+    return backend_for(x=x, out=out).augment(x, c, h, w, params, interpolation, fill, clip, out)
