@@ -12,6 +12,8 @@ where it can) vs PyTorch on the same device (oneDNN on the CPU), in one run.
   (3,840 samples = 30 batches, not MNIST's 60,000) so that the family runs in about 90 s on 2
   quiet cores (an MNIST epoch takes 16x as long); the rate
   (samples/s) is what compares.
+- After the rows (``report``): each GEMM-bound convolution's floor in this run, its FLOPs at the
+  measured SGEMM peak, against which its torch time shows what 1.2x torch would take.
 """
 
 import numpy as np
@@ -143,6 +145,29 @@ def _torch_epoch(dev, x, y, batches):
             torch.nn.functional.cross_entropy(model(tx[idx]), ty[idx]).backward()
             opt.step()
     return epoch
+
+
+def report(dev, peaks):
+    """The floor of each GEMM-bound convolution (C_in > 1) in this run: its FLOPs (forward, dw
+    and dx products) at the SGEMM peak the harness measured, as a row of its own. Against the
+    case's torch time above it, it bounds any GEMM-based design: 1.2x torch needs the fraction
+    of the peak that the floor row's time over torch's / 1.2 gives."""
+    from harness import format_row
+    if dev.cuda:
+        return []
+    rows = []
+    for n, c, h, co in (CONVS[:1] if dev.quick else CONVS):
+        if c == 1:  # memory-bound first layer: no GEMM floor
+            continue
+        flops = 2.0 * n * h * h * co * 9 * c * 3
+        seconds = flops / (peaks["sgemm_gflops"] * 1e9)
+        row = {"family": "conv", "case": f"floor ({n},{c},{h},{h})->{co}: FLOPs at peak",
+               "seconds": {"fusednn": seconds, "numpy": None, "torch": None},
+               "speedup_vs_numpy": None, "speedup_vs_torch": None, "gflops": flops / seconds / 1e9,
+               "fraction_of_peak": 1.0, "roof": "SGEMM peak"}
+        print(format_row(row), flush=True)
+        rows.append(row)
+    return rows
 
 
 def cases(dev):

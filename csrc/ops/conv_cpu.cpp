@@ -117,14 +117,11 @@ inline bool flat_rows(const ConvShape& s) { return s.sh == 1 && s.sw == 1 && s.o
 
 // Zeroes d[q - q0] for the positions q in [q0, q1) of one image whose column ow is outside [lo, hi).
 template <typename T> void zero_columns(T* d, const ConvShape& s, int64_t q0, int64_t q1, int64_t lo, int64_t hi) {
-  if (lo <= 0 && hi >= s.ow) return;
-  for (int64_t oh = q0 / s.ow; oh * s.ow < q1; ++oh) {
-    const int64_t base = oh * s.ow;
-    for (int64_t ow = 0; ow < std::min(lo, s.ow); ++ow)
-      if (base + ow >= q0 && base + ow < q1) d[base + ow - q0] = T(0);
-    for (int64_t ow = std::max<int64_t>(hi, 0); ow < s.ow; ++ow)
-      if (base + ow >= q0 && base + ow < q1) d[base + ow - q0] = T(0);
-  }
+  auto column = [&](int64_t ow) {  // the positions q = oh * OW + ow in [q0, q1)
+    for (int64_t q = q0 + (ow - q0 % s.ow + s.ow) % s.ow; q < q1; q += s.ow) d[q - q0] = T(0);
+  };
+  for (int64_t ow = 0; ow < std::min(lo, s.ow); ++ow) column(ow);
+  for (int64_t ow = std::max<int64_t>(hi, 0); ow < s.ow; ++ow) column(ow);
 }
 
 // col[kk * m + (r - r0)] = x[n, c0 + ci, oh * sh - ph + i * dh, ow * sw - pw + j * dw] (0 outside
