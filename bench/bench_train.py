@@ -2,9 +2,10 @@
 cross-entropy) on 60,000 random MNIST-shaped samples (6,000 with --quick) at batch 128, with the
 same batch order in every implementation: fusednn.nn + fusednn.optim in a hand-written loop
 (minibatches copied by ops.gather_rows, as fusednn.data.batches does), the same model written
-with the NumPy references (CPU only; dropout masks from NumPy's generator, as a NumPy user
-would; minibatches by x[idx]), and PyTorch on the same device with ``AdamW(fused=True)``
-(minibatches by tx[idx]). The row ``[train.fit]`` times the same epoch through
+with the NumPy references (CPU, --quick only: a full-size epoch of it takes about 10x
+fusednn's, six times over, which alone is more than the family's 90 s; dropout masks from
+NumPy's generator, as a NumPy user would; minibatches by x[idx]), and PyTorch on the same
+device with ``AdamW(fused=True)`` (minibatches by tx[idx]). The row ``[train.fit]`` times the same epoch through
 ``fusednn.train.fit``, the path users run (its own shuffled batches, the loss and accuracy
 logged), against the same references. A second row times the hand loop against the same model
 under ``torch.compile`` (not in a quick run).
@@ -160,7 +161,7 @@ def cases(dev):
     x, y, batches = _data(n)
     return [Case("train", f"MLP epoch {n // 1000}k b{BATCH} bn+drop AdamW", {
         "fusednn": _fusednn_epoch(dev, x, y, batches),
-        "numpy": None if dev.cuda else _numpy_epoch(x, y, batches),
+        "numpy": _numpy_epoch(x, y, batches) if dev.quick and not dev.cuda else None,
         "torch": _torch_epoch(dev, x, y, batches) if dev.torch is not None else None,
         "train.fit": _fusednn_fit_epoch(dev, x, y),
     }, flops=_gemm_flops(n), repeat=2 if dev.quick else 5, warmup=1, interleave=True)] + _compiled_cases(dev, n, x, y,
@@ -169,13 +170,13 @@ def cases(dev):
 
 def _compiled_cases(dev, n, x, y, batches):
     """The same epoch against torch.compile (its own row: "torch" is the compiled model there).
-    Not in a quick run (compiling takes a minute on 2 cores)."""
+    Not in a quick run (compiling takes a minute on 2 cores); 3 timed rounds after the warm-up."""
     if dev.quick or dev.torch is None or dev.cuda:
         return []
     return [Case("train", f"MLP epoch {n // 1000}k b{BATCH} bn+drop AdamW vs torch.compile", {
         "fusednn": _fusednn_epoch(dev, x, y, batches), "numpy": None,
         "torch": _torch_epoch(dev, x, y, batches, compile=True),
-    }, flops=_gemm_flops(n), repeat=5, warmup=1, interleave=True)]
+    }, flops=_gemm_flops(n), repeat=3, warmup=1, interleave=True)]
 
 
 # ---- train_contention (issue 13 item 4): the same epoch alone and next to a busy process -------
