@@ -570,7 +570,7 @@ class _CountingMLP(fusednn.nn.MLP):
         super().zero_grad()
 
 
-def _digits_fit(model, **kw):
+def _blobs_fit(model, **kw):
     x, y = blobs(64, n_in=8, k=4)
     train.fit(model, SoftmaxCrossEntropy(), optim.AdamW(model.parameter_groups(), lr=1e-2), (x, y),
               epochs=2, batch_size=16, verbose=0, **kw)
@@ -581,13 +581,13 @@ def test_fit_leaves_zero_grad_out_for_modules_whose_backward_overwrites_the_grad
     """A fusednn Module's backward overwrites every gradient, so fit does not zero them first:
     gradients full of garbage before training change nothing. Other models, and any model
     trained with a regularizer (which adds to the gradients), are zeroed before every step."""
-    clean = _digits_fit(_CountingMLP([8, 16, 16, 4], norm="batch", dropout=0.2, seed=0))
+    clean = _blobs_fit(_CountingMLP([8, 16, 16, 4], norm="batch", dropout=0.2, seed=0))
     dirty = _CountingMLP([8, 16, 16, 4], norm="batch", dropout=0.2, seed=0)
     dirty.params.grad[...] = np.nan
-    _digits_fit(dirty)
+    _blobs_fit(dirty)
     assert getattr(clean, "zero_grads", 0) == getattr(dirty, "zero_grads", 0) == 0
     assert np.array_equal(clean.params.data, dirty.params.data)
-    regularized = _digits_fit(_CountingMLP([8, 16, 4], seed=0), regularizer=fusednn.regularizers.L2(1e-3))
+    regularized = _blobs_fit(_CountingMLP([8, 16, 4], seed=0), regularizer=fusednn.regularizers.L2(1e-3))
     assert regularized.zero_grads == 2 * 4  # every step of 2 epochs of 4 batches
 
     class CountingTinyNet(TinyNet):
