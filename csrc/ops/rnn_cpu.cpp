@@ -80,6 +80,29 @@ template <typename T> FDNN_MULTIVERSION void sigmoid_rows(T* FDNN_RESTRICT a, in
   for (int64_t k = 0; k < n; ++k) a[k] = rnn_sigmoid(a[k]);
 }
 
+// GRU: the candidate's pre-activation an += r * p_n, saving p_n in aux.
+template <typename T>
+FDNN_MULTIVERSION void gru_candidate(T* FDNN_RESTRICT an, T* FDNN_RESTRICT aux, const T* FDNN_RESTRICT r,
+                                     const T* FDNN_RESTRICT pn, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    aux[j] = pn[j];
+    an[j] += r[j] * pn[j];
+  }
+}
+
+// GRU: n = tanh(an) in place, h = (1 - z) n + z h_prev, and hm = h * mask.
+template <typename T>
+FDNN_MULTIVERSION void gru_units(T* FDNN_RESTRICT an, T* FDNN_RESTRICT h, T* FDNN_RESTRICT hm,
+                                 const T* FDNN_RESTRICT z, const T* FDNN_RESTRICT h_prev, const T* FDNN_RESTRICT mask,
+                                 int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    an[j] = rnn_tanh(an[j]);
+    h[j] = gru_output(z[j], an[j], h_prev[j]);
+  }
+  if (hm)
+    for (int64_t j = 0; j < H; ++j) hm[j] = h[j] * mask[j];
+}
+
 template <typename T>
 void step_forward_rows(const RnnStepForward<T>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.hidden, G = rnn_gates(s.cell), gh = G * H;
@@ -103,23 +126,10 @@ void step_forward_rows(const RnnStepForward<T>& s, int64_t b0, int64_t b1) {
                              s.ln_b + g * H, H);
       sigmoid_rows(a, 2 * H);
       T* an = a + 2 * H;
-      const T* pn = rec + 2 * H;
-      T* aux = s.aux + b * H;
-      for (int64_t j = 0; j < H; ++j) {
-        aux[j] = pn[j];
-        an[j] += a[j] * pn[j];
-      }
+      gru_candidate(an, s.aux + b * H, a, rec + 2 * H, H);
       if (s.xhat)
         layer_norm_segment(an, s.xhat + b * gh + 2 * H, s.rstd + b * G + 2, s.ln_w + 2 * H, s.ln_b + 2 * H, H);
-      const T* z = a + H;
-      const T* h_prev = s.h_prev + b * H;
-      T* h = s.h + b * H;
-      for (int64_t j = 0; j < H; ++j) {
-        an[j] = rnn_tanh(an[j]);
-        h[j] = gru_output(z[j], an[j], h_prev[j]);
-      }
-      if (hm)
-        for (int64_t j = 0; j < H; ++j) hm[j] = h[j] * mask[j];
+      gru_units(an, s.h + b * H, hm, a + H, s.h_prev + b * H, mask, H);
     }
   }
 }
@@ -152,6 +162,32 @@ FDNN_MULTIVERSION void lstm_units_backward(T* FDNN_RESTRICT dg, T* FDNN_RESTRICT
   }
 }
 
+// GRU backward through h = (1 - z) n + z h_prev and the activations: dh (in) -> carry = dh z,
+// dn_pre = dh (1 - z) (1 - n^2) and dz_pre = dh (h_prev - n) z (1 - z).
+template <typename T>
+FDNN_MULTIVERSION void gru_units_backward(T* FDNN_RESTRICT carry, T* FDNN_RESTRICT dn_pre, T* FDNN_RESTRICT dz_pre,
+                                          const T* FDNN_RESTRICT z, const T* FDNN_RESTRICT n,
+                                          const T* FDNN_RESTRICT h_prev, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    T dn, dz, direct;
+    gru_output_backward(z[j], n[j], h_prev[j], carry[j], dn, dz, direct);
+    carry[j] = direct;
+    dn_pre[j] = dn * (T(1) - n[j] * n[j]);
+    dz_pre[j] = dz * z[j] * (T(1) - z[j]);
+  }
+}
+
+// GRU: from the candidate's pre-activation gradient sn, dr_pre = sn p_n r (1 - r) and the
+// recurrent part of n's, sn r.
+template <typename T>
+FDNN_MULTIVERSION void gru_reset_backward(T* FDNN_RESTRICT dr_pre, T* FDNN_RESTRICT dpn, const T* FDNN_RESTRICT sn,
+                                          const T* FDNN_RESTRICT r, const T* FDNN_RESTRICT pn, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    dr_pre[j] = sn[j] * pn[j] * r[j] * (T(1) - r[j]);
+    dpn[j] = sn[j] * r[j];
+  }
+}
+
 template <typename T>
 void step_backward_rows(const RnnStepBackward<T>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.hidden, G = rnn_gates(s.cell), gh = G * H;
@@ -170,27 +206,12 @@ void step_backward_rows(const RnnStepBackward<T>& s, int64_t b0, int64_t b1) {
           layer_norm_segment_backward(dg + g * H, s.ln_p + b * gh + g * H, s.ln_q + b * gh + g * H,
                                       s.xhat + b * gh + g * H, s.rstd[b * G + g], s.ln_w + g * H, H);
     } else {
-      const T* r = gt;
-      const T* z = gt + H;
-      const T* n = gt + 2 * H;
-      const T* pn = s.aux + b * H;
-      const T* h_prev = s.h_prev + b * H;
       T* dgh = s.dg_hh + b * gh;
-      for (int64_t j = 0; j < H; ++j) {
-        T dn, dz, direct;
-        gru_output_backward(z[j], n[j], h_prev[j], carry[j], dn, dz, direct);
-        carry[j] = direct;
-        dg[2 * H + j] = dn * (T(1) - n[j] * n[j]);
-        dg[H + j] = dz * z[j] * (T(1) - z[j]);
-      }
+      gru_units_backward(carry, dg + 2 * H, dg + H, gt + H, gt + 2 * H, s.h_prev + b * H, H);
       if (s.ln_p)
         layer_norm_segment_backward(dg + 2 * H, s.ln_p + b * gh + 2 * H, s.ln_q + b * gh + 2 * H,
                                     s.xhat + b * gh + 2 * H, s.rstd[b * G + 2], s.ln_w + 2 * H, H);
-      for (int64_t j = 0; j < H; ++j) {
-        const T sn = dg[2 * H + j];
-        dg[j] = sn * pn[j] * r[j] * (T(1) - r[j]);
-        dgh[2 * H + j] = sn * r[j];
-      }
+      gru_reset_backward(dg, dgh + 2 * H, dg + 2 * H, gt, s.aux + b * H, H);
       if (s.ln_p)
         for (int64_t g = 0; g < 2; ++g)
           layer_norm_segment_backward(dg + g * H, s.ln_p + b * gh + g * H, s.ln_q + b * gh + g * H,
