@@ -91,78 +91,84 @@ __attribute__((target("avx512f"), always_inline)) inline void box_muller16(__m51
   z1 = _mm512_mul_ps(radius, sine);
 }
 
-// Philox4x32-10 on 8 blocks held in 64-bit lanes: each word in the low half of a lane (the high
-// halves are ignored: vpmuludq reads the low halves only), so a round is two products, two shifts
-// and two three-way xors. Returns the four words of the 8 blocks as 32-bit lanes (vpmovqd).
-__attribute__((target("avx512f"), always_inline)) inline void philox8(__m512i j, uint32_t k0, uint32_t k1,
-                                                                        uint32_t o0, uint32_t o1, __m256i w[4]) {
-  __m512i c0 = j, c1 = _mm512_srli_epi64(j, 32);
-  __m512i c2 = _mm512_set1_epi64(o0), c3 = _mm512_set1_epi64(o1);
+// Philox4x32-10 on 16 K blocks, j0 .. j0 + 16 K - 1, held 8 to a register in 64-bit lanes: each
+// word in the low half of a lane (the high halves are ignored: vpmuludq reads the low halves
+// only), so a round is two products, two shifts and two three-way xors per register; the 2 K
+// independent registers are interleaved round by round (the rounds' latency chains overlap).
+// w[4 k + t]: word t of blocks j0 + 16 k .. j0 + 16 k + 15, lane l = block j0 + 16 k + l.
+template <int K>
+__attribute__((target("avx512f"), always_inline)) inline void philox_blocks(__m512i w[4 * K], uint32_t k0,
+                                                                              uint32_t k1, uint32_t o0, uint32_t o1,
+                                                                              uint64_t j0) {
+  constexpr int S = 2 * K;
+  __m512i c0[S], c1[S], c2[S], c3[S];
+  const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+  for (int r = 0; r < S; ++r) {
+    // Block counter j0 + 8 r + l as a 64-bit lane (its high word is the counter's second word).
+    c0[r] = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(j0 + 8 * static_cast<uint64_t>(r))), lane);
+    c1[r] = _mm512_srli_epi64(c0[r], 32);
+    c2[r] = _mm512_set1_epi64(o0);
+    c3[r] = _mm512_set1_epi64(o1);
+  }
   const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
   for (int round = 0; round < 10; ++round) {
-    const __m512i p0 = _mm512_mul_epu32(c0, m0), p1 = _mm512_mul_epu32(c2, m1);
-    // c0 = hi(p1) ^ c1 ^ k0, c2 = hi(p0) ^ c3 ^ k1 (0x96: three-way xor).
-    c0 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1, 32), c1, _mm512_set1_epi64(k0), 0x96);
-    c1 = p1;
-    c2 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p0, 32), c3, _mm512_set1_epi64(k1), 0x96);
-    c3 = p0;
+    const __m512i key0 = _mm512_set1_epi64(k0), key1 = _mm512_set1_epi64(k1);
+    for (int r = 0; r < S; ++r) {
+      const __m512i p0 = _mm512_mul_epu32(c0[r], m0), p1 = _mm512_mul_epu32(c2[r], m1);
+      // c0 = hi(p1) ^ c1 ^ k0, c2 = hi(p0) ^ c3 ^ k1 (0x96: three-way xor).
+      c0[r] = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1, 32), c1[r], key0, 0x96);
+      c1[r] = p1;
+      c2[r] = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p0, 32), c3[r], key1, 0x96);
+      c3[r] = p0;
+    }
     k0 += kPhiloxW0;
     k1 += kPhiloxW1;
   }
-  w[0] = _mm512_cvtepi64_epi32(c0);
-  w[1] = _mm512_cvtepi64_epi32(c1);
-  w[2] = _mm512_cvtepi64_epi32(c2);
-  w[3] = _mm512_cvtepi64_epi32(c3);
-}
-
-// The 64 float normals of blocks j0 .. j0 + 15 in element order (z[r]: elements 16 r .. 16 r + 15).
-__attribute__((target("avx512f"), always_inline)) inline void normals64(__m512 z[4], uint32_t k0, uint32_t k1,
-                                                                         uint32_t o0, uint32_t o1, uint64_t j0) {
-  // Block counters j0 + l as 64-bit lanes (the high word is the counter's second word).
-  const __m512i j_lo = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(j0)),
-                                        _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
-  const __m512i j_hi = _mm512_add_epi64(j_lo, _mm512_set1_epi64(8));
-  __m256i lo[4], hi[4];
-  philox8(j_lo, k0, k1, o0, o1, lo);
-  philox8(j_hi, k0, k1, o0, o1, hi);
-  __m512i w[4];  // word t of blocks 0..15, lane l = block l
-  for (int t = 0; t < 4; ++t) w[t] = _mm512_inserti64x4(_mm512_castsi256_si512(lo[t]), hi[t], 1);
-  __m512 a0, a1, b0, b1;  // the normals of elements 4l, 4l + 1 (words 0, 1) and 4l + 2, 4l + 3
-  box_muller16(w[0], w[1], a0, a1);
-  box_muller16(w[2], w[3], b0, b1);
-  // Transpose to element order: per 128-bit lane k, A/B hold blocks (4k, 4k+1)/(4k+2, 4k+3) of
-  // the pair (a0, a1), C/D the same of (b0, b1); E_r then holds block 4k + r in lane k.
-  const __m512 A = _mm512_unpacklo_ps(a0, a1), B = _mm512_unpackhi_ps(a0, a1);
-  const __m512 C = _mm512_unpacklo_ps(b0, b1), D = _mm512_unpackhi_ps(b0, b1);
-  const __m512 E0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(A), _mm512_castps_pd(C)));
-  const __m512 E1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(A), _mm512_castps_pd(C)));
-  const __m512 E2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(B), _mm512_castps_pd(D)));
-  const __m512 E3 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(B), _mm512_castps_pd(D)));
-  const __m512 F0 = _mm512_shuffle_f32x4(E0, E1, 0x44), F1 = _mm512_shuffle_f32x4(E2, E3, 0x44);
-  const __m512 F2 = _mm512_shuffle_f32x4(E0, E1, 0xEE), F3 = _mm512_shuffle_f32x4(E2, E3, 0xEE);
-  z[0] = _mm512_shuffle_f32x4(F0, F1, 0x88);  // blocks 0-3
-  z[1] = _mm512_shuffle_f32x4(F0, F1, 0xDD);  // blocks 4-7
-  z[2] = _mm512_shuffle_f32x4(F2, F3, 0x88);  // blocks 8-11
-  z[3] = _mm512_shuffle_f32x4(F2, F3, 0xDD);  // blocks 12-15
-}
-
-// y = x + t in double, rounded to float once, on the 16 lanes of `keep`.
-__attribute__((target("avx512f"), always_inline)) inline void add16(float* y, const float* x, __m512 z,
-                                                                      __m512d mean, __m512d std, bool with_mean,
-                                                                      __mmask16 keep) {
-  const __m512 xv = _mm512_maskz_loadu_ps(keep, x);
-  __m512d t_lo = _mm512_mul_pd(std, _mm512_cvtps_pd(_mm512_castps512_ps256(z)));
-  __m512d t_hi = _mm512_mul_pd(std, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1))));
-  if (with_mean) {
-    t_lo = _mm512_add_pd(mean, t_lo);
-    t_hi = _mm512_add_pd(mean, t_hi);
+  // The low halves of registers 2 k and 2 k + 1 as the 16 lanes of one register.
+  const __m512i low_halves = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  for (int k = 0; k < K; ++k) {
+    w[4 * k] = _mm512_permutex2var_epi32(c0[2 * k], low_halves, c0[2 * k + 1]);
+    w[4 * k + 1] = _mm512_permutex2var_epi32(c1[2 * k], low_halves, c1[2 * k + 1]);
+    w[4 * k + 2] = _mm512_permutex2var_epi32(c2[2 * k], low_halves, c2[2 * k + 1]);
+    w[4 * k + 3] = _mm512_permutex2var_epi32(c3[2 * k], low_halves, c3[2 * k + 1]);
   }
-  const __m512d y_lo = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(xv)), t_lo);
-  const __m512d y_hi =
-      _mm512_add_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xv), 1))), t_hi);
-  const __m512 out = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(y_lo))),
-                                                         _mm256_castps_pd(_mm512_cvtpd_ps(y_hi)), 1));
-  _mm512_mask_storeu_ps(y, keep, out);
+}
+
+// The 64 K float normals of blocks j0 .. j0 + 16 K - 1 in element order (z[r]: elements
+// 16 r .. 16 r + 15).
+template <int K>
+__attribute__((target("avx512f"), always_inline)) inline void normals(__m512 z[4 * K], uint32_t k0, uint32_t k1,
+                                                                       uint32_t o0, uint32_t o1, uint64_t j0) {
+  __m512i w[4 * K];
+  philox_blocks<K>(w, k0, k1, o0, o1, j0);
+  __m512 a0[K], a1[K], b0[K], b1[K];  // the normals of elements 4l, 4l + 1 (words 0, 1) and 4l + 2, 4l + 3
+  for (int k = 0; k < K; ++k) {
+    box_muller16(w[4 * k], w[4 * k + 1], a0[k], a1[k]);
+    box_muller16(w[4 * k + 2], w[4 * k + 3], b0[k], b1[k]);
+  }
+  for (int k = 0; k < K; ++k) {
+    // Transpose to element order: per 128-bit lane i, A/B hold blocks (4i, 4i+1)/(4i+2, 4i+3) of
+    // the pair (a0, a1), C/D the same of (b0, b1); E_r then holds block 4i + r in lane i.
+    const __m512 A = _mm512_unpacklo_ps(a0[k], a1[k]), B = _mm512_unpackhi_ps(a0[k], a1[k]);
+    const __m512 C = _mm512_unpacklo_ps(b0[k], b1[k]), D = _mm512_unpackhi_ps(b0[k], b1[k]);
+    const __m512 E0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(A), _mm512_castps_pd(C)));
+    const __m512 E1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(A), _mm512_castps_pd(C)));
+    const __m512 E2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(B), _mm512_castps_pd(D)));
+    const __m512 E3 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(B), _mm512_castps_pd(D)));
+    const __m512 F0 = _mm512_shuffle_f32x4(E0, E1, 0x44), F1 = _mm512_shuffle_f32x4(E2, E3, 0x44);
+    const __m512 F2 = _mm512_shuffle_f32x4(E0, E1, 0xEE), F3 = _mm512_shuffle_f32x4(E2, E3, 0xEE);
+    z[4 * k] = _mm512_shuffle_f32x4(F0, F1, 0x88);      // blocks 0-3
+    z[4 * k + 1] = _mm512_shuffle_f32x4(F0, F1, 0xDD);  // blocks 4-7
+    z[4 * k + 2] = _mm512_shuffle_f32x4(F2, F3, 0x88);  // blocks 8-11
+    z[4 * k + 3] = _mm512_shuffle_f32x4(F2, F3, 0xDD);  // blocks 12-15
+  }
+}
+
+// y = x + (mean + std z) in float (x + std z without a mean), on the 16 lanes of `keep`.
+__attribute__((target("avx512f"), always_inline)) inline void add16(float* y, const float* x, __m512 z, __m512 mean,
+                                                                      __m512 std, bool with_mean, __mmask16 keep) {
+  const __m512 t = with_mean ? _mm512_fmadd_ps(std, z, mean) : _mm512_mul_ps(std, z);
+  _mm512_mask_storeu_ps(y, keep, _mm512_add_ps(_mm512_maskz_loadu_ps(keep, x), t));
 }
 
 }  // namespace
@@ -170,12 +176,13 @@ __attribute__((target("avx512f"), always_inline)) inline void add16(float* y, co
 __attribute__((target("avx512f"))) void add_normals_f32_avx512(float* y, const float* x, int64_t n, uint32_t k0,
                                                                  uint32_t k1, uint32_t o0, uint32_t o1, uint64_t j0,
                                                                  double mean, double std) {
-  const __m512d mean_v = _mm512_set1_pd(mean), std_v = _mm512_set1_pd(std);
+  const __m512 mean_v = _mm512_set1_ps(static_cast<float>(mean)), std_v = _mm512_set1_ps(static_cast<float>(std));
   const bool with_mean = mean != 0.0;
-  for (int64_t i0 = 0; i0 < n; i0 += 64, j0 += 16) {
-    __m512 z[4];
-    normals64(z, k0, k1, o0, o1, j0);
-    for (int r = 0; r < 4; ++r) {
+  constexpr int K = 2;  // 128 elements a step: enough independent work to overlap the chains
+  for (int64_t i0 = 0; i0 < n; i0 += 64 * K, j0 += 16 * K) {
+    __m512 z[4 * K];
+    normals<K>(z, k0, k1, o0, o1, j0);
+    for (int r = 0; r < 4 * K; ++r) {
       const int64_t left = n - i0 - 16 * r;
       if (left <= 0) break;
       const __mmask16 keep = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
