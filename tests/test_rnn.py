@@ -232,15 +232,28 @@ def test_thread_invariance(threads, cell):
         assert np.array_equal(results[0][k], results[1][k]), k
 
 
+@pytest.fixture
+def gemm_kernel():
+    from fusednn import _C
+    before = _C._gemm_kernel()
+    yield _C._set_gemm_kernel
+    _C._set_gemm_kernel(before)
+
+
+@pytest.mark.parametrize("kernel", ["auto", "openblas"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cell, B, H", [("lstm", 32, 201), ("gru", 13, 37), ("lstm", 1, 1)])
-def test_recurrent_products_have_the_gemms_bits(threads, cell, B, H, dtype):
+def test_recurrent_products_have_the_gemms_bits(threads, gemm_kernel, kernel, cell, B, H, dtype):
     """The steps' recurrent products read W_hh packed once per sequence (cpu/gemm.h's
-    gemm_pack_b): they must give the plain GEMM's bits (ops.linear; linear_backward's dx), at 1
-    and 2 threads, over partial panels and several k-blocks. gemms_only runs the drivers without
-    the pointwise passes, so the last product stays in the caller's work array (forward: its first
-    B x G*H values) and the backward's last one, dg_hh(0) W_hh, becomes dh0."""
+    gemm_pack_b) where the AVX-512 kernel runs them: they must give the plain GEMM's bits
+    (ops.linear; linear_backward's dx) under each kernel setting, at 1 and 2 threads, over partial
+    panels and several k-blocks. gemms_only runs the drivers without the pointwise passes, so the
+    last product stays in the caller's work array (forward: its first B x G*H values) and the
+    backward's last one, dg_hh(0) W_hh, becomes dh0."""
     from fusednn import _C
+    if not _C._gemm_kernel_available(kernel):
+        pytest.skip(f"the CPU cannot run the {kernel} GEMM kernel")
+    gemm_kernel(kernel)
     G, T, I = GATES[cell], 3, 5
     rng = np.random.default_rng(seed_of("packed", cell, B, H, str(dtype)))
     x = rng.standard_normal((T, B, I)).astype(dtype)

@@ -1,7 +1,8 @@
 // Recurrent cells (LSTM, GRU) over a whole sequence: the element math shared by the CPU and CUDA
-// builds, the per-step pointwise launchers each device defines, and the sequence drivers (plain
-// C++ over linear<T> / linear_backward<T>, so each device's GEMM runs them: cpu/gemm.h on the
-// CPU, cuBLASLt on the GPU).
+// builds, the per-step pointwise launchers and recurrent products each device defines, and the
+// sequence drivers (plain C++ over linear<T> / linear_backward<T> / rnn_recurrent_product, so
+// each device's GEMM runs them: cpu/gemm.h on the CPU, with W_hh packed once per sequence;
+// cuBLASLt on the GPU).
 //
 // Layout (torch's): gates are the G blocks of H units, LSTM (i, f, g, o) with G = 4, GRU (r, z, n)
 // with G = 3; w_ih (G*H, I), w_hh (G*H, H), b_ih and b_hh (G*H) or null. Sequences are time-major

@@ -1,6 +1,7 @@
-// CPU pointwise passes of the recurrent cells (rnn.h holds the math and the sequence drivers,
-// whose GEMMs go through linear<T>, i.e. cpu/gemm.h). Each pass runs over fixed blocks of batch
-// rows; a row's result does not depend on the block or the thread, so the outputs are bitwise
+// CPU pointwise passes of the recurrent cells and the steps' recurrent products (rnn.h holds the
+// math and the sequence drivers, whose GEMMs go through linear<T> and rnn_recurrent_product, i.e.
+// cpu/gemm.h). Each pass runs over blocks of batch rows, as many as make the threads' shares
+// even; a row's result does not depend on the block or the thread, so the outputs are bitwise
 // equal for any thread count.
 #include <algorithm>
 
@@ -12,8 +13,13 @@
 namespace fdnn {
 namespace {
 
-// Rows per block: about 16K gate values, whatever the thread count.
-int64_t rows_per_block(int64_t gh) { return std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, gh)); }
+// Rows per block of a pass over `rows` rows of `cols` values: blocks of about 16K values, their
+// number rounded up to a multiple of the thread count so that the threads get even shares (7
+// blocks of 10 rows on 2 threads ran 40 rows on one thread and 24 on the other).
+int64_t rows_per_block(int64_t rows, int64_t cols) {
+  const int64_t blocks = round_up(ceil_div(rows * std::max<int64_t>(1, cols), int64_t{1} << 14), num_threads());
+  return std::max<int64_t>(1, ceil_div(rows, blocks));
+}
 
 // Layer norm of the segment a[0, n) in place (a becomes ln_w * xhat + ln_b), saving xhat and rstd.
 template <typename T>
@@ -225,17 +231,19 @@ void step_backward_rows(const RnnStepBackward<T>& s, int64_t b0, int64_t b1) {
 
 template <typename T> void rnn_step_forward(const RnnStepForward<T>& s, Stream) {
   const int64_t gh = rnn_gates(s.cell) * s.hidden;
-  parallel_for(s.batch, rows_per_block(gh), 8 * gh, [&](int64_t b0, int64_t b1) { step_forward_rows(s, b0, b1); });
+  parallel_for(s.batch, rows_per_block(s.batch, gh), 8 * gh,
+               [&](int64_t b0, int64_t b1) { step_forward_rows(s, b0, b1); });
 }
 
 template <typename T> void rnn_step_backward(const RnnStepBackward<T>& s, Stream) {
   const int64_t gh = rnn_gates(s.cell) * s.hidden;
-  parallel_for(s.batch, rows_per_block(gh), 8 * gh, [&](int64_t b0, int64_t b1) { step_backward_rows(s, b0, b1); });
+  parallel_for(s.batch, rows_per_block(s.batch, gh), 8 * gh,
+               [&](int64_t b0, int64_t b1) { step_backward_rows(s, b0, b1); });
 }
 
 template <typename T>
 void rnn_scale_rows(T* dst, const T* src, const T* mask, int64_t rows, int64_t batch, int64_t cols, Stream) {
-  parallel_for(rows, rows_per_block(cols), cols, [&](int64_t r0, int64_t r1) {
+  parallel_for(rows, rows_per_block(rows, cols), cols, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       T* d = dst + r * cols;
       if (!src) {

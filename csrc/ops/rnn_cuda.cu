@@ -1,6 +1,6 @@
 // CUDA pointwise passes of the recurrent cells (the CPU twin: rnn_cpu.cpp). The sequence drivers
-// are rnn.h's, whose GEMMs go through linear<T> (linear_cuda.cu: cuBLASLt, full FP32 / FP64,
-// deterministic algorithm choice). One thread block per batch row (grid-stride over rows), its
+// are rnn.h's, whose GEMMs (the steps' recurrent products too, rnn_recurrent_product) go through
+// linear<T> (linear_cuda.cu: cuBLASLt, full FP32 / FP64, deterministic algorithm choice). One thread block per batch row (grid-stride over rows), its
 // threads striding over the units; the layer-norm sums are CUB block reductions (a fixed order
 // for the fixed block size), so results are repeatable run to run.
 #include <cub/block/block_reduce.cuh>
