@@ -164,29 +164,45 @@ __attribute__((target("avx512f"), always_inline)) inline void normals(__m512 z[4
   }
 }
 
-// y = x + (mean + std z) in float (x + std z without a mean), on the 16 lanes of `keep`.
-__attribute__((target("avx512f"), always_inline)) inline void add16(float* y, const float* x, __m512 z, __m512 mean,
-                                                                      __m512 std, bool with_mean, __mmask16 keep) {
+// y = x scale + (mean + std z) in float (without the scale when it is 1, without the mean when it
+// is 0), on the 16 lanes of `keep`.
+__attribute__((target("avx512f"), always_inline)) inline void add16(float* y, const float* x, __m512 z, __m512 scale,
+                                                                      bool with_scale, __m512 mean, __m512 std,
+                                                                      bool with_mean, __mmask16 keep) {
   const __m512 t = with_mean ? _mm512_fmadd_ps(std, z, mean) : _mm512_mul_ps(std, z);
-  _mm512_mask_storeu_ps(y, keep, _mm512_add_ps(_mm512_maskz_loadu_ps(keep, x), t));
+  __m512 v = _mm512_maskz_loadu_ps(keep, x);
+  if (with_scale) v = _mm512_mul_ps(v, scale);
+  _mm512_mask_storeu_ps(y, keep, _mm512_add_ps(v, t));
 }
 
 }  // namespace
 
 __attribute__((target("avx512f"))) void add_normals_f32_avx512(float* y, const float* x, int64_t n, uint32_t k0,
                                                                  uint32_t k1, uint32_t o0, uint32_t o1, uint64_t j0,
-                                                                 double mean, double std) {
+                                                                 double scale, double mean, double std) {
+  const __m512 scale_v = _mm512_set1_ps(static_cast<float>(scale));
   const __m512 mean_v = _mm512_set1_ps(static_cast<float>(mean)), std_v = _mm512_set1_ps(static_cast<float>(std));
-  const bool with_mean = mean != 0.0;
-  constexpr int K = 2;  // 128 elements a step: enough independent work to overlap the chains
-  for (int64_t i0 = 0; i0 < n; i0 += 64 * K, j0 += 16 * K) {
-    __m512 z[4 * K];
-    normals<K>(z, k0, k1, o0, o1, j0);
-    for (int r = 0; r < 4 * K; ++r) {
+  const bool with_scale = scale != 1.0, with_mean = mean != 0.0;
+  // 128 elements a step (enough independent work to overlap the chains), the last <= 64 in one.
+  int64_t i0 = 0;
+  for (; n - i0 > 64; i0 += 128, j0 += 32) {
+    __m512 z[8];
+    normals<2>(z, k0, k1, o0, o1, j0);
+    for (int r = 0; r < 8; ++r) {
       const int64_t left = n - i0 - 16 * r;
       if (left <= 0) break;
       const __mmask16 keep = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
-      add16(y + i0 + 16 * r, x + i0 + 16 * r, z[r], mean_v, std_v, with_mean, keep);
+      add16(y + i0 + 16 * r, x + i0 + 16 * r, z[r], scale_v, with_scale, mean_v, std_v, with_mean, keep);
+    }
+  }
+  if (i0 < n) {
+    __m512 z[4];
+    normals<1>(z, k0, k1, o0, o1, j0);
+    for (int r = 0; r < 4; ++r) {
+      const int64_t left = n - i0 - 16 * r;
+      if (left <= 0) break;
+      const __mmask16 keep = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+      add16(y + i0 + 16 * r, x + i0 + 16 * r, z[r], scale_v, with_scale, mean_v, std_v, with_mean, keep);
     }
   }
 }

@@ -49,7 +49,7 @@ FDNN_MULTIVERSION void add_noise(T* FDNN_RESTRICT y, int64_t count, uint64_t key
 #if defined(__x86_64__)
   if constexpr (std::is_same_v<T, float>) {
     if (kAugmentAvx512) {  // float32: normals and update in registers (cpu/philox_avx512.h)
-      add_normals_f32_avx512(y, y, count, stream.k0, stream.k1, stream.o0, stream.o1, 0, mean, std);
+      add_normals_f32_avx512(y, y, count, stream.k0, stream.k1, stream.o0, stream.o1, 0, 1.0, mean, std);
       return;
     }
   }
@@ -166,10 +166,17 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
   const int64_t hw = g.h * g.w, count = g.c * hw;
   const bool contrast = s.contrast != 1.0;
   double gray = 0.0;
-  bool geometry_done = false;
+  const bool noise = s.noise_std != 0.0 || s.noise_mean != 0.0;
+  bool geometry_done = false, noise_done = false;
 #if defined(__x86_64__)
   if constexpr (std::is_same_v<T, float>) {
-    if (!s.identity_map && pad != nullptr) {
+    if (kAugmentAvx512 && s.identity_map && noise && !contrast) {
+      // The photometric path in one pass: y = x brightness + noise, in float (cpu/philox_avx512.h).
+      const PhiloxStream stream(s.noise_seed, kAugmentNoiseOffset);
+      add_normals_f32_avx512(y, x, count, stream.k0, stream.k1, stream.o0, stream.o1, 0, s.brightness, s.noise_mean,
+                             s.noise_std);
+      geometry_done = noise_done = true;
+    } else if (!s.identity_map && pad != nullptr) {
       augment_bilinear_f32_avx512(y, x, s, g, pad);
       geometry_done = true;
     }
@@ -212,7 +219,7 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
 #pragma omp simd
     for (int64_t e = 0; e < count; ++e) y[e] = static_cast<T>(factor * static_cast<double>(y[e]) + shift);
   }
-  if (s.noise_std != 0.0 || s.noise_mean != 0.0) add_noise(y, count, s.noise_seed, s.noise_mean, s.noise_std);
+  if (noise && !noise_done) add_noise(y, count, s.noise_seed, s.noise_mean, s.noise_std);
   if (g.clip) {
     for (int64_t e = 0; e < count; ++e) {
       const double d = static_cast<double>(y[e]);
