@@ -4,13 +4,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <cstdlib>
 #include <type_traits>
 
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "cpu/philox_avx512.h"
-#include "cpu/stream_store.h"
 #include "ops/dropout.h"
 
 namespace fdnn {
@@ -105,32 +103,11 @@ __attribute__((always_inline)) inline void chunk_words(uint32_t* FDNN_RESTRICT w
 
 template <typename T>
 FDNN_MULTIVERSION void dropout_range(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t begin, int64_t end,
-                                     PhiloxStream s, uint32_t threshold, T keep_scale, bool relu, bool stream) {
+                                     PhiloxStream s, uint32_t threshold, T keep_scale, bool relu) {
   alignas(64) uint32_t w[kChunk];
   for (int64_t i0 = begin; i0 < end; i0 += kChunk) {
     chunk_words(w, s, i0);
     const int64_t m = std::min<int64_t>(kChunk, end - i0);
-#if FDNN_HAS_STREAM_STORE
-    // A large float32 output: streaming stores (cpu/stream_store.h) of the same products, the
-    // keep test (r >> 8) >= threshold as a signed compare with threshold - 1 (both below 2^24).
-    if constexpr (std::is_same_v<T, float>) {
-      if (stream) {
-        const __m128 zero = _mm_setzero_ps(), scale = _mm_set1_ps(keep_scale);
-        const __m128i limit = _mm_set1_epi32(static_cast<int32_t>(threshold) - 1);
-        const float* xc = x + i0;
-        stream_loop(
-            y + i0, m,
-            [&](int64_t k) { return activate(xc[k], relu) * (dropout_keep(w[k], threshold) ? keep_scale : 0.0f); },
-            [&](int64_t k) {
-              const __m128i r = _mm_srli_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k)), 8);
-              const __m128 factor = _mm_and_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(r, limit)), scale);
-              const __m128 v = _mm_loadu_ps(xc + k);
-              return _mm_mul_ps(relu ? _mm_max_ps(zero, v) : v, factor);
-            });
-        continue;
-      }
-    }
-#endif
     // The activation is a loop constant, so that each loop vectorizes.
     if (m == kChunk && relu) {
 #pragma omp simd
@@ -206,11 +183,8 @@ template <typename T>
 void dropout_apply(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, T keep_scale,
                    bool relu, Stream) {
   const PhiloxStream s(seed, offset);
-  const bool stream = std::is_same_v<T, float> && stream_output(n * static_cast<int64_t>(sizeof(T))) && !getenv("NOSTREAM");
-  parallel_for(n, kPhiloxElementsPerTask, 8, [&](int64_t b, int64_t e) {
-    dropout_range(y, x, b, e, s, threshold, keep_scale, relu, stream);
-    if (stream) stream_fence();
-  });
+  parallel_for(n, kPhiloxElementsPerTask, 8,
+               [&](int64_t b, int64_t e) { dropout_range(y, x, b, e, s, threshold, keep_scale, relu); });
 }
 
 void dropout_mask(uint8_t* mask, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, Stream) {
