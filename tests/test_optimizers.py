@@ -296,6 +296,21 @@ def test_bad_step_arguments():
         opt.step([np.zeros((3, 4), np.float32)])
 
 
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_a_flat_group_and_separate_arrays_update_alike(rule):
+    """A flat group's update (the compiled module called directly) and the same parameters as
+    separate arrays with their gradients passed (through the ops' dispatch) give the same bits."""
+    fp, ref_params, rng = flat_and_reference(rule, np.float32, seed_of("flat-vs-arrays", rule))
+    arrays = [p.copy() for p in ref_params]
+    flat_opt, list_opt = make_optimizer(rule, fp), make_optimizer(rule, arrays)
+    for _ in range(3):
+        fp.grad[...] = rng.standard_normal(fp.grad.size).astype(np.float32)
+        flat_opt.step()
+        list_opt.step([fp.grad_of(n).copy() for n in fp])
+    for n, a in zip(fp, arrays):
+        assert np.array_equal(fp[n], a), n
+
+
 def test_hyperparameters_changed_between_steps_are_checked_and_used():
     """Every step checks and uses the groups' hyperparameters as they are then: a new value, a
     bad one, or a list changed in place."""

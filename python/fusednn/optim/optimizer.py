@@ -12,15 +12,16 @@ Optimizer state lives in one flat buffer per state and group, in the group's par
 
 Hyperparameters are checked once per step, for every group before any group is updated (and at
 construction and in load_state_dict, for early errors); the update then calls the kernel through
-the ops' unchecked entry points, whose binding checks the arrays.
+the ops' unchecked entry points (for a flat group, whose arrays all live on the group's device, the
+compiled module's function directly), whose binding checks the arrays.
 """
 
 import math
 
 import numpy as np
 
-from fusednn import _checks, ops
-from fusednn._backend import _is_cupy, array_module, host_copy
+from fusednn import _C, _checks, ops
+from fusednn._backend import _is_cupy, array_module, cuda_module, host_copy
 from fusednn._backend import is_array as _is_array
 from fusednn.ops import optim as _kernels
 from fusednn.params import FlatGroup, FlatParameters
@@ -204,11 +205,15 @@ class Optimizer:
         """Per group: (params, grads, per_param) as the kernel takes them."""
         out = []
         if grads is None:
-            for gi, st in enumerate(self._groups_state):
-                if any(s.grad is None for s in st["spans"]):
-                    raise ValueError("grads: required, because some parameters were not given as a FlatParameters "
-                                     "or FlatGroup (fp.group(names)), so the optimizer does not know their gradients")
-                out.append(([s.param for s in st["spans"]], [s.grad for s in st["spans"]], False))
+            for st in self._groups_state:
+                work = st.get("flat_work")  # the spans are fixed: their lists are made once
+                if work is None:
+                    if any(s.grad is None for s in st["spans"]):
+                        raise ValueError("grads: required, because some parameters were not given as a "
+                                         "FlatParameters or FlatGroup (fp.group(names)), so the optimizer does not "
+                                         "know their gradients")
+                    work = st["flat_work"] = ([s.param for s in st["spans"]], [s.grad for s in st["spans"]], False)
+                out.append(work)
             return out
         if _is_array(grads):
             grads = [grads]
@@ -264,6 +269,19 @@ class Optimizer:
     def _update(self, gi, h, params, grads, per_param, st, lr, scale):
         """One kernel call for group gi, with its checked hyperparameters h and lr."""
         raise NotImplementedError
+
+    @staticmethod
+    def _run(st, per_param, dispatch, name, *args):
+        """The update: ``dispatch(*args)`` (an unchecked entry point of fusednn.ops.optim, which
+        picks the compiled module from the arrays' types and names a wrong one) for gradients
+        the caller passed (per_param); for a flat group, whose arrays are the same every step
+        and all on the group's device, the compiled module's ``name`` directly."""
+        if per_param:
+            return dispatch(*args)
+        module = st.get("module")
+        if module is None:
+            module = st["module"] = _C if st["xp"] is np else cuda_module()
+        return getattr(module, name)(*args)
 
     def zero_grad(self):
         """Zero the gradients the optimizer knows (those in FlatParameters gradient buffers)."""
@@ -472,8 +490,8 @@ class SGD(Optimizer):
         if h["momentum"] != 0:
             first = "momentum_buffer" not in st["buffers"]
             bufs = self._state_views(gi, "momentum_buffer", st["spans"], per_param)
-        _kernels._sgd(params, grads, bufs, lr, h["momentum"], h["dampening"], h["nesterov"], h["weight_decay"],
-                      h["maximize"], first, scale)
+        self._run(st, per_param, _kernels._sgd, "sgd_step", params, grads, bufs, lr, h["momentum"], h["dampening"],
+                  h["nesterov"], h["weight_decay"], h["maximize"], first, scale)
 
 
 class Adagrad(Optimizer):
@@ -503,8 +521,9 @@ class Adagrad(Optimizer):
         return h
 
     def _update(self, gi, h, params, grads, per_param, st, lr, scale):
-        _kernels._adagrad(params, grads, self._state_views(gi, "sum", st["spans"], per_param), st["step"], lr,
-                          h["lr_decay"], h["weight_decay"], h["eps"], h["maximize"], scale)
+        self._run(st, per_param, _kernels._adagrad, "adagrad_step", params, grads,
+                  self._state_views(gi, "sum", st["spans"], per_param), st["step"], lr, h["lr_decay"],
+                  h["weight_decay"], h["eps"], h["maximize"], scale)
 
 
 class RMSprop(Optimizer):
@@ -530,9 +549,9 @@ class RMSprop(Optimizer):
 
     def _update(self, gi, h, params, grads, per_param, st, lr, scale):
         views = lambda name: self._state_views(gi, name, st["spans"], per_param)  # noqa: E731
-        _kernels._rmsprop(params, grads, views("square_avg"), views("momentum_buffer") if h["momentum"] else None,
-                          views("grad_avg") if h["centered"] else None, lr, h["alpha"], h["eps"], h["weight_decay"],
-                          h["momentum"], h["centered"], h["maximize"], scale)
+        self._run(st, per_param, _kernels._rmsprop, "rmsprop_step", params, grads, views("square_avg"),
+                  views("momentum_buffer") if h["momentum"] else None, views("grad_avg") if h["centered"] else None,
+                  lr, h["alpha"], h["eps"], h["weight_decay"], h["momentum"], h["centered"], h["maximize"], scale)
 
 
 class Adadelta(Optimizer):
@@ -553,9 +572,10 @@ class Adadelta(Optimizer):
         return h
 
     def _update(self, gi, h, params, grads, per_param, st, lr, scale):
-        _kernels._adadelta(params, grads, self._state_views(gi, "square_avg", st["spans"], per_param),
-                           self._state_views(gi, "acc_delta", st["spans"], per_param), lr, h["rho"], h["eps"],
-                           h["weight_decay"], h["maximize"], scale)
+        self._run(st, per_param, _kernels._adadelta, "adadelta_step", params, grads,
+                  self._state_views(gi, "square_avg", st["spans"], per_param),
+                  self._state_views(gi, "acc_delta", st["spans"], per_param), lr, h["rho"], h["eps"],
+                  h["weight_decay"], h["maximize"], scale)
 
 
 class Adam(Optimizer):
@@ -580,10 +600,9 @@ class Adam(Optimizer):
 
     def _update(self, gi, h, params, grads, per_param, st, lr, scale):
         views = lambda name: self._state_views(gi, name, st["spans"], per_param)  # noqa: E731
-        _kernels._adam(params, grads, views("exp_avg"), views("exp_avg_sq"),
-                       views("max_exp_avg_sq") if h["amsgrad"] else None, st["step"], lr, h["betas"][0],
-                       h["betas"][1], h["eps"], h["weight_decay"], h["amsgrad"], h["decoupled_weight_decay"],
-                       h["maximize"], scale)
+        self._run(st, per_param, _kernels._adam, "adam_step", params, grads, views("exp_avg"), views("exp_avg_sq"),
+                  views("max_exp_avg_sq") if h["amsgrad"] else None, st["step"], lr, h["betas"][0], h["betas"][1],
+                  h["eps"], h["weight_decay"], h["amsgrad"], h["decoupled_weight_decay"], h["maximize"], scale)
 
 
 class AdamW(Adam):
@@ -620,10 +639,10 @@ class NAdam(Optimizer):
 
     def _update(self, gi, h, params, grads, per_param, st, lr, scale):
         views = lambda name: self._state_views(gi, name, st["spans"], per_param)  # noqa: E731
-        st["extra"]["mu_product"] = _kernels._nadam(
-            params, grads, views("exp_avg"), views("exp_avg_sq"), st["step"], st["extra"].get("mu_product", 1.0), lr,
-            h["betas"][0], h["betas"][1], h["eps"], h["weight_decay"], h["momentum_decay"],
-            h["decoupled_weight_decay"], h["maximize"], scale)
+        st["extra"]["mu_product"] = self._run(
+            st, per_param, _kernels._nadam, "nadam_step", params, grads, views("exp_avg"), views("exp_avg_sq"),
+            st["step"], st["extra"].get("mu_product", 1.0), lr, h["betas"][0], h["betas"][1], h["eps"],
+            h["weight_decay"], h["momentum_decay"], h["decoupled_weight_decay"], h["maximize"], scale)
 
 
 def clip_grad_value(grads, clip_value):
