@@ -49,8 +49,10 @@ class ReusableBuffers:
         """An uninitialized C-contiguous array of ``shape`` and ``dtype`` from the array module
         ``xp`` (numpy or cupy): a kept one that only this object references, or a new one (kept
         when the slot has room, or in place of a kept one of another shape that is free)."""
-        shape = tuple(shape)
-        dtype = np.dtype(dtype)
+        if type(shape) is not tuple:
+            shape = tuple(shape)
+        if not isinstance(dtype, np.dtype):
+            dtype = np.dtype(dtype)
         kept = self._slots.get(slot)
         if kept is None:
             kept = self._slots[slot] = []
@@ -60,8 +62,8 @@ class ReusableBuffers:
             if getrefcount(kept[i]) != _ONLY_THE_LIST:
                 continue
             a = kept[i]
-            if a.shape == shape and a.dtype == dtype and (type(a) is np.ndarray if xp is np else
-                                                          type(a).__module__.split(".")[0] == xp.__name__):
+            if a.shape == shape and (a.dtype is dtype or a.dtype == dtype) and (
+                    type(a) is np.ndarray if xp is np else type(a).__module__.split(".")[0] == xp.__name__):
                 return a
             stale = i
         new = xp.empty(shape, dtype)
