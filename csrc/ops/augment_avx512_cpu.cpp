@@ -112,18 +112,75 @@ __attribute__((target("avx512f,avx2,fma"))) int64_t augment_nearest_row_avx512(T
   return done;
 }
 
+namespace {
+
+// The float32 bilinear map's constants (augment_bilinear_f32_avx512).
+struct BilinearF32 {
+  __m512 m0h, m0l, m1h, m1l, m3h, m3l, m4h, m4l, m2, m5;  // the map, split into float pairs
+  __m512 wf, hf, wpf, fillv, brightness;
+  bool bright;
+  int64_t C, W, Wp, P, hw;
+  const float* pad;
+  float* y;
+};
+
+// 16 output pixels (source points sx_all, sy_all) of every plane, stored at y + c hw + p under
+// the mask `store`.
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear16(const BilinearF32& k, __m512 sx_all,
+                                                                                  __m512 sy_all, int64_t p,
+                                                                                  __mmask16 store) {
+  const __m512 minus_one = _mm512_set1_ps(-1.0f), zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __mmask16 ok = _mm512_cmp_ps_mask(sx_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_ps_mask(sx_all, k.wf, _CMP_LT_OQ) &
+                       _mm512_cmp_ps_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_ps_mask(sy_all, k.hf, _CMP_LT_OQ);
+  const __m512 sx = _mm512_maskz_mov_ps(ok, sx_all), sy = _mm512_maskz_mov_ps(ok, sy_all);
+  const __m512 x0 = _mm512_roundscale_ps(sx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 y0 = _mm512_roundscale_ps(sy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 wx = _mm512_sub_ps(sx, x0), wy = _mm512_sub_ps(sy, y0);
+  // Padded index of tap (x0, y0): (y0 + 1) Wp + x0 + 1, exact in float (fewer than 2^24 pixels).
+  const __m512i idx = _mm512_cvttps_epi32(_mm512_fmadd_ps(_mm512_add_ps(y0, one), k.wpf, _mm512_add_ps(x0, one)));
+  const __m256i idx_lo = _mm512_castsi512_si256(idx), idx_hi = _mm512_extracti64x4_epi64(idx, 1);
+  const __mmask16 wx0 = _mm512_cmp_ps_mask(wx, zero, _CMP_EQ_OQ), wy0 = _mm512_cmp_ps_mask(wy, zero, _CMP_EQ_OQ);
+  const __m512 ux = _mm512_sub_ps(one, wx), uy = _mm512_sub_ps(one, wy);
+  for (int64_t c = 0; c < k.C; ++c) {
+    const float* top_row = k.pad + c * k.P;
+    const float* bottom_row = top_row + k.Wp;
+    const __m512 g0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_lo, top_row, 4));
+    const __m512 g1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, top_row, 4));
+    const __m512 g2 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_lo, bottom_row, 4));
+    const __m512 g3 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, bottom_row, 4));
+    const __m512 t00 = _mm512_permutex2var_ps(g0, even, g1), t01 = _mm512_permutex2var_ps(g0, odd, g1);
+    const __m512 t10 = _mm512_permutex2var_ps(g2, even, g3), t11 = _mm512_permutex2var_ps(g2, odd, g3);
+    const __m512 top = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t01, _mm512_mul_ps(ux, t00)), t00);
+    const __m512 bottom = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t11, _mm512_mul_ps(ux, t10)), t10);
+    __m512 v = _mm512_mask_blend_ps(wy0, _mm512_fmadd_ps(wy, bottom, _mm512_mul_ps(uy, top)), top);
+    v = _mm512_mask_blend_ps(ok, k.fillv, v);
+    if (k.bright) v = _mm512_mul_ps(v, k.brightness);
+    _mm512_mask_storeu_ps(k.y + c * k.hw + p, store, v);
+  }
+}
+
+}  // namespace
+
 // Float32 images, bilinear: every plane of one sample, 16 output pixels at a time in float. The
 // coordinates, weights and tap indices of a pixel are computed once for all C planes; the planes
 // are first copied into `pad` (C planes of (H + 2) x (W + 2), bordered by fill), so a tap outside
 // the image reads fill and the two taps of a row (t00, t01) are adjacent: one 64-bit gather lane
-// reads both (two gathers of 8 pairs for a row's 16 pixels, half the lanes of four 32-bit ones).
-// The weights' rules are augment_geometry's: a tap of weight exactly 0 does not contribute, so
-// integer coordinates copy bit for bit; a point whose four taps are all outside is fill. The
-// coordinates are m0 x + (m1 y + m2) with m0 split into two floats (within ~1e-6 pixel of the
-// double map on images of hundreds of pixels). Brightness (when not 1) multiplies in float.
+// reads both (two gathers of 8 pairs for 16 pixels, half the lanes of four 32-bit ones). The
+// weights' rules are augment_geometry's: a tap of weight exactly 0 does not contribute, so integer
+// coordinates copy bit for bit; a point whose four taps are all outside is fill. Brightness (when
+// not 1) multiplies in float. The source point of pixel (x, y) is m0 x + m1 y + m2 (and m3 x + m4 y
+// + m5) with m0 and m3 split into two floats each, within ~1e-6 pixel of the double map on images
+// of hundreds of pixels:
+// - W a multiple of 16: row by row, 16 columns at a time, m1 y + m2 formed in double per row;
+// - otherwise 16 pixels at a time in C order over the whole plane (no lanes wasted at the ends of
+//   rows), each pixel's column and row read from `coords` (H W + 16 columns, then H W + 16 rows,
+//   as floats), m1 and m4 split too.
 __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(float* y, const float* x,
                                                                               const AugmentSample& s,
-                                                                              const AugmentShape& g, float* pad) {
+                                                                              const AugmentShape& g, float* pad,
+                                                                              const float* coords) {
   const int64_t C = g.c, H = g.h, W = g.w, Wp = W + 2, P = (H + 2) * Wp, hw = H * W;
   const float fill = static_cast<float>(g.fill);
   for (int64_t c = 0; c < C; ++c) {
@@ -138,57 +195,58 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
     }
     for (int64_t i = (H + 1) * Wp; i < P; ++i) p[i] = fill;
   }
-  const float m0_hi = static_cast<float>(s.m[0]), m3_hi = static_cast<float>(s.m[3]);
-  const __m512 m0h = _mm512_set1_ps(m0_hi), m0l = _mm512_set1_ps(static_cast<float>(s.m[0] - m0_hi));
-  const __m512 m3h = _mm512_set1_ps(m3_hi), m3l = _mm512_set1_ps(static_cast<float>(s.m[3] - m3_hi));
-  const __m512 wf = _mm512_set1_ps(static_cast<float>(W)), hf = _mm512_set1_ps(static_cast<float>(H));
-  const __m512 wpf = _mm512_set1_ps(static_cast<float>(Wp));
-  const __m512 minus_one = _mm512_set1_ps(-1.0f), zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
-  const __m512 fillv = _mm512_set1_ps(fill);
-  const bool bright = s.brightness != 1.0;
-  const __m512 brightness = _mm512_set1_ps(static_cast<float>(s.brightness));
-  const __m512 lane = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  for (int64_t row = 0; row < H; ++row) {
-    const double py = static_cast<double>(row);
-    const __m512 a = _mm512_set1_ps(static_cast<float>(s.m[1] * py + s.m[2]));
-    const __m512 b = _mm512_set1_ps(static_cast<float>(s.m[4] * py + s.m[5]));
-    for (int64_t col = 0; col < W; col += 16) {
-      const __mmask16 store = W - col >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                            : static_cast<__mmask16>((1u << (W - col)) - 1u);
-      const __m512 px = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(col)), lane);
-      const __m512 sx_all = _mm512_fmadd_ps(m0h, px, _mm512_fmadd_ps(m0l, px, a));
-      const __m512 sy_all = _mm512_fmadd_ps(m3h, px, _mm512_fmadd_ps(m3l, px, b));
-      const __mmask16 ok = _mm512_cmp_ps_mask(sx_all, minus_one, _CMP_GT_OQ) &
-                           _mm512_cmp_ps_mask(sx_all, wf, _CMP_LT_OQ) &
-                           _mm512_cmp_ps_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_ps_mask(sy_all, hf, _CMP_LT_OQ);
-      const __m512 sx = _mm512_maskz_mov_ps(ok, sx_all), sy = _mm512_maskz_mov_ps(ok, sy_all);
-      const __m512 x0 = _mm512_roundscale_ps(sx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-      const __m512 y0 = _mm512_roundscale_ps(sy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-      const __m512 wx = _mm512_sub_ps(sx, x0), wy = _mm512_sub_ps(sy, y0);
-      // Padded index of tap (x0, y0): (y0 + 1) Wp + x0 + 1, exact in float (fewer than 2^24 pixels).
-      const __m512i idx = _mm512_cvttps_epi32(_mm512_fmadd_ps(_mm512_add_ps(y0, one), wpf, _mm512_add_ps(x0, one)));
-      const __m256i idx_lo = _mm512_castsi512_si256(idx), idx_hi = _mm512_extracti64x4_epi64(idx, 1);
-      const __mmask16 wx0 = _mm512_cmp_ps_mask(wx, zero, _CMP_EQ_OQ), wy0 = _mm512_cmp_ps_mask(wy, zero, _CMP_EQ_OQ);
-      const __m512 ux = _mm512_sub_ps(one, wx), uy = _mm512_sub_ps(one, wy);
-      for (int64_t c = 0; c < C; ++c) {
-        const float* top_row = pad + c * P;
-        const float* bottom_row = top_row + Wp;
-        const __m512 g0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_lo, top_row, 4));
-        const __m512 g1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, top_row, 4));
-        const __m512 g2 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_lo, bottom_row, 4));
-        const __m512 g3 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, bottom_row, 4));
-        const __m512 t00 = _mm512_permutex2var_ps(g0, even, g1), t01 = _mm512_permutex2var_ps(g0, odd, g1);
-        const __m512 t10 = _mm512_permutex2var_ps(g2, even, g3), t11 = _mm512_permutex2var_ps(g2, odd, g3);
-        const __m512 top = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t01, _mm512_mul_ps(ux, t00)), t00);
-        const __m512 bottom = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t11, _mm512_mul_ps(ux, t10)), t10);
-        __m512 v = _mm512_mask_blend_ps(wy0, _mm512_fmadd_ps(wy, bottom, _mm512_mul_ps(uy, top)), top);
-        v = _mm512_mask_blend_ps(ok, fillv, v);
-        if (bright) v = _mm512_mul_ps(v, brightness);
-        _mm512_mask_storeu_ps(y + c * hw + row * W + col, store, v);
+  BilinearF32 k;
+  const float h0 = static_cast<float>(s.m[0]), h1 = static_cast<float>(s.m[1]);
+  const float h3 = static_cast<float>(s.m[3]), h4 = static_cast<float>(s.m[4]);
+  k.m0h = _mm512_set1_ps(h0);
+  k.m0l = _mm512_set1_ps(static_cast<float>(s.m[0] - h0));
+  k.m1h = _mm512_set1_ps(h1);
+  k.m1l = _mm512_set1_ps(static_cast<float>(s.m[1] - h1));
+  k.m3h = _mm512_set1_ps(h3);
+  k.m3l = _mm512_set1_ps(static_cast<float>(s.m[3] - h3));
+  k.m4h = _mm512_set1_ps(h4);
+  k.m4l = _mm512_set1_ps(static_cast<float>(s.m[4] - h4));
+  k.m2 = _mm512_set1_ps(static_cast<float>(s.m[2]));
+  k.m5 = _mm512_set1_ps(static_cast<float>(s.m[5]));
+  k.wf = _mm512_set1_ps(static_cast<float>(W));
+  k.hf = _mm512_set1_ps(static_cast<float>(H));
+  k.wpf = _mm512_set1_ps(static_cast<float>(Wp));
+  k.fillv = _mm512_set1_ps(fill);
+  k.bright = s.brightness != 1.0;
+  k.brightness = _mm512_set1_ps(static_cast<float>(s.brightness));
+  k.C = C;
+  k.W = W;
+  k.Wp = Wp;
+  k.P = P;
+  k.hw = hw;
+  k.pad = pad;
+  k.y = y;
+  if (W % 16 == 0) {
+    const __m512 lane = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (int64_t row = 0; row < H; ++row) {
+      const double py = static_cast<double>(row);
+      const __m512 a = _mm512_set1_ps(static_cast<float>(s.m[1] * py + s.m[2]));
+      const __m512 b = _mm512_set1_ps(static_cast<float>(s.m[4] * py + s.m[5]));
+      for (int64_t col = 0; col < W; col += 16) {
+        const __m512 px = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(col)), lane);
+        bilinear16(k, _mm512_fmadd_ps(k.m0h, px, _mm512_fmadd_ps(k.m0l, px, a)),
+                   _mm512_fmadd_ps(k.m3h, px, _mm512_fmadd_ps(k.m3l, px, b)), row * W + col,
+                   static_cast<__mmask16>(0xFFFF));
       }
     }
+    return;
+  }
+  const float* cols = coords;
+  const float* rows = coords + hw + 16;
+  for (int64_t p = 0; p < hw; p += 16) {
+    const __mmask16 store =
+        hw - p >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (hw - p)) - 1u);
+    const __m512 px = _mm512_loadu_ps(cols + p), py = _mm512_loadu_ps(rows + p);
+    const __m512 sx = _mm512_fmadd_ps(
+        k.m0h, px, _mm512_fmadd_ps(k.m1h, py, _mm512_fmadd_ps(k.m0l, px, _mm512_fmadd_ps(k.m1l, py, k.m2))));
+    const __m512 sy = _mm512_fmadd_ps(
+        k.m3h, px, _mm512_fmadd_ps(k.m4h, py, _mm512_fmadd_ps(k.m3l, px, _mm512_fmadd_ps(k.m4l, py, k.m5))));
+    bilinear16(k, sx, sy, p, store);
   }
 }
 

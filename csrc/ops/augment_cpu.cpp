@@ -21,7 +21,7 @@ template <typename T>
 int64_t augment_nearest_row_avx512(T* out, const T* plane, int64_t row, const AugmentSample& s,
                                    const AugmentShape& g);
 void augment_bilinear_f32_avx512(float* y, const float* x, const AugmentSample& s, const AugmentShape& g,
-                                 float* pad);
+                                 float* pad, const float* coords);
 #endif
 
 namespace {
@@ -159,10 +159,11 @@ bool bilinear_f32_fast(const AugmentShape& g) {
 
 // One sample, in the order of augment_finish_quad (augment.h): geometry and brightness with the
 // gray sum, then contrast, noise and clipping as whole-sample loops, then the erased rectangle.
-// `pad`: room for C padded planes of (H + 2) x (W + 2) floats when bilinear_f32_fast (float32).
+// `pad`: room for C padded planes of (H + 2) x (W + 2) floats, and `coords` the pixels' columns
+// and rows (augment_bilinear_f32_avx512), when bilinear_f32_fast (float32); null otherwise.
 template <typename T>
 FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const AugmentShape& g,
-                                   const AugmentSample& s, float* pad) {
+                                   const AugmentSample& s, float* pad, const float* coords) {
   const int64_t hw = g.h * g.w, count = g.c * hw;
   const bool contrast = s.contrast != 1.0;
   double gray = 0.0;
@@ -177,7 +178,7 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
                              s.noise_std);
       geometry_done = noise_done = true;
     } else if (!s.identity_map && pad != nullptr) {
-      augment_bilinear_f32_avx512(y, x, s, g, pad);
+      augment_bilinear_f32_avx512(y, x, s, g, pad, coords);
       geometry_done = true;
     }
   }
@@ -254,10 +255,17 @@ void augment(T* y, const T* x, int64_t n, const AugmentShape& shape, const Augme
   // About 16K elements per block of samples.
   const int64_t block = std::max<int64_t>(1, (16 * 1024) / count);
   const bool fast = std::is_same_v<T, float> && bilinear_f32_fast(shape);
+  const int64_t hw = shape.h * shape.w;
+  std::vector<float> coords(fast ? static_cast<size_t>(2 * (hw + 16)) : 0);  // columns, then rows
+  for (int64_t p = 0; fast && p < hw + 16; ++p) {
+    coords[static_cast<size_t>(p)] = static_cast<float>(p % shape.w);
+    coords[static_cast<size_t>(hw + 16 + p)] = static_cast<float>(p / shape.w);
+  }
   parallel_for(n, block, count * 8, [&](int64_t b, int64_t e) {
     std::vector<float> pad(fast ? static_cast<size_t>(shape.c * (shape.h + 2) * (shape.w + 2)) : 0);
     for (int64_t i = b; i < e; ++i)
-      augment_one(y + i * count, x + i * count, shape, samples[i], fast ? pad.data() : nullptr);
+      augment_one(y + i * count, x + i * count, shape, samples[i], fast ? pad.data() : nullptr,
+                  fast ? coords.data() : nullptr);
   });
 }
 
