@@ -369,3 +369,130 @@ def test_pool_errors():
         ops.global_avg_pool2d_backward(y, x.shape)
     with pytest.raises(TypeError, match="count_include_pad"):
         ops.avg_pool2d(x, 2, count_include_pad=None)
+
+
+# ---- the CPU direct path (csrc/ops/conv_direct_cpu.cpp): groups = 1, K = C_in kH kW <= 32 and
+# OH * OW >= 256 on a CPU with AVX-512F; the rest goes through im2col + GEMM. The shapes below
+# sit on both sides of both thresholds, and cover the direct path's chunks: one image of <= 1024
+# positions per chunk, several images per chunk (and a last chunk with fewer), and an image cut
+# into parts (with a shorter last part and partial vectors).
+DIRECT_MAX_K, DIRECT_MIN_POSITIONS = 32, 256  # conv.h's kConvDirectMaxK, kConvDirectMinPositions
+
+# (N, C_in, H, W, C_out, kH, kW, stride, padding, dilation)
+DIRECT_SHAPES = [
+    (3, 1, 28, 28, 32, 3, 3, 1, 1, 1),              # a first layer: 784 positions per image
+    (2, 1, 40, 40, 5, 3, 3, 1, 1, 1),               # 1600 positions: two parts per image
+    (1, 2, 33, 35, 3, 3, 3, 1, 1, 1),               # N = 1, odd sizes: parts of 578 and 577
+    (2, 3, 37, 41, 6, 3, 2, (2, 1), (0, 2), (1, 2)),  # stride, asymmetric padding and dilation
+    (5, 2, 16, 16, 7, 3, 3, 1, 1, 1),               # 256 positions (the threshold): 4 images a chunk
+    (2, 2, 15, 17, 3, 3, 3, 1, 1, 1),               # 255 positions: im2col
+    (2, 32, 16, 16, 4, 1, 1, 1, 0, 1),              # K = 32 (the threshold), 1x1 kernel
+    (2, 4, 18, 18, 4, 3, 3, 1, 1, 1),               # K = 36: im2col
+    (3, 1, 20, 20, 9, 5, 5, 1, 2, 1),               # 5x5, C_out not a multiple of the register blocks
+    (2, 3, 20, 20, 4, 3, 3, 1, 5, 1),               # padding larger than the kernel
+    (2, 1, 1, 1, 3, 3, 3, 1, 9, 1),                 # a 1x1 image, padded to 17x17 outputs
+]
+
+
+def _direct(shape):
+    """Whether the CPU takes the direct path for this shape (on a CPU with AVX-512F)."""
+    n, c, h, w, co, kh, kw, stride, padding, dilation = shape
+    (sh, sw), (ph, pw), (dh, dw) = (v if isinstance(v, tuple) else (v, v) for v in (stride, padding, dilation))
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return c * kh * kw <= DIRECT_MAX_K and oh * ow >= DIRECT_MIN_POSITIONS
+
+
+def test_direct_shapes_straddle_the_thresholds():
+    taken = [_direct(s) for s in DIRECT_SHAPES]
+    assert sum(taken) >= 8 and not all(taken)
+
+
+def _direct_case(shape, dtype, rng):
+    n, c, h, w, co, kh, kw, stride, padding, dilation = shape
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = (rng.standard_normal((co, c, kh, kw)) / np.sqrt(c * kh * kw)).astype(dtype)
+    b = rng.standard_normal(co).astype(dtype)
+    return x, wt, b, dict(stride=stride, padding=padding, dilation=dilation)
+
+
+def _check_conv_against_reference(x, w, b, dy, kw, activation, input_grad=True):
+    y = ops.conv2d(x, w, b, activation=activation, **kw)
+    expected = reference.conv2d(x, w, b, activation=activation, **kw)
+    xw, ww, bw, dyw = wider(x, w, b, dy)
+    yw = reference.conv2d(xw, ww, bw, activation=activation, **kw)
+    assert_close(y, expected, yw, err_msg="y")
+    got = ops.conv2d_backward(dy, x, w, y, activation=activation, input_grad=input_grad, **kw)
+    want = reference.conv2d_backward(dy, x, w, expected, activation=activation, input_grad=input_grad, **kw)
+    wide = reference.conv2d_backward(dyw, xw, ww, yw, activation=activation, input_grad=input_grad, **kw)
+    for name, g, e, ew in zip(("dx", "dw", "db"), got, want, wide):
+        if e is None:
+            assert g is None, name
+        else:
+            assert_close(g, e, ew, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("shape", DIRECT_SHAPES)
+def test_conv2d_direct_matches_reference(shape, activation, dtype):
+    rng = np.random.default_rng(seed_of("conv_direct", shape, activation, dtype))
+    x, w, b, kw = _direct_case(shape, dtype, rng)
+    out_shape = reference.conv2d(x, w, b, **kw).shape
+    dy = rng.standard_normal(out_shape).astype(dtype)
+    _check_conv_against_reference(x, w, b, dy, kw, activation, input_grad=shape[0] != 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_direct_nan_and_inf(dtype):
+    """NaN and Inf in x, w's neighbourhood and dy go where the reference puts them (the ReLU
+    passes NaN; an infinite dy where y <= 0 gives 0)."""
+    rng = np.random.default_rng(seed_of("conv_direct_nan", dtype))
+    x, w, b, kw = _direct_case((2, 2, 18, 17, 5, 3, 3, 1, 1, 1), dtype, rng)
+    x[0, 0, 3, 4], x[1, 1, 17, 16], x[1, 0, 9, 0] = np.nan, np.inf, -np.inf
+    y = reference.conv2d(x, w, b, activation="relu", **kw)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dy[0, 1, 10, 10], dy[1, 2, 0, 5] = np.nan, np.inf
+    dy[0, 3][y[0, 3] <= 0] = np.inf  # masked by the ReLU
+    assert np.isnan(y).any() and (y[0, 3] <= 0).any()
+    with np.errstate(invalid="ignore"):  # the reference's inf - inf and 0 * inf
+        for activation in (None, "relu"):
+            _check_conv_against_reference(x, w, b, dy, kw, activation)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [DIRECT_SHAPES[0], DIRECT_SHAPES[2], DIRECT_SHAPES[4]])
+def test_conv2d_direct_threads(threads, shape, dtype):
+    """The direct path's forward, dx, dw and db are bitwise the same on 1 and 2 threads, and dw and
+    db do not change when dx is skipped."""
+    rng = np.random.default_rng(seed_of("conv_direct_threads", shape, dtype))
+    x, w, b, kw = _direct_case(shape, dtype, rng)
+    x = np.concatenate([x] * 8)  # more images than backward tasks of one image
+    results = []
+    for t in (1, 2):
+        threads(t)
+        y = ops.conv2d(x, w, b, activation="relu", **kw)
+        dy = np.random.default_rng(7).standard_normal(y.shape).astype(dtype)
+        results.append((y, *ops.conv2d_backward(dy, x, w, y, activation="relu", **kw),
+                        *ops.conv2d_backward(dy, x, w, y, activation="relu", input_grad=False, **kw)[1:]))
+    for one, two in zip(*results):
+        assert np.array_equal(one, two)
+    y, dx, dw, db, dw_only, db_only = results[0]
+    assert np.array_equal(dw, dw_only) and np.array_equal(db, db_only)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 16, 16, 2, 3, 3, 1, 1, 1),
+                                   (2, 2, 20, 40, 3, 3, 2, (1, 2), (2, 1), (2, 1))])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_conv2d_direct_gradcheck(shape, activation):
+    assert _direct(shape)
+    rng = np.random.default_rng(seed_of("conv_direct_gc", shape, activation))
+    x, w, b, kw = _direct_case(shape, np.float64, rng)
+
+    def forward(x, w, b):
+        return ops.conv2d(x, w, b, activation=activation, **kw)
+
+    def backward(dy, x, w, b):
+        return ops.conv2d_backward(dy, x, w, forward(x, w, b), activation=activation, **kw)
+
+    fusednn.gradcheck(forward, (x, w, b), backward=backward)

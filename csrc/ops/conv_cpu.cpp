@@ -302,6 +302,7 @@ int64_t planes_per_task(int64_t work_per_plane) {
 
 template <typename T>
 void conv2d(T* y, const T* x, const T* w, const T* b, const ConvShape& s, Activation act, Stream) {
+  if (conv2d_direct(y, x, w, b, s, act)) return;  // direct-path hook (small K): conv_direct_cpu.cpp
   if (s.rows() == 0) return;
   const Blocking bl(s);
   const int64_t k = s.k(), cout_g = s.cout_g(), p = s.positions();
@@ -341,6 +342,7 @@ void conv2d(T* y, const T* x, const T* w, const T* b, const ConvShape& s, Activa
 template <typename T>
 void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* y, const ConvShape& s,
                      Activation act, Stream) {
+  if (conv2d_backward_direct(dx, dw, db, dy, x, w, y, s, act)) return;  // direct-path hook: conv_direct_cpu.cpp
   const int64_t k = s.k(), cout_g = s.cout_g(), p = s.positions(), hw = s.h * s.w;
   const T* mask = act == Activation::relu ? y : nullptr;
   if (s.rows() == 0) {  // empty sums
