@@ -282,9 +282,13 @@ void rnn_backward(RnnCell cell, T* dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db
   // The h_{t-1} rows that entered the recurrent GEMM: h0 and y[0 .. T-2], masked.
   rnn_scale_rows<T>(hm_all, h0, hmask, B, B, H, stream);
   if (s.steps > 1) rnn_scale_rows<T>(hm_all + B * H, y, hmask, TB - B, B, H, stream);
-  // The weight gradients over all steps: one GEMM each (and the bias sums).
+  // The weight gradients over all steps: one GEMM each (and the bias sums; the LSTM's dg_hh is its
+  // dg_ih, so db_hh is db_ih, copied rather than summed again).
+  const bool same_db = dg_hh == dg_ih && db_ih && db_hh;
   linear_backward<T>(dx, dw_ih, db_ih, dg_ih, x, w_ih, nullptr, TB, s.in, gh, Activation::none, stream);
-  linear_backward<T>(nullptr, dw_hh, db_hh, dg_hh, hm_all, w_hh, nullptr, TB, H, gh, Activation::none, stream);
+  linear_backward<T>(nullptr, dw_hh, same_db ? nullptr : db_hh, dg_hh, hm_all, w_hh, nullptr, TB, H, gh,
+                     Activation::none, stream);
+  if (same_db) rnn_scale_rows<T>(db_hh, db_ih, nullptr, 1, 1, gh, stream);
   if (ln) {  // dln_w = column sums of dpost * xhat, dln_b = column sums of dpost
     if (dln_w) linear_backward<T>(nullptr, nullptr, dln_w, ln_p, ln_p, ln_p, nullptr, TB, 1, gh, Activation::none, stream);
     if (dln_b) linear_backward<T>(nullptr, nullptr, dln_b, ln_q, ln_q, ln_q, nullptr, TB, 1, gh, Activation::none, stream);
