@@ -5,7 +5,7 @@ output in the backward) vs the same composition in the reference and PyTorch."""
 
 import numpy as np
 
-from harness import Case
+from harness import Case, streaming_passes
 
 SIZES = [16 * 2**20, (64 * 2**20, "cuda")]
 P = 0.5
@@ -65,4 +65,7 @@ def cases(dev):
         out.append(Case("dropout", f"relu+dropout fwd+bwd {size} p={P}",
                         {"fusednn": fused_relu, "out=": fused_relu_out, "numpy": reference_relu, "torch": torch_relu},
                         bytes=5.0 * x.nbytes))
+        # The bytes of the first case by plain streaming kernels (no random numbers): its floor.
+        out.append(Case("dropout", f"fwd+bwd floor {size}",
+                        {"fusednn": streaming_passes(copies=[(x, y), (dy, dx)])}, bytes=4.0 * x.nbytes))
     return out

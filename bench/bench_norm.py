@@ -3,7 +3,7 @@ CuPy's mean/var, as a user writes it) vs PyTorch on the same device."""
 
 import numpy as np
 
-from harness import Case
+from harness import Case, streaming_passes
 
 BATCH_SHAPES = [(4096, 1024), (64, 64, 28, 28), ((16384, 4096), "cuda")]
 LAYER_SHAPES = [(4096, 1024), ((16384, 4096), "cuda")]
@@ -98,6 +98,15 @@ def cases(dev):
             "fusednn": bn, "out=": bn_out, "numpy": lambda x=x, dy=dy, g=gamma, b=beta: _bn_reference(xp, x, dy, g, b),
             "torch": torch_fn,
         }, bytes=4.0 * x.nbytes))  # x and dy read once, y and dx written once
+        # Training needs more passes than those bytes: the statistics before the normalizing pass
+        # (x read twice in the forward) and the sums of dy and dy * xhat before dx (dy and x read
+        # twice in the backward). The same passes by plain streaming kernels, on the same bytes:
+        # the floor of batch norm in training.
+        out.append(Case("norm", f"batch_norm fwd floor {name}", {
+            "fusednn": streaming_passes(reads=[x], copies=[(x, y_buf)])}, bytes=2.0 * x.nbytes))
+        out.append(Case("norm", f"batch_norm fwd+bwd floor {name}", {
+            "fusednn": streaming_passes(reads=[x, x, dy], copies=[(x, y_buf)], pairs=[(dy, x, dx_buf)]),
+        }, bytes=4.0 * x.nbytes))
 
     for shape in dev.sizes(LAYER_SHAPES):
         shape = dev.dram_shape(shape, arrays=4)
@@ -128,4 +137,8 @@ def cases(dev):
             "fusednn": ln, "out=": ln_out, "numpy": lambda x=x, dy=dy, g=gamma, b=beta: _ln_reference(xp, x, dy, g, b),
             "torch": torch_fn,
         }, bytes=4.0 * x.nbytes))
+        # Rows are independent: one read of x (and dy) and one write of y (and dx) suffice, the
+        # passes of two plain streaming kernels.
+        out.append(Case("norm", f"layer_norm fwd+bwd floor {'x'.join(map(str, shape))}", {
+            "fusednn": streaming_passes(copies=[(x, y_buf)], pairs=[(dy, x, grads[0])])}, bytes=4.0 * x.nbytes))
     return out

@@ -165,6 +165,37 @@ def memory_bandwidth(repeat=7, megabytes=256, threads=None):
     return 2.0 * x.nbytes / t / 1e9
 
 
+def streaming_passes(reads=(), copies=(), pairs=()):
+    """A callable that makes the given passes over memory with plain streaming kernels: the floor
+    of a kernel that needs the same passes, for a row measured in the same run. Each array in
+    ``reads`` is read once (a sum, on one thread per core: NumPy releases the GIL), each (x, y) in
+    ``copies`` reads x and writes y (fusednn.ops.relu with out=), each (a, b, out) in ``pairs``
+    reads a and b and writes out (fusednn.ops.relu_backward with out=); both on fusednn's threads,
+    with the streaming stores its kernels give float32 outputs of 16 MiB or more."""
+    from fusednn import ops
+    threads = os.cpu_count() or 1
+
+    def read_all(a):
+        if not isinstance(a, np.ndarray):  # CuPy: one reduction on the device
+            return a.sum()
+        parts = np.array_split(a.reshape(-1), threads)
+        workers = [threading.Thread(target=np.add.reduce, args=(p,)) for p in parts]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    def run():
+        for a in reads:
+            read_all(a)
+        for x, y in copies:
+            ops.relu(x, out=y)
+        for a, b, out in pairs:
+            ops.relu_backward(a, b, out=out)
+
+    return run
+
+
 def format_time(seconds):
     if seconds is None:
         return "-"

@@ -6,7 +6,7 @@ import inspect
 
 import numpy as np
 import pytest
-from conftest import GRADCHECK_ATOL, GRADCHECK_RTOL, seed_of, to_device, to_numpy
+from conftest import GRADCHECK_ATOL, GRADCHECK_RTOL, array_module, seed_of, to_device, to_numpy
 
 from fusednn import ops, reference
 from fusednn.testing import numerical_gradient
@@ -95,3 +95,34 @@ def test_bad_input(device):
 def test_reference_has_the_same_signatures():
     for name in ("relu", "relu_backward"):
         assert inspect.signature(getattr(ops, name)) == inspect.signature(getattr(reference, name)), name
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_streamed_large_output_matches_reference(device, offset):
+    """Float32 outputs of 16 MiB or more are written with streaming stores on x86-64
+    (csrc/cpu/stream_store.h); offset 1 puts x, dy and the outputs 4 bytes off a 16-byte
+    boundary, so the head and tail elements take the ordinary stores. Equal to the reference, and
+    bit for bit (relu(-0) is -0 in both) to small calls, which store as before."""
+    n = (4 << 20) + 5
+    rng = np.random.default_rng(seed_of("relu streamed", offset))
+    x_buf = rng.standard_normal(n + 1).astype(np.float32)
+    dy_buf = rng.standard_normal(n + 1).astype(np.float32)
+    x_buf[1:5] = [np.nan, np.inf, -np.inf, -0.0]
+    x_buf[-5:] = [np.nan, np.inf, -np.inf, -0.0, 0.0]
+    dy_buf[5:8] = [np.inf, -np.inf, np.nan]
+    x, dy = x_buf[offset:offset + n], dy_buf[offset:offset + n]
+    y_ref = reference.relu(x)
+    dx_ref = reference.relu_backward(dy, y_ref)
+    xd, dyd = to_device(device, x, dy)
+    xp = array_module(device)
+    y_out, dx_out = (xp.zeros(n + 1, np.float32)[offset:offset + n] for _ in range(2))
+    assert ops.relu(xd, out=y_out) is y_out
+    assert ops.relu_backward(dyd, y_out, out=dx_out) is dx_out
+    y, dx = ops.relu(xd), ops.relu_backward(dyd, ops.relu(xd))
+    for got, ref in ((y_out, y_ref), (dx_out, dx_ref), (y, y_ref), (dx, dx_ref)):
+        np.testing.assert_array_equal(to_numpy(got), ref)
+    for part in (slice(0, 4099), slice(n - 4099, n)):
+        y_small = ops.relu(xd[part])
+        dx_small = ops.relu_backward(dyd[part], y_small)
+        for got, small in ((y_out, y_small), (dx_out, dx_small), (y, y_small), (dx, dx_small)):
+            np.testing.assert_array_equal(to_numpy(got[part]).view(np.uint32), to_numpy(small).view(np.uint32))

@@ -543,6 +543,74 @@ def test_layer_norm_identical_for_one_and_two_threads(threads):
         np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_layer_norm_streamed_output_matches_small_calls(device, activation):
+    """Float32 outputs of 16 MiB or more (here 4100 rows of 1024) are written with streaming
+    stores on x86-64 (csrc/cpu/stream_store.h). Rows are independent, so the large call's rows
+    equal, bit for bit, those of small calls on a few rows (ordinary stores); out= buffers 4 bytes
+    off a 16-byte boundary put every row's first and last elements on the ordinary stores."""
+    shape = (4100, 1024)
+    rng = np.random.default_rng(seed_of("ln streamed", activation))
+    x, gamma, beta = make_ln(shape, rng, np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    xd, dyd, gd, bd = to_device(device, x, dy, gamma, beta)
+    xp = array_module(device)
+    y, mean, inv_std = ops.layer_norm(xd, gd, bd, activation=activation)
+    y_buf = xp.zeros(x.size + 1, np.float32)
+    y_off = y_buf[1:].reshape(shape)
+    ops.layer_norm(xd, gd, bd, activation=activation, out=(y_off, xp.empty(shape[0], np.float32),
+                                                           xp.empty(shape[0], np.float32)))
+    y_arg = y if activation else None
+    grads = ops.layer_norm_backward(dyd, xd, gd, mean, inv_std, y=y_arg, activation=activation)
+    dx_off = xp.zeros(x.size + 1, np.float32)[1:].reshape(shape)
+    ops.layer_norm_backward(dyd, xd, gd, mean, inv_std, y=y_arg, activation=activation,
+                            out=(dx_off, xp.empty(shape[1], np.float32), xp.empty(shape[1], np.float32)))
+    for rows in (slice(0, 3), slice(2047, 2050), slice(shape[0] - 3, shape[0])):
+        y_s, mean_s, inv_std_s = ops.layer_norm(xd[rows], gd, bd, activation=activation)
+        dx_s = ops.layer_norm_backward(dyd[rows], xd[rows], gd, mean_s, inv_std_s, y=y_s if activation else None,
+                                       activation=activation)[0]
+        for got, small in ((y, y_s), (y_off, y_s), (mean, mean_s), (inv_std, inv_std_s), (grads[0], dx_s),
+                           (dx_off, dx_s)):
+            np.testing.assert_array_equal(to_numpy(got[rows]).view(np.uint32), to_numpy(small).view(np.uint32))
+
+
+def test_batch_norm_streamed_output_matches_reference(device):
+    """Batch norm of (4096, 1024) float32: y and dx of 16 MiB, written with streaming stores on
+    x86-64 (csrc/cpu/stream_store.h), into fresh arrays and into out= buffers 4 bytes off a
+    16-byte boundary; in training against the reference; in evaluation the rows are independent,
+    so the large call's rows equal those of a small call (ordinary stores) bit for bit."""
+    shape = (4096, 1024)
+    training = True
+    rng = np.random.default_rng(seed_of("bn streamed"))
+    x, gamma, beta, rm, rv = make_bn(shape, rng, np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    got, same, wide = bn_forward_all(device, x, gamma, beta, rm, rv, training=training)
+    assert_all_close(got[:3], same[:3], wide[:3])
+    xp = array_module(device)
+    y_off = xp.zeros(x.size + 1, np.float32)[1:].reshape(shape)
+    rm_d, rv_d = to_device(device, rm.copy(), rv.copy())
+    ops.batch_norm(*to_device(device, x, gamma, beta), rm_d, rv_d, training=training,
+                   out=(y_off, xp.empty(shape[1], np.float32), xp.empty(shape[1], np.float32)))
+    np.testing.assert_array_equal(to_numpy(y_off), to_numpy(got[0]))
+    _, mean, inv_std = same[:3]
+    args = (dy, x, gamma, mean, inv_std)
+    grads = ops.batch_norm_backward(*to_device(device, *args), training=training)
+    assert_all_close(grads, reference.batch_norm_backward(*args, training=training),
+                     reference.batch_norm_backward(*wider(*args), training=training))
+    dx_off = xp.zeros(x.size + 1, np.float32)[1:].reshape(shape)
+    ops.batch_norm_backward(*to_device(device, *args), training=training,
+                            out=(dx_off, xp.empty(shape[1], np.float32), xp.empty(shape[1], np.float32)))
+    np.testing.assert_array_equal(to_numpy(dx_off), to_numpy(grads[0]))
+    xd, dyd, gd, bd, md, isd = to_device(device, x, dy, gamma, beta, mean, inv_std)
+    y = ops.batch_norm(xd, gd, bd, *to_device(device, rm.copy(), rv.copy()), training=False)[0]
+    dx = ops.batch_norm_backward(dyd, xd, gd, md, isd, training=False)[0]
+    for rows in (slice(0, 3), slice(1000, 1003), slice(shape[0] - 3, shape[0])):
+        y_s = ops.batch_norm(xd[rows], gd, bd, *to_device(device, rm.copy(), rv.copy()), training=False)[0]
+        dx_s = ops.batch_norm_backward(dyd[rows], xd[rows], gd, md, isd, training=False)[0]
+        np.testing.assert_array_equal(to_numpy(y[rows]).view(np.uint32), to_numpy(y_s).view(np.uint32))
+        np.testing.assert_array_equal(to_numpy(dx[rows]).view(np.uint32), to_numpy(dx_s).view(np.uint32))
+
+
 # ---------------------------------------------------------------------------------------------
 # batch and layer norm into caller's buffers (out=)
 # ---------------------------------------------------------------------------------------------

@@ -95,6 +95,32 @@ template <typename T> double others_weight_sum(const T* weight, int64_t k, int64
   return s;
 }
 
+// e_j = exp(z_j - m) into e (when Store); returns sum_j e_j, and sum_j (z_j - m) in dev (both
+// blocked as blocked_sum): the smoothing term's sum comes out of the same pass.
+template <typename T, bool Store>
+inline double exp_shifted_dev(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m, int64_t k, double& dev) {
+  double total = 0.0, total_dev = 0.0;
+  for (int64_t j0 = 0; j0 < k; j0 += kSumBlock) {
+    const int64_t j1 = std::min(k, j0 + kSumBlock);
+    T s = 0, sd = 0;
+#pragma omp simd reduction(+ : s, sd)
+    for (int64_t j = j0; j < j1; ++j) {
+      const T v = z[j] - m;
+      const T ev = vexp(v);
+      if (Store) e[j] = ev;
+      s += ev;
+      sd += v;
+    }
+    total += static_cast<double>(s);
+    total_dev += static_cast<double>(sd);
+  }
+  dev = total_dev;
+  return total;
+}
+
+// Rows [r0, r1). (Building the gradient row in an L1 buffer and writing it to dlogits with
+// streaming stores, cpu/stream_store.h, was slower: 14.4 against 11.6 ms for 16778 x 1000 on one
+// Zen 4 core; the row's reads and its stores do not overlap.)
 template <typename T>
 FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRICT dlogits,
                                  const T* FDNN_RESTRICT logits, const int64_t* FDNN_RESTRICT labels,
@@ -110,14 +136,24 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
     }
     const T* z = logits + r * k;
     const T m = row_max(z, k);
-    const double s = exp_shifted(d, z, m, k);
+    // others = sum_{j != y} w_j nll_j (xent.h), only with smoothing. Without weights it is
+    // (k - 1) log s + sum_{j != y} (m - z_j), the sum taken as -sum_j (z_j - m) - (m - z_y) from
+    // the exp pass: every term is >= 0, so the difference loses nothing. A non-finite sum (an
+    // infinite logit) takes the direct loop, which leaves the label's term out.
+    double dev = 0.0;
+    const bool by_dev = t.b != 0.0 && !weight;
+    const double s = !by_dev ? exp_shifted(d, z, m, k)
+                     : d     ? exp_shifted_dev<T, true>(d, z, m, k, dev)
+                             : exp_shifted_dev<T, false>(d, z, m, k, dev);
     const double log_s = std::log(s);
     const T log_s_t = static_cast<T>(log_s);
-    // others = sum_{j != y} w_j nll_j (xent.h), only with smoothing.
     double others = 0.0;
     if (t.b != 0.0) {
       if (weight)
         others = blocked_sum<T>(k, [&](int64_t j) { return j == label ? T(0) : weight[j] * ((m - z[j]) + log_s_t); });
+      else if (by_dev && finite_value(dev))
+        others = static_cast<double>(k - 1) * log_s +
+                 (-dev - (static_cast<double>(m) - static_cast<double>(z[label])));
       else
         others = blocked_sum<T>(k, [&](int64_t j) { return j == label ? T(0) : (m - z[j]) + log_s_t; });
     }
