@@ -13,8 +13,9 @@ from fusednn import ops, reference
 from fusednn.ops.augment import PARAM_KEYS
 
 DTYPES = [np.float32, np.float64]
-# (N, ...) image batches: 1x1 images, odd sizes, C = 1 and 3, N = 1.
-SHAPES = [(1, 1, 1), (2, 1, 1, 1), (3, 5, 7), (1, 3, 4, 6), (4, 3, 9, 5), (5, 1, 8, 8)]
+# (N, ...) image batches: 1x1 images, odd sizes, C = 1 and 3, N = 1; widths that are multiples of
+# 16 (the float32 CPU loop's rows of 16 pixels) and not (its runs of 16 pixels across rows).
+SHAPES = [(1, 1, 1), (2, 1, 1, 1), (3, 5, 7), (1, 3, 4, 6), (4, 3, 9, 5), (5, 1, 8, 8), (2, 3, 5, 16), (2, 3, 33)]
 FULL = {"degrees": 25, "translate": (0.15, 0.1), "scale": (0.8, 1.2), "shear": (-10, 10, -5, 5), "hflip": 0.5,
         "vflip": 0.3, "brightness": 0.3, "contrast": 0.4, "noise": 0.1, "noise_mean": 0.02, "erase": 0.6,
         "erase_value": 0.5}
@@ -62,13 +63,19 @@ def test_large_batch_flat_rows_matches_reference(device):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_photometric_only_matches_reference(device, dtype):
-    # The identity map with brightness, contrast, noise and erasing (no resampling).
+@pytest.mark.parametrize("contrast", [0.5, 0.0])
+@pytest.mark.parametrize("noise_mean", [0.0, 0.2])
+def test_photometric_only_matches_reference(device, dtype, contrast, noise_mean):
+    # The identity map with brightness, contrast, noise and erasing (no resampling); without
+    # contrast the float32 CPU loop applies brightness and noise in one pass.
     x = images((40, 3, 7, 9), dtype, ("photometric",))
-    p = params_for(40, {"brightness": 0.5, "contrast": 0.5, "noise": 0.3, "erase": 0.5, "erase_value": "random"},
-                   x.shape)
+    spec = {"brightness": 0.5, "contrast": contrast, "noise": 0.3, "noise_mean": noise_mean, "erase": 0.5,
+            "erase_value": "random"}
+    p = params_for(40, spec, x.shape)
     got = ops.augment(to_device(device, x), p, clip=(-2.0, 2.0))
     assert_close(got, reference.augment(x, p, clip=(-2.0, 2.0)), kind="transcendental")
+    got = ops.augment(to_device(device, x), p)
+    assert_close(got, reference.augment(x, p), kind="transcendental")
 
 
 def test_params_match_reference():
@@ -258,9 +265,15 @@ def test_erasing_writes_the_rectangle_only(device):
     assert p["erase"].mean() > 0.5
 
 
-def test_same_output_for_one_and_two_threads(threads):
-    x = images((256, 3, 16, 16), np.float32, ("threads",))
-    p = params_for(256, dict(FULL, erase_value="random"), x.shape)
+@pytest.mark.parametrize("shape, spec", [
+    ((256, 3, 16, 16), dict(FULL, erase_value="random")),
+    # Rows not a multiple of 16 wide; the photometric samples (identity map, no contrast) in one pass.
+    ((200, 1, 28, 28), {"degrees": 15, "translate": 0.1, "brightness": 0.2, "noise": 0.05, "erase": 0.25}),
+    ((200, 1, 28, 28), {"brightness": 0.2, "noise": 0.05, "erase": 0.25}),
+], ids=["full", "rotate-noise", "photometric"])
+def test_same_output_for_one_and_two_threads(threads, shape, spec):
+    x = images(shape, np.float32, ("threads",))
+    p = params_for(shape[0], spec, x.shape)
     threads(1)
     one = ops.augment(x, p)
     threads(2)
