@@ -18,10 +18,12 @@ namespace fdnn {
 
 namespace {
 template <typename T> __m512d gather8(const T* base, __m256i index);
-template <> __attribute__((target("avx512f,avx2,fma"))) inline __m512d gather8<float>(const float* base, __m256i index) {
+template <>
+__attribute__((target("avx512f,avx2,fma"))) inline __m512d gather8<float>(const float* base, __m256i index) {
   return _mm512_cvtps_pd(_mm256_i32gather_ps(base, index, 4));
 }
-template <> __attribute__((target("avx512f,avx2,fma"))) inline __m512d gather8<double>(const double* base, __m256i index) {
+template <>
+__attribute__((target("avx512f,avx2,fma"))) inline __m512d gather8<double>(const double* base, __m256i index) {
   return _mm512_i32gather_pd(index, base, 8);
 }
 template <typename T> void store8(T* out, __m512d v);
@@ -46,7 +48,8 @@ __attribute__((target("avx512f,avx2,fma"))) int64_t augment_bilinear_row_avx512(
   const __m512d w = _mm512_set1_pd(static_cast<double>(g.w)), h = _mm512_set1_pd(static_cast<double>(g.h));
   const __m512d minus_one = _mm512_set1_pd(-1.0), zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
   const __m512d fill = _mm512_set1_pd(g.fill);
-  const __m256i width = _mm256_set1_epi32(static_cast<int>(g.w)), last_col = _mm256_set1_epi32(static_cast<int>(g.w - 1));
+  const __m256i width = _mm256_set1_epi32(static_cast<int>(g.w));
+  const __m256i last_col = _mm256_set1_epi32(static_cast<int>(g.w - 1));
   const __m256i last_row = _mm256_set1_epi32(static_cast<int>(g.h - 1)), zero_i = _mm256_setzero_si256();
   const __m256i one_i = _mm256_set1_epi32(1);
   const __m512d lane = _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0);
@@ -119,7 +122,7 @@ struct BilinearF32 {
   __m512 m0h, m0l, m1h, m1l, m3h, m3l, m4h, m4l, m2, m5;  // the map, split into float pairs
   __m512 wf, hf, wpf, fillv, brightness;
   bool bright;
-  int64_t C, W, Wp, P, hw;
+  int64_t C, Wp, P, hw;
   const float* pad;
   float* y;
 };
@@ -132,8 +135,9 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear1
   const __m512 minus_one = _mm512_set1_ps(-1.0f), zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  const __mmask16 ok = _mm512_cmp_ps_mask(sx_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_ps_mask(sx_all, k.wf, _CMP_LT_OQ) &
-                       _mm512_cmp_ps_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_ps_mask(sy_all, k.hf, _CMP_LT_OQ);
+  const __mmask16 ok =
+      _mm512_cmp_ps_mask(sx_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_ps_mask(sx_all, k.wf, _CMP_LT_OQ) &
+      _mm512_cmp_ps_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_ps_mask(sy_all, k.hf, _CMP_LT_OQ);
   const __m512 sx = _mm512_maskz_mov_ps(ok, sx_all), sy = _mm512_maskz_mov_ps(ok, sy_all);
   const __m512 x0 = _mm512_roundscale_ps(sx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   const __m512 y0 = _mm512_roundscale_ps(sy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
@@ -215,7 +219,6 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
   k.bright = s.brightness != 1.0;
   k.brightness = _mm512_set1_ps(static_cast<float>(s.brightness));
   k.C = C;
-  k.W = W;
   k.Wp = Wp;
   k.P = P;
   k.hw = hw;
