@@ -284,6 +284,35 @@ def test_recurrent_products_have_the_gemms_bits(threads, gemm_kernel, kernel, ce
                         True, True, True, gemms_only=True)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_work_array_must_not_overlap_the_inputs(cell):
+    """A work array that shares memory with something the kernel reads (here weight_hh or y) is a
+    ValueError naming both, and the input is left as it was."""
+    from fusednn import _C
+    G, T, B, I, H = GATES[cell], 3, 2, 4, 5
+    rng = np.random.default_rng(seed_of("work-alias", cell))
+    x, h0 = rng.standard_normal((T, B, I)), rng.standard_normal((B, H))
+    c0 = rng.standard_normal((B, H)) if cell == "lstm" else None
+    w_ih = rng.standard_normal((G * H, I))
+    n_fwd = B * G * H + B * H
+    buf = np.zeros(max(n_fwd, G * H * H))
+    w_hh = buf[:G * H * H].reshape(G * H, H)
+    w_hh[...] = rng.standard_normal((G * H, H))
+    kept = w_hh.copy()
+    with pytest.raises(ValueError, match="work: must not share memory with weight_hh"):
+        _C.rnn_forward(cell, x, h0, c0, w_ih, w_hh, None, None, None, None, None, work=buf[:n_fwd])
+    assert np.array_equal(w_hh, kept)
+    y, gates, aux = _C.rnn_forward(cell, x, h0, c0, w_ih, kept, None, None, None, None, None)[:3]
+    n_bwd = T * B * G * H * (2 if cell == "gru" else 1) + T * B * H + 3 * B * H
+    big = np.zeros(max(n_bwd, y.size))
+    y_view = big[:y.size].reshape(y.shape)
+    y_view[...] = y
+    with pytest.raises(ValueError, match="work: must not share memory with y"):
+        _C.rnn_backward(cell, np.ones_like(y), None, None, x, h0, c0, w_ih, kept, None, None, y_view, gates, aux,
+                        None, None, False, False, True, work=big[:n_bwd])
+    assert np.array_equal(y_view, y)
+
+
 # ---- arguments ----
 
 def test_bad_arguments():

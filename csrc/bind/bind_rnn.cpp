@@ -111,6 +111,12 @@ py::tuple rnn_forward_py(RnnCell cell, py::object x_obj, py::object h0_obj, py::
     rstd = new_array(rstd_obj, c.dtype, {s.steps, B, c.G});
   }
   const TensorView work = output_or_new(work_obj, "work", c.dtype, {rnn_forward_work(cell, s)});
+  // The other outputs are new arrays; a given work array must not overlap what the kernel reads.
+  check_outputs_disjoint({{&work, "work"}},
+                         {{&x, "x"}, {&h0, "h0"}, {c0 ? &*c0 : nullptr, "c0"}, {&w_ih, "weight_ih"},
+                          {&w_hh, "weight_hh"}, {b_ih ? &*b_ih : nullptr, "bias_ih"},
+                          {b_hh ? &*b_hh : nullptr, "bias_hh"}, {ln_w ? &*ln_w : nullptr, "ln_weight"},
+                          {ln_b ? &*ln_b : nullptr, "ln_bias"}, {hmask ? &*hmask : nullptr, "hmask"}});
   {
     py::gil_scoped_release release;
     dispatch(c.dtype, [&](auto t) {
@@ -193,6 +199,12 @@ py::tuple rnn_backward_py(RnnCell cell, py::object dy_obj, py::object dh_n_obj, 
     throw ValueError("work: gemms_only=True reads the pre-activation gradients from work (no pass writes them), "
                      "expected a zero-filled array, got None");
   const TensorView work = output_or_new(work_obj, "work", c.dtype, {rnn_backward_work(cell, s, bool(ln_w))});
+  check_outputs_disjoint(
+      {{&work, "work"}},
+      {{dy ? &*dy : nullptr, "dy"}, {dh_n ? &*dh_n : nullptr, "dh_n"}, {dc_n ? &*dc_n : nullptr, "dc_n"},
+       {&x, "x"}, {&h0, "h0"}, {c0 ? &*c0 : nullptr, "c0"}, {&w_ih, "weight_ih"}, {&w_hh, "weight_hh"},
+       {ln_w ? &*ln_w : nullptr, "ln_weight"}, {hmask ? &*hmask : nullptr, "hmask"}, {&y, "y"}, {&gates, "gates"},
+       {&aux, "aux"}, {xhat ? &*xhat : nullptr, "xhat"}, {rstd ? &*rstd : nullptr, "rstd"}});
   {
     py::gil_scoped_release release;
     dispatch(c.dtype, [&](auto t) {
