@@ -829,3 +829,20 @@ def test_softmax_bad_arguments(impl, device):
             f(x, arr((3, 4), np.float64))
         with pytest.raises(TypeError, match=r"dy: expected"):
             f(arr((3, 4), np.int64), x)
+
+
+@pytest.mark.parametrize("smoothing, eps", [("others", 1.0), ("others", 0.5), ("all", 0.9)])
+def test_smoothing_term_with_the_label_logit_far_below_the_others(device, smoothing, eps):
+    """The smoothing sum over the classes other than the label is taken from the whole row's sum
+    less the label's term where that term is at most half of it; a label logit far below the
+    others (a term near 1e4 against terms below 1) takes the direct sum, so the small remainder keeps
+    its precision."""
+    logits = np.array([[-12345.678, 0.31415927, 0.27182818], [0.5772157, -9876.543, 1.4142135],
+                       [0.1, 0.3, -0.2]], np.float32)
+    labels = np.array([0, 1, 2])
+    kwargs = dict(label_smoothing=eps, smoothing=smoothing, reduction="none")
+    loss, dl = ops.softmax_cross_entropy_with_grad(*to_device(device, logits, labels), **kwargs)
+    ref_loss, ref_dl = reference.softmax_cross_entropy_with_grad(logits, labels, **kwargs)
+    wide_loss, wide_dl = reference.softmax_cross_entropy_with_grad(*wider(logits), labels, **kwargs)
+    assert_close(loss, ref_loss, wide_loss)
+    assert_close(dl, ref_dl, wide_dl)

@@ -138,8 +138,10 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
     const T m = row_max(z, k);
     // others = sum_{j != y} w_j nll_j (xent.h), only with smoothing. Without weights it is
     // (k - 1) log s + sum_{j != y} (m - z_j), the sum taken as -sum_j (z_j - m) - (m - z_y) from
-    // the exp pass: every term is >= 0, so the difference loses nothing. A non-finite sum (an
-    // infinite logit) takes the direct loop, which leaves the label's term out.
+    // the exp pass: every term is >= 0, so where the label's term is at most half of the total
+    // the difference keeps the sum's relative precision within a factor 2. Otherwise (the label's
+    // logit far below the others) and for a non-finite sum (an infinite logit) the direct loop,
+    // which leaves the label's term out.
     double dev = 0.0;
     const bool by_dev = t.b != 0.0 && !weight;
     const double s = !by_dev ? exp_shifted(d, z, m, k)
@@ -151,7 +153,8 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
     if (t.b != 0.0) {
       if (weight)
         others = blocked_sum<T>(k, [&](int64_t j) { return j == label ? T(0) : weight[j] * ((m - z[j]) + log_s_t); });
-      else if (by_dev && finite_value(dev))
+      else if (by_dev && finite_value(dev) &&
+               2.0 * (static_cast<double>(m) - static_cast<double>(z[label])) <= -dev)
         others = static_cast<double>(k - 1) * log_s +
                  (-dev - (static_cast<double>(m) - static_cast<double>(z[label])));
       else
