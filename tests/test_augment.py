@@ -55,6 +55,17 @@ def test_matches_reference(device, dtype, shape, interpolation):
     assert_close(got, want, kind="transcendental")
 
 
+# (1, 224, 224): the float32 CPU loop's rows of 16 pixels; (3, 60, 60): its runs across rows. The
+# float32 coordinates of a rotation were once formed in float (~1.5e-5 pixel at 224): errors 100x
+# the float32 reference's, growing with the image; they are in double, as the reference's.
+@pytest.mark.parametrize("shape", [(2, 1, 224, 224), (2, 3, 60, 60)], ids=str)
+def test_float32_bilinear_large_image_matches_wide_reference(device, shape):
+    x = (np.random.default_rng(seed_of("large image", shape)).random(shape) * 255).astype(np.float32)
+    p = params_for(shape[0], {"degrees": (-30, 30), "scale": (0.9, 1.1)}, shape, seed=7)
+    got = ops.augment(to_device(device, x), p)
+    assert_close(got, reference.augment(x, p), reference.augment(x.astype(np.float64), p), kind="transcendental")
+
+
 def test_large_batch_flat_rows_matches_reference(device):
     x = images((600, 64), np.float32, ("large",))
     p = ops.augment_params(600, FULL, seed=3, offset=11, image_shape=(8, 8))
@@ -324,6 +335,16 @@ def test_bad_draw_arguments():
         ops.augment_params(2, {}, seed=0, image_shape=(0, 8))
     with pytest.raises(TypeError, match="same_on_batch"):
         ops.augment_params(2, {}, seed=0, image_shape=(8, 8), same_on_batch=1)
+
+
+def test_params_draw_rejects_erase_tries_past_the_sample_words():
+    from fusednn import _C
+    values = [0.0] * 25
+    with pytest.raises(ValueError, match="erase_tries.*got 11"):
+        _C._augment_params_draw(2, 0, 0, False, 8, 8, values, 11)
+    with pytest.raises(ValueError, match="erase_tries.*got -1"):
+        _C._augment_params_draw(2, 0, 0, False, 8, 8, values, -1)
+    assert set(_C._augment_params_draw(2, 0, 0, False, 8, 8, values, 10)) == set(PARAM_KEYS)
 
 
 def test_bad_augment_arguments(device, xp):

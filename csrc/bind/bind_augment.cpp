@@ -121,8 +121,13 @@ py::object augment_py(py::object x_obj, py::object c_obj, py::object h_obj, py::
 // hi), log erase_ratio (lo, hi), erase_value, erase_random (0 or 1): 25 numbers.
 py::dict augment_params_draw_py(int64_t n, uint64_t seed, uint64_t offset, bool same_on_batch, int64_t h, int64_t w,
                                 const std::vector<double>& spec, int64_t erase_tries) {
-  if (n < 0 || spec.size() != 25 || h < 1 || w < 1 || erase_tries < 0)
+  if (n < 0 || spec.size() != 25 || h < 1 || w < 1)
     throw ValueError("_augment_params_draw: expected n >= 0, positive h and w and 25 spec values");
+  // Try t reads words 16 + 2 t and 17 + 2 t of the sample's 36.
+  if (erase_tries < 0 || erase_tries > 10)
+    throw ValueError("_augment_params_draw: erase_tries must be in [0, 10] (a sample has 36 words, tries read "
+                     "words 16 .. 35), got " +
+                     std::to_string(erase_tries));
   const size_t count = static_cast<size_t>(n);
   py::array_t<double> angle(count), tx(count), ty(count), scale(count), shx(count), shy(count), bright(count),
       contrast(count), nmean(count), nstd(count), evalue(count);

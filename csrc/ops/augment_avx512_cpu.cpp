@@ -1,8 +1,13 @@
-// Bilinear and nearest rows of augment with AVX-512F intrinsics: 8 output pixels at a time, in double, with
-// gathers (GCC 12 does not vectorize the gathers of augment_cpu.cpp's scalar row loop under its
-// generic tuning). The arithmetic is the scalar loop's (augment_geometry, ops/augment.h), with
-// the multiply-adds fused: coordinates, weights and the taps' blend. A file of its own, as
-// cpu/philox_avx512_cpu.cpp, so the target attribute stays away from the multiversioned code.
+// Bilinear and nearest sampling of augment with AVX-512F intrinsics (GCC 12 does not vectorize the
+// gathers of augment_cpu.cpp's scalar row loop under its generic tuning):
+// - augment_bilinear_row_avx512 and augment_nearest_row_avx512: rows of 8 output pixels at a time,
+//   in double, with gathers at indices clamped into the image (float64 images, nearest sampling,
+//   and float32 bilinear planes too large for the padded path);
+// - augment_bilinear_f32_avx512: float32 bilinear, 16 output pixels at a time over padded planes,
+//   coordinates in double, weights and blend in float.
+// The arithmetic is the scalar loop's (augment_geometry, ops/augment.h), with the multiply-adds
+// fused. A file of its own, as cpu/philox_avx512_cpu.cpp, so the target attribute stays away from
+// the multiversioned code.
 #include <cstdint>
 #include <cstring>
 
@@ -119,32 +124,56 @@ namespace {
 
 // The float32 bilinear map's constants (augment_bilinear_f32_avx512).
 struct BilinearF32 {
-  __m512 m0h, m0l, m1h, m1l, m3h, m3l, m4h, m4l, m2, m5;  // the map, split into float pairs
-  __m512 wf, hf, wpf, fillv, brightness;
+  __m512d m0, m1, m2, m3, m4, m5;  // the map, in double
+  __m512d wd, hd, wpd;             // W, H and W + 2
+  __m512 fillv, brightness;
   bool bright;
   int64_t C, Wp, P, hw;
   const float* pad;
   float* y;
 };
 
-// 16 output pixels (source points sx_all, sy_all) of every plane, stored at y + c hw + p under
-// the mask `store`.
-__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear16(const BilinearF32& k, __m512 sx_all,
-                                                                                  __m512 sy_all, int64_t p,
+// 8 source points (sx_all, sy_all) in double: whether a tap of the point is inside (`ok`), the
+// weights in float and the padded index of tap (x0, y0), (y0 + 1) Wp + x0 + 1 (exact in double).
+// A point outside reads pixel (0, 0)'s taps, which the caller replaces with fill.
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline __mmask8 geometry8(const BilinearF32& k,
+                                                                                     __m512d sx_all, __m512d sy_all,
+                                                                                     __m256* wx, __m256* wy,
+                                                                                     __m256i* idx) {
+  const __m512d minus_one = _mm512_set1_pd(-1.0), one = _mm512_set1_pd(1.0);
+  const __mmask8 ok =
+      _mm512_cmp_pd_mask(sx_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sx_all, k.wd, _CMP_LT_OQ) &
+      _mm512_cmp_pd_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sy_all, k.hd, _CMP_LT_OQ);
+  const __m512d sx = _mm512_maskz_mov_pd(ok, sx_all), sy = _mm512_maskz_mov_pd(ok, sy_all);
+  const __m512d x0 = _mm512_roundscale_pd(sx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512d y0 = _mm512_roundscale_pd(sy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  *wx = _mm512_cvtpd_ps(_mm512_sub_pd(sx, x0));
+  *wy = _mm512_cvtpd_ps(_mm512_sub_pd(sy, y0));
+  *idx = _mm512_cvttpd_epi32(_mm512_fmadd_pd(_mm512_add_pd(y0, one), k.wpd, _mm512_add_pd(x0, one)));
+  return ok;
+}
+
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline __m512 join8(__m256 lo, __m256 hi) {
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+}
+
+// 16 output pixels (source points (sx_lo, sy_lo) then (sx_hi, sy_hi), in double) of every plane,
+// stored at y + c hw + p under the mask `store`.
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear16(const BilinearF32& k, __m512d sx_lo,
+                                                                                  __m512d sx_hi, __m512d sy_lo,
+                                                                                  __m512d sy_hi, int64_t p,
                                                                                   __mmask16 store) {
-  const __m512 minus_one = _mm512_set1_ps(-1.0f), zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  const __mmask16 ok =
-      _mm512_cmp_ps_mask(sx_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_ps_mask(sx_all, k.wf, _CMP_LT_OQ) &
-      _mm512_cmp_ps_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_ps_mask(sy_all, k.hf, _CMP_LT_OQ);
-  const __m512 sx = _mm512_maskz_mov_ps(ok, sx_all), sy = _mm512_maskz_mov_ps(ok, sy_all);
-  const __m512 x0 = _mm512_roundscale_ps(sx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  const __m512 y0 = _mm512_roundscale_ps(sy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  const __m512 wx = _mm512_sub_ps(sx, x0), wy = _mm512_sub_ps(sy, y0);
-  // Padded index of tap (x0, y0): (y0 + 1) Wp + x0 + 1, exact in float (fewer than 2^24 pixels).
-  const __m512i idx = _mm512_cvttps_epi32(_mm512_fmadd_ps(_mm512_add_ps(y0, one), k.wpf, _mm512_add_ps(x0, one)));
-  const __m256i idx_lo = _mm512_castsi512_si256(idx), idx_hi = _mm512_extracti64x4_epi64(idx, 1);
+  __m256 wx_lo, wx_hi, wy_lo, wy_hi;
+  __m256i idx_lo, idx_hi;
+  const __mmask8 ok_lo = geometry8(k, sx_lo, sy_lo, &wx_lo, &wy_lo, &idx_lo);
+  const __mmask8 ok_hi = geometry8(k, sx_hi, sy_hi, &wx_hi, &wy_hi, &idx_hi);
+  const __mmask16 ok = static_cast<__mmask16>(ok_lo | (static_cast<unsigned>(ok_hi) << 8));
+  const __m512 wx = join8(wx_lo, wx_hi), wy = join8(wy_lo, wy_hi);
+  // Weights in [0, 1] after rounding; one exactly 0 in double is 0 in float (one that rounds to 0,
+  // at |sx| under float's range, changes the blend by less than its rounding).
   const __mmask16 wx0 = _mm512_cmp_ps_mask(wx, zero, _CMP_EQ_OQ), wy0 = _mm512_cmp_ps_mask(wy, zero, _CMP_EQ_OQ);
   const __m512 ux = _mm512_sub_ps(one, wx), uy = _mm512_sub_ps(one, wy);
   for (int64_t c = 0; c < k.C; ++c) {
@@ -167,24 +196,25 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear1
 
 }  // namespace
 
-// Float32 images, bilinear: every plane of one sample, 16 output pixels at a time in float. The
-// coordinates, weights and tap indices of a pixel are computed once for all C planes; the planes
+// Float32 images, bilinear: every plane of one sample, 16 output pixels at a time. The source
+// points, their floors, the inside tests and the tap indices are computed in double (as
+// augment_geometry: a float resolves only ~1.5e-5 pixel at coordinates in the hundreds), once for
+// all C planes; the weights are then rounded to float and the taps blended in float. The planes
 // are first copied into `pad` (C planes of (H + 2) x (W + 2), bordered by fill), so a tap outside
 // the image reads fill and the two taps of a row (t00, t01) are adjacent: one 64-bit gather lane
 // reads both (two gathers of 8 pairs for 16 pixels, half the lanes of four 32-bit ones). The
 // weights' rules are augment_geometry's: a tap of weight exactly 0 does not contribute, so integer
 // coordinates copy bit for bit; a point whose four taps are all outside is fill. Brightness (when
-// not 1) multiplies in float. The source point of pixel (x, y) is m0 x + m1 y + m2 (and m3 x + m4 y
-// + m5) with m0 and m3 split into two floats each, within ~1e-6 pixel of the double map on images
-// of hundreds of pixels:
-// - W a multiple of 16: row by row, 16 columns at a time, m1 y + m2 formed in double per row;
+// not 1) multiplies in float. The source point of pixel (x, y) is m0 x + (m1 y + m2) (and
+// m3 x + (m4 y + m5)), in double with the multiply-adds fused:
+// - W a multiple of 16: row by row, 16 columns at a time;
 // - otherwise 16 pixels at a time in C order over the whole plane (no lanes wasted at the ends of
 //   rows), each pixel's column and row read from `coords` (H W + 16 columns, then H W + 16 rows,
-//   as floats), m1 and m4 split too.
+//   as doubles).
 __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(float* y, const float* x,
                                                                               const AugmentSample& s,
                                                                               const AugmentShape& g, float* pad,
-                                                                              const float* coords) {
+                                                                              const double* coords) {
   const int64_t C = g.c, H = g.h, W = g.w, Wp = W + 2, P = (H + 2) * Wp, hw = H * W;
   const float fill = static_cast<float>(g.fill);
   for (int64_t c = 0; c < C; ++c) {
@@ -200,21 +230,15 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
     for (int64_t i = (H + 1) * Wp; i < P; ++i) p[i] = fill;
   }
   BilinearF32 k;
-  const float h0 = static_cast<float>(s.m[0]), h1 = static_cast<float>(s.m[1]);
-  const float h3 = static_cast<float>(s.m[3]), h4 = static_cast<float>(s.m[4]);
-  k.m0h = _mm512_set1_ps(h0);
-  k.m0l = _mm512_set1_ps(static_cast<float>(s.m[0] - h0));
-  k.m1h = _mm512_set1_ps(h1);
-  k.m1l = _mm512_set1_ps(static_cast<float>(s.m[1] - h1));
-  k.m3h = _mm512_set1_ps(h3);
-  k.m3l = _mm512_set1_ps(static_cast<float>(s.m[3] - h3));
-  k.m4h = _mm512_set1_ps(h4);
-  k.m4l = _mm512_set1_ps(static_cast<float>(s.m[4] - h4));
-  k.m2 = _mm512_set1_ps(static_cast<float>(s.m[2]));
-  k.m5 = _mm512_set1_ps(static_cast<float>(s.m[5]));
-  k.wf = _mm512_set1_ps(static_cast<float>(W));
-  k.hf = _mm512_set1_ps(static_cast<float>(H));
-  k.wpf = _mm512_set1_ps(static_cast<float>(Wp));
+  k.m0 = _mm512_set1_pd(s.m[0]);
+  k.m1 = _mm512_set1_pd(s.m[1]);
+  k.m2 = _mm512_set1_pd(s.m[2]);
+  k.m3 = _mm512_set1_pd(s.m[3]);
+  k.m4 = _mm512_set1_pd(s.m[4]);
+  k.m5 = _mm512_set1_pd(s.m[5]);
+  k.wd = _mm512_set1_pd(static_cast<double>(W));
+  k.hd = _mm512_set1_pd(static_cast<double>(H));
+  k.wpd = _mm512_set1_pd(static_cast<double>(Wp));
   k.fillv = _mm512_set1_ps(fill);
   k.bright = s.brightness != 1.0;
   k.brightness = _mm512_set1_ps(static_cast<float>(s.brightness));
@@ -225,31 +249,34 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
   k.pad = pad;
   k.y = y;
   if (W % 16 == 0) {
-    const __m512 lane = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512d lane_lo = _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512d lane_hi = _mm512_set_pd(15, 14, 13, 12, 11, 10, 9, 8);
     for (int64_t row = 0; row < H; ++row) {
-      const double py = static_cast<double>(row);
-      const __m512 a = _mm512_set1_ps(static_cast<float>(s.m[1] * py + s.m[2]));
-      const __m512 b = _mm512_set1_ps(static_cast<float>(s.m[4] * py + s.m[5]));
+      const __m512d py = _mm512_set1_pd(static_cast<double>(row));
+      const __m512d a = _mm512_fmadd_pd(k.m1, py, k.m2), b = _mm512_fmadd_pd(k.m4, py, k.m5);
       for (int64_t col = 0; col < W; col += 16) {
-        const __m512 px = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(col)), lane);
-        bilinear16(k, _mm512_fmadd_ps(k.m0h, px, _mm512_fmadd_ps(k.m0l, px, a)),
-                   _mm512_fmadd_ps(k.m3h, px, _mm512_fmadd_ps(k.m3l, px, b)), row * W + col,
+        const __m512d c = _mm512_set1_pd(static_cast<double>(col));
+        const __m512d px_lo = _mm512_add_pd(c, lane_lo), px_hi = _mm512_add_pd(c, lane_hi);
+        bilinear16(k, _mm512_fmadd_pd(k.m0, px_lo, a), _mm512_fmadd_pd(k.m0, px_hi, a),
+                   _mm512_fmadd_pd(k.m3, px_lo, b), _mm512_fmadd_pd(k.m3, px_hi, b), row * W + col,
                    static_cast<__mmask16>(0xFFFF));
       }
     }
     return;
   }
-  const float* cols = coords;
-  const float* rows = coords + hw + 16;
+  const double* cols = coords;
+  const double* rows = coords + hw + 16;
   for (int64_t p = 0; p < hw; p += 16) {
     const __mmask16 store =
         hw - p >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (hw - p)) - 1u);
-    const __m512 px = _mm512_loadu_ps(cols + p), py = _mm512_loadu_ps(rows + p);
-    const __m512 sx = _mm512_fmadd_ps(
-        k.m0h, px, _mm512_fmadd_ps(k.m1h, py, _mm512_fmadd_ps(k.m0l, px, _mm512_fmadd_ps(k.m1l, py, k.m2))));
-    const __m512 sy = _mm512_fmadd_ps(
-        k.m3h, px, _mm512_fmadd_ps(k.m4h, py, _mm512_fmadd_ps(k.m3l, px, _mm512_fmadd_ps(k.m4l, py, k.m5))));
-    bilinear16(k, sx, sy, p, store);
+    const __m512d px_lo = _mm512_loadu_pd(cols + p);
+    const __m512d px_hi = _mm512_loadu_pd(cols + p + 8);
+    const __m512d py_lo = _mm512_loadu_pd(rows + p);
+    const __m512d py_hi = _mm512_loadu_pd(rows + p + 8);
+    bilinear16(k, _mm512_fmadd_pd(k.m0, px_lo, _mm512_fmadd_pd(k.m1, py_lo, k.m2)),
+               _mm512_fmadd_pd(k.m0, px_hi, _mm512_fmadd_pd(k.m1, py_hi, k.m2)),
+               _mm512_fmadd_pd(k.m3, px_lo, _mm512_fmadd_pd(k.m4, py_lo, k.m5)),
+               _mm512_fmadd_pd(k.m3, px_hi, _mm512_fmadd_pd(k.m4, py_hi, k.m5)), p, store);
   }
 }
 

@@ -21,7 +21,7 @@ template <typename T>
 int64_t augment_nearest_row_avx512(T* out, const T* plane, int64_t row, const AugmentSample& s,
                                    const AugmentShape& g);
 void augment_bilinear_f32_avx512(float* y, const float* x, const AugmentSample& s, const AugmentShape& g,
-                                 float* pad, const float* coords);
+                                 float* pad, const double* coords);
 #endif
 
 namespace {
@@ -147,8 +147,8 @@ FDNN_MULTIVERSION void bilinear_row(T* FDNN_RESTRICT out, const T* FDNN_RESTRICT
   }
 }
 
-// Whether float32 bilinear samples take augment_bilinear_f32_avx512 (its padded planes' indices
-// are exact in float and int32).
+// Whether float32 bilinear samples take augment_bilinear_f32_avx512 (padded planes of fewer than
+// 2^24 pixels, int32 indices with room to spare; larger planes take bilinear_row).
 bool bilinear_f32_fast(const AugmentShape& g) {
 #if defined(__x86_64__)
   return kAugmentAvx512 && !g.nearest && (g.h + 2) * (g.w + 2) < (int64_t{1} << 24);
@@ -163,7 +163,7 @@ bool bilinear_f32_fast(const AugmentShape& g) {
 // and rows (augment_bilinear_f32_avx512), when bilinear_f32_fast (float32); null otherwise.
 template <typename T>
 FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const AugmentShape& g,
-                                   const AugmentSample& s, float* pad, const float* coords) {
+                                   const AugmentSample& s, float* pad, const double* coords) {
   const int64_t hw = g.h * g.w, count = g.c * hw;
   const bool contrast = s.contrast != 1.0;
   double gray = 0.0;
@@ -256,10 +256,10 @@ void augment(T* y, const T* x, int64_t n, const AugmentShape& shape, const Augme
   const int64_t block = std::max<int64_t>(1, (16 * 1024) / count);
   const bool fast = std::is_same_v<T, float> && bilinear_f32_fast(shape);
   const int64_t hw = shape.h * shape.w;
-  std::vector<float> coords(fast ? static_cast<size_t>(2 * (hw + 16)) : 0);  // columns, then rows
+  std::vector<double> coords(fast ? static_cast<size_t>(2 * (hw + 16)) : 0);  // columns, then rows
   for (int64_t p = 0; fast && p < hw + 16; ++p) {
-    coords[static_cast<size_t>(p)] = static_cast<float>(p % shape.w);
-    coords[static_cast<size_t>(hw + 16 + p)] = static_cast<float>(p / shape.w);
+    coords[static_cast<size_t>(p)] = static_cast<double>(p % shape.w);
+    coords[static_cast<size_t>(hw + 16 + p)] = static_cast<double>(p / shape.w);
   }
   parallel_for(n, block, count * 8, [&](int64_t b, int64_t e) {
     std::vector<float> pad(fast ? static_cast<size_t>(shape.c * (shape.h + 2) * (shape.w + 2)) : 0);
