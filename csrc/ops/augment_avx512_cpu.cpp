@@ -125,7 +125,7 @@ namespace {
 // The float32 bilinear map's constants (augment_bilinear_f32_avx512).
 struct BilinearF32 {
   __m512d m0, m1, m2, m3, m4, m5;  // the map, in double
-  __m512d wd, hd, wpd;             // W, H and W + 2
+  __m512d wd, hd, wpd, wp1;        // W, H, W + 2 and W + 3
   __m512 fillv, brightness;
   bool bright;
   int64_t C, Wp, P, hw;
@@ -134,13 +134,13 @@ struct BilinearF32 {
 };
 
 // 8 source points (sx_all, sy_all) in double: whether a tap of the point is inside (`ok`), the
-// weights in float and the padded index of tap (x0, y0), (y0 + 1) Wp + x0 + 1 (exact in double).
+// weights in float and the padded index of tap (x0, y0), y0 Wp + (x0 + Wp + 1) (exact in double).
 // A point outside reads pixel (0, 0)'s taps, which the caller replaces with fill.
 __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __mmask8 geometry8(const BilinearF32& k,
                                                                                      __m512d sx_all, __m512d sy_all,
                                                                                      __m256* wx, __m256* wy,
                                                                                      __m256i* idx) {
-  const __m512d minus_one = _mm512_set1_pd(-1.0), one = _mm512_set1_pd(1.0);
+  const __m512d minus_one = _mm512_set1_pd(-1.0);
   const __mmask8 ok =
       _mm512_cmp_pd_mask(sx_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sx_all, k.wd, _CMP_LT_OQ) &
       _mm512_cmp_pd_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sy_all, k.hd, _CMP_LT_OQ);
@@ -149,7 +149,7 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __mmask8 geome
   const __m512d y0 = _mm512_roundscale_pd(sy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   *wx = _mm512_cvtpd_ps(_mm512_sub_pd(sx, x0));
   *wy = _mm512_cvtpd_ps(_mm512_sub_pd(sy, y0));
-  *idx = _mm512_cvttpd_epi32(_mm512_fmadd_pd(_mm512_add_pd(y0, one), k.wpd, _mm512_add_pd(x0, one)));
+  *idx = _mm512_cvttpd_epi32(_mm512_fmadd_pd(y0, k.wpd, _mm512_add_pd(x0, k.wp1)));
   return ok;
 }
 
@@ -239,6 +239,7 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
   k.wd = _mm512_set1_pd(static_cast<double>(W));
   k.hd = _mm512_set1_pd(static_cast<double>(H));
   k.wpd = _mm512_set1_pd(static_cast<double>(Wp));
+  k.wp1 = _mm512_set1_pd(static_cast<double>(Wp + 1));
   k.fillv = _mm512_set1_ps(fill);
   k.bright = s.brightness != 1.0;
   k.brightness = _mm512_set1_ps(static_cast<float>(s.brightness));
