@@ -292,6 +292,24 @@ def test_same_output_for_one_and_two_threads(threads, shape, spec):
     np.testing.assert_array_equal(bits(one), bits(two))
 
 
+@pytest.mark.parametrize("same", [False, True])
+def test_params_same_for_one_and_two_threads(threads, same):
+    # 1000 samples: the draw runs in blocks of 64 on the thread pool.
+    draw = lambda: ops.augment_params(1000, FULL, seed=7, offset=3, image_shape=(3, 28, 28),  # noqa: E731
+                                      same_on_batch=same)
+    threads(1)
+    one = draw()
+    threads(2)
+    two = draw()
+    want = reference.augment_params(1000, FULL, seed=7, offset=3, image_shape=(3, 28, 28), same_on_batch=same)
+    for k in one:
+        np.testing.assert_array_equal(one[k], two[k], err_msg=k)
+        if one[k].dtype.kind == "f":
+            assert_close(one[k], want[k], err_msg=k)
+        else:
+            np.testing.assert_array_equal(one[k], want[k], err_msg=k)
+
+
 # ---- bad arguments ----
 
 @pytest.mark.parametrize("spec, error, match", [

@@ -9,6 +9,7 @@
 
 #include "bind/array.h"
 #include "bind/bind.h"
+#include "common/parallel.h"
 #include "common/philox.h"
 #include "cpu/philox_avx512.h"
 #include "ops/augment.h"
@@ -148,80 +149,84 @@ py::dict augment_params_draw_py(int64_t n, uint64_t seed, uint64_t offset, bool 
     const double hd = static_cast<double>(h), wd = static_cast<double>(w), area0 = hd * wd;
     const double fx = spec[2], fy = spec[3];
     const double tx_lo = -fx * wd, tx_hi = fx * wd, ty_lo = -fy * hd, ty_hi = fy * hd;
-    double u[36];
-    uint32_t words[36];
 #if defined(__x86_64__)
     static const bool avx512 = [] {
       __builtin_cpu_init();
       return __builtin_cpu_supports("avx512f") != 0;
     }();
 #endif
-    alignas(64) uint32_t lanes[9][64];  // block b of samples i0 .. i0 + 15: words t at [b][16 t + lane]
-    for (int64_t i = 0; i < n; ++i) {
-      if (i == 0 || !same_on_batch) {
+    // Blocks of 64 samples on the thread pool (each sample's values depend on its index only; the
+    // blocks start at multiples of 16, the AVX-512 path's groups).
+    parallel_for(n, 64, 256, [&](int64_t i0, int64_t i1) {
+      double u[36];
+      uint32_t words[36];
+      alignas(64) uint32_t lanes[9][64];  // block b of samples i .. i + 15 (i % 16 == 0): words t at [b][16 t + lane]
+      for (int64_t i = i0; i < i1; ++i) {
+        if (i == i0 || !same_on_batch) {
 #if defined(__x86_64__)
-        if (avx512 && !same_on_batch) {  // 16 samples' blocks at a time (cpu/philox_avx512.h)
-          const int64_t lane = i % 16;
-          if (lane == 0) {
-            for (int b = 0; b < 9; ++b) {
-              for (int l = 0; l < 16; ++l) {
-                const uint64_t j = 16 * static_cast<uint64_t>(i + l) + static_cast<uint64_t>(b);
-                lanes[b][l] = static_cast<uint32_t>(j);
-                lanes[b][16 + l] = static_cast<uint32_t>(j >> 32);
-                lanes[b][32 + l] = stream.o0;
-                lanes[b][48 + l] = stream.o1;
+          if (avx512 && !same_on_batch) {  // 16 samples' blocks at a time (cpu/philox_avx512.h)
+            const int64_t lane = i % 16;
+            if (lane == 0) {
+              for (int b = 0; b < 9; ++b) {
+                for (int l = 0; l < 16; ++l) {
+                  const uint64_t j = 16 * static_cast<uint64_t>(i + l) + static_cast<uint64_t>(b);
+                  lanes[b][l] = static_cast<uint32_t>(j);
+                  lanes[b][16 + l] = static_cast<uint32_t>(j >> 32);
+                  lanes[b][32 + l] = stream.o0;
+                  lanes[b][48 + l] = stream.o1;
+                }
+                philox_rounds_avx512(lanes[b], stream.k0, stream.k1);
               }
-              philox_rounds_avx512(lanes[b], stream.k0, stream.k1);
+            }
+            for (int b = 0; b < 9; ++b)
+              for (int t = 0; t < 4; ++t) words[4 * b + t] = lanes[b][16 * t + lane];
+          } else
+#endif
+          {
+            for (int b = 0; b < 9; ++b)
+              stream.block(16 * static_cast<uint64_t>(same_on_batch ? 0 : i) + b, words[4 * b], words[4 * b + 1],
+                           words[4 * b + 2], words[4 * b + 3]);
+          }
+          for (int s = 0; s < 36; ++s) u[s] = static_cast<double>(words[s]) * 2.3283064365386963e-10;  // 2^-32
+        }
+        auto uniform = [&](int slot, double lo, double hi) { return lo + (hi - lo) * u[slot]; };
+        a[i] = uniform(0, spec[0], spec[1]);
+        x_[i] = uniform(1, tx_lo, tx_hi);
+        y_[i] = uniform(2, ty_lo, ty_hi);
+        sc[i] = uniform(3, spec[4], spec[5]);
+        sx[i] = uniform(4, spec[6], spec[7]);
+        sy[i] = uniform(5, spec[8], spec[9]);
+        hf[i] = u[6] < spec[10];
+        vf[i] = u[7] < spec[11];
+        br[i] = uniform(8, spec[13], spec[14]);
+        co[i] = uniform(9, spec[15], spec[16]);
+        nm[i] = spec[18];
+        ns[i] = spec[17];
+        // Random erasing: the first of the tries whose rounded box fits strictly inside the image.
+        int64_t height = 0, width = 0;
+        bool found = false;
+        if (u[10] < spec[12]) {
+          for (int64_t t = 0; t < erase_tries && !found; ++t) {
+            const double area = area0 * uniform(16 + 2 * static_cast<int>(t), spec[19], spec[20]);
+            const double aspect = std::exp(uniform(17 + 2 * static_cast<int>(t), spec[21], spec[22]));
+            const double bh = std::nearbyint(std::sqrt(area * aspect)), bw = std::nearbyint(std::sqrt(area / aspect));
+            if (bh < hd && bw < wd) {
+              height = static_cast<int64_t>(bh);
+              width = static_cast<int64_t>(bw);
+              found = true;
             }
           }
-          for (int b = 0; b < 9; ++b)
-            for (int t = 0; t < 4; ++t) words[4 * b + t] = lanes[b][16 * t + lane];
-        } else
-#endif
-        {
-          for (int b = 0; b < 9; ++b)
-            stream.block(16 * static_cast<uint64_t>(i) + b, words[4 * b], words[4 * b + 1], words[4 * b + 2],
-                         words[4 * b + 3]);
         }
-        for (int s = 0; s < 36; ++s) u[s] = static_cast<double>(words[s]) * 2.3283064365386963e-10;  // 2^-32
+        er[i] = found;
+        hh[i] = height;
+        ww[i] = width;
+        top[i] = found ? static_cast<int64_t>(std::floor(u[11] * static_cast<double>(h - height + 1))) : 0;
+        left[i] = found ? static_cast<int64_t>(std::floor(u[12] * static_cast<double>(w - width + 1))) : 0;
+        rnd[i] = spec[24] != 0.0;
+        ev[i] = rnd[i] ? 0.0 : spec[23];
+        k[i] = static_cast<uint64_t>(words[13]) | (static_cast<uint64_t>(words[14]) << 32);
       }
-      auto uniform = [&](int slot, double lo, double hi) { return lo + (hi - lo) * u[slot]; };
-      a[i] = uniform(0, spec[0], spec[1]);
-      x_[i] = uniform(1, tx_lo, tx_hi);
-      y_[i] = uniform(2, ty_lo, ty_hi);
-      sc[i] = uniform(3, spec[4], spec[5]);
-      sx[i] = uniform(4, spec[6], spec[7]);
-      sy[i] = uniform(5, spec[8], spec[9]);
-      hf[i] = u[6] < spec[10];
-      vf[i] = u[7] < spec[11];
-      br[i] = uniform(8, spec[13], spec[14]);
-      co[i] = uniform(9, spec[15], spec[16]);
-      nm[i] = spec[18];
-      ns[i] = spec[17];
-      // Random erasing: the first of the tries whose rounded box fits strictly inside the image.
-      int64_t height = 0, width = 0;
-      bool found = false;
-      if (u[10] < spec[12]) {
-        for (int64_t t = 0; t < erase_tries && !found; ++t) {
-          const double area = area0 * uniform(16 + 2 * static_cast<int>(t), spec[19], spec[20]);
-          const double aspect = std::exp(uniform(17 + 2 * static_cast<int>(t), spec[21], spec[22]));
-          const double bh = std::nearbyint(std::sqrt(area * aspect)), bw = std::nearbyint(std::sqrt(area / aspect));
-          if (bh < hd && bw < wd) {
-            height = static_cast<int64_t>(bh);
-            width = static_cast<int64_t>(bw);
-            found = true;
-          }
-        }
-      }
-      er[i] = found;
-      hh[i] = height;
-      ww[i] = width;
-      top[i] = found ? static_cast<int64_t>(std::floor(u[11] * static_cast<double>(h - height + 1))) : 0;
-      left[i] = found ? static_cast<int64_t>(std::floor(u[12] * static_cast<double>(w - width + 1))) : 0;
-      rnd[i] = spec[24] != 0.0;
-      ev[i] = rnd[i] ? 0.0 : spec[23];
-      k[i] = static_cast<uint64_t>(words[13]) | (static_cast<uint64_t>(words[14]) << 32);
-    }
+    });
   }
   py::dict out;
   out["angle"] = angle;

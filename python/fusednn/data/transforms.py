@@ -13,9 +13,8 @@ float32 or float64, as NumPy or CuPy arrays. docs/data.md lists the differences 
 import numpy as np
 
 from fusednn import _checks
-from fusednn import ops as _ops
 from fusednn._backend import array_module, is_array
-from fusednn.ops.augment import apply_drawn, check_spec, image_geometry
+from fusednn.ops.augment import apply_drawn, check_spec, draw_params, image_geometry, spec_values
 
 __all__ = ["Transform", "Compose", "RandomAffine", "RandomRotation", "RandomZoom", "RandomShift",
            "RandomHorizontalFlip", "RandomVerticalFlip", "ColorJitter", "GaussianNoise", "RandomErasing",
@@ -108,7 +107,7 @@ class Compose(Transform):
                     raise ValueError(f"transforms: {type(t).__name__} and {owner[key]} both set {key!r}; "
                                      "one transform per setting")
                 spec[key], owner[key] = value, type(t).__name__
-        check_spec(spec)
+        self._values = spec_values(check_spec(spec))  # the C++ draw's numbers, once
         self._spec = spec
         geometric = [t for t in parts if t.interpolation is not None]
         for name in ("interpolation", "fill"):
@@ -131,8 +130,8 @@ class Compose(Transform):
         return dict(self._spec)
 
     def params(self, n, *, seed, offset=0, image_shape, same_on_batch=False):
-        p = _ops.augment_params(n, self._spec, seed=seed, offset=offset, image_shape=image_shape,
-                                same_on_batch=same_on_batch)
+        p = draw_params(n, self._values, seed=seed, offset=offset, image_shape=image_shape,
+                        same_on_batch=same_on_batch)
         for axis in self._mirror:
             flipped = p[axis + "flip"]
             for key in ("angle", "shear_x", "shear_y", "translate_x" if axis == "h" else "translate_y"):

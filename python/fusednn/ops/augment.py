@@ -261,10 +261,28 @@ def augment_params(n, spec, *, seed, offset=0, image_shape, same_on_batch=False)
     ``image_shape`` ((H, W) or (C, H, W)) turns the translation fractions and the erased area
     into pixels. Returns a dict of NumPy arrays of length n (:data:`PARAM_KEYS`).
     """
+    return draw_params(n, spec_values(check_spec(spec)), seed=seed, offset=offset, image_shape=image_shape,
+                       same_on_batch=same_on_batch)
+
+
+def spec_values(spec):
+    """A checked spec (the dict :func:`check_spec` returns) as the 25 numbers of the C++ draw
+    (bind_augment.cpp documents their order); ``fusednn.data.transforms.Compose`` computes them
+    once, at construction."""
+    random_value = spec["erase_value"] == "random"
+    values = (list(spec["degrees"]) + list(spec["translate"]) + list(spec["scale"]) + list(spec["shear"])
+              + [spec["hflip"], spec["vflip"], spec["erase"]] + list(spec["brightness"]) + list(spec["contrast"])
+              + [spec["noise"], spec["noise_mean"]] + list(spec["erase_scale"])
+              + [math.log(spec["erase_ratio"][0]), math.log(spec["erase_ratio"][1])]
+              + [0.0 if random_value else spec["erase_value"], 1.0 if random_value else 0.0])
+    return [float(v) for v in values]
+
+
+def draw_params(n, values, *, seed, offset, image_shape, same_on_batch):
+    """:func:`augment_params` for a spec already turned into :func:`spec_values`."""
     n = _checks.integer("n", n, "an integer in [0, 2**31)")
     if not 0 <= n < 2**31:
         raise ValueError(f"n: expected an integer in [0, 2**31), got {n}")
-    spec = check_spec(spec)
     seed, offset = _u64("seed", seed), _u64("offset", offset)
     same_on_batch = _checks.flag("same_on_batch", same_on_batch)
     if not isinstance(image_shape, (tuple, list)) or len(image_shape) not in (2, 3):
@@ -275,15 +293,9 @@ def augment_params(n, spec, *, seed, offset=0, image_shape, same_on_batch=False)
     # and erasing when u_s < p; random erasing as torchvision's RandomErasing.get_params: up to
     # ERASE_TRIES (area, log-ratio) draws from slots 16 + 2t and 17 + 2t, the first whose rounded
     # box fits strictly inside the image, placed by slots 11 and 12; the noise key is words 13
-    # and 14.
+    # and 14. Blocks of 64 samples run on the thread pool.
     from fusednn import _C
-    random_value = spec["erase_value"] == "random"
-    values = (list(spec["degrees"]) + list(spec["translate"]) + list(spec["scale"]) + list(spec["shear"])
-              + [spec["hflip"], spec["vflip"], spec["erase"]] + list(spec["brightness"]) + list(spec["contrast"])
-              + [spec["noise"], spec["noise_mean"]] + list(spec["erase_scale"])
-              + [math.log(spec["erase_ratio"][0]), math.log(spec["erase_ratio"][1])]
-              + [0.0 if random_value else spec["erase_value"], 1.0 if random_value else 0.0])
-    return _C._augment_params_draw(n, seed, offset, same_on_batch, h, w, [float(v) for v in values], ERASE_TRIES)
+    return _C._augment_params_draw(n, seed, offset, same_on_batch, h, w, values, ERASE_TRIES)
 
 
 def augment(x, params, *, image_shape=None, interpolation="bilinear", fill=0.0, clip=None, out=None):
