@@ -1,5 +1,5 @@
 // CPU softmax and cross-entropy: rows in fixed blocks over threads; each row is read from
-// memory once (later passes over it hit L1/L2), exp is the vectorizable vexp, and the
+// memory once (later passes over it hit L1/L2), exp is vectorizable (vexp or exp_nonpositive), and the
 // cross-entropy gradient is written in the same pass without storing probabilities.
 #include <algorithm>
 #include <cmath>
@@ -38,15 +38,44 @@ template <typename T> inline T row_max(const T* FDNN_RESTRICT z, int64_t k) {
   return m;
 }
 
+// exp(x) for the shifted logits x = z - m <= 0 (or NaN, from a NaN or infinite logit): vexp
+// (common/vmath.h) without its clamp at the top and with 2^n built in one step (n <= 0 cannot
+// overflow the exponent bits). The compiler's vector loop over it has about 28 instructions per
+// 16 floats where vexp's has 40, and the exp pass is what bounds this kernel: on one Zen 4 core,
+// a 16778 x 1000 float32 cross-entropy takes the same time with its rows in L2 as from DRAM.
+// Bitwise equal to vexp on every float <= 0 and on NaN (checked exhaustively for the
+// x86-64-v2, v3 and v4 builds). Double keeps vexp.
+inline float exp_nonpositive(float x) {
+  const float lo = -87.33654f;       // ln(FLT_MIN): below it 0, as vexp flushes subnormal results
+  const float xc = x < lo ? lo : x;  // NaN compares false and stays NaN
+  const float shifter = 12582912.0f;
+  const float n = (xc * 1.44269504088896341f + shifter) - shifter;
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  // n in [-126, 0]: 2^n is a normal float (for NaN the bits are garbage and p is NaN).
+  const int32_t ni = static_cast<int32_t>(n);
+  const float scale = detail::bit_cast<float>(static_cast<int32_t>(static_cast<uint32_t>(ni + 127) << 23));
+  const float result = p * scale;
+  return x < lo ? 0.0f : result;
+}
+inline double exp_nonpositive(double x) { return vexp(x); }
+
 // e_j = exp(z_j - m) into e (may be null); returns sum_j e_j.
 template <typename T> inline double exp_shifted(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m, int64_t k) {
   if (e)
     return blocked_sum<T>(k, [&](int64_t j) {
-      const T v = vexp(z[j] - m);
+      const T v = exp_nonpositive(z[j] - m);
       e[j] = v;
       return v;
     });
-  return blocked_sum<T>(k, [&](int64_t j) { return vexp(z[j] - m); });
+  return blocked_sum<T>(k, [&](int64_t j) { return exp_nonpositive(z[j] - m); });
 }
 
 template <typename T>
@@ -106,7 +135,7 @@ inline double exp_shifted_dev(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m,
 #pragma omp simd reduction(+ : s, sd)
     for (int64_t j = j0; j < j1; ++j) {
       const T v = z[j] - m;
-      const T ev = vexp(v);
+      const T ev = exp_nonpositive(v);
       if (Store) e[j] = ev;
       s += ev;
       sd += v;
@@ -118,9 +147,11 @@ inline double exp_shifted_dev(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m,
   return total;
 }
 
-// Rows [r0, r1). (Building the gradient row in an L1 buffer and writing it to dlogits with
-// streaming stores, cpu/stream_store.h, was slower: 14.4 against 11.6 ms for 16778 x 1000 on one
-// Zen 4 core; the row's reads and its stores do not overlap.)
+// Rows [r0, r1). Streaming stores for dlogits (cpu/stream_store.h) were slower here in both forms
+// tried: building the gradient row in an L1 buffer and streaming it out (14.4 against 11.6 ms for
+// 16778 x 1000 on one Zen 4 core), and exp into an L1 row buffer with the gradient pass streaming
+// dlogits from it in the same loop (AVX-512 stores: 10.7 against 8.6 ms; with SSE's stream_loop
+// 12.4). The kernel is bound by its instructions, not by the read for ownership of dlogits.
 template <typename T>
 FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRICT dlogits,
                                  const T* FDNN_RESTRICT logits, const int64_t* FDNN_RESTRICT labels,
