@@ -11,6 +11,10 @@
 namespace fdnn {
 namespace {
 
+// Per-thread scratch slots (common/scratch.h) of the caller's thread: dz and db's partials are
+// kept between calls, so a call does not pay the page faults of fresh buffers.
+constexpr int kDzSlot = 30, kPartialsSlot = 31;
+
 // Rows per block for the row-parallel passes: about 64K elements, independent of threads.
 int64_t rows_per_block(int64_t cols) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, cols)); }
 
@@ -49,11 +53,11 @@ template <typename T>
 void backward_rows_pass(T* dz, T* db, const T* dy, const T* y, int64_t n, int64_t cols, bool relu_mask) {
   const int64_t block = rows_per_block(cols);
   const int64_t n_blocks = ceil_div(n, block);
-  Buffer<T> partials = db ? scratch<T>(n_blocks * cols) : Buffer<T>();
+  T* partials = db ? thread_scratch<T, kPartialsSlot>(n_blocks * cols) : nullptr;
   parallel_for(n, block, cols, [&](int64_t r0, int64_t r1) {
     T* acc = nullptr;
     if (db) {
-      acc = partials.get() + (r0 / block) * cols;
+      acc = partials + (r0 / block) * cols;
       std::fill(acc, acc + cols, T(0));
     }
     const int64_t off = r0 * cols;
@@ -67,7 +71,7 @@ void backward_rows_pass(T* dz, T* db, const T* dy, const T* y, int64_t n, int64_
   const int64_t col_block = 1024;
   parallel_for(cols, col_block, n_blocks, [&](int64_t c0, int64_t c1) {
     std::fill(db + c0, db + c1, T(0));
-    for (int64_t b = 0; b < n_blocks; ++b) column_sums_rows(db + c0, partials.get() + b * cols + c0, 1, c1 - c0);
+    for (int64_t b = 0; b < n_blocks; ++b) column_sums_rows(db + c0, partials + b * cols + c0, 1, c1 - c0);
   });
 }
 
@@ -82,12 +86,11 @@ template <typename T>
 void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* y, int64_t n, int64_t in,
                      int64_t out, Activation act, Stream) {
   // dz: the gradient at the pre-activation. One pass writes it and reduces db.
-  Buffer<T> dz_buffer;
   const T* dz = dy;
   if (act == Activation::relu && n > 0 && out > 0) {
-    dz_buffer = scratch<T>(n * out);
-    backward_rows_pass(dz_buffer.get(), db, dy, y, n, out, /*relu_mask=*/true);
-    dz = dz_buffer.get();
+    T* dz_buffer = thread_scratch<T, kDzSlot>(n * out);
+    backward_rows_pass(dz_buffer, db, dy, y, n, out, /*relu_mask=*/true);
+    dz = dz_buffer;
   } else if (db && n > 0) {
     backward_rows_pass<T>(nullptr, db, dy, nullptr, n, out, /*relu_mask=*/false);
   } else if (db) {
