@@ -78,34 +78,45 @@ py::object augment_py(py::object x_obj, py::object c_obj, py::object h_obj, py::
              eh = param<int64_t>(params, "erase_height", n, keep), ew = param<int64_t>(params, "erase_width", n, keep);
   const auto key = param<uint64_t>(params, "noise_seed", n, keep);
 
+  const double *angle_p = angle.data(), *tx_p = tx.data(), *ty_p = ty.data(), *scale_p = scale.data(),
+               *shx_p = shx.data(), *shy_p = shy.data(), *bright_p = bright.data(), *contrast_p = contrast.data(),
+               *nmean_p = nmean.data(), *nstd_p = nstd.data(), *evalue_p = evalue.data();
+  const bool *hflip_p = hflip.data(), *vflip_p = vflip.data(), *erase_p = erase.data(), *erandom_p = erandom.data();
+  const int64_t *etop_p = etop.data(), *eleft_p = eleft.data(), *eh_p = eh.data(), *ew_p = ew.data();
+  const uint64_t* key_p = key.data();
   std::vector<AugmentSample> samples(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    AugmentRaw r{};
-    r.angle = angle.data()[i];
-    r.translate_x = tx.data()[i];
-    r.translate_y = ty.data()[i];
-    r.scale = scale.data()[i];
-    r.shear_x = shx.data()[i];
-    r.shear_y = shy.data()[i];
-    r.hflip = hflip.data()[i];
-    r.vflip = vflip.data()[i];
-    r.brightness = bright.data()[i];
-    r.contrast = contrast.data()[i];
-    r.noise_mean = nmean.data()[i];
-    r.noise_std = nstd.data()[i];
-    r.erase_value = evalue.data()[i];
-    r.erase = erase.data()[i];
-    r.erase_random = erandom.data()[i];
-    r.erase_top = etop.data()[i];
-    r.erase_left = eleft.data()[i];
-    r.erase_height = eh.data()[i];
-    r.erase_width = ew.data()[i];
-    r.noise_seed = key.data()[i];
-    samples[static_cast<size_t>(i)] = augment_sample(r, h, w);
-  }
   const TensorView y = output_or_new(out, "out", x.dtype, shape_of(x));
   check_no_overlap(y, "out", x, "x");
   py::gil_scoped_release release;
+  // The samples' maps (trigonometry, ~0.1 us each) in blocks on the thread pool where the kernel's
+  // loop is parallel too (the same work estimate; waking the workers for the maps alone costs more
+  // than it saves), then the kernel.
+  parallel_for(n, 64, c * h * w * 8, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      AugmentRaw r{};
+      r.angle = angle_p[i];
+      r.translate_x = tx_p[i];
+      r.translate_y = ty_p[i];
+      r.scale = scale_p[i];
+      r.shear_x = shx_p[i];
+      r.shear_y = shy_p[i];
+      r.hflip = hflip_p[i];
+      r.vflip = vflip_p[i];
+      r.brightness = bright_p[i];
+      r.contrast = contrast_p[i];
+      r.noise_mean = nmean_p[i];
+      r.noise_std = nstd_p[i];
+      r.erase_value = evalue_p[i];
+      r.erase = erase_p[i];
+      r.erase_random = erandom_p[i];
+      r.erase_top = etop_p[i];
+      r.erase_left = eleft_p[i];
+      r.erase_height = eh_p[i];
+      r.erase_width = ew_p[i];
+      r.noise_seed = key_p[i];
+      samples[static_cast<size_t>(i)] = augment_sample(r, h, w);
+    }
+  });
   dispatch(x.dtype, [&](auto t) {
     using T = decltype(t);
     augment<T>(y.ptr<T>(), x.ptr<T>(), n, g, samples.data(), stream);
