@@ -1,7 +1,9 @@
 """Data augmentation: the issue's full pipeline (rotation +-15 deg, translate 0.1, scale 0.9-1.1,
 horizontal flip 0.5, brightness 0.2, noise 0.05, erasing 0.25; float32, bilinear) on batches
 (512, 1, 28, 28) and (256, 3, 32, 32): fusednn (parameters drawn per sample, then one fused pass;
-"[out=]" is the kernel alone on drawn parameters) against
+"[out=]" is ops.augment on drawn parameters into a preallocated out: the kernel plus ops.augment's
+per-call check of the 20 parameter arrays (~70-90 us in Python, which Compose skips for its own
+draws), hence no faster than the fused call) against
 - "torch": torchvision.transforms.v2 applied image by image (what per-sample parameters cost a
   torchvision user), and on a row of its own torchvision applied once to the whole batch with
   parameters shared by the batch (less work, and not the same thing);
