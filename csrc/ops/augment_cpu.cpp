@@ -231,18 +231,21 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
   if (s.erase_height > 0) {
     const int64_t r0 = std::max<int64_t>(s.erase_top, 0), r1 = std::min<int64_t>(s.erase_top + s.erase_height, g.h);
     const int64_t c0 = std::max<int64_t>(s.erase_left, 0), c1 = std::min<int64_t>(s.erase_left + s.erase_width, g.w);
+    const T value = static_cast<T>(s.erase_value);
     for (int64_t c = 0; c < g.c; ++c)
-      for (int64_t row = r0; row < r1; ++row)
+      for (int64_t row = r0; row < r1; ++row) {
+        T* out = y + c * hw + row * g.w;
+        if (!s.erase_random) {
+          for (int64_t col = c0; col < c1; ++col) out[col] = value;
+          continue;
+        }
         for (int64_t col = c0; col < c1; ++col) {
           const int64_t e = c * hw + row * g.w + col;
-          double v = s.erase_value;
-          if (s.erase_random) {
-            T z[4];
-            augment_normals(s.noise_seed, kAugmentEraseOffset, e / 4, z);
-            v = static_cast<double>(z[e % 4]);
-          }
-          y[e] = static_cast<T>(v);
+          T z[4];
+          augment_normals(s.noise_seed, kAugmentEraseOffset, e / 4, z);
+          out[col] = z[e % 4];
         }
+      }
   }
 }
 
