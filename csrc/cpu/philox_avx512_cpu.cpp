@@ -164,6 +164,33 @@ __attribute__((target("avx512f"), always_inline)) inline void normals(__m512 z[4
   }
 }
 
+// The 32 float normals of blocks j0 .. j0 + 7 in element order (z[r]: elements 16 r .. 16 r + 15):
+// one register of philox_blocks' 64-bit lanes, and one Box-Muller call on words (0, 2) paired
+// lane by lane with words (1, 3) (the same pairs, so the same values, as normals<1>).
+__attribute__((target("avx512f"), always_inline)) inline void normals8(__m512 z[2], uint32_t k0, uint32_t k1,
+                                                                        uint32_t o0, uint32_t o1, uint64_t j0) {
+  const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+  __m512i c0 = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(j0)), lane);
+  __m512i c1 = _mm512_srli_epi64(c0, 32), c2 = _mm512_set1_epi64(o0), c3 = _mm512_set1_epi64(o1);
+  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
+  for (int round = 0; round < 10; ++round) {
+    const __m512i p0 = _mm512_mul_epu32(c0, m0), p1 = _mm512_mul_epu32(c2, m1);
+    c0 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1, 32), c1, _mm512_set1_epi64(k0), 0x96);
+    c1 = p1;
+    c2 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p0, 32), c3, _mm512_set1_epi64(k1), 0x96);
+    c3 = p0;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  // a: words 0 then 2 of the 8 blocks, b: words 1 then 3 (the low halves of the 64-bit lanes).
+  const __m512i low_halves = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  __m512 z0, z1;
+  box_muller16(_mm512_permutex2var_epi32(c0, low_halves, c2), _mm512_permutex2var_epi32(c1, low_halves, c3), z0, z1);
+  // Element 4 l + t of block l: z0[l], z1[l], z0[8 + l], z1[8 + l] for t = 0 .. 3.
+  z[0] = _mm512_permutex2var_ps(z0, _mm512_set_epi32(27, 11, 19, 3, 26, 10, 18, 2, 25, 9, 17, 1, 24, 8, 16, 0), z1);
+  z[1] = _mm512_permutex2var_ps(z0, _mm512_set_epi32(31, 15, 23, 7, 30, 14, 22, 6, 29, 13, 21, 5, 28, 12, 20, 4), z1);
+}
+
 // y = x scale + (mean + std z) in float (without the scale when it is 1, without the mean when it
 // is 0), on the 16 lanes of `keep`.
 __attribute__((target("avx512f"), always_inline)) inline void add16(float* y, const float* x, __m512 z, __m512 scale,
@@ -183,7 +210,8 @@ __attribute__((target("avx512f"))) void add_normals_f32_avx512(float* y, const f
   const __m512 scale_v = _mm512_set1_ps(static_cast<float>(scale));
   const __m512 mean_v = _mm512_set1_ps(static_cast<float>(mean)), std_v = _mm512_set1_ps(static_cast<float>(std));
   const bool with_scale = scale != 1.0, with_mean = mean != 0.0;
-  // 128 elements a step (enough independent work to overlap the chains), the last <= 64 in one.
+  // 128 elements a step (enough independent work to overlap the chains), the last <= 64 in one
+  // (of 8 blocks when <= 32 remain: 784-element images end with 16).
   int64_t i0 = 0;
   for (; n - i0 > 64; i0 += 128, j0 += 32) {
     __m512 z[8];
@@ -197,8 +225,13 @@ __attribute__((target("avx512f"))) void add_normals_f32_avx512(float* y, const f
   }
   if (i0 < n) {
     __m512 z[4];
-    normals<1>(z, k0, k1, o0, o1, j0);
-    for (int r = 0; r < 4; ++r) {
+    const int regs = n - i0 > 32 ? 4 : 2;
+    if (regs == 4) {
+      normals<1>(z, k0, k1, o0, o1, j0);
+    } else {
+      normals8(z, k0, k1, o0, o1, j0);
+    }
+    for (int r = 0; r < regs; ++r) {
       const int64_t left = n - i0 - 16 * r;
       if (left <= 0) break;
       const __mmask16 keep = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
