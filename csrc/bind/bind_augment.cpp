@@ -91,7 +91,7 @@ py::object augment_py(py::object x_obj, py::object c_obj, py::object h_obj, py::
   // The samples' maps (trigonometry, ~0.1 us each) in blocks on the thread pool where the kernel's
   // loop is parallel too (the same work estimate; waking the workers for the maps alone costs more
   // than it saves), then the kernel.
-  parallel_for(n, 64, c * h * w * 8, [&](int64_t i0, int64_t i1) {
+  const auto build_maps = [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       AugmentRaw r{};
       r.angle = angle_p[i];
@@ -116,7 +116,12 @@ py::object augment_py(py::object x_obj, py::object c_obj, py::object h_obj, py::
       r.noise_seed = key_p[i];
       samples[static_cast<size_t>(i)] = augment_sample(r, h, w);
     }
-  });
+  };
+#ifdef FDNN_CUDA_BINDINGS
+  build_maps(0, n);  // the CUDA module has no CPU thread pool: its host work runs on the caller
+#else
+  parallel_for(n, 64, c * h * w * 8, build_maps);
+#endif
   dispatch(x.dtype, [&](auto t) {
     using T = decltype(t);
     augment<T>(y.ptr<T>(), x.ptr<T>(), n, g, samples.data(), stream);
@@ -124,6 +129,7 @@ py::object augment_py(py::object x_obj, py::object c_obj, py::object h_obj, py::
   return out;
 }
 
+#ifndef FDNN_CUDA_BINDINGS  // a host-only helper (no array arguments): the CPU module has it
 // The draws of ops.augment_params (python/fusednn/ops/augment.py documents the laws and checks
 // the spec first): sample i's words are 64 i .. 64 i + 35 of the Philox stream (seed, offset)
 // (sample 0's for every sample with same_on_batch), u_s = word s / 2^32, and every value is the
@@ -263,11 +269,15 @@ py::dict augment_params_draw_py(int64_t n, uint64_t seed, uint64_t offset, bool 
   return out;
 }
 
+#endif
+
 }  // namespace
 
 void bind_augment(py::module_& m) {
+#ifndef FDNN_CUDA_BINDINGS
   m.def("_augment_params_draw", &augment_params_draw_py, py::arg("n"), py::arg("seed"), py::arg("offset"),
         py::arg("same_on_batch"), py::arg("height"), py::arg("width"), py::arg("spec"), py::arg("erase_tries"));
+#endif
   m.def("augment", &augment_py, py::arg("x"), py::arg("channels"), py::arg("height"), py::arg("width"),
         py::arg("params"), py::arg("interpolation"), py::arg("fill"), py::arg("clip"), py::arg("out"));
 }
