@@ -66,6 +66,24 @@ def test_float32_bilinear_large_image_matches_wide_reference(device, shape):
     assert_close(got, reference.augment(x, p), reference.augment(x.astype(np.float64), p), kind="transcendental")
 
 
+# Fill 0: the float32 CPU loop pads its planes with a border wide enough for every tap when the
+# corners' source points fit (no per-point inside tests; "fits", rows of 28 and of 32) and keeps the
+# tests otherwise ("zoom-out"); pixels whose taps are all outside are the fill, sign included.
+@pytest.mark.parametrize("spec", [{"degrees": 15, "translate": 0.1, "scale": (0.9, 1.1), "hflip": 0.5},
+                                  {"degrees": 45, "scale": (0.1, 0.3)}], ids=["fits", "zoom-out"])
+@pytest.mark.parametrize("shape", [(12, 2, 28, 28), (6, 1, 16, 32)], ids=str)
+@pytest.mark.parametrize("fill", [0.0, -0.0])
+def test_float32_bilinear_fill_zero_matches_reference(device, spec, shape, fill):
+    x = images(shape, np.float32, ("fill zero", shape, str(spec)))
+    p = params_for(shape[0], spec, shape, seed=seed_of("fill zero", shape))
+    got = to_numpy(ops.augment(to_device(device, x), p, fill=fill))
+    want = reference.augment(x, p, fill=fill)
+    assert_close(got, want, reference.augment(x.astype(np.float64), p, fill=fill), kind="transcendental")
+    filled = bits(want) == bits(np.float32(fill))
+    assert filled.sum() > 100
+    np.testing.assert_array_equal(bits(got)[filled], bits(want)[filled])
+
+
 def test_large_batch_flat_rows_matches_reference(device):
     x = images((600, 64), np.float32, ("large",))
     p = ops.augment_params(600, FULL, seed=3, offset=11, image_shape=(8, 8))

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 
 #include "common/box_muller.h"
 #include "common/macros.h"
@@ -53,10 +54,17 @@ inline AugmentSample augment_sample(const AugmentRaw& r, int64_t h, int64_t w) {
   const double deg = 0.017453292519943295769236907684886;  // pi / 180
   const double rot = r.angle * deg, sx = r.shear_x * deg, sy = r.shear_y * deg;
   const double cx = 0.5 * static_cast<double>(w - 1), cy = 0.5 * static_cast<double>(h - 1);
-  const double a = std::cos(rot - sy) / std::cos(sy);
-  const double b = -std::cos(rot - sy) * std::tan(sx) / std::cos(sy) - std::sin(rot);
-  const double c = std::sin(rot - sy) / std::cos(sy);
-  const double d = -std::sin(rot - sy) * std::tan(sx) / std::cos(sy) + std::cos(rot);
+  // Each function value once (libm calls are most of a sample's setup); without shear, rot - sy is
+  // rot (sy = +-0, rot != 0), cos(sy) = 1 and tan(sx) = sx: the same values without the calls.
+  const double rot_sy = rot - sy;
+  const double cos_rs = std::cos(rot_sy), sin_rs = std::sin(rot_sy);
+  const double cos_sy = sy == 0.0 ? 1.0 : std::cos(sy), tan_sx = sx == 0.0 ? sx : std::tan(sx);
+  const bool same = sy == 0.0 && rot != 0.0;
+  const double cos_r = same ? cos_rs : std::cos(rot), sin_r = same ? sin_rs : std::sin(rot);
+  const double a = cos_rs / cos_sy;
+  const double b = -cos_rs * tan_sx / cos_sy - sin_r;
+  const double c = sin_rs / cos_sy;
+  const double d = -sin_rs * tan_sx / cos_sy + cos_r;
   AugmentSample s{};
   double* m = s.m;
   m[0] = d / r.scale;
@@ -227,6 +235,13 @@ FDNN_HD inline bool augment_needs_finish(const AugmentSample& s, const AugmentSh
 // y (N, C, H, W) from x (the same shape, not overlapping y); samples: N host structs.
 template <typename T>
 void augment(T* y, const T* x, int64_t n, const AugmentShape& shape, const AugmentSample* samples, Stream stream);
+
+// CPU only (augment_cpu.cpp): augment with the samples made on the worker threads, block by
+// block: samples(i0, i1, out) writes samples i0 .. i1 - 1 to out[0 .. i1 - i0) (each a function of
+// its index only, so the result does not depend on the thread count); i0 is a multiple of 16.
+using AugmentSampleSource = std::function<void(int64_t i0, int64_t i1, AugmentSample* out)>;
+template <typename T>
+void augment_generated(T* y, const T* x, int64_t n, const AugmentShape& shape, const AugmentSampleSource& samples);
 
 // The explicit instantiations that both devices' files (augment_cpu.cpp, augment_cuda.cu) emit.
 #define FDNN_AUGMENT_INSTANTIATE(T) \

@@ -8,6 +8,8 @@
 // The arithmetic is the scalar loop's (augment_geometry, ops/augment.h), with the multiply-adds
 // fused. A file of its own, as cpu/philox_avx512_cpu.cpp, so the target attribute stays away from
 // the multiversioned code.
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "ops/augment.h"
@@ -124,7 +126,7 @@ namespace {
 // The float32 bilinear map's constants (augment_bilinear_f32_avx512).
 struct BilinearF32 {
   __m512d m0, m1, m2, m3, m4, m5;  // the map, in double
-  __m512d wd, hd, wpd, wp1;        // W, H, W + 2 and W + 3
+  __m512d wd, hd, wpd, wp1;        // W, H, Wp = W + 2B and B Wp + B (B: the padding's border)
   __m512 fillv, brightness;
   bool bright;
   int64_t C, Wp, P, hw;
@@ -133,17 +135,24 @@ struct BilinearF32 {
 };
 
 // 8 source points (sx_all, sy_all) in double: whether a tap of the point is inside (`ok`), the
-// weights in float and the padded index of tap (x0, y0), y0 Wp + (x0 + Wp + 1) (exact in double).
-// A point outside reads pixel (0, 0)'s taps, which the caller replaces with fill.
+// weights in float and the padded index of tap (x0, y0), (y0 + B) Wp + (x0 + B) for a border of
+// B pixels (exact in double). kTested: a point outside reads pixel (0, 0)'s taps, which the caller
+// replaces with fill; otherwise every point's taps lie in the padded plane (the caller checked)
+// and `ok` is not computed (returned all set).
+template <bool kTested>
 __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __mmask8 geometry8(const BilinearF32& k,
                                                                                      __m512d sx_all, __m512d sy_all,
                                                                                      __m256* wx, __m256* wy,
                                                                                      __m256i* idx) {
   const __m512d minus_one = _mm512_set1_pd(-1.0);
-  const __mmask8 ok =
-      _mm512_cmp_pd_mask(sx_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sx_all, k.wd, _CMP_LT_OQ) &
-      _mm512_cmp_pd_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sy_all, k.hd, _CMP_LT_OQ);
-  const __m512d sx = _mm512_maskz_mov_pd(ok, sx_all), sy = _mm512_maskz_mov_pd(ok, sy_all);
+  __mmask8 ok = 0xFF;
+  __m512d sx = sx_all, sy = sy_all;
+  if constexpr (kTested) {
+    ok = _mm512_cmp_pd_mask(sx_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sx_all, k.wd, _CMP_LT_OQ) &
+         _mm512_cmp_pd_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sy_all, k.hd, _CMP_LT_OQ);
+    sx = _mm512_maskz_mov_pd(ok, sx_all);
+    sy = _mm512_maskz_mov_pd(ok, sy_all);
+  }
   const __m512d x0 = _mm512_roundscale_pd(sx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   const __m512d y0 = _mm512_roundscale_pd(sy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   *wx = _mm512_cvtpd_ps(_mm512_sub_pd(sx, x0));
@@ -157,7 +166,10 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __m512 join8(_
 }
 
 // 16 output pixels (source points (sx_lo, sy_lo) then (sx_hi, sy_hi), in double) of every plane,
-// stored at y + c hw + p under the mask `store`.
+// stored at y + c hw + p under the mask `store`. !kTested: the fill is 0 and every tap lies in
+// the padded plane, so a point whose taps are all outside blends zeros into exactly the fill
+// (+0 or -0, as the fill), the value the inside test would give it (geometry8).
+template <bool kTested>
 __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear16(const BilinearF32& k, __m512d sx_lo,
                                                                                   __m512d sx_hi, __m512d sy_lo,
                                                                                   __m512d sy_hi, int64_t p,
@@ -167,8 +179,8 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear1
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   __m256 wx_lo, wx_hi, wy_lo, wy_hi;
   __m256i idx_lo, idx_hi;
-  const __mmask8 ok_lo = geometry8(k, sx_lo, sy_lo, &wx_lo, &wy_lo, &idx_lo);
-  const __mmask8 ok_hi = geometry8(k, sx_hi, sy_hi, &wx_hi, &wy_hi, &idx_hi);
+  const __mmask8 ok_lo = geometry8<kTested>(k, sx_lo, sy_lo, &wx_lo, &wy_lo, &idx_lo);
+  const __mmask8 ok_hi = geometry8<kTested>(k, sx_hi, sy_hi, &wx_hi, &wy_hi, &idx_hi);
   const __mmask16 ok = static_cast<__mmask16>(ok_lo | (static_cast<unsigned>(ok_hi) << 8));
   const __m512 wx = join8(wx_lo, wx_hi), wy = join8(wy_lo, wy_hi);
   // Weights in [0, 1] after rounding; one exactly 0 in double is 0 in float (one that rounds to 0,
@@ -187,7 +199,7 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear1
     const __m512 top = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t01, _mm512_mul_ps(ux, t00)), t00);
     const __m512 bottom = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t11, _mm512_mul_ps(ux, t10)), t10);
     __m512 v = _mm512_mask_blend_ps(wy0, _mm512_fmadd_ps(wy, bottom, _mm512_mul_ps(uy, top)), top);
-    v = _mm512_mask_blend_ps(ok, k.fillv, v);
+    if constexpr (kTested) v = _mm512_mask_blend_ps(ok, k.fillv, v);
     if (k.bright) v = _mm512_mul_ps(v, k.brightness);
     _mm512_mask_storeu_ps(k.y + c * k.hw + p, store, v);
   }
@@ -195,66 +207,20 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear1
 
 }  // namespace
 
-// Float32 images, bilinear: every plane of one sample, 16 output pixels at a time. The source
-// points, their floors, the inside tests and the tap indices are computed in double (as
-// augment_geometry: a float resolves only ~1.5e-5 pixel at coordinates in the hundreds), once for
-// all C planes; the weights are then rounded to float and the taps blended in float. The planes
-// are first copied into `pad` (C planes of (H + 2) x (W + 2), bordered by fill), so a tap outside
-// the image reads fill and the two taps of a row (t00, t01) are adjacent: one 64-bit gather lane
-// reads both (two gathers of 8 pairs for 16 pixels, half the lanes of four 32-bit ones). The
-// weights' rules are augment_geometry's: a tap of weight exactly 0 does not contribute, so integer
-// coordinates copy bit for bit; a point whose four taps are all outside is fill. Brightness (when
-// not 1) multiplies in float. The source point of pixel (x, y) is m0 x + (m1 y + m2) (and
-// m3 x + (m4 y + m5)), in double with the multiply-adds fused:
-// - W a multiple of 16: row by row, 16 columns at a time;
-// - otherwise 16 pixels at a time in C order over the whole plane (no lanes wasted at the ends of
-//   rows), each pixel's column and row read from `coords` (H W + 16 columns, then H W + 16 rows,
-//   as doubles).
-__attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(float* y, const float* x,
-                                                                              const AugmentSample& s,
-                                                                              const AugmentShape& g, float* pad,
-                                                                              const double* coords) {
-  const int64_t C = g.c, H = g.h, W = g.w, Wp = W + 2, P = (H + 2) * Wp, hw = H * W;
-  const float fill = static_cast<float>(g.fill);
-  for (int64_t c = 0; c < C; ++c) {
-    float* p = pad + c * P;
-    const float* src = x + c * hw;
-    for (int64_t i = 0; i < Wp; ++i) p[i] = fill;
-    // Rows copied with inline vector moves (not a memcpy call per row of W floats).
-    for (int64_t r = 0; r < H; ++r) {
-      float* row = p + (r + 1) * Wp;
-      const float* in = src + r * W;
-      row[0] = fill;
-      int64_t i = 0;
-      for (; i + 16 <= W; i += 16) _mm512_storeu_ps(row + 1 + i, _mm512_loadu_ps(in + i));
-      if (i < W) {
-        const __mmask16 tail = static_cast<__mmask16>((1u << (W - i)) - 1u);
-        _mm512_mask_storeu_ps(row + 1 + i, tail, _mm512_maskz_loadu_ps(tail, in + i));
-      }
-      row[W + 1] = fill;
-    }
-    for (int64_t i = (H + 1) * Wp; i < P; ++i) p[i] = fill;
-  }
-  BilinearF32 k;
-  k.m0 = _mm512_set1_pd(s.m[0]);
-  k.m1 = _mm512_set1_pd(s.m[1]);
-  k.m2 = _mm512_set1_pd(s.m[2]);
-  k.m3 = _mm512_set1_pd(s.m[3]);
-  k.m4 = _mm512_set1_pd(s.m[4]);
-  k.m5 = _mm512_set1_pd(s.m[5]);
-  k.wd = _mm512_set1_pd(static_cast<double>(W));
-  k.hd = _mm512_set1_pd(static_cast<double>(H));
-  k.wpd = _mm512_set1_pd(static_cast<double>(Wp));
-  k.wp1 = _mm512_set1_pd(static_cast<double>(Wp + 1));
-  k.fillv = _mm512_set1_ps(fill);
-  k.bright = s.brightness != 1.0;
-  k.brightness = _mm512_set1_ps(static_cast<float>(s.brightness));
-  k.C = C;
-  k.Wp = Wp;
-  k.P = P;
-  k.hw = hw;
-  k.pad = pad;
-  k.y = y;
+namespace {
+
+// n floats of value v at p, with vector stores.
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void fill_run(float* p, int64_t n, __m512 v) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(p + i, v);
+  if (i < n) _mm512_mask_storeu_ps(p + i, static_cast<__mmask16>((1u << (n - i)) - 1u), v);
+}
+
+// The sample's pixels, kTested or not (bilinear16), over planes padded with B pixels.
+template <bool kTested>
+__attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF32& k, int64_t H, int64_t W,
+                                                                 const double* coords) {
+  const int64_t hw = H * W;
   if (W % 16 == 0) {
     const __m512d lane_lo = _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0);
     const __m512d lane_hi = _mm512_set_pd(15, 14, 13, 12, 11, 10, 9, 8);
@@ -264,9 +230,9 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
       for (int64_t col = 0; col < W; col += 16) {
         const __m512d c = _mm512_set1_pd(static_cast<double>(col));
         const __m512d px_lo = _mm512_add_pd(c, lane_lo), px_hi = _mm512_add_pd(c, lane_hi);
-        bilinear16(k, _mm512_fmadd_pd(k.m0, px_lo, a), _mm512_fmadd_pd(k.m0, px_hi, a),
-                   _mm512_fmadd_pd(k.m3, px_lo, b), _mm512_fmadd_pd(k.m3, px_hi, b), row * W + col,
-                   static_cast<__mmask16>(0xFFFF));
+        bilinear16<kTested>(k, _mm512_fmadd_pd(k.m0, px_lo, a), _mm512_fmadd_pd(k.m0, px_hi, a),
+                            _mm512_fmadd_pd(k.m3, px_lo, b), _mm512_fmadd_pd(k.m3, px_hi, b), row * W + col,
+                            static_cast<__mmask16>(0xFFFF));
       }
     }
     return;
@@ -280,11 +246,98 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
     const __m512d px_hi = _mm512_loadu_pd(cols + p + 8);
     const __m512d py_lo = _mm512_loadu_pd(rows + p);
     const __m512d py_hi = _mm512_loadu_pd(rows + p + 8);
-    bilinear16(k, _mm512_fmadd_pd(k.m0, px_lo, _mm512_fmadd_pd(k.m1, py_lo, k.m2)),
-               _mm512_fmadd_pd(k.m0, px_hi, _mm512_fmadd_pd(k.m1, py_hi, k.m2)),
-               _mm512_fmadd_pd(k.m3, px_lo, _mm512_fmadd_pd(k.m4, py_lo, k.m5)),
-               _mm512_fmadd_pd(k.m3, px_hi, _mm512_fmadd_pd(k.m4, py_hi, k.m5)), p, store);
+    bilinear16<kTested>(k, _mm512_fmadd_pd(k.m0, px_lo, _mm512_fmadd_pd(k.m1, py_lo, k.m2)),
+                        _mm512_fmadd_pd(k.m0, px_hi, _mm512_fmadd_pd(k.m1, py_hi, k.m2)),
+                        _mm512_fmadd_pd(k.m3, px_lo, _mm512_fmadd_pd(k.m4, py_lo, k.m5)),
+                        _mm512_fmadd_pd(k.m3, px_hi, _mm512_fmadd_pd(k.m4, py_hi, k.m5)), p, store);
   }
+}
+
+}  // namespace
+
+// Float32 images, bilinear: every plane of one sample, 16 output pixels at a time. The source
+// points, their floors, the inside tests and the tap indices are computed in double (as
+// augment_geometry: a float resolves only ~1.5e-5 pixel at coordinates in the hundreds), once for
+// all C planes; the weights are then rounded to float and the taps blended in float. The planes
+// are first copied into `pad` (C planes of (H + 2B) x (W + 2B), bordered by B pixels of fill), so
+// a tap outside the image reads fill and the two taps of a row (t00, t01) are adjacent: one 64-bit
+// gather lane reads both (two gathers of 8 pairs for 16 pixels, half the lanes of four 32-bit
+// ones). The weights' rules are augment_geometry's: a tap of weight exactly 0 does not contribute,
+// so integer coordinates copy bit for bit; a point whose four taps are all outside is fill. When
+// the fill is 0 and the four corners' source points (an affine map's extremes over the grid) show
+// that every tap lies within a border of B <= border_max pixels, the border is B wide and the
+// per-point inside tests are skipped (bilinear16: the same bits); otherwise B = 1 and every point
+// is tested. Brightness (when not 1) multiplies in float. The source point of pixel (x, y) is
+// m0 x + (m1 y + m2) (and m3 x + (m4 y + m5)), in double with the multiply-adds fused:
+// - W a multiple of 16: row by row, 16 columns at a time;
+// - otherwise 16 pixels at a time in C order over the whole plane (no lanes wasted at the ends of
+//   rows), each pixel's column and row read from `coords` (H W + 16 columns, then H W + 16 rows,
+//   as doubles).
+// `pad` holds C (H + 2 border_max) (W + 2 border_max) floats.
+__attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(float* y, const float* x,
+                                                                              const AugmentSample& s,
+                                                                              const AugmentShape& g, float* pad,
+                                                                              const double* coords,
+                                                                              int64_t border_max) {
+  const int64_t C = g.c, H = g.h, W = g.w, hw = H * W;
+  const float fill = static_cast<float>(g.fill);
+  // The border the taps need: tap columns floor(sx), floor(sx) + 1 lie in [-B, W - 1 + B] when
+  // -B <= sx < W - 1 + B (rows alike); a quarter pixel of margin covers the corners' rounding.
+  double need = 0.0;
+  for (int corner = 0; corner < 4; ++corner) {
+    const double px = corner & 1 ? static_cast<double>(W - 1) : 0.0;
+    const double py = corner & 2 ? static_cast<double>(H - 1) : 0.0;
+    const double sx = s.m[0] * px + (s.m[1] * py + s.m[2]), sy = s.m[3] * px + (s.m[4] * py + s.m[5]);
+    const double e[4] = {-sx, sx - static_cast<double>(W - 2), -sy, sy - static_cast<double>(H - 2)};
+    for (double v : e) need = v > need || v != v ? v : need;  // NaN stays
+  }
+  need += 0.25;
+  const bool tested = !(g.fill == 0.0 && need <= static_cast<double>(border_max));
+  const int64_t B = tested ? 1 : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(need)));
+  const int64_t Wp = W + 2 * B, P = (H + 2 * B) * Wp;
+  const __m512 fillv = _mm512_set1_ps(fill);
+  for (int64_t c = 0; c < C; ++c) {
+    float* p = pad + c * P;
+    const float* src = x + c * hw;
+    fill_run(p, B * Wp + B, fillv);
+    // Rows copied with inline vector moves (not a memcpy call per row of W floats); between two
+    // rows, the right border of one and the left border of the next.
+    for (int64_t r = 0; r < H; ++r) {
+      float* row = p + (r + B) * Wp + B;
+      const float* in = src + r * W;
+      int64_t i = 0;
+      for (; i + 16 <= W; i += 16) _mm512_storeu_ps(row + i, _mm512_loadu_ps(in + i));
+      if (i < W) {
+        const __mmask16 tail = static_cast<__mmask16>((1u << (W - i)) - 1u);
+        _mm512_mask_storeu_ps(row + i, tail, _mm512_maskz_loadu_ps(tail, in + i));
+      }
+      fill_run(row + W, r + 1 < H ? 2 * B : P - ((r + B) * Wp + B + W), fillv);
+    }
+  }
+  BilinearF32 k;
+  k.m0 = _mm512_set1_pd(s.m[0]);
+  k.m1 = _mm512_set1_pd(s.m[1]);
+  k.m2 = _mm512_set1_pd(s.m[2]);
+  k.m3 = _mm512_set1_pd(s.m[3]);
+  k.m4 = _mm512_set1_pd(s.m[4]);
+  k.m5 = _mm512_set1_pd(s.m[5]);
+  k.wd = _mm512_set1_pd(static_cast<double>(W));
+  k.hd = _mm512_set1_pd(static_cast<double>(H));
+  k.wpd = _mm512_set1_pd(static_cast<double>(Wp));
+  k.wp1 = _mm512_set1_pd(static_cast<double>(B * Wp + B));
+  k.fillv = fillv;
+  k.bright = s.brightness != 1.0;
+  k.brightness = _mm512_set1_ps(static_cast<float>(s.brightness));
+  k.C = C;
+  k.Wp = Wp;
+  k.P = P;
+  k.hw = hw;
+  k.pad = pad;
+  k.y = y;
+  if (tested)
+    bilinear_planes<true>(k, H, W, coords);
+  else
+    bilinear_planes<false>(k, H, W, coords);
 }
 
 template int64_t augment_nearest_row_avx512<float>(float*, const float*, int64_t, const AugmentSample&,

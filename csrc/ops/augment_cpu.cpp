@@ -21,7 +21,7 @@ template <typename T>
 int64_t augment_nearest_row_avx512(T* out, const T* plane, int64_t row, const AugmentSample& s,
                                    const AugmentShape& g);
 void augment_bilinear_f32_avx512(float* y, const float* x, const AugmentSample& s, const AugmentShape& g,
-                                 float* pad, const double* coords);
+                                 float* pad, const double* coords, int64_t border_max);
 #endif
 
 namespace {
@@ -157,9 +157,18 @@ bool bilinear_f32_fast(const AugmentShape& g) {
 #endif
 }
 
+// The widest border of fill around augment_bilinear_f32_avx512's padded planes: a quarter of the
+// image's larger side plus 8 (rotations of +-15 degrees and zooms to 0.9 at 28x28 need up to ~10),
+// while the padded plane keeps fewer than 2^24 pixels; 1 otherwise.
+int64_t bilinear_f32_border_max(const AugmentShape& g) {
+  const int64_t b = std::max(g.h, g.w) / 4 + 8;
+  return (g.h + 2 * b) * (g.w + 2 * b) < (int64_t{1} << 24) ? b : 1;
+}
+
 // One sample, in the order of augment_finish_quad (augment.h): geometry and brightness with the
 // gray sum, then contrast, noise and clipping as whole-sample loops, then the erased rectangle.
-// `pad`: room for C padded planes of (H + 2) x (W + 2) floats, and `coords` the pixels' columns
+// `pad`: room for C padded planes of (H + 2 b) x (W + 2 b) floats (b = bilinear_f32_border_max),
+// and `coords` the pixels' columns
 // and rows (augment_bilinear_f32_avx512), when bilinear_f32_fast (float32); null otherwise.
 template <typename T>
 FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const AugmentShape& g,
@@ -178,7 +187,7 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
                              s.noise_std);
       geometry_done = noise_done = true;
     } else if (!s.identity_map && pad != nullptr) {
-      augment_bilinear_f32_avx512(y, x, s, g, pad, coords);
+      augment_bilinear_f32_avx512(y, x, s, g, pad, coords, bilinear_f32_border_max(g));
       geometry_done = true;
     }
   }
@@ -249,14 +258,12 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
   }
 }
 
-}  // namespace
-
-template <typename T>
-void augment(T* y, const T* x, int64_t n, const AugmentShape& shape, const AugmentSample* samples, Stream) {
+// The loop of augment and augment_generated: blocks of `block` samples (at least about 16K
+// elements each) on the thread pool; `samples(b, e, local)` gives samples b .. e - 1 (local: room
+// for e - b, which it may fill and return, or ignore and return its own array's).
+template <typename T, class Samples>
+void augment_loop(T* y, const T* x, int64_t n, const AugmentShape& shape, int64_t block, Samples&& samples) {
   const int64_t count = shape.c * shape.h * shape.w;
-  if (count == 0) return;
-  // About 16K elements per block of samples.
-  const int64_t block = std::max<int64_t>(1, (16 * 1024) / count);
   const bool fast = std::is_same_v<T, float> && bilinear_f32_fast(shape);
   const int64_t hw = shape.h * shape.w;
   std::vector<double> coords(fast ? static_cast<size_t>(2 * (hw + 16)) : 0);  // columns, then rows
@@ -265,12 +272,43 @@ void augment(T* y, const T* x, int64_t n, const AugmentShape& shape, const Augme
     coords[static_cast<size_t>(hw + 16 + p)] = static_cast<double>(p / shape.w);
   }
   parallel_for(n, block, count * 8, [&](int64_t b, int64_t e) {
-    std::vector<float> pad(fast ? static_cast<size_t>(shape.c * (shape.h + 2) * (shape.w + 2)) : 0);
+    const int64_t border = fast ? bilinear_f32_border_max(shape) : 0;
+    std::vector<float> pad(fast ? static_cast<size_t>(shape.c * (shape.h + 2 * border) * (shape.w + 2 * border)) : 0);
+    std::vector<AugmentSample> local;
+    const AugmentSample* s = samples(b, e, local);
     for (int64_t i = b; i < e; ++i)
-      augment_one(y + i * count, x + i * count, shape, samples[i], fast ? pad.data() : nullptr,
+      augment_one(y + i * count, x + i * count, shape, s[i - b], fast ? pad.data() : nullptr,
                   fast ? coords.data() : nullptr);
   });
 }
+
+}  // namespace
+
+template <typename T>
+void augment(T* y, const T* x, int64_t n, const AugmentShape& shape, const AugmentSample* samples, Stream) {
+  const int64_t count = shape.c * shape.h * shape.w;
+  if (count == 0) return;
+  augment_loop(y, x, n, shape, std::max<int64_t>(1, (16 * 1024) / count),
+               [&](int64_t b, int64_t, std::vector<AugmentSample>&) { return samples + b; });
+}
+
+template <typename T>
+void augment_generated(T* y, const T* x, int64_t n, const AugmentShape& shape, const AugmentSampleSource& samples) {
+  const int64_t count = shape.c * shape.h * shape.w;
+  if (count == 0) return;
+  // Blocks of a multiple of 16 samples (the parameter draw's groups, bind_augment.cpp).
+  augment_loop(y, x, n, shape, 16 * std::max<int64_t>(1, (16 * 1024) / count / 16),
+               [&](int64_t b, int64_t e, std::vector<AugmentSample>& local) {
+                 local.resize(static_cast<size_t>(e - b));
+                 samples(b, e, local.data());
+                 return static_cast<const AugmentSample*>(local.data());
+               });
+}
+
+template void augment_generated<float>(float*, const float*, int64_t, const AugmentShape&,
+                                       const AugmentSampleSource&);
+template void augment_generated<double>(double*, const double*, int64_t, const AugmentShape&,
+                                        const AugmentSampleSource&);
 
 FDNN_AUGMENT_INSTANTIATE(float)
 FDNN_AUGMENT_INSTANTIATE(double)

@@ -14,7 +14,8 @@ import numpy as np
 
 from fusednn import _checks
 from fusednn._backend import array_module, is_array
-from fusednn.ops.augment import apply_drawn, check_spec, draw_params, image_geometry, spec_values
+from fusednn.ops.augment import (apply_drawn, check_spec, draw_and_apply, draw_params, image_geometry,
+                                 spec_values)
 
 __all__ = ["Transform", "Compose", "RandomAffine", "RandomRotation", "RandomZoom", "RandomShift",
            "RandomHorizontalFlip", "RandomVerticalFlip", "ColorJitter", "GaussianNoise", "RandomErasing",
@@ -143,6 +144,11 @@ class Compose(Transform):
             raise TypeError(f"x: expected a numpy.ndarray or cupy.ndarray, got {type(x).__name__}")
         image_shape = self.image_shape if image_shape is None else image_shape
         c, h, w = image_geometry(x.shape, image_shape)
+        if type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
+            # On the CPU the parameters are drawn block by block by the threads that apply them.
+            return draw_and_apply(x, self._values, self._mirror, seed=seed, offset=offset,
+                                  same_on_batch=same_on_batch, geometry=(c, h, w), interpolation=self._interpolation,
+                                  fill=self._fill_value, clip=self._clip, out=out)
         # Compose's own draw (not an override): valid parameters by construction, applied without
         # ops.augment's per-call check of every parameter array.
         p = Compose.params(self, x.shape[0], seed=seed, offset=offset, image_shape=(c, h, w),

@@ -298,6 +298,24 @@ def draw_params(n, values, *, seed, offset, image_shape, same_on_batch):
     return _C._augment_params_draw(n, seed, offset, same_on_batch, h, w, values, ERASE_TRIES)
 
 
+def draw_and_apply(x, values, mirror, *, seed, offset, same_on_batch, geometry, interpolation, fill, clip, out):
+    """``apply_drawn(x, draw_params(...), ...)`` with the flips of ``mirror`` (a set of "h", "v")
+    mirrored as ``fusednn.data.transforms.Compose.params`` mirrors them, for NumPy ``x`` and
+    ``out``: bitwise the same result, with each block of samples' parameters drawn on the worker
+    thread that applies them (the compiled augment's second overload, bind_augment.cpp) instead of
+    as arrays first. ``geometry``: x's
+    (C, H, W); options already checked."""
+    n = x.shape[0]
+    if not n < 2**31:
+        raise ValueError(f"x: expected fewer than 2**31 samples, got {n}")
+    seed, offset = _u64("seed", seed), _u64("offset", offset)
+    same_on_batch = _checks.flag("same_on_batch", same_on_batch)
+    c, h, w = geometry
+    from fusednn import _C
+    return _C.augment(x, c, h, w, seed, offset, same_on_batch, values, ERASE_TRIES, "h" in mirror, "v" in mirror,
+                      interpolation, fill, clip, out)
+
+
 def augment(x, params, *, image_shape=None, interpolation="bilinear", fill=0.0, clip=None, out=None):
     """Apply each sample's parameters (the dict of :func:`augment_params`) to the batch ``x``.
 
