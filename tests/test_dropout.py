@@ -182,6 +182,26 @@ def test_masks_equal_the_reference_bit_for_bit(device, n, offset):
                          reference.drop_connect(ones, 0.3, seed=9, offset=offset, mode="vanilla"))
 
 
+def test_streamed_outputs_match_the_reference(device):
+    """Float32 outputs of 16 MiB or more are written with streaming stores on the CPU, realigned to
+    64-byte lines: at every alignment of out, with and without the ReLU, and through the last
+    partial step, the values are the reference's and the elements around out stay untouched."""
+    n = 4 * 2**20 + 37
+    p, seed, offset = 0.3, 5, 2**33 + 9
+    mask = reference.dropout_mask((n,), p, seed=seed, offset=offset)
+    keep = np.where(mask, np.float32(1 / (1 - p)), np.float32(0))
+    x = np.random.default_rng(seed_of("streamed")).standard_normal(n + 8).astype(np.float32)
+    for shift, relu in ((0, False), (3, True), (4, False), (13, False)):
+        xs = x[shift % 8:shift % 8 + n]
+        want = (np.where(xs < 0, np.float32(0), xs) if relu else xs) * keep
+        buf = to_device(device, np.full(n + 32, 7.0, np.float32))
+        ops.dropout(to_device(device, xs), p, seed=seed, offset=offset, activation="relu" if relu else None,
+                    out=buf[shift:shift + n])
+        got = to_numpy(buf)
+        assert_bitwise_equal(got[shift:shift + n], want)
+        assert (got[:shift] == 7).all() and (got[shift + n:] == 7).all()
+
+
 @pytest.mark.parametrize("shape", SHAPES + [LARGE])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gaussian_noise_matches_reference(device, shape, dtype):

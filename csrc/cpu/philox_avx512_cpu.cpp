@@ -4,6 +4,9 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "common/philox.h"
 
 namespace fdnn {
@@ -91,17 +94,16 @@ __attribute__((target("avx512f"), always_inline)) inline void box_muller16(__m51
   z1 = _mm512_mul_ps(radius, sine);
 }
 
-// Philox4x32-10 on 16 K blocks, j0 .. j0 + 16 K - 1, held 8 to a register in 64-bit lanes: each
+// Philox4x32-10 on 8 S blocks, j0 .. j0 + 8 S - 1, held 8 to a register in 64-bit lanes: each
 // word in the low half of a lane (the high halves are ignored: vpmuludq reads the low halves
-// only), so a round is two products, two shifts and two three-way xors per register; the 2 K
+// only), so a round is two products, two shifts and two three-way xors per register; the S
 // independent registers are interleaved round by round (the rounds' latency chains overlap).
-// w[4 k + t]: word t of blocks j0 + 16 k .. j0 + 16 k + 15, lane l = block j0 + 16 k + l.
-template <int K>
-__attribute__((target("avx512f"), always_inline)) inline void philox_blocks(__m512i w[4 * K], uint32_t k0,
-                                                                              uint32_t k1, uint32_t o0, uint32_t o1,
-                                                                              uint64_t j0) {
-  constexpr int S = 2 * K;
-  __m512i c0[S], c1[S], c2[S], c3[S];
+// Word t of block j0 + 8 r + l: the low half of lane l of c_t[r].
+template <int S>
+__attribute__((target("avx512f"), always_inline)) inline void philox_lanes(__m512i c0[S], __m512i c1[S],
+                                                                             __m512i c2[S], __m512i c3[S],
+                                                                             uint32_t k0, uint32_t k1, uint32_t o0,
+                                                                             uint32_t o1, uint64_t j0) {
   const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
   for (int r = 0; r < S; ++r) {
     // Block counter j0 + 8 r + l as a 64-bit lane (its high word is the counter's second word).
@@ -124,6 +126,18 @@ __attribute__((target("avx512f"), always_inline)) inline void philox_blocks(__m5
     k0 += kPhiloxW0;
     k1 += kPhiloxW1;
   }
+}
+
+// Philox4x32-10 on 16 K blocks, j0 .. j0 + 16 K - 1 (philox_lanes on 2 K registers), repacked
+// 16 to a register: w[4 k + t]: word t of blocks j0 + 16 k .. j0 + 16 k + 15, lane l = block
+// j0 + 16 k + l.
+template <int K>
+__attribute__((target("avx512f"), always_inline)) inline void philox_blocks(__m512i w[4 * K], uint32_t k0,
+                                                                              uint32_t k1, uint32_t o0, uint32_t o1,
+                                                                              uint64_t j0) {
+  constexpr int S = 2 * K;
+  __m512i c0[S], c1[S], c2[S], c3[S];
+  philox_lanes<S>(c0, c1, c2, c3, k0, k1, o0, o1, j0);
   // The low halves of registers 2 k and 2 k + 1 as the 16 lanes of one register.
   const __m512i low_halves = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   for (int k = 0; k < K; ++k) {
@@ -236,6 +250,200 @@ __attribute__((target("avx512f"))) void add_normals_f32_avx512(float* y, const f
       if (left <= 0) break;
       const __mmask16 keep = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
       add16(y + i0 + 16 * r, x + i0 + 16 * r, z[r], scale_v, with_scale, mean_v, std_v, with_mean, keep);
+    }
+  }
+}
+
+// Dropout: the keep bits of 32 S elements at a time, applied from general-purpose registers.
+namespace {
+
+constexpr int kKeepRegs = 4;                     // philox_lanes registers a step: 32 blocks
+constexpr int64_t kKeepStep = 32 * kKeepRegs;    // elements a step
+
+// bits[r] bit 4 l + t: whether element 4 (j0 + 8 r + l) + t is kept, i.e. word t of block
+// j0 + 8 r + l is >= cut = threshold << 8 (dropout_keep for a threshold < 2^24). The compare runs
+// on the low halves of philox_lanes' 64-bit lanes (the even 32-bit lanes: bit 2 l of the mask),
+// and pdep spreads each word's 8 bits to every fourth position.
+__attribute__((target("avx512f,bmi2"), always_inline)) inline void keep_bits(uint32_t bits[kKeepRegs], uint32_t k0,
+                                                                              uint32_t k1, uint32_t o0, uint32_t o1,
+                                                                              uint64_t j0, __m512i cut) {
+  __m512i c[4][kKeepRegs];
+  philox_lanes<kKeepRegs>(c[0], c[1], c[2], c[3], k0, k1, o0, o1, j0);
+  for (int r = 0; r < kKeepRegs; ++r) {
+    uint64_t m = 0;
+    for (int t = 0; t < 4; ++t) {
+      // Source bit 2 l goes to bit 4 l + t (and the zero bit 2 l + 1 to 4 l + t + 1).
+      const uint64_t even = _mm512_mask_cmpge_epu32_mask(0x5555, c[t][r], cut);
+      m |= _pdep_u64(even, 0x33333333ull << t);
+    }
+    bits[r] = static_cast<uint32_t>(m);
+  }
+}
+
+// Streaming stores of consecutive 16-float registers v_i = y[16 i, 16 i + 16) on 64-byte lines:
+// y sits a floats past a line boundary, so line i (i >= 1) is the last a floats of v_{i-1} and
+// the first 16 - a of v_i (one vpermt2ps). The first 16 - a floats and the last line's part
+// are ordinary masked stores. y must be float-aligned.
+struct StreamedFloats {
+  float* y;
+  unsigned a;
+  __m512i idx;
+  __m512 prev;
+
+  __attribute__((target("avx512f"), always_inline)) explicit StreamedFloats(float* out)
+      : y(out), a(static_cast<unsigned>(reinterpret_cast<uintptr_t>(out) % 64 / sizeof(float))) {
+    idx = _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                           _mm512_set1_epi32(static_cast<int>(16 - a)));
+    prev = _mm512_setzero_ps();
+  }
+  // Register i of the output (i = 0, 1, ... in order).
+  __attribute__((target("avx512f"), always_inline)) void put(int64_t i, __m512 v) {
+    if (i == 0) {
+      _mm512_mask_storeu_ps(y, static_cast<__mmask16>((1u << (16 - a)) - 1u), v);
+    } else {
+      _mm512_stream_ps(y + 16 * i - a, _mm512_permutex2var_ps(prev, idx, v));
+    }
+    prev = v;
+  }
+  // After registers 0 .. m - 1: the rest of register m - 1, and the first `left` (< 16) floats of
+  // register m, v.
+  __attribute__((target("avx512f"), always_inline)) void finish(int64_t m, __m512 v, int left) {
+    if (m > 0) _mm512_mask_storeu_ps(y + 16 * (m - 1), static_cast<__mmask16>(~((1u << (16 - a)) - 1u)), prev);
+    if (left > 0) _mm512_mask_storeu_ps(y + 16 * m, static_cast<__mmask16>((1u << left) - 1u), v);
+    _mm_sfence();
+  }
+};
+
+// y = a(x) * (keep ? scale : 0) for the 16 floats at x (those of `lanes`), a the ReLU with kRelu.
+template <bool kRelu>
+__attribute__((target("avx512f"), always_inline)) inline __m512 dropout16(const float* x, __mmask16 keep,
+                                                                            __mmask16 lanes, __m512 scale) {
+  __m512 v = _mm512_maskz_loadu_ps(lanes, x);
+  // relu(v) = v < 0 ? 0 : v = max(0, v) (NaN and -0 pass).
+  if (kRelu) v = _mm512_max_ps(_mm512_setzero_ps(), v);
+  return _mm512_mul_ps(v, _mm512_maskz_mov_ps(keep, scale));
+}
+
+// dropout_f32_avx512 for one activation and store kind: whole steps, then the last < 128 floats.
+template <bool kRelu, bool kStream>
+__attribute__((target("avx512f,bmi2"))) void dropout_f32_steps(float* y, const float* x, int64_t n, uint32_t k0,
+                                                                uint32_t k1, uint32_t o0, uint32_t o1, uint64_t j0,
+                                                                __m512i cut, __m512 scale) {
+  StreamedFloats out(y);
+  int64_t i0 = 0;
+  for (; i0 + kKeepStep <= n; i0 += kKeepStep, j0 += 8 * kKeepRegs) {
+    uint32_t bits[kKeepRegs];
+    keep_bits(bits, k0, k1, o0, o1, j0, cut);
+    for (int r = 0; r < 2 * kKeepRegs; ++r) {
+      const __mmask16 keep = static_cast<__mmask16>(bits[r / 2] >> (16 * (r % 2)));
+      const __m512 v = dropout16<kRelu>(x + i0 + 16 * r, keep, 0xFFFF, scale);
+      if (kStream) {
+        out.put(i0 / 16 + r, v);
+      } else {
+        _mm512_storeu_ps(y + i0 + 16 * r, v);
+      }
+    }
+  }
+  // The whole registers of the rest as above; the partial one (`left` floats) stored masked.
+  int64_t m = i0 / 16;
+  __m512 last = _mm512_setzero_ps();
+  int left = 0;
+  if (i0 < n) {
+    uint32_t bits[kKeepRegs];
+    keep_bits(bits, k0, k1, o0, o1, j0, cut);
+    for (int r = 0; r < 2 * kKeepRegs && i0 + 16 * r < n; ++r) {
+      const __mmask16 keep = static_cast<__mmask16>(bits[r / 2] >> (16 * (r % 2)));
+      const int64_t rest = n - i0 - 16 * r;
+      if (rest >= 16) {
+        const __m512 v = dropout16<kRelu>(x + i0 + 16 * r, keep, 0xFFFF, scale);
+        if (kStream) {
+          out.put(m, v);
+        } else {
+          _mm512_storeu_ps(y + 16 * m, v);
+        }
+        ++m;
+      } else {
+        left = static_cast<int>(rest);
+        last = dropout16<kRelu>(x + i0 + 16 * r, keep, static_cast<__mmask16>((1u << left) - 1u), scale);
+      }
+    }
+  }
+  if (kStream) {
+    out.finish(m, last, left);
+  } else if (left > 0) {
+    _mm512_mask_storeu_ps(y + 16 * m, static_cast<__mmask16>((1u << left) - 1u), last);
+  }
+}
+
+}  // namespace
+
+bool dropout_avx512_supported() {
+  static const bool supported = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("bmi2") != 0;
+  }();
+  return supported;
+}
+
+__attribute__((target("avx512f,bmi2"))) void dropout_f32_avx512(float* y, const float* x, int64_t n, uint32_t k0,
+                                                                 uint32_t k1, uint32_t o0, uint32_t o1, uint64_t j0,
+                                                                 uint32_t threshold, float keep_scale, bool relu,
+                                                                 bool stream) {
+  // threshold 2^24 keeps nothing: y = a(x) * 0, as keeping everything at scale 0.
+  if (threshold >= (1u << 24)) {
+    threshold = 0;
+    keep_scale = 0.0f;
+  }
+  const __m512i cut = _mm512_set1_epi32(static_cast<int>(threshold << 8));
+  const __m512 scale = _mm512_set1_ps(keep_scale);
+  stream = stream && reinterpret_cast<uintptr_t>(y) % sizeof(float) == 0;
+  if (relu) {
+    (stream ? dropout_f32_steps<true, true> : dropout_f32_steps<true, false>)(y, x, n, k0, k1, o0, o1, j0, cut, scale);
+  } else {
+    (stream ? dropout_f32_steps<false, true> : dropout_f32_steps<false, false>)(y, x, n, k0, k1, o0, o1, j0, cut,
+                                                                                scale);
+  }
+}
+
+__attribute__((target("avx512f,bmi2"))) void dropout_f64_avx512(double* y, const double* x, int64_t n, uint32_t k0,
+                                                                 uint32_t k1, uint32_t o0, uint32_t o1, uint64_t j0,
+                                                                 uint32_t threshold, double keep_scale, bool relu) {
+  if (threshold >= (1u << 24)) {
+    threshold = 0;
+    keep_scale = 0.0;
+  }
+  const __m512i cut = _mm512_set1_epi32(static_cast<int>(threshold << 8));
+  const __m512d scale = _mm512_set1_pd(keep_scale);
+  for (int64_t i0 = 0; i0 < n; i0 += kKeepStep, j0 += 8 * kKeepRegs) {
+    uint32_t bits[kKeepRegs];
+    keep_bits(bits, k0, k1, o0, o1, j0, cut);
+    for (int r = 0; r < 4 * kKeepRegs && i0 + 8 * r < n; ++r) {
+      const __mmask8 keep = static_cast<__mmask8>(bits[r / 4] >> (8 * (r % 4)));
+      const int64_t rest = n - i0 - 8 * r;
+      const __mmask8 lanes = rest >= 8 ? static_cast<__mmask8>(0xFF) : static_cast<__mmask8>((1u << rest) - 1u);
+      __m512d v = _mm512_maskz_loadu_pd(lanes, x + i0 + 8 * r);
+      if (relu) v = _mm512_max_pd(_mm512_setzero_pd(), v);
+      _mm512_mask_storeu_pd(y + i0 + 8 * r, lanes, _mm512_mul_pd(v, _mm512_maskz_mov_pd(keep, scale)));
+    }
+  }
+}
+
+__attribute__((target("avx512f,bmi2"))) void dropout_mask_avx512(uint8_t* mask, int64_t n, uint32_t k0, uint32_t k1,
+                                                                  uint32_t o0, uint32_t o1, uint64_t j0,
+                                                                  uint32_t threshold) {
+  if (threshold >= (1u << 24)) {
+    std::memset(mask, 0, static_cast<size_t>(n));
+    return;
+  }
+  const __m512i cut = _mm512_set1_epi32(static_cast<int>(threshold << 8));
+  for (int64_t i0 = 0; i0 < n; i0 += kKeepStep, j0 += 8 * kKeepRegs) {
+    uint32_t bits[kKeepRegs];
+    keep_bits(bits, k0, k1, o0, o1, j0, cut);
+    for (int r = 0; r < 4 * kKeepRegs && i0 + 8 * r < n; ++r) {
+      // Eight keep bits as eight bytes 0 or 1.
+      const uint64_t bytes = _pdep_u64(bits[r / 4] >> (8 * (r % 4)), 0x0101010101010101ull);
+      const int64_t count = std::min<int64_t>(8, n - i0 - 8 * r);
+      std::memcpy(mask + i0 + 8 * r, &bytes, static_cast<size_t>(count));
     }
   }
 }

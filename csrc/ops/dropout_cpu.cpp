@@ -1,6 +1,8 @@
-// CPU dropout and noise. The Philox rounds run on 16 counters at once in GCC vector types
-// (one AVX-512 register, or two AVX2 / four SSE registers in the other ISA clones); the 64
-// words are transposed to element order and applied to 64 contiguous elements.
+// CPU dropout and noise. On AVX-512F CPUs dropout, its masks and float32 noise run the fused
+// kernels of cpu/philox_avx512.h (Philox on 64-bit lanes, 32 blocks a step). Elsewhere the Philox
+// rounds run on 16 counters at once in GCC vector types (one AVX-512 register, or two AVX2 / four
+// SSE registers in the other ISA clones); the 64 words are transposed to element order and
+// applied to 64 contiguous elements.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -9,6 +11,7 @@
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "cpu/philox_avx512.h"
+#include "cpu/stream_store.h"
 #include "ops/dropout.h"
 
 namespace fdnn {
@@ -17,9 +20,12 @@ namespace {
 constexpr int kBlocksPerChunk = 16;                  // Philox blocks generated together
 constexpr int kChunk = 4 * kBlocksPerChunk;          // elements they cover
 constexpr int64_t kElementsPerTask = 64 * 1024;      // fixed partition (a multiple of kChunk)
-// Philox costs ~0.7 ns per element, so loops that generate words split finer: a (128, 512)
+// Philox costs ~0.5 ns per element, so loops that generate words split finer: a (128, 512)
 // layer's dropout is 4 tasks.
 constexpr int64_t kPhiloxElementsPerTask = 16 * 1024;
+// A task that streams its output ends with an sfence, which cost ~0.5 us each here (16M-element
+// fwd+bwd, one thread: 15.1 ms in 16K-element tasks, 14.0 ms in 256K ones): larger tasks.
+constexpr int64_t kStreamedElementsPerTask = 256 * 1024;
 
 // Sixteen Philox counters at once in GCC vector types, which each ISA clone lowers to its own
 // registers (one zmm on AVX-512, two ymm on AVX2, four xmm on the baseline). The arithmetic is
@@ -101,9 +107,27 @@ __attribute__((always_inline)) inline void chunk_words(uint32_t* FDNN_RESTRICT w
   store_element_order(w, c0, c1, c2, c3);
 }
 
+#if defined(__x86_64__)
+// Dropout and its masks on AVX-512F + BMI2 CPUs: cpu/philox_avx512.h's fused kernels (Philox on
+// 64-bit lanes, keep bits as write masks), instead of chunk_words and the loops below.
+const bool kDropoutAvx512 = dropout_avx512_supported();
+#endif
+
 template <typename T>
 FDNN_MULTIVERSION void dropout_range(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t begin, int64_t end,
-                                     PhiloxStream s, uint32_t threshold, T keep_scale, bool relu) {
+                                     PhiloxStream s, uint32_t threshold, T keep_scale, bool relu, bool stream) {
+#if defined(__x86_64__)
+  if (kDropoutAvx512) {
+    const uint64_t j0 = static_cast<uint64_t>(begin) / 4;  // begin is a multiple of 4
+    if constexpr (std::is_same_v<T, float>) {
+      dropout_f32_avx512(y + begin, x + begin, end - begin, s.k0, s.k1, s.o0, s.o1, j0, threshold, keep_scale, relu,
+                         stream);
+    } else {
+      dropout_f64_avx512(y + begin, x + begin, end - begin, s.k0, s.k1, s.o0, s.o1, j0, threshold, keep_scale, relu);
+    }
+    return;
+  }
+#endif
   alignas(64) uint32_t w[kChunk];
   for (int64_t i0 = begin; i0 < end; i0 += kChunk) {
     chunk_words(w, s, i0);
@@ -125,6 +149,13 @@ FDNN_MULTIVERSION void dropout_range(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT 
 
 FDNN_MULTIVERSION void mask_range(uint8_t* FDNN_RESTRICT mask, int64_t begin, int64_t end, PhiloxStream s,
                                   uint32_t threshold) {
+#if defined(__x86_64__)
+  if (kDropoutAvx512) {
+    dropout_mask_avx512(mask + begin, end - begin, s.k0, s.k1, s.o0, s.o1, static_cast<uint64_t>(begin) / 4,
+                        threshold);
+    return;
+  }
+#endif
   alignas(64) uint32_t w[kChunk];
   for (int64_t i0 = begin; i0 < end; i0 += kChunk) {
     chunk_words(w, s, i0);
@@ -183,8 +214,10 @@ template <typename T>
 void dropout_apply(T* y, const T* x, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, T keep_scale,
                    bool relu, Stream) {
   const PhiloxStream s(seed, offset);
-  parallel_for(n, kPhiloxElementsPerTask, 8,
-               [&](int64_t b, int64_t e) { dropout_range(y, x, b, e, s, threshold, keep_scale, relu); });
+  // Large float32 outputs are streamed (cpu/stream_store.h; y never overlaps x: the bindings check).
+  const bool stream = std::is_same_v<T, float> && stream_output(n * static_cast<int64_t>(sizeof(T)));
+  parallel_for(n, stream ? kStreamedElementsPerTask : kPhiloxElementsPerTask, 8,
+               [&](int64_t b, int64_t e) { dropout_range(y, x, b, e, s, threshold, keep_scale, relu, stream); });
 }
 
 void dropout_mask(uint8_t* mask, int64_t n, uint64_t seed, uint64_t offset, uint32_t threshold, Stream) {
