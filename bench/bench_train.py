@@ -17,11 +17,12 @@ After the rows, ``report`` prints the hand loop's per-step budget (CPU only), me
 run at the run's thread count: each part's wall time inside the step (the compiled kernels'
 calls timed one by one during an epoch: GEMMs (``linear``, ``linear_backward`` with the last
 layer's bias reduction), optimizer, batch norms, dropouts, minibatch gather and loss, and the
-rest, Python), the last step's calls replayed back to back (the step without its Python: the
-kernels' effects on each other's caches remain), each part's calls replayed alone in a hot loop,
-and each part's floor: the GEMMs' flops at the SGEMM peak, the memory-bound parts' minimal
-traffic at the memory bandwidth (a DRAM roof: the optimizer's 8.6 MB of state and the
-activations stay in the 32 MB L3, so a cache-resident pass can beat it), Python none."""
+rest, Python), the calls of the epoch's last full step (128 rows) replayed back to back (the
+step without its Python: the kernels' effects on each other's caches remain), each part's calls
+replayed alone in a hot loop, and each part's floor: the GEMMs' flops at the SGEMM peak, the
+memory-bound parts' minimal traffic at the memory bandwidth (a DRAM roof: the optimizer's 8.6 MB
+of state and the activations stay in the 32 MB L3, so a cache-resident pass can beat it), Python
+none."""
 
 import numpy as np
 
@@ -250,7 +251,8 @@ _ORDER = ("GEMMs", "optimizer", "norms", "dropout", "gather + loss", "Python (th
 def _timed_kernels(totals, calls):
     """Wrap fusednn._C's step kernels so that each call's wall time is added to totals[part];
     with a dict ``calls``, calls["step"] holds the calls (part, function, args) of the latest
-    step (from its minibatch's gather on). Returns an undo."""
+    step (from its minibatch's gather on) and calls["full"] those of the latest step of a full
+    batch (BATCH rows: an epoch's last batch may be smaller). Returns an undo."""
     import time
     from fusednn import _C
     saved = {}
@@ -264,7 +266,10 @@ def _timed_kernels(totals, calls):
             totals[_part] += time.perf_counter() - t0
             if calls is not None:  # only the current step's arrays are held, so buffer reuse goes on
                 if _fn is gather:  # a step starts with its minibatch
-                    calls["step"] = []
+                    if len(args[1]) == BATCH:
+                        calls["full"] = calls["step"] = []
+                    else:
+                        calls["step"] = []
                 calls["step"].append((_part, _fn, args))
             return out
         setattr(_C, name, timed)
@@ -303,7 +308,7 @@ def report(dev, peaks):
     calls = {}
     undo = _timed_kernels(collections.defaultdict(float), calls)
     try:
-        epoch()  # warm-up (buffers, optimizer state), recording the kernel calls of its last step
+        epoch()  # warm-up (buffers, optimizer state), recording the kernel calls of its last full step
     finally:
         undo()
     runs = []
@@ -318,15 +323,18 @@ def report(dev, peaks):
             undo()
     total, in_step = sorted(runs, key=lambda run: run[0])[1]  # the median epoch of 3, with its parts
     in_step["Python (the rest)"] = total - sum(in_step.values())
-    # The last step's kernel calls replayed back to back in their order, 100 times (the step
+    # The last full step's kernel calls replayed back to back in their order, 100 times (the step
     # without its Python: what remains is the kernels' effect on each other's caches), then
     # part by part (each part alone, hot from the one before); the best of 2 rounds, per step.
+    # A full step: the epoch's last batch has 60,000 % 128 = 96 rows, and a replay of it took
+    # about 96/128 of a step's GEMM time, which read as GEMMs slowed down inside the step.
+    step_calls = calls["full"]
     replays = min(steps, 100)
     replayed = {}
     for _ in range(2):
         parts = collections.defaultdict(float)
         for _ in range(replays):
-            for part, fn, args in calls["step"]:
+            for part, fn, args in step_calls:
                 t0 = time.perf_counter()
                 fn(*args)
                 parts[part] += time.perf_counter() - t0
@@ -334,7 +342,7 @@ def report(dev, peaks):
             replayed = {k: v / replays for k, v in parts.items()}
     alone = {}
     for part in _ORDER[:-1]:
-        mine = [(fn, args) for p, fn, args in calls["step"] if p == part]
+        mine = [(fn, args) for p, fn, args in step_calls if p == part]
         for _ in range(2):
             t0 = time.perf_counter()
             for _ in range(replays):

@@ -240,6 +240,23 @@ def test_identical_results_for_one_and_two_threads(cpu_gemm_kernel, threads):
         np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.parametrize("shape", [(128, 784, 512), (150, 1100, 40)], ids=["mlp-first-layer", "narrow-long-k"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_panel_units_give_the_one_thread_bits(cpu_gemm_kernel, threads, shape, dtype):
+    """Products whose row block of A packed over all of k is small are cut into one unit per
+    panel on several threads (k over several packed blocks here): the same bits as one thread."""
+    rng = np.random.default_rng(seed_of("panel-units", *shape))
+    x, w, b = make(shape, rng, dtype)
+    dy = rng.standard_normal((shape[0], shape[2])).astype(dtype)
+    results = []
+    for n in (1, 2):
+        threads(n)
+        y = ops.linear(x, w, b, "relu")
+        results.append((y, *ops.linear_backward(dy, x, w, y, "relu")))
+    for one, two in zip(*results):
+        assert np.array_equal(one, two)
+
+
 def test_strided_inputs_are_accepted(device, xp):
     rng = np.random.default_rng(4)
     x_t = xp.asarray(rng.standard_normal((12, 10)).astype(np.float32)).T  # (10, 12), not C-contiguous

@@ -9,6 +9,12 @@
 // of the tile. The epilogue adds the bias, applies the ReLU and stores the tile (masked at the
 // right edge).
 //
+// With several threads, a product whose row block of op(A) packed over all of k fits in
+// kPanelUnitMaxA (the training shapes) is cut finer: one unit per row block and panel, each
+// thread packing a row block's op(A) once per call for the panels it takes. The pool hands the
+// units out one at a time, so a thread that joins late or is descheduled holds one panel, not
+// half the product.
+//
 // op(B) can also be packed once (gemm_pack_b: the same panels, laid out k-block by k-block) and
 // reused by many products with that B (gemm_with_packed_b): the micro-kernel then reads the
 // panels from there; the packed values are the same, so are the results.
@@ -27,6 +33,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <utility>
 
 #include "common/macros.h"
@@ -40,6 +47,13 @@ namespace {
 constexpr int kMR = 12;        // rows per micro-tile
 constexpr int64_t kMC = 144;   // rows per work unit (12 tiles): the unit's A rows stay in L2
 constexpr int64_t kKC = 512;   // k per packed block: a float panel is 64 KB
+// With several threads, products whose row block of op(A), packed over all of k, takes at most
+// this many bytes run as units of one panel (gemm_avx512): the block stays in L2 (1 MB on Zen 4)
+// next to the panels.
+constexpr int64_t kPanelUnitMaxA = 512 * 1024;
+template <typename T> int64_t padded_block_rows_times_k(int64_t rows, int64_t k) {
+  return round_up(rows, kMR) * k * static_cast<int64_t>(sizeof(T));
+}
 
 // ---- packing op(B) rows [k0, k0 + kc), columns [n0, n0 + cols) into pb (kc x NR)
 
@@ -232,6 +246,65 @@ FDNN_AVX512 void run_unit(int64_t r0, int64_t r1, int64_t p0, int64_t p1, int64_
   }
 }
 
+// The rows of op(A) a thread has packed over the whole of k (run_panel_unit's), by gemm call.
+struct PackedRows {
+  uint64_t call = 0;  // 0: none
+  int64_t r0 = -1;
+};
+template <typename T> PackedRows& packed_rows_of_thread() {
+  thread_local PackedRows rows;
+  return rows;
+}
+
+std::atomic<uint64_t> g_gemm_calls{0};  // numbers the calls that split into panel units
+
+// One panel unit: rows [r0, r1) by panel p, every k-block. The rows of op(A) are packed over the
+// whole of k (k-block after k-block, each as run_unit packs it) once per thread and gemm call
+// (`call`), so a thread that takes several panels of one row block packs them once; the panel
+// of op(B) is packed per k-block as in run_unit. The same micro-kernel calls on the same packed
+// values as run_unit's, in the same order of k for every element: the same bits.
+template <typename T, bool TA, bool TB>
+FDNN_AVX512 void run_panel_unit(int64_t r0, int64_t r1, int64_t p, int64_t m, int64_t n, int64_t k, const T* a,
+                                const T* b, const T* packed_b, T* c, const T* bias, bool relu, uint64_t call) {
+  constexpr int NR = 2 * Zmm<T>::kLanes;
+  static constexpr auto kernels = tile_kernels<T, 2>(std::make_integer_sequence<int, kMR>{});
+  static constexpr auto narrow_kernels = tile_kernels<T, 1>(std::make_integer_sequence<int, kMR>{});
+  const int64_t lda = TA ? m : k, ldc = n, padded_rows = round_up(r1 - r0, kMR);
+  T* pa = thread_scratch<T, 2>(padded_rows * k);  // k-block k0's tiles at pa + padded_rows * k0
+  PackedRows& packed = packed_rows_of_thread<T>();
+  if (packed.call != call || packed.r0 != r0) {
+    packed.call = 0;
+    for (int64_t k0 = 0; k0 < k; k0 += kKC) {
+      const int64_t kc = std::min(kKC, k - k0);
+      if (TA)
+        pack_a_transposed(pa + padded_rows * k0, a, lda, r0, r1, k0, kc);
+      else
+        pack_a_rows(pa + padded_rows * k0, a, lda, r0, r1, k0, kc);
+    }
+    packed.call = call;
+    packed.r0 = r0;
+  }
+  T* pb = packed_b ? nullptr : thread_scratch<T, 1>(kKC * NR);
+  const int64_t n0 = p * NR;
+  const int cols = static_cast<int>(std::min<int64_t>(NR, n - n0));
+  const auto& tile = cols > NR / 2 ? kernels : narrow_kernels;
+  for (int64_t k0 = 0; k0 < k; k0 += kKC) {
+    const int64_t kc = std::min(kKC, k - k0);
+    const bool last = k0 + kc >= k;
+    const T* panel = pb;
+    if (packed_b)
+      panel = packed_b + packed_panel_offset<T>(n, k0, kc, p);
+    else
+      pack_panel<T, TB>(pb, b, n, k, k0, kc, p);
+    const T* tile_bias = last && bias ? bias + n0 : nullptr;
+    const T* at = pa + padded_rows * k0;
+    for (int64_t r = r0; r < r1; r += kMR, at += kc * kMR) {
+      const int rows = static_cast<int>(std::min<int64_t>(kMR, r1 - r));
+      tile[rows - 1](kc, at, panel, c + r * ldc + n0, ldc, cols, k0 > 0, tile_bias, last && relu);
+    }
+  }
+}
+
 }  // namespace
 
 bool gemm_avx512_supported() {
@@ -269,6 +342,21 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, co
   const int64_t wanted_blocks = std::min(ceil_div(m, kMR), std::max(ceil_div(m, kMC), ceil_div(threads, panels)));
   const int64_t rows_per_block = round_up(ceil_div(m, wanted_blocks), kMR);
   const int64_t row_blocks = ceil_div(m, rows_per_block);
+  if (threads > 1 && padded_block_rows_times_k<T>(rows_per_block, k) <= kPanelUnitMaxA) {
+    // Units of one panel each (more, smaller units than threads): a participant that joins the
+    // loop late, or is descheduled by another process, leaves its panels to the others (the
+    // pool hands out blocks one at a time), instead of holding half the product.
+    const uint64_t call = g_gemm_calls.fetch_add(1, std::memory_order_relaxed) + 1;
+    auto run = trans_a ? (trans_b ? &run_panel_unit<T, true, true> : &run_panel_unit<T, true, false>)
+                       : (trans_b ? &run_panel_unit<T, false, true> : &run_panel_unit<T, false, false>);
+    parallel_for(row_blocks * panels, 1, rows_per_block * NR * k, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t r0 = (u / panels) * rows_per_block;
+        run(r0, std::min(m, r0 + rows_per_block), u % panels, m, n, k, a, b, packed_b, c, bias, relu, call);
+      }
+    });
+    return;
+  }
   const int64_t groups = std::min(panels, ceil_div(threads, row_blocks));
   const int64_t per_group = ceil_div(panels, groups);
   const int64_t unit_groups = ceil_div(panels, per_group);
