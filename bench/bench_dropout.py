@@ -1,7 +1,9 @@
 """Dropout forward + backward: fusednn (Philox, mask regenerated in the backward) vs the
 reference (a generator's uniform numbers >= p, mask kept; NumPy or CuPy) vs PyTorch F.dropout +
 backward; and dropout(relu(x)) as one op (fusednn: one pass forward, the mask read off the
-output in the backward) vs the same composition in the reference and PyTorch."""
+output in the backward) vs the same composition in the reference and PyTorch. Two floors, measured
+in the same run: the same bytes moved by plain streaming kernels, and the random-number work
+alone (one pass's Philox words and masks, on an array that stays in the cache)."""
 
 import numpy as np
 
@@ -9,6 +11,7 @@ from harness import Case, streaming_passes
 
 SIZES = [16 * 2**20, (64 * 2**20, "cuda")]
 P = 0.5
+CACHED = 2**20  # elements of the in-cache array of the Philox floor (4 MiB, x and y in L3)
 
 
 def cases(dev):
@@ -68,4 +71,13 @@ def cases(dev):
         # The bytes of the first case by plain streaming kernels (no random numbers): its floor.
         out.append(Case("dropout", f"fwd+bwd floor {size}",
                         {"fusednn": streaming_passes(copies=[(x, y), (dy, dx)])}, bytes=4.0 * x.nbytes))
+
+        # The compute floor: the n Philox words (and masks) of one pass, generated and applied to
+        # an array in the cache (dropout with out= on its first CACHED elements, n / CACHED calls):
+        # fwd+bwd regenerates them, so it needs this twice, spread over the cores.
+        def philox_words(xc=x[:CACHED], yc=y[:CACHED], calls=max(1, n // CACHED)):
+            for k in range(calls):
+                ops.dropout(xc, P, seed=1, offset=7 + k, out=yc)
+
+        out.append(Case("dropout", f"Philox+mask floor {size} words (in cache)", {"fusednn": philox_words}))
     return out
