@@ -182,16 +182,18 @@ def test_masks_equal_the_reference_bit_for_bit(device, n, offset):
                          reference.drop_connect(ones, 0.3, seed=9, offset=offset, mode="vanilla"))
 
 
-def test_streamed_outputs_match_the_reference(device):
+def test_streamed_outputs_match_the_reference(device, threads):
     """Float32 outputs of 16 MiB or more are written with streaming stores on the CPU, realigned to
-    64-byte lines: at every alignment of out, with and without the ReLU, and through the last
-    partial step, the values are the reference's and the elements around out stay untouched."""
+    64-byte lines: at every alignment of out, with and without the ReLU, through the last partial
+    step and on 1 and 2 threads, the values are the reference's and the elements around out stay
+    untouched."""
     n = 4 * 2**20 + 37
     p, seed, offset = 0.3, 5, 2**33 + 9
     mask = reference.dropout_mask((n,), p, seed=seed, offset=offset)
     keep = np.where(mask, np.float32(1 / (1 - p)), np.float32(0))
     x = np.random.default_rng(seed_of("streamed")).standard_normal(n + 8).astype(np.float32)
-    for shift, relu in ((0, False), (3, True), (4, False), (13, False)):
+    for shift, relu, t in ((0, False, 1), (3, True, 2), (4, False, 2), (13, False, 1)):
+        threads(t)
         xs = x[shift % 8:shift % 8 + n]
         want = (np.where(xs < 0, np.float32(0), xs) if relu else xs) * keep
         buf = to_device(device, np.full(n + 32, 7.0, np.float32))
