@@ -1,13 +1,15 @@
 """Data augmentation: the issue's full pipeline (rotation +-15 deg, translate 0.1, scale 0.9-1.1,
 horizontal flip 0.5, brightness 0.2, noise 0.05, erasing 0.25; float32, bilinear) on batches
-(512, 1, 28, 28) and (256, 3, 32, 32): fusednn (parameters drawn per sample, then one fused pass;
-"[out=]" is ops.augment on drawn parameters into a preallocated out: the kernel plus ops.augment's
-per-call check of the 20 parameter arrays (~70-90 us in Python, which Compose skips for its own
-draws), hence no faster than the fused call) against
-- "torch": torchvision.transforms.v2 applied image by image (what per-sample parameters cost a
-  torchvision user), and on a row of its own torchvision applied once to the whole batch with
-  parameters shared by the batch (less work, and not the same thing);
-- "numpy": a NumPy + scipy.ndimage.affine_transform(order=1) loop over the images.
+(512, 1, 28, 28) and (256, 3, 32, 32): fusednn (Compose: one compiled call that draws each
+sample's parameters on the thread that applies them; "[out=]" is ops.augment on parameters drawn
+beforehand, into a preallocated out: the kernel plus ops.augment's per-call check of the 20
+parameter arrays (~70-90 us in Python), hence no faster than the fused call) against
+- "numpy": a NumPy + scipy.ndimage.affine_transform(order=1) loop over the images (15 timed calls
+  of each);
+- "torch", on rows of their own: torchvision.transforms.v2 applied image by image (what
+  per-sample parameters cost a torchvision user; seconds a call, so 3 timed calls), and
+  torchvision applied once to the whole batch with parameters shared by the batch (less work,
+  and not the same thing).
 The photometric-only path (brightness + noise + erasing, no resampling) is measured against the
 memory roof (x read, y written), a NumPy version, and its floor: ``ops.gaussian_noise`` over the
 same pixels (drawing one normal per pixel from Philox by Box-Muller, which the path must do).
@@ -112,9 +114,11 @@ def cases(dev):
             per_image = lambda xt=xt, tv=tv: torch.stack([tv(img) for img in xt])  # noqa: E731
             shared = lambda xt=xt, tv=tv: tv(xt)  # noqa: E731
         name = "x".join(map(str, shape))
-        slow = dict(repeat=5, warmup=1)
-        out.append(Case("augment", f"full {name}", {"fusednn": fused, "out=": kernel, "numpy": scipy_loop,
-                                                    "torch": per_image}, bytes=2.0 * x.nbytes, **slow))
+        # The scipy loop (~30-90 ms a call) allows 15 timed calls, the torchvision loop (seconds) 3.
+        out.append(Case("augment", f"full {name}", {"fusednn": fused, "out=": kernel, "numpy": scipy_loop},
+                        bytes=2.0 * x.nbytes, repeat=15, warmup=2))
+        out.append(Case("augment", f"full {name} vs tv per-image", {"fusednn": fused, "torch": per_image},
+                        bytes=2.0 * x.nbytes, repeat=3, warmup=1))
         out.append(Case("augment", f"full {name} vs tv batch-shared", {"fusednn": fused, "torch": shared},
                         bytes=2.0 * x.nbytes))
 

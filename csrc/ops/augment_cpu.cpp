@@ -168,8 +168,8 @@ int64_t bilinear_f32_border_max(const AugmentShape& g) {
 // One sample, in the order of augment_finish_quad (augment.h): geometry and brightness with the
 // gray sum, then contrast, noise and clipping as whole-sample loops, then the erased rectangle.
 // `pad`: room for C padded planes of (H + 2 b) x (W + 2 b) floats (b = bilinear_f32_border_max),
-// and `coords` the pixels' columns
-// and rows (augment_bilinear_f32_avx512), when bilinear_f32_fast (float32); null otherwise.
+// and `coords` the pixels' columns and rows (augment_bilinear_f32_avx512), when bilinear_f32_fast
+// (float32); null otherwise.
 template <typename T>
 FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const AugmentShape& g,
                                    const AugmentSample& s, float* pad, const double* coords) {
