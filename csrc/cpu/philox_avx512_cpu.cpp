@@ -254,7 +254,9 @@ __attribute__((target("avx512f"))) void add_normals_f32_avx512(float* y, const f
   }
 }
 
-// Dropout: the keep bits of 32 S elements at a time, applied from general-purpose registers.
+// Dropout: the keep bits of 128 elements (32 Philox blocks) a step, as 32-bit masks in general
+// registers, applied with write masks. Philox alone runs at ~0.34 ns per element and core here
+// (2 AVX-512 operations per cycle: 6 per 8 blocks and round); the masks and the update add ~15%.
 namespace {
 
 constexpr int kKeepRegs = 4;                     // philox_lanes registers a step: 32 blocks
