@@ -27,6 +27,7 @@ CONV_SHAPES = [
     # row), and a width that grows with the padding (row by row).
     (2, 3, 17, 19, 4, 3, 3, 1, 1, 1, 1),
     (1, 2, 20, 14, 3, 3, 3, 1, (1, 2), 1, 1),
+    (2, 16, 10, 9, 8, 3, 3, 1, 2, 2, 1),         # dilation with 16 channels (packed im2col, float32)
     # Small images, several per block (and a last block with fewer), with groups.
     (12, 4, 5, 5, 6, 3, 3, 1, 1, 1, 2),
 ]
@@ -121,6 +122,15 @@ BLOCKINGS = [
     (2, 6, 24, 26, 6, 1, (0, 2), 1),
     (23, 6, 6, 6, 9, 1, 1, 3),
     (9, 8, 11, 11, 8, 2, 1, 1),
+    # C_in/groups a multiple of 16: float32 writes im2col straight into the GEMM's packed panels
+    # (the forward's for blocks within one image at stride 1 and a same width; the dw product's
+    # tap-major from a padded HWC copy), for parts of an image with K % 32 = 16, whole images,
+    # several images per block with groups, stride 2 and a width grown by the padding.
+    (3, 16, 20, 20, 8, 1, 1, 1),
+    (4, 32, 12, 12, 16, 1, 1, 1),
+    (9, 32, 6, 6, 8, 1, 1, 2),
+    (5, 16, 11, 11, 8, 2, 1, 1),
+    (2, 16, 9, 13, 8, 1, (0, 2), 1),
 ]
 
 

@@ -59,5 +59,10 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, co
                  const T* packed_b, T* c, const T* bias, bool relu);
 template <typename T> int64_t gemm_avx512_packed_b_size(int64_t n, int64_t k);
 template <typename T> void gemm_avx512_pack_b(bool trans_b, int64_t n, int64_t k, const T* b, T* packed);
+// The packed layout, for callers that write op(B) straight into it (conv's im2col): op(B)(kk, j)
+// is at packed[gemm_avx512_packed_b_row<T>(n, k, kk, j / W) + j % W], W =
+// gemm_avx512_panel_width<T>() (32 floats, 16 doubles); a panel's columns past n hold zeros.
+template <typename T> constexpr int64_t gemm_avx512_panel_width() { return 128 / static_cast<int64_t>(sizeof(T)); }
+template <typename T> int64_t gemm_avx512_packed_b_row(int64_t n, int64_t k, int64_t kk, int64_t panel);
 
 }  // namespace fdnn

@@ -330,6 +330,13 @@ template <typename T> void gemm_avx512_pack_b(bool trans_b, int64_t n, int64_t k
   });
 }
 
+template <typename T> int64_t gemm_avx512_packed_b_row(int64_t n, int64_t k, int64_t kk, int64_t panel) {
+  constexpr int NR = 2 * Zmm<T>::kLanes;
+  static_assert(NR == gemm_avx512_panel_width<T>(), "gemm.h's panel width");
+  const int64_t k0 = kk / kKC * kKC;
+  return packed_panel_offset<T>(n, k0, std::min(kKC, k - k0), panel) + (kk - k0) * NR;
+}
+
 template <typename T>
 void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
                  const T* packed_b, T* c, const T* bias, bool relu) {
@@ -379,6 +386,8 @@ template int64_t gemm_avx512_packed_b_size<float>(int64_t, int64_t);
 template int64_t gemm_avx512_packed_b_size<double>(int64_t, int64_t);
 template void gemm_avx512_pack_b<float>(bool, int64_t, int64_t, const float*, float*);
 template void gemm_avx512_pack_b<double>(bool, int64_t, int64_t, const double*, double*);
+template int64_t gemm_avx512_packed_b_row<float>(int64_t, int64_t, int64_t, int64_t);
+template int64_t gemm_avx512_packed_b_row<double>(int64_t, int64_t, int64_t, int64_t);
 
 }  // namespace fdnn
 
@@ -398,6 +407,9 @@ template int64_t gemm_avx512_packed_b_size<float>(int64_t, int64_t);
 template int64_t gemm_avx512_packed_b_size<double>(int64_t, int64_t);
 template void gemm_avx512_pack_b<float>(bool, int64_t, int64_t, const float*, float*);
 template void gemm_avx512_pack_b<double>(bool, int64_t, int64_t, const double*, double*);
+template <typename T> int64_t gemm_avx512_packed_b_row(int64_t, int64_t, int64_t, int64_t) { return 0; }
+template int64_t gemm_avx512_packed_b_row<float>(int64_t, int64_t, int64_t, int64_t);
+template int64_t gemm_avx512_packed_b_row<double>(int64_t, int64_t, int64_t, int64_t);
 }  // namespace fdnn
 
 #endif

@@ -11,13 +11,23 @@
 // Backward, per block: dz (C_out/groups x M) is dy's planes (the ReLU mask applied into scratch
 // when there is one), dw_g += dz col^T and dcol = w_g^T dz, added back onto the input (col2im).
 //
+// Packed operands (float32 where gemm's rule picks the AVX-512 kernel): the forward's col (flat
+// rows, blocks within one image) and the dw product's col^T (C_in/groups a multiple of 16, its
+// kernel rows reordered tap-major) are written straight into the layout the GEMM packs its B
+// operand into (cpu/gemm.h gemm_avx512_packed_b_row) and passed to gemm_avx512 as packed_b: the
+// im2col pass and the GEMM's packing of B become one pass. The packed values are those gemm
+// would pack, and every product's chain is unchanged, so the results are the same bits as the
+// plain im2col + gemm path (which the other shapes, float64 and OpenBLAS take).
+//
 // Threads: the blocks are grouped into tasks (a block of whole images, or all the parts of one
 // image), and the tasks run in parallel, each on one thread with its own GEMM calls (nested
 // loops run on their calling thread; a conv with a single task parallelizes inside the block
 // instead). A task writes only its own images' outputs (y, dx).
 //
-// Scratch per thread (kept between calls, common/scratch.h thread_scratch): col ((K + 1) x 256),
-// out / dz (C_out/groups x 256), dcol (K x 256), a dw block (C_out/groups x K); plus at most
+// Scratch per thread (kept between calls, common/scratch.h thread_scratch): col ((K + 1) x 256;
+// the packed dw path's: K rounded up to 32, by 256), out / dz (C_out/groups x 256), dcol (K x 256), a dw
+// block (C_out/groups x K), the packed dw path's padded HWC image copy ((H + 2 pH)(W + 2 pW)
+// C_in/groups, at most 2^20 elements); plus at most
 // kMaxChunks double sums of dw and db (C_out K + C_out each, kSumBudget doubles in all). None of
 // it grows with the batch.
 //
@@ -60,8 +70,8 @@ constexpr int64_t kBlockPositions = 256;
 // The dw/db sums: at most kMaxChunks partial sums of C_out K + C_out doubles, kSumBudget doubles in all.
 constexpr int64_t kMaxChunks = 8;
 constexpr int64_t kSumBudget = int64_t{1} << 21;
-// The per-thread scratch slots (common/scratch.h; the GEMM uses 0 and 1).
-constexpr int kColSlot = 2, kOutSlot = 3, kDcolSlot = 4, kPartSlot = 5;
+// The per-thread scratch slots (common/scratch.h; the GEMM uses the low ones).
+constexpr int kColSlot = 16, kOutSlot = 17, kDcolSlot = 18, kPartSlot = 19, kPadSlot = 20;
 
 // The sum of n values in double: eight interleaved partial sums (vectorizable), added pairwise.
 template <typename T> FDNN_MULTIVERSION double sum_double(const T* FDNN_RESTRICT v, int64_t n) {
@@ -123,6 +133,146 @@ template <typename T> void zero_columns(T* d, const ConvShape& s, int64_t q0, in
   for (int64_t ow = 0; ow < std::min(lo, s.ow); ++ow) column(ow);
   for (int64_t ow = std::max<int64_t>(hi, 0); ow < s.ow; ++ow) column(ow);
 }
+
+#if FDNN_CONV_AVX512
+// ---- The forward's im2col straight into the GEMM's packed panels (float32, AVX-512, flat rows):
+// 16 positions q at a time, with the lanes' columns (q + t) % OW carried from chunk to chunk; a
+// lane takes the input value where q is in [v0, v1) (inside the plane) and its column in
+// [lo, hi), else 0.
+inline __mmask16 lanes_below(int64_t count) {  // the first clamp(count, 0, 16) lanes
+  return count <= 0 ? __mmask16(0) : count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1u);
+}
+
+struct FlatLanes {
+  __m512i col, ow, step, lo, hi;
+  FDNN_AVX512_INLINE FlatLanes(int64_t q0, int64_t w, int64_t lo_, int64_t hi_) {
+    ow = _mm512_set1_epi32(static_cast<int32_t>(w));
+    col = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(q0 % w)),
+                           _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    for (__mmask16 over; (over = _mm512_cmpge_epi32_mask(col, ow)) != 0;)  // at most 16 / OW + 1 rounds
+      col = _mm512_mask_sub_epi32(col, over, col, ow);
+    step = _mm512_set1_epi32(static_cast<int32_t>(16 % w));
+    lo = _mm512_set1_epi32(static_cast<int32_t>(std::clamp<int64_t>(lo_, 0, w)));
+    hi = _mm512_set1_epi32(static_cast<int32_t>(std::clamp<int64_t>(hi_, 0, w)));
+  }
+  FDNN_AVX512_INLINE __mmask16 valid_columns() const {
+    return _mm512_cmpge_epi32_mask(col, lo) & _mm512_cmplt_epi32_mask(col, hi);
+  }
+  FDNN_AVX512_INLINE void advance() {  // col + 16 % OW < 2 OW: one conditional subtraction
+    col = _mm512_add_epi32(col, step);
+    col = _mm512_mask_sub_epi32(col, _mm512_cmpge_epi32_mask(col, ow), col, ow);
+  }
+};
+
+// The forward's im2col (flat rows, one image's positions [q0, q1) as the block) straight into
+// the GEMM's packed panels of col (kb x m, m = q1 - q0; a last row of ones when kb = K + 1): the
+// values gemm_pack_b would put there (zeros past m), without the col matrix in between.
+FDNN_AVX512 void im2col_panels_f32(float* packed, const float* x, const ConvShape& s, int64_t c0, int64_t n,
+                                   int64_t q0, int64_t q1, int64_t kb) {
+  constexpr int64_t NR = gemm_avx512_panel_width<float>();
+  const int64_t m = q1 - q0, k = s.k(), hw = s.h * s.w, chunks = ceil_div(m, NR) * 2;
+  for (int64_t kk = 0; kk < kb; ++kk) {
+    float* row = packed + gemm_avx512_packed_b_row<float>(m, kb, kk, 0);
+    const int64_t stride = gemm_avx512_packed_b_row<float>(m, kb, kk, 1) - (row - packed);
+    if (kk == k) {  // the bias row: ones
+      for (int64_t c = 0; c < chunks; ++c)
+        _mm512_store_ps(row + (c / 2) * stride + (c % 2) * 16,
+                        _mm512_maskz_mov_ps(lanes_below(m - c * 16), _mm512_set1_ps(1.0f)));
+      continue;
+    }
+    const int64_t ci = kk / (s.kh * s.kw), i = (kk / s.kw) % s.kh, j = kk % s.kw;
+    const int64_t off = j * s.dw - s.pw;
+    const int64_t shift = (i * s.dh - s.ph) * s.w + off;
+    const int64_t v0 = std::clamp(-shift, q0, q1), v1 = std::clamp(hw - shift, v0, q1);
+    const float* src = x + (n * s.c_in + c0 + ci) * hw + shift;
+    FlatLanes lanes(q0, s.w, first_ow(0, off, 1), first_ow(s.w, off, 1));
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t q = q0 + c * 16;
+      const __mmask16 inside = lanes_below(v1 - q) & ~lanes_below(v0 - q);
+      const __m512 v = _mm512_maskz_mov_ps(lanes.valid_columns(), inside == 0xFFFF ? _mm512_loadu_ps(src + q)
+                                                                                  : _mm512_maskz_loadu_ps(inside, src + q));
+      _mm512_store_ps(row + (c / 2) * stride + (c % 2) * 16, v);
+      lanes.advance();
+    }
+  }
+}
+
+// ---- dw's im2col straight into the GEMM's packed panels (float32, AVX-512, C_in/groups a
+// multiple of 16). The dw product dz col^T reads col^T (positions x K) as op(B); with the
+// kernel rows reordered as kk' = (i kW + j) C_in/groups + ci, a position's values for one tap
+// are C_in/groups consecutive values of an image stored HWC, so col^T's rows are plain vector
+// copies from a zero-padded HWC copy of the image, written where gemm_pack_b would put them.
+// Each dw element is the same chain of products in the same order (only the columns are
+// permuted, and undone when the sums are stored): the same bits as the im2col path.
+
+// Whether the dw product of this shape can take that path: its padded HWC image copy is at most
+// kMaxPadded elements.
+constexpr int64_t kMaxPadded = int64_t{1} << 20;
+inline int64_t padded_hwc_size(const ConvShape& s) { return (s.h + 2 * s.ph) * (s.w + 2 * s.pw) * s.cin_g(); }
+
+// xp = image n's channels [c0, c0 + C) as (H + 2 ph) x (W + 2 pw) x C, zeros in the padding.
+FDNN_AVX512 void padded_hwc_f32(float* xp, const float* x, const ConvShape& s, int64_t n, int64_t c0) {
+  const int64_t c = s.cin_g(), wp = s.w + 2 * s.pw, hw = s.h * s.w;
+  std::fill(xp, xp + padded_hwc_size(s), 0.0f);
+  const float* img = x + (n * s.c_in + c0) * hw;
+  __m512 v[16];
+  for (int64_t c1 = 0; c1 < c; c1 += 16)
+    for (int64_t q = 0; q < hw; q += 16) {  // 16 channels x 16 positions, transposed in registers
+      const __mmask16 mask = lanes_below(hw - q);
+      for (int t = 0; t < 16; ++t) v[t] = _mm512_maskz_loadu_ps(mask, img + (c1 + t) * hw + q);
+      transpose16(v);
+      const int64_t count = std::min<int64_t>(16, hw - q);
+      int64_t ih = q / s.w, iw = q % s.w;
+      for (int64_t t = 0; t < count; ++t) {
+        _mm512_storeu_ps(xp + ((ih + s.ph) * wp + iw + s.pw) * c + c1, v[t]);
+        if (++iw == s.w) {
+          iw = 0;
+          ++ih;
+        }
+      }
+    }
+}
+
+// Rows t = r - r0 of col^T (kk' order) for the block's positions [r0, r1) into `packed` (the
+// layout of gemm_avx512_packed_b_row for n = K, k = r1 - r0).
+FDNN_AVX512 void dw_panels_f32(float* packed, float* xp, const float* x, const ConvShape& s, int64_t c0, int64_t r0,
+                               int64_t r1) {
+  constexpr int64_t NR = gemm_avx512_panel_width<float>();
+  const int64_t c = s.cin_g(), k = s.k(), m = r1 - r0, wp = s.w + 2 * s.pw, p = s.positions();
+  float* const row0 = packed + gemm_avx512_packed_b_row<float>(k, m, 0, 0);
+  const int64_t panel_stride = gemm_avx512_packed_b_row<float>(k, m, 0, 1) - gemm_avx512_packed_b_row<float>(k, m, 0, 0);
+  const int64_t taps = s.kh * s.kw;
+  for (int64_t r = r0; r < r1;) {
+    const int64_t n = r / p, end = std::min(r1, (n + 1) * p);
+    padded_hwc_f32(xp, x, s, n, c0);
+    int64_t oh = (r % p) / s.ow, ow = r % s.ow;
+    for (; r < end; ++r) {
+      float* dst = row0 + (r - r0) * NR;
+      const float* base = xp + (oh * s.sh * wp + ow * s.sw) * c;
+      for (int64_t tap = 0; tap < taps; ++tap) {
+        const int64_t i = tap / s.kw, j = tap % s.kw;
+        const float* src = base + (i * s.dh * wp + j * s.dw) * c;
+        for (int64_t ci = 0; ci < c; ci += 16) {
+          const int64_t kk = tap * c + ci;
+          _mm512_store_ps(dst + (kk / NR) * panel_stride + kk % NR, _mm512_loadu_ps(src + ci));
+        }
+      }
+      if (k % NR)  // the last panel's columns past K
+        _mm512_store_ps(dst + (k / NR) * panel_stride + NR / 2, _mm512_setzero_ps());
+      if (++ow == s.ow) {
+        ow = 0;
+        ++oh;
+      }
+    }
+  }
+}
+
+// Whether this CPU runs the AVX-512 loops (float32 only).
+template <typename T> bool flat_avx512() {
+  static const bool supported = gemm_avx512_supported();
+  return std::is_same_v<T, float> && supported;
+}
+#endif
 
 // col[kk * m + (r - r0)] = x[n, c0 + ci, oh * sh - ph + i * dh, ow * sw - pw + j * dw] (0 outside
 // the input), kk = (ci * kh + i) * kw + j, for the output positions r = (n, oh, ow) in [r0, r1).
@@ -320,19 +470,34 @@ void conv2d(T* y, const T* x, const T* w, const T* b, const ConvShape& s, Activa
   const T* wk = b ? wb.get() : w;
   const bool relu = act == Activation::relu;
   const int64_t rows = bl.max_rows();
+  // im2col straight into the GEMM's panels (im2col_panels_f32): blocks within one image.
+  bool packed = false;
+#if FDNN_CONV_AVX512
+  packed = flat_avx512<T>() && flat_rows(s) && bl.images == 1 &&
+           gemm_kernel_for(cout_g, rows, kb) == "fusednn-avx512";
+#endif
   parallel_for(bl.tasks, 1, rows * (kb + cout_g), [&](int64_t t0, int64_t t1) {
-    T* col = thread_scratch<T, kColSlot>(kb * rows);
+    T* col = thread_scratch<T, kColSlot>(packed ? gemm_avx512_packed_b_size<T>(rows, kb) : kb * rows);
     T* out = thread_scratch<T, kOutSlot>(cout_g * rows);
     for (int64_t t = t0; t < t1; ++t)
       bl.for_each_block(t, [&](int64_t r0, int64_t r1) {
         const int64_t m = r1 - r0;
         const bool whole = bl.parts == 1 && m == p;  // one image: the GEMM writes its planes
         for (int64_t g = 0; g < s.groups; ++g) {
-          im2col(col, x, s, g * s.cin_g(), r0, r1);
-          if (b) std::fill(col + k * m, col + kb * m, T(1));
           // out (C_out/groups x M) = act(w_g col (+ b_g)), in one GEMM.
           T* dst = whole ? y + ((r0 / p) * s.c_out + g * cout_g) * p : out;
-          gemm<T>(false, false, cout_g, m, kb, wk + g * cout_g * kb, col, dst, nullptr, relu);
+          if (packed) {
+#if FDNN_CONV_AVX512
+            if constexpr (std::is_same_v<T, float>) {
+              im2col_panels_f32(col, x, s, g * s.cin_g(), r0 / p, r0 % p, r0 % p + m, kb);
+              gemm_avx512<T>(false, false, cout_g, m, kb, wk + g * cout_g * kb, col, col, dst, nullptr, relu);
+            }
+#endif
+          } else {
+            im2col(col, x, s, g * s.cin_g(), r0, r1);
+            if (b) std::fill(col + k * m, col + kb * m, T(1));
+            gemm<T>(false, false, cout_g, m, kb, wk + g * cout_g * kb, col, dst, nullptr, relu);
+          }
           if (!whole) rows_to_planes(y, out, s, g * cout_g, cout_g, r0, r1);
         }
       });
@@ -353,6 +518,12 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   }
   const Blocking bl(s);
   const int64_t rows = bl.max_rows();
+  // dw's im2col straight into the GEMM's panels, kernel rows in kk' order (dw_panels_f32).
+  bool dw_packed = false;
+#if FDNN_CONV_AVX512
+  dw_packed = dw && flat_avx512<T>() && s.cin_g() % 16 == 0 && padded_hwc_size(s) <= kMaxPadded &&
+              gemm_kernel_for(cout_g, k, rows) == "fusednn-avx512";
+#endif
   // The dw and db sums (in double) of a fixed number of chunks of consecutive tasks, added in
   // chunk order at the end: dw at [0, C_out K), db after it.
   const int64_t dw_size = dw ? s.c_out * k : 0, acc_size = dw_size + (db ? s.c_out : 0);
@@ -363,7 +534,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   parallel_for(bl.tasks, per_chunk, rows * (2 * k + cout_g), [&](int64_t t0, int64_t t1) {
     double* acc = sums.get() + (t0 / per_chunk) * acc_size;
     std::fill(acc, acc + acc_size, 0.0);
-    T* col = dw ? thread_scratch<T, kColSlot>(k * rows) : nullptr;
+    T* col = dw ? thread_scratch<T, kColSlot>(dw_packed ? gemm_avx512_packed_b_size<T>(k, rows) : k * rows) : nullptr;
+    T* xp = dw_packed ? thread_scratch<T, kPadSlot>(padded_hwc_size(s)) : nullptr;
     T* dz_buf = thread_scratch<T, kOutSlot>(cout_g * rows);
     T* dcol = dx ? thread_scratch<T, kDcolSlot>(k * rows) : nullptr;
     T* dw_part = dw ? thread_scratch<T, kPartSlot>(cout_g * k) : nullptr;
@@ -381,8 +553,17 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
           if (db)  // db += the block's sums of dz, per channel in double
             for (int64_t co = 0; co < cout_g; ++co) acc[dw_size + g * cout_g + co] += sum_double(dz + co * m, m);
           if (dw) {  // dw_g += dz col^T: (C_out/groups x M) (M x K)
-            im2col(col, x, s, g * s.cin_g(), r0, r1);
-            gemm<T>(false, true, cout_g, k, m, dz, col, dw_part, nullptr, false);
+            if (dw_packed) {
+#if FDNN_CONV_AVX512
+              if constexpr (std::is_same_v<T, float>) {
+                dw_panels_f32(col, xp, x, s, g * s.cin_g(), r0, r1);
+                gemm_avx512<T>(false, true, cout_g, k, m, dz, col, col, dw_part, nullptr, false);
+              }
+#endif
+            } else {
+              im2col(col, x, s, g * s.cin_g(), r0, r1);
+              gemm<T>(false, true, cout_g, k, m, dz, col, dw_part, nullptr, false);
+            }
             add_double(acc + g * cout_g * k, dw_part, cout_g * k);
           }
           if (dx) {  // dcol = w_g^T dz: (K x C_out/groups) (C_out/groups x M), then col2im
@@ -398,7 +579,12 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
       for (int64_t i = a; i < b; ++i) {
         double v = sums[i];
         for (int64_t c = 1; c < n_chunks; ++c) v += sums[c * acc_size + i];
-        (i < dw_size ? dw[i] : db[i - dw_size]) = static_cast<T>(v);
+        if (i >= dw_size)
+          db[i - dw_size] = static_cast<T>(v);
+        else if (dw_packed)  // i = co K + kk', kk' = tap C_in/groups + ci
+          dw[i / k * k + (i % k) % s.cin_g() * (s.kh * s.kw) + (i % k) / s.cin_g()] = static_cast<T>(v);
+        else
+          dw[i] = static_cast<T>(v);
       }
     });
 }
