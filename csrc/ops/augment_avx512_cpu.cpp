@@ -8,8 +8,6 @@
 // The arithmetic is the scalar loop's (augment_geometry, ops/augment.h), with the multiply-adds
 // fused. A file of its own, as cpu/philox_avx512_cpu.cpp, so the target attribute stays away from
 // the multiversioned code.
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 
 #include "ops/augment.h"
@@ -265,9 +263,10 @@ __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF
 // ones). The weights' rules are augment_geometry's: a tap of weight exactly 0 does not contribute,
 // so integer coordinates copy bit for bit; a point whose four taps are all outside is fill. When
 // the fill is 0 and the four corners' source points (an affine map's extremes over the grid) show
-// that every tap lies within a border of B <= border_max pixels, the border is B wide and the
-// per-point inside tests are skipped (bilinear16: the same bits); otherwise B = 1 and every point
-// is tested. Brightness (when not 1) multiplies in float. The source point of pixel (x, y) is
+// that every tap lies within the border B = border_max, the per-point inside tests are skipped
+// (bilinear16: the same bits); otherwise B = 1 and every point is tested. The border's fill stays
+// in `pad` from one sample to the next while B does (`layout`: the current B, 0 for none); only
+// the image rows are copied. Brightness (when not 1) multiplies in float. The source point of pixel (x, y) is
 // m0 x + (m1 y + m2) (and m3 x + (m4 y + m5)), in double with the multiply-adds fused:
 // - W a multiple of 16: row by row, 16 columns at a time;
 // - otherwise 16 pixels at a time in C order over the whole plane (no lanes wasted at the ends of
@@ -278,7 +277,7 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
                                                                               const AugmentSample& s,
                                                                               const AugmentShape& g, float* pad,
                                                                               const double* coords,
-                                                                              int64_t border_max) {
+                                                                              int64_t border_max, int64_t* layout) {
   const int64_t C = g.c, H = g.h, W = g.w, hw = H * W;
   const float fill = static_cast<float>(g.fill);
   // The border the taps need: tap columns floor(sx), floor(sx) + 1 lie in [-B, W - 1 + B] when
@@ -293,17 +292,18 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
   }
   need += 0.25;
   const bool tested = !(g.fill == 0.0 && need <= static_cast<double>(border_max));
-  const int64_t B = tested ? 1 : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(need)));
+  const int64_t B = tested ? 1 : border_max;
   const int64_t Wp = W + 2 * B, P = (H + 2 * B) * Wp;
   const __m512 fillv = _mm512_set1_ps(fill);
+  if (*layout != B) {  // the planes' borders (kept for the next samples of the same border)
+    fill_run(pad, C * P, fillv);
+    *layout = B;
+  }
+  // Rows copied with inline vector moves (not a memcpy call per row of W floats).
   for (int64_t c = 0; c < C; ++c) {
-    float* p = pad + c * P;
     const float* src = x + c * hw;
-    fill_run(p, B * Wp + B, fillv);
-    // Rows copied with inline vector moves (not a memcpy call per row of W floats); between two
-    // rows, the right border of one and the left border of the next.
     for (int64_t r = 0; r < H; ++r) {
-      float* row = p + (r + B) * Wp + B;
+      float* row = pad + c * P + (r + B) * Wp + B;
       const float* in = src + r * W;
       int64_t i = 0;
       for (; i + 16 <= W; i += 16) _mm512_storeu_ps(row + i, _mm512_loadu_ps(in + i));
@@ -311,7 +311,6 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
         const __mmask16 tail = static_cast<__mmask16>((1u << (W - i)) - 1u);
         _mm512_mask_storeu_ps(row + i, tail, _mm512_maskz_loadu_ps(tail, in + i));
       }
-      fill_run(row + W, r + 1 < H ? 2 * B : P - ((r + B) * Wp + B + W), fillv);
     }
   }
   BilinearF32 k;

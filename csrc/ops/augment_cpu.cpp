@@ -21,7 +21,7 @@ template <typename T>
 int64_t augment_nearest_row_avx512(T* out, const T* plane, int64_t row, const AugmentSample& s,
                                    const AugmentShape& g);
 void augment_bilinear_f32_avx512(float* y, const float* x, const AugmentSample& s, const AugmentShape& g,
-                                 float* pad, const double* coords, int64_t border_max);
+                                 float* pad, const double* coords, int64_t border_max, int64_t* layout);
 #endif
 
 namespace {
@@ -168,11 +168,11 @@ int64_t bilinear_f32_border_max(const AugmentShape& g) {
 // One sample, in the order of augment_finish_quad (augment.h): geometry and brightness with the
 // gray sum, then contrast, noise and clipping as whole-sample loops, then the erased rectangle.
 // `pad`: room for C padded planes of (H + 2 b) x (W + 2 b) floats (b = bilinear_f32_border_max),
-// and `coords` the pixels' columns and rows (augment_bilinear_f32_avx512), when bilinear_f32_fast
-// (float32); null otherwise.
+// `layout` the border its planes have now (0: none yet), and `coords` the pixels' columns and rows
+// (augment_bilinear_f32_avx512), when bilinear_f32_fast (float32); null otherwise.
 template <typename T>
 FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const AugmentShape& g,
-                                   const AugmentSample& s, float* pad, const double* coords) {
+                                   const AugmentSample& s, float* pad, const double* coords, int64_t* layout) {
   const int64_t hw = g.h * g.w, count = g.c * hw;
   const bool contrast = s.contrast != 1.0;
   double gray = 0.0;
@@ -187,7 +187,7 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
                              s.noise_std);
       geometry_done = noise_done = true;
     } else if (!s.identity_map && pad != nullptr) {
-      augment_bilinear_f32_avx512(y, x, s, g, pad, coords, bilinear_f32_border_max(g));
+      augment_bilinear_f32_avx512(y, x, s, g, pad, coords, bilinear_f32_border_max(g), layout);
       geometry_done = true;
     }
   }
@@ -274,11 +274,12 @@ void augment_loop(T* y, const T* x, int64_t n, const AugmentShape& shape, int64_
   parallel_for(n, block, count * 8, [&](int64_t b, int64_t e) {
     const int64_t border = fast ? bilinear_f32_border_max(shape) : 0;
     std::vector<float> pad(fast ? static_cast<size_t>(shape.c * (shape.h + 2 * border) * (shape.w + 2 * border)) : 0);
+    int64_t layout = 0;  // the block's samples reuse the planes' border of fill
     std::vector<AugmentSample> local;
     const AugmentSample* s = samples(b, e, local);
     for (int64_t i = b; i < e; ++i)
       augment_one(y + i * count, x + i * count, shape, s[i - b], fast ? pad.data() : nullptr,
-                  fast ? coords.data() : nullptr);
+                  fast ? coords.data() : nullptr, &layout);
   });
 }
 
