@@ -70,8 +70,9 @@ constexpr int64_t kBlockPositions = 256;
 // The dw/db sums: at most kMaxChunks partial sums of C_out K + C_out doubles, kSumBudget doubles in all.
 constexpr int64_t kMaxChunks = 8;
 constexpr int64_t kSumBudget = int64_t{1} << 21;
-// The per-thread scratch slots (common/scratch.h; the GEMM uses the low ones).
-constexpr int kColSlot = 16, kOutSlot = 17, kDcolSlot = 18, kPartSlot = 19, kPadSlot = 20;
+// The per-thread scratch slots (common/scratch.h): apart from the GEMM's (0-2), the direct
+// path's (20-25) and linear's (30, 31).
+constexpr int kColSlot = 16, kOutSlot = 17, kDcolSlot = 18, kPartSlot = 19, kPadSlot = 26;
 
 // The sum of n values in double: eight interleaved partial sums (vectorizable), added pairwise.
 template <typename T> FDNN_MULTIVERSION double sum_double(const T* FDNN_RESTRICT v, int64_t n) {
