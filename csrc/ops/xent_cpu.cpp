@@ -12,6 +12,15 @@
 #include "common/vmath.h"
 #include "ops/xent.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#include "cpu/avx512.h"
+#define FDNN_XENT_AVX512 1
+#else
+#define FDNN_XENT_AVX512 0
+#endif
+
 namespace fdnn {
 namespace {
 
@@ -180,6 +189,79 @@ inline double exp_shifted_dev(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m,
   return total;
 }
 
+#if FDNN_XENT_AVX512
+// ---- the float32 cross-entropy exp pass with AVX-512F (where the CPU has it) ----
+//
+// exp_nonpositive on 16 lanes with 2^n applied by vscalefps (one instruction for the conversion,
+// the exponent bits and the product): p 2^n is a single rounding of the exact product either way,
+// so every exp value has the bits of exp_nonpositive's x86-64-v4 loop (checked on every float
+// with the sign bit set, NaNs included). 26-27 instructions per 16 floats instead of 30 (with the
+// store and the sums): 16778 x 1000 on one Zen 4 core, CPU time in interleaved runs under
+// contention, 8.7-9.6 -> 7.5-8.1 ms. The row sums are blocked as blocked_sum (float vector
+// partials over kSumBlock terms, added into double), a block's last vector masked; calls with and
+// without dlogits take this same pass, so their losses have the same bits.
+bool xent_avx512() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return ok;
+}
+
+FDNN_AVX512_INLINE __m512 exp_nonpositive16(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.33654f), shifter = _mm512_set1_ps(12582912.0f);
+  const __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ);  // x >= lo or NaN
+  const __m512 xc = _mm512_max_ps(lo, x);                          // a NaN x stays NaN
+  const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter), shifter);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+  return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, n));
+}
+
+FDNN_AVX512_INLINE double sum_lanes(__m512 v) {
+  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+
+// e_j = exp(z_j - m) into e (may be null); returns sum_j e_j, and sum_j (z_j - m) in *dev when
+// dev is not null.
+FDNN_AVX512 double exp_pass_avx512(float* e, const float* z, float m, int64_t k, double* dev) {
+  const __m512 vm = _mm512_set1_ps(m);
+  double total = 0.0, total_dev = 0.0;
+  for (int64_t j0 = 0; j0 < k; j0 += kSumBlock) {
+    const int64_t j1 = std::min(k, j0 + kSumBlock);
+    __m512 s = _mm512_setzero_ps(), sd = _mm512_setzero_ps();
+    int64_t j = j0;
+    for (; j + 16 <= j1; j += 16) {
+      const __m512 v = _mm512_sub_ps(_mm512_loadu_ps(z + j), vm);
+      const __m512 ev = exp_nonpositive16(v);
+      if (e) _mm512_storeu_ps(e + j, ev);
+      s = _mm512_add_ps(s, ev);
+      if (dev) sd = _mm512_add_ps(sd, v);
+    }
+    if (j < j1) {
+      const __mmask16 lanes = static_cast<__mmask16>((1u << (j1 - j)) - 1u);
+      const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, z + j), vm);
+      const __m512 ev = exp_nonpositive16(v);
+      if (e) _mm512_mask_storeu_ps(e + j, lanes, ev);
+      s = _mm512_mask_add_ps(s, lanes, s, ev);
+      if (dev) sd = _mm512_mask_add_ps(sd, lanes, sd, v);
+    }
+    total += sum_lanes(s);
+    if (dev) total_dev += sum_lanes(sd);
+  }
+  if (dev) *dev = total_dev;
+  return total;
+}
+#endif
+
 // Rows [r0, r1). Streaming stores for dlogits (cpu/stream_store.h) were slower here in both forms
 // tried: building the gradient row in an L1 buffer and streaming it out (14.4 against 11.6 ms for
 // 16778 x 1000 on one Zen 4 core), and exp into an L1 row buffer with the gradient pass streaming
@@ -208,9 +290,20 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
     // which leaves the label's term out.
     double dev = 0.0;
     const bool by_dev = t.b != 0.0 && !weight;
-    const double s = !by_dev ? exp_shifted(d, z, m, k)
-                     : d     ? exp_shifted_dev<T, true>(d, z, m, k, dev)
-                             : exp_shifted_dev<T, false>(d, z, m, k, dev);
+    double s;
+#if FDNN_XENT_AVX512
+    if constexpr (std::is_same_v<T, float>) {
+      if (xent_avx512())
+        s = exp_pass_avx512(d, z, m, k, by_dev ? &dev : nullptr);
+      else
+        s = !by_dev ? exp_shifted(d, z, m, k)
+            : d     ? exp_shifted_dev<T, true>(d, z, m, k, dev)
+                    : exp_shifted_dev<T, false>(d, z, m, k, dev);
+    } else
+#endif
+      s = !by_dev ? exp_shifted(d, z, m, k)
+          : d     ? exp_shifted_dev<T, true>(d, z, m, k, dev)
+                  : exp_shifted_dev<T, false>(d, z, m, k, dev);
     const double log_s = std::log(s);
     const T log_s_t = static_cast<T>(log_s);
     double others = 0.0;
