@@ -271,7 +271,8 @@ __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF
 // - W a multiple of 16: row by row, 16 columns at a time;
 // - otherwise 16 pixels at a time in C order over the whole plane (no lanes wasted at the ends of
 //   rows), each pixel's column and row read from `coords` (H W + 16 columns, then H W + 16 rows,
-//   as doubles).
+//   as doubles; the 16 past the image are the last pixel's, so that the lanes of a last partial
+//   vector, computed but not stored, stay within the corners' bounds and the padded plane).
 // `pad` holds C (H + 2 border_max) (W + 2 border_max) floats.
 __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(float* y, const float* x,
                                                                               const AugmentSample& s,

@@ -266,10 +266,13 @@ void augment_loop(T* y, const T* x, int64_t n, const AugmentShape& shape, int64_
   const int64_t count = shape.c * shape.h * shape.w;
   const bool fast = std::is_same_v<T, float> && bilinear_f32_fast(shape);
   const int64_t hw = shape.h * shape.w;
-  std::vector<double> coords(fast ? static_cast<size_t>(2 * (hw + 16)) : 0);  // columns, then rows
+  // Columns, then rows, of pixels 0 .. hw + 15; the 16 past the image repeat the last pixel, so
+  // the lanes of a last partial vector (computed, not stored) read taps within the padded plane.
+  std::vector<double> coords(fast ? static_cast<size_t>(2 * (hw + 16)) : 0);
   for (int64_t p = 0; fast && p < hw + 16; ++p) {
-    coords[static_cast<size_t>(p)] = static_cast<double>(p % shape.w);
-    coords[static_cast<size_t>(hw + 16 + p)] = static_cast<double>(p / shape.w);
+    const int64_t q = std::min(p, hw - 1);
+    coords[static_cast<size_t>(p)] = static_cast<double>(q % shape.w);
+    coords[static_cast<size_t>(hw + 16 + p)] = static_cast<double>(q / shape.w);
   }
   parallel_for(n, block, count * 8, [&](int64_t b, int64_t e) {
     const int64_t border = fast ? bilinear_f32_border_max(shape) : 0;
