@@ -159,12 +159,27 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __mmask8 geome
   return ok;
 }
 
-__attribute__((target("avx512f,avx2,fma"), always_inline)) inline __m512 join8(__m256 lo, __m256 hi) {
-  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+// The values of pixels A = {0, 1, 4, 5, 8, 9, 12, 13} (a) and B = {2, 3, 6, 7, 10, 11, 14, 15}
+// (b) of a group of 16, in pixel order: their pairs interleaved.
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline __m512 join8(__m256 a, __m256 b) {
+  const __m512i order = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
+  return _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castpd256_pd512(_mm256_castps_pd(a)), order,
+                                                 _mm512_castpd256_pd512(_mm256_castps_pd(b))));
 }
 
-// 16 output pixels (source points (sx_lo, sy_lo) then (sx_hi, sy_hi), in double) of every plane,
-// stored at y + c hw + p under the mask `store`. !kTested: the fill is 0 and every tap lies in
+// The same for 8-bit masks.
+inline __mmask16 join8(__mmask8 a, __mmask8 b) {
+  const unsigned x = a, y = b;
+  const unsigned pa = (x & 0x3u) | ((x & 0xCu) << 2) | ((x & 0x30u) << 4) | ((x & 0xC0u) << 6);
+  const unsigned pb = (y & 0x3u) | ((y & 0xCu) << 2) | ((y & 0x30u) << 4) | ((y & 0xC0u) << 6);
+  return static_cast<__mmask16>(pa | (pb << 2));
+}
+
+// 16 output pixels of every plane, stored at y + c hw + p under the mask `store`: the source points
+// (sx_lo, sy_lo) of pixels A of the group (join8) and (sx_hi, sy_hi) of pixels B, in double. Each
+// 64-bit gather lane reads a pixel's pair of taps of one row; so that two in-lane shuffles of the
+// pair vectors of A and B give the left and right taps in pixel order, A and B are the pixels
+// whose pairs alternate by 128-bit lane. !kTested: the fill is 0 and every tap lies in
 // the padded plane, so a point whose taps are all outside blends zeros into exactly the fill
 // (+0 or -0, as the fill), the value the inside test would give it (geometry8).
 template <bool kTested>
@@ -173,13 +188,11 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear1
                                                                                   __m512d sy_hi, int64_t p,
                                                                                   __mmask16 store) {
   const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
-  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   __m256 wx_lo, wx_hi, wy_lo, wy_hi;
   __m256i idx_lo, idx_hi;
   const __mmask8 ok_lo = geometry8<kTested>(k, sx_lo, sy_lo, &wx_lo, &wy_lo, &idx_lo);
   const __mmask8 ok_hi = geometry8<kTested>(k, sx_hi, sy_hi, &wx_hi, &wy_hi, &idx_hi);
-  const __mmask16 ok = static_cast<__mmask16>(ok_lo | (static_cast<unsigned>(ok_hi) << 8));
+  const __mmask16 ok = join8(ok_lo, ok_hi);
   const __m512 wx = join8(wx_lo, wx_hi), wy = join8(wy_lo, wy_hi);
   // Weights in [0, 1] after rounding; one exactly 0 in double is 0 in float (one that rounds to 0,
   // at |sx| under float's range, changes the blend by less than its rounding).
@@ -192,8 +205,10 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear1
     const __m512 g1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, top_row, 4));
     const __m512 g2 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_lo, bottom_row, 4));
     const __m512 g3 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, bottom_row, 4));
-    const __m512 t00 = _mm512_permutex2var_ps(g0, even, g1), t01 = _mm512_permutex2var_ps(g0, odd, g1);
-    const __m512 t10 = _mm512_permutex2var_ps(g2, even, g3), t11 = _mm512_permutex2var_ps(g2, odd, g3);
+    const __m512 t00 = _mm512_shuffle_ps(g0, g1, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512 t01 = _mm512_shuffle_ps(g0, g1, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m512 t10 = _mm512_shuffle_ps(g2, g3, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512 t11 = _mm512_shuffle_ps(g2, g3, _MM_SHUFFLE(3, 1, 3, 1));
     const __m512 top = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t01, _mm512_mul_ps(ux, t00)), t00);
     const __m512 bottom = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t11, _mm512_mul_ps(ux, t10)), t10);
     __m512 v = _mm512_mask_blend_ps(wy0, _mm512_fmadd_ps(wy, bottom, _mm512_mul_ps(uy, top)), top);
@@ -220,8 +235,8 @@ __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF
                                                                  const double* coords) {
   const int64_t hw = H * W;
   if (W % 16 == 0) {
-    const __m512d lane_lo = _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0);
-    const __m512d lane_hi = _mm512_set_pd(15, 14, 13, 12, 11, 10, 9, 8);
+    const __m512d lane_lo = _mm512_set_pd(13, 12, 9, 8, 5, 4, 1, 0);  // pixels A and B (bilinear16)
+    const __m512d lane_hi = _mm512_set_pd(15, 14, 11, 10, 7, 6, 3, 2);
     for (int64_t row = 0; row < H; ++row) {
       const __m512d py = _mm512_set1_pd(static_cast<double>(row));
       const __m512d a = _mm512_fmadd_pd(k.m1, py, k.m2), b = _mm512_fmadd_pd(k.m4, py, k.m5);
@@ -271,8 +286,9 @@ __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF
 // - W a multiple of 16: row by row, 16 columns at a time;
 // - otherwise 16 pixels at a time in C order over the whole plane (no lanes wasted at the ends of
 //   rows), each pixel's column and row read from `coords` (H W + 16 columns, then H W + 16 rows,
-//   as doubles; the 16 past the image are the last pixel's, so that the lanes of a last partial
-//   vector, computed but not stored, stay within the corners' bounds and the padded plane).
+//   as doubles, each group of 16 as its pixels A then B; those past the image are the last
+//   pixel's, so that the lanes of a last partial group, computed but not stored, stay within the
+//   corners' bounds and the padded plane).
 // `pad` holds C (H + 2 border_max) (W + 2 border_max) floats.
 __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(float* y, const float* x,
                                                                               const AugmentSample& s,

@@ -266,11 +266,13 @@ void augment_loop(T* y, const T* x, int64_t n, const AugmentShape& shape, int64_
   const int64_t count = shape.c * shape.h * shape.w;
   const bool fast = std::is_same_v<T, float> && bilinear_f32_fast(shape);
   const int64_t hw = shape.h * shape.w;
-  // Columns, then rows, of pixels 0 .. hw + 15; the 16 past the image repeat the last pixel, so
-  // the lanes of a last partial vector (computed, not stored) read taps within the padded plane.
+  // Columns, then rows, of pixels 0 .. hw + 15, each group of 16 as its pixels A then its pixels B
+  // (augment_avx512_cpu.cpp's bilinear16); the pixels past the image repeat the last one, so the
+  // lanes of a last partial group (computed, not stored) read taps within the padded plane.
   std::vector<double> coords(fast ? static_cast<size_t>(2 * (hw + 16)) : 0);
   for (int64_t p = 0; fast && p < hw + 16; ++p) {
-    const int64_t q = std::min(p, hw - 1);
+    const int64_t j = p % 16, in_group = j < 8 ? 4 * (j / 2) + j % 2 : 4 * ((j - 8) / 2) + 2 + j % 2;
+    const int64_t q = std::min(p - j + in_group, hw - 1);
     coords[static_cast<size_t>(p)] = static_cast<double>(q % shape.w);
     coords[static_cast<size_t>(hw + 16 + p)] = static_cast<double>(q / shape.w);
   }
