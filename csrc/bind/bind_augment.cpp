@@ -9,6 +9,7 @@
 
 #include "bind/array.h"
 #include "bind/bind.h"
+#include "common/avx512_paths.h"
 #include "common/parallel.h"
 #include "common/philox.h"
 #include "cpu/philox_avx512.h"
@@ -175,10 +176,7 @@ struct ParamsDraw {
   // Samples i0 .. i1 - 1 into out[0 .. i1 - i0).
   void operator()(int64_t i0, int64_t i1, AugmentRaw* out) const {
 #if defined(__x86_64__)
-    static const bool avx512 = [] {
-      __builtin_cpu_init();
-      return __builtin_cpu_supports("avx512f") != 0;
-    }();
+    static const bool avx512 = avx512_paths_enabled();
 #endif
     const double hd = static_cast<double>(h), wd = static_cast<double>(w), area0 = hd * wd;
     const double fx = spec[2], fy = spec[3];

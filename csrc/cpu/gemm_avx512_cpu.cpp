@@ -36,6 +36,7 @@
 #include <atomic>
 #include <utility>
 
+#include "common/avx512_paths.h"
 #include "common/macros.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
@@ -307,10 +308,7 @@ FDNN_AVX512 void run_panel_unit(int64_t r0, int64_t r1, int64_t p, int64_t m, in
 
 }  // namespace
 
-bool gemm_avx512_supported() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") != 0;
-}
+bool gemm_avx512_supported() { return avx512_paths_enabled(); }
 
 template <typename T> int64_t gemm_avx512_packed_b_size(int64_t n, int64_t k) {
   return round_up(n, 2 * Zmm<T>::kLanes) * k;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/avx512_paths.h"
 #include "common/philox.h"
 
 namespace fdnn {
@@ -382,7 +383,7 @@ __attribute__((target("avx512f,bmi2"))) void dropout_f32_steps(float* y, const f
 bool dropout_avx512_supported() {
   static const bool supported = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("bmi2") != 0;
+    return avx512_paths_enabled() && __builtin_cpu_supports("bmi2") != 0;
   }();
   return supported;
 }

@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/avx512_paths.h"
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "cpu/philox_avx512.h"
@@ -32,10 +33,7 @@ constexpr int kNoiseChunk = 64;  // elements whose Philox words (16 blocks) are 
 // On CPUs with AVX-512F: the Philox rounds of cpu/philox_avx512.h, as dropout uses them (GCC's own
 // lowering of the 16-lane loop below uses 64-bit lane products, vpmullq), and the bilinear rows
 // of augment_avx512_cpu.cpp.
-const bool kAugmentAvx512 = [] {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") != 0;
-}();
+const bool kAugmentAvx512 = avx512_paths_enabled();
 #endif
 
 // y[e] += mean + std * z_e for e in [0, count): the words of 16 Philox blocks at a time (a loop

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/avx512_paths.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
 #include "ops/conv.h"
@@ -438,10 +439,7 @@ FDNN_DIRECT void backward_task(T* dx, double* part_dw, double* part_db, const T*
     for (int64_t co = 0; co < s.c_out; ++co) part_db[co] = lane_sum<T>(dbl + co * L);
 }
 
-bool cpu_has_avx512f() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") != 0;
-}
+bool cpu_has_avx512f() { return avx512_paths_enabled(); }
 
 }  // namespace
 

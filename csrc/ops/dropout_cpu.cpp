@@ -8,6 +8,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "common/avx512_paths.h"
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "cpu/philox_avx512.h"
@@ -60,10 +61,7 @@ __attribute__((always_inline)) inline void store_element_order(uint32_t* FDNN_RE
 }
 
 #if defined(__x86_64__)
-const bool kPhiloxAvx512 = [] {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") != 0;
-}();
+const bool kPhiloxAvx512 = avx512_paths_enabled();
 #endif
 
 // The 64 words of elements [i0, i0 + 64), in element order (i0 a multiple of 64).

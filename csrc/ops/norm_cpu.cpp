@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/activation.h"
+#include "common/avx512_paths.h"
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
@@ -376,13 +377,7 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
 // column sums are float partials over kColRows rows (in the same pass as the row sums) added into
 // the block's double partial row: every sum is double across its float blocks, whose fixed
 // boundaries depend on neither the thread count nor the output's alignment.
-bool norm_avx512() {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return ok;
-}
+bool norm_avx512() { return avx512_paths_enabled(); }
 
 constexpr int64_t kColRows = 16;    // rows per float column partial of the backward
 constexpr int64_t kSumSpan = 1024;  // columns per float row partial (16 terms per lane, 4 accumulators)
