@@ -6,6 +6,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "common/avx512_paths.h"
 #include "common/isa.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
@@ -28,6 +29,7 @@ int64_t rows_per_block(int64_t k) { return std::max<int64_t>(1, 16384 / std::max
 
 // Row sums (xent.h): blocks of kSumBlock terms summed in T (vectorized), block sums in double.
 constexpr int64_t kSumBlock = 1024;
+constexpr int kXentRowSlot = 40;  // common/scratch.h thread_scratch slot of xent_rows' exp row
 
 template <typename T, class Term> inline double blocked_sum(int64_t k, Term term) {
   double total = 0.0;
@@ -164,11 +166,9 @@ template <typename T> double others_weight_sum(const T* weight, int64_t k, int64
   return s;
 }
 
-// e_j = exp(z_j - m) into e (when Store); returns sum_j e_j, and sum_j (z_j - m) in dev (both
-// blocked as blocked_sum): the smoothing term's sum comes out of the same pass. (With the vector
-// tail of blocked_sum_vector_tail, the Store and no-Store versions were vectorized differently
-// and the loss of a call without dlogits no longer had the bits of one with it.)
-template <typename T, bool Store>
+// e_j = exp(z_j - m) into e; returns sum_j e_j, and sum_j (z_j - m) in dev (both blocked as
+// blocked_sum): the smoothing term's sum comes out of the same pass.
+template <typename T>
 inline double exp_shifted_dev(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m, int64_t k, double& dev) {
   double total = 0.0, total_dev = 0.0;
   for (int64_t j0 = 0; j0 < k; j0 += kSumBlock) {
@@ -178,7 +178,7 @@ inline double exp_shifted_dev(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m,
     for (int64_t j = j0; j < j1; ++j) {
       const T v = z[j] - m;
       const T ev = exp_nonpositive(v);
-      if (Store) e[j] = ev;
+      e[j] = ev;
       s += ev;
       sd += v;
     }
@@ -200,13 +200,7 @@ inline double exp_shifted_dev(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m,
 // contention, 8.7-9.6 -> 7.5-8.1 ms. The row sums are blocked as blocked_sum (float vector
 // partials over kSumBlock terms, added into double), a block's last vector masked; calls with and
 // without dlogits take this same pass, so their losses have the same bits.
-bool xent_avx512() {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return ok;
-}
+bool xent_avx512() { return avx512_paths_enabled(); }
 
 FDNN_AVX512_INLINE __m512 exp_nonpositive16(__m512 x) {
   const __m512 lo = _mm512_set1_ps(-87.33654f), shifter = _mm512_set1_ps(12582912.0f);
@@ -272,9 +266,15 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
                                  const T* FDNN_RESTRICT logits, const int64_t* FDNN_RESTRICT labels,
                                  const T* FDNN_RESTRICT weight, double w_sum, int64_t r0, int64_t r1, int64_t k,
                                  int64_t ignore_index, XentTarget t, double scale) {
+  // The portable exp passes always store exp(z_j - m): into the dlogits row, or for a loss-only
+  // call into a row of per-thread scratch, so that both calls run the same loop and their losses
+  // have the same bits (the compiler vectorized a storing and a non-storing version of the
+  // reduction differently: the x86-64-v4 clone's losses differed in the last bit).
+  T* row = dlogits ? nullptr : thread_scratch<T, kXentRowSlot>(k);
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t label = labels[r];
     T* d = dlogits ? dlogits + r * k : nullptr;
+    T* e = d ? d : row;
     if (label == ignore_index) {
       row_loss[r] = 0.0;
       if (d) std::fill(d, d + k, T(0));
@@ -296,14 +296,10 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
       if (xent_avx512())
         s = exp_pass_avx512(d, z, m, k, by_dev ? &dev : nullptr);
       else
-        s = !by_dev ? exp_shifted(d, z, m, k)
-            : d     ? exp_shifted_dev<T, true>(d, z, m, k, dev)
-                    : exp_shifted_dev<T, false>(d, z, m, k, dev);
+        s = by_dev ? exp_shifted_dev(e, z, m, k, dev) : exp_shifted(e, z, m, k);
     } else
 #endif
-      s = !by_dev ? exp_shifted(d, z, m, k)
-          : d     ? exp_shifted_dev<T, true>(d, z, m, k, dev)
-                  : exp_shifted_dev<T, false>(d, z, m, k, dev);
+      s = by_dev ? exp_shifted_dev(e, z, m, k, dev) : exp_shifted(e, z, m, k);
     const double log_s = std::log(s);
     const T log_s_t = static_cast<T>(log_s);
     double others = 0.0;
