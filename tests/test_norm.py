@@ -479,6 +479,37 @@ def test_layer_norm_many_rows_keep_float32_accuracy(device):
     assert_all_close(got[1:], same[1:], wide[1:])
 
 
+@pytest.mark.parametrize("gamma", [False, True])
+def test_layer_norm_backward_sums_near_the_float32_range(device, gamma):
+    """Regression (review of the float32 AVX-512 backward): its row sums and dgamma/dbeta column
+    partials are float partials added into double, and with |dy| near the float range a partial
+    overflowed to inf where the sum in double is finite (dx NaN everywhere; dbeta NaN for an
+    exact 0). Those partials are now redone in double; and the row means are taken in double
+    before the cast (a sum beyond the float range with a mean inside it overflowed on every path)."""
+    d = 1024
+    x = np.tile(np.where(np.arange(d) % 2 == 0, 1.0, -1.0), (3, 1)).astype(np.float32)
+    g = np.ones(d, np.float32) if gamma else None
+    _, mean, inv_std = ops.layer_norm(x, g, None)
+    dy = np.full((3, d), 1e38, np.float32)
+    dy[:, d // 2:] = -1e38
+    dx, dg, db = (to_numpy(a) for a in ops.layer_norm_backward(*to_device(device, dy, x, g, mean, inv_std)))
+    dx_w, dg_w, db_w = reference.layer_norm_backward(*wider(dy, x, g, mean, inv_std))
+    assert np.isfinite(dx).all()
+    assert_close(dx, dx_w.astype(np.float32))
+    # Columns: 32 rows of +-3e37 cancel exactly in each column.
+    rows, d = 32, 16
+    x = np.random.default_rng(seed_of("ln float range")).standard_normal((rows, d)).astype(np.float32)
+    g = np.ones(d, np.float32) if gamma else None
+    _, mean, inv_std = ops.layer_norm(x, g, None)
+    dy = np.full((rows, d), 3e37, np.float32)
+    dy[rows // 2:] = -3e37
+    dx, dg, db = (to_numpy(a) for a in ops.layer_norm_backward(*to_device(device, dy, x, g, mean, inv_std)))
+    dx_w, dg_w, db_w = reference.layer_norm_backward(*wider(dy, x, g, mean, inv_std))
+    np.testing.assert_array_equal(db, np.zeros(d, np.float32))
+    assert np.isfinite(dg).all() and np.isfinite(dx).all()
+    assert_close(dg, dg_w.astype(np.float32))
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("shape", [(3, 0), (0,), (2, 4, 0), (0, 5), (0, 0), (3, 0, 2)])
 def test_layer_norm_zero_size(device, shape):

@@ -316,7 +316,6 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
                                                 const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std,
                                                 int64_t r0, int64_t r1, int64_t d, T* FDNN_RESTRICT row,
                                                 bool stream) {
-  const T inv_d = T(1) / static_cast<T>(d);
   for (int64_t r = r0; r < r1; ++r) {
     const T* g = dy + r * d;
     const T* xr = x + r * d;
@@ -330,7 +329,7 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
       sg += static_cast<double>(gj);
       sgx += static_cast<double>(gj * normalized(xr[j], mu, is));
     }
-    const T mg = static_cast<T>(sg) * inv_d, mgx = static_cast<T>(sgx) * inv_d;
+    const T mg = static_cast<T>(layer_norm_mean(sg, d)), mgx = static_cast<T>(layer_norm_mean(sgx, d));
 #if FDNN_HAS_STREAM_STORE
     if constexpr (std::is_same_v<T, float>) {
       if (stream) {
@@ -522,13 +521,50 @@ FDNN_AVX512_INLINE void add_partials(double* p, const float* c, int64_t d) {
   }
 }
 
+// The fallbacks for float partials that overflowed (|dy| near the float range, where the sum in
+// double is finite, as the generic loops' sums are): the same rounded terms as the vector loops
+// (g = dy * gamma and xhat in float), each added in double. Whether one runs depends only on the
+// data, so the results stay thread-count invariant.
+FDNN_AVX512 bool all_finite(const float* c, int64_t d) {
+  __mmask16 bad = 0;
+  for (int64_t j = 0; j < d; j += 16) {
+    const __m512 v = _mm512_maskz_loadu_ps(first_lanes(d - j), c + j);
+    bad |= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_NEQ_UQ);  // inf - inf, NaN
+  }
+  return bad == 0;
+}
+
+FDNN_AVX512 void row_sums_in_double(double& sum_g, double& sum_gx, const float* dy, const float* x, const float* gamma,
+                                    float mu, float is, int64_t d) {
+  sum_g = 0.0;
+  sum_gx = 0.0;
+  for (int64_t j = 0; j < d; ++j) {
+    const float g = gamma ? dy[j] * gamma[j] : dy[j];  // rounded: converted before the addition
+    const float xhat = (x[j] - mu) * is;
+    sum_g += static_cast<double>(g);
+    sum_gx += static_cast<double>(g) * static_cast<double>(xhat);
+  }
+}
+
+FDNN_AVX512 void column_sums_in_double(double* pg, double* pb, const float* dy, const float* x, const float* mean,
+                                       const float* inv_std, int64_t r0, int64_t r1, int64_t d) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* g = dy + r * d;
+    const float* xr = x + r * d;
+    for (int64_t j = 0; j < d; ++j) {
+      const float xhat = (xr[j] - mean[r]) * inv_std[r];
+      pb[j] += static_cast<double>(g[j]);
+      pg[j] += static_cast<double>(g[j]) * static_cast<double>(xhat);
+    }
+  }
+}
+
 // Layer norm backward of rows [r0, r1) of `rows` into dx and the block's column partials pg
 // (dy * xhat), pb (dy); cg, cb: d floats of scratch each.
 FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* pb, const float* dy, const float* x,
                                                  const float* gamma, const float* mean, const float* inv_std,
                                                  int64_t r0, int64_t r1, int64_t rows, int64_t d, float* cg,
                                                  float* cb, bool stream) {
-  const float inv_d = 1.0f / static_cast<float>(d);
   std::fill(pg, pg + d, 0.0);
   std::fill(pb, pb + d, 0.0);
   for (int64_t s0 = r0; s0 < r1; s0 += kColRows) {
@@ -552,16 +588,23 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
         sg = add_halves_pd(sg, _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
         sgx = add_halves_pd(sgx, _mm512_add_ps(_mm512_add_ps(b[0], b[1]), _mm512_add_ps(b[2], b[3])));
       }
-      const float mg = static_cast<float>(_mm512_reduce_add_pd(sg)) * inv_d;
-      const float mgx = static_cast<float>(_mm512_reduce_add_pd(sgx)) * inv_d;
+      double sum_g = _mm512_reduce_add_pd(sg), sum_gx = _mm512_reduce_add_pd(sgx);
+      if (!std::isfinite(sum_g) || !std::isfinite(sum_gx))  // a float partial may have overflowed
+        row_sums_in_double(sum_g, sum_gx, g, xr, gamma, mean[r], inv_std[r], d);
+      const float mg = static_cast<float>(layer_norm_mean(sum_g, d));
+      const float mgx = static_cast<float>(layer_norm_mean(sum_gx, d));
       const bool ahead = r + kPrefetchRows < rows;
       store_row_avx512(dx + r * d, d, stream,
                        LnDxVec{g, xr, gamma, ahead ? g + kPrefetchRows * d : nullptr,
                                ahead ? xr + kPrefetchRows * d : nullptr, mu, is, _mm512_set1_ps(mg),
                                _mm512_set1_ps(mgx)});
     }
-    add_partials(pg, cg, d);
-    add_partials(pb, cb, d);
+    if (all_finite(cg, d) && all_finite(cb, d)) {
+      add_partials(pg, cg, d);
+      add_partials(pb, cb, d);
+    } else {  // a float partial may have overflowed: this block's columns again in double
+      column_sums_in_double(pg, pb, dy, x, mean, inv_std, s0, std::min(r1, s0 + kColRows), d);
+    }
   }
   if (stream) stream_fence();
 }

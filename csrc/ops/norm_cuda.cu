@@ -319,7 +319,6 @@ __global__ void __launch_bounds__(kThreads) layer_norm_dx_kernel(T* dx, const T*
                                                                  int64_t d) {
   __shared__ BlockSum::TempStorage tmp;
   __shared__ double total;
-  const T inv_d = T(1) / static_cast<T>(d);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* g = dy + r * d;
     const T* xr = x + r * d;
@@ -332,8 +331,8 @@ __global__ void __launch_bounds__(kThreads) layer_norm_dx_kernel(T* dx, const T*
       a += static_cast<double>(gj);
       b += static_cast<double>(gj * normalized(xr[j], mu, is));
     }
-    const T mg = static_cast<T>(block_sum(a, tmp, total)) * inv_d;
-    const T mgx = static_cast<T>(block_sum(b, tmp, total)) * inv_d;
+    const T mg = static_cast<T>(layer_norm_mean(block_sum(a, tmp, total), d));
+    const T mgx = static_cast<T>(layer_norm_mean(block_sum(b, tmp, total), d));
     for (int64_t j = threadIdx.x; j < d; j += kThreads)
       dr[j] = layer_norm_dx(dr[j], normalized(xr[j], mu, is), is, mg, mgx);
   }
