@@ -57,6 +57,11 @@ py::object as_python_int(py::handle obj, const char* name, const char* expected)
 }  // namespace
 
 uint64_t uint64_arg(py::handle obj, const char* name) {
+  if (PyLong_CheckExact(obj.ptr())) {  // the common case, without Python temporaries
+    const unsigned long long v = PyLong_AsUnsignedLongLong(obj.ptr());
+    if (!(v == static_cast<unsigned long long>(-1) && PyErr_Occurred())) return v;
+    PyErr_Clear();  // negative or too large: the message below
+  }
   py::object v = as_python_int(obj, name, "an integer in [0, 2**64)");
   if (v < py::int_(0) || v >= py::int_(1).attr("__lshift__")(64))
     throw ValueError(std::string(name) + ": expected an integer in [0, 2**64), got " + py::repr(v).cast<std::string>());
@@ -64,6 +69,12 @@ uint64_t uint64_arg(py::handle obj, const char* name) {
 }
 
 int64_t int64_arg(py::handle obj, const char* name) {
+  if (PyLong_CheckExact(obj.ptr())) {  // the common case, without Python temporaries
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(obj.ptr(), &overflow);
+    if (overflow == 0 && !(v == -1 && PyErr_Occurred())) return v;
+    PyErr_Clear();  // out of range: the message below
+  }
   py::object v = as_python_int(obj, name, "an integer");
   const py::int_ lim = py::int_(1).attr("__lshift__")(63);
   if (v < -lim || v >= lim)

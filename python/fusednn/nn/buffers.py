@@ -24,17 +24,21 @@ __all__ = ["ReusableBuffers"]
 
 KEEP = 2
 
-
-def _reference_count(kept, i):
-    """sys.getrefcount of kept[i], taken as ReusableBuffers.get takes it."""
-    return sys.getrefcount(kept[i])
+_getrefcount = sys.getrefcount
 
 
-# The count of an array that only its slot's list holds, measured the same way (the
-# interpreter's own temporary references differ between Python versions); any other holder
-# adds at least one. get() inlines _reference_count's expression (tests/test_allocations.py fails
-# if the two disagree: a free array never reused, or a held one overwritten).
-_ONLY_THE_LIST = _reference_count([np.empty(0)], 0)
+def _reference_count(kept):
+    """sys.getrefcount of kept's first array, taken as ReusableBuffers.get takes it (the
+    loop's name holds one reference)."""
+    for a in kept:
+        return _getrefcount(a)
+
+
+# The count of an array that only its slot's list (and get's loop name) holds, measured the
+# same way (the interpreter's own temporary references differ between Python versions); any
+# other holder adds at least one. get() inlines _reference_count's loop (tests/test_allocations.py
+# fails if the two disagree: a free array never reused, or a held one overwritten).
+_ONLY_THE_LIST = _reference_count([np.empty(0)])
 
 
 class ReusableBuffers:
@@ -57,11 +61,11 @@ class ReusableBuffers:
         if kept is None:
             kept = self._slots[slot] = []
         stale = None
-        getrefcount = sys.getrefcount
-        for i in range(len(kept)):
-            if getrefcount(kept[i]) != _ONLY_THE_LIST:
+        i = -1
+        for a in kept:
+            i += 1
+            if _getrefcount(a) != _ONLY_THE_LIST:
                 continue
-            a = kept[i]
             if a.shape == shape and (a.dtype is dtype or a.dtype == dtype) and (
                     type(a) is np.ndarray if xp is np else type(a).__module__.split(".")[0] == xp.__name__):
                 return a

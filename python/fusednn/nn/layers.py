@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 
-from fusednn import _checks, ops
-from fusednn._backend import array_module, device_of, is_array
+from fusednn import _C, _checks, ops
+from fusednn._backend import array_module, cuda_module, device_of, is_array
 from fusednn.nn import init as _init  # Linear's argument `init` would shadow the module's name
 from fusednn.nn.module import Module, _dtype_of
 
@@ -50,6 +50,17 @@ def _check_input(x, name, features=None, ndim=None, dtype=None, device="cpu"):
     if dtype is not None and x.dtype != dtype:
         raise TypeError(f"{name}: expected dtype {dtype} (the layer's), got {_checks.dtype_str(x.dtype)}; convert "
                         f"with {name}.astype(np.{np.dtype(dtype)})")
+
+
+def _kernels(layer, dy=None):
+    """The compiled module that runs the layer's training kernels, called directly (a layer's
+    hot path skips fusednn.ops' dispatch): its input was checked by :func:`_check_input`, and
+    its parameters and buffers are on its device. ``dy`` (a backward's gradient, which no one
+    checked) must be an array of the layer's device, else None is returned and the layer goes
+    through fusednn.ops, whose errors name it."""
+    if layer.device == "cpu":
+        return _C if dy is None or type(dy) is np.ndarray else None
+    return cuda_module() if dy is None or device_of(dy) == "cuda" else None
 
 
 def _need(cache, layer):
@@ -110,8 +121,8 @@ class Linear(Module):
         training = self._mode(training)
         _check_input(x, "x", self.in_features, ndim=2, dtype=self._dtype, device=self.device)
         w = self._weight(training)
-        y = ops.linear(x, w, self.p.get("bias"), self.activation,
-                       out=self._buffer("y", (x.shape[0], self.out_features), x.dtype))
+        y = _kernels(self).linear(x, w, self.p.get("bias"), self.activation,
+                                  self._buffer("y", (x.shape[0], self.out_features), x.dtype))
         self._cache = (x, w, y) if training else None
         return y
 
@@ -120,9 +131,14 @@ class Linear(Module):
         place and dw into ``dw_out`` (allocated when None)."""
         x, w, y = _need(self._cache, self)
         dx_out = self._buffer("dx", x.shape, x.dtype) if self.input_grad else None
-        dx, dw, _ = ops.linear_backward(dy, x, w, y if self.activation else None, self.activation,
-                                        bias=self.has_bias, input_grad=self.input_grad,
-                                        out=(dx_out, dw_out, self.g["bias"] if self.has_bias else None))
+        out = (dx_out, dw_out, self.g["bias"] if self.has_bias else None)
+        y = y if self.activation else None
+        kernels = _kernels(self, dy)
+        if kernels is None:
+            dx, dw, _ = ops.linear_backward(dy, x, w, y, self.activation, bias=self.has_bias,
+                                            input_grad=self.input_grad, out=out)
+        else:
+            dx, dw, _ = kernels.linear_backward(dy, x, w, y, self.activation, self.has_bias, self.input_grad, out)
         return dx, dw
 
     def backward(self, dy):
@@ -321,9 +337,9 @@ class BatchNorm(Module):
         c = self.num_features
         out = (self._buffer("y", x.shape, x.dtype), self._buffer("mean", (c,), x.dtype),
                self._buffer("inv_std", (c,), x.dtype))
-        y, mean, inv_std = ops.batch_norm(x, self.p.get("weight"), self.p.get("bias"), self.buffers["running_mean"],
-                                          self.buffers["running_var"], training=training, momentum=momentum,
-                                          eps=self.eps, activation=self.activation, out=out)
+        y, mean, inv_std = _kernels(self).batch_norm(x, self.p.get("weight"), self.p.get("bias"),
+                                                     self.buffers["running_mean"], self.buffers["running_var"],
+                                                     training, momentum, self.eps, self.activation, out)
         self._cache = (x, mean, inv_std, training, y if self.activation else None)
         return y
 
@@ -332,10 +348,13 @@ class BatchNorm(Module):
         c = self.num_features
         params = ((self.g["weight"], self.g["bias"]) if self.affine
                   else (self._buffer("dgamma", (c,), x.dtype), self._buffer("dbeta", (c,), x.dtype)))
-        dx, _, _ = ops.batch_norm_backward(dy, x, self.p.get("weight"), mean, inv_std, training=training, y=y,
-                                           activation=self.activation,
-                                           out=(self._buffer("dx", x.shape, x.dtype), *params))
-        return dx
+        out = (self._buffer("dx", x.shape, x.dtype), *params)
+        kernels = _kernels(self, dy)
+        if kernels is None:
+            return ops.batch_norm_backward(dy, x, self.p.get("weight"), mean, inv_std, training=training, y=y,
+                                           activation=self.activation, out=out)[0]
+        return kernels.batch_norm_backward(dy, x, self.p.get("weight"), mean, inv_std, training, y, self.activation,
+                                           out)[0]
 
     def extra_repr(self):
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}{_activation_repr(self.activation)}"
@@ -444,18 +463,23 @@ class Dropout(Module):
         if not self._mode(training):
             self._offset = self._y = None
             return ops.dropout(x, self.p_drop, seed=0, training=False, mode=self.mode, activation=self.activation)
-        self._offset = self.rng.take(x.size)
-        y = ops.dropout(x, self.p_drop, seed=self.rng.seed, offset=self._offset, mode=self.mode,
-                        activation=self.activation, out=self._buffer("y", x.shape, x.dtype))
+        rng = self.rng
+        self._offset = rng.take(x.size)
+        y = _kernels(self).dropout(x, self.p_drop, rng.seed, self._offset, True, self.mode, self.activation,
+                                   self._buffer("y", x.shape, x.dtype))
         self._y = y if self.activation else None
         return y
 
     def backward(self, dy):
         if self._offset is None:
             raise RuntimeError("Dropout.backward: no training forward to differentiate")
-        return ops.dropout_backward(dy, self.p_drop, seed=self.rng.seed, offset=self._offset, mode=self.mode,
-                                    y=self._y, activation=self.activation,
-                                    out=self._buffer("dx", dy.shape, dy.dtype))
+        out = self._buffer("dx", dy.shape, dy.dtype)
+        kernels = _kernels(self, dy)
+        if kernels is None:
+            return ops.dropout_backward(dy, self.p_drop, seed=self.rng.seed, offset=self._offset, mode=self.mode,
+                                        y=self._y, activation=self.activation, out=out)
+        return kernels.dropout_backward(dy, self.p_drop, self.rng.seed, self._offset, self.mode, self._y,
+                                        self.activation, out)
 
     def extra_repr(self):
         return f"p={self.p_drop}, mode={self.mode!r}{_activation_repr(self.activation)}"

@@ -4,7 +4,7 @@ value with respect to ``output`` (same shape and dtype as ``output``)."""
 
 import numpy as np
 
-from fusednn import _checks, ops
+from fusednn import _C, _checks, ops
 from fusednn._backend import array_module, is_array
 from fusednn.nn.buffers import ReusableBuffers
 
@@ -56,6 +56,12 @@ class SoftmaxCrossEntropy:
     def value_and_grad(self, output, target):
         """The loss (a float) and its gradient with respect to ``output``, in an array this loss
         reuses from step to step once nothing else holds it (:mod:`fusednn.nn.buffers`)."""
+        if type(output) is np.ndarray and type(target) is np.ndarray and self.weight is None:
+            # The common case: the compiled op directly (its binding checks the arrays).
+            out = self._buffers.get("grad", output.shape, output.dtype)
+            loss, grad = _C.softmax_cross_entropy(output, target, self.label_smoothing, self.smoothing, None,
+                                                  self.ignore_index, self.reduction, True, out)
+            return float(loss), grad
         out = self._buffers.get("grad", output.shape, output.dtype, array_module(output))
         loss, grad = ops.softmax_cross_entropy_with_grad(output, target, **self._options(output), out=out)
         return float(loss), grad

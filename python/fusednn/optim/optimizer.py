@@ -10,13 +10,16 @@ the kernel takes the arrays as a list (still one call and one pass per array).
 
 Optimizer state lives in one flat buffer per state and group, in the group's parameter order.
 
-Hyperparameters are checked once per step, for every group before any group is updated (and at
-construction and in load_state_dict, for early errors); the update then calls the kernel through
+Hyperparameters are checked in each step, for every group before any group is updated (and at
+construction and in load_state_dict, for early errors); a group whose values other than lr are the
+same immutable objects as at its last check keeps that check's result, so a value assigned anew is
+checked in the next step (lr, which schedules change, every step); the update then calls the kernel through
 the ops' unchecked entry points (for a flat group, whose arrays all live on the group's device, the
 compiled module's function directly), whose binding checks the arrays.
 """
 
 import math
+import operator
 
 import numpy as np
 
@@ -33,6 +36,14 @@ class _Span:
 
     def __init__(self, param, grad, state_offset, indices):
         self.param, self.grad, self.state_offset, self.indices = param, grad, state_offset, indices
+
+
+def _immutable(value):
+    """Whether a hyperparameter's value cannot change in place (numbers, strings, None, tuples
+    of those)."""
+    if type(value) is tuple:
+        return all(map(_immutable, value))
+    return value is None or isinstance(value, (bool, int, float, complex, str, np.generic))
 
 
 class Optimizer:
@@ -166,6 +177,21 @@ class Optimizer:
         extend the dict)."""
         return {"maximize": _checks.flag("maximize", group["maximize"])}
 
+    def _checked(self, group, st):
+        """``self._check(group)``, kept in the group's state while its hyperparameters other than
+        lr are the same objects, all of immutable types (a value assigned anew is checked anew;
+        a mutable one, such as a list, every step)."""
+        keys = self.__dict__.get("_hyper_keys")
+        if keys is None:
+            keys = self._hyper_keys = tuple(k for k in self.defaults if k != "lr")
+        values = tuple(map(group.__getitem__, keys))
+        kept = st.get("checked")
+        if kept is not None and all(map(operator.is_, kept[0], values)):
+            return kept[1]
+        h = self._check(group)
+        st["checked"] = (values, h) if all(map(_immutable, values)) else None
+        return h
+
     @staticmethod
     def _check_lr(group):
         """A number lr checked (a schedule is only evaluated by step(): some keep state)."""
@@ -251,7 +277,8 @@ class Optimizer:
                 gradients as a list in parameter order (the order of ``param_groups``).
         """
         work = self._grads_by_group(grads)
-        hypers = [(self._check(group), self._lr(group)) for group in self.param_groups]  # all, before any update
+        hypers = [(self._checked(group, st), self._lr(group))  # all, before any update
+                  for group, st in zip(self.param_groups, self._groups_state)]
         scale = 1.0
         if self.max_grad_norm is not None:
             all_grads = [g for _, gs, _ in work for g in gs]
