@@ -365,6 +365,27 @@ def test_bad_inputs_raise_clear_errors(device, xp):
             layer(np.zeros((2, 4), np.float32))
 
 
+@pytest.mark.parametrize("layer", ["linear", "linear_relu", "batch_norm", "batch_norm_relu", "dropout",
+                                   "dropout_relu"])
+def test_a_bad_gradient_in_backward_is_a_clear_error(device, xp, layer):
+    """The layers' training path calls the compiled kernels directly: a gradient that is not an
+    array of the layer's device, or of another shape or dtype than the forward's output, still
+    raises an error naming dy (Dropout's regenerates its mask by element index, so a dy of
+    another shape would silently get other masks)."""
+    make = {"linear": lambda: nn.Linear(3, 3), "linear_relu": lambda: nn.Linear(3, 3, activation="relu"),
+            "batch_norm": lambda: nn.BatchNorm1d(3), "batch_norm_relu": lambda: nn.BatchNorm1d(3, activation="relu"),
+            "dropout": lambda: nn.Dropout(0.5), "dropout_relu": lambda: nn.Dropout(0.5, activation="relu")}
+    module = make[layer]().to(device)
+    module.forward(to_device(device, np.ones((4, 3), np.float32)), True)
+    with pytest.raises(TypeError, match=r"^dy: expected a numpy.ndarray or cupy.ndarray, got builtins.list"):
+        module.backward([[0.0] * 3] * 4)
+    with pytest.raises(ValueError, match=r"^dy: expected shape"):
+        module.backward(xp.zeros((4, 2), np.float32))
+    with pytest.raises(TypeError, match=r"^dy: expected dtype float32"):
+        module.backward(xp.zeros((4, 3), np.float64))
+    assert module.backward(xp.ones((4, 3), np.float32)).shape == (4, 3)
+
+
 def test_moving_to_the_cpu_is_a_no_op_and_state_is_numpy():
     model = nn.MLP([3, 4, 2], norm="batch")
     flat = model.params

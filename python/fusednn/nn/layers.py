@@ -457,6 +457,7 @@ class Dropout(Module):
         self.activation = _fused_activation_arg(activation)
         self._offset = None
         self._y = None
+        self._like = None  # the shape and dtype of the last training forward's x
 
     def forward(self, x, training=None):
         _check_input(x, "x", device=self.device)
@@ -464,6 +465,7 @@ class Dropout(Module):
             self._offset = self._y = None
             return ops.dropout(x, self.p_drop, seed=0, training=False, mode=self.mode, activation=self.activation)
         rng = self.rng
+        self._like = (x.shape, x.dtype)
         self._offset = rng.take(x.size)
         y = _kernels(self).dropout(x, self.p_drop, rng.seed, self._offset, True, self.mode, self.activation,
                                    self._buffer("y", x.shape, x.dtype))
@@ -473,7 +475,17 @@ class Dropout(Module):
     def backward(self, dy):
         if self._offset is None:
             raise RuntimeError("Dropout.backward: no training forward to differentiate")
-        out = self._buffer("dx", dy.shape, dy.dtype)
+        shape, dtype = self._like
+        if not (is_array(dy) and dy.shape == shape and dy.dtype == dtype):
+            # The mask is regenerated from the element indices: dy must be shaped as the input was.
+            if not is_array(dy):
+                raise TypeError(f"dy: expected a numpy.ndarray or cupy.ndarray, got {type(dy).__module__}."
+                                f"{type(dy).__qualname__}")
+            if dy.shape != shape:
+                raise ValueError(f"dy: expected shape {shape} (the shape of the forward's x), got {dy.shape}")
+            raise TypeError(f"dy: expected dtype {dtype} (the dtype of the forward's x), got "
+                            f"{_checks.dtype_str(dy.dtype)}")
+        out = self._buffer("dx", shape, dtype)
         kernels = _kernels(self, dy)
         if kernels is None:
             return ops.dropout_backward(dy, self.p_drop, seed=self.rng.seed, offset=self._offset, mode=self.mode,
