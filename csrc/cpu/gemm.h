@@ -64,5 +64,15 @@ template <typename T> void gemm_avx512_pack_b(bool trans_b, int64_t n, int64_t k
 // gemm_avx512_panel_width<T>() (32 floats, 16 doubles); a panel's columns past n hold zeros.
 template <typename T> constexpr int64_t gemm_avx512_panel_width() { return 128 / static_cast<int64_t>(sizeof(T)); }
 template <typename T> int64_t gemm_avx512_packed_b_row(int64_t n, int64_t k, int64_t kk, int64_t panel);
+// op(A) (m x k) packed once for many products with that A (conv's weights, per image):
+// gemm_avx512_packed_a_size elements, 64-byte aligned, filled by gemm_avx512_pack_a; then
+// gemm_avx512_with_packed_a is gemm_avx512 (same contract, same bits) reading A's tiles from
+// packed_a (a is then not read; packed_a null: gemm_avx512). packed_a is only read, so threads
+// may share it.
+template <typename T> int64_t gemm_avx512_packed_a_size(int64_t m, int64_t k);
+template <typename T> void gemm_avx512_pack_a(bool trans_a, int64_t m, int64_t k, const T* a, T* packed);
+template <typename T>
+void gemm_avx512_with_packed_a(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
+                               const T* packed_a, const T* packed_b, T* c, const T* bias, bool relu);
 
 }  // namespace fdnn

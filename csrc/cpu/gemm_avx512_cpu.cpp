@@ -17,7 +17,10 @@
 //
 // op(B) can also be packed once (gemm_pack_b: the same panels, laid out k-block by k-block) and
 // reused by many products with that B (gemm_with_packed_b): the micro-kernel then reads the
-// panels from there; the packed values are the same, so are the results.
+// panels from there; the packed values are the same, so are the results. Likewise op(A)
+// (gemm_avx512_pack_a: the tiles of every row, laid out k-block by k-block) for products that
+// reuse one A with many B's (conv's weights, per image): gemm_avx512_with_packed_a then packs
+// nothing of A.
 //
 // Every element of C is one chain of fused multiply-adds over k in increasing order, started at
 // zero (a second k-block reloads the first block's partial from C and continues the chain,
@@ -209,24 +212,35 @@ template <typename T> int64_t packed_panel_offset(int64_t n, int64_t k0, int64_t
   return k0 * round_up(n, NR) + p * kc * NR;
 }
 
+// Where gemm_avx512_pack_a puts the tile of rows starting at r0 (a multiple of kMR) of the
+// k-block at k0 (kc values of k): the k-blocks one after the other, each its tiles of kMR rows
+// one after the other (the layout run_unit packs a row block into, for the whole of m).
+inline int64_t packed_tiles_offset(int64_t m, int64_t k0, int64_t kc, int64_t r0) {
+  return k0 * round_up(m, kMR) + r0 * kc;
+}
+
 // One unit: rows [r0, r1) by panels [p0, p1). Per k-block: A's rows are packed once, then each
 // panel of B is packed (or read from packed_b, gemm_pack_b's) and multiplied by every tile of
-// rows.
+// rows. With packed_a (gemm_avx512_pack_a's), A's tiles are read from there instead.
 template <typename T, bool TA, bool TB>
 FDNN_AVX512 void run_unit(int64_t r0, int64_t r1, int64_t p0, int64_t p1, int64_t m, int64_t n, int64_t k,
-                          const T* a, const T* b, const T* packed_b, T* c, const T* bias, bool relu) {
+                          const T* a, const T* b, const T* packed_a, const T* packed_b, T* c, const T* bias,
+                          bool relu) {
   constexpr int NR = 2 * Zmm<T>::kLanes;
   static constexpr auto kernels = tile_kernels<T, 2>(std::make_integer_sequence<int, kMR>{});
   static constexpr auto narrow_kernels = tile_kernels<T, 1>(std::make_integer_sequence<int, kMR>{});
   const int64_t lda = TA ? m : k, ldc = n;
-  T* pa = thread_scratch<T, 0>(kMC * kKC);
+  T* scratch_a = packed_a ? nullptr : thread_scratch<T, 0>(kMC * kKC);
   T* pb = packed_b ? nullptr : thread_scratch<T, 1>(kKC * NR);
   for (int64_t k0 = 0; k0 < k; k0 += kKC) {
     const int64_t kc = std::min(kKC, k - k0);
-    if (TA)
-      pack_a_transposed(pa, a, lda, r0, r1, k0, kc);
+    const T* pa = scratch_a;
+    if (packed_a)
+      pa = packed_a + packed_tiles_offset(m, k0, kc, r0);
+    else if (TA)
+      pack_a_transposed(scratch_a, a, lda, r0, r1, k0, kc);
     else
-      pack_a_rows(pa, a, lda, r0, r1, k0, kc);
+      pack_a_rows(scratch_a, a, lda, r0, r1, k0, kc);
     const bool last = k0 + kc >= k;
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t n0 = p * NR;
@@ -262,18 +276,21 @@ std::atomic<uint64_t> g_gemm_calls{0};  // numbers the calls that split into pan
 // One panel unit: rows [r0, r1) by panel p, every k-block. The rows of op(A) are packed over the
 // whole of k (k-block after k-block, each as run_unit packs it) once per thread and gemm call
 // (`call`), so a thread that takes several panels of one row block packs them once; the panel
-// of op(B) is packed per k-block as in run_unit. The same micro-kernel calls on the same packed
+// of op(B) is packed per k-block as in run_unit (with packed_a, the tiles are read from there
+// and nothing of A is packed). The same micro-kernel calls on the same packed
 // values as run_unit's, in the same order of k for every element: the same bits.
 template <typename T, bool TA, bool TB>
 FDNN_AVX512 void run_panel_unit(int64_t r0, int64_t r1, int64_t p, int64_t m, int64_t n, int64_t k, const T* a,
-                                const T* b, const T* packed_b, T* c, const T* bias, bool relu, uint64_t call) {
+                                const T* b, const T* packed_a, const T* packed_b, T* c, const T* bias, bool relu,
+                                uint64_t call) {
   constexpr int NR = 2 * Zmm<T>::kLanes;
   static constexpr auto kernels = tile_kernels<T, 2>(std::make_integer_sequence<int, kMR>{});
   static constexpr auto narrow_kernels = tile_kernels<T, 1>(std::make_integer_sequence<int, kMR>{});
   const int64_t lda = TA ? m : k, ldc = n, padded_rows = round_up(r1 - r0, kMR);
-  T* pa = thread_scratch<T, 2>(padded_rows * k);  // k-block k0's tiles at pa + padded_rows * k0
+  // k-block k0's tiles at pa + padded_rows * k0
+  T* pa = packed_a ? nullptr : thread_scratch<T, 2>(padded_rows * k);
   PackedRows& packed = packed_rows_of_thread<T>();
-  if (packed.call != call || packed.r0 != r0) {
+  if (!packed_a && (packed.call != call || packed.r0 != r0)) {
     packed.call = 0;
     for (int64_t k0 = 0; k0 < k; k0 += kKC) {
       const int64_t kc = std::min(kKC, k - k0);
@@ -298,7 +315,7 @@ FDNN_AVX512 void run_panel_unit(int64_t r0, int64_t r1, int64_t p, int64_t m, in
     else
       pack_panel<T, TB>(pb, b, n, k, k0, kc, p);
     const T* tile_bias = last && bias ? bias + n0 : nullptr;
-    const T* at = pa + padded_rows * k0;
+    const T* at = packed_a ? packed_a + packed_tiles_offset(m, k0, kc, r0) : pa + padded_rows * k0;
     for (int64_t r = r0; r < r1; r += kMR, at += kc * kMR) {
       const int rows = static_cast<int>(std::min<int64_t>(kMR, r1 - r));
       tile[rows - 1](kc, at, panel, c + r * ldc + n0, ldc, cols, k0 > 0, tile_bias, last && relu);
@@ -335,9 +352,32 @@ template <typename T> int64_t gemm_avx512_packed_b_row(int64_t n, int64_t k, int
   return packed_panel_offset<T>(n, k0, std::min(kKC, k - k0), panel) + (kk - k0) * NR;
 }
 
+template <typename T> int64_t gemm_avx512_packed_a_size(int64_t m, int64_t k) { return round_up(m, kMR) * k; }
+
+template <typename T> void gemm_avx512_pack_a(bool trans_a, int64_t m, int64_t k, const T* a, T* packed) {
+  // One index per (k-block, row block of kMC rows); each writes its own tiles (a copy).
+  const int64_t row_blocks = ceil_div(m, kMC), k_blocks = ceil_div(k, kKC), lda = trans_a ? m : k;
+  parallel_for(k_blocks * row_blocks, 1, kMC * kKC, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t k0 = (u / row_blocks) * kKC, kc = std::min(kKC, k - k0), r0 = (u % row_blocks) * kMC;
+      T* dst = packed + packed_tiles_offset(m, k0, kc, r0);
+      if (trans_a)
+        pack_a_transposed(dst, a, lda, r0, std::min(m, r0 + kMC), k0, kc);
+      else
+        pack_a_rows(dst, a, lda, r0, std::min(m, r0 + kMC), k0, kc);
+    }
+  });
+}
+
 template <typename T>
 void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
                  const T* packed_b, T* c, const T* bias, bool relu) {
+  gemm_avx512_with_packed_a<T>(trans_a, trans_b, m, n, k, a, b, nullptr, packed_b, c, bias, relu);
+}
+
+template <typename T>
+void gemm_avx512_with_packed_a(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
+                               const T* packed_a, const T* packed_b, T* c, const T* bias, bool relu) {
   constexpr int NR = 2 * Zmm<T>::kLanes;
   // Units: row blocks (at most kMC rows, of even sizes) by groups of panels. A unit packs its
   // rows of A once per k-block, so the fewer groups the better, as long as every thread gets
@@ -357,7 +397,8 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, co
     parallel_for(row_blocks * panels, 1, rows_per_block * NR * k, [&](int64_t u0, int64_t u1) {
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t r0 = (u / panels) * rows_per_block;
-        run(r0, std::min(m, r0 + rows_per_block), u % panels, m, n, k, a, b, packed_b, c, bias, relu, call);
+        run(r0, std::min(m, r0 + rows_per_block), u % panels, m, n, k, a, b, packed_a, packed_b, c, bias, relu,
+            call);
       }
     });
     return;
@@ -370,8 +411,8 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, co
   parallel_for(row_blocks * unit_groups, 1, rows_per_block * per_group * NR * k, [&](int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t r0 = (u / unit_groups) * rows_per_block, p0 = (u % unit_groups) * per_group;
-      run(r0, std::min(m, r0 + rows_per_block), p0, std::min(panels, p0 + per_group), m, n, k, a, b, packed_b, c,
-          bias, relu);
+      run(r0, std::min(m, r0 + rows_per_block), p0, std::min(panels, p0 + per_group), m, n, k, a, b, packed_a,
+          packed_b, c, bias, relu);
     }
   });
 }
@@ -386,6 +427,15 @@ template void gemm_avx512_pack_b<float>(bool, int64_t, int64_t, const float*, fl
 template void gemm_avx512_pack_b<double>(bool, int64_t, int64_t, const double*, double*);
 template int64_t gemm_avx512_packed_b_row<float>(int64_t, int64_t, int64_t, int64_t);
 template int64_t gemm_avx512_packed_b_row<double>(int64_t, int64_t, int64_t, int64_t);
+template void gemm_avx512_with_packed_a<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*,
+                                               const float*, const float*, float*, const float*, bool);
+template void gemm_avx512_with_packed_a<double>(bool, bool, int64_t, int64_t, int64_t, const double*,
+                                                const double*, const double*, const double*, double*, const double*,
+                                                bool);
+template int64_t gemm_avx512_packed_a_size<float>(int64_t, int64_t);
+template int64_t gemm_avx512_packed_a_size<double>(int64_t, int64_t);
+template void gemm_avx512_pack_a<float>(bool, int64_t, int64_t, const float*, float*);
+template void gemm_avx512_pack_a<double>(bool, int64_t, int64_t, const double*, double*);
 
 }  // namespace fdnn
 
@@ -406,8 +456,22 @@ template int64_t gemm_avx512_packed_b_size<double>(int64_t, int64_t);
 template void gemm_avx512_pack_b<float>(bool, int64_t, int64_t, const float*, float*);
 template void gemm_avx512_pack_b<double>(bool, int64_t, int64_t, const double*, double*);
 template <typename T> int64_t gemm_avx512_packed_b_row(int64_t, int64_t, int64_t, int64_t) { return 0; }
+template <typename T>
+void gemm_avx512_with_packed_a(bool, bool, int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*, T*,
+                               const T*, bool) {}
+template <typename T> int64_t gemm_avx512_packed_a_size(int64_t, int64_t) { return 0; }
+template <typename T> void gemm_avx512_pack_a(bool, int64_t, int64_t, const T*, T*) {}
 template int64_t gemm_avx512_packed_b_row<float>(int64_t, int64_t, int64_t, int64_t);
 template int64_t gemm_avx512_packed_b_row<double>(int64_t, int64_t, int64_t, int64_t);
+template void gemm_avx512_with_packed_a<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*,
+                                               const float*, const float*, float*, const float*, bool);
+template void gemm_avx512_with_packed_a<double>(bool, bool, int64_t, int64_t, int64_t, const double*,
+                                                const double*, const double*, const double*, double*, const double*,
+                                                bool);
+template int64_t gemm_avx512_packed_a_size<float>(int64_t, int64_t);
+template int64_t gemm_avx512_packed_a_size<double>(int64_t, int64_t);
+template void gemm_avx512_pack_a<float>(bool, int64_t, int64_t, const float*, float*);
+template void gemm_avx512_pack_a<double>(bool, int64_t, int64_t, const double*, double*);
 }  // namespace fdnn
 
 #endif

@@ -17,7 +17,11 @@
 // operand into (cpu/gemm.h gemm_avx512_packed_b_row) and passed to gemm_avx512 as packed_b: the
 // im2col pass and the GEMM's packing of B become one pass. The packed values are those gemm
 // would pack, and every product's chain is unchanged, so the results are the same bits as the
-// plain im2col + gemm path (which the other shapes, float64 and OpenBLAS take).
+// plain im2col + gemm path (which the other shapes, float64 and OpenBLAS take). Wherever a
+// product is the AVX-512 kernel, its weights operand (the forward's w_g with the bias column,
+// the dx product's w_g^T) is packed once per call (gemm_avx512_pack_a) and read by every
+// block's product (gemm_avx512_with_packed_a), and the dx product's dz is packed once per block
+// (gemm_avx512_pack_b) for all its row blocks: the same packed values, the same bits.
 //
 // Threads: the blocks are grouped into tasks (a block of whole images, or all the parts of one
 // image), and the tasks run in parallel, each on one thread with its own GEMM calls (nested
@@ -25,9 +29,10 @@
 // instead). A task writes only its own images' outputs (y, dx).
 //
 // Scratch per thread (kept between calls, common/scratch.h thread_scratch): col ((K + 1) x 256;
-// the packed dw path's: K rounded up to 32, by 256), out / dz (C_out/groups x 256), dcol (K x 256), a dw
+// the packed dw path's: K rounded up to 32, by 256; the backward's packed dz after the dw
+// product, 256 x C_out/groups), out / dz (C_out/groups x 256), dcol (K x 256), a dw
 // block (C_out/groups x K), the packed dw path's padded HWC image copy ((H + 2 pH)(W + 2 pW)
-// C_in/groups, at most 2^20 elements); plus at most
+// C_in/groups, at most 2^20 elements); per call, the packed weights (C_out K, rounded up); plus at most
 // kMaxChunks double sums of dw and db (C_out K + C_out each, kSumBudget doubles in all). None of
 // it grows with the batch.
 //
@@ -471,11 +476,17 @@ void conv2d(T* y, const T* x, const T* w, const T* b, const ConvShape& s, Activa
   const T* wk = b ? wb.get() : w;
   const bool relu = act == Activation::relu;
   const int64_t rows = bl.max_rows();
+  // Where the GEMM is the AVX-512 kernel, the weights are packed for it once per call (every
+  // block's product reads them; smaller blocks than `rows` pick the same kernel).
+  const bool own = gemm_kernel_for(cout_g, rows, kb) == "fusednn-avx512";
+  const int64_t packed_w_size = own ? gemm_avx512_packed_a_size<T>(cout_g, kb) : 0;
+  Buffer<T> packed_w = scratch<T>(s.groups * packed_w_size);
+  for (int64_t g = 0; own && g < s.groups; ++g)
+    gemm_avx512_pack_a<T>(false, cout_g, kb, wk + g * cout_g * kb, packed_w.get() + g * packed_w_size);
   // im2col straight into the GEMM's panels (im2col_panels_f32): blocks within one image.
   bool packed = false;
 #if FDNN_CONV_AVX512
-  packed = flat_avx512<T>() && flat_rows(s) && bl.images == 1 &&
-           gemm_kernel_for(cout_g, rows, kb) == "fusednn-avx512";
+  packed = flat_avx512<T>() && flat_rows(s) && bl.images == 1 && own;
 #endif
   parallel_for(bl.tasks, 1, rows * (kb + cout_g), [&](int64_t t0, int64_t t1) {
     T* col = thread_scratch<T, kColSlot>(packed ? gemm_avx512_packed_b_size<T>(rows, kb) : kb * rows);
@@ -491,13 +502,18 @@ void conv2d(T* y, const T* x, const T* w, const T* b, const ConvShape& s, Activa
 #if FDNN_CONV_AVX512
             if constexpr (std::is_same_v<T, float>) {
               im2col_panels_f32(col, x, s, g * s.cin_g(), r0 / p, r0 % p, r0 % p + m, kb);
-              gemm_avx512<T>(false, false, cout_g, m, kb, wk + g * cout_g * kb, col, col, dst, nullptr, relu);
+              gemm_avx512_with_packed_a<T>(false, false, cout_g, m, kb, wk + g * cout_g * kb, col,
+                                           packed_w.get() + g * packed_w_size, col, dst, nullptr, relu);
             }
 #endif
           } else {
             im2col(col, x, s, g * s.cin_g(), r0, r1);
             if (b) std::fill(col + k * m, col + kb * m, T(1));
-            gemm<T>(false, false, cout_g, m, kb, wk + g * cout_g * kb, col, dst, nullptr, relu);
+            if (own)
+              gemm_avx512_with_packed_a<T>(false, false, cout_g, m, kb, wk + g * cout_g * kb, col,
+                                           packed_w.get() + g * packed_w_size, nullptr, dst, nullptr, relu);
+            else
+              gemm<T>(false, false, cout_g, m, kb, wk + g * cout_g * kb, col, dst, nullptr, relu);
           }
           if (!whole) rows_to_planes(y, out, s, g * cout_g, cout_g, r0, r1);
         }
@@ -519,6 +535,12 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   }
   const Blocking bl(s);
   const int64_t rows = bl.max_rows();
+  // The dx product's A, w_g^T, packed once per call where it is the AVX-512 kernel (as conv2d's).
+  const bool dx_own = dx && gemm_kernel_for(k, rows, cout_g) == "fusednn-avx512";
+  const int64_t packed_wt_size = dx_own ? gemm_avx512_packed_a_size<T>(k, cout_g) : 0;
+  Buffer<T> packed_wt = scratch<T>(s.groups * packed_wt_size);
+  for (int64_t g = 0; dx_own && g < s.groups; ++g)
+    gemm_avx512_pack_a<T>(true, k, cout_g, w + g * cout_g * k, packed_wt.get() + g * packed_wt_size);
   // dw's im2col straight into the GEMM's panels, kernel rows in kk' order (dw_panels_f32).
   bool dw_packed = false;
 #if FDNN_CONV_AVX512
@@ -535,7 +557,10 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   parallel_for(bl.tasks, per_chunk, rows * (2 * k + cout_g), [&](int64_t t0, int64_t t1) {
     double* acc = sums.get() + (t0 / per_chunk) * acc_size;
     std::fill(acc, acc + acc_size, 0.0);
-    T* col = dw ? thread_scratch<T, kColSlot>(dw_packed ? gemm_avx512_packed_b_size<T>(k, rows) : k * rows) : nullptr;
+    // col, and then (its dw product done) the dx product's packed dz.
+    const int64_t col_size = std::max(dw ? (dw_packed ? gemm_avx512_packed_b_size<T>(k, rows) : k * rows) : 0,
+                                      dx_own ? gemm_avx512_packed_b_size<T>(rows, cout_g) : 0);
+    T* col = col_size ? thread_scratch<T, kColSlot>(col_size) : nullptr;
     T* xp = dw_packed ? thread_scratch<T, kPadSlot>(padded_hwc_size(s)) : nullptr;
     T* dz_buf = thread_scratch<T, kOutSlot>(cout_g * rows);
     T* dcol = dx ? thread_scratch<T, kDcolSlot>(k * rows) : nullptr;
@@ -568,7 +593,13 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
             add_double(acc + g * cout_g * k, dw_part, cout_g * k);
           }
           if (dx) {  // dcol = w_g^T dz: (K x C_out/groups) (C_out/groups x M), then col2im
-            gemm<T>(true, false, k, m, cout_g, w + g * cout_g * k, dz, dcol, nullptr, false);
+            if (dx_own) {  // dz packed once for all the row blocks of dcol (into col: its dw product is done)
+              gemm_avx512_pack_b<T>(false, m, cout_g, dz, col);
+              gemm_avx512_with_packed_a<T>(true, false, k, m, cout_g, w + g * cout_g * k, dz,
+                                           packed_wt.get() + g * packed_wt_size, col, dcol, nullptr, false);
+            }
+            else
+              gemm<T>(true, false, k, m, cout_g, w + g * cout_g * k, dz, dcol, nullptr, false);
             col2im_add(dx, dcol, s, g * s.cin_g(), r0, r1);
           }
         }
