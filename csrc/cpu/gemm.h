@@ -74,5 +74,11 @@ template <typename T> void gemm_avx512_pack_a(bool trans_a, int64_t m, int64_t k
 template <typename T>
 void gemm_avx512_with_packed_a(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
                                const T* packed_a, const T* packed_b, T* c, const T* bias, bool relu);
+// sum (m x n, row-major, doubles) += op(A) op(B): each element computed as gemm_avx512 computes
+// it (the same chain, rounded to T), then added in double, as sum[i] += double(c[i]) would;
+// c (m x n) is scratch (it holds the partials when k spans several of the kernel's k-blocks).
+template <typename T>
+void gemm_avx512_add_to_double(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
+                               const T* packed_b, T* c, double* sum);
 
 }  // namespace fdnn

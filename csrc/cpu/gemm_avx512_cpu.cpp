@@ -7,7 +7,7 @@
 // buffer (zero-padded past n; transposed when B is stored n x k), and runs the micro-kernel on
 // each tile: 24 accumulators in registers, per k two loads of the panel and twelve broadcasts
 // of the tile. The epilogue adds the bias, applies the ReLU and stores the tile (masked at the
-// right edge).
+// right edge), or, for gemm_avx512_add_to_double, adds it in double into an array of sums.
 //
 // With several threads, a product whose row block of op(A) packed over all of k fits in
 // kPanelUnitMaxA (the training shapes) is cut finer: one unit per row block and panel, each
@@ -135,13 +135,27 @@ FDNN_AVX512 void pack_a_rows(T* FDNN_RESTRICT pa, const T* FDNN_RESTRICT a, int6
 
 // ---- the micro-kernel: an MR x NR tile of C over kc values of k
 
+// d[i] += double(v[i]) for the lanes of m (gemm_avx512_add_to_double's epilogue).
+FDNN_AVX512_INLINE void add_to_double(double* d, __m512 v, __mmask16 m) {
+  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  const auto m_lo = static_cast<__mmask8>(m), m_hi = static_cast<__mmask8>(m >> 8);
+  _mm512_mask_storeu_pd(d, m_lo, _mm512_add_pd(_mm512_maskz_loadu_pd(m_lo, d), lo));
+  _mm512_mask_storeu_pd(d + 8, m_hi, _mm512_add_pd(_mm512_maskz_loadu_pd(m_hi, d + 8), hi));
+}
+FDNN_AVX512_INLINE void add_to_double(double* d, __m512d v, __mmask8 m) {
+  _mm512_mask_storeu_pd(d, m, _mm512_add_pd(_mm512_maskz_loadu_pd(m, d), v));
+}
+
 // pa: the tile's packed rows of op(A) (pa[k * kMR + i]); pb: the packed panel of op(B).
 // load_c: continue the chains from C (a later k-block). bias (the tile's columns) and relu are
-// applied only on the last k-block.
+// applied only on the last k-block; sum (non-null only on the last k-block; the tile's place in
+// an array of doubles with C's layout): the results are added to it in double instead of stored.
 // NV: vectors of columns computed (2, or 1 when the tile has at most one vector of columns).
 template <typename T, int MR, int NV>
 FDNN_AVX512 void micro_tile(int64_t kc, const T* FDNN_RESTRICT pa, const T* FDNN_RESTRICT pb, T* FDNN_RESTRICT c,
-                            int64_t ldc, int cols, bool load_c, const T* FDNN_RESTRICT bias, bool relu) {
+                            int64_t ldc, int cols, bool load_c, const T* FDNN_RESTRICT bias, bool relu,
+                            double* FDNN_RESTRICT sum) {
   using Z = Zmm<T>;
   using V = typename Z::V;
   constexpr int L = Z::kLanes;
@@ -178,12 +192,18 @@ FDNN_AVX512 void micro_tile(int64_t kc, const T* FDNN_RESTRICT pa, const T* FDNN
       v0 = Z::relu(v0);
       v1 = Z::relu(v1);
     }
-    Z::store(c + i * ldc, v0, m0);
-    if (NV == 2) Z::store(c + i * ldc + L, v1, m1);
+    if (sum) {
+      add_to_double(sum + i * ldc, v0, m0);
+      if (NV == 2) add_to_double(sum + i * ldc + L, v1, m1);
+    } else {
+      Z::store(c + i * ldc, v0, m0);
+      if (NV == 2) Z::store(c + i * ldc + L, v1, m1);
+    }
   }
 }
 
-template <typename T> using MicroTile = void (*)(int64_t, const T*, const T*, T*, int64_t, int, bool, const T*, bool);
+template <typename T>
+using MicroTile = void (*)(int64_t, const T*, const T*, T*, int64_t, int, bool, const T*, bool, double*);
 
 // The micro-kernels for tiles of 1 .. kMR rows of NV vectors of columns.
 template <typename T, int NV, int... Rows> constexpr auto tile_kernels(std::integer_sequence<int, Rows...>) {
@@ -225,7 +245,7 @@ inline int64_t packed_tiles_offset(int64_t m, int64_t k0, int64_t kc, int64_t r0
 template <typename T, bool TA, bool TB>
 FDNN_AVX512 void run_unit(int64_t r0, int64_t r1, int64_t p0, int64_t p1, int64_t m, int64_t n, int64_t k,
                           const T* a, const T* b, const T* packed_a, const T* packed_b, T* c, const T* bias,
-                          bool relu) {
+                          bool relu, double* sum) {
   constexpr int NR = 2 * Zmm<T>::kLanes;
   static constexpr auto kernels = tile_kernels<T, 2>(std::make_integer_sequence<int, kMR>{});
   static constexpr auto narrow_kernels = tile_kernels<T, 1>(std::make_integer_sequence<int, kMR>{});
@@ -255,7 +275,8 @@ FDNN_AVX512 void run_unit(int64_t r0, int64_t r1, int64_t p0, int64_t p1, int64_
       const T* at = pa;
       for (int64_t r = r0; r < r1; r += kMR, at += kc * kMR) {
         const int rows = static_cast<int>(std::min<int64_t>(kMR, r1 - r));
-        tile[rows - 1](kc, at, panel, c + r * ldc + n0, ldc, cols, k0 > 0, tile_bias, last && relu);
+        tile[rows - 1](kc, at, panel, c + r * ldc + n0, ldc, cols, k0 > 0, tile_bias, last && relu,
+                       last && sum ? sum + r * ldc + n0 : nullptr);
       }
     }
   }
@@ -282,7 +303,7 @@ std::atomic<uint64_t> g_gemm_calls{0};  // numbers the calls that split into pan
 template <typename T, bool TA, bool TB>
 FDNN_AVX512 void run_panel_unit(int64_t r0, int64_t r1, int64_t p, int64_t m, int64_t n, int64_t k, const T* a,
                                 const T* b, const T* packed_a, const T* packed_b, T* c, const T* bias, bool relu,
-                                uint64_t call) {
+                                double* sum, uint64_t call) {
   constexpr int NR = 2 * Zmm<T>::kLanes;
   static constexpr auto kernels = tile_kernels<T, 2>(std::make_integer_sequence<int, kMR>{});
   static constexpr auto narrow_kernels = tile_kernels<T, 1>(std::make_integer_sequence<int, kMR>{});
@@ -318,7 +339,8 @@ FDNN_AVX512 void run_panel_unit(int64_t r0, int64_t r1, int64_t p, int64_t m, in
     const T* at = packed_a ? packed_a + packed_tiles_offset(m, k0, kc, r0) : pa + padded_rows * k0;
     for (int64_t r = r0; r < r1; r += kMR, at += kc * kMR) {
       const int rows = static_cast<int>(std::min<int64_t>(kMR, r1 - r));
-      tile[rows - 1](kc, at, panel, c + r * ldc + n0, ldc, cols, k0 > 0, tile_bias, last && relu);
+      tile[rows - 1](kc, at, panel, c + r * ldc + n0, ldc, cols, k0 > 0, tile_bias, last && relu,
+                     last && sum ? sum + r * ldc + n0 : nullptr);
     }
   }
 }
@@ -369,6 +391,11 @@ template <typename T> void gemm_avx512_pack_a(bool trans_a, int64_t m, int64_t k
   });
 }
 
+// gemm_avx512, gemm_avx512_with_packed_a and gemm_avx512_add_to_double: sum non-null only for the last.
+template <typename T>
+void gemm_avx512_run(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
+                     const T* packed_a, const T* packed_b, T* c, const T* bias, bool relu, double* sum);
+
 template <typename T>
 void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
                  const T* packed_b, T* c, const T* bias, bool relu) {
@@ -378,6 +405,18 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, co
 template <typename T>
 void gemm_avx512_with_packed_a(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
                                const T* packed_a, const T* packed_b, T* c, const T* bias, bool relu) {
+  gemm_avx512_run<T>(trans_a, trans_b, m, n, k, a, b, packed_a, packed_b, c, bias, relu, nullptr);
+}
+
+template <typename T>
+void gemm_avx512_add_to_double(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
+                               const T* packed_b, T* c, double* sum) {
+  gemm_avx512_run<T>(trans_a, trans_b, m, n, k, a, b, nullptr, packed_b, c, nullptr, false, sum);
+}
+
+template <typename T>
+void gemm_avx512_run(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, const T* b,
+                     const T* packed_a, const T* packed_b, T* c, const T* bias, bool relu, double* sum) {
   constexpr int NR = 2 * Zmm<T>::kLanes;
   // Units: row blocks (at most kMC rows, of even sizes) by groups of panels. A unit packs its
   // rows of A once per k-block, so the fewer groups the better, as long as every thread gets
@@ -397,7 +436,7 @@ void gemm_avx512_with_packed_a(bool trans_a, bool trans_b, int64_t m, int64_t n,
     parallel_for(row_blocks * panels, 1, rows_per_block * NR * k, [&](int64_t u0, int64_t u1) {
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t r0 = (u / panels) * rows_per_block;
-        run(r0, std::min(m, r0 + rows_per_block), u % panels, m, n, k, a, b, packed_a, packed_b, c, bias, relu,
+        run(r0, std::min(m, r0 + rows_per_block), u % panels, m, n, k, a, b, packed_a, packed_b, c, bias, relu, sum,
             call);
       }
     });
@@ -412,7 +451,7 @@ void gemm_avx512_with_packed_a(bool trans_a, bool trans_b, int64_t m, int64_t n,
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t r0 = (u / unit_groups) * rows_per_block, p0 = (u % unit_groups) * per_group;
       run(r0, std::min(m, r0 + rows_per_block), p0, std::min(panels, p0 + per_group), m, n, k, a, b, packed_a,
-          packed_b, c, bias, relu);
+          packed_b, c, bias, relu, sum);
     }
   });
 }
@@ -436,6 +475,10 @@ template int64_t gemm_avx512_packed_a_size<float>(int64_t, int64_t);
 template int64_t gemm_avx512_packed_a_size<double>(int64_t, int64_t);
 template void gemm_avx512_pack_a<float>(bool, int64_t, int64_t, const float*, float*);
 template void gemm_avx512_pack_a<double>(bool, int64_t, int64_t, const double*, double*);
+template void gemm_avx512_add_to_double<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*,
+                                               const float*, float*, double*);
+template void gemm_avx512_add_to_double<double>(bool, bool, int64_t, int64_t, int64_t, const double*,
+                                                const double*, const double*, double*, double*);
 
 }  // namespace fdnn
 
@@ -460,6 +503,8 @@ template <typename T>
 void gemm_avx512_with_packed_a(bool, bool, int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*, T*,
                                const T*, bool) {}
 template <typename T> int64_t gemm_avx512_packed_a_size(int64_t, int64_t) { return 0; }
+template <typename T>
+void gemm_avx512_add_to_double(bool, bool, int64_t, int64_t, int64_t, const T*, const T*, const T*, T*, double*) {}
 template <typename T> void gemm_avx512_pack_a(bool, int64_t, int64_t, const T*, T*) {}
 template int64_t gemm_avx512_packed_b_row<float>(int64_t, int64_t, int64_t, int64_t);
 template int64_t gemm_avx512_packed_b_row<double>(int64_t, int64_t, int64_t, int64_t);
@@ -472,6 +517,10 @@ template int64_t gemm_avx512_packed_a_size<float>(int64_t, int64_t);
 template int64_t gemm_avx512_packed_a_size<double>(int64_t, int64_t);
 template void gemm_avx512_pack_a<float>(bool, int64_t, int64_t, const float*, float*);
 template void gemm_avx512_pack_a<double>(bool, int64_t, int64_t, const double*, double*);
+template void gemm_avx512_add_to_double<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*,
+                                               const float*, float*, double*);
+template void gemm_avx512_add_to_double<double>(bool, bool, int64_t, int64_t, int64_t, const double*,
+                                                const double*, const double*, double*, double*);
 }  // namespace fdnn
 
 #endif

@@ -21,7 +21,9 @@
 // product is the AVX-512 kernel, its weights operand (the forward's w_g with the bias column,
 // the dx product's w_g^T) is packed once per call (gemm_avx512_pack_a) and read by every
 // block's product (gemm_avx512_with_packed_a), and the dx product's dz is packed once per block
-// (gemm_avx512_pack_b) for all its row blocks: the same packed values, the same bits.
+// (gemm_avx512_pack_b) for all its row blocks: the same packed values, the same bits. The dw
+// product's results are added into the double sums by the kernel's epilogue
+// (gemm_avx512_add_to_double), in place of a store and a separate pass.
 //
 // Threads: the blocks are grouped into tasks (a block of whole images, or all the parts of one
 // image), and the tasks run in parallel, each on one thread with its own GEMM calls (nested
@@ -541,11 +543,12 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   Buffer<T> packed_wt = scratch<T>(s.groups * packed_wt_size);
   for (int64_t g = 0; dx_own && g < s.groups; ++g)
     gemm_avx512_pack_a<T>(true, k, cout_g, w + g * cout_g * k, packed_wt.get() + g * packed_wt_size);
+  const bool dw_own = dw && gemm_kernel_for(cout_g, k, rows) == "fusednn-avx512";  // the dw product's kernel
   // dw's im2col straight into the GEMM's panels, kernel rows in kk' order (dw_panels_f32).
   bool dw_packed = false;
 #if FDNN_CONV_AVX512
   dw_packed = dw && flat_avx512<T>() && s.cin_g() % 16 == 0 && padded_hwc_size(s) <= kMaxPadded &&
-              gemm_kernel_for(cout_g, k, rows) == "fusednn-avx512";
+              dw_own;
 #endif
   // The dw and db sums (in double) of a fixed number of chunks of consecutive tasks, added in
   // chunk order at the end: dw at [0, C_out K), db after it.
@@ -579,18 +582,24 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
           if (db)  // db += the block's sums of dz, per channel in double
             for (int64_t co = 0; co < cout_g; ++co) acc[dw_size + g * cout_g + co] += sum_double(dz + co * m, m);
           if (dw) {  // dw_g += dz col^T: (C_out/groups x M) (M x K)
+            // The AVX-512 kernel adds its results into the double sums itself.
+            double* dw_acc = acc + g * cout_g * k;
             if (dw_packed) {
 #if FDNN_CONV_AVX512
               if constexpr (std::is_same_v<T, float>) {
                 dw_panels_f32(col, xp, x, s, g * s.cin_g(), r0, r1);
-                gemm_avx512<T>(false, true, cout_g, k, m, dz, col, col, dw_part, nullptr, false);
+                gemm_avx512_add_to_double<T>(false, true, cout_g, k, m, dz, col, col, dw_part, dw_acc);
               }
 #endif
             } else {
               im2col(col, x, s, g * s.cin_g(), r0, r1);
-              gemm<T>(false, true, cout_g, k, m, dz, col, dw_part, nullptr, false);
+              if (dw_own) {
+                gemm_avx512_add_to_double<T>(false, true, cout_g, k, m, dz, col, nullptr, dw_part, dw_acc);
+              } else {
+                gemm<T>(false, true, cout_g, k, m, dz, col, dw_part, nullptr, false);
+                add_double(dw_acc, dw_part, cout_g * k);
+              }
             }
-            add_double(acc + g * cout_g * k, dw_part, cout_g * k);
           }
           if (dx) {  // dcol = w_g^T dz: (K x C_out/groups) (C_out/groups x M), then col2im
             if (dx_own) {  // dz packed once for all the row blocks of dcol (into col: its dw product is done)
