@@ -163,11 +163,48 @@ int64_t bilinear_f32_border_max(const AugmentShape& g) {
   return (g.h + 2 * b) * (g.w + 2 * b) < (int64_t{1} << 24) ? b : 1;
 }
 
+// The padded planes of augment_bilinear_f32_avx512 that a thread keeps between blocks and calls
+// (up to kKeptPadFloats floats; larger ones are allocated per block): `layout` is the border of
+// fill they hold now (0: none) for images of C x H x W whose fill has the bits `fill_bits`.
+constexpr int64_t kKeptPadFloats = int64_t{1} << 20;
+struct KeptPad {
+  std::vector<float> planes;
+  int64_t c = 0, h = 0, w = 0, layout = 0;
+  uint64_t fill_bits = 0;
+};
+thread_local KeptPad kept_pad;
+
+// Columns, then rows, of pixels 0 .. H W + 15 of an H x W image, each group of 16 as its pixels
+// A then its pixels B (augment_avx512_cpu.cpp's bilinear16); the pixels past the image repeat the
+// last one, so the lanes of a last partial group (computed, not stored) read taps within the
+// padded plane. The table of augment_bilinear_f32_avx512's flat path (W not a multiple of 16),
+// kept by the calling thread for the next call of the same size.
+const double* flat_coords(int64_t h, int64_t w) {
+  struct Table {
+    int64_t h = 0, w = 0;
+    std::vector<double> coords;
+  };
+  thread_local Table table;
+  if (table.h != h || table.w != w) {
+    const int64_t hw = h * w;
+    table.coords.assign(static_cast<size_t>(2 * (hw + 16)), 0.0);
+    for (int64_t p = 0; p < hw + 16; ++p) {
+      const int64_t j = p % 16, in_group = j < 8 ? 4 * (j / 2) + j % 2 : 4 * ((j - 8) / 2) + 2 + j % 2;
+      const int64_t q = std::min(p - j + in_group, hw - 1);
+      table.coords[static_cast<size_t>(p)] = static_cast<double>(q % w);
+      table.coords[static_cast<size_t>(hw + 16 + p)] = static_cast<double>(q / w);
+    }
+    table.h = h;
+    table.w = w;
+  }
+  return table.coords.data();
+}
+
 // One sample, in the order of augment_finish_quad (augment.h): geometry and brightness with the
 // gray sum, then contrast, noise and clipping as whole-sample loops, then the erased rectangle.
 // `pad`: room for C padded planes of (H + 2 b) x (W + 2 b) floats (b = bilinear_f32_border_max),
-// `layout` the border its planes have now (0: none yet), and `coords` the pixels' columns and rows
-// (augment_bilinear_f32_avx512), when bilinear_f32_fast (float32); null otherwise.
+// `layout` the border its planes have now (0: none yet), when bilinear_f32_fast (float32), null
+// otherwise; `coords`: flat_coords(H, W) when bilinear_f32_fast and W is not a multiple of 16.
 template <typename T>
 FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const AugmentShape& g,
                                    const AugmentSample& s, float* pad, const double* coords, int64_t* layout) {
@@ -264,25 +301,43 @@ void augment_loop(T* y, const T* x, int64_t n, const AugmentShape& shape, int64_
   const int64_t count = shape.c * shape.h * shape.w;
   const bool fast = std::is_same_v<T, float> && bilinear_f32_fast(shape);
   const int64_t hw = shape.h * shape.w;
-  // Columns, then rows, of pixels 0 .. hw + 15, each group of 16 as its pixels A then its pixels B
-  // (augment_avx512_cpu.cpp's bilinear16); the pixels past the image repeat the last one, so the
-  // lanes of a last partial group (computed, not stored) read taps within the padded plane.
-  std::vector<double> coords(fast ? static_cast<size_t>(2 * (hw + 16)) : 0);
-  for (int64_t p = 0; fast && p < hw + 16; ++p) {
-    const int64_t j = p % 16, in_group = j < 8 ? 4 * (j / 2) + j % 2 : 4 * ((j - 8) / 2) + 2 + j % 2;
-    const int64_t q = std::min(p - j + in_group, hw - 1);
-    coords[static_cast<size_t>(p)] = static_cast<double>(q % shape.w);
-    coords[static_cast<size_t>(hw + 16 + p)] = static_cast<double>(q / shape.w);
-  }
+  const double* coords = fast && shape.w % 16 != 0 ? flat_coords(shape.h, shape.w) : nullptr;
+  const int64_t border = fast ? bilinear_f32_border_max(shape) : 0;
+  const int64_t pad_size = fast ? shape.c * (shape.h + 2 * border) * (shape.w + 2 * border) : 0;
   parallel_for(n, block, count * 8, [&](int64_t b, int64_t e) {
-    const int64_t border = fast ? bilinear_f32_border_max(shape) : 0;
-    std::vector<float> pad(fast ? static_cast<size_t>(shape.c * (shape.h + 2 * border) * (shape.w + 2 * border)) : 0);
-    int64_t layout = 0;  // the block's samples reuse the planes' border of fill
+    std::vector<float> own;
+    float* pad = nullptr;
+    int64_t own_layout = 0;
+    int64_t* layout = &own_layout;
+    if (fast) {
+      if (pad_size <= kKeptPadFloats) {
+        // The thread's kept planes: their border of fill is reused from one block (and call) to
+        // the next while the geometry and the fill's bits stay the same.
+        KeptPad& kept = kept_pad;
+        uint64_t fill_bits;
+        std::memcpy(&fill_bits, &shape.fill, sizeof(fill_bits));
+        if (kept.c != shape.c || kept.h != shape.h || kept.w != shape.w || kept.fill_bits != fill_bits) {
+          kept.c = shape.c;
+          kept.h = shape.h;
+          kept.w = shape.w;
+          kept.fill_bits = fill_bits;
+          kept.layout = 0;
+        }
+        if (static_cast<int64_t>(kept.planes.size()) < pad_size) {
+          kept.planes.resize(static_cast<size_t>(pad_size));
+          kept.layout = 0;
+        }
+        pad = kept.planes.data();
+        layout = &kept.layout;
+      } else {
+        own.resize(static_cast<size_t>(pad_size));
+        pad = own.data();
+      }
+    }
     std::vector<AugmentSample> local;
     const AugmentSample* s = samples(b, e, local);
     for (int64_t i = b; i < e; ++i)
-      augment_one(y + i * count, x + i * count, shape, s[i - b], fast ? pad.data() : nullptr,
-                  fast ? coords.data() : nullptr, &layout);
+      augment_one(y + i * count, x + i * count, shape, s[i - b], pad, coords, layout);
   });
 }
 
