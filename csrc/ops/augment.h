@@ -1,7 +1,8 @@
 // Data augmentation: one pass over a batch of images (N, C, H, W) that applies to every sample its
 // own affine map (rotation, zoom, shift, shear, flips; bilinear or nearest, with a fill value),
 // brightness and contrast factors, additive Gaussian noise, optional clipping and a random-erasing
-// rectangle. The per-sample parameters are drawn on the host (python/fusednn/ops/augment.py); this
+// rectangle. The per-sample parameters are drawn by the CPU module (bind_augment.cpp: as arrays for
+// ops.augment_params, or block by block on the worker threads within Compose's one call); this
 // header holds the per-pixel math both devices run. Plain C++ (no CUDA includes).
 //
 // Conventions (docs/data.md): pixel (row r, column c) has its center at (x, y) = (c, r); the
