@@ -201,7 +201,9 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __m512 gather_
 // (+0 or -0, as the fill), the value the inside test would give it (geometry8). kScalar: the
 // pairs come from scalar loads at the stored indices (gather_pairs) instead of gathers; with
 // several planes sharing the indices, faster on the Zen 4 machine this was tuned on (one-thread
-// CPU time of 256x3x32x32 Compose ~6% lower); with one plane, slower (28x28: ~5-10%).
+// CPU time of 256x3x32x32 Compose ~6% lower); with one plane, slower (28x28: ~5-10%), where
+// pixels A's pairs come from scalar loads and pixels B's from gathers (the two kinds of load
+// overlap: ~2-4% lower than four gathers).
 template <bool kTested, bool kScalar>
 __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear16(const BilinearF32& k, __m512d sx_lo,
                                                                                   __m512d sx_hi, __m512d sy_lo,
@@ -232,10 +234,12 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear1
       g1 = gather_pairs(top_row, ih);
       g2 = gather_pairs(bottom_row, il);
       g3 = gather_pairs(bottom_row, ih);
-    } else {
-      g0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_lo, top_row, 4));
+    } else {  // one plane: pixels A by scalar loads, pixels B by gathers
+      int jl[8];
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(jl), idx_lo);
+      g0 = gather_pairs(top_row, jl);
       g1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, top_row, 4));
-      g2 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_lo, bottom_row, 4));
+      g2 = gather_pairs(bottom_row, jl);
       g3 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, bottom_row, 4));
     }
     const __m512 t00 = _mm512_shuffle_ps(g0, g1, _MM_SHUFFLE(2, 0, 2, 0));
@@ -308,7 +312,7 @@ __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF
 // are first copied into `pad` (C planes of (H + 2B) x (W + 2B), bordered by B pixels of fill), so
 // a tap outside the image reads fill and the two taps of a row (t00, t01) are adjacent: one 64-bit
 // gather lane reads both (two gathers of 8 pairs for 16 pixels, half the lanes of four 32-bit
-// ones; for C > 1, scalar 64-bit loads instead, bilinear16's kScalar). The weights' rules are augment_geometry's: a tap of weight exactly 0 does not contribute,
+// ones; scalar 64-bit loads instead for C > 1, and for pixels A when C = 1: bilinear16). The weights' rules are augment_geometry's: a tap of weight exactly 0 does not contribute,
 // so integer coordinates copy bit for bit; a point whose four taps are all outside is fill. When
 // the fill is 0 and the four corners' source points (an affine map's extremes over the grid) show
 // that every tap lies within the border B = border_max, the per-point inside tests are skipped
