@@ -293,6 +293,15 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
   }
 }
 
+// Samples per block of augment and augment_generated: about 16K elements, and where that is 16
+// samples or more a multiple of 16 (the parameter draw's groups of 16 samples, bind_augment.cpp;
+// a block starting inside a group draws that group's blocks too). Large images get blocks of
+// fewer samples, down to 1, so that a batch of 16 224x224 images is not one block on one thread.
+int64_t samples_per_block(int64_t count) {
+  const int64_t samples = std::max<int64_t>(1, (16 * 1024) / count);
+  return samples < 16 ? samples : samples / 16 * 16;
+}
+
 // The loop of augment and augment_generated: blocks of `block` samples (at least about 16K
 // elements each) on the thread pool; `samples(b, e, local)` gives samples b .. e - 1 (local: room
 // for e - b, which it may fill and return, or ignore and return its own array's).
@@ -347,7 +356,7 @@ template <typename T>
 void augment(T* y, const T* x, int64_t n, const AugmentShape& shape, const AugmentSample* samples, Stream) {
   const int64_t count = shape.c * shape.h * shape.w;
   if (count == 0) return;
-  augment_loop(y, x, n, shape, std::max<int64_t>(1, (16 * 1024) / count),
+  augment_loop(y, x, n, shape, samples_per_block(count),
                [&](int64_t b, int64_t, std::vector<AugmentSample>&) { return samples + b; });
 }
 
@@ -355,8 +364,7 @@ template <typename T>
 void augment_generated(T* y, const T* x, int64_t n, const AugmentShape& shape, const AugmentSampleSource& samples) {
   const int64_t count = shape.c * shape.h * shape.w;
   if (count == 0) return;
-  // Blocks of a multiple of 16 samples (the parameter draw's groups, bind_augment.cpp).
-  augment_loop(y, x, n, shape, 16 * std::max<int64_t>(1, (16 * 1024) / count / 16),
+  augment_loop(y, x, n, shape, samples_per_block(count),
                [&](int64_t b, int64_t e, std::vector<AugmentSample>& local) {
                  local.resize(static_cast<size_t>(e - b));
                  samples(b, e, local.data());
