@@ -31,6 +31,20 @@
 // module is compiled for a portable baseline and this runs only where the CPU has AVX-512F.
 #include "cpu/gemm.h"
 
+// The explicit instantiations of both branches below (float and double).
+#define FDNN_GEMM_AVX512_INSTANTIATE(T)                                                                            \
+  template void gemm_avx512<T>(bool, bool, int64_t, int64_t, int64_t, const T*, const T*, const T*, T*, const T*,  \
+                               bool);                                                                              \
+  template int64_t gemm_avx512_packed_b_size<T>(int64_t, int64_t);                                                 \
+  template void gemm_avx512_pack_b<T>(bool, int64_t, int64_t, const T*, T*);                                       \
+  template int64_t gemm_avx512_packed_b_row<T>(int64_t, int64_t, int64_t, int64_t);                                \
+  template void gemm_avx512_with_packed_a<T>(bool, bool, int64_t, int64_t, int64_t, const T*, const T*, const T*, \
+                                             const T*, T*, const T*, bool);                                        \
+  template int64_t gemm_avx512_packed_a_size<T>(int64_t, int64_t);                                                 \
+  template void gemm_avx512_pack_a<T>(bool, int64_t, int64_t, const T*, T*);                                       \
+  template void gemm_avx512_add_to_double<T>(bool, bool, int64_t, int64_t, int64_t, const T*, const T*, const T*, \
+                                             T*, double*);
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
@@ -456,29 +470,8 @@ void gemm_avx512_run(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
   });
 }
 
-template void gemm_avx512<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, const float*,
-                                 float*, const float*, bool);
-template void gemm_avx512<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*,
-                                  const double*, double*, const double*, bool);
-template int64_t gemm_avx512_packed_b_size<float>(int64_t, int64_t);
-template int64_t gemm_avx512_packed_b_size<double>(int64_t, int64_t);
-template void gemm_avx512_pack_b<float>(bool, int64_t, int64_t, const float*, float*);
-template void gemm_avx512_pack_b<double>(bool, int64_t, int64_t, const double*, double*);
-template int64_t gemm_avx512_packed_b_row<float>(int64_t, int64_t, int64_t, int64_t);
-template int64_t gemm_avx512_packed_b_row<double>(int64_t, int64_t, int64_t, int64_t);
-template void gemm_avx512_with_packed_a<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*,
-                                               const float*, const float*, float*, const float*, bool);
-template void gemm_avx512_with_packed_a<double>(bool, bool, int64_t, int64_t, int64_t, const double*,
-                                                const double*, const double*, const double*, double*, const double*,
-                                                bool);
-template int64_t gemm_avx512_packed_a_size<float>(int64_t, int64_t);
-template int64_t gemm_avx512_packed_a_size<double>(int64_t, int64_t);
-template void gemm_avx512_pack_a<float>(bool, int64_t, int64_t, const float*, float*);
-template void gemm_avx512_pack_a<double>(bool, int64_t, int64_t, const double*, double*);
-template void gemm_avx512_add_to_double<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*,
-                                               const float*, float*, double*);
-template void gemm_avx512_add_to_double<double>(bool, bool, int64_t, int64_t, int64_t, const double*,
-                                                const double*, const double*, double*, double*);
+FDNN_GEMM_AVX512_INSTANTIATE(float)
+FDNN_GEMM_AVX512_INSTANTIATE(double)
 
 }  // namespace fdnn
 
@@ -490,14 +483,6 @@ template <typename T>
 void gemm_avx512(bool, bool, int64_t, int64_t, int64_t, const T*, const T*, const T*, T*, const T*, bool) {}
 template <typename T> int64_t gemm_avx512_packed_b_size(int64_t, int64_t) { return 0; }
 template <typename T> void gemm_avx512_pack_b(bool, int64_t, int64_t, const T*, T*) {}
-template void gemm_avx512<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, const float*,
-                                 float*, const float*, bool);
-template void gemm_avx512<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*,
-                                  const double*, double*, const double*, bool);
-template int64_t gemm_avx512_packed_b_size<float>(int64_t, int64_t);
-template int64_t gemm_avx512_packed_b_size<double>(int64_t, int64_t);
-template void gemm_avx512_pack_b<float>(bool, int64_t, int64_t, const float*, float*);
-template void gemm_avx512_pack_b<double>(bool, int64_t, int64_t, const double*, double*);
 template <typename T> int64_t gemm_avx512_packed_b_row(int64_t, int64_t, int64_t, int64_t) { return 0; }
 template <typename T>
 void gemm_avx512_with_packed_a(bool, bool, int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*, T*,
@@ -506,21 +491,8 @@ template <typename T> int64_t gemm_avx512_packed_a_size(int64_t, int64_t) { retu
 template <typename T>
 void gemm_avx512_add_to_double(bool, bool, int64_t, int64_t, int64_t, const T*, const T*, const T*, T*, double*) {}
 template <typename T> void gemm_avx512_pack_a(bool, int64_t, int64_t, const T*, T*) {}
-template int64_t gemm_avx512_packed_b_row<float>(int64_t, int64_t, int64_t, int64_t);
-template int64_t gemm_avx512_packed_b_row<double>(int64_t, int64_t, int64_t, int64_t);
-template void gemm_avx512_with_packed_a<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*,
-                                               const float*, const float*, float*, const float*, bool);
-template void gemm_avx512_with_packed_a<double>(bool, bool, int64_t, int64_t, int64_t, const double*,
-                                                const double*, const double*, const double*, double*, const double*,
-                                                bool);
-template int64_t gemm_avx512_packed_a_size<float>(int64_t, int64_t);
-template int64_t gemm_avx512_packed_a_size<double>(int64_t, int64_t);
-template void gemm_avx512_pack_a<float>(bool, int64_t, int64_t, const float*, float*);
-template void gemm_avx512_pack_a<double>(bool, int64_t, int64_t, const double*, double*);
-template void gemm_avx512_add_to_double<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*,
-                                               const float*, float*, double*);
-template void gemm_avx512_add_to_double<double>(bool, bool, int64_t, int64_t, int64_t, const double*,
-                                                const double*, const double*, double*, double*);
+FDNN_GEMM_AVX512_INSTANTIATE(float)
+FDNN_GEMM_AVX512_INSTANTIATE(double)
 }  // namespace fdnn
 
 #endif
