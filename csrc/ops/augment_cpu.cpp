@@ -179,21 +179,32 @@ thread_local KeptPad kept_pad;
 // last one, so the lanes of a last partial group (computed, not stored) read taps within the
 // padded plane. The table of augment_bilinear_f32_avx512's flat path (W not a multiple of 16),
 // kept by the calling thread for the next call of the same size.
-const double* flat_coords(int64_t h, int64_t w) {
+void fill_flat_coords(std::vector<double>& coords, int64_t h, int64_t w) {
+  const int64_t hw = h * w;
+  coords.assign(static_cast<size_t>(2 * (hw + 16)), 0.0);
+  for (int64_t p = 0; p < hw + 16; ++p) {
+    const int64_t j = p % 16, in_group = j < 8 ? 4 * (j / 2) + j % 2 : 4 * ((j - 8) / 2) + 2 + j % 2;
+    const int64_t q = std::min(p - j + in_group, hw - 1);
+    coords[static_cast<size_t>(p)] = static_cast<double>(q % w);
+    coords[static_cast<size_t>(hw + 16 + p)] = static_cast<double>(q / w);
+  }
+}
+
+// The calling thread keeps the table of images up to kKeptCoordPixels pixels (4 MB) between
+// calls; a larger image's table is built into `own` for the call and freed with it.
+constexpr int64_t kKeptCoordPixels = int64_t{1} << 18;
+const double* flat_coords(int64_t h, int64_t w, std::vector<double>& own) {
+  if (h * w > kKeptCoordPixels) {
+    fill_flat_coords(own, h, w);
+    return own.data();
+  }
   struct Table {
     int64_t h = 0, w = 0;
     std::vector<double> coords;
   };
   thread_local Table table;
   if (table.h != h || table.w != w) {
-    const int64_t hw = h * w;
-    table.coords.assign(static_cast<size_t>(2 * (hw + 16)), 0.0);
-    for (int64_t p = 0; p < hw + 16; ++p) {
-      const int64_t j = p % 16, in_group = j < 8 ? 4 * (j / 2) + j % 2 : 4 * ((j - 8) / 2) + 2 + j % 2;
-      const int64_t q = std::min(p - j + in_group, hw - 1);
-      table.coords[static_cast<size_t>(p)] = static_cast<double>(q % w);
-      table.coords[static_cast<size_t>(hw + 16 + p)] = static_cast<double>(q / w);
-    }
+    fill_flat_coords(table.coords, h, w);
     table.h = h;
     table.w = w;
   }
@@ -310,7 +321,8 @@ void augment_loop(T* y, const T* x, int64_t n, const AugmentShape& shape, int64_
   const int64_t count = shape.c * shape.h * shape.w;
   const bool fast = std::is_same_v<T, float> && bilinear_f32_fast(shape);
   const int64_t hw = shape.h * shape.w;
-  const double* coords = fast && shape.w % 16 != 0 ? flat_coords(shape.h, shape.w) : nullptr;
+  std::vector<double> own_coords;
+  const double* coords = fast && shape.w % 16 != 0 ? flat_coords(shape.h, shape.w, own_coords) : nullptr;
   const int64_t border = fast ? bilinear_f32_border_max(shape) : 0;
   const int64_t pad_size = fast ? shape.c * (shape.h + 2 * border) * (shape.w + 2 * border) : 0;
   parallel_for(n, block, count * 8, [&](int64_t b, int64_t e) {
