@@ -508,6 +508,18 @@ def test_layer_norm_backward_sums_near_the_float32_range(device, gamma):
     np.testing.assert_array_equal(db, np.zeros(d, np.float32))
     assert np.isfinite(dg).all() and np.isfinite(dx).all()
     assert_close(dg, dg_w.astype(np.float32))
+    # A product g * xhat beyond the float range (xhat = 3.87) in a row whose sums are finite: the
+    # portable loops formed it in float (dx inf/NaN there; run by test_portable_paths.py).
+    d = 16
+    x = np.zeros((1, d), np.float32)
+    x[0, 0] = 1.0
+    g = np.ones(d, np.float32) if gamma else None
+    _, mean, inv_std = ops.layer_norm(x, g, None)
+    dy = np.full((1, d), 1e38, np.float32)
+    dx, _, db = (to_numpy(a) for a in ops.layer_norm_backward(*to_device(device, dy, x, g, mean, inv_std)))
+    assert np.isfinite(dx).all() and np.isfinite(db).all()
+    # exactly 0 in exact arithmetic; float32's rounding of g = 1e38 is 6e30
+    assert np.abs(dx).max() <= 1e-6 * 1e38
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

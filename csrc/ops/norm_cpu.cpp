@@ -301,8 +301,9 @@ FDNN_MULTIVERSION void layer_norm_rows(T* FDNN_RESTRICT y, T* FDNN_RESTRICT mean
   if (stream) stream_fence();
 }
 
-// Layer norm backward of rows [r0, r1): per row the sums of g = dy * gamma and g * xhat (g,
-// xhat and the product in T, sums in double), then dx (layer_norm_dx) from the same rounded g,
+// Layer norm backward of rows [r0, r1): per row the sums of g = dy * gamma and g * xhat (g and
+// xhat in T, the product and the sums in double: a product in T overflowed for |dy| near the
+// float range where the sum is finite), then dx (layer_norm_dx) from the same rounded g,
 // kept between the loops in dx's row, or with stream (float32) in the L1 buffer row while dx is
 // streamed out (so that g - mean(g) cancels exactly where it should, e.g. for d = 1, instead of
 // g being recomputed in a fused multiply-add); pg, pb (d each) receive the block's column sums
@@ -327,7 +328,7 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
       const T gj = g[j] * param_or(gamma, j, T(1));
       dr[j] = gj;
       sg += static_cast<double>(gj);
-      sgx += static_cast<double>(gj * normalized(xr[j], mu, is));
+      sgx += static_cast<double>(gj) * static_cast<double>(normalized(xr[j], mu, is));
     }
     const T mg = static_cast<T>(layer_norm_mean(sg, d)), mgx = static_cast<T>(layer_norm_mean(sgx, d));
 #if FDNN_HAS_STREAM_STORE
@@ -357,7 +358,7 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
     const T mu = mean[r], is = inv_std[r];
 #pragma omp simd
     for (int64_t j = 0; j < d; ++j) {
-      pg[j] += static_cast<double>(g[j] * normalized(xr[j], mu, is));
+      pg[j] += static_cast<double>(g[j]) * static_cast<double>(normalized(xr[j], mu, is));
       pb[j] += static_cast<double>(g[j]);
     }
   }

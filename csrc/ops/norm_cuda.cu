@@ -329,7 +329,7 @@ __global__ void __launch_bounds__(kThreads) layer_norm_dx_kernel(T* dx, const T*
       const T gj = g[j] * param_or(gamma, j, T(1));
       dr[j] = gj;
       a += static_cast<double>(gj);
-      b += static_cast<double>(gj * normalized(xr[j], mu, is));
+      b += static_cast<double>(gj) * static_cast<double>(normalized(xr[j], mu, is));
     }
     const T mg = static_cast<T>(layer_norm_mean(block_sum(a, tmp, total), d));
     const T mgx = static_cast<T>(layer_norm_mean(block_sum(b, tmp, total), d));
@@ -339,7 +339,8 @@ __global__ void __launch_bounds__(kThreads) layer_norm_dx_kernel(T* dx, const T*
 }
 
 // layer_norm_backward, dgamma and dbeta (the column loop of layer_norm_backward_rows): per
-// column tile and row chunk, the double sums of dy * xhat (in T) and dy go to pg, pb.
+// column tile and row chunk, the double sums of dy * xhat (xhat in T, the product in double) and
+// dy go to pg, pb.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     layer_norm_param_partials_kernel(double* pg, double* pb, const T* dy, const T* x, const T* mean, const T* inv_std,
@@ -353,7 +354,7 @@ __global__ void __launch_bounds__(kThreads)
   if (j < d)
     for (int64_t r = r0 + lane; r < r1; r += kRowLanes) {
       const T g = dy[r * d + j];
-      a += static_cast<double>(g * normalized(x[r * d + j], mean[r], inv_std[r]));
+      a += static_cast<double>(g) * static_cast<double>(normalized(x[r * d + j], mean[r], inv_std[r]));
       b += static_cast<double>(g);
     }
   a = lane_sum(a, buf);
