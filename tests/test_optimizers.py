@@ -337,6 +337,20 @@ def test_hyperparameters_changed_between_steps_are_checked_and_used():
     with pytest.raises(ValueError, match=r"betas\[0\]"):
         opt.step()
 
+    class Knob(float):  # a float subclass whose value can change in place
+        def __float__(self):
+            return self.value
+
+    momentum = Knob(0.5)
+    momentum.value = 0.5
+    fp = FlatParameters(SHAPES)
+    fp.grad[...] = 1.0
+    opt = optim.SGD(fp, lr=0.1, momentum=momentum)
+    opt.step()
+    momentum.value = -3.0  # not cached (only exact built-in and NumPy scalar types are)
+    with pytest.raises(ValueError, match="momentum"):
+        opt.step()
+
 
 def test_load_state_dict_refuses_a_mismatch():
     fp = FlatParameters(SHAPES)

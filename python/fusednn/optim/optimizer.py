@@ -38,12 +38,17 @@ class _Span:
         self.param, self.grad, self.state_offset, self.indices = param, grad, state_offset, indices
 
 
+_IMMUTABLE_TYPES = (bool, int, float, complex, str, type(None))
+
+
 def _immutable(value):
-    """Whether a hyperparameter's value cannot change in place (numbers, strings, None, tuples
-    of those)."""
-    if type(value) is tuple:
+    """Whether a hyperparameter's value cannot change in place: exactly a built-in number,
+    string, None or NumPy scalar, or a tuple of those (a subclass may define a value that
+    changes, e.g. a float subclass whose __float__ reads an attribute)."""
+    kind = type(value)
+    if kind is tuple:
         return all(map(_immutable, value))
-    return value is None or isinstance(value, (bool, int, float, complex, str, np.generic))
+    return kind in _IMMUTABLE_TYPES or (isinstance(value, np.generic) and kind.__module__ == "numpy")
 
 
 class Optimizer:
