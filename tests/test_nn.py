@@ -426,3 +426,21 @@ def test_flat_groups_hand_over_spans_and_check_their_names():
         fp.group(["a", "d"])
     with pytest.raises(ValueError, match="more than once"):
         fp.group(["a", "a"])
+
+
+def test_a_training_forward_releases_the_activations_of_modules_added_later():
+    """release_activations walks a plan of the tree made once; adding a module anywhere in the
+    tree makes it anew, so the new module's kept arrays are dropped too."""
+    rng = np.random.default_rng(3)
+    inner = nn.Sequential(nn.ReLU(), nn.Linear(5, 4, rng=rng))
+    model = nn.Sequential(nn.Linear(6, 5, rng=rng), inner)
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    model.forward(x, training=True)
+    model.backward(np.ones((3, 4), np.float32))
+    late = inner.add_module("2", nn.Dropout(0.5))
+    model.forward(x, training=True)
+    assert late._offset is not None
+    model.release_activations()
+    assert late._offset is None and inner[0]._cache is None and inner[1]._cache is None and model[0]._cache is None
+    with pytest.raises(RuntimeError, match="no training forward"):
+        model.backward(np.ones((3, 4), np.float32))

@@ -526,7 +526,7 @@ class Sequential(Module):
         return x
 
     def backward(self, dy):
-        for layer in reversed(list(self._children.values())):
+        for layer in reversed(self._children.values()):
             dy = layer.backward(dy)
         return dy
 

@@ -39,6 +39,11 @@ class RNG:
         return f"RNG(seed={self.seed}, offset={self.offset})"
 
 
+# Bumped by every add_module: a tree's release_activations plan (its modules and their activation
+# attributes, walked every training step) is rebuilt when it was made before.
+_tree_version = [0]
+
+
 def _dtype_of(dtype):
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
@@ -92,14 +97,15 @@ class Module:
         """Drop what every layer of the tree kept from its last training forward for its
         backward (its backward raises until the next training forward), so that those arrays
         can be reused; a training forward of a root Sequential does this first."""
-        stack = [self]
-        while stack:
-            m = stack.pop()
+        plan = self.__dict__.get("_release_plan")
+        if plan is None or plan[0] != _tree_version[0]:  # built once per tree (add_module bumps the version)
+            plan = self._release_plan = (_tree_version[0], tuple((m, m._activation_attrs) for _, m in
+                                                                 self.named_modules()))
+        for m, names in plan[1]:
             attrs = m.__dict__
-            for name in m._activation_attrs:
+            for name in names:
                 if name in attrs:
                     attrs[name] = None
-            stack.extend(m._children.values())
 
     # ---- registration
 
@@ -119,6 +125,7 @@ class Module:
         if module._parent is not None:
             raise ValueError(f"{name}: this module already belongs to another model")
         module._parent = self
+        _tree_version[0] += 1  # the modules' release_activations plans are rebuilt
         module.rng = self._rng
         module.training = self.training
         if module.device != self.device:

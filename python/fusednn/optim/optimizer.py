@@ -213,8 +213,38 @@ class Optimizer:
     def _buffer(self, gi, name, fill=0.0):
         st = self._groups_state[gi]
         if name not in st["buffers"]:
-            st["buffers"][name] = st["xp"].full(st["size"], fill, st["dtype"])
+            if st["xp"] is np:
+                st["buffers"][name] = self._staggered(st, fill)
+            else:
+                st["buffers"][name] = st["xp"].full(st["size"], fill, st["dtype"])
         return st["buffers"][name]
+
+    @staticmethod
+    def _staggered(st, fill):
+        """A NumPy state buffer placed in memory so that its address modulo 4096 is far from
+        those of the group's parameters, gradients and other state buffers: the update loads
+        the next elements of each array while its stores to p, m, v of the last ones are in
+        flight, and a load whose address matches a pending store's in the low 12 bits waits for
+        it (4K aliasing). Consecutive heap allocations of sizes that are multiples of 4096 sit
+        16 bytes apart modulo 4096, so without this the Adam step over the 784-512-256-10
+        MLP's 535k parameters ran about 12% slower (one thread: 316 us against 280)."""
+        dtype = np.dtype(st["dtype"])
+        nbytes = st["size"] * dtype.itemsize
+        streams = st.setdefault("page_offsets", [])
+        if not streams:
+            first = st["spans"][0] if st["spans"] else None
+            for a in (first.param, first.grad) if first is not None else ():
+                if a is not None:
+                    streams.append(a.ctypes.data % 4096)
+        base = streams[0] if streams else 0
+        dist = lambda c: min((min((c - s) % 4096, (s - c) % 4096) for s in streams), default=4096)  # noqa: E731
+        target = max(((base + 512 * j) % 4096 for j in range(8)), key=dist)  # the first of the farthest
+        streams.append(target)
+        raw = np.empty(nbytes + 4096, np.uint8)
+        start = (target - raw.ctypes.data) % 4096
+        buf = raw[start:start + nbytes].view(dtype)
+        buf.fill(fill)
+        return buf
 
     def _state_views(self, gi, name, spans, per_param):
         """The state `name` as arrays matching the parameter arrays handed to the kernel."""
