@@ -247,6 +247,34 @@ def test_batch_norm_many_rows_keep_float32_accuracy(device):
                      reference.batch_norm_backward(*wider(*args))[1:])
 
 
+@pytest.mark.parametrize("shape", [(16, 2), (8, 2, 2)])
+def test_batch_norm_backward_products_near_the_float32_range(device, shape):
+    """Regression: the sums of dy * xhat formed each product in float32 (the (N, C) column sums,
+    the planes of spatial inputs, and CUDA's kernels), so with |dy| near the float range and
+    |xhat| = 2.83 a product overflowed to +-inf and dgamma and dx were NaN where the exact
+    results are finite (the +-3.7e38 products cancel). The products are now formed in double."""
+    # Channel 0: the values 1, -1 and fourteen 0s (mean 0, xhat +-2.83 and 0), dy +-1.3e38 at
+    # both +-2.83 and at two of the zeros (dbeta and dgamma exactly 0); channel 1 ordinary.
+    values = np.zeros(16, np.float32)
+    values[:2] = [1.0, -1.0]
+    grads = np.zeros(16, np.float32)
+    grads[:4] = [1.3e38, 1.3e38, -1.3e38, -1.3e38]
+    rng = np.random.default_rng(seed_of("bn float range", shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    xs, ds = np.moveaxis(x, 1, -1), np.moveaxis(dy, 1, -1)  # views: channel last
+    xs[..., 0] = values.reshape(xs.shape[:-1])
+    ds[..., 0] = grads.reshape(ds.shape[:-1])
+    gamma = np.array([0.1, 1.5], np.float32)  # dx = 0.28 * dy in channel 0 stays finite
+    _, mean, inv_std = reference.batch_norm(x, gamma, None, training=True)
+    args = (dy, x, gamma, mean, inv_std)
+    dx, dg, db = (to_numpy(a) for a in ops.batch_norm_backward(*to_device(device, *args)))
+    assert np.isfinite(dx).all() and np.isfinite(dg).all() and np.isfinite(db).all()
+    np.testing.assert_array_equal([dg[0], db[0]], [0.0, 0.0])
+    for got, want in zip((dx, dg, db), reference.batch_norm_backward(*wider(*args))):
+        assert_close(got, want.astype(np.float32))
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("training", [True, False])

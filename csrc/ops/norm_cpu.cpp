@@ -106,8 +106,9 @@ FDNN_MULTIVERSION void normalize_columns(T* FDNN_RESTRICT y, const T* FDNN_RESTR
   }
 }
 
-// Partial sums of dy and dy * xhat per column for rows [r0, r1) (xhat and the product in T,
-// sums in double), row by row as column_block_stats.
+// Partial sums of dy and dy * xhat per column for rows [r0, r1) (xhat in T, the product and the
+// sums in double: a product in T overflowed for |dy| near the float range where the sum is
+// finite), row by row as column_block_stats.
 template <typename T>
 FDNN_MULTIVERSION void column_block_grads(double* FDNN_RESTRICT sdy, double* FDNN_RESTRICT sdyx,
                                           const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
@@ -121,7 +122,7 @@ FDNN_MULTIVERSION void column_block_grads(double* FDNN_RESTRICT sdy, double* FDN
 #pragma omp simd
     for (int64_t j = 0; j < c; ++j) {
       sdy[j] += static_cast<double>(g[j]);
-      sdyx[j] += static_cast<double>(g[j] * normalized(xr[j], mean[j], inv_std[j]));
+      sdyx[j] += static_cast<double>(g[j]) * static_cast<double>(normalized(xr[j], mean[j], inv_std[j]));
     }
   }
 }
@@ -230,7 +231,8 @@ FDNN_MULTIVERSION void normalize_plane(T* FDNN_RESTRICT y, const T* FDNN_RESTRIC
   for (int64_t i = 0; i < len; ++i) y[i] = batch_norm_normalize(x[i], mean, a, b, Relu);
 }
 
-// sum(dy) and sum(dy * xhat) over a plane.
+// sum(dy) and sum(dy * xhat) over a plane (xhat in T, the product and the sums in double, as in
+// column_block_grads).
 template <typename T>
 FDNN_MULTIVERSION void plane_grad_sums(double& sdy, double& sdyx, const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
                                        int64_t len, T mean, T inv_std) {
@@ -239,7 +241,7 @@ FDNN_MULTIVERSION void plane_grad_sums(double& sdy, double& sdyx, const T* FDNN_
   for (int64_t i = 0; i < len; ++i) {
     const T xhat = normalized(x[i], mean, inv_std);
     a += static_cast<double>(dy[i]);
-    b += static_cast<double>(dy[i] * xhat);
+    b += static_cast<double>(dy[i]) * static_cast<double>(xhat);
   }
   sdy = a;
   sdyx = b;

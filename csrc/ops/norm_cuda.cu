@@ -197,7 +197,8 @@ __device__ void bn_store_grads(T* dgamma, T* dbeta, T* k, int64_t ch, const T* g
 }
 
 // batch_norm_backward with spatial axes (s > 1), reductions (plane_grad_sums): per channel the
-// double sums of dy and of dy * xhat (xhat and the product in T, as on the CPU).
+// double sums of dy and of dy * xhat (xhat in T, the product in double, as on the CPU: a product
+// in T overflowed for |dy| near the float range where the sum is finite).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     bn_grad_sums_kernel(T* dgamma, T* dbeta, T* k, const T* dy, const T* x, const T* gamma, const T* mean,
@@ -212,7 +213,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t o = channel_offset(e, ch, c, s);
       const T xhat = normalized(x[o], mu, is);
       a += static_cast<double>(dy[o]);
-      b += static_cast<double>(dy[o] * xhat);
+      b += static_cast<double>(dy[o]) * static_cast<double>(xhat);
     }
     const double sdy = block_sum(a, tmp, total);
     const double sdyx = block_sum(b, tmp, total);
@@ -221,7 +222,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // batch_norm_backward on (N, C) (s == 1; column_block_grads on the CPU): per column tile and row
-// chunk, the double sums of dy and dy * xhat (xhat and the product in T) go to psdy, psdyx.
+// chunk, the double sums of dy and dy * xhat (xhat in T, the product in double) go to psdy, psdyx.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     bn_column_grad_partials_kernel(double* psdy, double* psdyx, const T* dy, const T* x, const T* mean,
@@ -237,7 +238,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t r = r0 + lane; r < r1; r += kRowLanes) {
       const T g = dy[r * c + j];
       a += static_cast<double>(g);
-      b += static_cast<double>(g * normalized(x[r * c + j], mu, is));
+      b += static_cast<double>(g) * static_cast<double>(normalized(x[r * c + j], mu, is));
     }
   }
   a = lane_sum(a, buf);
@@ -311,8 +312,8 @@ __global__ void __launch_bounds__(kThreads) layer_norm_kernel(T* y, T* mean, T* 
 }
 
 // layer_norm_backward, dx (the row loop of layer_norm_backward_rows): per row the double sums of
-// g = dy * gamma and g * xhat (g, xhat and products in T), then dx = layer_norm_dx in T from the
-// same rounded g, kept in dx in between (each thread reads back its own elements).
+// g = dy * gamma and g * xhat (g and xhat in T, the product in double), then dx = layer_norm_dx
+// in T from the same rounded g, kept in dx in between (each thread reads back its own elements).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) layer_norm_dx_kernel(T* dx, const T* dy, const T* x, const T* gamma,
                                                                  const T* mean, const T* inv_std, int64_t rows,
