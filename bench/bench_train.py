@@ -19,7 +19,8 @@ calls timed one by one during an epoch: GEMMs (``linear``, ``linear_backward`` w
 layer's bias reduction), optimizer, batch norms, dropouts, minibatch gather and loss, and the
 rest, Python), the calls of the epoch's last full step (128 rows) replayed back to back (the
 step without its Python: the kernels' effects on each other's caches remain), each part's calls
-replayed alone in a hot loop, and each part's floor: the GEMMs' flops at the SGEMM peak, the
+replayed alone in a hot loop (for Python: an epoch whose kernels are stubs that return the
+recorded step's outputs, the interpreter's work alone), and each part's floor: the GEMMs' flops at the SGEMM peak, the
 memory-bound parts' minimal traffic at the memory bandwidth (a DRAM roof: the optimizer's 8.6 MB
 of state and the activations stay in the 32 MB L3, so a cache-resident pass can beat it), Python
 none."""
@@ -349,6 +350,7 @@ def report(dev, peaks):
                 for fn, args in mine:
                     fn(*args)
             alone[part] = min(alone.get(part, float("inf")), (time.perf_counter() - t0) / replays)
+    alone["Python (the rest)"] = _python_alone(epoch, step_calls, steps)
     floors = _part_floors(peaks, steps)
     print(f"\nper-step budget of the hand loop ({steps} steps of batch {BATCH}, {total / steps * 1e3:.3f} ms per "
           f"step; GEMM floor {floors['GEMMs'] * 1e3:.3f} ms, so {total / steps / floors['GEMMs']:.2f}x it):")
@@ -368,6 +370,40 @@ def report(dev, peaks):
     print(f"  GEMMs in the step: {rate(gemm):.0f} GFLOP/s, in the replayed step {rate(replayed['GEMMs']):.0f}, "
           f"alone {rate(alone['GEMMs']):.0f}; SGEMM peak {peaks['sgemm_gflops']:.0f} GFLOP/s\n")
     return rows
+
+
+def _python_alone(epoch, step_calls, steps):
+    """Seconds per step of the epoch's Python alone: an epoch whose compiled kernels are replaced
+    by stubs returning what the recorded step's calls return (in call order, per kernel), so
+    only the interpreter's work remains (layers, loss, optimizer, the loop). The Python row's
+    "in the step" time is the rest of the epoch's time, which also holds what the kernels' calls
+    cost around their timed part and their effect on each other's caches; this column is its
+    floor. The best of 2 epochs."""
+    import time
+    from fusednn import _C
+    outputs = {}
+    for _, fn, args in step_calls:
+        outputs.setdefault(fn.__name__, []).append(fn(*args))
+    saved = {}
+    for name in _PARTS:
+        saved[name] = getattr(_C, name)
+        results, at = outputs.get(name, [None]), [0]
+
+        def stub(*args, _results=results, _at=at):
+            out = _results[_at[0] % len(_results)]
+            _at[0] += 1
+            return out
+        setattr(_C, name, stub)
+    best = float("inf")
+    try:
+        for _ in range(2):
+            t0 = time.perf_counter()
+            epoch()
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        for name, fn in saved.items():
+            setattr(_C, name, fn)
+    return best / steps
 
 
 def _ms(seconds):

@@ -661,10 +661,22 @@ class Adam(Optimizer):
         return h
 
     def _update(self, gi, h, params, grads, per_param, st, lr, scale):
-        views = lambda name: self._state_views(gi, name, st["spans"], per_param)  # noqa: E731
-        self._run(st, per_param, _kernels._adam, "adam_step", params, grads, views("exp_avg"), views("exp_avg_sq"),
-                  views("max_exp_avg_sq") if h["amsgrad"] else None, st["step"], lr, h["betas"][0], h["betas"][1],
-                  h["eps"], h["weight_decay"], h["amsgrad"], h["decoupled_weight_decay"], h["maximize"], scale)
+        amsgrad = h["amsgrad"]
+        call = None if per_param else st.get("adam_call")
+        if call is None or call[0] is not st["views"] or call[1] != amsgrad:
+            views = lambda name: self._state_views(gi, name, st["spans"], per_param)  # noqa: E731
+            arrays = (params, grads, views("exp_avg"), views("exp_avg_sq"),
+                      views("max_exp_avg_sq") if amsgrad else None)
+            if per_param:
+                _kernels._adam(*arrays, st["step"], lr, h["betas"][0], h["betas"][1], h["eps"], h["weight_decay"],
+                               amsgrad, h["decoupled_weight_decay"], h["maximize"], scale)
+                return
+            # A flat group's arrays are the same every step: the call's are made once (again after
+            # load_state_dict replaced the state views, or amsgrad changed); the function is looked
+            # up on the compiled module at each call.
+            call = st["adam_call"] = (st["views"], amsgrad, _C if st["xp"] is np else cuda_module(), arrays)
+        call[2].adam_step(*call[3], st["step"], lr, h["betas"][0], h["betas"][1], h["eps"], h["weight_decay"], amsgrad,
+                h["decoupled_weight_decay"], h["maximize"], scale)
 
 
 class AdamW(Adam):
