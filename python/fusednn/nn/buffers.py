@@ -53,11 +53,16 @@ class ReusableBuffers:
         """An uninitialized C-contiguous array of ``shape`` and ``dtype`` from the array module
         ``xp`` (numpy or cupy): a kept one that only this object references, or a new one (kept
         when the slot has room, or in place of a kept one of another shape that is free)."""
+        kept = self._slots.get(slot)
+        if kept is not None and xp is np:  # the common case first: a free NumPy array of the shape
+            for a in kept:
+                if _getrefcount(a) == _ONLY_THE_LIST and a.shape == shape and a.dtype == dtype and (
+                        type(a) is np.ndarray):
+                    return a
         if type(shape) is not tuple:
             shape = tuple(shape)
         if not isinstance(dtype, np.dtype):
             dtype = np.dtype(dtype)
-        kept = self._slots.get(slot)
         if kept is None:
             kept = self._slots[slot] = []
         stale = None
