@@ -204,6 +204,28 @@ def test_streamed_outputs_match_the_reference(device, threads):
         assert (got[:shift] == 7).all() and (got[shift + n:] == 7).all()
 
 
+def test_outputs_at_every_alignment_match_the_reference(device):
+    """The AVX-512 kernel follows out's 64-byte lines (the keep bits shifted to match): at every
+    offset of out in a line, x at another, sizes around the 128-element step and the 16-float line,
+    with and without the ReLU, the values are the reference's and the elements around out stay
+    untouched."""
+    p, seed, offset = 0.4, 11, 2**32 + 5
+    x = np.random.default_rng(seed_of("alignment")).standard_normal(1000 + 16).astype(np.float32)
+    for n in (1, 12, 16, 17, 112, 127, 128, 129, 143, 144, 145, 271, 1000):
+        keep = np.where(reference.dropout_mask((n,), p, seed=seed, offset=offset), np.float32(1 / (1 - p)),
+                        np.float32(0))
+        for shift in range(16):
+            xs = x[7 * shift % 16:7 * shift % 16 + n]
+            relu = shift % 2 == 1
+            want = (np.where(xs < 0, np.float32(0), xs) if relu else xs) * keep
+            buf = to_device(device, np.full(n + 32, 7.0, np.float32))
+            ops.dropout(to_device(device, xs), p, seed=seed, offset=offset, activation="relu" if relu else None,
+                        out=buf[shift:shift + n])
+            got = to_numpy(buf)
+            assert_bitwise_equal(got[shift:shift + n], want)
+            assert (got[:shift] == 7).all() and (got[shift + n:] == 7).all()
+
+
 @pytest.mark.parametrize("shape", SHAPES + [LARGE])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gaussian_noise_matches_reference(device, shape, dtype):

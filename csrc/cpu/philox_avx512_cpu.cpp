@@ -376,40 +376,6 @@ __attribute__((target("avx512f,bmi2"), always_inline)) inline void keep_bits(uin
   }
 }
 
-// Streaming stores of consecutive 16-float registers v_i = y[16 i, 16 i + 16) on 64-byte lines:
-// y sits a floats past a line boundary, so line i (i >= 1) is the last a floats of v_{i-1} and
-// the first 16 - a of v_i (one vpermt2ps). The first 16 - a floats and the last line's part
-// are ordinary masked stores. y must be float-aligned.
-struct StreamedFloats {
-  float* y;
-  unsigned a;
-  __m512i idx;
-  __m512 prev;
-
-  __attribute__((target("avx512f"), always_inline)) explicit StreamedFloats(float* out)
-      : y(out), a(static_cast<unsigned>(reinterpret_cast<uintptr_t>(out) % 64 / sizeof(float))) {
-    idx = _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                           _mm512_set1_epi32(static_cast<int>(16 - a)));
-    prev = _mm512_setzero_ps();
-  }
-  // Register i of the output (i = 0, 1, ... in order).
-  __attribute__((target("avx512f"), always_inline)) void put(int64_t i, __m512 v) {
-    if (i == 0) {
-      _mm512_mask_storeu_ps(y, static_cast<__mmask16>((1u << (16 - a)) - 1u), v);
-    } else {
-      _mm512_stream_ps(y + 16 * i - a, _mm512_permutex2var_ps(prev, idx, v));
-    }
-    prev = v;
-  }
-  // After registers 0 .. m - 1: the rest of register m - 1, and the first `left` (< 16) floats of
-  // register m, v.
-  __attribute__((target("avx512f"), always_inline)) void finish(int64_t m, __m512 v, int left) {
-    if (m > 0) _mm512_mask_storeu_ps(y + 16 * (m - 1), static_cast<__mmask16>(~((1u << (16 - a)) - 1u)), prev);
-    if (left > 0) _mm512_mask_storeu_ps(y + 16 * m, static_cast<__mmask16>((1u << left) - 1u), v);
-    _mm_sfence();
-  }
-};
-
 // y = a(x) * (keep ? scale : 0) for the 16 floats at x (those of `lanes`), a the ReLU with kRelu.
 template <bool kRelu>
 __attribute__((target("avx512f"), always_inline)) inline __m512 dropout16(const float* x, __mmask16 keep,
@@ -420,56 +386,84 @@ __attribute__((target("avx512f"), always_inline)) inline __m512 dropout16(const 
   return _mm512_mul_ps(v, _mm512_maskz_mov_ps(keep, scale));
 }
 
-// dropout_f32_avx512 for one activation and store kind: whole steps, then the last < 128 floats.
+// The keep bits of the 16 elements 16 r - a .. 16 r - a + 15 of a step (r in [0, 8), a in
+// [0, 16)): bits 16 r - a .. of the step's 128 (lo: bits 0-63, hi: 64-127), the first a of line 0
+// being the top a bits of the step before (prev, that step's hi).
+__attribute__((always_inline)) inline __mmask16 line_keep(uint64_t prev, uint64_t lo, uint64_t hi, int r, int a) {
+  uint64_t w;
+  if (r == 0) {
+    w = (prev >> 1 >> (63 - a)) | (lo << a);
+  } else if (r < 4) {
+    w = lo >> (16 * r - a);
+  } else if (r == 4) {
+    w = (lo >> 1 >> (63 - a)) | (hi << a);
+  } else {
+    w = hi >> (16 * r - 64 - a);
+  }
+  return static_cast<__mmask16>(w);
+}
+
+// dropout_f32_avx512 for one activation and store kind (kStream: streaming stores). The
+// registers follow y's 64-byte lines: with y a floats past a line boundary, register r of the
+// step at i0 holds elements i0 + 16 r - a .. i0 + 16 r - a + 15 (line_keep shifts the step's keep
+// bits to match), so each full line is one aligned store, and x is read at the same offsets
+// (aligned loads when x sits as far past a boundary as y: NumPy's large arrays all sit 16 bytes
+// past one). Lines that are not whole inside [0, n) (the first one, and those after the last
+// step) are masked loads and ordinary masked stores. Against loads and stores at the elements'
+// own offsets and a vpermt2ps per streamed register to realign them, on arrays 16 bytes past a
+// line: 4% less time in cache and 3% at 16M elements (fwd+bwd), one thread, 2026-12-07.
 template <bool kRelu, bool kStream>
 __attribute__((target("avx512f,bmi2"))) void dropout_f32_steps(float* y, const float* x, int64_t n, uint32_t k0,
                                                                 uint32_t k1, uint32_t o0, uint32_t o1, uint64_t j0,
                                                                 uint32_t threshold, __m512 scale) {
   KeepStream ks(k0, k1, o0, o1, threshold);
-  StreamedFloats out(y);
+  const int a = static_cast<int>(reinterpret_cast<uintptr_t>(y) % 64 / sizeof(float));
+  uint64_t prev = 0;
   int64_t i0 = 0;
   for (; i0 + kKeepStep <= n; i0 += kKeepStep, j0 += 8 * kKeepRegs) {
     uint32_t bits[kKeepRegs];
     keep_bits(bits, ks, j0);
+    const uint64_t lo = bits[0] | static_cast<uint64_t>(bits[1]) << 32;
+    const uint64_t hi = bits[2] | static_cast<uint64_t>(bits[3]) << 32;
     for (int r = 0; r < 2 * kKeepRegs; ++r) {
-      const __mmask16 keep = static_cast<__mmask16>(bits[r / 2] >> (16 * (r % 2)));
-      const __m512 v = dropout16<kRelu>(x + i0 + 16 * r, keep, 0xFFFF, scale);
+      const __mmask16 keep = line_keep(prev, lo, hi, r, a);
+      const int64_t e = i0 + 16 * r - a;
+      if (r == 0 && i0 == 0) {
+        // Elements 0 .. 15 - a (lanes a .. 15; the masked-off lanes are not read).
+        const __mmask16 lanes = static_cast<__mmask16>(0xFFFFu << a);
+        _mm512_mask_storeu_ps(y + e, lanes, dropout16<kRelu>(x + e, keep, lanes, scale));
+        continue;
+      }
+      const __m512 v = dropout16<kRelu>(x + e, keep, 0xFFFF, scale);
       if (kStream) {
-        out.put(i0 / 16 + r, v);
+        _mm512_stream_ps(y + e, v);
       } else {
-        _mm512_storeu_ps(y + i0 + 16 * r, v);
+        _mm512_storeu_ps(y + e, v);
       }
     }
+    prev = hi;
   }
-  // The whole registers of the rest as above; the partial one (`left` floats) stored masked.
-  int64_t m = i0 / 16;
-  __m512 last = _mm512_setzero_ps();
-  int left = 0;
-  if (i0 < n) {
+  // The lines from i0 - a on (the last a elements of the last step, and the rest: up to 9
+  // lines, in up to two steps), each masked to the elements in [0, n).
+  for (; i0 - a < n; i0 += kKeepStep, j0 += 8 * kKeepRegs) {
     uint32_t bits[kKeepRegs];
     keep_bits(bits, ks, j0);
-    for (int r = 0; r < 2 * kKeepRegs && i0 + 16 * r < n; ++r) {
-      const __mmask16 keep = static_cast<__mmask16>(bits[r / 2] >> (16 * (r % 2)));
-      const int64_t rest = n - i0 - 16 * r;
-      if (rest >= 16) {
-        const __m512 v = dropout16<kRelu>(x + i0 + 16 * r, keep, 0xFFFF, scale);
-        if (kStream) {
-          out.put(m, v);
-        } else {
-          _mm512_storeu_ps(y + 16 * m, v);
-        }
-        ++m;
+    const uint64_t lo = bits[0] | static_cast<uint64_t>(bits[1]) << 32;
+    const uint64_t hi = bits[2] | static_cast<uint64_t>(bits[3]) << 32;
+    for (int r = 0; r < 2 * kKeepRegs && i0 + 16 * r - a < n; ++r) {
+      const int64_t e = i0 + 16 * r - a;
+      const int first = e < 0 ? static_cast<int>(-e) : 0, end = static_cast<int>(std::min<int64_t>(16, n - e));
+      const __mmask16 lanes = static_cast<__mmask16>(((1u << end) - 1u) & ~((1u << first) - 1u));
+      const __m512 v = dropout16<kRelu>(x + e, line_keep(prev, lo, hi, r, a), lanes, scale);
+      if (kStream && lanes == 0xFFFF) {
+        _mm512_stream_ps(y + e, v);
       } else {
-        left = static_cast<int>(rest);
-        last = dropout16<kRelu>(x + i0 + 16 * r, keep, static_cast<__mmask16>((1u << left) - 1u), scale);
+        _mm512_mask_storeu_ps(y + e, lanes, v);
       }
     }
+    prev = hi;
   }
-  if (kStream) {
-    out.finish(m, last, left);
-  } else if (left > 0) {
-    _mm512_mask_storeu_ps(y + 16 * m, static_cast<__mmask16>((1u << left) - 1u), last);
-  }
+  if (kStream) _mm_sfence();
 }
 
 }  // namespace
@@ -497,8 +491,8 @@ __attribute__((target("avx512f,bmi2"))) void dropout_f32_avx512(float* y, const 
     (stream ? dropout_f32_steps<true, true> : dropout_f32_steps<true, false>)(y, x, n, k0, k1, o0, o1, j0, threshold,
                                                                               scale);
   } else {
-    (stream ? dropout_f32_steps<false, true> : dropout_f32_steps<false, false>)(y, x, n, k0, k1, o0, o1, j0, threshold,
-                                                                                scale);
+    (stream ? dropout_f32_steps<false, true> : dropout_f32_steps<false, false>)(y, x, n, k0, k1, o0, o1, j0,
+                                                                                threshold, scale);
   }
 }
 
