@@ -846,3 +846,35 @@ def test_smoothing_term_with_the_label_logit_far_below_the_others(device, smooth
     wide_loss, wide_dl = reference.softmax_cross_entropy_with_grad(*wider(logits), labels, **kwargs)
     assert_close(loss, ref_loss, wide_loss)
     assert_close(dl, ref_dl, wide_dl)
+
+
+@pytest.mark.parametrize("k", [1, 15, 16, 17, 33, 1000])
+def test_each_row_has_the_bits_of_a_one_row_call(k):
+    """On the CPU a row's max is taken by the previous row's gradient pass (float32 AVX-512) and the
+    gradient is stored from dlogits' first 64-byte boundary on: every row of a call, at any offset
+    of out, with the label at any column, next to ignored rows and rows of NaN or -inf, has the bits
+    of the same row computed alone (reduction "none" and "sum" scale no row by the others)."""
+    rng = np.random.default_rng(seed_of("rows alone", k))
+    n = 40
+    logits = (rng.standard_normal((n, k)) * 3).astype(np.float32)
+    logits[3, k // 2] = np.nan
+    logits[4] = -np.inf
+    logits[5, 0] = -np.inf
+    logits[6] *= 1e4
+    labels = np.concatenate([np.arange(k), rng.integers(0, k, n)])[:n] if k < n else rng.integers(0, k, n)
+    labels[[0, n - 1]] = [k - 1, 0]
+    labels[[2, 9, 10]] = -100
+    weight = (rng.random(k) + 0.1).astype(np.float32)
+    buffer = np.empty(n * k + 16, np.float32)
+    for offset, eps, w, reduction in [(0, 0.0, None, "none"), (1, 0.1, None, "sum"), (3, 0.0, weight, "none"),
+                                      (8, 0.1, weight, "none"), (15, 0.1, None, "none")]:
+        kwargs = dict(label_smoothing=eps, smoothing="all", weight=w, reduction=reduction)
+        out = buffer[offset:offset + n * k].reshape(n, k)
+        loss, _ = ops.softmax_cross_entropy_with_grad(logits, labels, out=out, **kwargs)
+        rows_loss = ops.softmax_cross_entropy(logits, labels, **kwargs)
+        assert np.array_equal(np.asarray(loss).view(np.uint32), np.asarray(rows_loss).view(np.uint32))
+        for r in range(n):
+            one_loss, one_d = ops.softmax_cross_entropy_with_grad(logits[r:r + 1], labels[r:r + 1], **kwargs)
+            np.testing.assert_array_equal(one_d.view(np.uint32), out[r:r + 1].view(np.uint32), err_msg=f"row {r}")
+            if reduction == "none":
+                assert np.array_equal(one_loss.view(np.uint32), loss[r:r + 1].view(np.uint32)), f"row {r}"

@@ -203,11 +203,13 @@ inline double exp_shifted_dev(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m,
 bool xent_avx512() { return avx512_paths_enabled(); }
 
 FDNN_AVX512_INLINE __m512 exp_nonpositive16(__m512 x) {
+  // exp_nonpositive's clamp at lo is not needed here: the lanes below it come out 0 from the
+  // masked vscalefps whatever their (garbage) p and n. Bitwise equal to the clamped form on
+  // every float with the sign bit set, +0 and every NaN (checked exhaustively).
   const __m512 lo = _mm512_set1_ps(-87.33654f), shifter = _mm512_set1_ps(12582912.0f);
   const __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ);  // x >= lo or NaN
-  const __m512 xc = _mm512_max_ps(lo, x);                          // a NaN x stays NaN
-  const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter), shifter);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+  const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), shifter), shifter);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
   __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r, _mm512_set1_ps(1.3981999507e-3f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
@@ -215,7 +217,7 @@ FDNN_AVX512_INLINE __m512 exp_nonpositive16(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
   p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-  return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, n));
+  return _mm512_maskz_scalef_ps(keep, p, n);
 }
 
 FDNN_AVX512_INLINE double sum_lanes(__m512 v) {
@@ -254,23 +256,92 @@ FDNN_AVX512 double exp_pass_avx512(float* e, const float* z, float m, int64_t k,
   if (dev) *dev = total_dev;
   return total;
 }
+
+FDNN_AVX512_INLINE __mmask16 first_lanes(int64_t count) { return static_cast<__mmask16>((1u << count) - 1u); }
+
+// row_max of z[0, k) (the same value: a max is exact, and NaNs are skipped as there), 32 wide.
+FDNN_AVX512 float row_max_avx512(const float* z, int64_t k) {
+  __m512 m0 = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), m1 = m0;
+  int64_t j = 0;
+  for (; j + 32 <= k; j += 32) {
+    m0 = _mm512_max_ps(_mm512_loadu_ps(z + j), m0);  // z > m ? z : m, as row_max
+    m1 = _mm512_max_ps(_mm512_loadu_ps(z + j + 16), m1);
+  }
+  if (j + 16 <= k) {
+    m0 = _mm512_max_ps(_mm512_loadu_ps(z + j), m0);
+    j += 16;
+  }
+  if (j < k) {
+    const __mmask16 lanes = first_lanes(k - j);
+    m1 = _mm512_mask_max_ps(m1, lanes, _mm512_maskz_loadu_ps(lanes, z + j), m1);
+  }
+  return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+}
+
+// c_p e - c_w on the 16 values from column j on, the label's lane (if among them) v_label.
+FDNN_AVX512_INLINE __m512 gradient16(__m512 vp, __m512 vw, __m512 vl, int64_t label, int64_t j, __m512 ev) {
+  const __m512 v = _mm512_fmsub_ps(vp, ev, vw);
+  const uint64_t at = static_cast<uint64_t>(label - j);
+  return at < 16 ? _mm512_mask_mov_ps(v, static_cast<__mmask16>(1u << at), vl) : v;
+}
+
+// The gradient pass of a row, d holding e_j = exp(z_j - m): d_j = c_p e_j - c_w (one rounding, as
+// the portable loop's contraction), d_label = v_label, with 64-byte aligned stores (the first and
+// last vectors masked). When next is not null the same loop takes the max of next[0, k) (the next
+// row's max pass: for a large array its loads come from memory while this row's stores go out)
+// and returns it; otherwise returns -inf.
+FDNN_AVX512 float grad_pass_avx512(float* d, int64_t k, float c_p, float c_w, int64_t label, float v_label,
+                                   const float* next) {
+  const __m512 vp = _mm512_set1_ps(c_p), vw = _mm512_set1_ps(c_w), vl = _mm512_set1_ps(v_label);
+  __m512 m0 = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), m1 = m0;
+  const uintptr_t address = reinterpret_cast<uintptr_t>(d);
+  int64_t j = address % sizeof(float) ? 0 : std::min<int64_t>(k, (64 - address % 64) % 64 / sizeof(float));
+  if (j > 0) {
+    const __mmask16 lanes = first_lanes(j);
+    _mm512_mask_storeu_ps(d, lanes, gradient16(vp, vw, vl, label, 0, _mm512_maskz_loadu_ps(lanes, d)));
+    if (next) m1 = _mm512_mask_max_ps(m1, lanes, _mm512_maskz_loadu_ps(lanes, next), m1);
+  }
+  for (; j + 16 <= k; j += 16) {
+    _mm512_storeu_ps(d + j, gradient16(vp, vw, vl, label, j, _mm512_loadu_ps(d + j)));
+    if (next) m0 = _mm512_max_ps(_mm512_loadu_ps(next + j), m0);
+  }
+  if (j < k) {
+    const __mmask16 lanes = first_lanes(k - j);
+    _mm512_mask_storeu_ps(d + j, lanes, gradient16(vp, vw, vl, label, j, _mm512_maskz_loadu_ps(lanes, d + j)));
+    if (next) m1 = _mm512_mask_max_ps(m1, lanes, _mm512_maskz_loadu_ps(lanes, next + j), m1);
+  }
+  return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+}
 #endif
 
-// Rows [r0, r1). Streaming stores for dlogits (cpu/stream_store.h) were slower here in both forms
-// tried: building the gradient row in an L1 buffer and streaming it out (14.4 against 11.6 ms for
-// 16778 x 1000 on one Zen 4 core), and exp into an L1 row buffer with the gradient pass streaming
-// dlogits from it in the same loop (AVX-512 stores: 10.7 against 8.6 ms; with SSE's stream_loop
-// 12.4). The kernel is bound by its instructions, not by the read for ownership of dlogits.
+// Rows [r0, r1). float32 with the AVX-512 paths: the max, exp and gradient passes in
+// intrinsics, the gradient pass also taking the next row's max (one loop over memory less per
+// row: 16896 x 1000 in cache on one Zen 4 core, CPU time 6.55 -> 5.85 ms; from DRAM unchanged).
+// The weighted gradient with smoothing keeps the portable loop.
+// Measured slower here, one thread from DRAM, and not kept: streaming stores for dlogits (cpu/
+// stream_store.h) from an L1 exp row (7.6 -> 10 ms), also in earlier forms (a gradient row built
+// in L1 and streamed out: 11.6 -> 14.4 ms); software prefetch of the row after next during the
+// exp pass, into L1, L2 or non-temporal (+1.5-3 ms); and one loop doing row r's exp, row r-1's
+// gradient and row r + 1's max (the loads missing in the middle of the arithmetic: 6.7 -> 10 ms).
 template <typename T>
 FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRICT dlogits,
                                  const T* FDNN_RESTRICT logits, const int64_t* FDNN_RESTRICT labels,
                                  const T* FDNN_RESTRICT weight, double w_sum, int64_t r0, int64_t r1, int64_t k,
                                  int64_t ignore_index, XentTarget t, double scale) {
+  bool avx = false;
+#if FDNN_XENT_AVX512
+  if constexpr (std::is_same_v<T, float>) avx = xent_avx512();
+#endif
+  // The AVX-512 gradient pass d_j = c_p e_j - c_w, where the weights do not enter it.
+  const bool fast_grad = avx && dlogits && !(weight && t.b != 0.0);
   // The portable exp passes always store exp(z_j - m): into the dlogits row, or for a loss-only
   // call into a row of per-thread scratch, so that both calls run the same loop and their losses
   // have the same bits (the compiler vectorized a storing and a non-storing version of the
-  // reduction differently: the x86-64-v4 clone's losses differed in the last bit).
-  T* row = dlogits ? nullptr : thread_scratch<T, kXentRowSlot>(k);
+  // reduction differently: the x86-64-v4 clone's losses differed in the last bit). The AVX-512
+  // exp pass is the same loop with or without its stores.
+  T* row = dlogits || avx ? nullptr : thread_scratch<T, kXentRowSlot>(k);
+  T m_next = 0;
+  bool have_next = false;  // m_next is row r's max (taken by row r - 1's gradient pass)
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t label = labels[r];
     T* d = dlogits ? dlogits + r * k : nullptr;
@@ -278,11 +349,19 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
     if (label == ignore_index) {
       row_loss[r] = 0.0;
       if (d) std::fill(d, d + k, T(0));
+      have_next = false;
       continue;
     }
     const T* z = logits + r * k;
-    const T m = row_max(z, k);
-    // others = sum_{j != y} w_j nll_j (xent.h), only with smoothing. Without weights it is
+    T m;
+#if FDNN_XENT_AVX512
+    if constexpr (std::is_same_v<T, float>)
+      m = have_next ? m_next : avx ? row_max_avx512(z, k) : row_max(z, k);
+    else
+#endif
+      m = row_max(z, k);
+    have_next = false;
+  // others = sum_{j != y} w_j nll_j (xent.h), only with smoothing. Without weights it is
     // (k - 1) log s + sum_{j != y} (m - z_j), the sum taken as -sum_j (z_j - m) - (m - z_y) from
     // the exp pass: every term is >= 0, so where the label's term is at most half of the total
     // the difference keeps the sum's relative precision within a factor 2. Otherwise (the label's
@@ -293,7 +372,7 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
     double s;
 #if FDNN_XENT_AVX512
     if constexpr (std::is_same_v<T, float>) {
-      if (xent_avx512())
+      if (avx)
         s = exp_pass_avx512(d, z, m, k, by_dev ? &dev : nullptr);
       else
         s = by_dev ? exp_shifted_dev(e, z, m, k, dev) : exp_shifted(e, z, m, k);
@@ -317,13 +396,24 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
     const double nll_y = (static_cast<double>(m) - static_cast<double>(z[label])) + log_s;
     row_loss[r] = xent_row_loss(t, nll_y, w_y, others);
     if (!d) continue;
-    // d_j = scale * (c p_j - tw(q_j, w_j)), c = sum_i tw(q_i, w_i); d holds exp(z_j - m) = p_j s.
+    // d_j = scale * (c p_j - tw(q_j, w_j)), c = sum_i tw(q_i, w_i); e holds exp(z_j - m) = p_j s.
     double w_others = static_cast<double>(k - 1);
     if (weight)
       w_others = others_weight_by_difference(w_sum, w_y) ? w_sum - w_y : others_weight_sum(weight, k, label);
     const T c_p = static_cast<T>(scale * xent_grad_p_coefficient(t, w_y, w_others) / s);
     const T c_w = static_cast<T>(scale * t.b);
-    const T e_y = d[label];
+    const T e_y = e[label];
+    const T c_y = static_cast<T>(scale * label_target_weight(t, w_y));
+#if FDNN_XENT_AVX512
+    if constexpr (std::is_same_v<T, float>) {
+      if (fast_grad) {
+        const float* next = r + 1 < r1 ? z + k : nullptr;
+        m_next = grad_pass_avx512(d, k, c_p, c_w, label, std::fma(c_p, e_y, -c_y), next);
+        have_next = next != nullptr;
+        continue;
+      }
+    }
+#endif
     if (weight && t.b != 0.0) {
 #pragma omp simd
       for (int64_t j = 0; j < k; ++j) d[j] = c_p * d[j] - c_w * weight[j];
@@ -331,7 +421,7 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
 #pragma omp simd
       for (int64_t j = 0; j < k; ++j) d[j] = c_p * d[j] - c_w;
     }
-    d[label] = c_p * e_y - static_cast<T>(scale * label_target_weight(t, w_y));
+    d[label] = c_p * e_y - c_y;
   }
 }
 
