@@ -1,6 +1,9 @@
 """Softmax cross-entropy forward + backward: fusednn's one pass vs the reference (NumPy's or
 CuPy's max/exp/log, as a user writes it) vs PyTorch (F.cross_entropy + backward)."""
 
+import os
+import threading
+
 import numpy as np
 
 from harness import Case, streaming_passes
@@ -21,6 +24,23 @@ def _reference(xp, z, labels, eps):
     d -= eps / k
     d[rows, labels] -= 1 - eps
     return loss, d / n
+
+
+def _ordinary_store_copy(x, y):
+    """y = x * 1 by NumPy on one thread per core: x read, y written with ordinary stores, which
+    read each line of y from memory before writing it (three bytes moved per two counted)."""
+    threads = os.cpu_count() or 1
+    parts = list(zip(np.array_split(x, threads), np.array_split(y, threads)))
+    one = np.float32(1)
+
+    def run():
+        workers = [threading.Thread(target=np.multiply, args=(a, one), kwargs={"out": b}) for a, b in parts]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    return run
 
 
 CACHED_ROWS = 512  # rows of the compute-floor row: 2 MB of logits and 2 MB of dlogits, in the L3
@@ -58,6 +78,11 @@ def cases(dev):
         if k >= 1000:  # the same bytes by a plain streaming kernel: the floor of one fused pass
             out.append(Case("xent", f"fwd+bwd floor {n}x{k}", {
                 "fusednn": streaming_passes(copies=[(logits, dlogits)])}, bytes=2.0 * logits.nbytes + labels.nbytes))
+            # The floor of a kernel that writes dlogits with ordinary stores, as this one does
+            # (streaming stores measured slower in it: docs/design.md).
+            if not dev.cuda:
+                out.append(Case("xent", f"fwd+bwd floor, ordinary stores {n}x{k}", {
+                    "fusednn": _ordinary_store_copy(logits, dlogits)}, bytes=2.0 * logits.nbytes + labels.nbytes))
             # The arithmetic floor: the same rows' work with the arrays in cache (the kernel on
             # its first CACHED_ROWS rows, n / CACHED_ROWS calls): the kernel's own compute bound.
             def in_cache(z=logits[:CACHED_ROWS], l=labels[:CACHED_ROWS], d=dlogits[:CACHED_ROWS],
