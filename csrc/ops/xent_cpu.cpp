@@ -315,14 +315,16 @@ FDNN_AVX512 float grad_pass_avx512(float* d, int64_t k, float c_p, float c_w, in
 #endif
 
 // Rows [r0, r1). float32 with the AVX-512 paths: the max, exp and gradient passes in
-// intrinsics, the gradient pass also taking the next row's max (one loop over memory less per
-// row: 16896 x 1000 in cache on one Zen 4 core, CPU time 6.55 -> 5.85 ms; from DRAM unchanged).
+// intrinsics, the gradient pass also taking the next row's max (one loop over the row less):
+// one-thread CPU time on a Zen 4 core, 16896 x 1000 in cache 6.98 -> 6.07 ms, 16778 x 1000 from
+// DRAM 7.90 -> 7.31 ms.
 // The weighted gradient with smoothing keeps the portable loop.
 // Measured slower here, one thread from DRAM, and not kept: streaming stores for dlogits (cpu/
 // stream_store.h) from an L1 exp row (7.6 -> 10 ms), also in earlier forms (a gradient row built
 // in L1 and streamed out: 11.6 -> 14.4 ms); software prefetch of the row after next during the
 // exp pass, into L1, L2 or non-temporal (+1.5-3 ms); and one loop doing row r's exp, row r-1's
-// gradient and row r + 1's max (the loads missing in the middle of the arithmetic: 6.7 -> 10 ms).
+// gradient and row r + 1's max (the loads missing in the middle of the arithmetic; in a
+// standalone test 6.7 -> 10 ms). Nor did two rows' exp passes in one loop gain.
 template <typename T>
 FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRICT dlogits,
                                  const T* FDNN_RESTRICT logits, const int64_t* FDNN_RESTRICT labels,
@@ -361,7 +363,7 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
 #endif
       m = row_max(z, k);
     have_next = false;
-  // others = sum_{j != y} w_j nll_j (xent.h), only with smoothing. Without weights it is
+    // others = sum_{j != y} w_j nll_j (xent.h), only with smoothing. Without weights it is
     // (k - 1) log s + sum_{j != y} (m - z_j), the sum taken as -sum_j (z_j - m) - (m - z_y) from
     // the exp pass: every term is >= 0, so where the label's term is at most half of the total
     // the difference keeps the sum's relative precision within a factor 2. Otherwise (the label's
@@ -396,13 +398,13 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
     const double nll_y = (static_cast<double>(m) - static_cast<double>(z[label])) + log_s;
     row_loss[r] = xent_row_loss(t, nll_y, w_y, others);
     if (!d) continue;
-    // d_j = scale * (c p_j - tw(q_j, w_j)), c = sum_i tw(q_i, w_i); e holds exp(z_j - m) = p_j s.
+    // d_j = scale * (c p_j - tw(q_j, w_j)), c = sum_i tw(q_i, w_i); d holds exp(z_j - m) = p_j s.
     double w_others = static_cast<double>(k - 1);
     if (weight)
       w_others = others_weight_by_difference(w_sum, w_y) ? w_sum - w_y : others_weight_sum(weight, k, label);
     const T c_p = static_cast<T>(scale * xent_grad_p_coefficient(t, w_y, w_others) / s);
     const T c_w = static_cast<T>(scale * t.b);
-    const T e_y = e[label];
+    const T e_y = d[label];
     const T c_y = static_cast<T>(scale * label_target_weight(t, w_y));
 #if FDNN_XENT_AVX512
     if constexpr (std::is_same_v<T, float>) {
