@@ -376,8 +376,8 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
 // block's rows for the column sums. Here the loops are 16 floats wide (streaming stores
 // where stream_rows says so, ordinary ones otherwise, the same values either way), the backward's
 // row sums are float vector partials of at most 16 terms per lane added into double, and its
-// column sums are float partials over kColRows rows (in the same pass as the row sums, for two
-// rows at a time) added into
+// column sums are float partials over kColRows rows (in the same pass as the row sums, two rows
+// at a time for streamed outputs) added into
 // the block's double partial row: every sum is double across its float blocks, whose fixed
 // boundaries depend on neither the thread count nor the output's alignment.
 bool norm_avx512() { return avx512_paths_enabled(); }
@@ -390,7 +390,8 @@ constexpr int64_t kSumSpan = 1024;  // columns per float row partial (16 terms p
 // of the kernel under contention. (The forward's normalizing loop did not gain from it.) Two rows
 // ahead beat four once the rows went in pairs (kGradRows): 8192 x 1024 streamed, one core, the
 // median of 8 interleaved runs 7.08 / 6.39 / 7.82 ms against 7.21 / 6.72 / 8.45 in three runs
-// (1, 8 and 16 rows ahead, and no prefetch, were slower than both; a T0 hint was no better).
+// (1, 8 and 16 rows ahead, and no prefetch, were slower than both; a T0 hint was no better);
+// one row at a time, 512 rows in the L3, two ahead were 3.73 / 3.58 ms against 4.48 / 3.58.
 constexpr int64_t kPrefetchRows = 2;
 
 FDNN_AVX512_INLINE __mmask16 first_lanes(int64_t n) {
@@ -627,12 +628,15 @@ FDNN_AVX512_INLINE void ln_backward_rows_group(float* dx, const float* dy, const
   }
 }
 
-// Rows per group of the backward's first pass: the column partials cg, cb are loaded and stored
-// once per group, and the group's rows stream from memory together. 8192 x 1024 streamed in
-// blocks of 64 rows, one Zen 4 core under contention, in a stand-alone copy of the loops (12
-// interleaved runs each): median 6.9 / 7.3 ms against 7.5 / 7.8 ms one row at a time (4 rows:
-// 6.8 / 7.2 against 7.5 / 7.8); with the rows in cache (64 rows, L2) 3.06 against 3.09 ms, 16
-// rows 2.50 against 2.63.
+// Rows per group of the backward's first pass where dx is streamed (arrays beyond the cache):
+// the column partials cg, cb are loaded and stored once per group, and the group's rows stream
+// from memory together. A stand-alone copy of the loops, one Zen 4 core under contention, the
+// medians of 12 interleaved runs per 8192 rows of 1024 in blocks of 64 rows: streamed, pairs
+// with 2 rows prefetched 6.50 / 6.70 ms, single rows with 2 prefetched 7.40 / 7.67, the former
+// single rows with 4 prefetched 7.68 / 9.57 (and 6.5-7.1 against 7.4-8.3, 3 more runs); 512
+// rows in the L3 with ordinary stores, pairs were 2.5-20% slower than single rows in 6 runs of
+// 8 (faster in 2; equal in the L2), so smaller arrays go one row at a time. The bits are the
+// same either way.
 constexpr int kGradRows = 2;
 
 // Layer norm backward of rows [r0, r1) of `rows` into dx and the block's column partials pg
@@ -648,8 +652,9 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
     std::fill(cb, cb + d, 0.0f);
     const int64_t s1 = std::min(r1, s0 + kColRows);
     int64_t r = s0;
-    for (; r + kGradRows <= s1; r += kGradRows)
-      ln_backward_rows_group<kGradRows>(dx, dy, x, gamma, mean, inv_std, r, rows, d, cg, cb, stream);
+    if (stream)  // pairs: see kGradRows
+      for (; r + kGradRows <= s1; r += kGradRows)
+        ln_backward_rows_group<kGradRows>(dx, dy, x, gamma, mean, inv_std, r, rows, d, cg, cb, stream);
     for (; r < s1; ++r) ln_backward_rows_group<1>(dx, dy, x, gamma, mean, inv_std, r, rows, d, cg, cb, stream);
     if (all_finite(cg, d) && all_finite(cb, d)) {
       add_partials(pg, cg, d);
