@@ -276,6 +276,25 @@ def test_ignore_index_inside_the_class_range(device):
         np.testing.assert_array_equal(to_numpy(dl)[labels == 2], 0)
 
 
+@pytest.mark.parametrize("k", [3, 40])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_smoothing_terms_near_the_float32_range_do_not_overflow(device, k, weighted):
+    """With label smoothing the loss sums m - z_j over the other classes: for logits near -3e38 a
+    float32 sum overflows where the loss (about k 3e37) is finite in float32."""
+    logits = np.full((2, k), -3e38, np.float32)
+    logits[:, 1] = 0.0
+    labels = np.array([1, 0])
+    weight = np.linspace(0.5, 1.0, k).astype(np.float32) if weighted else None
+    for smoothing in ("all", "others"):
+        kw = dict(label_smoothing=0.1, smoothing=smoothing, reduction="none")
+        logits_d, labels_d, weight_d = to_device(device, logits, labels, weight)
+        loss = ops.softmax_cross_entropy(logits_d, labels_d, weight=weight_d, **kw)
+        ref = reference.softmax_cross_entropy(logits, labels, weight=weight, **kw)
+        wide = reference.softmax_cross_entropy(*wider(logits), labels, weight=wider(weight)[0], **kw)
+        assert np.isfinite(to_numpy(loss)[0]), smoothing
+        assert_close(loss, ref, wide)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_large_logits_give_finite_results(device, dtype):
     rng = np.random.default_rng(12)
@@ -852,7 +871,7 @@ def test_smoothing_term_with_the_label_logit_far_below_the_others(device, smooth
 def test_each_row_has_the_bits_of_a_one_row_call(k):
     """On the CPU a row's max is taken by the previous row's gradient pass (float32 AVX-512) and the
     gradient is stored from dlogits' first 64-byte boundary on: every row of a call, at any offset
-    of out, with the label at any column, next to ignored rows and rows of NaN or -inf, has the bits
+    of out, with the label at any column, next to ignored rows and rows of NaN, NaN and +inf, or -inf, has the bits
     of the same row computed alone (reduction "none" and "sum" scale no row by the others)."""
     rng = np.random.default_rng(seed_of("rows alone", k))
     n = 40
@@ -861,6 +880,7 @@ def test_each_row_has_the_bits_of_a_one_row_call(k):
     logits[4] = -np.inf
     logits[5, 0] = -np.inf
     logits[6] *= 1e4
+    logits[7, 0], logits[7, -1] = np.nan, np.inf  # two NaNs of different signs in the gradient
     labels = np.concatenate([np.arange(k), rng.integers(0, k, n)])[:n] if k < n else rng.integers(0, k, n)
     labels[[0, n - 1]] = [k - 1, 0]
     labels[[2, 9, 10]] = -100

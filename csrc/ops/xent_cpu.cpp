@@ -393,6 +393,17 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
                  (-dev - (static_cast<double>(m) - static_cast<double>(z[label])));
       else
         others = blocked_sum<T>(k, [&](int64_t j) { return j == label ? T(0) : (m - z[j]) + log_s_t; });
+      // The T sums overflow where the terms are finite but near the range (logits near -3e38):
+      // then in double, as the float64 reference takes them.
+      if (!finite_value(others))
+        others = weight ? blocked_sum<double>(k, [&](int64_t j) {
+          return j == label ? 0.0
+                            : static_cast<double>(weight[j]) *
+                                  ((static_cast<double>(m) - static_cast<double>(z[j])) + log_s);
+        })
+                        : blocked_sum<double>(k, [&](int64_t j) {
+                            return j == label ? 0.0 : (static_cast<double>(m) - static_cast<double>(z[j])) + log_s;
+                          });
     }
     const double w_y = weight ? static_cast<double>(weight[label]) : 1.0;
     const double nll_y = (static_cast<double>(m) - static_cast<double>(z[label])) + log_s;
@@ -409,6 +420,12 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
 #if FDNN_XENT_AVX512
     if constexpr (std::is_same_v<T, float>) {
       if (fast_grad) {
+        if (std::isnan(c_p)) {
+          // Every d_j is NaN. Stored as c_p's NaN: the vector forms of c_p e_j - c_w would pass on
+          // c_p's or e_j's NaN depending on the instruction form, i.e. on where out starts.
+          std::fill(d, d + k, c_p);
+          continue;
+        }
         const float* next = r + 1 < r1 ? z + k : nullptr;
         m_next = grad_pass_avx512(d, k, c_p, c_w, label, std::fma(c_p, e_y, -c_y), next);
         have_next = next != nullptr;
