@@ -84,6 +84,22 @@ def test_float32_bilinear_fill_zero_matches_reference(device, spec, shape, fill)
     np.testing.assert_array_equal(bits(got)[filled], bits(want)[filled])
 
 
+# Several channels: the float32 CPU loop's quad planes (each pixel's four taps side by side) are built
+# 16 columns at a time with a partial last run (widths 3, 8, 9, 17; 24: one full run and a partial
+# one) and rows of fill above and below the image; every tap of a rotation is read from them, with
+# the per-point inside tests (fill 0.25) and without (fill 0).
+@pytest.mark.parametrize("width", [3, 8, 9, 17, 24])
+@pytest.mark.parametrize("fill", [0.0, 0.25])
+def test_float32_bilinear_several_planes_match_reference(device, width, fill):
+    shape = (6, 3, 7, width)
+    x = images(shape, np.float32, ("quads", width))
+    spec = {"degrees": 30, "translate": 0.1, "scale": (0.8, 1.2), "brightness": 0.2}
+    p = params_for(6, spec, shape, seed=seed_of("quads", width))
+    got = ops.augment(to_device(device, x), p, fill=fill)
+    want = reference.augment(x, p, fill=fill)
+    assert_close(got, want, reference.augment(x.astype(np.float64), p, fill=fill), kind="transcendental")
+
+
 # The float32 CPU loop keeps each thread's padded planes, border of fill included, from one call to
 # the next while the image size and the fill's bits stay the same: calls that alternate fills (+0,
 # -0, 0.25), sizes and tested / untested borders give the bits of the same calls run in the
@@ -93,7 +109,7 @@ def test_float32_bilinear_calls_in_any_order_give_the_same_bits(device):
     zoom_out = {"degrees": 45, "scale": (0.1, 0.3)}
     cases = [((8, 1, 28, 28), fits, 0.0), ((8, 1, 28, 28), fits, -0.0), ((8, 1, 28, 28), zoom_out, -0.0),
              ((8, 1, 28, 28), fits, 0.25), ((4, 3, 16, 20), fits, 0.0), ((8, 1, 28, 28), zoom_out, 0.0),
-             ((8, 1, 28, 28), fits, 0.0)]
+             ((4, 3, 16, 20), zoom_out, 0.25), ((4, 3, 16, 20), fits, -0.0), ((8, 1, 28, 28), fits, 0.0)]
 
     def run(case):
         shape, spec, fill = case

@@ -3,8 +3,8 @@
 // - augment_bilinear_row_avx512 and augment_nearest_row_avx512: rows of 8 output pixels at a time,
 //   in double, with gathers at indices clamped into the image (float64 images, nearest sampling,
 //   and float32 bilinear planes too large for the padded path);
-// - augment_bilinear_f32_avx512: float32 bilinear, 16 output pixels at a time over padded planes,
-//   coordinates in double, weights and blend in float.
+// - augment_bilinear_f32_avx512: float32 bilinear, 16 output pixels at a time over padded planes
+//   (quad planes for several channels), coordinates in double, weights and blend in float.
 // The arithmetic is the scalar loop's (augment_geometry, ops/augment.h), with the multiply-adds
 // fused. A file of its own, as cpu/philox_avx512_cpu.cpp, so the target attribute stays away from
 // the multiversioned code.
@@ -192,19 +192,26 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __m512 gather_
   return _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
 }
 
-// 16 output pixels of every plane, stored at y + c hw + p under the mask `store`: the source points
-// (sx_lo, sy_lo) of pixels A of the group (join8) and (sx_hi, sy_hi) of pixels B, in double. Each
-// 64-bit gather lane reads a pixel's pair of taps of one row; so that two in-lane shuffles of the
-// pair vectors of A and B give the left and right taps in pixel order, A and B are the pixels
-// whose pairs alternate by 128-bit lane. !kTested: the fill is 0 and every tap lies in
-// the padded plane, so a point whose taps are all outside blends zeros into exactly the fill
-// (+0 or -0, as the fill), the value the inside test would give it (geometry8). kScalar: the
-// pairs come from scalar loads at the stored indices (gather_pairs) instead of gathers; with
-// several planes sharing the indices, faster on the Zen 4 machine this was tuned on (one-thread
-// CPU time of 256x3x32x32 Compose ~6% lower); with one plane, slower (28x28: ~5-10%), where
-// pixels A's pairs come from scalar loads and pixels B's from gathers (the two kinds of load
-// overlap: ~2-4% lower than four gathers).
-template <bool kTested, bool kScalar>
+// The 4 quads at q + i0, q + i1, q + i2, q + i3 (float offsets) as the 4 128-bit lanes of a vector.
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline __m512 quads(const float* q, int i0, int i1, int i2,
+                                                                               int i3) {
+  __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(q + i0));
+  v = _mm512_insertf32x4(v, _mm_loadu_ps(q + i1), 1);
+  v = _mm512_insertf32x4(v, _mm_loadu_ps(q + i2), 2);
+  return _mm512_insertf32x4(v, _mm_loadu_ps(q + i3), 3);
+}
+
+// 16 output pixels of a single plane (C = 1), stored at y + p under the mask `store`: the source
+// points (sx_lo, sy_lo) of pixels A of the group (join8) and (sx_hi, sy_hi) of pixels B, in
+// double. Each 64-bit gather lane reads a pixel's pair of taps of one row; so that two in-lane
+// shuffles of the pair vectors of A and B give the left and right taps in pixel order, A and B
+// are the pixels whose pairs alternate by 128-bit lane. !kTested: the fill is 0 and every tap
+// lies in the padded plane, so a point whose taps are all outside blends zeros into exactly the
+// fill (+0 or -0, as the fill), the value the inside test would give it (geometry8). Pixels A's
+// pairs come from scalar loads (gather_pairs) and pixels B's from gathers (the two kinds of load
+// overlap: ~2-4% lower than four gathers on the Zen 4 machine this was tuned on; the quad planes
+// of bilinear16_quads were ~3-5% slower for one 28x28 plane).
+template <bool kTested>
 __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear16(const BilinearF32& k, __m512d sx_lo,
                                                                                   __m512d sx_hi, __m512d sy_lo,
                                                                                   __m512d sy_hi, int64_t p,
@@ -220,32 +227,67 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear1
   // at |sx| under float's range, changes the blend by less than its rounding).
   const __mmask16 wx0 = _mm512_cmp_ps_mask(wx, zero, _CMP_EQ_OQ), wy0 = _mm512_cmp_ps_mask(wy, zero, _CMP_EQ_OQ);
   const __m512 ux = _mm512_sub_ps(one, wx), uy = _mm512_sub_ps(one, wy);
-  int il[kScalar ? 8 : 1], ih[kScalar ? 8 : 1];  // the indices, for scalar loads
-  if constexpr (kScalar) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(il), idx_lo);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ih), idx_hi);
-  }
   for (int64_t c = 0; c < k.C; ++c) {
     const float* top_row = k.pad + c * k.P;
     const float* bottom_row = top_row + k.Wp;
-    __m512 g0, g1, g2, g3;
-    if constexpr (kScalar) {
-      g0 = gather_pairs(top_row, il);
-      g1 = gather_pairs(top_row, ih);
-      g2 = gather_pairs(bottom_row, il);
-      g3 = gather_pairs(bottom_row, ih);
-    } else {  // one plane: pixels A by scalar loads, pixels B by gathers
-      int jl[8];
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(jl), idx_lo);
-      g0 = gather_pairs(top_row, jl);
-      g1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, top_row, 4));
-      g2 = gather_pairs(bottom_row, jl);
-      g3 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, bottom_row, 4));
-    }
+    int jl[8];
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(jl), idx_lo);
+    const __m512 g0 = gather_pairs(top_row, jl);
+    const __m512 g1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, top_row, 4));
+    const __m512 g2 = gather_pairs(bottom_row, jl);
+    const __m512 g3 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, bottom_row, 4));
     const __m512 t00 = _mm512_shuffle_ps(g0, g1, _MM_SHUFFLE(2, 0, 2, 0));
     const __m512 t01 = _mm512_shuffle_ps(g0, g1, _MM_SHUFFLE(3, 1, 3, 1));
     const __m512 t10 = _mm512_shuffle_ps(g2, g3, _MM_SHUFFLE(2, 0, 2, 0));
     const __m512 t11 = _mm512_shuffle_ps(g2, g3, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m512 top = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t01, _mm512_mul_ps(ux, t00)), t00);
+    const __m512 bottom = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t11, _mm512_mul_ps(ux, t10)), t10);
+    __m512 v = _mm512_mask_blend_ps(wy0, _mm512_fmadd_ps(wy, bottom, _mm512_mul_ps(uy, top)), top);
+    if constexpr (kTested) v = _mm512_mask_blend_ps(ok, k.fillv, v);
+    if (k.bright) v = _mm512_mul_ps(v, k.brightness);
+    _mm512_mask_storeu_ps(k.y + c * k.hw + p, store, v);
+  }
+}
+
+// 16 output pixels of every plane, stored at y + c hw + p under the mask `store`: the source points
+// (sx_lo, sy_lo) of pixels A = {0, 1, 4, 5, 8, 9, 12, 13} of the group and (sx_hi, sy_hi) of
+// pixels B = {2, 3, 6, 7, 10, 11, 14, 15}, in double (join8 puts them in pixel order). Each
+// pixel's four taps are one 128-bit load from the quad planes (augment_bilinear_f32_avx512):
+// vector m holds pixels m, 4 + m, 8 + m, 12 + m in its 128-bit lanes, so a 4 x 4 transpose within
+// the lanes gives the taps t00, t10, t01, t11 in pixel order. !kTested: the fill is 0 and every
+// tap lies in the padded plane, so a point whose taps are all outside blends zeros into exactly
+// the fill (+0 or -0, as the fill), the value the inside test would give it (geometry8).
+template <bool kTested>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear16_quads(const BilinearF32& k, __m512d sx_lo,
+                                                                                  __m512d sx_hi, __m512d sy_lo,
+                                                                                  __m512d sy_hi, int64_t p,
+                                                                                  __mmask16 store) {
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  __m256 wx_lo, wx_hi, wy_lo, wy_hi;
+  __m256i idx_lo, idx_hi;
+  const __mmask8 ok_lo = geometry8<kTested>(k, sx_lo, sy_lo, &wx_lo, &wy_lo, &idx_lo);
+  const __mmask8 ok_hi = geometry8<kTested>(k, sx_hi, sy_hi, &wx_hi, &wy_hi, &idx_hi);
+  const __mmask16 ok = join8(ok_lo, ok_hi);
+  const __m512 wx = join8(wx_lo, wx_hi), wy = join8(wy_lo, wy_hi);
+  // Weights in [0, 1] after rounding; one exactly 0 in double is 0 in float (one that rounds to 0,
+  // at |sx| under float's range, changes the blend by less than its rounding).
+  const __mmask16 wx0 = _mm512_cmp_ps_mask(wx, zero, _CMP_EQ_OQ), wy0 = _mm512_cmp_ps_mask(wy, zero, _CMP_EQ_OQ);
+  const __m512 ux = _mm512_sub_ps(one, wx), uy = _mm512_sub_ps(one, wy);
+  alignas(32) int a[8], b[8];  // the quads' float offsets (2 idx) of pixels A and B
+  _mm256_store_si256(reinterpret_cast<__m256i*>(a), _mm256_add_epi32(idx_lo, idx_lo));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(b), _mm256_add_epi32(idx_hi, idx_hi));
+  for (int64_t c = 0; c < k.C; ++c) {
+    const float* q = k.pad + c * k.P;
+    const __m512 v0 = quads(q, a[0], a[2], a[4], a[6]);  // pixels 0, 4, 8, 12
+    const __m512 v1 = quads(q, a[1], a[3], a[5], a[7]);  // pixels 1, 5, 9, 13
+    const __m512 v2 = quads(q, b[0], b[2], b[4], b[6]);  // pixels 2, 6, 10, 14
+    const __m512 v3 = quads(q, b[1], b[3], b[5], b[7]);  // pixels 3, 7, 11, 15
+    const __m512 u0 = _mm512_unpacklo_ps(v0, v1), u1 = _mm512_unpackhi_ps(v0, v1);
+    const __m512 u2 = _mm512_unpacklo_ps(v2, v3), u3 = _mm512_unpackhi_ps(v2, v3);
+    const __m512 t00 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u0), _mm512_castps_pd(u2)));
+    const __m512 t10 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u0), _mm512_castps_pd(u2)));
+    const __m512 t01 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u1), _mm512_castps_pd(u3)));
+    const __m512 t11 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u1), _mm512_castps_pd(u3)));
     const __m512 top = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t01, _mm512_mul_ps(ux, t00)), t00);
     const __m512 bottom = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t11, _mm512_mul_ps(ux, t10)), t10);
     __m512 v = _mm512_mask_blend_ps(wy0, _mm512_fmadd_ps(wy, bottom, _mm512_mul_ps(uy, top)), top);
@@ -266,8 +308,20 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void fill_run(
   if (i < n) _mm512_mask_storeu_ps(p + i, static_cast<__mmask16>((1u << (n - i)) - 1u), v);
 }
 
-// The sample's pixels, kTested or not (bilinear16), over planes padded with B pixels.
-template <bool kTested, bool kScalar>
+// 16 output pixels: bilinear16_quads on quad planes (kQuads, C > 1), bilinear16 on one plane.
+template <bool kTested, bool kQuads>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void group16(const BilinearF32& k, __m512d sx_lo,
+                                                                               __m512d sx_hi, __m512d sy_lo,
+                                                                               __m512d sy_hi, int64_t p,
+                                                                               __mmask16 store) {
+  if constexpr (kQuads)
+    bilinear16_quads<kTested>(k, sx_lo, sx_hi, sy_lo, sy_hi, p, store);
+  else
+    bilinear16<kTested>(k, sx_lo, sx_hi, sy_lo, sy_hi, p, store);
+}
+
+// The sample's pixels, kTested or not (group16), over padded planes (quad planes with kQuads).
+template <bool kTested, bool kQuads>
 __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF32& k, int64_t H, int64_t W,
                                                                  const double* coords) {
   const int64_t hw = H * W;
@@ -280,7 +334,7 @@ __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF
       for (int64_t col = 0; col < W; col += 16) {
         const __m512d c = _mm512_set1_pd(static_cast<double>(col));
         const __m512d px_lo = _mm512_add_pd(c, lane_lo), px_hi = _mm512_add_pd(c, lane_hi);
-        bilinear16<kTested, kScalar>(k, _mm512_fmadd_pd(k.m0, px_lo, a), _mm512_fmadd_pd(k.m0, px_hi, a),
+        group16<kTested, kQuads>(k, _mm512_fmadd_pd(k.m0, px_lo, a), _mm512_fmadd_pd(k.m0, px_hi, a),
                             _mm512_fmadd_pd(k.m3, px_lo, b), _mm512_fmadd_pd(k.m3, px_hi, b), row * W + col,
                             static_cast<__mmask16>(0xFFFF));
       }
@@ -296,7 +350,7 @@ __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF
     const __m512d px_hi = _mm512_loadu_pd(cols + p + 8);
     const __m512d py_lo = _mm512_loadu_pd(rows + p);
     const __m512d py_hi = _mm512_loadu_pd(rows + p + 8);
-    bilinear16<kTested, kScalar>(k, _mm512_fmadd_pd(k.m0, px_lo, _mm512_fmadd_pd(k.m1, py_lo, k.m2)),
+    group16<kTested, kQuads>(k, _mm512_fmadd_pd(k.m0, px_lo, _mm512_fmadd_pd(k.m1, py_lo, k.m2)),
                         _mm512_fmadd_pd(k.m0, px_hi, _mm512_fmadd_pd(k.m1, py_hi, k.m2)),
                         _mm512_fmadd_pd(k.m3, px_lo, _mm512_fmadd_pd(k.m4, py_lo, k.m5)),
                         _mm512_fmadd_pd(k.m3, px_hi, _mm512_fmadd_pd(k.m4, py_hi, k.m5)), p, store);
@@ -309,16 +363,22 @@ __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF
 // points, their floors, the inside tests and the tap indices are computed in double (as
 // augment_geometry: a float resolves only ~1.5e-5 pixel at coordinates in the hundreds), once for
 // all C planes; the weights are then rounded to float and the taps blended in float. The planes
-// are first copied into `pad` (C planes of (H + 2B) x (W + 2B), bordered by B pixels of fill), so
-// a tap outside the image reads fill and the two taps of a row (t00, t01) are adjacent: one 64-bit
-// gather lane reads both (two gathers of 8 pairs for 16 pixels, half the lanes of four 32-bit
-// ones; scalar 64-bit loads instead for C > 1, and for pixels A when C = 1: bilinear16). The weights' rules are augment_geometry's: a tap of weight exactly 0 does not contribute,
-// so integer coordinates copy bit for bit; a point whose four taps are all outside is fill. When
+// are first written into `pad`, bordered by B pixels of fill, so that a tap outside the image
+// reads fill:
+// - one plane (C = 1): the image copied into a padded plane of (H + 2B) x (W + 2B), where the two
+//   taps of a row (t00, t01) are adjacent: one 64-bit load or gather lane reads both (bilinear16);
+// - several planes (C > 1): quad planes of (H + 2B) x (W + 2B) x 2 floats: at padded (r, x) the
+//   pair (pixel (r, x), pixel (r + 1, x)), so the four taps of a pixel are the 4 floats at its
+//   top-left tap: one 128-bit load (bilinear16_quads; 3x32x32 Compose: ~4-6% lower one-thread CPU
+//   time than 64-bit loads of the tap pairs). Only the quad rows that hold image pixels (B - 1 ..
+//   B + H - 1) are rewritten per sample.
+// The weights' rules are augment_geometry's: a tap of weight exactly 0 does not contribute, so
+// integer coordinates copy bit for bit; a point whose four taps are all outside is fill. When
 // the fill is 0 and the four corners' source points (an affine map's extremes over the grid) show
 // that every tap lies within the border B = border_max, the per-point inside tests are skipped
 // (bilinear16: the same bits); otherwise B = 1 and every point is tested. The border's fill stays
-// in `pad` from one sample to the next while B does (`layout`: the current B, 0 for none); only
-// the image rows are copied. Brightness (when not 1) multiplies in float. The source point of pixel (x, y) is
+// in `pad` from one sample to the next while B does (`layout`: the current B, 0 for none).
+// Brightness (when not 1) multiplies in float. The source point of pixel (x, y) is
 // m0 x + (m1 y + m2) (and m3 x + (m4 y + m5)), in double with the multiply-adds fused:
 // - W a multiple of 16: row by row, 16 columns at a time;
 // - otherwise 16 pixels at a time in C order over the whole plane (no lanes wasted at the ends of
@@ -326,7 +386,7 @@ __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF
 //   as doubles, each group of 16 as its pixels A then B; those past the image are the last
 //   pixel's, so that the lanes of a last partial group, computed but not stored, stay within the
 //   corners' bounds and the padded plane).
-// `pad` holds C (H + 2 border_max) (W + 2 border_max) floats.
+// `pad` holds (C > 1 ? 2 : 1) C (H + 2 border_max) (W + 2 border_max) floats.
 __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(float* y, const float* x,
                                                                               const AugmentSample& s,
                                                                               const AugmentShape& g, float* pad,
@@ -348,22 +408,54 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
   const bool tested = !(g.fill == 0.0 && need <= static_cast<double>(border_max));
   const int64_t B = tested ? 1 : border_max;
   const int64_t Wp = W + 2 * B, P = (H + 2 * B) * Wp;
+  const bool quad_planes = C > 1;
+  const int64_t QP = quad_planes ? 2 * P : P;  // floats of a plane
   const __m512 fillv = _mm512_set1_ps(fill);
   if (*layout != B) {  // the planes' borders (kept for the next samples of the same border)
-    fill_run(pad, C * P, fillv);
+    fill_run(pad, C * QP, fillv);
     *layout = B;
   }
-  // Rows copied with inline vector moves (not a memcpy call per row of W floats).
-  for (int64_t c = 0; c < C; ++c) {
-    const float* src = x + c * hw;
+  if (!quad_planes) {  // rows copied with inline vector moves (not a memcpy call per row of W floats)
     for (int64_t r = 0; r < H; ++r) {
-      float* row = pad + c * P + (r + B) * Wp + B;
-      const float* in = src + r * W;
+      float* row = pad + (r + B) * Wp + B;
+      const float* in = x + r * W;
       int64_t i = 0;
       for (; i + 16 <= W; i += 16) _mm512_storeu_ps(row + i, _mm512_loadu_ps(in + i));
       if (i < W) {
         const __mmask16 tail = static_cast<__mmask16>((1u << (W - i)) - 1u);
         _mm512_mask_storeu_ps(row + i, tail, _mm512_maskz_loadu_ps(tail, in + i));
+      }
+    }
+  }
+  // Quad rows B - 1 .. B + H - 1 (those holding image pixels), columns B .. B + W - 1: the pairs
+  // (padded rows r and r + 1) of image rows r - B and r + 1 - B (fill above and below the image),
+  // interleaved by two-source permutes, 16 columns at a time.
+  const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i second = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  for (int64_t c = 0; c < (quad_planes ? C : 0); ++c) {
+    const float* src = x + c * hw;
+    for (int64_t r = B - 1; r < B + H; ++r) {
+      float* quad = pad + c * QP + 2 * (r * Wp + B);
+      const float* top = r >= B ? src + (r - B) * W : nullptr;
+      const float* bottom = r + 1 < B + H ? src + (r + 1 - B) * W : nullptr;
+      int64_t i = 0;
+      for (; i + 16 <= W; i += 16) {  // plain stores (masked ones are slower on Zen 4)
+        const __m512 t = top ? _mm512_loadu_ps(top + i) : fillv;
+        const __m512 u = bottom ? _mm512_loadu_ps(bottom + i) : fillv;
+        _mm512_storeu_ps(quad + 2 * i, _mm512_permutex2var_ps(t, first, u));
+        _mm512_storeu_ps(quad + 2 * i + 16, _mm512_permutex2var_ps(t, second, u));
+      }
+      if (i < W) {
+        const int64_t n = W - i;
+        const __mmask16 in = static_cast<__mmask16>((1u << n) - 1u);
+        const __m512 t = top ? _mm512_maskz_loadu_ps(in, top + i) : fillv;
+        const __m512 u = bottom ? _mm512_maskz_loadu_ps(in, bottom + i) : fillv;
+        // Pairs of columns i .. i + 7, then i + 8 .. i + 15 (the first 2 n floats stored).
+        const __mmask16 lo = n >= 8 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (2 * n)) - 1u);
+        _mm512_mask_storeu_ps(quad + 2 * i, lo, _mm512_permutex2var_ps(t, first, u));
+        if (n > 8)
+          _mm512_mask_storeu_ps(quad + 2 * i + 16, static_cast<__mmask16>((1u << (2 * (n - 8))) - 1u),
+                                _mm512_permutex2var_ps(t, second, u));
       }
     }
   }
@@ -383,19 +475,18 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
   k.brightness = _mm512_set1_ps(static_cast<float>(s.brightness));
   k.C = C;
   k.Wp = Wp;
-  k.P = P;
+  k.P = QP;
   k.hw = hw;
   k.pad = pad;
   k.y = y;
-  // Several planes share each pixel's tap indices: their pairs come from scalar loads (bilinear16).
-  if (C == 1 && tested)
-    bilinear_planes<true, false>(k, H, W, coords);
-  else if (C == 1)
-    bilinear_planes<false, false>(k, H, W, coords);
-  else if (tested)
+  if (quad_planes && tested)
     bilinear_planes<true, true>(k, H, W, coords);
-  else
+  else if (quad_planes)
     bilinear_planes<false, true>(k, H, W, coords);
+  else if (tested)
+    bilinear_planes<true, false>(k, H, W, coords);
+  else
+    bilinear_planes<false, false>(k, H, W, coords);
 }
 
 template int64_t augment_nearest_row_avx512<float>(float*, const float*, int64_t, const AugmentSample&,

@@ -213,7 +213,8 @@ const double* flat_coords(int64_t h, int64_t w, std::vector<double>& own) {
 
 // One sample, in the order of augment_finish_quad (augment.h): geometry and brightness with the
 // gray sum, then contrast, noise and clipping as whole-sample loops, then the erased rectangle.
-// `pad`: room for C padded planes of (H + 2 b) x (W + 2 b) floats (b = bilinear_f32_border_max),
+// `pad`: room for C padded planes of (H + 2 b) x (W + 2 b) floats, twice that for C > 1 (quad
+// planes; b = bilinear_f32_border_max),
 // `layout` the border its planes have now (0: none yet), when bilinear_f32_fast (float32), null
 // otherwise; `coords`: flat_coords(H, W) when bilinear_f32_fast and W is not a multiple of 16.
 template <typename T>
@@ -324,7 +325,8 @@ void augment_loop(T* y, const T* x, int64_t n, const AugmentShape& shape, int64_
   std::vector<double> own_coords;
   const double* coords = fast && shape.w % 16 != 0 ? flat_coords(shape.h, shape.w, own_coords) : nullptr;
   const int64_t border = fast ? bilinear_f32_border_max(shape) : 0;
-  const int64_t pad_size = fast ? shape.c * (shape.h + 2 * border) * (shape.w + 2 * border) : 0;
+  const int64_t pad_size =  // augment_bilinear_f32_avx512's planes (quad planes, twice the floats, for C > 1)
+      fast ? (shape.c > 1 ? 2 : 1) * shape.c * (shape.h + 2 * border) * (shape.w + 2 * border) : 0;
   parallel_for(n, block, count * 8, [&](int64_t b, int64_t e) {
     std::vector<float> own;
     float* pad = nullptr;
