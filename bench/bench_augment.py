@@ -10,6 +10,8 @@ parameter arrays (~70-90 us in Python), hence no faster than the fused call) aga
   per-sample parameters cost a torchvision user; seconds a call, so 3 timed calls), and
   torchvision applied once to the whole batch with parameters shared by the batch (less work,
   and not the same thing).
+The full cases also time ``ops.gaussian_noise`` over the same batch ("gaussian_noise alone"): the
+per-pixel normals (Philox + Box-Muller, bits fixed) that the call must draw, about half its time.
 The photometric-only path (brightness + noise + erasing, no resampling) is measured against the
 memory roof (x read, y written), a NumPy version, and its floor: ``ops.gaussian_noise`` over the
 same pixels (drawing one normal per pixel from Philox by Box-Muller, which the path must do).
@@ -113,9 +115,13 @@ def cases(dev):
             xt = dev.tensor(x)
             per_image = lambda xt=xt, tv=tv: torch.stack([tv(img) for img in xt])  # noqa: E731
             shared = lambda xt=xt, tv=tv: tv(xt)  # noqa: E731
+        def noise_floor(x=x, y=y):  # the call's per-pixel normals alone (Philox + Box-Muller)
+            ops.gaussian_noise(x, 0.05, seed=1, out=y)
+
         name = "x".join(map(str, shape))
         # The scipy loop (~30-90 ms a call) allows 15 timed calls, the torchvision loop (seconds) 3.
-        out.append(Case("augment", f"full {name}", {"fusednn": fused, "out=": kernel, "numpy": scipy_loop},
+        out.append(Case("augment", f"full {name}", {"fusednn": fused, "out=": kernel,
+                                                   "gaussian_noise alone": noise_floor, "numpy": scipy_loop},
                         bytes=2.0 * x.nbytes, repeat=15, warmup=2))
         out.append(Case("augment", f"full {name} vs tv per-image", {"fusednn": fused, "torch": per_image},
                         bytes=2.0 * x.nbytes, repeat=3, warmup=1))
