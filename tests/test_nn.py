@@ -444,3 +444,19 @@ def test_a_training_forward_releases_the_activations_of_modules_added_later():
     assert late._offset is None and inner[0]._cache is None and inner[1]._cache is None and model[0]._cache is None
     with pytest.raises(RuntimeError, match="no training forward"):
         model.backward(np.ones((3, 4), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(2, 3), [2, 3], np.array([2, 3]), (np.int64(2), 3)],
+                         ids=["tuple", "list", "ndarray", "numpy int"])
+def test_reusable_buffers_take_any_sequence_as_the_shape(shape):
+    """ReusableBuffers.get normalizes a shape that is not a tuple before comparing it with the
+    kept arrays' (a NumPy array as the shape once raised on the second call): the free array is
+    handed back again."""
+    from fusednn.nn.buffers import ReusableBuffers
+    b = ReusableBuffers()
+    first = b.get("y", shape, np.float32)
+    address = first.ctypes.data
+    assert first.shape == (2, 3) and first.dtype == np.float32
+    del first
+    again = b.get("y", shape, np.float32)
+    assert again.shape == (2, 3) and again.ctypes.data == address

@@ -3,6 +3,8 @@ parameter groups, flat buffers vs separate arrays, fused clipping, schedules as 
 (and foreign state_dicts), hyperparameters checked once per step, bad input. The ops the classes
 call: test_optim.py."""
 
+import weakref
+
 import numpy as np
 import pytest
 from conftest import assert_close, seed_of, to_device, to_numpy
@@ -571,3 +573,92 @@ def test_state_buffers_sit_apart_from_the_parameters_modulo_4096():
     assert np.array_equal(fp.data, twin.data)
     for name, buf in st["buffers"].items():
         assert np.array_equal(buf, plain._groups_state[0]["buffers"][name]), name
+
+
+def _assert_state_apart(fp, st):
+    offsets = [a.ctypes.data % 4096 for a in (fp.data, fp.grad, *st["buffers"].values())]
+    for i, a in enumerate(offsets[2:], 2):
+        for b in offsets[:i]:
+            assert min((a - b) % 4096, (b - a) % 4096) >= 512, offsets
+
+
+@pytest.mark.parametrize("rule, kwargs, loaded", [
+    ("Adam", dict(lr=1e-2, amsgrad=True), "never stepped"),
+    ("Adam", dict(lr=1e-2, amsgrad=True), "without max_exp_avg_sq"),
+    ("Adagrad", dict(lr=1e-2, initial_accumulator_value=0.1), "never stepped"),
+    ("RMSprop", dict(lr=1e-2, momentum=0.9, centered=True), "never stepped"),
+])
+def test_state_buffers_stay_apart_after_loads_that_drop_buffers(rule, kwargs, loaded):
+    """load_state_dict drops the buffers a loaded state lacks; the ones made again afterwards
+    are placed away from the arrays alive then, not from the dropped ones (which once made every
+    candidate offset look taken after a few loads)."""
+    shapes = {"w": (255, 64), "b": (64,)}
+    fp = FlatParameters(shapes)
+    fp.data[...] = 1.0
+    opt = getattr(optim, rule)(fp, **kwargs)
+    if loaded == "never stepped":
+        state = getattr(optim, rule)(FlatParameters(shapes), **kwargs).state_dict()
+        state["state"] = {}  # as torch saves it (fusednn's Adagrad has its sums from the start)
+    else:  # a stepped state with exp_avg, exp_avg_sq only (as torch saves amsgrad=False)
+        other = optim.Adam(FlatParameters(shapes), lr=1e-2)
+        other.step([np.full(s, 0.5, np.float32) for s in shapes.values()])
+        state = other.state_dict()
+        for group in state["param_groups"]:
+            group["amsgrad"] = True
+    for _ in range(8):
+        fp.grad[...] = 0.5
+        opt.step()
+        _assert_state_apart(fp, opt._groups_state[0])
+        opt.load_state_dict(state)
+        _assert_state_apart(fp, opt._groups_state[0])
+
+
+def test_load_state_dict_releases_the_buffers_it_drops():
+    """Adam's kept kernel arguments do not hold a dropped buffer until the next step."""
+    fp = FlatParameters(SHAPES)
+    opt = optim.Adam(fp, lr=1e-2, amsgrad=True)
+    fp.grad[...] = 1.0
+    opt.step()
+    dropped = [weakref.ref(b.base) for b in opt._groups_state[0]["buffers"].values()]  # the memory's owners
+    opt.load_state_dict(optim.Adam(FlatParameters(SHAPES), lr=1e-2).state_dict())
+    assert [r() for r in dropped] == [None] * len(dropped)
+
+
+def test_adam_kept_kernel_arguments_follow_amsgrad_and_loaded_state():
+    """A flat group's Adam keeps its kernel arguments between steps (made again when amsgrad
+    changes or load_state_dict drops a state buffer); a group of separate arrays makes them
+    every step. Through amsgrad on and off, a never-stepped state loaded (buffers dropped), a
+    stepped state loaded, lr and weight decay changed, the two update the parameters alike."""
+    rng = np.random.default_rng(seed_of("adam kept arguments"))
+    fp = FlatParameters(SHAPES)
+    fp.data[...] = rng.standard_normal(fp.data.size)
+    plain = [fp[n].copy() for n in SHAPES]
+    kept = optim.Adam(fp, lr=1e-2)
+    each = optim.Adam(plain, lr=1e-2)
+    fresh = optim.Adam(FlatParameters(SHAPES), lr=1e-2).state_dict()
+
+    def step():
+        g = rng.standard_normal(fp.grad.size).astype(np.float32)
+        fp.grad[...] = g
+        kept.step()
+        each.step([fp.grad_of(n).copy() for n in SHAPES])
+        assert np.array_equal(fp.data, np.concatenate([p.ravel() for p in plain]))
+
+    step()
+    step()
+    for o in (kept, each):
+        o.param_groups[0]["amsgrad"] = True
+    step()
+    for o in (kept, each):
+        o.param_groups[0]["amsgrad"] = False
+    step()
+    for o in (kept, each):
+        o.load_state_dict(fresh)  # drops every buffer
+    step()
+    step()
+    state = kept.state_dict()
+    for o in (kept, each):
+        o.load_state_dict(state)
+        o.param_groups[0]["weight_decay"] = 0.1
+        o.param_groups[0]["lr"] = 3e-3
+    step()

@@ -54,7 +54,9 @@ class ReusableBuffers:
         ``xp`` (numpy or cupy): a kept one that only this object references, or a new one (kept
         when the slot has room, or in place of a kept one of another shape that is free)."""
         kept = self._slots.get(slot)
-        if kept is not None and xp is np:  # the common case first: a free NumPy array of the shape
+        # The common case first: a free NumPy array of a shape given as a tuple (a shape of another
+        # type, e.g. a NumPy array of the sizes, is normalized below before any comparison).
+        if kept is not None and xp is np and type(shape) is tuple:
             for a in kept:
                 if _getrefcount(a) == _ONLY_THE_LIST and a.shape == shape and a.dtype == dtype and (
                         type(a) is np.ndarray):

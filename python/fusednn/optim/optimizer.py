@@ -227,19 +227,19 @@ class Optimizer:
         flight, and a load whose address matches a pending store's in the low 12 bits waits for
         it (4K aliasing). Consecutive heap allocations of sizes that are multiples of 4096 sit
         16 bytes apart modulo 4096, so without this the Adam step over the 784-512-256-10
-        MLP's 535k parameters ran about 12% slower (one thread: 316 us against 280)."""
+        MLP's 535k parameters ran about 12% slower (one thread: 316 us against 280).
+
+        The offsets avoided are those of the arrays alive now: the group's first span's parameter
+        and gradient (a group stepped with step(grads) has no known gradient: its parameter only)
+        and the group's current state buffers (not those load_state_dict dropped)."""
         dtype = np.dtype(st["dtype"])
         nbytes = st["size"] * dtype.itemsize
-        streams = st.setdefault("page_offsets", [])
-        if not streams:
-            first = st["spans"][0] if st["spans"] else None
-            for a in (first.param, first.grad) if first is not None else ():
-                if a is not None:
-                    streams.append(a.ctypes.data % 4096)
+        first = st["spans"][0] if st["spans"] else None
+        live = [a for a in ((first.param, first.grad) if first is not None else ()) if a is not None]
+        streams = [a.ctypes.data % 4096 for a in live + list(st["buffers"].values())]
         base = streams[0] if streams else 0
         dist = lambda c: min((min((c - s) % 4096, (s - c) % 4096) for s in streams), default=4096)  # noqa: E731
         target = max(((base + 512 * j) % 4096 for j in range(8)), key=dist)  # the first of the farthest
-        streams.append(target)
         raw = np.empty(nbytes + 4096, np.uint8)
         start = (target - raw.ctypes.data) % 4096
         buf = raw[start:start + nbytes].view(dtype)
@@ -402,6 +402,7 @@ class Optimizer:
                 if name not in buffers:  # not in the loaded state: the rule starts it afresh
                     del st["buffers"][name]
                     st["views"] = {k: v for k, v in st["views"].items() if k[0] != name}
+                    st.pop("adam_call", None)  # Adam's kept kernel arguments: made again from the new views
             for name, arrays in buffers.items():
                 buf = self._buffer(gi, name)
                 for j, a in enumerate(arrays):
@@ -663,7 +664,7 @@ class Adam(Optimizer):
     def _update(self, gi, h, params, grads, per_param, st, lr, scale):
         amsgrad = h["amsgrad"]
         call = None if per_param else st.get("adam_call")
-        if call is None or call[0] is not st["views"] or call[1] != amsgrad:
+        if call is None or call[0] != amsgrad:
             views = lambda name: self._state_views(gi, name, st["spans"], per_param)  # noqa: E731
             arrays = (params, grads, views("exp_avg"), views("exp_avg_sq"),
                       views("max_exp_avg_sq") if amsgrad else None)
@@ -672,10 +673,10 @@ class Adam(Optimizer):
                                amsgrad, h["decoupled_weight_decay"], h["maximize"], scale)
                 return
             # A flat group's arrays are the same every step: the call's are made once (again after
-            # load_state_dict replaced the state views, or amsgrad changed); the function is looked
-            # up on the compiled module at each call.
-            call = st["adam_call"] = (st["views"], amsgrad, _C if st["xp"] is np else cuda_module(), arrays)
-        call[2].adam_step(*call[3], st["step"], lr, h["betas"][0], h["betas"][1], h["eps"], h["weight_decay"], amsgrad,
+            # amsgrad changed, or load_state_dict dropped a state buffer: it drops this too); the
+            # function is looked up on the compiled module at each call.
+            call = st["adam_call"] = (amsgrad, _C if st["xp"] is np else cuda_module(), arrays)
+        call[1].adam_step(*call[2], st["step"], lr, h["betas"][0], h["betas"][1], h["eps"], h["weight_decay"], amsgrad,
                 h["decoupled_weight_decay"], h["maximize"], scale)
 
 
