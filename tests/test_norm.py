@@ -550,6 +550,39 @@ def test_layer_norm_backward_sums_near_the_float32_range(device, gamma):
     assert np.abs(dx).max() <= 1e-6 * 1e38
 
 
+def test_layer_norm_statistics_beyond_the_float32_squares(device):
+    """Regression (review of the float32 AVX-512 forward): its row statistics are float partials
+    added into double, and with |x| near 1e20 the squared deviations overflow float where their
+    sum in double is finite (inv_std 0, y 0 or NaN). Such rows are redone in double."""
+    rng = np.random.default_rng(seed_of("ln float squares"))
+    d = 1030  # a partial vector at the end of each row
+    x = (rng.standard_normal((4, d)) * 1e20).astype(np.float32)
+    x[1, 1::2] = rng.standard_normal(d // 2) * 1e-20  # huge and tiny values in one row
+    x[2] = 1e-3
+    x[2, 7] = -3e20  # one huge value among small ones
+    gamma, beta = rng.standard_normal(d).astype(np.float32), rng.standard_normal(d).astype(np.float32)
+    y, mean, inv_std = (to_numpy(a) for a in ops.layer_norm(*to_device(device, x, gamma, beta)))
+    y_w, mean_w, inv_std_w = reference.layer_norm(*wider(x, gamma, beta))
+    assert np.isfinite(y).all() and np.isfinite(mean).all() and (inv_std > 0).all()
+    assert_close(y, y_w.astype(np.float32))
+    assert_close(mean, mean_w.astype(np.float32))
+    assert_relative_close(inv_std, inv_std_w)
+
+
+@pytest.mark.parametrize("d", [1024, 4099])
+def test_layer_norm_constant_rows_give_beta(device, d):
+    """A constant row's mean is its value and y is beta exactly (the float partial sums of the
+    AVX-512 forward round for such rows: the deviations from that rounded mean correct it)."""
+    values = np.array([0.1, -3.3e3, 7e-30, 1.0 / 3.0], np.float32)
+    x = np.repeat(values[:, None], d, axis=1)
+    gamma = np.random.default_rng(seed_of("ln const", d)).standard_normal(d).astype(np.float32)
+    beta = np.random.default_rng(seed_of("ln const beta", d)).standard_normal(d).astype(np.float32)
+    y, mean, inv_std = (to_numpy(a) for a in ops.layer_norm(*to_device(device, x, gamma, beta)))
+    assert np.array_equal(mean, values)
+    assert np.array_equal(y, np.broadcast_to(beta, x.shape))
+    assert_close(inv_std, np.full(4, 1 / np.sqrt(1e-5)))
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("shape", [(3, 0), (0,), (2, 4, 0), (0, 5), (0, 0), (3, 0, 2)])
 def test_layer_norm_zero_size(device, shape):
