@@ -569,10 +569,40 @@ def test_layer_norm_statistics_beyond_the_float32_squares(device):
     assert_relative_close(inv_std, inv_std_w)
 
 
+@pytest.mark.parametrize("d", [37, 1025, 4099])
+def test_layer_norm_mean_where_deviations_round_alike(device, d):
+    """Regression (review of 5c89601): the float32 AVX-512 forward took the mean from float
+    partials corrected by sum(x - mu) in float, and x - mu rounds the same way for every x of a
+    binade: here (values +-1.25, 1.5, 1.75, whose float sums are exact) every x - mu rounded the
+    same way, and the mean was up to half an ulp of 1.5 (6e-8) off, many times NumPy float32's own
+    error (N(0, 1) rows of 4099: up to 1.9e-8 against a bound of 1.5e-8). The mean is a sum in
+    double now."""
+    rng = np.random.default_rng(seed_of("ln mean", d))
+    x = (rng.choice([1.25, 1.5, 1.75], (16, d)) * rng.choice([-1.0, 1.0], (16, d))).astype(np.float32)
+    got, same, wide = ln_forward_all(device, x, None, None)
+    assert_all_close(got, same, wide)
+
+
+def test_layer_norm_tiny_spread_with_tiny_eps(device):
+    """Regression (review of 5c89601): the float32 AVX-512 forward's squares (x - mean)^2 of a row
+    of spread 1e-25 are below float's subnormal range (M2 0: with eps = 1e-300, inv_std inf and y
+    NaN). Rows whose float M2 is that small (< 2^-100 per column) are redone in double."""
+    rng = np.random.default_rng(seed_of("ln tiny"))
+    x = (rng.standard_normal((3, 70)) * 1e-25).astype(np.float32)
+    y, mean, inv_std = (to_numpy(a) for a in ops.layer_norm(to_device(device, x), None, None, eps=1e-300))
+    # float32 NumPy's variance underflows too (inv_std inf): float64 only
+    y_w, mean_w, inv_std_w = reference.layer_norm(*wider(x), None, None, eps=1e-300)
+    assert np.isfinite(y).all()
+    assert_close(y, y_w.astype(np.float32))
+    assert_close(mean, mean_w.astype(np.float32))
+    assert_relative_close(inv_std, inv_std_w)
+
+
 @pytest.mark.parametrize("d", [1024, 4099])
 def test_layer_norm_constant_rows_give_beta(device, d):
-    """A constant row's mean is its value and y is beta exactly (the float partial sums of the
-    AVX-512 forward round for such rows: the deviations from that rounded mean correct it)."""
+    """A constant row's mean is its value and y is beta exactly (the AVX-512 forward's mean is a
+    sum in double; its float M2 of such a row is 0, below its threshold: the row is redone in
+    double)."""
     values = np.array([0.1, -3.3e3, 7e-30, 1.0 / 3.0], np.float32)
     x = np.repeat(values[:, None], d, axis=1)
     gamma = np.random.default_rng(seed_of("ln const", d)).standard_normal(d).astype(np.float32)
@@ -676,6 +706,58 @@ def test_layer_norm_streamed_output_matches_small_calls(device, activation):
         for got, small in ((y, y_s), (y_off, y_s), (mean, mean_s), (inv_std, inv_std_s), (grads[0], dx_s),
                            (dx_off, dx_s)):
             np.testing.assert_array_equal(to_numpy(got[rows]).view(np.uint32), to_numpy(small).view(np.uint32))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_layer_norm_backward_streamed_row_pairs(threads):
+    """The float32 AVX-512 backward takes its first pass two rows at a time where dx is streamed
+    (outputs >= 16 MiB; dcfbfaf, 2c83673): per 16-row column block of each 65-row partial block
+    (4100 rows of 1024: rows_per_partial), rows (s0, s0 + 1), (s0 + 2, s0 + 3), ... Row 100 is the
+    second of the pair (99, 100) and has |dy| = 2e38, so its float row sums and its block's float
+    column partials overflow and are redone in double inside the pair; row 199 (first of (199, 200))
+    holds a NaN (a NaN row of dx, a NaN column of dgamma / dbeta); in row 100 one dy * xhat is
+    beyond the float range (dgamma inf there, exactly as float64 rounds it). dx of every row must equal, bit for bit, the non-streamed calls on half the rows
+    (one row at a time), so a pair that mixed up its rows' statistics, sums or fallback fails here;
+    dgamma / dbeta (streamed column partials) against float64; 1 and 2 threads bitwise equal."""
+    rows, d = 4100, 1024
+    rng = np.random.default_rng(seed_of("ln streamed pairs"))
+    x = (rng.standard_normal((rows, d)) + rng.standard_normal((rows, 1))).astype(np.float32)
+    gamma = rng.uniform(0.5, 1.5, d).astype(np.float32)  # |dy * gamma| stays below the float max
+    dy = rng.standard_normal((rows, d)).astype(np.float32)
+    huge, nan = 100, 199
+    x[huge] = np.where(np.arange(d) % 2 == 0, 1.0, -1.0)
+    x[huge, 9] = 20.0  # xhat 17: dy * xhat beyond the float range, so dgamma[9] is inf
+    dy[huge] = 2e38
+    dy[nan, 5] = np.nan
+    _, mean, inv_std = ops.layer_norm(x, gamma, None)
+    results = []
+    for n in (1, 2):
+        threads(n)
+        results.append([to_numpy(a) for a in ops.layer_norm_backward(dy, x, gamma, mean, inv_std)])
+    for one, two in zip(*results):
+        assert np.array_equal(one.view(np.uint32), two.view(np.uint32))
+    dx, dg, db = results[0]
+    half = rows // 2  # 8 MB of dx per call: ordinary stores, one row at a time
+    small = np.concatenate([to_numpy(ops.layer_norm_backward(dy[s], x[s], gamma, mean[s], inv_std[s])[0])
+                            for s in (slice(0, half), slice(half, rows))])
+    for r in (huge - 1, huge, nan, nan + 1):
+        assert np.array_equal(dx[r].view(np.uint32), small[r].view(np.uint32)), r
+    assert np.array_equal(dx.view(np.uint32), small.view(np.uint32))
+    assert np.isnan(dx[nan]).all() and np.isfinite(dx[huge]).all()
+    wide = reference.layer_norm_backward(*wider(dy, x, gamma, mean, inv_std))
+    # float32 NumPy overflows in the |dy| = 2e38 row; dx is linear in dy, so its own float32 error
+    # there is that of dy * 2^-100 (exact scalings)
+    scale = np.float32(2.0 ** 100)
+    row = (dy[huge:huge + 1] / scale, x[huge:huge + 1], gamma, mean[huge:huge + 1], inv_std[huge:huge + 1])
+    assert_close(dx[huge], reference.layer_norm_backward(*row)[0][0] * scale, wide[0][huge])
+    for got, w in zip((dg, db), wide[1:]):
+        assert np.isnan(got[5]) and np.isfinite(np.delete(got, [5, 9])).all()
+        assert_close(got, w.astype(np.float32))
+    assert np.isinf(dg[9])
+    # the other rows of the two 16-row column blocks (97..112, 195..210); all rows are the small calls'
+    near = np.setdiff1d(np.r_[97:113, 195:211], [huge, nan])
+    args = (dy[near], x[near], gamma, mean[near], inv_std[near])
+    assert_close(dx[near], reference.layer_norm_backward(*args)[0], wide[0][near])
 
 
 def test_batch_norm_streamed_output_matches_reference(device):

@@ -2,7 +2,7 @@
 // over fixed blocks merged in block order, so results do not depend on the thread count; each
 // block is small enough to stay in cache between its passes, so x is read from memory once per
 // kernel pass. (Layer norm on float32 with AVX-512 sums float partials of at most 16 terms per
-// lane before they go into double, forward and backward: see its section.)
+// lane before they go into double, the forward's M2 and the backward: see its section.)
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -375,11 +375,12 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
 // term of its row sums and of its column sums to double and made a second pass over each
 // block's rows for the column sums. Here the loops are 16 floats wide (streaming stores
 // where stream_rows says so, ordinary ones otherwise, the same values either way), the forward's
-// row statistics and the backward's row sums are float vector partials of at most 16 terms per
-// lane added into double (the forward's statistics in double, as the generic loops take them,
-// were ~2.6 ms of one core for 8192 x 1024 and ~0.16 ms for 512 x 1024 in cache, against
-// ~2.4 and ~0.11 ms with the float partials: the medians of 4 interleaved runs), and its
-// column sums are float partials over kColRows rows (in the same pass as the row sums, two rows
+// M2 and the backward's row sums are float vector partials of at most 16 terms per lane added
+// into double (the forward's mean is a sum in double: see ln_forward_row_sums; its statistics
+// wholly in double, as the generic loops take them, were ~0.16 ms of one core for 512 x 1024 in
+// cache and ~3.0 ms for 8192 x 1024, against ~0.135 and ~2.8 ms with the float M2, and ~0.12
+// and ~2.6 ms with a float mean too, which was not accurate enough: medians of 15-30 calls under
+// contention, one build each), and its column sums are float partials over kColRows rows (in the same pass as the row sums, two rows
 // at a time for streamed outputs) added into
 // the block's double partial row: every sum is double across its float blocks, whose fixed
 // boundaries depend on neither the thread count nor the output's alignment.
@@ -454,12 +455,15 @@ FDNN_AVX512_INLINE __m512d add_halves_pd(__m512d acc, __m512 v) {
   return _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
 }
 
-// The forward's row statistics as float vector partials over kSumSpan columns (4 accumulators of
-// 16 lanes: at most 16 terms per lane), each accumulator added into double: sum(x) (Dev false),
-// or sum(x - mu) into dev and sum((x - mu)^2) (Dev true).
+// The forward's row sums, 16 floats at a time in 4 accumulators: sum(x), each term added into
+// double (Dev false), or sum(x - mu) into dev and sum((x - mu)^2) (Dev true) as float partials over
+// kSumSpan columns (at most 16 terms per lane), each added into double. (The mean from float
+// partials, even corrected by sum(x - mu), was up to 40x NumPy float32's own error off the exact
+// one: x - mu rounds the same way for every x of a binade.)
 template <bool Dev> FDNN_AVX512_INLINE double ln_forward_row_sums(double& dev, const float* x, int64_t d, float mu) {
   const __m512 vmu = _mm512_set1_ps(mu);
-  __m512d s = _mm512_setzero_pd(), t = _mm512_setzero_pd();
+  __m512d s = _mm512_setzero_pd(), t = _mm512_setzero_pd(), u[4];
+  for (int k = 0; k < 4; ++k) u[k] = _mm512_setzero_pd();
   for (int64_t c0 = 0; c0 < d; c0 += kSumSpan) {
     const int64_t c1 = std::min(d, c0 + kSumSpan);
     __m512 a[4], b[4];
@@ -473,7 +477,7 @@ template <bool Dev> FDNN_AVX512_INLINE double ln_forward_row_sums(double& dev, c
           b[k] = _mm512_add_ps(b[k], e);
           a[k] = _mm512_fmadd_ps(e, e, a[k]);
         } else {
-          a[k] = _mm512_add_ps(a[k], v);
+          u[k] = add_halves_pd(u[k], v);
         }
       }
     for (int k = 0; j < c1; j += 16, ++k) {
@@ -484,33 +488,40 @@ template <bool Dev> FDNN_AVX512_INLINE double ln_forward_row_sums(double& dev, c
         b[k] = _mm512_add_ps(b[k], e);
         a[k] = _mm512_fmadd_ps(e, e, a[k]);
       } else {
-        a[k] = _mm512_add_ps(a[k], v);
+        u[k] = add_halves_pd(u[k], v);
       }
     }
-    for (int k = 0; k < 4; ++k) {
-      s = add_halves_pd(s, a[k]);
-      if (Dev) t = add_halves_pd(t, b[k]);
-    }
+    if (Dev)
+      for (int k = 0; k < 4; ++k) {
+        s = add_halves_pd(s, a[k]);
+        t = add_halves_pd(t, b[k]);
+      }
   }
+  if (!Dev) return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(u[0], u[1]), _mm512_add_pd(u[2], u[3])));
   dev = _mm512_reduce_add_pd(t);
   return _mm512_reduce_add_pd(s);
 }
 
-// Mean and M2 of a row from the float partials above, in two passes: the sum (mean0 =
-// layer_norm_mean(sum, d)), then the deviations e = x - mu from mu = float(mean0), whose sum
-// corrects the mean (mean = mu + sum(e) / d: a constant row's mean is exact, as in double, though
-// its float partial sum may have rounded) and M2 = sum(e^2) - sum(e)^2 / d (the corrected two-pass
-// formula). Where a sum is not finite (|x| near 1e20 squares beyond the float range; inf or NaN
-// in x): the double path, plane_stats. Which path a row takes depends only on its data, so the
-// results stay thread-count invariant.
+// Below this M2 per column the squares (x - mu)^2 may have lost their accuracy to float's
+// subnormal range (|x - mu| < 2^-63): the row is redone in double. With a tiny eps (any eps > 0
+// is accepted) a row of spread ~1e-25 gave M2 0, inv_std inf and y NaN. Constant rows take the
+// double path too (M2 0 either way).
+constexpr double kMinFloatM2 = 0x1p-100;
+
+// Mean and M2 of a row in two passes: the mean from the sum in double, then the deviations
+// e = x - mu from mu = float(mean) as float partials: M2 = sum(e^2) - sum(e)^2 / d (the corrected
+// two-pass formula; sum(e) only corrects M2 for mu's rounding). Where a sum is not finite (|x| near
+// 1e20 squares beyond the float range; inf or NaN in x) or M2 is below kMinFloatM2 per column: the
+// double path, plane_stats. Which path a row takes depends only on its data, so the results stay
+// thread-count invariant.
 FDNN_AVX512_INLINE MeanM2 ln_forward_row_stats(const float* x, int64_t d) {
   double unused = 0.0, dev = 0.0;
-  const double sum = ln_forward_row_sums<false>(unused, x, d, 0.0f);
-  const float mu = static_cast<float>(layer_norm_mean(sum, d));
-  const double sq = ln_forward_row_sums<true>(dev, x, d, mu);
+  const double mean = layer_norm_mean(ln_forward_row_sums<false>(unused, x, d, 0.0f), d);
+  const double sq = ln_forward_row_sums<true>(dev, x, d, static_cast<float>(mean));
   const double m2 = sq - dev * layer_norm_mean(dev, d);
-  if (!std::isfinite(sum) || !std::isfinite(m2)) return plane_stats(x, d);
-  return {static_cast<double>(d), static_cast<double>(mu) + layer_norm_mean(dev, d), std::max(0.0, m2)};
+  if (!std::isfinite(mean) || !std::isfinite(m2) || !(m2 >= kMinFloatM2 * static_cast<double>(d)))
+    return plane_stats(x, d);
+  return {static_cast<double>(d), mean, m2};
 }
 
 template <bool Relu>
