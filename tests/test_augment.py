@@ -100,6 +100,21 @@ def test_float32_bilinear_several_planes_match_reference(device, width, fill):
     assert_close(got, want, reference.augment(x.astype(np.float64), p, fill=fill), kind="transcendental")
 
 
+# Several planes are sampled on quad planes while those fit in a thread's kept planes, on one padded
+# plane per channel beyond (1 x 3 x 300 x 310): either way each channel has the bits of a one-plane
+# call (whose path is the same for every size).
+@pytest.mark.parametrize("shape", [(2, 3, 7, 17), (2, 16, 20, 33), (1, 3, 300, 310)], ids=str)
+@pytest.mark.parametrize("fill", [0.0, 0.5])
+def test_float32_bilinear_planes_have_the_bits_of_one_plane_calls(shape, fill):
+    x = images(shape, np.float32, ("planes", shape))
+    p = params_for(shape[0], {"degrees": 20, "translate": 0.1, "scale": (0.9, 1.1), "shear": 5}, shape,
+                   seed=seed_of("planes", shape))
+    got = ops.augment(x, p, fill=fill)
+    for c in range(shape[1]):
+        one = ops.augment(np.ascontiguousarray(x[:, c:c + 1]), p, fill=fill)
+        assert np.array_equal(one[:, 0].view(np.uint32), got[:, c].view(np.uint32)), f"channel {c}"
+
+
 # The float32 CPU loop keeps each thread's padded planes, border of fill included, from one call to
 # the next while the image size and the fill's bits stay the same: calls that alternate fills (+0,
 # -0, 0.25), sizes and tested / untested borders give the bits of the same calls run in the

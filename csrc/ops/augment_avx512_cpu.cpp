@@ -367,7 +367,9 @@ __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF
 // reads fill:
 // - one plane (C = 1): the image copied into a padded plane of (H + 2B) x (W + 2B), where the two
 //   taps of a row (t00, t01) are adjacent: one 64-bit load or gather lane reads both (bilinear16);
-// - several planes (C > 1): quad planes of (H + 2B) x (W + 2B) x 2 floats: at padded (r, x) the
+// - several planes (C > 1) whose quad planes fit the thread's kept planes (quad_planes, from
+//   augment_cpu.cpp's bilinear_f32_quads; larger images take one padded plane per channel as for
+//   C = 1): quad planes of (H + 2B) x (W + 2B) x 2 floats: at padded (r, x) the
 //   pair (pixel (r, x), pixel (r + 1, x)), so the four taps of a pixel are the 4 floats at its
 //   top-left tap: one 128-bit load (bilinear16_quads; 3x32x32 Compose: ~4-6% lower one-thread CPU
 //   time than 64-bit loads of the tap pairs). Only the quad rows that hold image pixels (B - 1 ..
@@ -386,12 +388,13 @@ __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF
 //   as doubles, each group of 16 as its pixels A then B; those past the image are the last
 //   pixel's, so that the lanes of a last partial group, computed but not stored, stay within the
 //   corners' bounds and the padded plane).
-// `pad` holds (C > 1 ? 2 : 1) C (H + 2 border_max) (W + 2 border_max) floats.
+// `pad` holds (quad_planes ? 2 : 1) C (H + 2 border_max) (W + 2 border_max) floats.
 __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(float* y, const float* x,
                                                                               const AugmentSample& s,
                                                                               const AugmentShape& g, float* pad,
                                                                               const double* coords,
-                                                                              int64_t border_max, int64_t* layout) {
+                                                                              int64_t border_max, bool quad_planes,
+                                                                              int64_t* layout) {
   const int64_t C = g.c, H = g.h, W = g.w, hw = H * W;
   const float fill = static_cast<float>(g.fill);
   // The border the taps need: tap columns floor(sx), floor(sx) + 1 lie in [-B, W - 1 + B] when
@@ -408,17 +411,17 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
   const bool tested = !(g.fill == 0.0 && need <= static_cast<double>(border_max));
   const int64_t B = tested ? 1 : border_max;
   const int64_t Wp = W + 2 * B, P = (H + 2 * B) * Wp;
-  const bool quad_planes = C > 1;
   const int64_t QP = quad_planes ? 2 * P : P;  // floats of a plane
   const __m512 fillv = _mm512_set1_ps(fill);
   if (*layout != B) {  // the planes' borders (kept for the next samples of the same border)
     fill_run(pad, C * QP, fillv);
     *layout = B;
   }
-  if (!quad_planes) {  // rows copied with inline vector moves (not a memcpy call per row of W floats)
+  // Plain planes: rows copied with inline vector moves (not a memcpy call per row of W floats).
+  for (int64_t c = 0; c < (quad_planes ? 0 : C); ++c) {
     for (int64_t r = 0; r < H; ++r) {
-      float* row = pad + (r + B) * Wp + B;
-      const float* in = x + r * W;
+      float* row = pad + c * P + (r + B) * Wp + B;
+      const float* in = x + c * hw + r * W;
       int64_t i = 0;
       for (; i + 16 <= W; i += 16) _mm512_storeu_ps(row + i, _mm512_loadu_ps(in + i));
       if (i < W) {

@@ -22,7 +22,8 @@ template <typename T>
 int64_t augment_nearest_row_avx512(T* out, const T* plane, int64_t row, const AugmentSample& s,
                                    const AugmentShape& g);
 void augment_bilinear_f32_avx512(float* y, const float* x, const AugmentSample& s, const AugmentShape& g,
-                                 float* pad, const double* coords, int64_t border_max, int64_t* layout);
+                                 float* pad, const double* coords, int64_t border_max, bool quad_planes,
+                                 int64_t* layout);
 #endif
 
 namespace {
@@ -167,6 +168,14 @@ int64_t bilinear_f32_border_max(const AugmentShape& g) {
 // (up to kKeptPadFloats floats; larger ones are allocated per block): `layout` is the border of
 // fill they hold now (0: none) for images of C x H x W whose fill has the bits `fill_bits`.
 constexpr int64_t kKeptPadFloats = int64_t{1} << 20;
+
+// Whether augment_bilinear_f32_avx512 writes quad planes (several channels: twice the floats of
+// plain planes) rather than one padded plane per channel: only while the quad planes fit in the
+// kept planes, so that a block's own planes for a larger image stay C (H + 2 b) (W + 2 b) floats.
+bool bilinear_f32_quads(const AugmentShape& g) {
+  const int64_t b = bilinear_f32_border_max(g);
+  return g.c > 1 && 2 * g.c * (g.h + 2 * b) * (g.w + 2 * b) <= kKeptPadFloats;
+}
 struct KeptPad {
   std::vector<float> planes;
   int64_t c = 0, h = 0, w = 0, layout = 0;
@@ -213,8 +222,8 @@ const double* flat_coords(int64_t h, int64_t w, std::vector<double>& own) {
 
 // One sample, in the order of augment_finish_quad (augment.h): geometry and brightness with the
 // gray sum, then contrast, noise and clipping as whole-sample loops, then the erased rectangle.
-// `pad`: room for C padded planes of (H + 2 b) x (W + 2 b) floats, twice that for C > 1 (quad
-// planes; b = bilinear_f32_border_max),
+// `pad`: room for C padded planes of (H + 2 b) x (W + 2 b) floats, twice that for quad planes
+// (bilinear_f32_quads; b = bilinear_f32_border_max),
 // `layout` the border its planes have now (0: none yet), when bilinear_f32_fast (float32), null
 // otherwise; `coords`: flat_coords(H, W) when bilinear_f32_fast and W is not a multiple of 16.
 template <typename T>
@@ -234,7 +243,8 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
                              s.noise_std);
       geometry_done = noise_done = true;
     } else if (!s.identity_map && pad != nullptr) {
-      augment_bilinear_f32_avx512(y, x, s, g, pad, coords, bilinear_f32_border_max(g), layout);
+      augment_bilinear_f32_avx512(y, x, s, g, pad, coords, bilinear_f32_border_max(g), bilinear_f32_quads(g),
+                                  layout);
       geometry_done = true;
     }
   }
@@ -325,8 +335,8 @@ void augment_loop(T* y, const T* x, int64_t n, const AugmentShape& shape, int64_
   std::vector<double> own_coords;
   const double* coords = fast && shape.w % 16 != 0 ? flat_coords(shape.h, shape.w, own_coords) : nullptr;
   const int64_t border = fast ? bilinear_f32_border_max(shape) : 0;
-  const int64_t pad_size =  // augment_bilinear_f32_avx512's planes (quad planes, twice the floats, for C > 1)
-      fast ? (shape.c > 1 ? 2 : 1) * shape.c * (shape.h + 2 * border) * (shape.w + 2 * border) : 0;
+  const int64_t pad_size =  // augment_bilinear_f32_avx512's planes (quad planes: twice the floats)
+      fast ? (bilinear_f32_quads(shape) ? 2 : 1) * shape.c * (shape.h + 2 * border) * (shape.w + 2 * border) : 0;
   parallel_for(n, block, count * 8, [&](int64_t b, int64_t e) {
     std::vector<float> own;
     float* pad = nullptr;
