@@ -182,6 +182,19 @@ def test_masks_equal_the_reference_bit_for_bit(device, n, offset):
                          reference.drop_connect(ones, 0.3, seed=9, offset=offset, mode="vanilla"))
 
 
+def check_dropout_into_buffer(device, xs, keep, p, seed, offset, relu, shift):
+    """ops.dropout of xs (ReLU first if relu) into a buffer of 7s at element `shift`: the values are
+    xs (or relu(xs)) times keep, bit for bit, and the elements around out are still 7."""
+    n = xs.size
+    want = (np.where(xs < 0, np.float32(0), xs) if relu else xs) * keep
+    buf = to_device(device, np.full(n + 32, 7.0, np.float32))
+    ops.dropout(to_device(device, xs), p, seed=seed, offset=offset, activation="relu" if relu else None,
+                out=buf[shift:shift + n])
+    got = to_numpy(buf)
+    assert_bitwise_equal(got[shift:shift + n], want)
+    assert (got[:shift] == 7).all() and (got[shift + n:] == 7).all()
+
+
 def test_streamed_outputs_match_the_reference(device, threads):
     """Float32 outputs of 16 MiB or more are written with streaming stores on the CPU, realigned to
     64-byte lines: at every alignment of out, with and without the ReLU, through the last partial
@@ -194,14 +207,7 @@ def test_streamed_outputs_match_the_reference(device, threads):
     x = np.random.default_rng(seed_of("streamed")).standard_normal(n + 8).astype(np.float32)
     for shift, relu, t in ((0, False, 1), (3, True, 2), (4, False, 2), (13, False, 1)):
         threads(t)
-        xs = x[shift % 8:shift % 8 + n]
-        want = (np.where(xs < 0, np.float32(0), xs) if relu else xs) * keep
-        buf = to_device(device, np.full(n + 32, 7.0, np.float32))
-        ops.dropout(to_device(device, xs), p, seed=seed, offset=offset, activation="relu" if relu else None,
-                    out=buf[shift:shift + n])
-        got = to_numpy(buf)
-        assert_bitwise_equal(got[shift:shift + n], want)
-        assert (got[:shift] == 7).all() and (got[shift + n:] == 7).all()
+        check_dropout_into_buffer(device, x[shift % 8:shift % 8 + n], keep, p, seed, offset, relu, shift)
 
 
 def test_outputs_at_every_alignment_match_the_reference(device):
@@ -215,15 +221,8 @@ def test_outputs_at_every_alignment_match_the_reference(device):
         keep = np.where(reference.dropout_mask((n,), p, seed=seed, offset=offset), np.float32(1 / (1 - p)),
                         np.float32(0))
         for shift in range(16):
-            xs = x[7 * shift % 16:7 * shift % 16 + n]
-            relu = shift % 2 == 1
-            want = (np.where(xs < 0, np.float32(0), xs) if relu else xs) * keep
-            buf = to_device(device, np.full(n + 32, 7.0, np.float32))
-            ops.dropout(to_device(device, xs), p, seed=seed, offset=offset, activation="relu" if relu else None,
-                        out=buf[shift:shift + n])
-            got = to_numpy(buf)
-            assert_bitwise_equal(got[shift:shift + n], want)
-            assert (got[:shift] == 7).all() and (got[shift + n:] == 7).all()
+            check_dropout_into_buffer(device, x[7 * shift % 16:7 * shift % 16 + n], keep, p, seed, offset,
+                                      shift % 2 == 1, shift)
 
 
 @pytest.mark.parametrize("shape", SHAPES + [LARGE])

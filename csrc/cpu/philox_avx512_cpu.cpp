@@ -95,6 +95,28 @@ __attribute__((target("avx512f"), always_inline)) inline void box_muller16(__m51
   z1 = _mm512_mul_ps(radius, sine);
 }
 
+// R Philox rounds on S registers of 8 blocks held as philox_lanes holds them (k0, k1: the first
+// round's key; advanced past them).
+template <int S, int R>
+__attribute__((target("avx512f"), always_inline)) inline void middle_rounds(__m512i c0[S], __m512i c1[S],
+                                                                              __m512i c2[S], __m512i c3[S],
+                                                                              uint32_t& k0, uint32_t& k1) {
+  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
+  for (int round = 0; round < R; ++round) {
+    const __m512i key0 = _mm512_set1_epi64(k0), key1 = _mm512_set1_epi64(k1);
+    for (int r = 0; r < S; ++r) {
+      const __m512i p0 = _mm512_mul_epu32(c0[r], m0), p1 = _mm512_mul_epu32(c2[r], m1);
+      // c0 = hi(p1) ^ c1 ^ k0, c2 = hi(p0) ^ c3 ^ k1 (0x96: three-way xor).
+      c0[r] = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1, 32), c1[r], key0, 0x96);
+      c1[r] = p1;
+      c2[r] = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p0, 32), c3[r], key1, 0x96);
+      c3[r] = p0;
+    }
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+}
+
 // Philox4x32-10 on 8 S blocks, j0 .. j0 + 8 S - 1, held 8 to a register in 64-bit lanes: each
 // word in the low half of a lane (the high halves are ignored: vpmuludq reads the low halves
 // only), so a round is two products, two shifts and two three-way xors per register; the S
@@ -113,20 +135,7 @@ __attribute__((target("avx512f"), always_inline)) inline void philox_lanes(__m51
     c2[r] = _mm512_set1_epi64(o0);
     c3[r] = _mm512_set1_epi64(o1);
   }
-  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
-  for (int round = 0; round < 10; ++round) {
-    const __m512i key0 = _mm512_set1_epi64(k0), key1 = _mm512_set1_epi64(k1);
-    for (int r = 0; r < S; ++r) {
-      const __m512i p0 = _mm512_mul_epu32(c0[r], m0), p1 = _mm512_mul_epu32(c2[r], m1);
-      // c0 = hi(p1) ^ c1 ^ k0, c2 = hi(p0) ^ c3 ^ k1 (0x96: three-way xor).
-      c0[r] = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1, 32), c1[r], key0, 0x96);
-      c1[r] = p1;
-      c2[r] = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p0, 32), c3[r], key1, 0x96);
-      c3[r] = p0;
-    }
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-  }
+  middle_rounds<S, 10>(c0, c1, c2, c3, k0, k1);
 }
 
 // Philox4x32-10 on 16 K blocks, j0 .. j0 + 16 K - 1 (philox_lanes on 2 K registers), repacked
@@ -293,26 +302,6 @@ struct KeepStream {
     e = _mm512_set1_epi64(static_cast<uint32_t>(q0) ^ (k1 + 2 * kPhiloxW1));      // round 2: c2 = hi(p0) ^ e
   }
 };
-
-// R Philox rounds on philox_lanes' S registers (k0, k1: the first round's key; advanced past them).
-template <int S, int R>
-__attribute__((target("avx512f"), always_inline)) inline void middle_rounds(__m512i c0[S], __m512i c1[S],
-                                                                              __m512i c2[S], __m512i c3[S],
-                                                                              uint32_t& k0, uint32_t& k1) {
-  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
-  for (int round = 0; round < R; ++round) {
-    const __m512i key0 = _mm512_set1_epi64(k0), key1 = _mm512_set1_epi64(k1);
-    for (int r = 0; r < S; ++r) {
-      const __m512i p0 = _mm512_mul_epu32(c0[r], m0), p1 = _mm512_mul_epu32(c2[r], m1);
-      c0[r] = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1, 32), c1[r], key0, 0x96);
-      c1[r] = p1;
-      c2[r] = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p0, 32), c3[r], key1, 0x96);
-      c3[r] = p0;
-    }
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-  }
-}
 
 // bits[r] bit 4 l + t: whether element 4 (j0 + 8 r + l) + t is kept, i.e. word t of block
 // j0 + 8 r + l is >= cut = threshold << 8 (dropout_keep for a threshold < 2^24). Philox runs as

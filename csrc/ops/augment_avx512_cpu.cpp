@@ -201,6 +201,51 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __m512 quads(c
   return _mm512_insertf32x4(v, _mm_loadu_ps(q + i3), 3);
 }
 
+// The weights and tap indices of 16 output pixels, shared by their planes: geometry8 of the source
+// points of pixels A (sx_lo, sy_lo) and B (sx_hi, sy_hi) of the group (join8 puts the weights and
+// `ok` in pixel order; idx_lo, idx_hi stay A's and B's).
+struct Weights16 {
+  __m512 wx, wy, ux, uy;
+  __mmask16 ok, wx0, wy0;
+  __m256i idx_lo, idx_hi;
+};
+template <bool kTested>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline Weights16 weights16(const BilinearF32& k,
+                                                                                      __m512d sx_lo, __m512d sx_hi,
+                                                                                      __m512d sy_lo, __m512d sy_hi) {
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  Weights16 w;
+  __m256 wx_lo, wx_hi, wy_lo, wy_hi;
+  const __mmask8 ok_lo = geometry8<kTested>(k, sx_lo, sy_lo, &wx_lo, &wy_lo, &w.idx_lo);
+  const __mmask8 ok_hi = geometry8<kTested>(k, sx_hi, sy_hi, &wx_hi, &wy_hi, &w.idx_hi);
+  w.ok = join8(ok_lo, ok_hi);
+  w.wx = join8(wx_lo, wx_hi);
+  w.wy = join8(wy_lo, wy_hi);
+  // Weights in [0, 1] after rounding; one exactly 0 in double is 0 in float (one that rounds to 0,
+  // at |sx| under float's range, changes the blend by less than its rounding).
+  w.wx0 = _mm512_cmp_ps_mask(w.wx, zero, _CMP_EQ_OQ);
+  w.wy0 = _mm512_cmp_ps_mask(w.wy, zero, _CMP_EQ_OQ);
+  w.ux = _mm512_sub_ps(one, w.wx);
+  w.uy = _mm512_sub_ps(one, w.wy);
+  return w;
+}
+
+// One plane's 16 pixels from their taps in pixel order: the bilinear blend (a tap of weight 0 left
+// out), fill where a point is outside (kTested), brightness; stored at `out` under `store`.
+template <bool kTested>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void blend_store16(const BilinearF32& k,
+                                                                                     const Weights16& w, __m512 t00,
+                                                                                     __m512 t01, __m512 t10,
+                                                                                     __m512 t11, float* out,
+                                                                                     __mmask16 store) {
+  const __m512 top = _mm512_mask_blend_ps(w.wx0, _mm512_fmadd_ps(w.wx, t01, _mm512_mul_ps(w.ux, t00)), t00);
+  const __m512 bottom = _mm512_mask_blend_ps(w.wx0, _mm512_fmadd_ps(w.wx, t11, _mm512_mul_ps(w.ux, t10)), t10);
+  __m512 v = _mm512_mask_blend_ps(w.wy0, _mm512_fmadd_ps(w.wy, bottom, _mm512_mul_ps(w.uy, top)), top);
+  if constexpr (kTested) v = _mm512_mask_blend_ps(w.ok, k.fillv, v);
+  if (k.bright) v = _mm512_mul_ps(v, k.brightness);
+  _mm512_mask_storeu_ps(out, store, v);
+}
+
 // 16 output pixels of a single plane (C = 1), stored at y + p under the mask `store`: the source
 // points (sx_lo, sy_lo) of pixels A of the group (join8) and (sx_hi, sy_hi) of pixels B, in
 // double. Each 64-bit gather lane reads a pixel's pair of taps of one row; so that two in-lane
@@ -216,36 +261,21 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear1
                                                                                   __m512d sx_hi, __m512d sy_lo,
                                                                                   __m512d sy_hi, int64_t p,
                                                                                   __mmask16 store) {
-  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
-  __m256 wx_lo, wx_hi, wy_lo, wy_hi;
-  __m256i idx_lo, idx_hi;
-  const __mmask8 ok_lo = geometry8<kTested>(k, sx_lo, sy_lo, &wx_lo, &wy_lo, &idx_lo);
-  const __mmask8 ok_hi = geometry8<kTested>(k, sx_hi, sy_hi, &wx_hi, &wy_hi, &idx_hi);
-  const __mmask16 ok = join8(ok_lo, ok_hi);
-  const __m512 wx = join8(wx_lo, wx_hi), wy = join8(wy_lo, wy_hi);
-  // Weights in [0, 1] after rounding; one exactly 0 in double is 0 in float (one that rounds to 0,
-  // at |sx| under float's range, changes the blend by less than its rounding).
-  const __mmask16 wx0 = _mm512_cmp_ps_mask(wx, zero, _CMP_EQ_OQ), wy0 = _mm512_cmp_ps_mask(wy, zero, _CMP_EQ_OQ);
-  const __m512 ux = _mm512_sub_ps(one, wx), uy = _mm512_sub_ps(one, wy);
+  const Weights16 w = weights16<kTested>(k, sx_lo, sx_hi, sy_lo, sy_hi);
   for (int64_t c = 0; c < k.C; ++c) {
     const float* top_row = k.pad + c * k.P;
     const float* bottom_row = top_row + k.Wp;
     int jl[8];
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(jl), idx_lo);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(jl), w.idx_lo);
     const __m512 g0 = gather_pairs(top_row, jl);
-    const __m512 g1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, top_row, 4));
+    const __m512 g1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(w.idx_hi, top_row, 4));
     const __m512 g2 = gather_pairs(bottom_row, jl);
-    const __m512 g3 = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx_hi, bottom_row, 4));
+    const __m512 g3 = _mm512_castsi512_ps(_mm512_i32gather_epi64(w.idx_hi, bottom_row, 4));
     const __m512 t00 = _mm512_shuffle_ps(g0, g1, _MM_SHUFFLE(2, 0, 2, 0));
     const __m512 t01 = _mm512_shuffle_ps(g0, g1, _MM_SHUFFLE(3, 1, 3, 1));
     const __m512 t10 = _mm512_shuffle_ps(g2, g3, _MM_SHUFFLE(2, 0, 2, 0));
     const __m512 t11 = _mm512_shuffle_ps(g2, g3, _MM_SHUFFLE(3, 1, 3, 1));
-    const __m512 top = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t01, _mm512_mul_ps(ux, t00)), t00);
-    const __m512 bottom = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t11, _mm512_mul_ps(ux, t10)), t10);
-    __m512 v = _mm512_mask_blend_ps(wy0, _mm512_fmadd_ps(wy, bottom, _mm512_mul_ps(uy, top)), top);
-    if constexpr (kTested) v = _mm512_mask_blend_ps(ok, k.fillv, v);
-    if (k.bright) v = _mm512_mul_ps(v, k.brightness);
-    _mm512_mask_storeu_ps(k.y + c * k.hw + p, store, v);
+    blend_store16<kTested>(k, w, t00, t01, t10, t11, k.y + c * k.hw + p, store);
   }
 }
 
@@ -262,20 +292,10 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear1
                                                                                   __m512d sx_hi, __m512d sy_lo,
                                                                                   __m512d sy_hi, int64_t p,
                                                                                   __mmask16 store) {
-  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
-  __m256 wx_lo, wx_hi, wy_lo, wy_hi;
-  __m256i idx_lo, idx_hi;
-  const __mmask8 ok_lo = geometry8<kTested>(k, sx_lo, sy_lo, &wx_lo, &wy_lo, &idx_lo);
-  const __mmask8 ok_hi = geometry8<kTested>(k, sx_hi, sy_hi, &wx_hi, &wy_hi, &idx_hi);
-  const __mmask16 ok = join8(ok_lo, ok_hi);
-  const __m512 wx = join8(wx_lo, wx_hi), wy = join8(wy_lo, wy_hi);
-  // Weights in [0, 1] after rounding; one exactly 0 in double is 0 in float (one that rounds to 0,
-  // at |sx| under float's range, changes the blend by less than its rounding).
-  const __mmask16 wx0 = _mm512_cmp_ps_mask(wx, zero, _CMP_EQ_OQ), wy0 = _mm512_cmp_ps_mask(wy, zero, _CMP_EQ_OQ);
-  const __m512 ux = _mm512_sub_ps(one, wx), uy = _mm512_sub_ps(one, wy);
+  const Weights16 w = weights16<kTested>(k, sx_lo, sx_hi, sy_lo, sy_hi);
   alignas(32) int a[8], b[8];  // the quads' float offsets (2 idx) of pixels A and B
-  _mm256_store_si256(reinterpret_cast<__m256i*>(a), _mm256_add_epi32(idx_lo, idx_lo));
-  _mm256_store_si256(reinterpret_cast<__m256i*>(b), _mm256_add_epi32(idx_hi, idx_hi));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(a), _mm256_add_epi32(w.idx_lo, w.idx_lo));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(b), _mm256_add_epi32(w.idx_hi, w.idx_hi));
   for (int64_t c = 0; c < k.C; ++c) {
     const float* q = k.pad + c * k.P;
     const __m512 v0 = quads(q, a[0], a[2], a[4], a[6]);  // pixels 0, 4, 8, 12
@@ -288,12 +308,7 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear1
     const __m512 t10 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u0), _mm512_castps_pd(u2)));
     const __m512 t01 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u1), _mm512_castps_pd(u3)));
     const __m512 t11 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u1), _mm512_castps_pd(u3)));
-    const __m512 top = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t01, _mm512_mul_ps(ux, t00)), t00);
-    const __m512 bottom = _mm512_mask_blend_ps(wx0, _mm512_fmadd_ps(wx, t11, _mm512_mul_ps(ux, t10)), t10);
-    __m512 v = _mm512_mask_blend_ps(wy0, _mm512_fmadd_ps(wy, bottom, _mm512_mul_ps(uy, top)), top);
-    if constexpr (kTested) v = _mm512_mask_blend_ps(ok, k.fillv, v);
-    if (k.bright) v = _mm512_mul_ps(v, k.brightness);
-    _mm512_mask_storeu_ps(k.y + c * k.hw + p, store, v);
+    blend_store16<kTested>(k, w, t00, t01, t10, t11, k.y + c * k.hw + p, store);
   }
 }
 
