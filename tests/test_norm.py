@@ -709,16 +709,15 @@ def test_layer_norm_streamed_output_matches_small_calls(device, activation):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_layer_norm_backward_streamed_row_pairs(threads):
-    """The float32 AVX-512 backward takes its first pass two rows at a time where dx is streamed
-    (outputs >= 16 MiB; dcfbfaf, 2c83673): per 16-row column block of each 65-row partial block
-    (4100 rows of 1024: rows_per_partial), rows (s0, s0 + 1), (s0 + 2, s0 + 3), ... Row 100 is the
-    second of the pair (99, 100) and has |dy| = 2e38, so its float row sums and its block's float
-    column partials overflow and are redone in double inside the pair; row 199 (first of (199, 200))
-    holds a NaN (a NaN row of dx, a NaN column of dgamma / dbeta); in row 100 one dy * xhat is
-    beyond the float range (dgamma inf there, exactly as float64 rounds it). dx of every row must equal, bit for bit, the non-streamed calls on half the rows
-    (one row at a time), so a pair that mixed up its rows' statistics, sums or fallback fails here;
-    dgamma / dbeta (streamed column partials) against float64; 1 and 2 threads bitwise equal."""
+def test_layer_norm_backward_streamed_rows_with_overflow_and_nan(threads):
+    """The float32 AVX-512 backward where dx is streamed (outputs >= 16 MiB), per 16-row column
+    block of each 65-row partial block (4100 rows of 1024: rows_per_partial). Row 100 has
+    |dy| = 2e38, so its float row sums and its block's float column partials overflow and are redone
+    in double; row 199 holds a NaN (a NaN row of dx, a NaN column of dgamma / dbeta); in row 100 one
+    dy * xhat is beyond the float range (dgamma inf there, exactly as float64 rounds it). dx of every
+    row must equal, bit for bit, the non-streamed calls on half the rows, so a streamed row that
+    took another row's statistics, sums or fallback fails here; dgamma / dbeta (streamed column
+    partials) against float64; 1 and 2 threads bitwise equal."""
     rows, d = 4100, 1024
     rng = np.random.default_rng(seed_of("ln streamed pairs"))
     x = (rng.standard_normal((rows, d)) + rng.standard_normal((rows, 1))).astype(np.float32)

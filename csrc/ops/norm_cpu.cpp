@@ -380,9 +380,8 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
 // wholly in double, as the generic loops take them, were ~0.16 ms of one core for 512 x 1024 in
 // cache and ~3.0 ms for 8192 x 1024, against ~0.135 and ~2.8 ms with the float M2, and ~0.12
 // and ~2.6 ms with a float mean too, which was not accurate enough: medians of 15-30 calls under
-// contention, one build each), and its column sums are float partials over kColRows rows (in the same pass as the row sums, two rows
-// at a time for streamed outputs) added into
-// the block's double partial row: every sum is double across its float blocks, whose fixed
+// contention, one build each), and its column sums are float partials over kColRows rows (in the
+// same pass as the row sums) added into the block's double partial row: every sum is double across its float blocks, whose fixed
 // boundaries depend on neither the thread count nor the output's alignment.
 bool norm_avx512() { return avx512_paths_enabled(); }
 
@@ -391,12 +390,13 @@ constexpr int64_t kSumSpan = 1024;  // columns per float row partial (16 terms p
 // The backward's dx loop (whose inputs are in L1) prefetches the rows kPrefetchRows ahead into
 // L2, so that the next rows' first loop does not wait on memory: 8192 x 1024 on one Zen 4 core
 // went from ~6.3 to ~5.0 ms in a stand-alone copy of the loops, and won 4 of 5 interleaved runs
-// of the kernel under contention. (The forward's normalizing loop did not gain from it.) Two rows
-// ahead beat four once the rows went in pairs (kGradRows): 8192 x 1024 streamed, one core, the
-// median of 8 interleaved runs 7.08 / 6.39 / 7.82 ms against 7.21 / 6.72 / 8.45 in three runs
-// (1, 8 and 16 rows ahead, and no prefetch, were slower than both; a T0 hint was no better);
-// one row at a time, 512 rows in the L3, two ahead were 3.73 / 3.58 ms against 4.48 / 3.58.
-constexpr int64_t kPrefetchRows = 2;
+// of the kernel under contention. (The forward's normalizing loop did not gain from it.)
+// Measured and not kept (2026-12-07): the first pass two rows at a time where dx is streamed (the
+// column partials loaded and stored once per pair) with the rows 2 ahead: 9-14% less one-thread
+// CPU time in a stand-alone copy of the loops, but at 2 threads, 8192 x 1024 fwd+bwd with out=,
+// the backward took 3.0-3.4 ms in 6 of 6 interleaved process pairs against 2.0-3.3 ms (median
+// ~2.7) for this loop, and 7-10% longer in 4 of 4 more pairs.
+constexpr int64_t kPrefetchRows = 4;
 
 FDNN_AVX512_INLINE __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
@@ -564,6 +564,29 @@ struct LnDxVec {
   }
 };
 
+// One vector of a row's first pass: the row sums of g and g * xhat into a, b (lanes outside m
+// left as they are), the column partials of dy and dy * xhat into cb, cg.
+template <bool Full>
+FDNN_AVX512_INLINE void ln_backward_step(__m512& a, __m512& b, float* cg, float* cb, const float* dy, const float* x,
+                                         const float* gamma, __m512 mu, __m512 is, int64_t j, __mmask16 m) {
+  const __m512 dyv = Full ? _mm512_loadu_ps(dy + j) : _mm512_maskz_loadu_ps(m, dy + j);
+  const __m512 xv = Full ? _mm512_loadu_ps(x + j) : _mm512_maskz_loadu_ps(m, x + j);
+  const __m512 g = gamma ? rounded_product(dyv, Full ? _mm512_loadu_ps(gamma + j) : _mm512_maskz_loadu_ps(m, gamma + j))
+                         : dyv;
+  const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, mu), is);
+  if (Full) {
+    a = _mm512_add_ps(a, g);
+    b = _mm512_fmadd_ps(g, xhat, b);
+    _mm512_storeu_ps(cb + j, _mm512_add_ps(_mm512_loadu_ps(cb + j), dyv));
+    _mm512_storeu_ps(cg + j, _mm512_fmadd_ps(dyv, xhat, _mm512_loadu_ps(cg + j)));
+  } else {
+    a = _mm512_mask_add_ps(a, m, a, g);
+    b = _mm512_mask3_fmadd_ps(g, xhat, b, m);
+    _mm512_mask_storeu_ps(cb + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, cb + j), dyv));
+    _mm512_mask_storeu_ps(cg + j, m, _mm512_fmadd_ps(dyv, xhat, _mm512_maskz_loadu_ps(m, cg + j)));
+  }
+}
+
 // p[j] += c[j] (double += float) for j in [0, d).
 FDNN_AVX512_INLINE void add_partials(double* p, const float* c, int64_t d) {
   for (int64_t j = 0; j < d; j += 16) {
@@ -617,101 +640,6 @@ FDNN_AVX512 void column_sums_in_double(double* pg, double* pb, const float* dy, 
   }
 }
 
-// One vector (columns [j, j + 16), lanes m) of the first pass of N rows (dy + n d, x + n d): the
-// row sums of g = dy * gamma and g * xhat into a[n], b[n] (lanes outside m left as they are), and
-// the column partials of dy and dy * xhat, loaded from cb, cg once for the N rows, added in row
-// order and stored back (the same additions in the same order as N separate rows).
-template <int N, bool Full>
-FDNN_AVX512_INLINE void ln_backward_rows_step(__m512* a, __m512* b, float* cg, float* cb, const float* dy,
-                                              const float* x, const float* gamma, const __m512* mu, const __m512* is,
-                                              int64_t d, int64_t j, __mmask16 m) {
-  __m512 cbv = Full ? _mm512_loadu_ps(cb + j) : _mm512_maskz_loadu_ps(m, cb + j);
-  __m512 cgv = Full ? _mm512_loadu_ps(cg + j) : _mm512_maskz_loadu_ps(m, cg + j);
-  const __m512 gm = gamma ? (Full ? _mm512_loadu_ps(gamma + j) : _mm512_maskz_loadu_ps(m, gamma + j))
-                          : _mm512_setzero_ps();
-  for (int n = 0; n < N; ++n) {
-    const __m512 dyv = Full ? _mm512_loadu_ps(dy + n * d + j) : _mm512_maskz_loadu_ps(m, dy + n * d + j);
-    const __m512 xv = Full ? _mm512_loadu_ps(x + n * d + j) : _mm512_maskz_loadu_ps(m, x + n * d + j);
-    const __m512 g = gamma ? rounded_product(dyv, gm) : dyv;
-    const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, mu[n]), is[n]);
-    if (Full) {
-      a[n] = _mm512_add_ps(a[n], g);
-      b[n] = _mm512_fmadd_ps(g, xhat, b[n]);
-    } else {
-      a[n] = _mm512_mask_add_ps(a[n], m, a[n], g);
-      b[n] = _mm512_mask3_fmadd_ps(g, xhat, b[n], m);
-    }
-    cbv = _mm512_add_ps(cbv, dyv);
-    cgv = _mm512_fmadd_ps(dyv, xhat, cgv);
-  }
-  if (Full) {
-    _mm512_storeu_ps(cb + j, cbv);
-    _mm512_storeu_ps(cg + j, cgv);
-  } else {
-    _mm512_mask_storeu_ps(cb + j, m, cbv);
-    _mm512_mask_storeu_ps(cg + j, m, cgv);
-  }
-}
-
-// Rows r, ..., r + N - 1 of the backward (see below): their first pass together (the column
-// partials loaded and stored once per N rows), then each row's dx.
-template <int N>
-FDNN_AVX512_INLINE void ln_backward_rows_group(float* dx, const float* dy, const float* x, const float* gamma,
-                                               const float* mean, const float* inv_std, int64_t r, int64_t rows,
-                                               int64_t d, float* cg, float* cb, bool stream) {
-  const float* g = dy + r * d;
-  const float* xr = x + r * d;
-  __m512 mu[N], is[N];
-  __m512d sg[N], sgx[N];
-  for (int n = 0; n < N; ++n) {
-    mu[n] = _mm512_set1_ps(mean[r + n]);
-    is[n] = _mm512_set1_ps(inv_std[r + n]);
-    sg[n] = sgx[n] = _mm512_setzero_pd();
-  }
-  for (int64_t c0 = 0; c0 < d; c0 += kSumSpan) {
-    const int64_t c1 = std::min(d, c0 + kSumSpan);
-    __m512 a[4][N], b[4][N];
-    for (int k = 0; k < 4; ++k)
-      for (int n = 0; n < N; ++n) a[k][n] = b[k][n] = _mm512_setzero_ps();
-    int64_t j = c0;
-    for (; j + 64 <= c1; j += 64)
-      for (int k = 0; k < 4; ++k)
-        ln_backward_rows_step<N, true>(a[k], b[k], cg, cb, g, xr, gamma, mu, is, d, j + 16 * k, __mmask16(0xFFFF));
-    for (int k = 0; j < c1; j += 16, ++k)
-      ln_backward_rows_step<N, false>(a[k], b[k], cg, cb, g, xr, gamma, mu, is, d, j, first_lanes(c1 - j));
-    for (int n = 0; n < N; ++n) {
-      sg[n] = add_halves_pd(sg[n], _mm512_add_ps(_mm512_add_ps(a[0][n], a[1][n]), _mm512_add_ps(a[2][n], a[3][n])));
-      sgx[n] =
-          add_halves_pd(sgx[n], _mm512_add_ps(_mm512_add_ps(b[0][n], b[1][n]), _mm512_add_ps(b[2][n], b[3][n])));
-    }
-  }
-  for (int n = 0; n < N; ++n) {
-    const float* gn = g + n * d;
-    const float* xn = xr + n * d;
-    double sum_g = _mm512_reduce_add_pd(sg[n]), sum_gx = _mm512_reduce_add_pd(sgx[n]);
-    if (!std::isfinite(sum_g) || !std::isfinite(sum_gx))  // a float partial may have overflowed
-      row_sums_in_double(sum_g, sum_gx, gn, xn, gamma, mean[r + n], inv_std[r + n], d);
-    const float mg = static_cast<float>(layer_norm_mean(sum_g, d));
-    const float mgx = static_cast<float>(layer_norm_mean(sum_gx, d));
-    const bool ahead = r + n + kPrefetchRows < rows;
-    store_row_avx512(dx + (r + n) * d, d, stream,
-                     LnDxVec{gn, xn, gamma, ahead ? gn + kPrefetchRows * d : nullptr,
-                             ahead ? xn + kPrefetchRows * d : nullptr, mu[n], is[n], _mm512_set1_ps(mg),
-                             _mm512_set1_ps(mgx)});
-  }
-}
-
-// Rows per group of the backward's first pass where dx is streamed (arrays beyond the cache):
-// the column partials cg, cb are loaded and stored once per group, and the group's rows stream
-// from memory together. A stand-alone copy of the loops, one Zen 4 core under contention, the
-// medians of 12 interleaved runs per 8192 rows of 1024 in blocks of 64 rows: streamed, pairs
-// with 2 rows prefetched 6.50 / 6.70 ms, single rows with 2 prefetched 7.40 / 7.67, the former
-// single rows with 4 prefetched 7.68 / 9.57 (and 6.5-7.1 against 7.4-8.3, 3 more runs); 512
-// rows in the L3 with ordinary stores, pairs were 2.5-20% slower than single rows in 6 runs of
-// 8 (faster in 2; equal in the L2), so smaller arrays go one row at a time. The bits are the
-// same either way.
-constexpr int kGradRows = 2;
-
 // Layer norm backward of rows [r0, r1) of `rows` into dx and the block's column partials pg
 // (dy * xhat), pb (dy); cg, cb: d floats of scratch each.
 FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* pb, const float* dy, const float* x,
@@ -724,11 +652,35 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
     std::fill(cg, cg + d, 0.0f);
     std::fill(cb, cb + d, 0.0f);
     const int64_t s1 = std::min(r1, s0 + kColRows);
-    int64_t r = s0;
-    if (stream)  // pairs: see kGradRows
-      for (; r + kGradRows <= s1; r += kGradRows)
-        ln_backward_rows_group<kGradRows>(dx, dy, x, gamma, mean, inv_std, r, rows, d, cg, cb, stream);
-    for (; r < s1; ++r) ln_backward_rows_group<1>(dx, dy, x, gamma, mean, inv_std, r, rows, d, cg, cb, stream);
+    for (int64_t r = s0; r < s1; ++r) {
+      const float* g = dy + r * d;
+      const float* xr = x + r * d;
+      const __m512 mu = _mm512_set1_ps(mean[r]), is = _mm512_set1_ps(inv_std[r]);
+      __m512d sg = _mm512_setzero_pd(), sgx = _mm512_setzero_pd();
+      for (int64_t c0 = 0; c0 < d; c0 += kSumSpan) {
+        const int64_t c1 = std::min(d, c0 + kSumSpan);
+        __m512 a[4], b[4];
+        for (int k = 0; k < 4; ++k) a[k] = b[k] = _mm512_setzero_ps();
+        int64_t j = c0;
+        for (; j + 64 <= c1; j += 64)
+          for (int k = 0; k < 4; ++k)
+            ln_backward_step<true>(a[k], b[k], cg, cb, g, xr, gamma, mu, is, j + 16 * k, __mmask16(0xFFFF));
+        for (int k = 0; j < c1; j += 16, ++k)
+          ln_backward_step<false>(a[k], b[k], cg, cb, g, xr, gamma, mu, is, j, first_lanes(c1 - j));
+        sg = add_halves_pd(sg, _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
+        sgx = add_halves_pd(sgx, _mm512_add_ps(_mm512_add_ps(b[0], b[1]), _mm512_add_ps(b[2], b[3])));
+      }
+      double sum_g = _mm512_reduce_add_pd(sg), sum_gx = _mm512_reduce_add_pd(sgx);
+      if (!std::isfinite(sum_g) || !std::isfinite(sum_gx))  // a float partial may have overflowed
+        row_sums_in_double(sum_g, sum_gx, g, xr, gamma, mean[r], inv_std[r], d);
+      const float mg = static_cast<float>(layer_norm_mean(sum_g, d));
+      const float mgx = static_cast<float>(layer_norm_mean(sum_gx, d));
+      const bool ahead = r + kPrefetchRows < rows;
+      store_row_avx512(dx + r * d, d, stream,
+                       LnDxVec{g, xr, gamma, ahead ? g + kPrefetchRows * d : nullptr,
+                               ahead ? xr + kPrefetchRows * d : nullptr, mu, is, _mm512_set1_ps(mg),
+                               _mm512_set1_ps(mgx)});
+    }
     if (all_finite(cg, d) && all_finite(cb, d)) {
       add_partials(pg, cg, d);
       add_partials(pb, cb, d);
