@@ -376,7 +376,7 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
 // block's rows for the column sums. Here the loops are 16 floats wide (streaming stores
 // where stream_rows says so, ordinary ones otherwise, the same values either way), the forward's
 // M2 and the backward's row sums are float vector partials of at most 16 terms per lane added
-// into double (the forward's mean is a sum in double: see ln_forward_row_sums; its statistics
+// into double (the forward's mean is a sum in double: see ln_forward_row_stats; its statistics
 // wholly in double, as the generic loops take them, were ~0.16 ms of one core for 512 x 1024 in
 // cache and ~3.0 ms for 8192 x 1024, against ~0.135 and ~2.8 ms with the float M2, and ~0.12
 // and ~2.6 ms with a float mean too, which was not accurate enough: medians of 15-30 calls under
@@ -455,15 +455,12 @@ FDNN_AVX512_INLINE __m512d add_halves_pd(__m512d acc, __m512 v) {
   return _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
 }
 
-// The forward's row sums, 16 floats at a time in 4 accumulators: sum(x), each term added into
-// double (Dev false), or sum(x - mu) into dev and sum((x - mu)^2) (Dev true) as float partials over
-// kSumSpan columns (at most 16 terms per lane), each added into double. (The mean from float
-// partials, even corrected by sum(x - mu), was up to 40x NumPy float32's own error off the exact
-// one: x - mu rounds the same way for every x of a binade.)
-template <bool Dev> FDNN_AVX512_INLINE double ln_forward_row_sums(double& dev, const float* x, int64_t d, float mu) {
+// The forward's deviations from mu over a row, e = x - mu: sum(e) into dev, and sum(e^2) returned,
+// each as float partials over kSumSpan columns (16 floats at a time in 4 accumulators, so at most
+// 16 terms per lane) added into double.
+FDNN_AVX512_INLINE double ln_forward_deviation_sums(double& dev, const float* x, int64_t d, float mu) {
   const __m512 vmu = _mm512_set1_ps(mu);
-  __m512d s = _mm512_setzero_pd(), t = _mm512_setzero_pd(), u[4];
-  for (int k = 0; k < 4; ++k) u[k] = _mm512_setzero_pd();
+  __m512d s = _mm512_setzero_pd(), t = _mm512_setzero_pd();
   for (int64_t c0 = 0; c0 < d; c0 += kSumSpan) {
     const int64_t c1 = std::min(d, c0 + kSumSpan);
     __m512 a[4], b[4];
@@ -471,33 +468,21 @@ template <bool Dev> FDNN_AVX512_INLINE double ln_forward_row_sums(double& dev, c
     int64_t j = c0;
     for (; j + 64 <= c1; j += 64)
       for (int k = 0; k < 4; ++k) {
-        const __m512 v = _mm512_loadu_ps(x + j + 16 * k);
-        if (Dev) {
-          const __m512 e = _mm512_sub_ps(v, vmu);
-          b[k] = _mm512_add_ps(b[k], e);
-          a[k] = _mm512_fmadd_ps(e, e, a[k]);
-        } else {
-          u[k] = add_halves_pd(u[k], v);
-        }
+        const __m512 e = _mm512_sub_ps(_mm512_loadu_ps(x + j + 16 * k), vmu);
+        b[k] = _mm512_add_ps(b[k], e);
+        a[k] = _mm512_fmadd_ps(e, e, a[k]);
       }
     for (int k = 0; j < c1; j += 16, ++k) {
       const __mmask16 m = first_lanes(c1 - j);
-      const __m512 v = _mm512_maskz_loadu_ps(m, x + j);
-      if (Dev) {
-        const __m512 e = _mm512_maskz_sub_ps(m, v, vmu);
-        b[k] = _mm512_add_ps(b[k], e);
-        a[k] = _mm512_fmadd_ps(e, e, a[k]);
-      } else {
-        u[k] = add_halves_pd(u[k], v);
-      }
+      const __m512 e = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + j), vmu);
+      b[k] = _mm512_add_ps(b[k], e);
+      a[k] = _mm512_fmadd_ps(e, e, a[k]);
     }
-    if (Dev)
-      for (int k = 0; k < 4; ++k) {
-        s = add_halves_pd(s, a[k]);
-        t = add_halves_pd(t, b[k]);
-      }
+    for (int k = 0; k < 4; ++k) {
+      s = add_halves_pd(s, a[k]);
+      t = add_halves_pd(t, b[k]);
+    }
   }
-  if (!Dev) return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(u[0], u[1]), _mm512_add_pd(u[2], u[3])));
   dev = _mm512_reduce_add_pd(t);
   return _mm512_reduce_add_pd(s);
 }
@@ -508,16 +493,18 @@ template <bool Dev> FDNN_AVX512_INLINE double ln_forward_row_sums(double& dev, c
 // double path too (M2 0 either way).
 constexpr double kMinFloatM2 = 0x1p-100;
 
-// Mean and M2 of a row in two passes: the mean from the sum in double, then the deviations
+// Mean and M2 of a row in two passes: the mean from the sum in double (plane_sum; from float
+// partials, even corrected by sum(x - mu), it was up to 40x NumPy float32's own error off the
+// exact one: x - mu rounds the same way for every x of a binade), then the deviations
 // e = x - mu from mu = float(mean) as float partials: M2 = sum(e^2) - sum(e)^2 / d (the corrected
 // two-pass formula; sum(e) only corrects M2 for mu's rounding). Where a sum is not finite (|x| near
 // 1e20 squares beyond the float range; inf or NaN in x) or M2 is below kMinFloatM2 per column: the
 // double path, plane_stats. Which path a row takes depends only on its data, so the results stay
 // thread-count invariant.
 FDNN_AVX512_INLINE MeanM2 ln_forward_row_stats(const float* x, int64_t d) {
-  double unused = 0.0, dev = 0.0;
-  const double mean = layer_norm_mean(ln_forward_row_sums<false>(unused, x, d, 0.0f), d);
-  const double sq = ln_forward_row_sums<true>(dev, x, d, static_cast<float>(mean));
+  double dev = 0.0;
+  const double mean = layer_norm_mean(plane_sum(x, d), d);
+  const double sq = ln_forward_deviation_sums(dev, x, d, static_cast<float>(mean));
   const double m2 = sq - dev * layer_norm_mean(dev, d);
   if (!std::isfinite(mean) || !std::isfinite(m2) || !(m2 >= kMinFloatM2 * static_cast<double>(d)))
     return plane_stats(x, d);
