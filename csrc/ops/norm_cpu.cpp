@@ -422,19 +422,54 @@ FDNN_AVX512_INLINE void stream_lanes(float* out, __m512 v, int64_t count) {
 // 64-byte boundary on, 16 bytes wide before it and after the last full vector (NumPy's large
 // arrays start 16 bytes past a page: a row's head and tail stored in the ordinary way shared
 // their lines with streamed stores and were slower than the SSE loops). Ordinary stores
-// otherwise; the values are the same either way.
-template <class F> FDNN_AVX512_INLINE void store_row_avx512(float* out, int64_t n, bool stream, const F& f) {
-  int64_t j = 0;
+// otherwise; the values are the same either way. backward: the same vectors, from the row's end
+// to its start (see store_backward).
+template <class F>
+FDNN_AVX512_INLINE void store_row_avx512(float* out, int64_t n, bool stream, bool backward, const F& f) {
   const uintptr_t address = reinterpret_cast<uintptr_t>(out);
   if (stream && address % sizeof(float) == 0) {
     const int64_t head = std::min<int64_t>(n, static_cast<int64_t>((64 - address % 64) % 64 / sizeof(float)));
+    const int64_t full = head + (n - head) / 16 * 16;
+    if (backward) {
+      if (full < n) stream_lanes(out + full, f(full, first_lanes(n - full)), n - full);
+      for (int64_t j = full - 16; j >= head; j -= 16) _mm512_stream_ps(out + j, f(j, __mmask16(0xFFFF)));
+      if (head > 0) stream_lanes(out, f(0, first_lanes(head)), head);
+      return;
+    }
     if (head > 0) stream_lanes(out, f(0, first_lanes(head)), head);
-    for (j = head; j + 16 <= n; j += 16) _mm512_stream_ps(out + j, f(j, __mmask16(0xFFFF)));
-    if (j < n) stream_lanes(out + j, f(j, first_lanes(n - j)), n - j);
+    for (int64_t j = head; j < full; j += 16) _mm512_stream_ps(out + j, f(j, __mmask16(0xFFFF)));
+    if (full < n) stream_lanes(out + full, f(full, first_lanes(n - full)), n - full);
     return;
   }
-  for (; j + 16 <= n; j += 16) _mm512_storeu_ps(out + j, f(j, __mmask16(0xFFFF)));
-  if (j < n) _mm512_mask_storeu_ps(out + j, first_lanes(n - j), f(j, first_lanes(n - j)));
+  const int64_t full = n / 16 * 16;
+  if (backward) {
+    if (full < n) _mm512_mask_storeu_ps(out + full, first_lanes(n - full), f(full, first_lanes(n - full)));
+    for (int64_t j = full - 16; j >= 0; j -= 16) _mm512_storeu_ps(out + j, f(j, __mmask16(0xFFFF)));
+    return;
+  }
+  for (int64_t j = 0; j < full; j += 16) _mm512_storeu_ps(out + j, f(j, __mmask16(0xFFFF)));
+  if (full < n) _mm512_mask_storeu_ps(out + full, first_lanes(n - full), f(full, first_lanes(n - full)));
+}
+
+// Whether a row's store loop (store_row_avx512) runs from the row's end to its start. A store
+// that falls, modulo 4096, just ahead of the addresses the loop loads next makes those loads wait
+// for it (their low 12 address bits match: 4K aliasing); a loop in the other direction moves its
+// loads away from its stores. Stores at out + j and loads at in + j with out - in = delta (mod 4096)
+// collide running forward when delta is in (0, kAliasBytes], backward when it is in
+// [-kAliasBytes, 0). Forward unless an input (null: none) collides forward and none backward.
+// 8192 x 1024 with y and dx at x's offset + 16 to + 256 bytes (a 64-byte aligned out= buffer)
+// took 3.1-4.0 ms of one core for the forward against 2.5 at offset 0 or below; run backward
+// there, 2.2-2.4 at every offset (one-thread CPU time, 2026-12-07, under contention).
+constexpr uintptr_t kAliasBytes = 1024;
+FDNN_AVX512_INLINE bool store_backward(const float* out, const float* a, const float* b, const float* c) {
+  bool ahead = false, behind = false;
+  for (const float* in : {a, b, c}) {
+    if (!in) continue;
+    const uintptr_t delta = (reinterpret_cast<uintptr_t>(out) - reinterpret_cast<uintptr_t>(in)) % 4096;
+    ahead |= delta > 0 && delta <= kAliasBytes;
+    behind |= delta >= 4096 - kAliasBytes;
+  }
+  return ahead && !behind;
 }
 
 // y = act(xhat * gamma + beta) of one row, xhat = (x - mean) * inv_std (a multiply-add).
@@ -522,7 +557,7 @@ FDNN_AVX512 void layer_norm_rows_avx512(float* y, float* mean, float* inv_std, c
     const float is = static_cast<float>(inv_std_of(st.m2 / static_cast<double>(d), eps));
     mean[r] = mu;
     inv_std[r] = is;
-    store_row_avx512(y + r * d, d, stream, LnForwardVec<Relu>{xr, gamma, beta, _mm512_set1_ps(mu), _mm512_set1_ps(is)});
+    store_row_avx512(y + r * d, d, stream, store_backward(y + r * d, xr, gamma, beta), LnForwardVec<Relu>{xr, gamma, beta, _mm512_set1_ps(mu), _mm512_set1_ps(is)});
   }
   if (stream) stream_fence();
 }
@@ -552,9 +587,9 @@ struct LnDxVec {
 };
 
 // One vector of a row's first pass: the row sums of g and g * xhat into a, b (lanes outside m
-// left as they are), the column partials of dy and dy * xhat into cb, cg.
+// left as they are), the column partials of dy and dy * xhat into c[0, 16) and c[16, 32).
 template <bool Full>
-FDNN_AVX512_INLINE void ln_backward_step(__m512& a, __m512& b, float* cg, float* cb, const float* dy, const float* x,
+FDNN_AVX512_INLINE void ln_backward_step(__m512& a, __m512& b, float* c, const float* dy, const float* x,
                                          const float* gamma, __m512 mu, __m512 is, int64_t j, __mmask16 m) {
   const __m512 dyv = Full ? _mm512_loadu_ps(dy + j) : _mm512_maskz_loadu_ps(m, dy + j);
   const __m512 xv = Full ? _mm512_loadu_ps(x + j) : _mm512_maskz_loadu_ps(m, x + j);
@@ -564,28 +599,40 @@ FDNN_AVX512_INLINE void ln_backward_step(__m512& a, __m512& b, float* cg, float*
   if (Full) {
     a = _mm512_add_ps(a, g);
     b = _mm512_fmadd_ps(g, xhat, b);
-    _mm512_storeu_ps(cb + j, _mm512_add_ps(_mm512_loadu_ps(cb + j), dyv));
-    _mm512_storeu_ps(cg + j, _mm512_fmadd_ps(dyv, xhat, _mm512_loadu_ps(cg + j)));
   } else {
     a = _mm512_mask_add_ps(a, m, a, g);
     b = _mm512_mask3_fmadd_ps(g, xhat, b, m);
-    _mm512_mask_storeu_ps(cb + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, cb + j), dyv));
-    _mm512_mask_storeu_ps(cg + j, m, _mm512_fmadd_ps(dyv, xhat, _mm512_maskz_loadu_ps(m, cg + j)));
   }
+  const __m512 cb = _mm512_load_ps(c), cg = _mm512_load_ps(c + 16);
+  _mm512_store_ps(c, Full ? _mm512_add_ps(cb, dyv) : _mm512_mask_add_ps(cb, m, cb, dyv));
+  _mm512_store_ps(c + 16, Full ? _mm512_fmadd_ps(dyv, xhat, cg) : _mm512_mask3_fmadd_ps(dyv, xhat, cg, m));
 }
 
-// p[j] += c[j] (double += float) for j in [0, d).
-FDNN_AVX512_INLINE void add_partials(double* p, const float* c, int64_t d) {
+// The column partials' layout: per 16 columns from j, those of dy at c[2j, 2j + 16) and those of
+// dy * xhat at c[2j + 16, 2j + 32), so that a row's loop stores to them at twice the rate at which
+// it loads dy and x: two separate arrays advanced with the loads, and for 1024 columns one lay at
+// the other's offset modulo 4096 (every load of one waited on the store to the other just before):
+// the backward of 8192 x 1024 took 4.0-6.9 ms of one core (depending on dx's offset) against
+// 3.1-4.1 ms with this layout and store_backward (one-thread CPU time, under contention).
+// Measured and not kept: the column partials held in registers over a 16-row block, 64 columns
+// at a time, in a third pass over the block's rows (no stores per row): 5.5-6.5 ms (the rows are
+// read again from L2, a row length apart), against 3.7-5.1 ms for the separate arrays in the same
+// runs.
+// pb[j] += float partial of dy, pg[j] += float partial of dy * xhat (double += float), j in [0, d).
+FDNN_AVX512_INLINE void add_partials(double* pg, double* pb, const float* c, int64_t d) {
   for (int64_t j = 0; j < d; j += 16) {
     const __mmask16 m = first_lanes(d - j);
-    const __m512 v = _mm512_maskz_loadu_ps(m, c + j);
     const __mmask8 lo = static_cast<__mmask8>(m), hi = static_cast<__mmask8>(m >> 8);
-    _mm512_mask_storeu_pd(p + j, lo,
-                          _mm512_add_pd(_mm512_maskz_loadu_pd(lo, p + j), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
-    _mm512_mask_storeu_pd(
-        p + j + 8, hi,
-        _mm512_add_pd(_mm512_maskz_loadu_pd(hi, p + j + 8),
-                      _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))));
+    for (int half = 0; half < 2; ++half) {
+      double* p = half ? pg : pb;
+      const __m512 v = _mm512_load_ps(c + 2 * j + 16 * half);
+      _mm512_mask_storeu_pd(p + j, lo,
+                            _mm512_add_pd(_mm512_maskz_loadu_pd(lo, p + j), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
+      _mm512_mask_storeu_pd(
+          p + j + 8, hi,
+          _mm512_add_pd(_mm512_maskz_loadu_pd(hi, p + j + 8),
+                        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))));
+    }
   }
 }
 
@@ -628,16 +675,16 @@ FDNN_AVX512 void column_sums_in_double(double* pg, double* pb, const float* dy, 
 }
 
 // Layer norm backward of rows [r0, r1) of `rows` into dx and the block's column partials pg
-// (dy * xhat), pb (dy); cg, cb: d floats of scratch each.
+// (dy * xhat), pb (dy); c: 2 * padded floats of 64-byte aligned scratch (see add_partials).
 FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* pb, const float* dy, const float* x,
                                                  const float* gamma, const float* mean, const float* inv_std,
-                                                 int64_t r0, int64_t r1, int64_t rows, int64_t d, float* cg,
-                                                 float* cb, bool stream) {
+                                                 int64_t r0, int64_t r1, int64_t rows, int64_t d, float* c,
+                                                 bool stream) {
+  const int64_t padded = ceil_div(d, int64_t(16)) * 16;
   std::fill(pg, pg + d, 0.0);
   std::fill(pb, pb + d, 0.0);
   for (int64_t s0 = r0; s0 < r1; s0 += kColRows) {
-    std::fill(cg, cg + d, 0.0f);
-    std::fill(cb, cb + d, 0.0f);
+    std::fill(c, c + 2 * padded, 0.0f);
     const int64_t s1 = std::min(r1, s0 + kColRows);
     for (int64_t r = s0; r < s1; ++r) {
       const float* g = dy + r * d;
@@ -651,9 +698,10 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
         int64_t j = c0;
         for (; j + 64 <= c1; j += 64)
           for (int k = 0; k < 4; ++k)
-            ln_backward_step<true>(a[k], b[k], cg, cb, g, xr, gamma, mu, is, j + 16 * k, __mmask16(0xFFFF));
+            ln_backward_step<true>(a[k], b[k], c + 2 * (j + 16 * k), g, xr, gamma, mu, is, j + 16 * k,
+                                   __mmask16(0xFFFF));
         for (int k = 0; j < c1; j += 16, ++k)
-          ln_backward_step<false>(a[k], b[k], cg, cb, g, xr, gamma, mu, is, j, first_lanes(c1 - j));
+          ln_backward_step<false>(a[k], b[k], c + 2 * j, g, xr, gamma, mu, is, j, first_lanes(c1 - j));
         sg = add_halves_pd(sg, _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
         sgx = add_halves_pd(sgx, _mm512_add_ps(_mm512_add_ps(b[0], b[1]), _mm512_add_ps(b[2], b[3])));
       }
@@ -663,14 +711,13 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
       const float mg = static_cast<float>(layer_norm_mean(sum_g, d));
       const float mgx = static_cast<float>(layer_norm_mean(sum_gx, d));
       const bool ahead = r + kPrefetchRows < rows;
-      store_row_avx512(dx + r * d, d, stream,
+      store_row_avx512(dx + r * d, d, stream, store_backward(dx + r * d, g, xr, gamma),
                        LnDxVec{g, xr, gamma, ahead ? g + kPrefetchRows * d : nullptr,
                                ahead ? xr + kPrefetchRows * d : nullptr, mu, is, _mm512_set1_ps(mg),
                                _mm512_set1_ps(mgx)});
     }
-    if (all_finite(cg, d) && all_finite(cb, d)) {
-      add_partials(pg, cg, d);
-      add_partials(pb, cb, d);
+    if (all_finite(c, 2 * padded)) {
+      add_partials(pg, pb, c, d);
     } else {  // a float partial may have overflowed: this block's columns again in double
       column_sums_in_double(pg, pb, dy, x, mean, inv_std, s0, s1, d);
     }
@@ -892,9 +939,9 @@ void layer_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
 #if FDNN_NORM_AVX512
     if constexpr (std::is_same_v<T, float>) {
       if (norm_avx512()) {
-        const Buffer<float> columns = scratch<float>(2 * d);
+        const Buffer<float> columns = scratch<float>(2 * ceil_div(d, int64_t(16)) * 16);
         layer_norm_backward_rows_avx512(dx, pg.get() + b * d, pb.get() + b * d, dy, x, gamma, mean, inv_std, r0, r1,
-                                        rows, d, columns.get(), columns.get() + d, stream);
+                                        rows, d, columns.get(), stream);
         return;
       }
     }
