@@ -17,7 +17,9 @@ After the rows, ``report`` prints the hand loop's per-step budget (CPU only), me
 run at the run's thread count: each part's wall time inside the step (the compiled kernels'
 calls timed one by one during an epoch: GEMMs (``linear``, ``linear_backward`` with the last
 layer's bias reduction), optimizer, batch norms, dropouts, minibatch gather and loss, and the
-rest, Python), the calls of the epoch's last full step (128 rows) replayed back to back (the
+rest, Python), the same medians over the steps in which no thread of the process waited for a CPU
+(Linux schedstat: on a shared machine the first column also holds the time other processes took
+the cores), the calls of the epoch's last full step (128 rows) replayed back to back (the
 step without its Python: the kernels' effects on each other's caches remain), each part's calls
 replayed alone in a hot loop (for Python: an epoch whose kernels are stubs that return the
 recorded step's outputs, the interpreter's work alone), and each part's floor: the GEMMs' flops at the SGEMM peak, the
@@ -324,6 +326,7 @@ def report(dev, peaks):
             undo()
     total, in_step = sorted(runs, key=lambda run: run[0])[1]  # the median epoch of 3, with its parts
     in_step["Python (the rest)"] = total - sum(in_step.values())
+    quiet, quiet_count = _quiet_steps(epoch)
     # The last full step's kernel calls replayed back to back in their order, 100 times (the step
     # without its Python: what remains is the kernels' effect on each other's caches), then
     # part by part (each part alone, hot from the one before); the best of 2 rounds, per step.
@@ -354,22 +357,148 @@ def report(dev, peaks):
     floors = _part_floors(peaks, steps)
     print(f"\nper-step budget of the hand loop ({steps} steps of batch {BATCH}, {total / steps * 1e3:.3f} ms per "
           f"step; GEMM floor {floors['GEMMs'] * 1e3:.3f} ms, so {total / steps / floors['GEMMs']:.2f}x it):")
-    print(f"  {'part':20} {'in the step':>12} {'share':>6} {'step replay':>12} {'alone, hot':>11} {'floor':>10} "
-          f"{'step/floor':>10}")
+    print(f"  {'part':20} {'in the step':>12} {'share':>6} {'no CPU wait':>12} {'step replay':>12} {'alone, hot':>11} "
+          f"{'floor':>10} {'step/floor':>10}")
     rows = []
     for part in _ORDER:
         t, floor = in_step[part] / steps, floors[part]
-        a, r = alone.get(part), replayed.get(part)
+        a, r, q = alone.get(part), replayed.get(part), quiet.get(part)
         ratio = f"{t / floor:.2f}x" if floor else "-"
-        print(f"  {part:20} {t * 1e3:8.3f} ms {t * steps / total:6.0%} {_ms(r):>12} {_ms(a):>11} {floor * 1e3:7.3f} ms "
-              f"{ratio:>10}")
+        print(f"  {part:20} {t * 1e3:8.3f} ms {t * steps / total:6.0%} {_ms(q):>12} {_ms(r):>12} {_ms(a):>11} "
+              f"{floor * 1e3:7.3f} ms {ratio:>10}")
         rows.append({"family": "train", "case": f"step budget: {part}", "seconds_per_step": t,
-                     "replayed_seconds_per_step": r, "alone_seconds_per_step": a, "floor_seconds_per_step": floor})
+                     "quiet_seconds_per_step": q, "replayed_seconds_per_step": r, "alone_seconds_per_step": a,
+                     "floor_seconds_per_step": floor})
+    if quiet:
+        print(f"  no CPU wait: the medians over the {quiet_count} full steps of 2 more epochs ({2 * steps} steps) in which "
+              f"no thread of this process waited for a CPU; their step {quiet['step'] * 1e3:.3f} ms = "
+              f"{quiet['step'] / floors['GEMMs']:.2f}x the GEMM floor")
+    else:
+        print(f"  no CPU wait: {'no such step' if quiet_count == 0 else 'not measured (no /proc/self/task/*/schedstat)'}")
+    hand, fit = _one_thread_cpu(dev)
+    print(f"  one thread, process CPU time per step ({QUICK_N} samples, medians of 5 interleaved epochs, which other "
+          f"processes hardly change): hand loop {hand * 1e3:.3f} ms, train.fit {fit * 1e3:.3f} ms ({fit / hand:.3f}x)")
+    rows.append({"family": "train", "case": "one-thread CPU time per step", "hand_loop_seconds": hand,
+                 "train_fit_seconds": fit})
     gemm = in_step["GEMMs"] / steps
     rate = lambda t: floors["GEMMs"] / t * peaks["sgemm_gflops"]  # noqa: E731
     print(f"  GEMMs in the step: {rate(gemm):.0f} GFLOP/s, in the replayed step {rate(replayed['GEMMs']):.0f}, "
           f"alone {rate(alone['GEMMs']):.0f}; SGEMM peak {peaks['sgemm_gflops']:.0f} GFLOP/s\n")
     return rows
+
+
+QUIET_WAIT = 20e-6  # a step is quiet when its threads waited less than this for a CPU, all together
+
+
+def _one_thread_cpu(dev):
+    """Process CPU time per step of the hand loop and of train.fit at one thread (the medians of
+    5 rounds that run both, in alternating order, after a warm-up), on QUICK_N samples. The
+    epoch rows are wall times of 2 threads, which other processes on a shared machine change by
+    tens of percent from one epoch to the next; one thread's CPU time compares the two loops'
+    own work."""
+    import statistics
+    import time
+    import fusednn
+    x, y, batches = _data(QUICK_N)
+    loops = {"hand": _fusednn_epoch(dev, x, y, batches), "fit": _fusednn_fit_epoch(dev, x, y)}
+    times = {name: [] for name in loops}
+    threads = fusednn.get_num_threads()
+    fusednn.set_num_threads(1)
+    try:
+        for fn in loops.values():
+            fn()
+        for r in range(5):
+            for name in (list(loops) if r % 2 == 0 else list(loops)[::-1]):
+                t0 = time.process_time()
+                loops[name]()
+                times[name].append((time.process_time() - t0) / len(batches))
+    finally:
+        fusednn.set_num_threads(threads)
+    return statistics.median(times["hand"]), statistics.median(times["fit"])
+
+
+def _schedstat_files():
+    """Open file descriptors of /proc/self/task/<tid>/schedstat (Linux) for the threads of this
+    process that exist now (call it after the thread pool has started), or None where there
+    are no such files. The second field of each is the seconds (in ns) its thread has waited on
+    a run queue."""
+    import os
+    fds = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                fds.append(os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY))
+            except OSError:
+                pass  # a thread that has ended
+        if not fds or len(os.pread(fds[0], 200, 0).split()) < 2:
+            raise OSError
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        return None
+    return fds
+
+
+def _quiet_steps(epoch):
+    """Medians, over the full steps of two epochs during which no thread of this process waited
+    for a CPU (run-queue wait below QUIET_WAIT, read from schedstat), of each part's wall time
+    and of the step's (under "step"); and the number of such steps. On a shared machine the
+    "in the step" column also holds the time the process waited while other processes ran (a
+    pool worker that is not running holds up its share of every parallel kernel); these steps
+    leave that out. They do not leave out what a process running on the other core at the same
+    time costs (the shared L3 and memory bandwidth), so they are a quiet machine's step only when
+    most steps are among them. ({}, None) where schedstat is not available."""
+    import statistics
+    import time
+    import os
+    from fusednn import _C
+    fds = _schedstat_files()
+    if fds is None:
+        return {}, None
+    read = lambda: sum(int(os.pread(fd, 200, 0).split()[1]) for fd in fds) * 1e-9  # noqa: E731
+    gather = _C.gather_rows
+    clock = time.perf_counter
+    steps = []  # (wall, parts) of the quiet full steps
+    current = {"parts": None}
+
+    def close(now):
+        parts = current["parts"]
+        if parts is not None and read() - current["wait"] < QUIET_WAIT and current["full"]:
+            parts["Python (the rest)"] = (now - current["start"]) - sum(parts.values())
+            steps.append((now - current["start"], parts))
+
+    def start(full):
+        current.update(parts=dict.fromkeys(_ORDER[:-1], 0.0), full=full, wait=read())
+        current["start"] = clock()
+
+    saved = {}
+    for name, part in _PARTS.items():
+        fn = saved[name] = getattr(_C, name)
+
+        def timed(*args, _fn=fn, _part=part):
+            if _fn is gather:  # a step starts with its minibatch
+                close(clock())
+                start(len(args[1]) == BATCH)
+            t0 = clock()
+            out = _fn(*args)
+            current["parts"][_part] += clock() - t0
+            return out
+        setattr(_C, name, timed)
+    try:
+        for _ in range(2):
+            current["parts"] = None
+            epoch()
+            close(clock())
+    finally:
+        for name, fn in saved.items():
+            setattr(_C, name, fn)
+        for fd in fds:
+            os.close(fd)
+    if not steps:
+        return {}, 0
+    medians = {part: statistics.median(p[part] for _, p in steps) for part in _ORDER}
+    medians["step"] = statistics.median(t for t, _ in steps)
+    return medians, len(steps)
 
 
 def _python_alone(epoch, step_calls, steps):
