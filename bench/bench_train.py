@@ -18,8 +18,8 @@ run at the run's thread count: each part's wall time inside the step (the compil
 calls timed one by one during an epoch: GEMMs (``linear``, ``linear_backward`` with the last
 layer's bias reduction), optimizer, batch norms, dropouts, minibatch gather and loss, and the
 rest, Python), the same medians over the steps in which no thread of the process waited for a CPU
-(Linux schedstat: on a shared machine the first column also holds the time other processes took
-the cores), the calls of the epoch's last full step (128 rows) replayed back to back (the
+(their run-queue waits under 2% of the step, from Linux schedstat: on a shared machine the first
+column also holds the time other processes took the cores; the same for torch eager's steps), the calls of the epoch's last full step (128 rows) replayed back to back (the
 step without its Python: the kernels' effects on each other's caches remain), each part's calls
 replayed alone in a hot loop (for Python: an epoch whose kernels are stubs that return the
 recorded step's outputs, the interpreter's work alone), and each part's floor: the GEMMs' flops at the SGEMM peak, the
@@ -66,9 +66,11 @@ def _fusednn_epoch(dev, x, y, batches):
     loss = SoftmaxCrossEntropy()
     x, y, batches = dev.array(x), dev.array(y), [dev.array(b) for b in batches]
 
-    def epoch():
+    def epoch(on_step=None):
         model.train()
         for idx in batches:
+            if on_step is not None:
+                on_step(len(idx))
             logits = model.forward(ops.gather_rows(x, idx))  # x[idx], copied in parallel
             _, dlogits = loss.value_and_grad(logits, y[idx])
             model.backward(dlogits)
@@ -151,9 +153,11 @@ def _torch_epoch(dev, x, y, batches, compile=False):
     if compile:
         forward_loss = torch.compile(forward_loss)
 
-    def epoch():
+    def epoch(on_step=None):
         model.train()
         for idx in tbatches:
+            if on_step is not None:
+                on_step(len(idx))
             opt.zero_grad(set_to_none=True)
             loss = forward_loss(tx[idx], ty[idx])
             loss.backward()
@@ -371,10 +375,20 @@ def report(dev, peaks):
                      "floor_seconds_per_step": floor})
     if quiet:
         print(f"  no CPU wait: the medians over the {quiet_count} full steps of 2 more epochs ({2 * steps} steps) in which "
-              f"no thread of this process waited for a CPU; their step {quiet['step'] * 1e3:.3f} ms = "
+              f"the process's threads waited for a CPU less than {QUIET_WAIT:.0%} of the step; their step "
+              f"{quiet['step'] * 1e3:.3f} ms = "
               f"{quiet['step'] / floors['GEMMs']:.2f}x the GEMM floor")
     else:
         print(f"  no CPU wait: {'no such step' if quiet_count == 0 else 'not measured (no /proc/self/task/*/schedstat)'}")
+    if dev.torch is not None:
+        mine, theirs = _steps_without_wait(epoch, _torch_epoch(dev, x, y, batches))
+        if mine[0] and theirs[0]:
+            print(f"  steps without CPU wait, hand loop against torch eager (2 interleaved epochs each): fusednn "
+                  f"{mine[0] * 1e3:.3f} ms ({mine[1]} of {2 * steps} steps), torch {theirs[0] * 1e3:.3f} ms ({theirs[1]} "
+                  f"of {2 * steps}): {theirs[0] / mine[0]:.2f}x")
+            rows.append({"family": "train", "case": "steps without CPU wait vs torch eager",
+                         "seconds_per_step": mine[0], "torch_seconds_per_step": theirs[0], "steps": mine[1],
+                         "torch_steps": theirs[1]})
     hand, fit = _one_thread_cpu(dev)
     print(f"  one thread, process CPU time per step ({QUICK_N} samples, medians of 5 interleaved epochs, which other "
           f"processes hardly change): hand loop {hand * 1e3:.3f} ms, train.fit {fit * 1e3:.3f} ms ({fit / hand:.3f}x)")
@@ -387,7 +401,40 @@ def report(dev, peaks):
     return rows
 
 
-QUIET_WAIT = 20e-6  # a step is quiet when its threads waited less than this for a CPU, all together
+QUIET_WAIT = 0.02  # a step is quiet when its threads waited for a CPU less than this share of its time, together
+
+
+def _steps_without_wait(*epochs):
+    """Per epoch function given (each takes on_step): the median wall time of its full steps
+    during which the threads of this process (almost) never waited on a run queue (see _quiet_steps), over two
+    rounds that run every epoch in turn after a warm-up, and the number of such steps; (None, 0)
+    without any, (None, None) where schedstat is not available."""
+    import os
+    import statistics
+    import time
+    clock = time.perf_counter
+    kept = [[] for _ in epochs]
+    for epoch in epochs:
+        epoch()  # the warm-up; its threads (torch's) exist from here on
+    fds = _schedstat_files()
+    if fds is None:
+        return [(None, None)] * len(epochs)
+    read = lambda: sum(int(os.pread(fd, 200, 0).split()[1]) for fd in fds) * 1e-9  # noqa: E731
+    try:
+        for _ in range(2):
+            for epoch, steps in zip(epochs, kept):
+                last = {"full": False}
+
+                def on_step(rows, _last=last, _steps=steps):
+                    now = clock()
+                    if _last["full"] and read() - _last["wait"] < QUIET_WAIT * (now - _last["start"]):
+                        _steps.append(now - _last["start"])
+                    _last.update(full=rows == BATCH, wait=read(), start=clock())
+                epoch(on_step)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return [((statistics.median(steps) if steps else None), len(steps)) for steps in kept]
 
 
 def _one_thread_cpu(dev):
@@ -440,8 +487,9 @@ def _schedstat_files():
 
 
 def _quiet_steps(epoch):
-    """Medians, over the full steps of two epochs during which no thread of this process waited
-    for a CPU (run-queue wait below QUIET_WAIT, read from schedstat), of each part's wall time
+    """Medians, over the full steps of two epochs during which the threads of this process
+    (almost) never waited for a CPU (their run-queue waits, read from schedstat, add up to less
+    than QUIET_WAIT of the step's time: a woken thread always waits a little), of each part's wall time
     and of the step's (under "step"); and the number of such steps. On a shared machine the
     "in the step" column also holds the time the process waited while other processes ran (a
     pool worker that is not running holds up its share of every parallel kernel); these steps
@@ -463,7 +511,7 @@ def _quiet_steps(epoch):
 
     def close(now):
         parts = current["parts"]
-        if parts is not None and read() - current["wait"] < QUIET_WAIT and current["full"]:
+        if parts is not None and read() - current["wait"] < QUIET_WAIT * (now - current["start"]) and current["full"]:
             parts["Python (the rest)"] = (now - current["start"]) - sum(parts.values())
             steps.append((now - current["start"], parts))
 
