@@ -647,6 +647,43 @@ def test_identical_results_for_one_and_two_threads(threads):
         np.testing.assert_array_equal(one, two)
 
 
+def _out_at(n, k, offset_bytes):
+    """A C-contiguous float32 (n, k) array starting offset_bytes past a 64-byte line, filled with 7."""
+    buffer = np.empty(n * k + 32, np.float32)
+    start = ((-buffer.ctypes.data) % 64 + offset_bytes) // 4
+    out = buffer[start:start + n * k].reshape(n, k)
+    assert out.ctypes.data % 64 == offset_bytes
+    out[...] = 7
+    return out
+
+
+@pytest.mark.parametrize("n, k", [(37, 1), (41, 15), (29, 17), (23, 33), (11, 1000), (9, 1001), (300, 1025)])
+def test_out_at_any_offset_has_the_bits_of_the_allocating_call(threads, n, k):
+    """float32 dlogits written into out= starting 0, 4, 16 or 48 bytes past a 64-byte line (rows of
+    odd lengths, so rows start at every offset), at 1 and 2 threads, with ignored rows and a NaN row
+    between them: loss and gradient bitwise equal to the allocating call's."""
+    rng = np.random.default_rng(seed_of("out offsets", n, k))
+    logits = (rng.standard_normal((n, k)) * 3).astype(np.float32)
+    labels = rng.integers(0, k, n)
+    labels[[1, n // 2, n - 2]] = -100
+    logits[n // 3, k // 2] = np.nan
+    weight = (rng.random(k) + 0.5).astype(np.float32)
+    for kwargs in [{}, dict(label_smoothing=0.1, smoothing="all"), dict(weight=weight, reduction="none")]:
+        threads(2)
+        ref_loss, ref_d = ops.softmax_cross_entropy_with_grad(logits, labels, **kwargs)
+        ref_loss = np.asarray(ref_loss)
+        for count in (1, 2):
+            threads(count)
+            for offset in (0, 4, 16, 48):
+                out = _out_at(n, k, offset)
+                loss, d = ops.softmax_cross_entropy_with_grad(logits, labels, out=out, **kwargs)
+                assert d is out
+                where = f"{kwargs} threads={count} offset={offset}"
+                np.testing.assert_array_equal(out.view(np.uint32), ref_d.view(np.uint32), err_msg=where)
+                loss = np.asarray(loss)
+                assert loss.dtype == ref_loss.dtype and loss.tobytes() == ref_loss.tobytes(), where
+
+
 def test_reference_has_the_same_signatures():
     for name in ALL_FUNCS:
         assert inspect.signature(getattr(ops, name)) == inspect.signature(getattr(reference, name)), name

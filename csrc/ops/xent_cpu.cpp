@@ -325,6 +325,23 @@ FDNN_AVX512 float grad_pass_avx512(float* d, int64_t k, float c_p, float c_w, in
 // exp pass, into L1, L2 or non-temporal (+1.5-3 ms); and one loop doing row r's exp, row r-1's
 // gradient and row r + 1's max (the loads missing in the middle of the arithmetic; in a
 // standalone test 6.7 -> 10 ms). Nor did two rows' exp passes in one loop gain.
+// Nor streaming whole lines only (2026-12-07, 16778 x 1000 out=, eps 0 and 0.1): the exp row in
+// L1 scratch at dlogits' offset from a line, the gradient pass streaming each whole line and
+// joining a row's partial last line with the next row's partial first line into one streamed
+// line (a block's two end lines stored with ordinary masked stores), bits unchanged. One thread,
+// CPU time: 7.0-7.2 -> 8.0-8.5 ms. Two threads from DRAM, the variants interleaved in one process
+// run at real-time priority (so the other processes did not share the cores): 3.9-4.3 -> 4.7-5.3
+// ms. The partial lines were not the cause: streamed as 16-byte movntps in that same form they
+// took 5.0-5.5 ms at two threads (about 0.3 ms more) and the same one-thread time; with ordinary
+// stores the same form took as long as streaming at one thread (8.0-9.0 ms). What loses is the
+// gradient pass writing lines that are not in cache, in a burst, where the in-place kernel's read
+// for ownership of dlogits overlaps the exp pass's arithmetic. Streaming row r - 1's lines from
+// within row r's exp loop (spread over the arithmetic) took 4.6-5.0 ms at two threads and
+// 8.4-9.2 ms at one (the gradient's instructions land in the compute-bound loop; and its stores
+// 4K-alias the logits loads unless delayed by a few lines: 13-17 ms). The in-place kernel is
+// sensitive to where dlogits lies from the logits: with dlogits 64 MiB + 4 KiB below them it took
+// 4.25-4.8 ms against 3.9-4.0 ms for +64 MiB + 4 KiB or -128 MiB - 8 KiB (two threads, same
+// runs; one thread 8.6 against 7.6 ms), which the streamed form was not (4.6-4.7 ms each).
 template <typename T>
 FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRICT dlogits,
                                  const T* FDNN_RESTRICT logits, const int64_t* FDNN_RESTRICT labels,
