@@ -17,9 +17,10 @@ After the rows, ``report`` prints the hand loop's per-step budget (CPU only), me
 run at the run's thread count: each part's wall time inside the step (the compiled kernels'
 calls timed one by one during an epoch: GEMMs (``linear``, ``linear_backward`` with the last
 layer's bias reduction), optimizer, batch norms, dropouts, minibatch gather and loss, and the
-rest, Python), the same medians over the steps in which no thread of the process waited for a CPU
-(their run-queue waits under 2% of the step, from Linux schedstat: on a shared machine the first
-column also holds the time other processes took the cores; the same for torch eager's steps), the calls of the epoch's last full step (128 rows) replayed back to back (the
+rest, Python), the medians over the steps in which the process's threads (almost) never waited
+for a CPU (their run-queue waits under 2% of the step, from Linux schedstat: on a shared machine
+the first column also holds the time other processes took the cores; such steps of torch eager
+are compared too), the calls of the epoch's last full step (128 rows) replayed back to back (the
 step without its Python: the kernels' effects on each other's caches remain), each part's calls
 replayed alone in a hot loop (for Python: an epoch whose kernels are stubs that return the
 recorded step's outputs, the interpreter's work alone), and each part's floor: the GEMMs' flops at the SGEMM peak, the
@@ -374,18 +375,18 @@ def report(dev, peaks):
                      "quiet_seconds_per_step": q, "replayed_seconds_per_step": r, "alone_seconds_per_step": a,
                      "floor_seconds_per_step": floor})
     if quiet:
-        print(f"  no CPU wait: the medians over the {quiet_count} full steps of 2 more epochs ({2 * steps} steps) in which "
-              f"the process's threads waited for a CPU less than {QUIET_WAIT:.0%} of the step; their step "
-              f"{quiet['step'] * 1e3:.3f} ms = "
-              f"{quiet['step'] / floors['GEMMs']:.2f}x the GEMM floor")
+        print(f"  no CPU wait: the medians over the {quiet_count} full steps of 2 more epochs ({2 * steps} steps) "
+              f"in which the process's threads waited for a CPU less than {QUIET_WAIT:.0%} of the step; their step "
+              f"{quiet['step'] * 1e3:.3f} ms = {quiet['step'] / floors['GEMMs']:.2f}x the GEMM floor")
     else:
-        print(f"  no CPU wait: {'no such step' if quiet_count == 0 else 'not measured (no /proc/self/task/*/schedstat)'}")
+        why = "no such step" if quiet_count == 0 else "not measured (no /proc/self/task/*/schedstat)"
+        print(f"  no CPU wait: {why}")
     if dev.torch is not None:
         mine, theirs = _steps_without_wait(epoch, _torch_epoch(dev, x, y, batches))
         if mine[0] and theirs[0]:
             print(f"  steps without CPU wait, hand loop against torch eager (2 interleaved epochs each): fusednn "
-                  f"{mine[0] * 1e3:.3f} ms ({mine[1]} of {2 * steps} steps), torch {theirs[0] * 1e3:.3f} ms ({theirs[1]} "
-                  f"of {2 * steps}): {theirs[0] / mine[0]:.2f}x")
+                  f"{mine[0] * 1e3:.3f} ms ({mine[1]} of {2 * steps} steps), torch {theirs[0] * 1e3:.3f} ms "
+                  f"({theirs[1]} of {2 * steps}): {theirs[0] / mine[0]:.2f}x")
             rows.append({"family": "train", "case": "steps without CPU wait vs torch eager",
                          "seconds_per_step": mine[0], "torch_seconds_per_step": theirs[0], "steps": mine[1],
                          "torch_steps": theirs[1]})
@@ -406,9 +407,9 @@ QUIET_WAIT = 0.02  # a step is quiet when its threads waited for a CPU less than
 
 def _steps_without_wait(*epochs):
     """Per epoch function given (each takes on_step): the median wall time of its full steps
-    during which the threads of this process (almost) never waited on a run queue (see _quiet_steps), over two
-    rounds that run every epoch in turn after a warm-up, and the number of such steps; (None, 0)
-    without any, (None, None) where schedstat is not available."""
+    during which the threads of this process (almost) never waited on a run queue (see
+    _quiet_steps), over two rounds that run every epoch in turn after a warm-up, and the number
+    of such steps; (None, 0) without any, (None, None) where schedstat is not available."""
     import os
     import statistics
     import time
@@ -489,13 +490,14 @@ def _schedstat_files():
 def _quiet_steps(epoch):
     """Medians, over the full steps of two epochs during which the threads of this process
     (almost) never waited for a CPU (their run-queue waits, read from schedstat, add up to less
-    than QUIET_WAIT of the step's time: a woken thread always waits a little), of each part's wall time
-    and of the step's (under "step"); and the number of such steps. On a shared machine the
+    than QUIET_WAIT of the step's time: a woken thread always waits a little), of each part's
+    wall time and of the step's (under "step"); and the number of such steps. On a shared machine the
     "in the step" column also holds the time the process waited while other processes ran (a
     pool worker that is not running holds up its share of every parallel kernel); these steps
     leave that out. They do not leave out what a process running on the other core at the same
-    time costs (the shared L3 and memory bandwidth), so they are a quiet machine's step only when
-    most steps are among them. ({}, None) where schedstat is not available."""
+    time costs (the shared L3 and memory bandwidth), nor a virtual CPU that the host does not run
+    (under load, some such steps had 2-thread GEMMs at one thread's speed), so they are a quiet
+    machine's step only when most steps are among them. ({}, None) where schedstat is not available."""
     import statistics
     import time
     import os
