@@ -34,6 +34,13 @@ def _ln_reference(xp, x, dy, gamma, beta):
     return y, dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
 
 
+def _aligned_like(a):
+    """An uninitialized NumPy array of a's shape and dtype starting on a 64-byte boundary."""
+    buf = np.empty(a.nbytes + 64, np.uint8)
+    start = -buf.ctypes.data % 64
+    return buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+
+
 def _inputs(dev, shape, c, seed):
     rng = np.random.default_rng(seed)
     x = dev.array(rng.standard_normal(shape, np.float32) * 2 + 1)
@@ -125,6 +132,18 @@ def cases(dev):
             y, mean, inv_std = ops.layer_norm(x, gamma, beta, out=(y, *stats))
             return y, ops.layer_norm_backward(dy, x, gamma, mean, inv_std, out=grads)
 
+        impls = {"fusednn": ln, "out=": ln_out}
+        if xp is np:
+            # out= buffers on a 64-byte boundary (NumPy's own large arrays, x and dy here, start 16
+            # bytes past one): the outputs at another offset modulo 4096 than the inputs (the
+            # kernels choose their store direction by it: csrc/ops/norm_cpu.cpp, store_backward)
+            def ln_out_aligned(x=x, dy=dy, gamma=gamma, beta=beta, y=_aligned_like(x), stats=stats,
+                               grads=(_aligned_like(x), *grads[1:])):
+                y, mean, inv_std = ops.layer_norm(x, gamma, beta, out=(y, *stats))
+                return y, ops.layer_norm_backward(dy, x, gamma, mean, inv_std, out=grads)
+
+            impls["out= (64-byte aligned)"] = ln_out_aligned
+
         torch_fn = None
         if torch is not None:
             xt, gt, bt = (dev.tensor(a).clone().requires_grad_() for a in (x, gamma, beta))
@@ -135,8 +154,7 @@ def cases(dev):
                 return torch.autograd.grad(y, (xt, gt, bt), dyt)
 
         out.append(Case("norm", f"layer_norm fwd+bwd {'x'.join(map(str, shape))}", {
-            "fusednn": ln, "out=": ln_out, "numpy": lambda x=x, dy=dy, g=gamma, b=beta: _ln_reference(xp, x, dy, g, b),
-            "torch": torch_fn,
+            **impls, "numpy": lambda x=x, dy=dy, g=gamma, b=beta: _ln_reference(xp, x, dy, g, b), "torch": torch_fn,
         }, bytes=4.0 * x.nbytes))
         # Rows are independent: one read of x (and dy) and one write of y (and dx) suffice, the
         # passes of two plain streaming kernels.
