@@ -342,6 +342,9 @@ FDNN_AVX512 float grad_pass_avx512(float* d, int64_t k, float c_p, float c_w, in
 // sensitive to where dlogits lies from the logits: with dlogits 64 MiB + 4 KiB below them it took
 // 4.25-4.8 ms against 3.9-4.0 ms for +64 MiB + 4 KiB or -128 MiB - 8 KiB (two threads, same
 // runs; one thread 8.6 against 7.6 ms), which the streamed form was not (4.6-4.7 ms each).
+// (Arrays of 4x a 32 MiB L3 over two arrays are 64 MiB, so two allocated one after the other lie
+// 64 MiB + 4 KiB apart.) Holding the exp pass's stores 4 vectors behind its loads did not help
+// there (one thread 8.5-8.7 against 7.5-8.4 ms).
 template <typename T>
 FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRICT dlogits,
                                  const T* FDNN_RESTRICT logits, const int64_t* FDNN_RESTRICT labels,
