@@ -381,7 +381,7 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
 // cache and ~3.0 ms for 8192 x 1024, against ~0.135 and ~2.8 ms with the float M2, and ~0.12
 // and ~2.6 ms with a float mean too, which was not accurate enough: medians of 15-30 calls under
 // contention, one build each), and its column sums are float partials over kColRows rows (in the
-// same pass as the row sums) added into the block's double partial row: every sum is double across its float blocks, whose fixed
+// pass that writes dx) added into the block's double partial row: every sum is double across its float blocks, whose fixed
 // boundaries depend on neither the thread count nor the output's alignment.
 bool norm_avx512() { return avx512_paths_enabled(); }
 
@@ -602,27 +602,38 @@ FDNN_AVX512_INLINE __m512 rounded_product(__m512 a, __m512 b) {
   return _mm512_mul_round_ps(a, b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-// dx = inv_std * ((g - mean_g) - xhat * mean_gx), g = dy * gamma, of one row (as layer_norm_dx).
-// next_dy, next_x (null past the last row): the row kPrefetchRows ahead, fetched into L2 meanwhile.
+// dx = inv_std * ((g - mean_g) - xhat * mean_gx), g = dy * gamma, of one row (as layer_norm_dx),
+// and the float column partials cb[j] += dy, cg[j] += dy * xhat (the block's rows added in row
+// order). next_dy, next_x (null past the last row): the row kPrefetchRows ahead, fetched into L2
+// meanwhile. (The column partials were added in the first pass, with the row sums, until
+// 2026-12-07: there they took two more loads and two stores a vector in a loop whose loads do not
+// start on a line; here dy and xhat are at hand and the vectors start on dx's 64-byte boundary
+// (store_row_avx512), which cb and cg are placed to share. 8192 x 1024 streamed, one core, out=
+// at x's offset and 48 bytes past: 3.7-4.5 against 4.5-5.9 ms in 2 interleaved process pairs of
+// same-tree builds under contention; 64 x 1024 in L2: 0.35 against 0.34 ns per element.)
 struct LnDxVec {
   const float *dy, *x, *gamma, *next_dy, *next_x;
+  float *cb, *cg;
   __m512 mu, is, mg, mgx;
   FDNN_AVX512_INLINE __m512 operator()(int64_t j, __mmask16 m) const {
     if (next_dy) {
       _mm_prefetch(reinterpret_cast<const char*>(next_dy + j), _MM_HINT_T1);
       _mm_prefetch(reinterpret_cast<const char*>(next_x + j), _MM_HINT_T1);
     }
-    __m512 g = _mm512_maskz_loadu_ps(m, dy + j);
+    const __m512 dyv = _mm512_maskz_loadu_ps(m, dy + j);
+    __m512 g = dyv;
     if (gamma) g = rounded_product(g, _mm512_maskz_loadu_ps(m, gamma + j));
     const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), mu), is);
+    _mm512_mask_storeu_ps(cb + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, cb + j), dyv));
+    _mm512_mask_storeu_ps(cg + j, m, _mm512_fmadd_ps(dyv, xhat, _mm512_maskz_loadu_ps(m, cg + j)));
     return _mm512_mul_ps(is, _mm512_fnmadd_ps(xhat, mgx, _mm512_sub_ps(g, mg)));
   }
 };
 
 // One vector of a row's first pass: the row sums of g and g * xhat into a, b (lanes outside m
-// left as they are), the column partials of dy and dy * xhat into c[0, 16) and c[16, 32).
+// left as they are).
 template <bool Full>
-FDNN_AVX512_INLINE void ln_backward_step(__m512& a, __m512& b, float* c, const float* dy, const float* x,
+FDNN_AVX512_INLINE void ln_backward_step(__m512& a, __m512& b, const float* dy, const float* x,
                                          const float* gamma, __m512 mu, __m512 is, int64_t j, __mmask16 m) {
   const __m512 dyv = Full ? _mm512_loadu_ps(dy + j) : _mm512_maskz_loadu_ps(m, dy + j);
   const __m512 xv = Full ? _mm512_loadu_ps(x + j) : _mm512_maskz_loadu_ps(m, x + j);
@@ -636,29 +647,20 @@ FDNN_AVX512_INLINE void ln_backward_step(__m512& a, __m512& b, float* c, const f
     a = _mm512_mask_add_ps(a, m, a, g);
     b = _mm512_mask3_fmadd_ps(g, xhat, b, m);
   }
-  const __m512 cb = _mm512_load_ps(c), cg = _mm512_load_ps(c + 16);
-  _mm512_store_ps(c, Full ? _mm512_add_ps(cb, dyv) : _mm512_mask_add_ps(cb, m, cb, dyv));
-  _mm512_store_ps(c + 16, Full ? _mm512_fmadd_ps(dyv, xhat, cg) : _mm512_mask3_fmadd_ps(dyv, xhat, cg, m));
 }
 
-// The column partials' layout: per 16 columns from j, those of dy at c[2j, 2j + 16) and those of
-// dy * xhat at c[2j + 16, 2j + 32), so that a row's loop stores to them at twice the rate at which
-// it loads dy and x: two separate arrays advanced with the loads, and for 1024 columns one lay at
-// the other's offset modulo 4096 (every load of one waited on the store to the other just before):
-// the backward of 8192 x 1024 took 4.0-6.9 ms of one core (depending on dx's offset) against
-// 3.1-4.1 ms with this layout and store_backward (one-thread CPU time, under contention).
-// Measured and not kept: the column partials held in registers over a 16-row block, 64 columns
-// at a time, in a third pass over the block's rows (no stores per row): 5.5-6.5 ms (the rows are
-// read again from L2, a row length apart), against 3.7-5.1 ms for the separate arrays in the same
-// runs.
-// pb[j] += float partial of dy, pg[j] += float partial of dy * xhat (double += float), j in [0, d).
-FDNN_AVX512_INLINE void add_partials(double* pg, double* pb, const float* c, int64_t d) {
+// Floats of scratch for the backward's column partials cb, cg of padded (a multiple of 16)
+// columns each, placed as layer_norm_backward_rows_avx512 places them.
+constexpr int64_t kColumnScratch(int64_t padded) { return 2 * padded + 32; }
+
+// pb[j] += cb[j], pg[j] += cg[j] (double += float), j in [0, d).
+FDNN_AVX512_INLINE void add_partials(double* pg, double* pb, const float* cb, const float* cg, int64_t d) {
   for (int64_t j = 0; j < d; j += 16) {
     const __mmask16 m = first_lanes(d - j);
     const __mmask8 lo = static_cast<__mmask8>(m), hi = static_cast<__mmask8>(m >> 8);
     for (int half = 0; half < 2; ++half) {
       double* p = half ? pg : pb;
-      const __m512 v = _mm512_load_ps(c + 2 * j + 16 * half);
+      const __m512 v = _mm512_maskz_loadu_ps(m, (half ? cg : cb) + j);
       _mm512_mask_storeu_pd(p + j, lo,
                             _mm512_add_pd(_mm512_maskz_loadu_pd(lo, p + j), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
       _mm512_mask_storeu_pd(
@@ -708,7 +710,7 @@ FDNN_AVX512 void column_sums_in_double(double* pg, double* pb, const float* dy, 
 }
 
 // Layer norm backward of rows [r0, r1) of `rows` into dx and the block's column partials pg
-// (dy * xhat), pb (dy); c: 2 * padded floats of 64-byte aligned scratch (see add_partials).
+// (dy * xhat), pb (dy); c: kColumnScratch(padded) floats of 64-byte aligned scratch.
 FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* pb, const float* dy, const float* x,
                                                  const float* gamma, const float* mean, const float* inv_std,
                                                  int64_t r0, int64_t r1, int64_t rows, int64_t d, float* c,
@@ -717,7 +719,13 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
   std::fill(pg, pg + d, 0.0);
   std::fill(pb, pb + d, 0.0);
   for (int64_t s0 = r0; s0 < r1; s0 += kColRows) {
-    std::fill(c, c + 2 * padded, 0.0f);
+    // cb + j at dx's offset modulo 64 (for the block's first row; every row where 4 d is a
+    // multiple of 64), cg 64 bytes further modulo 4096 (not at cb's offset where d is a multiple of
+    // 1024: a load of cg would wait on the store to cb just before)
+    std::fill(c, c + kColumnScratch(padded), 0.0f);
+    const int64_t head = static_cast<int64_t>((64 - reinterpret_cast<uintptr_t>(dx + s0 * d) % 64) % 64 / 4);
+    float* cb = c + (16 - head) % 16;
+    float* cg = cb + padded + 16;
     const int64_t s1 = std::min(r1, s0 + kColRows);
     for (int64_t r = s0; r < s1; ++r) {
       const float* g = dy + r * d;
@@ -731,10 +739,10 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
         int64_t j = c0;
         for (; j + 64 <= c1; j += 64)
           for (int k = 0; k < 4; ++k)
-            ln_backward_step<true>(a[k], b[k], c + 2 * (j + 16 * k), g, xr, gamma, mu, is, j + 16 * k,
+            ln_backward_step<true>(a[k], b[k], g, xr, gamma, mu, is, j + 16 * k,
                                    __mmask16(0xFFFF));
         for (int k = 0; j < c1; j += 16, ++k)
-          ln_backward_step<false>(a[k], b[k], c + 2 * j, g, xr, gamma, mu, is, j, first_lanes(c1 - j));
+          ln_backward_step<false>(a[k], b[k], g, xr, gamma, mu, is, j, first_lanes(c1 - j));
         sg = add_halves_pd(sg, _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
         sgx = add_halves_pd(sgx, _mm512_add_ps(_mm512_add_ps(b[0], b[1]), _mm512_add_ps(b[2], b[3])));
       }
@@ -746,11 +754,11 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
       const bool ahead = r + kPrefetchRows < rows;
       store_row_avx512(dx + r * d, d, stream, store_backward(dx + r * d, g, xr, gamma),
                        LnDxVec{g, xr, gamma, ahead ? g + kPrefetchRows * d : nullptr,
-                               ahead ? xr + kPrefetchRows * d : nullptr, mu, is, _mm512_set1_ps(mg),
+                               ahead ? xr + kPrefetchRows * d : nullptr, cb, cg, mu, is, _mm512_set1_ps(mg),
                                _mm512_set1_ps(mgx)});
     }
-    if (all_finite(c, 2 * padded)) {
-      add_partials(pg, pb, c, d);
+    if (all_finite(c, kColumnScratch(padded))) {
+      add_partials(pg, pb, cb, cg, d);
     } else {  // a float partial may have overflowed: this block's columns again in double
       column_sums_in_double(pg, pb, dy, x, mean, inv_std, s0, s1, d);
     }
@@ -972,7 +980,7 @@ void layer_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
 #if FDNN_NORM_AVX512
     if constexpr (std::is_same_v<T, float>) {
       if (norm_avx512()) {
-        const Buffer<float> columns = scratch<float>(2 * ceil_div(d, int64_t(16)) * 16);
+        const Buffer<float> columns = scratch<float>(kColumnScratch(ceil_div(d, int64_t(16)) * 16));
         layer_norm_backward_rows_avx512(dx, pg.get() + b * d, pb.get() + b * d, dy, x, gamma, mean, inv_std, r0, r1,
                                         rows, d, columns.get(), stream);
         return;
