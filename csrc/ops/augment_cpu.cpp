@@ -317,13 +317,11 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
 
 // Samples per block of augment and augment_generated: about 16K elements, and where that is 16
 // samples or more a multiple of 16 (the parameter draw's groups of 16 samples, bind_augment.cpp;
-// a block starting inside a group draws that group's blocks too); images of up to 4K elements
-// (3x32x32) take 16 samples too, so that no group is drawn twice. Larger images get blocks of
+// a block starting inside a group draws that group's blocks too). Large images get blocks of
 // fewer samples, down to 1, so that a batch of 16 224x224 images is not one block on one thread.
 int64_t samples_per_block(int64_t count) {
   const int64_t samples = std::max<int64_t>(1, (16 * 1024) / count);
-  if (samples < 16) return count <= 4096 ? 16 : samples;
-  return samples / 16 * 16;
+  return samples < 16 ? samples : samples / 16 * 16;
 }
 
 // The loop of augment and augment_generated: blocks of `block` samples (at least about 16K
