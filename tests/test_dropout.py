@@ -245,6 +245,19 @@ def test_gaussian_noise_matches_reference(device, shape, dtype):
 
 # ---- properties of the stream ----
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_noise_of_an_element_does_not_depend_on_the_length(device, dtype):
+    # Element i's noise is a function of (seed, offset, i) and x[i] only: a prefix of the array
+    # gets the bits of the whole array's first elements (the float32 AVX-512 kernel's last step
+    # once rounded x + std z as one fused multiply-add where its full steps rounded twice).
+    rng = np.random.default_rng(seed_of("noise prefix", dtype))
+    x = to_device(device, rng.standard_normal(700).astype(dtype))
+    whole = to_numpy(ops.gaussian_noise(x, 0.3, seed=5, offset=3))
+    for n in (1, 15, 16, 17, 63, 64, 65, 128, 129, 192, 193, 255, 300, 699):
+        part = to_numpy(ops.gaussian_noise(x[:n], 0.3, seed=5, offset=3))
+        assert np.array_equal(part, whole[:n]), n
+
+
 def test_mask_is_a_function_of_seed_offset_and_index():
     seed, offset, p = 2**63 + 11, 2**40 + 3, 0.3
     n = 1000

@@ -222,13 +222,21 @@ __attribute__((target("avx512f"), always_inline)) inline void normal_lanes(__m51
 }
 
 // y = x scale + (mean + std z) in float (without the scale when it is 1, without the mean when it
-// is 0), on the 16 lanes of `keep`.
+// is 0), on the 16 lanes of `keep`: std z + mean one fused multiply-add (std z alone without the
+// mean), x scale rounded, then their sum rounded. GCC lowers these intrinsics to generic vector
+// operations and contracted a product and the sum into one multiply-add in some inlined copies
+// and not in others (the last step of a call, but not the steps of 128), so an element's bits
+// depended on the array's length; the empty asm statements keep each product's own rounding.
 __attribute__((target("avx512f"), always_inline)) inline void add16(float* y, const float* x, __m512 z, __m512 scale,
                                                                       bool with_scale, __m512 mean, __m512 std,
                                                                       bool with_mean, __mmask16 keep) {
-  const __m512 t = with_mean ? _mm512_fmadd_ps(std, z, mean) : _mm512_mul_ps(std, z);
+  __m512 t = with_mean ? _mm512_fmadd_ps(std, z, mean) : _mm512_mul_ps(std, z);
+  __asm__("" : "+v"(t));
   __m512 v = _mm512_maskz_loadu_ps(keep, x);
-  if (with_scale) v = _mm512_mul_ps(v, scale);
+  if (with_scale) {
+    v = _mm512_mul_ps(v, scale);
+    __asm__("" : "+v"(v));
+  }
   _mm512_mask_storeu_ps(y, keep, _mm512_add_ps(v, t));
 }
 
@@ -244,10 +252,6 @@ __attribute__((target("avx512f"))) void add_normals_f32_avx512(float* y, const f
   // (of 8 blocks when <= 32 remain: 784-element images end with 16). One core of the Zen 4 here,
   // 2026-12-07: 784 elements 0.65 us, 3072 elements 2.46 us (0.70 and 2.50 before normal_lanes'
   // shared rounds and packed last round); Philox is about 60% of it, Box-Muller about a third.
-  // Bits: add16's update is whatever GCC makes of its generic vector operations: in this build
-  // v + (std z) rounded twice in the steps of 128 and one fused multiply-add in the last step of
-  // <= 64 when the mean is 0 and the scale 1 (measured on this build's outputs; rewriting add16
-  // or its loops can move those roundings).
   PhiloxHead head(k0, k1, o0, o1);
   int64_t i0 = 0;
   for (; n - i0 > 64; i0 += 128, j0 += 32) {
