@@ -17,16 +17,19 @@ After the rows, ``report`` prints the hand loop's per-step budget (CPU only), me
 run at the run's thread count: each part's wall time inside the step (the compiled kernels'
 calls timed one by one during an epoch: GEMMs (``linear``, ``linear_backward`` with the last
 layer's bias reduction), optimizer, batch norms, dropouts, minibatch gather and loss, and the
-rest, Python), the medians over the steps in which the process's threads (almost) never waited
-for a CPU (their run-queue waits under 2% of the step, from Linux schedstat: on a shared machine
-the first column also holds the time other processes took the cores; such steps of torch eager
-are compared too), the calls of the epoch's last full step (128 rows) replayed back to back (the
-step without its Python: the kernels' effects on each other's caches remain), each part's calls
-replayed alone in a hot loop (for Python: an epoch whose kernels are stubs that return the
-recorded step's outputs, the interpreter's work alone), and each part's floor: the GEMMs' flops at the SGEMM peak, the
-memory-bound parts' minimal traffic at the memory bandwidth (a DRAM roof: the optimizer's 8.6 MB
-of state and the activations stay in the 32 MB L3, so a cache-resident pass can beat it), Python
-none."""
+rest, Python; per-step means over the epoch), each part's median over the full steps of 2 more
+epochs in which the process's threads (almost) never waited for a CPU ("no CPU wait": their
+run-queue waits, from Linux schedstat, under 2% of the step; on a shared machine the first
+column also holds the time other processes took the cores; a diagnostic of where the time
+goes, not a replacement for the epoch rows), the calls of the epoch's last full step (128 rows)
+replayed back to back (the step without its Python: the kernels' effects on each other's caches
+remain), each part's calls replayed alone in a hot loop (for Python: an epoch whose kernels are
+stubs that return the recorded step's outputs, the interpreter's work alone), and each part's
+floor: the GEMMs' flops at the SGEMM peak, the memory-bound parts' minimal traffic at the run's
+header memory bandwidth (a DRAM roof: the optimizer's 8.6 MB of state and the activations stay
+in the 32 MB L3, so a cache-resident pass can beat it), Python none. Last, the one-thread
+process CPU time per step of the hand loop and of train.fit (their own work, which other
+processes hardly change)."""
 
 import numpy as np
 
@@ -67,11 +70,9 @@ def _fusednn_epoch(dev, x, y, batches):
     loss = SoftmaxCrossEntropy()
     x, y, batches = dev.array(x), dev.array(y), [dev.array(b) for b in batches]
 
-    def epoch(on_step=None):
+    def epoch():
         model.train()
         for idx in batches:
-            if on_step is not None:
-                on_step(len(idx))
             logits = model.forward(ops.gather_rows(x, idx))  # x[idx], copied in parallel
             _, dlogits = loss.value_and_grad(logits, y[idx])
             model.backward(dlogits)
@@ -154,11 +155,9 @@ def _torch_epoch(dev, x, y, batches, compile=False):
     if compile:
         forward_loss = torch.compile(forward_loss)
 
-    def epoch(on_step=None):
+    def epoch():
         model.train()
         for idx in tbatches:
-            if on_step is not None:
-                on_step(len(idx))
             opt.zero_grad(set_to_none=True)
             loss = forward_loss(tx[idx], ty[idx])
             loss.backward()
@@ -312,6 +311,7 @@ def report(dev, peaks):
     n = QUICK_N if dev.quick else N
     x, y, batches = _data(n)
     steps = len(batches)
+    full = sum(len(b) == BATCH for b in batches)
     epoch = _fusednn_epoch(dev, x, y, batches)
     calls = {}
     undo = _timed_kernels(collections.defaultdict(float), calls)
@@ -375,21 +375,12 @@ def report(dev, peaks):
                      "quiet_seconds_per_step": q, "replayed_seconds_per_step": r, "alone_seconds_per_step": a,
                      "floor_seconds_per_step": floor})
     if quiet:
-        print(f"  no CPU wait: the medians over the {quiet_count} full steps of 2 more epochs ({2 * steps} steps) "
+        print(f"  no CPU wait: the medians over the {quiet_count} full steps (of 2 more epochs' {2 * full}) "
               f"in which the process's threads waited for a CPU less than {QUIET_WAIT:.0%} of the step; their step "
               f"{quiet['step'] * 1e3:.3f} ms = {quiet['step'] / floors['GEMMs']:.2f}x the GEMM floor")
     else:
         why = "no such step" if quiet_count == 0 else "not measured (no /proc/self/task/*/schedstat)"
         print(f"  no CPU wait: {why}")
-    if dev.torch is not None:
-        mine, theirs = _steps_without_wait(epoch, _torch_epoch(dev, x, y, batches))
-        if mine[0] and theirs[0]:
-            print(f"  steps without CPU wait, hand loop against torch eager (2 interleaved epochs each): fusednn "
-                  f"{mine[0] * 1e3:.3f} ms ({mine[1]} of {2 * steps} steps), torch {theirs[0] * 1e3:.3f} ms "
-                  f"({theirs[1]} of {2 * steps}): {theirs[0] / mine[0]:.2f}x")
-            rows.append({"family": "train", "case": "steps without CPU wait vs torch eager",
-                         "seconds_per_step": mine[0], "torch_seconds_per_step": theirs[0], "steps": mine[1],
-                         "torch_steps": theirs[1]})
     hand, fit = _one_thread_cpu(dev)
     print(f"  one thread, process CPU time per step ({QUICK_N} samples, medians of 5 interleaved epochs, which other "
           f"processes hardly change): hand loop {hand * 1e3:.3f} ms, train.fit {fit * 1e3:.3f} ms ({fit / hand:.3f}x)")
@@ -403,39 +394,6 @@ def report(dev, peaks):
 
 
 QUIET_WAIT = 0.02  # a step is quiet when its threads waited for a CPU less than this share of its time, together
-
-
-def _steps_without_wait(*epochs):
-    """Per epoch function given (each takes on_step): the median wall time of its full steps
-    during which the threads of this process (almost) never waited on a run queue (see
-    _quiet_steps), over two rounds that run every epoch in turn after a warm-up, and the number
-    of such steps; (None, 0) without any, (None, None) where schedstat is not available."""
-    import os
-    import statistics
-    import time
-    clock = time.perf_counter
-    kept = [[] for _ in epochs]
-    for epoch in epochs:
-        epoch()  # the warm-up; its threads (torch's) exist from here on
-    fds = _schedstat_files()
-    if fds is None:
-        return [(None, None)] * len(epochs)
-    read = lambda: sum(int(os.pread(fd, 200, 0).split()[1]) for fd in fds) * 1e-9  # noqa: E731
-    try:
-        for _ in range(2):
-            for epoch, steps in zip(epochs, kept):
-                last = {"full": False}
-
-                def on_step(rows, _last=last, _steps=steps):
-                    now = clock()
-                    if _last["full"] and read() - _last["wait"] < QUIET_WAIT * (now - _last["start"]):
-                        _steps.append(now - _last["start"])
-                    _last.update(full=rows == BATCH, wait=read(), start=clock())
-                epoch(on_step)
-    finally:
-        for fd in fds:
-            os.close(fd)
-    return [((statistics.median(steps) if steps else None), len(steps)) for steps in kept]
 
 
 def _one_thread_cpu(dev):
@@ -505,7 +463,17 @@ def _quiet_steps(epoch):
     fds = _schedstat_files()
     if fds is None:
         return {}, None
-    read = lambda: sum(int(os.pread(fd, 200, 0).split()[1]) for fd in fds) * 1e-9  # noqa: E731
+    last = [0] * len(fds)
+
+    def read():
+        # Seconds the threads have waited on run queues; a thread that has ended keeps its last
+        # count (reading its file raises).
+        for k, fd in enumerate(fds):
+            try:
+                last[k] = int(os.pread(fd, 200, 0).split()[1])
+            except OSError:
+                pass
+        return sum(last) * 1e-9
     gather = _C.gather_rows
     clock = time.perf_counter
     steps = []  # (wall, parts) of the quiet full steps
