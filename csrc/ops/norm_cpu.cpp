@@ -676,6 +676,15 @@ FDNN_AVX512_INLINE __m512 rounded_product(__m512 a, __m512 b) {
 // (store_row_avx512), which cb and cg are placed to share. 8192 x 1024 streamed, one core, out=
 // at x's offset and 48 bytes past: 3.7-4.5 against 4.5-5.9 ms in 2 interleaved process pairs of
 // same-tree builds under contention; 64 x 1024 in L2: 0.35 against 0.34 ns per element.)
+// Measured and not kept (2026-12-07, one core): the column partials held in registers over a
+// 16-row block, 64 columns at a time, in a third pass over the block's rows from L2 (5.5-6.5
+// against 3.7-5.1 ms for 8192 x 1024); in the first pass as two arrays placed by a search for
+// offsets modulo 4096 behind the loads (64 x 1024 in L2: 0.35-0.62 ns per element by placement,
+// against 0.32-0.36 for the two sums interleaved per 16 columns); dx as
+// inv_std (g - mean_g) - (inv_std^2 mean_gx)(x - mu), one multiplication fewer (no gain: the loop
+// is not bound by its arithmetic). Not tried for lack of a measurable cause: merging a row's last
+// partial line with the next row's first before streaming it (at one thread, out= at x's offset,
+// partial lines, was as fast as 64-byte aligned out=, whole lines).
 struct LnDxVec {
   const float *dy, *x, *gamma, *next_dy, *next_x;
   float *cb, *cg;
