@@ -7,8 +7,8 @@ PyTorch on the same device (when importable) in the same run, each as the median
 calls after warm-up (wall time on the CPU, CUDA events on the GPU). The machine's ceilings are
 measured in the same run: on the CPU the SGEMM peak (a large BLAS sgemm) and the memory
 bandwidth (an in-place streaming pass, one thread per core, counting bytes read and written),
-on the GPU the copy bandwidth and CuPy's SGEMM rate; so "% of peak" compares numbers taken
-minutes apart on the same machine.
+on the GPU the copy bandwidth and CuPy's SGEMM rate. On the CPU the bandwidth is measured again
+around each memory-bound case, whose "% of" is of that local roof (``run_cases``).
 """
 
 import dataclasses
@@ -146,23 +146,31 @@ def sgemm_peak(repeat=5, size=3072):
     return 2.0 * size**3 / t / 1e9
 
 
-def memory_bandwidth(repeat=7, megabytes=256, threads=None):
-    """GB/s of `x *= a` over a 256 MB float32 array, split over one thread per core (NumPy
-    releases the GIL in ufuncs), counting each byte read and written."""
-    threads = threads or os.cpu_count() or 1
-    x = np.ones(megabytes * 2**20 // 4, np.float32)
-    parts = np.array_split(x, threads)
-    factor = np.float32(1.0000001)
+class BandwidthProbe:
+    """The in-place memory roof: GB/s of `x *= a` over a float32 array of `megabytes` MB, split
+    over one thread per core (NumPy releases the GIL in ufuncs), counting each byte read and
+    written. The array is kept, so the probe can be measured again next to each memory-bound case
+    (``run_cases``): this VM's roof was seen to move between 47 and 88 GB/s from one minute to
+    the next, so a roof taken at the start of a run says little about a case timed a minute
+    later."""
 
-    def scale_all():
-        workers = [threading.Thread(target=np.multiply, args=(p, factor), kwargs={"out": p}) for p in parts]
+    def __init__(self, megabytes=256, threads=None):
+        self.threads = threads or os.cpu_count() or 1
+        self.x = np.ones(megabytes * 2**20 // 4, np.float32)
+        self.parts = np.array_split(self.x, self.threads)
+        self.factor = np.float32(1.0000001)
+
+    def _scale_all(self):
+        workers = [threading.Thread(target=np.multiply, args=(p, self.factor), kwargs={"out": p}) for p in self.parts]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
 
-    t = median_seconds(scale_all, repeat, warmup=1)
-    return 2.0 * x.nbytes / t / 1e9
+    def measure(self, repeat=7, settle=0.25):
+        """GB/s of the median pass of `repeat`, after one warm-up pass."""
+        t = median_seconds(self._scale_all, repeat, warmup=1, settle=settle)
+        return 2.0 * self.x.nbytes / t / 1e9
 
 
 def streaming_passes(reads=(), copies=(), pairs=()):
@@ -254,7 +262,7 @@ def cuda_ceilings():
     return {"bandwidth_gbytes": 2 * 256 * 2**20 * 4 / copy / 1e9, "sgemm_gflops": 2 * n**3 / gemm / 1e9}
 
 
-def _rows(case, times, peaks):
+def _rows(case, times, peaks, local_roof=None):
     rows = []
     for impl in ["fusednn"] + [k for k in case.impls if k not in ("fusednn", "numpy", "torch")]:
         t = times[impl]
@@ -268,16 +276,21 @@ def _rows(case, times, peaks):
             row["roof"] = "SGEMM peak"
         elif case.bytes:
             row["gbytes_per_s"] = case.bytes / t / 1e9
-            row["fraction_of_peak"] = row["gbytes_per_s"] / peaks["bandwidth_gbytes"]
-            row["roof"] = "memory bandwidth"
+            row["roof_gbytes_per_s"] = local_roof or peaks["bandwidth_gbytes"]
+            row["fraction_of_peak"] = row["gbytes_per_s"] / row["roof_gbytes_per_s"]
+            row["roof"] = "memory bandwidth next to the case" if local_roof else "memory bandwidth"
         rows.append(row)
     return rows
 
 
-def run_cases(cases, repeat, peaks, timer=median_seconds):
-    """Times every case with `timer`; returns the result dicts (one per fusednn path)."""
+def run_cases(cases, repeat, peaks, timer=median_seconds, roof_probe=None):
+    """Times every case with `timer`; returns the result dicts (one per fusednn path). With a
+    ``BandwidthProbe``, each memory-bound case (``bytes``) gets its own roof: the probe's median
+    of 3 passes just before the case and just after it, the larger of the two (a roof taken
+    minutes away from the case would compare it with another state of the machine)."""
     results = []
     for case in cases:
+        before = roof_probe.measure(3) if roof_probe is not None and case.bytes else None
         if case.interleave and timer is median_seconds:
             present = {impl: fn for impl, fn in case.impls.items() if fn is not None}
             times = {impl: None for impl in case.impls}
@@ -286,7 +299,8 @@ def run_cases(cases, repeat, peaks, timer=median_seconds):
             times = {}
             for impl, fn in case.impls.items():
                 times[impl] = None if fn is None else timer(fn, case.repeat or repeat, case.warmup)
-        for row in _rows(case, times, peaks):
+        local_roof = max(before, roof_probe.measure(3)) if before is not None else None
+        for row in _rows(case, times, peaks, local_roof):
             results.append(row)
             print(format_row(row), flush=True)
     return results
@@ -302,7 +316,7 @@ def format_row(row):
     if "gflops" in row:
         rate = f"{row['gflops']:.0f} GFLOP/s = {row['fraction_of_peak']:.0%} of SGEMM peak"
     elif "gbytes_per_s" in row:
-        rate = f"{row['gbytes_per_s']:.1f} GB/s = {row['fraction_of_peak']:.0%} of bandwidth"
+        rate = f"{row['gbytes_per_s']:.1f} GB/s = {row['fraction_of_peak']:.0%} of {row['roof_gbytes_per_s']:.1f} GB/s"
     else:
         rate = ""
     return (f"{row['family'] + ' ' + row['case']:44} {format_time(s['fusednn']):>10} {format_time(s.get('numpy')):>10} "

@@ -21,8 +21,8 @@ except ImportError:
     torch = None
 
 import fusednn  # noqa: E402
-from harness import (DRAM_FACTOR, HEADER, Device, cuda_ceilings, cuda_median_seconds, l3_cache_bytes,  # noqa: E402
-                     median_seconds, memory_bandwidth, run_cases, sgemm_peak)
+from harness import (DRAM_FACTOR, HEADER, BandwidthProbe, Device, cuda_ceilings, cuda_median_seconds,  # noqa: E402
+                     l3_cache_bytes, median_seconds, run_cases, sgemm_peak)
 
 FAMILIES = ["linear", "xent", "norm", "dropout", "activation", "gather", "optim", "rnn", "augment", "conv", "train",
             "train_contention"]
@@ -82,6 +82,7 @@ def main(argv=None):
         print(f"ceilings: copy bandwidth {peaks['bandwidth_gbytes']:.0f} GB/s, SGEMM {peaks['sgemm_gflops']:.0f} "
               "GFLOP/s (CuPy matmul 8192^3); the 'numpy' column is the CuPy reference\n")
         timer = cuda_median_seconds
+        roof_probe = None
     else:
         print(f"fusednn {info['version']} | {platform.processor() or platform.machine()} | {threads} threads | "
               f"ISA path {info['isa_path_selected']} | BLAS core {info['blas_core']}"
@@ -90,19 +91,20 @@ def main(argv=None):
         size, mb = (1024, 64) if args.quick else (3072, 256)
         l3 = l3_cache_bytes()
         mb = max(mb, 0 if args.quick else DRAM_FACTOR * l3 // 2**20)
-        peaks = {"sgemm_gflops": sgemm_peak(size=size), "bandwidth_gbytes": memory_bandwidth(megabytes=mb),
-                 "l3_bytes": l3}
+        roof_probe = BandwidthProbe(megabytes=mb)
+        peaks = {"sgemm_gflops": sgemm_peak(size=size), "bandwidth_gbytes": roof_probe.measure(), "l3_bytes": l3}
         print(f"ceilings: SGEMM peak {peaks['sgemm_gflops']:.0f} GFLOP/s (NumPy sgemm {size}^3), memory bandwidth "
               f"{peaks['bandwidth_gbytes']:.1f} GB/s (x *= a over {mb} MB, read + write) | L3 {l3 / 2**20:.0f} MiB "
               f"(OS report): memory-bound cases stream >= {DRAM_FACTOR}x that per call"
-              f"{' (not in --quick)' if args.quick else ''}\n")
+              f"{' (not in --quick)' if args.quick else ''}; each memory-bound row's % is of the roof measured "
+              "again just before and after it (the larger)\n")
         timer = median_seconds
     print(HEADER)
     results = []
     for family in families:
         module_name, list_name = CASE_LISTS.get(family, (f"bench_{family}", "cases"))
         module = importlib.import_module(module_name)
-        results += run_cases(getattr(module, list_name)(dev), args.repeat, peaks, timer=timer)
+        results += run_cases(getattr(module, list_name)(dev), args.repeat, peaks, timer=timer, roof_probe=roof_probe)
         if list_name == "cases" and hasattr(module, "report"):  # a family's own summary after its rows
             results += module.report(dev, peaks)
     if args.json:
