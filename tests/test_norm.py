@@ -708,39 +708,39 @@ def test_layer_norm_streamed_output_matches_small_calls(device, activation):
             np.testing.assert_array_equal(to_numpy(got[rows]).view(np.uint32), to_numpy(small).view(np.uint32))
 
 
-def _at_offset(like, offset, ref=None):
-    """An uninitialized float32 array of like's shape whose address is ref's (default: like's)
-    plus `offset` bytes modulo 4096 (offset a multiple of 4)."""
+def _at_offset(like, offset):
+    """An uninitialized float32 array of like's shape whose address is like's plus `offset` bytes
+    modulo 4096 (offset a multiple of 4)."""
     n = like.size
     buf = np.empty(n + 2048, np.float32)
-    start = ((like if ref is None else ref).ctypes.data + offset - buf.ctypes.data) % 4096 // 4
+    start = (like.ctypes.data + offset - buf.ctypes.data) % 4096 // 4
     return buf[start:start + n].reshape(like.shape)
 
 
-@pytest.mark.parametrize("shape", [(4096, 1024), (300, 1040), (64, 1024), (7, 33)])
+@pytest.mark.parametrize("shape", [(4096, 1024), (300, 1040), (40, 1041), (64, 1024), (7, 33)])
 def test_layer_norm_out_address_does_not_change_results(shape):
     """The float32 AVX-512 loops store a row from its end to its start where the output lies, modulo
     4096, just past an input (csrc/ops/norm_cpu.cpp, store_backward), and from its start otherwise;
     (4096, 1024) is streamed (16 MiB outputs), 1040 columns move each row's offset modulo 4096. The
     results (y, mean, inv_std, dx, dgamma, dbeta) are the same bits for y and dx at every address
-    relative to x and dy, with gamma and beta just before them, as in the allocating calls."""
+    relative to x, dy, gamma and beta as in the allocating calls."""
     rng = np.random.default_rng(seed_of("ln out address", *shape))
     x, gamma, beta = make_ln(shape, rng, np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
-    y, mean, inv_std = ops.layer_norm(x, gamma, beta)
-    expected = (y, mean, inv_std, *ops.layer_norm_backward(dy, x, gamma, mean, inv_std))
-    for offset in (-1024, -64, -48, -4, 0, 4, 16, 48, 64, 256, 1024, 2048):
-        y_o, dx_o = _at_offset(x, offset), _at_offset(dy, offset)
-        # gamma and beta just before the outputs modulo 4096 (the kernels copy them elsewhere)
-        g_o, b_o = _at_offset(gamma, offset - 112, x), _at_offset(beta, offset - 96, x)
-        g_o[...], b_o[...] = gamma, beta
-        stats = (np.empty(shape[0], np.float32), np.empty(shape[0], np.float32))
-        ops.layer_norm(x, g_o, b_o, out=(y_o, *stats))
-        got = (y_o, *stats, *ops.layer_norm_backward(dy, x, g_o, *stats,
-                                                     out=(dx_o, np.empty(shape[1], np.float32),
-                                                          np.empty(shape[1], np.float32))))
-        for i, (a, b) in enumerate(zip(got, expected)):
-            assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), (offset, i)
+    # Without gamma, beta only, and with the ReLU too, on the small shapes.
+    variants = [(gamma, beta, None)] + ([(None, None, None), (None, beta, "relu")] if shape[0] < 100 else [])
+    for g, b, act in variants:
+        y, mean, inv_std = ops.layer_norm(x, g, b, activation=act)
+        expected = (y, mean, inv_std, *ops.layer_norm_backward(dy, x, g, mean, inv_std))
+        for offset in (-1024, -64, -48, -4, 0, 4, 16, 48, 64, 256, 1024, 2048):
+            y_o, dx_o = _at_offset(x, offset), _at_offset(dy, offset)
+            stats = (np.empty(shape[0], np.float32), np.empty(shape[0], np.float32))
+            ops.layer_norm(x, g, b, activation=act, out=(y_o, *stats))
+            got = (y_o, *stats, *ops.layer_norm_backward(dy, x, g, *stats,
+                                                         out=(dx_o, np.empty(shape[1], np.float32),
+                                                              np.empty(shape[1], np.float32))))
+            for i, (u, v) in enumerate(zip(got, expected)):
+                assert np.array_equal(u.view(np.uint32), v.view(np.uint32)), (g is None, act, offset, i)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -4,7 +4,6 @@
 // kernel pass. (Layer norm on float32 with AVX-512 sums float partials of at most 16 terms per
 // lane before they go into double, the forward's M2 and the backward: see its section.)
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -371,7 +370,7 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
 // ---- layer norm on float32 with AVX-512F (where the CPU has it, for every row count) ----
 //
 // The generic loops above took 3.4-3.9 ms (forward) and 6.6-8.2 ms (backward) of one Zen 4 core
-// for 8192 x 1024 (CPU time, under contention), against ~2.9 and ~5.5 ms here: their streamed
+// for 8192 x 1024 (CPU time, under contention), against ~2.2 and ~4.2 ms here (2026-12-07): their streamed
 // stores are SSE (4 floats per instruction, cpu/stream_store.h), and the backward converted every
 // term of its row sums and of its column sums to double and made a second pass over each
 // block's rows for the column sums. Here the loops are 16 floats wide (streaming stores
@@ -382,8 +381,9 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
 // cache and ~3.0 ms for 8192 x 1024, against ~0.135 and ~2.8 ms with the float M2, and ~0.12
 // and ~2.6 ms with a float mean too, which was not accurate enough: medians of 15-30 calls under
 // contention, one build each), and its column sums are float partials over kColRows rows (in the
-// pass that writes dx) added into the block's double partial row: every sum is double across its float blocks, whose fixed
-// boundaries depend on neither the thread count nor the output's alignment.
+// pass that writes dx) added into the block's double partial row: every sum is double across its
+// float blocks, whose fixed boundaries depend on neither the thread count nor the output's
+// alignment.
 bool norm_avx512() { return avx512_paths_enabled(); }
 
 constexpr int64_t kColRows = 16;    // rows per float column partial of the backward
@@ -441,48 +441,24 @@ template <class F> FDNN_AVX512_INLINE void store_whole(float* out, int64_t j, bo
 // before it and after the last full one: the stores, and the loads of inputs at out's offset
 // modulo 64 (NumPy's large arrays all start 16 bytes past a page), do not cross cache lines
 // (64 x 1024 in L2, all arrays 16 bytes past a line, one core: forward 0.233 against 0.256,
-// backward 0.34 against 0.37-0.42 ns per element with ordinary stores from the row's start). Where stream: streaming stores, 16 bytes wide in the partial vectors (a row's head and
+// backward 0.34 against 0.37-0.42 ns per element with ordinary stores from the row's start).
+// Where stream: streaming stores, 16 bytes wide in the partial vectors (a row's head and
 // tail stored in the ordinary way shared their lines with streamed stores and were slower than
 // the SSE loops). Ordinary stores otherwise; the values are the same either way. backward: the
 // same vectors, from the row's end to its start (see store_backward).
 template <class F>
-FDNN_AVX512_INLINE void store_row_avx512(float* out, int64_t n, bool stream, bool backward, const float* next,
-                                         const F& f) {
-  const uintptr_t address = reinterpret_cast<uintptr_t>(out);
-  if (address % sizeof(float) != 0) {  // the vectors from the row's start, ordinary stores
-    const int64_t full = n / 16 * 16;
-    for (int64_t j = 0; j < full; j += 16) _mm512_storeu_ps(out + j, f(j, __mmask16(0xFFFF)));
-    if (full < n) _mm512_mask_storeu_ps(out + full, first_lanes(n - full), f(full, first_lanes(n - full)));
-    return;
-  }
+FDNN_AVX512_INLINE void store_row_avx512(float* out, int64_t n, bool stream, bool backward, const F& f) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(out);  // float-aligned (the bindings' outputs are)
   const int64_t head = std::min<int64_t>(n, static_cast<int64_t>((64 - address % 64) % 64 / sizeof(float)));
   const int64_t full = head + (n - head) / 16 * 16;
-  // The split column c: forward, the vectors from c to the row's end and then from its start to
-  // c; backward, from c down to the row's start and then from its end down to c, so that the
-  // last stores (the kAliasBytes below c forward, above it backward) lie about 3 KiB past `next`
-  // (the next row's first input, null: none) modulo 4096, where that row's loads reach only after
-  // most of a page (they would meet the stores at once where the direction is backward and the
-  // row ends at its start). Measured at 2 threads, 8192 x 1024 fwd + bwd: within noise of the
-  // unsplit loops at the offsets tried (3.6-4.0 against 3.7-3.9 ms).
-  int64_t c = 0;
-  if (next) {
-    const uintptr_t target = backward ? 3008 : 4032;
-    const uintptr_t ahead = (target + reinterpret_cast<uintptr_t>(next) - address) % 4096;
-    const int64_t t = static_cast<int64_t>(ahead / sizeof(float));
-    if (t < full && t >= head) c = head + (t - head) / 16 * 16;
-  }
   if (backward) {
-    for (int64_t j = c - 16; j >= head; j -= 16) store_whole(out, j, stream, f);
-    if (head > 0 && c > 0) store_part(out, 0, head, stream, f);
     if (full < n) store_part(out, full, n - full, stream, f);
-    for (int64_t j = full - 16; j >= std::max(c, head); j -= 16) store_whole(out, j, stream, f);
-    if (head > 0 && c == 0) store_part(out, 0, head, stream, f);
+    for (int64_t j = full - 16; j >= head; j -= 16) store_whole(out, j, stream, f);
+    if (head > 0) store_part(out, 0, head, stream, f);
   } else {
-    if (head > 0 && c == 0) store_part(out, 0, head, stream, f);
-    for (int64_t j = std::max(c, head); j < full; j += 16) store_whole(out, j, stream, f);
+    if (head > 0) store_part(out, 0, head, stream, f);
+    for (int64_t j = head; j < full; j += 16) store_whole(out, j, stream, f);
     if (full < n) store_part(out, full, n - full, stream, f);
-    if (head > 0 && c > 0) store_part(out, 0, head, stream, f);
-    for (int64_t j = head; j < c; j += 16) store_whole(out, j, stream, f);
   }
 }
 
@@ -496,7 +472,7 @@ FDNN_AVX512_INLINE void store_row_avx512(float* out, int64_t n, bool stream, boo
 // took 3.1-4.0 ms of one core for the forward against 2.5 at offset 0 or below; run backward
 // there, 2.2-2.4 at every offset (one-thread CPU time, 2026-12-07, under contention).
 constexpr uintptr_t kAliasBytes = 1024;
-inline bool store_backward(const float* out, const float* a, const float* b, const float* c) {
+FDNN_AVX512_INLINE bool store_backward(const float* out, const float* a, const float* b, const float* c) {
   bool ahead = false, behind = false;
   for (const float* in : {a, b, c}) {
     if (!in) continue;
@@ -599,50 +575,6 @@ FDNN_AVX512_INLINE MeanM2 ln_forward_row_stats(const float* x, int64_t d) {
   return {static_cast<double>(d), mean, m2};
 }
 
-// gamma and beta (either may be null) copied into `buffer` (kParamScratch(d) floats, 64-byte
-// aligned: the thread's scratch in slot kParamSlot) 128 and 256 bytes past `out` (the block's
-// first output row) modulo 4096 where the row's stores run forward by the block's data inputs
-// `in`, `in2` (store_backward), before it where they run backward: on the safe side of the stores
-// either way, away from those inputs' offsets. The values are the same. (gamma and beta where
-// the caller put them could lie just past the output modulo 4096 with x elsewhere, so that no
-// direction suited both: 8192 x 1024 with dx at x's offset + 48 bytes and NumPy's gamma 160 bytes
-// before it took ~7.0 ms of one core for the backward against 4.4-4.8 with the copies; the
-// forward with y at x's offset, where that gamma suited the direction, 2.10 against 2.22-2.25.)
-constexpr int kParamSlot = 48;  // thread_scratch slot of the copies
-constexpr int64_t kParamScratch(int64_t d) { return 2 * ((d + 1023) / 1024 * 1024 + 1024); }
-// call: an id of the kernel call (next_param_call): a thread copies once per call and placement
-// (a copy per block of rows cost ~10% of the forward of 8192 x 1024).
-inline uint64_t next_param_call() {
-  static std::atomic<uint64_t> calls{0};
-  return ++calls;
-}
-inline void params_near_output(const float*& gamma, const float*& beta, int64_t d, const float* out,
-                               const float* in, const float* in2, uint64_t call) {
-  const bool backward = store_backward(out, in, in2, nullptr);
-  const uintptr_t key = reinterpret_cast<uintptr_t>(out) % 4096 * 2 + backward;
-  thread_local uint64_t last_call = 0;
-  thread_local uintptr_t last_key = 0;
-  thread_local const float* copies[2];
-  float* buffer = thread_scratch<float, kParamSlot>(kParamScratch(d));
-  const bool fresh = last_call != call || last_key != key;
-  last_call = call;
-  last_key = key;
-  const int64_t slot = (d + 1023) / 1024 * 1024 + 1024;
-  int k = 0;
-  for (const float** p : {&gamma, &beta}) {
-    ++k;
-    if (!*p) continue;
-    if (fresh) {
-      float* start = buffer + (k - 1) * slot;
-      const uintptr_t target = reinterpret_cast<uintptr_t>(out) + (backward ? -128 * k : 128 * k);
-      float* at = start + (target - reinterpret_cast<uintptr_t>(start)) % 4096 / sizeof(float);
-      std::copy(*p, *p + d, at);
-      copies[k - 1] = at;
-    }
-    *p = copies[k - 1];
-  }
-}
-
 template <bool Relu>
 FDNN_AVX512 void layer_norm_rows_avx512(float* y, float* mean, float* inv_std, const float* x, const float* gamma,
                                         const float* beta, int64_t r0, int64_t r1, int64_t d, double eps,
@@ -654,8 +586,7 @@ FDNN_AVX512 void layer_norm_rows_avx512(float* y, float* mean, float* inv_std, c
     const float is = static_cast<float>(inv_std_of(st.m2 / static_cast<double>(d), eps));
     mean[r] = mu;
     inv_std[r] = is;
-    store_row_avx512(y + r * d, d, stream, store_backward(y + r * d, xr, gamma, beta), r + 1 < r1 ? xr + d : nullptr,
-                     LnForwardVec<Relu>{xr, gamma, beta, _mm512_set1_ps(mu), _mm512_set1_ps(is)});
+    store_row_avx512(y + r * d, d, stream, store_backward(y + r * d, xr, gamma, beta), LnForwardVec<Relu>{xr, gamma, beta, _mm512_set1_ps(mu), _mm512_set1_ps(is)});
   }
   if (stream) stream_fence();
 }
@@ -680,7 +611,8 @@ FDNN_AVX512_INLINE __m512 rounded_product(__m512 a, __m512 b) {
 // 16-row block, 64 columns at a time, in a third pass over the block's rows from L2 (5.5-6.5
 // against 3.7-5.1 ms for 8192 x 1024); in the first pass as two arrays placed by a search for
 // offsets modulo 4096 behind the loads (64 x 1024 in L2: 0.35-0.62 ns per element by placement,
-// against 0.32-0.36 for the two sums interleaved per 16 columns); dx as
+// against 0.32-0.36 for one scratch of the two sums interleaved per 16 columns, the layout
+// before the partials moved into this loop); dx as
 // inv_std (g - mean_g) - (inv_std^2 mean_gx)(x - mu), one multiplication fewer (no gain: the loop
 // is not bound by its arithmetic). Not tried for lack of a measurable cause: merging a row's last
 // partial line with the next row's first before streaming it (at one thread, out= at x's offset,
@@ -826,7 +758,7 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
       const float mg = static_cast<float>(layer_norm_mean(sum_g, d));
       const float mgx = static_cast<float>(layer_norm_mean(sum_gx, d));
       const bool ahead = r + kPrefetchRows < rows;
-      store_row_avx512(dx + r * d, d, stream, store_backward(dx + r * d, g, xr, gamma), r + 1 < r1 ? g + d : nullptr,
+      store_row_avx512(dx + r * d, d, stream, store_backward(dx + r * d, g, xr, gamma),
                        LnDxVec{g, xr, gamma, ahead ? g + kPrefetchRows * d : nullptr,
                                ahead ? xr + kPrefetchRows * d : nullptr, cb, cg, mu, is, _mm512_set1_ps(mg),
                                _mm512_set1_ps(mgx)});
@@ -1031,11 +963,8 @@ void layer_norm(T* y, T* mean, T* inv_std, const T* x, const T* gamma, const T* 
   if constexpr (std::is_same_v<T, float>) {
     if (norm_avx512()) {
       auto rows_avx512 = relu ? &layer_norm_rows_avx512<true> : &layer_norm_rows_avx512<false>;
-      const uint64_t call = next_param_call();
       parallel_for(rows, rows_per_block(d, 16384), 2 * d, [&](int64_t r0, int64_t r1) {
-        const float *g = gamma, *b = beta;
-        if (g || b) params_near_output(g, b, d, y + r0 * d, x + r0 * d, nullptr, call);
-        rows_avx512(y, mean, inv_std, x, g, b, r0, r1, d, eps, stream);
+        rows_avx512(y, mean, inv_std, x, gamma, beta, r0, r1, d, eps, stream);
       });
       return;
     }
@@ -1052,18 +981,13 @@ void layer_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
   const int64_t blocks = ceil_div(rows, rpb);
   Buffer<double> pg = scratch<double>(blocks * d), pb = scratch<double>(blocks * d);
   const bool stream = stream_rows<T>(rows * d);
-#if FDNN_NORM_AVX512
-  const uint64_t call = next_param_call();
-#endif
   parallel_for(rows, rpb, 3 * d, [&](int64_t r0, int64_t r1) {
     const int64_t b = r0 / rpb;
 #if FDNN_NORM_AVX512
     if constexpr (std::is_same_v<T, float>) {
       if (norm_avx512()) {
         const Buffer<float> columns = scratch<float>(kColumnScratch(ceil_div(d, int64_t(16)) * 16));
-        const float *g = gamma, *none = nullptr;
-        if (g) params_near_output(g, none, d, dx + r0 * d, dy + r0 * d, x + r0 * d, call);
-        layer_norm_backward_rows_avx512(dx, pg.get() + b * d, pb.get() + b * d, dy, x, g, mean, inv_std, r0, r1,
+        layer_norm_backward_rows_avx512(dx, pg.get() + b * d, pb.get() + b * d, dy, x, gamma, mean, inv_std, r0, r1,
                                         rows, d, columns.get(), stream);
         return;
       }
