@@ -147,21 +147,18 @@ struct PhiloxHead {
   }
 };
 
-// The 64 S float normals of blocks j0 .. j0 + 8 S - 1 of the stream `h` in element order (z[q]:
-// elements 16 q .. 16 q + 15). Philox runs on S registers of 8 blocks (middle_rounds' layout):
-// rounds 0-2 with the head's shared values while no block of the step carries into the counter's
-// high word (all of them in practice), rounds 0-8 in full otherwise; the last round writes, per
-// 64-bit lane l, words (0, 2) of block l as its 32-bit halves in A and words (1, 3) in B (one
-// shuffle and three-way xor for A, one masked shuffle for B), so that one Box-Muller call pairs
-// the words (0, 1) in the even lanes and (2, 3) in the odd lanes: its outputs hold the normals of
-// elements 4 l + (0, 2) and 4 l + (1, 3), put in element order by one two-source permute per 16.
+// Rounds 0-8 of Philox4x32-10 on blocks j0 .. j0 + 8 S - 1 of the stream `h`, in middle_rounds'
+// layout (S registers of 8 blocks on 64-bit lanes): rounds 0-2 with the head's shared values
+// while no block of the step carries into the counter's high word (all of them in practice),
+// in full otherwise; k0, k1: the key of round 9.
 template <int S>
-__attribute__((target("avx512f"), always_inline)) inline void normal_lanes(__m512 z[2 * S], PhiloxHead& h,
-                                                                             uint64_t j0) {
+__attribute__((target("avx512f"), always_inline)) inline void nine_rounds(__m512i c0[S], __m512i c1[S], __m512i c2[S],
+                                                                            __m512i c3[S], uint32_t& k0, uint32_t& k1,
+                                                                            PhiloxHead& h, uint64_t j0) {
   const uint32_t hi = static_cast<uint32_t>(j0 >> 32), lo = static_cast<uint32_t>(j0);
-  __m512i c0[S], c1[S], c2[S], c3[S];
   const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
-  uint32_t k0 = h.k0, k1 = h.k1;
+  k0 = h.k0;
+  k1 = h.k1;
   if (lo <= 0xFFFFFFFFu - 8 * S + 1) {
     // The step's blocks share the high word (none carries into it).
     if (hi != h.hi) h.head(hi);
@@ -201,6 +198,23 @@ __attribute__((target("avx512f"), always_inline)) inline void normal_lanes(__m51
     }
     middle_rounds<S, 9>(c0, c1, c2, c3, k0, k1);
   }
+}
+
+// The 64 S float normals of blocks j0 .. j0 + 8 S - 1 of the stream `h` in element order (z[q]:
+// elements 16 q .. 16 q + 15). Philox runs on S registers of 8 blocks (middle_rounds' layout):
+// rounds 0-2 with the head's shared values while no block of the step carries into the counter's
+// high word (all of them in practice), rounds 0-8 in full otherwise; the last round writes, per
+// 64-bit lane l, words (0, 2) of block l as its 32-bit halves in A and words (1, 3) in B (one
+// shuffle and three-way xor for A, one masked shuffle for B), so that one Box-Muller call pairs
+// the words (0, 1) in the even lanes and (2, 3) in the odd lanes: its outputs hold the normals of
+// elements 4 l + (0, 2) and 4 l + (1, 3), put in element order by one two-source permute per 16.
+template <int S>
+__attribute__((target("avx512f"), always_inline)) inline void normal_lanes(__m512 z[2 * S], PhiloxHead& h,
+                                                                             uint64_t j0) {
+  __m512i c0[S], c1[S], c2[S], c3[S];
+  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
+  uint32_t k0, k1;
+  nine_rounds<S>(c0, c1, c2, c3, k0, k1, h, j0);
   // Round 9: A = (hi(p1) ^ c1 ^ k0, hi(p0) ^ c3 ^ k1) = words (0, 2), B = (lo(p1), lo(p0)) =
   // words (1, 3) as the 32-bit halves of each 64-bit lane (shuffles 0xF5: elements 1, 1, 3, 3,
   // 0xA0: 0, 0, 2, 2 of each 128-bit lane, into the masked lanes).
@@ -303,55 +317,17 @@ struct KeepStream : PhiloxHead {
 
 // bits[r] bit 4 l + t: whether element 4 (j0 + 8 r + l) + t is kept, i.e. word t of block
 // j0 + 8 r + l is >= cut = threshold << 8 (dropout_keep for a threshold < 2^24). Philox runs as
-// middle_rounds' rounds (words in the low halves of 64-bit lanes), rounds 0-2 with KeepStream's
-// shared values; the last round keeps lo(p) in the high halves (a rotate, and a xor on the low
+// nine_rounds (words in the low halves of 64-bit lanes, rounds 0-2 with KeepStream's
+// shared values), then the last round keeps lo(p) in the high halves (a rotate, and a xor on the low
 // halves only), so that words 0 and 1 (2 and 3) of block l are the 32-bit lanes 2 l and 2 l + 1 of
 // one register: one compare each, and pdep spreads the two 16-bit masks to bits 4 l + (0, 1) and
 // 4 l + (2, 3).
 __attribute__((target("avx512f,bmi2"), always_inline)) inline void keep_bits(uint32_t bits[kKeepRegs],
                                                                               KeepStream& ks, uint64_t j0) {
-  const uint32_t hi = static_cast<uint32_t>(j0 >> 32), lo = static_cast<uint32_t>(j0);
   __m512i c0[kKeepRegs], c1[kKeepRegs], c2[kKeepRegs], c3[kKeepRegs];
   const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
-  uint32_t k0 = ks.k0, k1 = ks.k1;
-  if (lo <= 0xFFFFFFFFu - 8 * kKeepRegs + 1) {
-    // The step's blocks share the high word (none carries into it).
-    if (hi != ks.hi) ks.head(hi);
-    const __m512i jlo = _mm512_set1_epi32(static_cast<int>(lo));
-    for (int r = 0; r < kKeepRegs; ++r) {
-      // Round 0: c0 = u0, c1 = u1 (KeepStream::head), c2 = hi(p0) ^ o1 ^ k1, c3 = p0.
-      const __m512i j = _mm512_add_epi32(jlo, _mm512_set_epi64(8 * r + 7, 8 * r + 6, 8 * r + 5, 8 * r + 4,
-                                                               8 * r + 3, 8 * r + 2, 8 * r + 1, 8 * r));
-      const __m512i p0 = _mm512_mul_epu32(j, m0);
-      const __m512i d2 = _mm512_xor_si512(_mm512_srli_epi64(p0, 32), ks.a);
-      // Round 1: p0 = u0 M0 is shared: c2 = c3 ^ hi(u0 M0) ^ k1', c3 = lo(u0 M0) (in e).
-      const __m512i p1 = _mm512_mul_epu32(d2, m1);
-      c0[r] = _mm512_xor_si512(_mm512_srli_epi64(p1, 32), ks.b);
-      c1[r] = p1;
-      c2[r] = _mm512_xor_si512(p0, ks.c);
-    }
-    // Round 2: c3 is shared (folded into e).
-    for (int r = 0; r < kKeepRegs; ++r) {
-      const __m512i p0 = _mm512_mul_epu32(c0[r], m0), p1 = _mm512_mul_epu32(c2[r], m1);
-      c0[r] = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1, 32), c1[r], _mm512_set1_epi64(k0 + 2 * kPhiloxW0),
-                                        0x96);
-      c1[r] = p1;
-      c2[r] = _mm512_xor_si512(_mm512_srli_epi64(p0, 32), ks.e);
-      c3[r] = p0;
-    }
-    k0 += 3 * kPhiloxW0;
-    k1 += 3 * kPhiloxW1;
-    middle_rounds<kKeepRegs, 6>(c0, c1, c2, c3, k0, k1);
-  } else {
-    const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
-    for (int r = 0; r < kKeepRegs; ++r) {
-      c0[r] = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(j0 + 8 * static_cast<uint64_t>(r))), lane);
-      c1[r] = _mm512_srli_epi64(c0[r], 32);
-      c2[r] = _mm512_set1_epi64(ks.o0);
-      c3[r] = _mm512_set1_epi64(ks.o1);
-    }
-    middle_rounds<kKeepRegs, 9>(c0, c1, c2, c3, k0, k1);
-  }
+  uint32_t k0, k1;
+  nine_rounds<kKeepRegs>(c0, c1, c2, c3, k0, k1, ks, j0);
   // Round 9: w01 = (c0, c1) and w23 = (c2, c3) as the 32-bit lane pairs of each block.
   const __m512i key0 = _mm512_set1_epi64(k0), key1 = _mm512_set1_epi64(k1);
   for (int r = 0; r < kKeepRegs; ++r) {
