@@ -17,11 +17,7 @@ After the rows, ``report`` prints the hand loop's per-step budget (CPU only), me
 run at the run's thread count: each part's wall time inside the step (the compiled kernels'
 calls timed one by one during an epoch: GEMMs (``linear``, ``linear_backward`` with the last
 layer's bias reduction), optimizer, batch norms, dropouts, minibatch gather and loss, and the
-rest, Python; per-step means over the epoch), each part's median over the full steps of 2 more
-epochs in which the process's threads (almost) never waited for a CPU ("no CPU wait": their
-run-queue waits, from Linux schedstat, under 2% of the step; on a shared machine the first
-column also holds the time other processes took the cores; a diagnostic of where the time
-goes, not a replacement for the epoch rows), the calls of the epoch's last full step (128 rows)
+rest, Python; per-step means over the epoch), the calls of the epoch's last full step (128 rows)
 replayed back to back (the step without its Python: the kernels' effects on each other's caches
 remain), each part's calls replayed alone in a hot loop (for Python: an epoch whose kernels are
 stubs that return the recorded step's outputs, the interpreter's work alone), and each part's
@@ -311,7 +307,6 @@ def report(dev, peaks):
     n = QUICK_N if dev.quick else N
     x, y, batches = _data(n)
     steps = len(batches)
-    full = sum(len(b) == BATCH for b in batches)
     epoch = _fusednn_epoch(dev, x, y, batches)
     calls = {}
     undo = _timed_kernels(collections.defaultdict(float), calls)
@@ -331,7 +326,6 @@ def report(dev, peaks):
             undo()
     total, in_step = sorted(runs, key=lambda run: run[0])[1]  # the median epoch of 3, with its parts
     in_step["Python (the rest)"] = total - sum(in_step.values())
-    quiet, quiet_count = _quiet_steps(epoch)
     # The last full step's kernel calls replayed back to back in their order, 100 times (the step
     # without its Python: what remains is the kernels' effect on each other's caches), then
     # part by part (each part alone, hot from the one before); the best of 2 rounds, per step.
@@ -362,25 +356,17 @@ def report(dev, peaks):
     floors = _part_floors(peaks, steps)
     print(f"\nper-step budget of the hand loop ({steps} steps of batch {BATCH}, {total / steps * 1e3:.3f} ms per "
           f"step; GEMM floor {floors['GEMMs'] * 1e3:.3f} ms, so {total / steps / floors['GEMMs']:.2f}x it):")
-    print(f"  {'part':20} {'in the step':>12} {'share':>6} {'no CPU wait':>12} {'step replay':>12} {'alone, hot':>11} "
-          f"{'floor':>10} {'step/floor':>10}")
+    print(f"  {'part':20} {'in the step':>12} {'share':>6} {'step replay':>12} {'alone, hot':>11} {'floor':>10} "
+          f"{'step/floor':>10}")
     rows = []
     for part in _ORDER:
         t, floor = in_step[part] / steps, floors[part]
-        a, r, q = alone.get(part), replayed.get(part), quiet.get(part)
+        a, r = alone.get(part), replayed.get(part)
         ratio = f"{t / floor:.2f}x" if floor else "-"
-        print(f"  {part:20} {t * 1e3:8.3f} ms {t * steps / total:6.0%} {_ms(q):>12} {_ms(r):>12} {_ms(a):>11} "
-              f"{floor * 1e3:7.3f} ms {ratio:>10}")
+        print(f"  {part:20} {t * 1e3:8.3f} ms {t * steps / total:6.0%} {_ms(r):>12} {_ms(a):>11} {floor * 1e3:7.3f} ms "
+              f"{ratio:>10}")
         rows.append({"family": "train", "case": f"step budget: {part}", "seconds_per_step": t,
-                     "quiet_seconds_per_step": q, "replayed_seconds_per_step": r, "alone_seconds_per_step": a,
-                     "floor_seconds_per_step": floor})
-    if quiet:
-        print(f"  no CPU wait: the medians over the {quiet_count} full steps (of 2 more epochs' {2 * full}) "
-              f"in which the process's threads waited for a CPU less than {QUIET_WAIT:.0%} of the step; their step "
-              f"{quiet['step'] * 1e3:.3f} ms = {quiet['step'] / floors['GEMMs']:.2f}x the GEMM floor")
-    else:
-        why = "no such step" if quiet_count == 0 else "not measured (no /proc/self/task/*/schedstat)"
-        print(f"  no CPU wait: {why}")
+                     "replayed_seconds_per_step": r, "alone_seconds_per_step": a, "floor_seconds_per_step": floor})
     hand, fit = _one_thread_cpu(dev)
     print(f"  one thread, process CPU time per step ({QUICK_N} samples, medians of 5 interleaved epochs, which other "
           f"processes hardly change): hand loop {hand * 1e3:.3f} ms, train.fit {fit * 1e3:.3f} ms ({fit / hand:.3f}x)")
@@ -391,9 +377,6 @@ def report(dev, peaks):
     print(f"  GEMMs in the step: {rate(gemm):.0f} GFLOP/s, in the replayed step {rate(replayed['GEMMs']):.0f}, "
           f"alone {rate(alone['GEMMs']):.0f}; SGEMM peak {peaks['sgemm_gflops']:.0f} GFLOP/s\n")
     return rows
-
-
-QUIET_WAIT = 0.02  # a step is quiet when its threads waited for a CPU less than this share of its time, together
 
 
 def _one_thread_cpu(dev):
@@ -421,102 +404,6 @@ def _one_thread_cpu(dev):
     finally:
         fusednn.set_num_threads(threads)
     return statistics.median(times["hand"]), statistics.median(times["fit"])
-
-
-def _schedstat_files():
-    """Open file descriptors of /proc/self/task/<tid>/schedstat (Linux) for the threads of this
-    process that exist now (call it after the thread pool has started), or None where there
-    are no such files. The second field of each is the seconds (in ns) its thread has waited on
-    a run queue."""
-    import os
-    fds = []
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            try:
-                fds.append(os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY))
-            except OSError:
-                pass  # a thread that has ended
-        if not fds or len(os.pread(fds[0], 200, 0).split()) < 2:
-            raise OSError
-    except OSError:
-        for fd in fds:
-            os.close(fd)
-        return None
-    return fds
-
-
-def _quiet_steps(epoch):
-    """Medians, over the full steps of two epochs during which the threads of this process
-    (almost) never waited for a CPU (their run-queue waits, read from schedstat, add up to less
-    than QUIET_WAIT of the step's time: a woken thread always waits a little), of each part's
-    wall time and of the step's (under "step"); and the number of such steps. On a shared machine the
-    "in the step" column also holds the time the process waited while other processes ran (a
-    pool worker that is not running holds up its share of every parallel kernel); these steps
-    leave that out. They do not leave out what a process running on the other core at the same
-    time costs (the shared L3 and memory bandwidth), nor a virtual CPU that the host does not run
-    (under load, some such steps had 2-thread GEMMs at one thread's speed), so they are a quiet
-    machine's step only when most steps are among them. ({}, None) where schedstat is not available."""
-    import statistics
-    import time
-    import os
-    from fusednn import _C
-    fds = _schedstat_files()
-    if fds is None:
-        return {}, None
-    last = [0] * len(fds)
-
-    def read():
-        # Seconds the threads have waited on run queues; a thread that has ended keeps its last
-        # count (reading its file raises).
-        for k, fd in enumerate(fds):
-            try:
-                last[k] = int(os.pread(fd, 200, 0).split()[1])
-            except OSError:
-                pass
-        return sum(last) * 1e-9
-    gather = _C.gather_rows
-    clock = time.perf_counter
-    steps = []  # (wall, parts) of the quiet full steps
-    current = {"parts": None}
-
-    def close(now):
-        parts = current["parts"]
-        if parts is not None and read() - current["wait"] < QUIET_WAIT * (now - current["start"]) and current["full"]:
-            parts["Python (the rest)"] = (now - current["start"]) - sum(parts.values())
-            steps.append((now - current["start"], parts))
-
-    def start(full):
-        current.update(parts=dict.fromkeys(_ORDER[:-1], 0.0), full=full, wait=read())
-        current["start"] = clock()
-
-    saved = {}
-    for name, part in _PARTS.items():
-        fn = saved[name] = getattr(_C, name)
-
-        def timed(*args, _fn=fn, _part=part):
-            if _fn is gather:  # a step starts with its minibatch
-                close(clock())
-                start(len(args[1]) == BATCH)
-            t0 = clock()
-            out = _fn(*args)
-            current["parts"][_part] += clock() - t0
-            return out
-        setattr(_C, name, timed)
-    try:
-        for _ in range(2):
-            current["parts"] = None
-            epoch()
-            close(clock())
-    finally:
-        for name, fn in saved.items():
-            setattr(_C, name, fn)
-        for fd in fds:
-            os.close(fd)
-    if not steps:
-        return {}, 0
-    medians = {part: statistics.median(p[part] for _, p in steps) for part in _ORDER}
-    medians["step"] = statistics.median(t for t, _ in steps)
-    return medians, len(steps)
 
 
 def _python_alone(epoch, step_calls, steps):

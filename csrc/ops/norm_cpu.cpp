@@ -370,8 +370,8 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
 // ---- layer norm on float32 with AVX-512F (where the CPU has it, for every row count) ----
 //
 // The generic loops above took 3.4-3.9 ms (forward) and 6.6-8.2 ms (backward) of one Zen 4 core
-// for 8192 x 1024 (CPU time, under contention), against ~2.2 and ~4.2 ms here (2026-12-07): their streamed
-// stores are SSE (4 floats per instruction, cpu/stream_store.h), and the backward converted every
+// for 8192 x 1024 (CPU time, under contention), against ~2.2 and ~4.2 ms here (2026-12-07):
+// their streamed stores are SSE (4 floats per instruction, cpu/stream_store.h), and the backward converted every
 // term of its row sums and of its column sums to double and made a second pass over each
 // block's rows for the column sums. Here the loops are 16 floats wide (streaming stores
 // where stream_rows says so, ordinary ones otherwise, the same values either way), the forward's
@@ -552,18 +552,17 @@ FDNN_AVX512_INLINE double row_sum_in_double(const float* x, int64_t d) {
 // double path too (M2 0 either way).
 constexpr double kMinFloatM2 = 0x1p-100;
 
-// Mean and M2 of a row in two passes: the mean from the sum in double (row_sum_in_double; from float
-// partials, even corrected by sum(x - mu), it was up to 40x NumPy float32's own error off the
-// exact one: x - mu rounds the same way for every x of a binade), then the deviations
+// Mean and M2 of a row in two passes: the mean from the sum in double (row_sum_in_double; from
+// float partials, even corrected by sum(x - mu), it was up to 40x NumPy float32's own error off
+// the exact one: x - mu rounds the same way for every x of a binade), then the deviations
 // e = x - mu from mu = float(mean): M2 = sum(e^2) - sum(e)^2 / d (the corrected two-pass formula;
 // sum(e) only corrects M2 for mu's rounding), sum(e^2) as float partials, sum(e) in double as
-// sum(x) - d mu (d mu exact in double below 2^29 columns). (sum(e) as float partials too, in the pass of sum(e^2),
-// gave the same bits in the tests' and the dump's cases and cost an addition per 16 floats: the
-// forward of 64 x 1024 in L2 took 0.232-0.236 against 0.216 ns per element on one core.) Where a
-// sum is not finite (|x| near
-// 1e20 squares beyond the float range; inf or NaN in x) or M2 is below kMinFloatM2 per column: the
-// double path, plane_stats. Which path a row takes depends only on its data, so the results stay
-// thread-count invariant.
+// sum(x) - d mu (d mu exact in double below 2^29 columns). (sum(e) as float partials too, in the
+// pass of sum(e^2), gave the same bits in the tests' and the dump's cases and cost an addition
+// per 16 floats: the forward of 64 x 1024 in L2 took 0.232-0.236 against 0.216 ns per element on
+// one core.) Where a sum is not finite (|x| near 1e20 squares beyond the float range; inf or NaN
+// in x) or M2 is below kMinFloatM2 per column: the double path, plane_stats. Which path a row
+// takes depends only on its data, so the results stay thread-count invariant.
 FDNN_AVX512_INLINE MeanM2 ln_forward_row_stats(const float* x, int64_t d) {
   const double sum = row_sum_in_double(x, d);
   const double mean = layer_norm_mean(sum, d);
@@ -586,7 +585,8 @@ FDNN_AVX512 void layer_norm_rows_avx512(float* y, float* mean, float* inv_std, c
     const float is = static_cast<float>(inv_std_of(st.m2 / static_cast<double>(d), eps));
     mean[r] = mu;
     inv_std[r] = is;
-    store_row_avx512(y + r * d, d, stream, store_backward(y + r * d, xr, gamma, beta), LnForwardVec<Relu>{xr, gamma, beta, _mm512_set1_ps(mu), _mm512_set1_ps(is)});
+    store_row_avx512(y + r * d, d, stream, store_backward(y + r * d, xr, gamma, beta),
+                     LnForwardVec<Relu>{xr, gamma, beta, _mm512_set1_ps(mu), _mm512_set1_ps(is)});
   }
   if (stream) stream_fence();
 }
@@ -667,8 +667,8 @@ FDNN_AVX512_INLINE void add_partials(double* pg, double* pb, const float* cb, co
     for (int half = 0; half < 2; ++half) {
       double* p = half ? pg : pb;
       const __m512 v = _mm512_maskz_loadu_ps(m, (half ? cg : cb) + j);
-      _mm512_mask_storeu_pd(p + j, lo,
-                            _mm512_add_pd(_mm512_maskz_loadu_pd(lo, p + j), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
+      _mm512_mask_storeu_pd(
+          p + j, lo, _mm512_add_pd(_mm512_maskz_loadu_pd(lo, p + j), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
       _mm512_mask_storeu_pd(
           p + j + 8, hi,
           _mm512_add_pd(_mm512_maskz_loadu_pd(hi, p + j + 8),
