@@ -162,6 +162,23 @@ def test_photometric_only_matches_reference(device, dtype, contrast, noise_mean)
     assert_close(got, reference.augment(x, p), kind="transcendental")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("clip", [(0.1, 0.7), (-0.0, 0.0), (-np.inf, 0.3)], ids=str)
+def test_clip_keeps_nan_and_matches_reference_bitwise(device, dtype, clip):
+    # Values on both sides of bounds that float32 cannot hold exactly, infinities and NaN on the
+    # identity map (no resampling): clipping is exact, so the result is the reference's bit for bit.
+    rng = np.random.default_rng(seed_of("clip", dtype, clip))
+    x = (rng.standard_normal((6, 2, 5, 7)) * 0.6).astype(dtype)
+    x[0, 0, 0, :4] = [np.nan, np.inf, -np.inf, 0.1]
+    x[1, 1, 2, :3] = [0.7, np.float32(0.1), -0.0]
+    p = params_for(6, {"brightness": 0.0}, x.shape)
+    got = to_numpy(ops.augment(to_device(device, x), p, clip=clip))
+    want = reference.augment(x, p, clip=clip)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+    assert np.isnan(got[0, 0, 0, 0])
+
+
 def test_params_match_reference():
     for spec, shape, same in [(FULL, (1, 9, 7), False), (dict(FULL, erase=1.0, erase_value="random"), (3, 6, 6), True),
                               ({}, (2, 4), False), ({"erase": 1.0, "erase_scale": (0.5, 0.9)}, (5, 5), False)]:
