@@ -279,6 +279,8 @@ def _rows(case, times, peaks, local_roof=None):
             row["roof_gbytes_per_s"] = local_roof or peaks["bandwidth_gbytes"]
             row["fraction_of_peak"] = row["gbytes_per_s"] / row["roof_gbytes_per_s"]
             row["roof"] = "memory bandwidth next to the case" if local_roof else "memory bandwidth"
+            if times.get("torch"):  # how near torch came to the same roof (a target "x torch" needs room)
+                row["torch_fraction_of_peak"] = case.bytes / times["torch"] / 1e9 / row["roof_gbytes_per_s"]
         rows.append(row)
     return rows
 
@@ -307,7 +309,7 @@ def run_cases(cases, repeat, peaks, timer=median_seconds, roof_probe=None):
 
 
 HEADER = (f"{'case':44} {'fusednn':>10} {'numpy':>10} {'torch':>10} {'vs numpy':>9} {'vs torch':>9}  "
-          f"{'fusednn rate, % of roof':<}")
+          f"{'fusednn rate, % of roof (torch %)':<}")
 
 
 def format_row(row):
@@ -317,6 +319,8 @@ def format_row(row):
         rate = f"{row['gflops']:.0f} GFLOP/s = {row['fraction_of_peak']:.0%} of SGEMM peak"
     elif "gbytes_per_s" in row:
         rate = f"{row['gbytes_per_s']:.1f} GB/s = {row['fraction_of_peak']:.0%} of {row['roof_gbytes_per_s']:.1f} GB/s"
+        if row.get("torch_fraction_of_peak"):
+            rate += f" (torch {row['torch_fraction_of_peak']:.0%})"
     else:
         rate = ""
     return (f"{row['family'] + ' ' + row['case']:44} {format_time(s['fusednn']):>10} {format_time(s.get('numpy')):>10} "
