@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import assert_close, seed_of, to_device, to_numpy
 
+import fusednn
 from fusednn import ops, reference
 from fusednn.ops.augment import PARAM_KEYS
 
@@ -224,6 +225,46 @@ def test_identity_is_bitwise(device, dtype, shape):
     same = params_for(shape[0], {"degrees": (0, 0), "scale": (1, 1), "brightness": 0, "contrast": 0, "noise": 0.0},
                       (1,) + tuple(n_geom))
     np.testing.assert_array_equal(bits(ops.augment(to_device(device, x), same, image_shape=image_shape)), bits(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(6, 1, 28, 28), (6, 3, 5, 7), (6, 2, 1, 9)], ids=str)
+@pytest.mark.parametrize("fill", [0.0, -0.0, 0.5])
+def test_flips_and_integer_shifts_with_brightness_round_as_resampling(device, dtype, shape, fill):
+    # Flips and integer shifts copy their pixels (the CPU without resampling); brightness then
+    # rounds as the resampling step does: in float where float32 bilinear runs with AVX-512 on the
+    # CPU, in double otherwise (docs/data.md). Shifts past the image give whole rows and columns of
+    # fill, times brightness.
+    x = images(shape, dtype, ("integer maps",))
+    x.reshape(-1)[::13] = np.nan
+    x.reshape(-1)[4::17] = -0.0
+    x.reshape(-1)[6::19] = -np.inf
+    n, _, h, w = shape
+    p = params_for(n, {"brightness": 0.4}, x.shape)
+    p["hflip"][:] = [True, False, True, False, True, True]
+    p["vflip"][:] = [False, True, True, False, False, True]
+    p["translate_x"][:] = [0.0, 0.0, 3.0, -2.0, w + 1.0, 1.0]
+    p["translate_y"][:] = [0.0, 0.0, -1.0, 2.0, 0.0, -h - 3.0]
+    for interpolation in ("bilinear", "nearest"):
+        got = to_numpy(ops.augment(to_device(device, x), p, fill=fill, interpolation=interpolation))
+        for i in range(n):
+            moved = np.full_like(x[i], fill)
+            tx, ty = int(p["translate_x"][i]), int(p["translate_y"][i])
+            src = x[i, :, ::-1 if p["vflip"][i] else 1, ::-1 if p["hflip"][i] else 1]
+            # content moves tx right and ty down: out[r, c] = src[r - ty, c - tx]
+            rows_out = slice(max(ty, 0), max(min(h, h + ty), 0))
+            rows_in = slice(max(-ty, 0), max(min(h, h - ty), 0))
+            cols_out = slice(max(tx, 0), max(min(w, w + tx), 0))
+            cols_in = slice(max(-tx, 0), max(min(w, w - tx), 0))
+            if rows_out.stop > rows_out.start and cols_out.stop > cols_out.start:
+                moved[:, rows_out, cols_out] = src[:, rows_in, cols_in]
+            b = p["brightness"][i]
+            in_double = (moved.astype(np.float64) * b).astype(dtype)
+            in_float = moved * np.float32(b) if dtype == np.float32 else in_double
+            float_path = (dtype == np.float32 and device == "cpu" and interpolation == "bilinear"
+                          and fusednn.build_info()["avx512_paths"])
+            np.testing.assert_array_equal(bits(got[i]), bits(in_float if float_path else in_double),
+                                          err_msg=f"sample {i}, {interpolation}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
