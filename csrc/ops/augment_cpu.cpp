@@ -368,10 +368,17 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
           for (int64_t col = c0; col < c1; ++col) out[col] = value;
           continue;
         }
+        // Element e takes word e % 4 of block e / 4's normals: one block's four for up to four
+        // neighbours (drawing the block for each element: 2.0 against 1.07 ms of one-thread CPU
+        // time for a Compose erasing every 512x1x28x28 sample with value="random", Zen 4).
+        T z[4];
+        int64_t block = -1;
         for (int64_t col = c0; col < c1; ++col) {
           const int64_t e = c * hw + row * g.w + col;
-          T z[4];
-          augment_normals(s.noise_seed, kAugmentEraseOffset, e / 4, z);
+          if (e / 4 != block) {
+            block = e / 4;
+            augment_normals(s.noise_seed, kAugmentEraseOffset, block, z);
+          }
           out[col] = z[e % 4];
         }
       }
