@@ -221,6 +221,19 @@ const double* flat_coords(int64_t h, int64_t w, std::vector<double>& own) {
   return table.coords.data();
 }
 
+// The sum of n values in double, in 8 interleaved partial sums (element i into sum i % 8) added in
+// a fixed order: the same bits on every ISA path and thread count, and a vector loop (one running
+// sum was bound by the addition's latency: ColorJitter(contrast=0.2) alone on 512x1x28x28 took
+// 0.47 ms of one-thread CPU time against 0.11 ms for brightness, Zen 4).
+template <typename T> double plane_sum_in_double(const T* FDNN_RESTRICT v, int64_t n) {
+  double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) part[k] += static_cast<double>(v[i + k]);
+  for (int k = 0; i < n; ++i, ++k) part[k] += static_cast<double>(v[i]);
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
 // Whether the map sends every pixel to an integer source point along the axes: flips and integer
 // shifts (m1 = m3 = 0, m0 and m4 = +-1, m2 and m5 integers below 2^40). Bilinear and nearest
 // sampling both copy such a map's source pixels (their taps of weight 0 are not read) and give
@@ -334,9 +347,7 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
       }
     }
     if (contrast) {
-      double plane_sum = 0.0;
-      for (int64_t i = 0; i < hw; ++i) plane_sum += static_cast<double>(out[i]);
-      gray += plane_sum * augment_gray_weight(c * hw, g);
+      gray += plane_sum_in_double(out, hw) * augment_gray_weight(c * hw, g);
     }
   }
   if (contrast) {
