@@ -151,13 +151,15 @@ template <typename T> FDNN_MULTIVERSION double sum_squares(const T* FDNN_RESTRIC
 
 // max |x|, NaN if any element is NaN.
 template <typename T> FDNN_MULTIVERSION double max_abs(const T* FDNN_RESTRICT x, int64_t n) {
+  // (An integer OR for the NaN flag: with a bool `||` reduction GCC 12 did not vectorize the
+  // loop, 5-7x the time of sum_squares.)
   T m = 0;
-  bool nan = false;
-#pragma omp simd reduction(max : m) reduction(|| : nan)
+  int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
   for (int64_t i = 0; i < n; ++i) {
     const T a = x[i] < T(0) ? -x[i] : x[i];
     m = a > m ? a : m;
-    nan = nan || (x[i] != x[i]);
+    nan |= x[i] != x[i] ? 1 : 0;
   }
   return nan ? std::numeric_limits<double>::quiet_NaN() : static_cast<double>(m);
 }
