@@ -148,6 +148,239 @@ FDNN_MULTIVERSION void bn_dx_columns(T* FDNN_RESTRICT dx, const T* FDNN_RESTRICT
   }
 }
 
+// ---- batch norm (N, C) on a small x (a training step's 128 x 512): the passes above over four
+// rows at a time. The row loops above load and store every column's accumulator (and load its
+// per-column constants) once per row, so loads and stores bound them, not arithmetic; here once
+// per four rows. Each element and each column's sum goes through the same operations in the same
+// order (a sum adds rows r, r + 1, r + 2, r + 3 to its accumulator in turn), so the bits are the
+// row loops'. Only for x of at most kQuadMaxBytes (measured at a training step's sizes, where x
+// is in cache); larger x keeps the row loops, whose bandwidth on DRAM-resident x was measured.
+constexpr int64_t kQuadMaxBytes = int64_t{1} << 20;
+template <typename T> bool bn_quads(int64_t n, int64_t c) {
+  return n * c * static_cast<int64_t>(sizeof(T)) <= kQuadMaxBytes;
+}
+
+// column_block_stats over four rows at a time.
+template <typename T>
+FDNN_MULTIVERSION void column_block_stats_quads(double* FDNN_RESTRICT pm, double* FDNN_RESTRICT pm2,
+                                                const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
+  const double inv = 1.0 / static_cast<double>(r1 - r0);
+  std::fill(pm, pm + c, 0.0);
+  std::fill(pm2, pm2 + c, 0.0);
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const T *x0 = x + r * c, *x1 = x0 + c, *x2 = x1 + c, *x3 = x2 + c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      double s = pm[j];
+      s += static_cast<double>(x0[j]);
+      s += static_cast<double>(x1[j]);
+      s += static_cast<double>(x2[j]);
+      s += static_cast<double>(x3[j]);
+      pm[j] = s;
+    }
+  }
+  for (; r < r1; ++r) {
+    const T* row = x + r * c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) pm[j] += static_cast<double>(row[j]);
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < c; ++j) pm[j] *= inv;
+  for (r = r0; r + 4 <= r1; r += 4) {
+    const T *x0 = x + r * c, *x1 = x0 + c, *x2 = x1 + c, *x3 = x2 + c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      const double mu = pm[j];
+      double q = pm2[j];
+      const double d0 = static_cast<double>(x0[j]) - mu;
+      q += d0 * d0;
+      const double d1 = static_cast<double>(x1[j]) - mu;
+      q += d1 * d1;
+      const double d2 = static_cast<double>(x2[j]) - mu;
+      q += d2 * d2;
+      const double d3 = static_cast<double>(x3[j]) - mu;
+      q += d3 * d3;
+      pm2[j] = q;
+    }
+  }
+  for (; r < r1; ++r) {
+    const T* row = x + r * c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      const double dev = static_cast<double>(row[j]) - pm[j];
+      pm2[j] += dev * dev;
+    }
+  }
+}
+
+// normalize_columns over four rows at a time.
+template <typename T, bool Relu>
+FDNN_MULTIVERSION void normalize_columns_quads(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
+                                               const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT a,
+                                               const T* FDNN_RESTRICT beta, int64_t r0, int64_t r1, int64_t c) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const T *x0 = x + r * c, *x1 = x0 + c, *x2 = x1 + c, *x3 = x2 + c;
+    T *y0 = y + r * c, *y1 = y0 + c, *y2 = y1 + c, *y3 = y2 + c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      const T mu = mean[j], aj = a[j], bj = beta[j];
+      y0[j] = batch_norm_normalize(x0[j], mu, aj, bj, Relu);
+      y1[j] = batch_norm_normalize(x1[j], mu, aj, bj, Relu);
+      y2[j] = batch_norm_normalize(x2[j], mu, aj, bj, Relu);
+      y3[j] = batch_norm_normalize(x3[j], mu, aj, bj, Relu);
+    }
+  }
+  if (r < r1) normalize_columns<T, Relu>(y, x, mean, a, beta, r, r1, c);
+}
+
+// column_block_grads over four rows at a time.
+template <typename T>
+FDNN_MULTIVERSION void column_block_grads_quads(double* FDNN_RESTRICT sdy, double* FDNN_RESTRICT sdyx,
+                                                const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
+                                                const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std,
+                                                int64_t r0, int64_t r1, int64_t c) {
+  std::fill(sdy, sdy + c, 0.0);
+  std::fill(sdyx, sdyx + c, 0.0);
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const T *g0 = dy + r * c, *g1 = g0 + c, *g2 = g1 + c, *g3 = g2 + c;
+    const T *x0 = x + r * c, *x1 = x0 + c, *x2 = x1 + c, *x3 = x2 + c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      const T mu = mean[j], is = inv_std[j];
+      double s1 = sdy[j], s2 = sdyx[j];
+      s1 += static_cast<double>(g0[j]);
+      s2 += static_cast<double>(g0[j]) * static_cast<double>(normalized(x0[j], mu, is));
+      s1 += static_cast<double>(g1[j]);
+      s2 += static_cast<double>(g1[j]) * static_cast<double>(normalized(x1[j], mu, is));
+      s1 += static_cast<double>(g2[j]);
+      s2 += static_cast<double>(g2[j]) * static_cast<double>(normalized(x2[j], mu, is));
+      s1 += static_cast<double>(g3[j]);
+      s2 += static_cast<double>(g3[j]) * static_cast<double>(normalized(x3[j], mu, is));
+      sdy[j] = s1;
+      sdyx[j] = s2;
+    }
+  }
+  for (; r < r1; ++r) {
+    const T* g = dy + r * c;
+    const T* xr = x + r * c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      sdy[j] += static_cast<double>(g[j]);
+      sdyx[j] += static_cast<double>(g[j]) * static_cast<double>(normalized(xr[j], mean[j], inv_std[j]));
+    }
+  }
+}
+
+// bn_dx_columns over four rows at a time.
+template <typename T>
+FDNN_MULTIVERSION void bn_dx_columns_quads(T* FDNN_RESTRICT dx, const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
+                                           const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std,
+                                           const T* FDNN_RESTRICT k_dy, const T* FDNN_RESTRICT k_xhat,
+                                           const T* FDNN_RESTRICT k_0, int64_t r0, int64_t r1, int64_t c,
+                                           bool training) {
+  int64_t r = r0;
+  if (training) {
+    for (; r + 4 <= r1; r += 4) {
+      const T *g0 = dy + r * c, *g1 = g0 + c, *g2 = g1 + c, *g3 = g2 + c;
+      const T *x0 = x + r * c, *x1 = x0 + c, *x2 = x1 + c, *x3 = x2 + c;
+      T *d0 = dx + r * c, *d1 = d0 + c, *d2 = d1 + c, *d3 = d2 + c;
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) {
+        const T mu = mean[j], is = inv_std[j], kd = k_dy[j], kx = k_xhat[j], k0 = k_0[j];
+        d0[j] = batch_norm_dx(g0[j], normalized(x0[j], mu, is), kd, kx, k0);
+        d1[j] = batch_norm_dx(g1[j], normalized(x1[j], mu, is), kd, kx, k0);
+        d2[j] = batch_norm_dx(g2[j], normalized(x2[j], mu, is), kd, kx, k0);
+        d3[j] = batch_norm_dx(g3[j], normalized(x3[j], mu, is), kd, kx, k0);
+      }
+    }
+  }
+  if (r < r1) bn_dx_columns(dx, dy, x, mean, inv_std, k_dy, k_xhat, k_0, r, r1, c, training);
+}
+
+// The (N, C) forward's per-channel statistics from its blocks' partials (pm, pm2: blocks x c, each
+// block rpb rows): merged in block order as merge() (common/welford.h) does, then stored as
+// batch_norm_store_stats does, on SIMD lanes of channels (scratch: 2 c doubles). The operations
+// are theirs, in their order, and without multiply-add contraction, so each lane computes what
+// the scalar code computes, bit for bit, in every ISA clone. (The scalar loop, a square root and
+// three divisions per channel, took 4 us of a 128 x 512 forward, with the pool's threads idle.)
+template <typename T>
+__attribute__((optimize("fp-contract=off"))) FDNN_MULTIVERSION void bn_store_column_stats(
+    T* FDNN_RESTRICT mean, T* FDNN_RESTRICT inv_std, T* FDNN_RESTRICT running_mean, T* FDNN_RESTRICT running_var,
+    double* FDNN_RESTRICT mu, double* FDNN_RESTRICT m2, const double* FDNN_RESTRICT pm,
+    const double* FDNN_RESTRICT pm2, int64_t blocks, int64_t rpb, int64_t n, int64_t c, double momentum,
+    double eps) {
+  std::fill(mu, mu + c, 0.0);
+  std::fill(m2, m2 + c, 0.0);
+  double count = 0.0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const double bcount = static_cast<double>(std::min(n, (b + 1) * rpb) - b * rpb);
+    const double total = count + bcount;
+    if (total == 0) continue;
+    const double wb = bcount / total;
+    const double* FDNN_RESTRICT bm = pm + b * c;
+    const double* FDNN_RESTRICT bm2 = pm2 + b * c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      const double delta = bm[j] - mu[j];
+      mu[j] = mu[j] + delta * wb;
+      m2[j] = m2[j] + bm2[j] + delta * delta * count * wb;
+    }
+    count = total;
+  }
+  const double m = static_cast<double>(n);
+#pragma omp simd
+  for (int64_t j = 0; j < c; ++j) {
+    const double var = m2[j] / m;
+    mean[j] = static_cast<T>(mu[j]);
+    inv_std[j] = static_cast<T>(inv_std_of(var, eps));
+  }
+  if (running_mean) {
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j)
+      running_mean[j] = static_cast<T>(running_update(running_mean[j], mu[j], momentum));
+  }
+  if (running_var) {
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j)
+      running_var[j] = static_cast<T>(running_update(running_var[j], m2[j] / m * m / (m - 1.0), momentum));
+  }
+}
+
+// The backward's dgamma, dbeta and per-channel coefficients (batch_norm_grad_coeffs) from the
+// channels' sums, on SIMD lanes of channels; without multiply-add contraction, bit for bit what
+// the scalar code computes (as bn_store_column_stats).
+template <typename T>
+__attribute__((optimize("fp-contract=off"))) FDNN_MULTIVERSION void bn_grad_column_coeffs(
+    T* FDNN_RESTRICT dgamma, T* FDNN_RESTRICT dbeta, T* FDNN_RESTRICT k_dy, T* FDNN_RESTRICT k_xhat,
+    T* FDNN_RESTRICT k_0, const double* FDNN_RESTRICT sdy, const double* FDNN_RESTRICT sdyx,
+    const T* FDNN_RESTRICT gamma, const T* FDNN_RESTRICT inv_std, int64_t c, double m, bool training) {
+#pragma omp simd
+  for (int64_t j = 0; j < c; ++j) {
+    dbeta[j] = static_cast<T>(sdy[j]);
+    dgamma[j] = static_cast<T>(sdyx[j]);
+  }
+  if (gamma) {
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      const BnGradCoeffs k = batch_norm_grad_coeffs(gamma[j], inv_std[j], sdyx[j], sdy[j], m, training);
+      k_dy[j] = static_cast<T>(k.k_dy);
+      k_xhat[j] = static_cast<T>(k.k_xhat);
+      k_0[j] = static_cast<T>(k.k_0);
+    }
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      const BnGradCoeffs k = batch_norm_grad_coeffs(T(1), inv_std[j], sdyx[j], sdy[j], m, training);
+      k_dy[j] = static_cast<T>(k.k_dy);
+      k_xhat[j] = static_cast<T>(k.k_xhat);
+      k_0[j] = static_cast<T>(k.k_0);
+    }
+  }
+}
+
 #if FDNN_HAS_STREAM_STORE
 // The two loops above on float32 with streaming stores in the loop (cpu/stream_store.h), as SSE
 // intrinsics: the same operations in the same order (which each ISA clone contracts into
@@ -821,22 +1054,22 @@ void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, cons
                 bool relu, Stream) {
   const int64_t m = n * s;
   if (training) {
-    std::vector<MeanM2> st(c);
     if (s == 1) {
       const int64_t rpb = rows_per_partial(n, c, 32768);
       const int64_t blocks = ceil_div(n, rpb);
       Buffer<double> pm = scratch<double>(blocks * c), pm2 = scratch<double>(blocks * c);
+      auto stats = bn_quads<T>(n, c) ? &column_block_stats_quads<T> : &column_block_stats<T>;
       parallel_for(n, rpb, 2 * c, [&](int64_t r0, int64_t r1) {
         const int64_t b = r0 / rpb;
-        column_block_stats(pm.get() + b * c, pm2.get() + b * c, x, r0, r1, c);
+        stats(pm.get() + b * c, pm2.get() + b * c, x, r0, r1, c);
       });
-      for (int64_t b = 0; b < blocks; ++b) {
-        const double count = static_cast<double>(std::min(n, (b + 1) * rpb) - b * rpb);
-        for (int64_t j = 0; j < c; ++j) st[j] = merge(st[j], {count, pm[b * c + j], pm2[b * c + j]});
-      }
+      Buffer<double> mu = scratch<double>(2 * c);  // the merged means and M2s
+      bn_store_column_stats(mean, inv_std, running_mean, running_var, mu.get(), mu.get() + c, pm.get(), pm2.get(),
+                            blocks, rpb, n, c, momentum, eps);
     } else {
       // Two passes over the channel's planes (the mean, then squared deviations from it):
       // merging many small planes would lose precision when the mean dwarfs the spread.
+      std::vector<MeanM2> st(c);
       parallel_for(c, 1, 2 * n * s, [&](int64_t c0, int64_t c1) {
         for (int64_t ch = c0; ch < c1; ++ch) {
           double sum = 0.0;
@@ -847,10 +1080,10 @@ void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, cons
           st[ch] = {static_cast<double>(m), mu, m2};
         }
       });
+      for (int64_t j = 0; j < c; ++j)
+        batch_norm_store_stats(mean, inv_std, running_mean, running_var, j, st[j].mean, st[j].m2,
+                               static_cast<double>(m), momentum, eps);
     }
-    for (int64_t j = 0; j < c; ++j)
-      batch_norm_store_stats(mean, inv_std, running_mean, running_var, j, st[j].mean, st[j].m2,
-                             static_cast<double>(m), momentum, eps);
   } else {
     for (int64_t j = 0; j < c; ++j) {
       mean[j] = running_mean[j];
@@ -863,7 +1096,8 @@ void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, cons
     a[j] = inv_std[j] * param_or(gamma, j, T(1));
     b[j] = param_or(beta, j, T(0));
   }
-  auto columns = relu ? &normalize_columns<T, true> : &normalize_columns<T, false>;
+  auto columns = bn_quads<T>(n, c) ? (relu ? &normalize_columns_quads<T, true> : &normalize_columns_quads<T, false>)
+                                     : (relu ? &normalize_columns<T, true> : &normalize_columns<T, false>);
   auto plane = relu ? &normalize_plane<T, true> : &normalize_plane<T, false>;
   if (s == 1) {
     const bool stream = stream_rows<T>(n * c);
@@ -897,9 +1131,10 @@ void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
     const int64_t rpb = rows_per_partial(n, c, 32768);
     const int64_t blocks = ceil_div(n, rpb);
     Buffer<double> p1 = scratch<double>(blocks * c), p2 = scratch<double>(blocks * c);
+    auto grads = bn_quads<T>(n, c) ? &column_block_grads_quads<T> : &column_block_grads<T>;
     parallel_for(n, rpb, 2 * c, [&](int64_t r0, int64_t r1) {
       const int64_t b = r0 / rpb;
-      column_block_grads(p1.get() + b * c, p2.get() + b * c, dy, x, mean, inv_std, r0, r1, c);
+      grads(p1.get() + b * c, p2.get() + b * c, dy, x, mean, inv_std, r0, r1, c);
     });
     for (int64_t b = 0; b < blocks; ++b)
       for (int64_t j = 0; j < c; ++j) {
@@ -919,17 +1154,10 @@ void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
     });
   }
   Buffer<T> k_dy = scratch<T>(c), k_xhat = scratch<T>(c), k_0 = scratch<T>(c);
-  const double m = static_cast<double>(n * s);
-  for (int64_t j = 0; j < c; ++j) {
-    dbeta[j] = static_cast<T>(sdy[j]);
-    dgamma[j] = static_cast<T>(sdyx[j]);
-    const BnGradCoeffs k = batch_norm_grad_coeffs(param_or(gamma, j, T(1)), inv_std[j], sdyx[j], sdy[j], m, training);
-    k_dy[j] = static_cast<T>(k.k_dy);
-    k_xhat[j] = static_cast<T>(k.k_xhat);
-    k_0[j] = static_cast<T>(k.k_0);
-  }
+  bn_grad_column_coeffs(dgamma, dbeta, k_dy.get(), k_xhat.get(), k_0.get(), sdy.data(), sdyx.data(), gamma, inv_std, c,
+                        static_cast<double>(n * s), training);
   if (s == 1) {
-    const bool stream = stream_rows<T>(n * c);
+    const bool stream = stream_rows<T>(n * c), quads = bn_quads<T>(n, c);
     parallel_for(n, rows_per_block(c, 16384), 2 * c, [&](int64_t r0, int64_t r1) {
 #if FDNN_HAS_STREAM_STORE
       if constexpr (std::is_same_v<T, float>) {
@@ -939,7 +1167,8 @@ void batch_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
         }
       }
 #endif
-      bn_dx_columns(dx, dy, x, mean, inv_std, k_dy.get(), k_xhat.get(), k_0.get(), r0, r1, c, training);
+      (quads ? &bn_dx_columns_quads<T> : &bn_dx_columns<T>)(dx, dy, x, mean, inv_std, k_dy.get(), k_xhat.get(),
+                                                            k_0.get(), r0, r1, c, training);
     });
   } else {
     parallel_for(n * c, planes_per_block(s, 16384), 2 * s, [&](int64_t q0, int64_t q1) {
