@@ -4,8 +4,8 @@
 //   in double, with gathers at indices clamped into the image (float64 images, nearest sampling,
 //   and float32 bilinear planes too large for the padded path);
 // - augment_bilinear_f32_avx512: float32 bilinear, 16 output pixels at a time over padded planes
-//   (quad planes for several channels; two groups of 16 side by side for one plane whose width
-//   is not a multiple of 16), coordinates in double, weights and blend in float.
+//   (quad planes for several channels), two groups of 16 side by side, coordinates in double,
+//   weights and blend in float.
 // The arithmetic is the scalar loop's (augment_geometry, ops/augment.h), with the multiply-adds
 // fused. A file of its own, as cpu/philox_avx512_cpu.cpp, so the target attribute stays away from
 // the multiversioned code.
@@ -248,7 +248,7 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void blend_sto
 }
 
 // The taps t00, t01, t10, t11 of 16 pixels in pixel order from one padded plane (C = 1 layout,
-// bilinear16): 64-bit loads of the tap pairs of rows y0 and y0 + 1 at the weights' indices.
+// group16): 64-bit loads of the tap pairs of rows y0 and y0 + 1 at the weights' indices.
 struct Taps16 {
   __m512 t00, t01, t10, t11;
 };
@@ -271,83 +271,106 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline Taps16 plane_t
   return t;
 }
 
-// 16 output pixels of every plain padded plane (one per channel: C = 1, or images too large for
-// quad planes), stored at y + c hw + p under the mask `store`: the source
-// points (sx_lo, sy_lo) of pixels A of the group (join8) and (sx_hi, sy_hi) of pixels B, in
-// double. Each 64-bit gather lane reads a pixel's pair of taps of one row; so that two in-lane
-// shuffles of the pair vectors of A and B give the left and right taps in pixel order, A and B
-// are the pixels whose pairs alternate by 128-bit lane. !kTested: the fill is 0 and every tap
-// lies in the padded plane, so a point whose taps are all outside blends zeros into exactly the
-// fill (+0 or -0, as the fill), the value the inside test would give it (geometry8). Pixels A's
-// pairs come from scalar loads (gather_pairs) and pixels B's from gathers (the two kinds of load
-// overlap: ~2-4% lower than four gathers on the Zen 4 machine this was tuned on; the quad planes
-// of bilinear16_quads were ~3-5% slower for one 28x28 plane).
-template <bool kTested>
-__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear16(const BilinearF32& k, __m512d sx_lo,
-                                                                                  __m512d sx_hi, __m512d sy_lo,
-                                                                                  __m512d sy_hi, int64_t p,
-                                                                                  __mmask16 store) {
-  const Weights16 w = weights16<kTested>(k, sx_lo, sx_hi, sy_lo, sy_hi);
-  for (int64_t c = 0; c < k.C; ++c) {
-    const Taps16 t = plane_taps(k.pad + c * k.P, k, w);
-    blend_store16<kTested>(k, w, t.t00, t.t01, t.t10, t.t11, k.y + c * k.hw + p, store);
-  }
-}
-
-// 16 output pixels of every plane, stored at y + c hw + p under the mask `store`: the source points
-// (sx_lo, sy_lo) of pixels A = {0, 1, 4, 5, 8, 9, 12, 13} of the group and (sx_hi, sy_hi) of
-// pixels B = {2, 3, 6, 7, 10, 11, 14, 15}, in double (join8 puts them in pixel order). Each
-// pixel's four taps are one 128-bit load from the quad planes (augment_bilinear_f32_avx512):
-// vector m holds pixels m, 4 + m, 8 + m, 12 + m in its 128-bit lanes, so a 4 x 4 transpose within
-// the lanes gives the taps t00, t10, t01, t11 in pixel order. !kTested: the fill is 0 and every
-// tap lies in the padded plane, so a point whose taps are all outside blends zeros into exactly
-// the fill (+0 or -0, as the fill), the value the inside test would give it (geometry8).
-template <bool kTested>
-__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear16_quads(const BilinearF32& k, __m512d sx_lo,
-                                                                                  __m512d sx_hi, __m512d sy_lo,
-                                                                                  __m512d sy_hi, int64_t p,
-                                                                                  __mmask16 store) {
-  const Weights16 w = weights16<kTested>(k, sx_lo, sx_hi, sy_lo, sy_hi);
-  alignas(32) int a[8], b[8];  // the quads' float offsets (2 idx) of pixels A and B
+// The four taps of 16 pixels from quad planes (augment_bilinear_f32_avx512): `a` and `b` hold the
+// quads' float offsets (2 idx) of pixels A = {0, 1, 4, 5, 8, 9, 12, 13} and B = {2, 3, 6, 7, 10,
+// 11, 14, 15} of the group (quad_offsets). Each pixel's four taps are one 128-bit load: vector m
+// holds pixels m, 4 + m, 8 + m, 12 + m in its 128-bit lanes, so a 4 x 4 transpose within the
+// lanes gives the taps t00, t10, t01, t11 in pixel order.
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void quad_offsets(const Weights16& w, int* a,
+                                                                                   int* b) {
   _mm256_store_si256(reinterpret_cast<__m256i*>(a), _mm256_add_epi32(w.idx_lo, w.idx_lo));
   _mm256_store_si256(reinterpret_cast<__m256i*>(b), _mm256_add_epi32(w.idx_hi, w.idx_hi));
-  for (int64_t c = 0; c < k.C; ++c) {
-    const float* q = k.pad + c * k.P;
-    const __m512 v0 = quads(q, a[0], a[2], a[4], a[6]);  // pixels 0, 4, 8, 12
-    const __m512 v1 = quads(q, a[1], a[3], a[5], a[7]);  // pixels 1, 5, 9, 13
-    const __m512 v2 = quads(q, b[0], b[2], b[4], b[6]);  // pixels 2, 6, 10, 14
-    const __m512 v3 = quads(q, b[1], b[3], b[5], b[7]);  // pixels 3, 7, 11, 15
-    const __m512 u0 = _mm512_unpacklo_ps(v0, v1), u1 = _mm512_unpackhi_ps(v0, v1);
-    const __m512 u2 = _mm512_unpacklo_ps(v2, v3), u3 = _mm512_unpackhi_ps(v2, v3);
-    const __m512 t00 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u0), _mm512_castps_pd(u2)));
-    const __m512 t10 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u0), _mm512_castps_pd(u2)));
-    const __m512 t01 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u1), _mm512_castps_pd(u3)));
-    const __m512 t11 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u1), _mm512_castps_pd(u3)));
-    blend_store16<kTested>(k, w, t00, t01, t10, t11, k.y + c * k.hw + p, store);
+}
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline Taps16 quad_taps(const float* q, const int* a,
+                                                                                  const int* b) {
+  const __m512 v0 = quads(q, a[0], a[2], a[4], a[6]);  // pixels 0, 4, 8, 12
+  const __m512 v1 = quads(q, a[1], a[3], a[5], a[7]);  // pixels 1, 5, 9, 13
+  const __m512 v2 = quads(q, b[0], b[2], b[4], b[6]);  // pixels 2, 6, 10, 14
+  const __m512 v3 = quads(q, b[1], b[3], b[5], b[7]);  // pixels 3, 7, 11, 15
+  const __m512 u0 = _mm512_unpacklo_ps(v0, v1), u1 = _mm512_unpackhi_ps(v0, v1);
+  const __m512 u2 = _mm512_unpacklo_ps(v2, v3), u3 = _mm512_unpackhi_ps(v2, v3);
+  Taps16 t;
+  t.t00 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u0), _mm512_castps_pd(u2)));
+  t.t10 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u0), _mm512_castps_pd(u2)));
+  t.t01 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u1), _mm512_castps_pd(u3)));
+  t.t11 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u1), _mm512_castps_pd(u3)));
+  return t;
+}
+
+// One group of 16 output pixels of every plane (one plane with kOne), stored at y + c hw + p
+// under the mask `store`, from its weights: taps from quad planes (kQuads, several channels) or
+// from plain padded planes (plane_taps: pixels A's tap pairs from scalar loads, pixels B's from
+// gathers; the two kinds of load overlap: ~2-4% lower than four gathers on the Zen 4 machine this
+// was tuned on, ~5% for two groups at a time; the quad planes were ~3-5% slower for one 28x28
+// plane). A and B are the pixels whose pairs alternate by 128-bit lane, so that two in-lane
+// shuffles of the pair vectors give the left and right taps in pixel order. !kTested: the fill
+// is 0 and every tap lies in the padded plane, so a point whose taps are all outside blends zeros
+// into exactly the fill (+0 or -0, as the fill), the value the inside test would give it
+// (geometry8).
+template <bool kTested, bool kQuads, bool kOne>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void group16(const BilinearF32& k,
+                                                                               const Weights16& w, int64_t p,
+                                                                               __mmask16 store) {
+  const int64_t C = kOne ? 1 : k.C;
+  if constexpr (kQuads) {
+    alignas(32) int a[8], b[8];
+    quad_offsets(w, a, b);
+    for (int64_t c = 0; c < C; ++c) {
+      const Taps16 t = quad_taps(k.pad + c * k.P, a, b);
+      blend_store16<kTested>(k, w, t.t00, t.t01, t.t10, t.t11, k.y + c * k.hw + p, store);
+    }
+  } else {
+    for (int64_t c = 0; c < C; ++c) {
+      const Taps16 t = plane_taps(k.pad + c * k.P, k, w);
+      blend_store16<kTested>(k, w, t.t00, t.t01, t.t10, t.t11, k.y + c * k.hw + p, store);
+    }
   }
 }
 
-}  // namespace
-
-namespace {
-
-// n floats of value v at p, with vector stores.
-__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void fill_run(float* p, int64_t n, __m512 v) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(p + i, v);
-  if (i < n) _mm512_mask_storeu_ps(p + i, static_cast<__mmask16>((1u << (n - i)) - 1u), v);
+// Two whole groups (pixels p0 .. p0 + 15 and p1 .. p1 + 15), as group16: for each plane, both
+// groups' loads, then both blends, so that the two groups' chains (indices -> loads -> blend) lie
+// side by side in the code rather than one after the other (the weights of both are computed
+// before, by the caller).
+template <bool kTested, bool kQuads, bool kOne>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void group16x2(const BilinearF32& k,
+                                                                                 const Weights16& w0, int64_t p0,
+                                                                                 const Weights16& w1, int64_t p1) {
+  const int64_t C = kOne ? 1 : k.C;
+  const __mmask16 all = 0xFFFF;
+  if constexpr (kQuads) {
+    alignas(32) int a0[8], b0[8], a1[8], b1[8];
+    quad_offsets(w0, a0, b0);
+    quad_offsets(w1, a1, b1);
+    for (int64_t c = 0; c < C; ++c) {
+      const float* q = k.pad + c * k.P;
+      const Taps16 t0 = quad_taps(q, a0, b0);
+      const Taps16 t1 = quad_taps(q, a1, b1);
+      blend_store16<kTested>(k, w0, t0.t00, t0.t01, t0.t10, t0.t11, k.y + c * k.hw + p0, all);
+      blend_store16<kTested>(k, w1, t1.t00, t1.t01, t1.t10, t1.t11, k.y + c * k.hw + p1, all);
+    }
+  } else {
+    for (int64_t c = 0; c < C; ++c) {
+      const float* plane = k.pad + c * k.P;
+      const Taps16 t0 = plane_taps(plane, k, w0);
+      const Taps16 t1 = plane_taps(plane, k, w1);
+      blend_store16<kTested>(k, w0, t0.t00, t0.t01, t0.t10, t0.t11, k.y + c * k.hw + p0, all);
+      blend_store16<kTested>(k, w1, t1.t00, t1.t01, t1.t10, t1.t11, k.y + c * k.hw + p1, all);
+    }
+  }
 }
 
-// 16 output pixels: bilinear16_quads on quad planes (kQuads, C > 1), bilinear16 on one plane.
-template <bool kTested, bool kQuads>
-__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void group16(const BilinearF32& k, __m512d sx_lo,
-                                                                               __m512d sx_hi, __m512d sy_lo,
-                                                                               __m512d sy_hi, int64_t p,
-                                                                               __mmask16 store) {
-  if constexpr (kQuads)
-    bilinear16_quads<kTested>(k, sx_lo, sx_hi, sy_lo, sy_hi, p, store);
-  else
-    bilinear16<kTested>(k, sx_lo, sx_hi, sy_lo, sy_hi, p, store);
+// The weights of pixels col .. col + 15 of a row whose source points start at (a, b) = (m1 y +
+// m2, m4 y + m5): m0 x + a, m3 x + b (pixels A, then B).
+template <bool kTested>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline Weights16 row_weights(const BilinearF32& k,
+                                                                                       __m512d a, __m512d b,
+                                                                                       int64_t col) {
+  const __m512d lane_lo = _mm512_set_pd(13, 12, 9, 8, 5, 4, 1, 0);  // pixels A and B
+  const __m512d lane_hi = _mm512_set_pd(15, 14, 11, 10, 7, 6, 3, 2);
+  const __m512d c = _mm512_set1_pd(static_cast<double>(col));
+  const __m512d px_lo = _mm512_add_pd(c, lane_lo), px_hi = _mm512_add_pd(c, lane_hi);
+  return weights16<kTested>(k, _mm512_fmadd_pd(k.m0, px_lo, a), _mm512_fmadd_pd(k.m0, px_hi, a),
+                            _mm512_fmadd_pd(k.m3, px_lo, b), _mm512_fmadd_pd(k.m3, px_hi, b));
 }
 
 // The weights of the flat path's 16 pixels p .. p + 15 (bilinear_planes): their columns and rows
@@ -367,76 +390,83 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline Weights16 flat
                             _mm512_fmadd_pd(k.m3, px_hi, _mm512_fmadd_pd(k.m4, py_hi, k.m5)));
 }
 
-// The flat path for one plane (C = 1; bilinear16's loads and blend): two groups of 16 pixels at a
-// time, the weights and tap indices of both first, then their loads, then their blends, so that
-// the two groups' chains (indices -> loads -> blend) lie side by side in the code rather than one
-// after the other. One-thread CPU time of the bench's 512x1x28x28 Compose on Zen 4, interleaved
-// in one process: 0.91 ms against 1.13 ms for the loop shared with C > 1 (bits unchanged).
-// Stand-alone timing of this function over the same batch (us): the shared loop 678-691, this
-// loop one group at a time 593 (no channel loop), two 477, three 480, four 516, two with
-// gathers for every load (no scalar pair loads) ~500.
-template <bool kTested>
-__attribute__((target("avx512f,avx2,fma"))) void flat_one_plane(const BilinearF32& k, int64_t hw,
-                                                                const double* coords) {
+// The pixels of the flat path (W not a multiple of 16; bilinear_planes), two groups of 16 at a
+// time (group16x2), a last group alone.
+template <bool kTested, bool kQuads, bool kOne>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void flat_pairs(const BilinearF32& k, int64_t hw,
+                                                                                  const double* coords) {
   const double* cols = coords;
   const double* rows = coords + hw + 16;
-  const __mmask16 all = 0xFFFF;
   int64_t p = 0;
   for (; p + 32 <= hw; p += 32) {
     const Weights16 w0 = flat_weights<kTested>(k, cols, rows, p);
     const Weights16 w1 = flat_weights<kTested>(k, cols, rows, p + 16);
-    const Taps16 a = plane_taps(k.pad, k, w0);
-    const Taps16 b = plane_taps(k.pad, k, w1);
-    blend_store16<kTested>(k, w0, a.t00, a.t01, a.t10, a.t11, k.y + p, all);
-    blend_store16<kTested>(k, w1, b.t00, b.t01, b.t10, b.t11, k.y + p + 16, all);
+    group16x2<kTested, kQuads, kOne>(k, w0, p, w1, p + 16);
   }
   for (; p < hw; p += 16) {
-    const __mmask16 store = hw - p >= 16 ? all : static_cast<__mmask16>((1u << (hw - p)) - 1u);
-    const Weights16 w = flat_weights<kTested>(k, cols, rows, p);
-    const Taps16 t = plane_taps(k.pad, k, w);
-    blend_store16<kTested>(k, w, t.t00, t.t01, t.t10, t.t11, k.y + p, store);
+    const __mmask16 store =
+        hw - p >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (hw - p)) - 1u);
+    group16<kTested, kQuads, kOne>(k, flat_weights<kTested>(k, cols, rows, p), p, store);
   }
 }
 
-// The sample's pixels, kTested or not (group16), over padded planes (quad planes with kQuads).
-template <bool kTested, bool kQuads>
-__attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF32& k, int64_t H, int64_t W,
-                                                                 const double* coords) {
-  const int64_t hw = H * W;
-  if (W % 16 == 0) {
-    const __m512d lane_lo = _mm512_set_pd(13, 12, 9, 8, 5, 4, 1, 0);  // pixels A and B (bilinear16)
-    const __m512d lane_hi = _mm512_set_pd(15, 14, 11, 10, 7, 6, 3, 2);
-    for (int64_t row = 0; row < H; ++row) {
-      const __m512d py = _mm512_set1_pd(static_cast<double>(row));
-      const __m512d a = _mm512_fmadd_pd(k.m1, py, k.m2), b = _mm512_fmadd_pd(k.m4, py, k.m5);
-      for (int64_t col = 0; col < W; col += 16) {
-        const __m512d c = _mm512_set1_pd(static_cast<double>(col));
-        const __m512d px_lo = _mm512_add_pd(c, lane_lo), px_hi = _mm512_add_pd(c, lane_hi);
-        group16<kTested, kQuads>(k, _mm512_fmadd_pd(k.m0, px_lo, a), _mm512_fmadd_pd(k.m0, px_hi, a),
-                            _mm512_fmadd_pd(k.m3, px_lo, b), _mm512_fmadd_pd(k.m3, px_hi, b), row * W + col,
-                            static_cast<__mmask16>(0xFFFF));
-      }
+// The sample's pixels as bilinear_planes, by rows when W is a multiple of 16 (two groups of 16 of
+// a row at a time, a last group alone), else flat_pairs.
+template <bool kTested, bool kQuads, bool kOne>
+__attribute__((target("avx512f,avx2,fma"), noinline)) void planes_in_pairs(const BilinearF32& k, int64_t H,
+                                                                           int64_t W, const double* coords) {
+  if (W % 16 != 0) {
+    flat_pairs<kTested, kQuads, kOne>(k, H * W, coords);
+    return;
+  }
+  for (int64_t row = 0; row < H; ++row) {
+    const __m512d py = _mm512_set1_pd(static_cast<double>(row));
+    const __m512d a = _mm512_fmadd_pd(k.m1, py, k.m2), b = _mm512_fmadd_pd(k.m4, py, k.m5);
+    int64_t col = 0;
+    for (; col + 32 <= W; col += 32) {
+      const Weights16 w0 = row_weights<kTested>(k, a, b, col);
+      const Weights16 w1 = row_weights<kTested>(k, a, b, col + 16);
+      group16x2<kTested, kQuads, kOne>(k, w0, row * W + col, w1, row * W + col + 16);
     }
-    return;
+    if (col < W)
+      group16<kTested, kQuads, kOne>(k, row_weights<kTested>(k, a, b, col), row * W + col,
+                                     static_cast<__mmask16>(0xFFFF));
   }
-  if (!kQuads && k.C == 1) {
-    flat_one_plane<kTested>(k, hw, coords);
-    return;
-  }
-  const double* cols = coords;
-  const double* rows = coords + hw + 16;
-  for (int64_t p = 0; p < hw; p += 16) {
-    const __mmask16 store =
-        hw - p >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (hw - p)) - 1u);
-    const __m512d px_lo = _mm512_loadu_pd(cols + p);
-    const __m512d px_hi = _mm512_loadu_pd(cols + p + 8);
-    const __m512d py_lo = _mm512_loadu_pd(rows + p);
-    const __m512d py_hi = _mm512_loadu_pd(rows + p + 8);
-    group16<kTested, kQuads>(k, _mm512_fmadd_pd(k.m0, px_lo, _mm512_fmadd_pd(k.m1, py_lo, k.m2)),
-                        _mm512_fmadd_pd(k.m0, px_hi, _mm512_fmadd_pd(k.m1, py_hi, k.m2)),
-                        _mm512_fmadd_pd(k.m3, px_lo, _mm512_fmadd_pd(k.m4, py_lo, k.m5)),
-                        _mm512_fmadd_pd(k.m3, px_hi, _mm512_fmadd_pd(k.m4, py_hi, k.m5)), p, store);
-  }
+}
+
+// The sample's pixels, kTested or not, over padded planes (quad planes with kQuads), two groups
+// of 16 at a time: the weights and tap indices of both, then for each plane both groups' loads,
+// then both blends (group16x2), so that two chains (indices -> loads -> blend) lie side by side
+// in the code rather than one after the other. One plane (C = 1) takes kOne (no channel loop);
+// its flat path (28x28) is inlined here, into augment_bilinear_f32_avx512, where the map's
+// constants (k) are its own local values (as a call of planes_in_pairs, k read through the
+// reference, the 28x28 batch was ~3% slower). One-thread CPU time of the bench's Compose on Zen 4,
+// builds interleaved in one process, against one group at a time with the channel loop:
+// 512x1x28x28 0.91-0.97 ms against 1.13-1.22 ms; 256x3x32x32 1.63 against 1.68-1.72 ms,
+// 256x2x28x28 0.87 against 0.94, 512x1x32x32 1.27 against 1.47, 4x1x224x224 0.46 against 0.53
+// (bits unchanged). Stand-alone timing of the bilinear over the 28x28 batch (us): one group at a
+// time 678-691, 593 without the channel loop, two groups 477, three 480, four 516.
+template <bool kTested, bool kQuads>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void bilinear_planes(const BilinearF32& k,
+                                                                                       int64_t H, int64_t W,
+                                                                                       const double* coords) {
+  if (!kQuads && k.C == 1 && W % 16 != 0)
+    flat_pairs<kTested, false, true>(k, H * W, coords);
+  else if (!kQuads && k.C == 1)
+    planes_in_pairs<kTested, false, true>(k, H, W, coords);
+  else
+    planes_in_pairs<kTested, kQuads, false>(k, H, W, coords);
+}
+
+}  // namespace
+
+namespace {
+
+// n floats of value v at p, with vector stores.
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void fill_run(float* p, int64_t n, __m512 v) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(p + i, v);
+  if (i < n) _mm512_mask_storeu_ps(p + i, static_cast<__mmask16>((1u << (n - i)) - 1u), v);
 }
 
 }  // namespace
@@ -448,29 +478,28 @@ __attribute__((target("avx512f,avx2,fma"))) void bilinear_planes(const BilinearF
 // are first written into `pad`, bordered by B pixels of fill, so that a tap outside the image
 // reads fill:
 // - one plane (C = 1): the image copied into a padded plane of (H + 2B) x (W + 2B), where the two
-//   taps of a row (t00, t01) are adjacent: one 64-bit load or gather lane reads both (bilinear16);
+//   taps of a row (t00, t01) are adjacent: one 64-bit load or gather lane reads both (plane_taps);
 // - several planes (C > 1) whose quad planes fit the thread's kept planes (quad_planes, from
 //   augment_cpu.cpp's bilinear_f32_quads; larger images take one padded plane per channel as for
 //   C = 1): quad planes of (H + 2B) x (W + 2B) x 2 floats: at padded (r, x) the
 //   pair (pixel (r, x), pixel (r + 1, x)), so the four taps of a pixel are the 4 floats at its
-//   top-left tap: one 128-bit load (bilinear16_quads; 3x32x32 Compose: ~4-6% lower one-thread CPU
+//   top-left tap: one 128-bit load (quad_taps; 3x32x32 Compose: ~4-6% lower one-thread CPU
 //   time than 64-bit loads of the tap pairs). Only the quad rows that hold image pixels (B - 1 ..
 //   B + H - 1) are rewritten per sample.
 // The weights' rules are augment_geometry's: a tap of weight exactly 0 does not contribute, so
 // integer coordinates copy bit for bit; a point whose four taps are all outside is fill. When
 // the fill is 0 and the four corners' source points (an affine map's extremes over the grid) show
 // that every tap lies within the border B = border_max, the per-point inside tests are skipped
-// (bilinear16: the same bits); otherwise B = 1 and every point is tested. The border's fill stays
+// (group16: the same bits); otherwise B = 1 and every point is tested. The border's fill stays
 // in `pad` from one sample to the next while B does (`layout`: the current B, 0 for none).
 // Brightness (when not 1) multiplies in float. The source point of pixel (x, y) is
 // m0 x + (m1 y + m2) (and m3 x + (m4 y + m5)), in double with the multiply-adds fused:
-// - W a multiple of 16: row by row, 16 columns at a time;
+// - W a multiple of 16: row by row, 16 columns at a time (two groups at a time, bilinear_planes);
 // - otherwise 16 pixels at a time in C order over the whole plane (no lanes wasted at the ends of
 //   rows), each pixel's column and row read from `coords` (H W + 16 columns, then H W + 16 rows,
 //   as doubles, each group of 16 as its pixels A then B; those past the image are the last
 //   pixel's, so that the lanes of a last partial group, computed but not stored, stay within the
-//   corners' bounds and the padded plane); one plane (C = 1) two groups at a time
-//   (flat_one_plane).
+//   corners' bounds and the padded plane), two groups at a time.
 // `pad` holds (quad_planes ? 2 : 1) C (H + 2 border_max) (W + 2 border_max) floats.
 __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(float* y, const float* x,
                                                                               const AugmentSample& s,

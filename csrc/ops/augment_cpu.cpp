@@ -185,7 +185,7 @@ struct KeptPad {
 thread_local KeptPad kept_pad;
 
 // Columns, then rows, of pixels 0 .. H W + 15 of an H x W image, each group of 16 as its pixels
-// A then its pixels B (augment_avx512_cpu.cpp's bilinear16); the pixels past the image repeat the
+// A then its pixels B (augment_avx512_cpu.cpp's weights16); the pixels past the image repeat the
 // last one, so the lanes of a last partial group (computed, not stored) read taps within the
 // padded plane. The table of augment_bilinear_f32_avx512's flat path (W not a multiple of 16),
 // kept by the calling thread for the next call of the same size.
