@@ -439,8 +439,9 @@ __attribute__((target("avx512f,avx2,fma"), noinline)) void planes_in_pairs(const
 // then both blends (group16x2), so that two chains (indices -> loads -> blend) lie side by side
 // in the code rather than one after the other. One plane (C = 1) takes kOne (no channel loop);
 // its flat path (28x28) is inlined here, into augment_bilinear_f32_avx512, where the map's
-// constants (k) are its own local values (as a call of planes_in_pairs, k read through the
-// reference, the 28x28 batch was ~3% slower). One-thread CPU time of the bench's Compose on Zen 4,
+// constants (k) are its own local values (stand-alone, as a call of planes_in_pairs with k read
+// through the reference, the 28x28 batch's bilinear was ~3% slower; with k passed by value, the
+// same as inlined within noise). One-thread CPU time of the bench's Compose on Zen 4,
 // builds interleaved in one process, against one group at a time with the channel loop:
 // 512x1x28x28 0.91-0.97 ms against 1.13-1.22 ms; 256x3x32x32 1.63 against 1.68-1.72 ms,
 // 256x2x28x28 0.87 against 0.94, 512x1x32x32 1.27 against 1.47, 4x1x224x224 0.46 against 0.53
