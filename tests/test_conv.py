@@ -222,6 +222,23 @@ def test_pool_gradchecks(kernel, stride, padding):
 # ---- pooling against the reference
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 1, 1), (3, 2, 1), (3, 3, 0), (5, 2, 2)])
+def test_avg_pooling_wide_rows_with_nan_and_inf(device, kernel, stride, padding, dtype):
+    # Rows of over 64 windows (the CPU's vectorized chunks of inside windows, their ends and the
+    # border windows), NaN and inf spreading only into the windows that hold them.
+    rng = np.random.default_rng(seed_of("avg pool wide", kernel, stride, padding, dtype))
+    x = (rng.standard_normal((2, 2, 9, 203)) * 100).astype(dtype)
+    x[0, 0, 4, 100] = np.nan
+    x[1, 1, 0, 7] = np.inf
+    x[1, 0, 8, 202] = -np.inf
+    for cip in (True, False):
+        got = ops.avg_pool2d(to_device(device, x), kernel, stride, padding, count_include_pad=cip)
+        assert_close(got, reference.avg_pool2d(x, kernel, stride, padding, cip),
+                     reference.avg_pool2d(*wider(x), kernel, stride, padding, cip))
+
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kernel, stride, padding", POOL_CASES)
 def test_pooling_matches_reference(device, kernel, stride, padding, dtype):
     rng = np.random.default_rng(seed_of("pool", kernel, stride, padding, dtype))
