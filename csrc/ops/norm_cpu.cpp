@@ -1275,22 +1275,59 @@ void lrn_base(double* base, const T* x, int64_t c, int64_t s, int64_t s0, int64_
 }
 }  // namespace
 
+// d^-beta for beta = 0.75 (torch's default), 0.5 and 1 by square roots and a division, which
+// vectorize (within ~2 ulp of double; std::pow per element cost ~10 ns: the forward took 13 ns per
+// element on one Zen 4 core against 2.3 for NumPy's power), std::pow for other betas.
+enum class LrnBeta { kThreeQuarters, kHalf, kOne, kOther };
+inline LrnBeta lrn_beta_case(double beta) {
+  return beta == 0.75 ? LrnBeta::kThreeQuarters
+         : beta == 0.5 ? LrnBeta::kHalf
+         : beta == 1.0 ? LrnBeta::kOne
+                       : LrnBeta::kOther;
+}
+template <LrnBeta kCase> inline double lrn_neg_pow(double d, double beta) {
+  if constexpr (kCase == LrnBeta::kThreeQuarters)
+    return 1.0 / std::sqrt(d * std::sqrt(d));
+  else if constexpr (kCase == LrnBeta::kHalf)
+    return 1.0 / std::sqrt(d);
+  else if constexpr (kCase == LrnBeta::kOne)
+    return 1.0 / d;
+  else
+    return std::pow(d, -beta);
+}
+
+// f(std::integral_constant<LrnBeta, case>) for beta's case.
+template <class F> void with_lrn_beta(double beta, F&& f) {
+  switch (lrn_beta_case(beta)) {
+    case LrnBeta::kThreeQuarters: return f(std::integral_constant<LrnBeta, LrnBeta::kThreeQuarters>());
+    case LrnBeta::kHalf: return f(std::integral_constant<LrnBeta, LrnBeta::kHalf>());
+    case LrnBeta::kOne: return f(std::integral_constant<LrnBeta, LrnBeta::kOne>());
+    default: return f(std::integral_constant<LrnBeta, LrnBeta::kOther>());
+  }
+}
+
 template <typename T>
 void local_response_norm(T* y, const T* x, int64_t n, int64_t c, int64_t s, int64_t size, double alpha, double beta,
                          double k, Stream) {
   const int64_t spans = ceil_div(s, kLrnSpan);
-  parallel_for(n * spans, 1, c * kLrnSpan * size, [&](int64_t t0, int64_t t1) {
-    Buffer<double> base = scratch<double>(c * kLrnSpan);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t img = t / spans, s0 = (t % spans) * kLrnSpan, len = std::min(kLrnSpan, s - s0);
-      const T* xi = x + img * c * s;
-      T* yi = y + img * c * s;
-      lrn_base(base.get(), xi, c, s, s0, len, size, alpha, k);
-      for (int64_t ch = 0; ch < c; ++ch)
-        for (int64_t i = 0; i < len; ++i)
-          yi[ch * s + s0 + i] =
-              static_cast<T>(static_cast<double>(xi[ch * s + s0 + i]) * std::pow(base[ch * len + i], -beta));
-    }
+  with_lrn_beta(beta, [&](auto beta_case) {
+    constexpr LrnBeta kCase = decltype(beta_case)::value;
+    parallel_for(n * spans, 1, c * kLrnSpan * size, [&](int64_t t0, int64_t t1) {
+      Buffer<double> base = scratch<double>(c * kLrnSpan);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t img = t / spans, s0 = (t % spans) * kLrnSpan, len = std::min(kLrnSpan, s - s0);
+        const T* xi = x + img * c * s + s0;
+        T* yi = y + img * c * s + s0;
+        lrn_base(base.get(), x + img * c * s, c, s, s0, len, size, alpha, k);
+        for (int64_t ch = 0; ch < c; ++ch) {
+          const double* b = base.get() + ch * len;
+          const T* xr = xi + ch * s;
+          T* yr = yi + ch * s;
+          for (int64_t i = 0; i < len; ++i)
+            yr[i] = static_cast<T>(static_cast<double>(xr[i]) * lrn_neg_pow<kCase>(b[i], beta));
+        }
+      }
+    });
   });
 }
 
@@ -1306,13 +1343,32 @@ void local_response_norm_backward(T* dx, const T* dy, const T* x, int64_t n, int
       const int64_t img = t / spans, s0 = (t % spans) * kLrnSpan, len = std::min(kLrnSpan, s - s0);
       const int64_t off = img * c * s + s0;
       lrn_base(base.get(), x + img * c * s, c, s, s0, len, size, alpha, k);
-      for (int64_t ch = 0; ch < c; ++ch)
-        for (int64_t i = 0; i < len; ++i) {
-          const LrnPowers pw = lrn_powers(base[ch * len + i], beta);
-          term[ch * len + i] =
-              static_cast<double>(dy[off + ch * s + i]) * static_cast<double>(x[off + ch * s + i]) * pw.q;
-          base[ch * len + i] = pw.p;
-        }
+      // d^-beta and d^(-beta-1) as lrn_powers gives them; for the betas of lrn_neg_pow and a span
+      // whose d are all finite and positive (always, for k > 0), p = lrn_neg_pow, q = p / d in a
+      // loop that vectorizes.
+      bool positive = lrn_beta_case(beta) != LrnBeta::kOther;
+      for (int64_t e = 0; e < c * len && positive; ++e) positive = base[e] > 0.0 && base[e] < INFINITY;
+      const auto powers = [&](auto beta_case) {
+        constexpr LrnBeta kCase = decltype(beta_case)::value;
+        for (int64_t ch = 0; ch < c; ++ch)
+          for (int64_t i = 0; i < len; ++i) {
+            const double d = base[ch * len + i], p = lrn_neg_pow<kCase>(d, beta);
+            term[ch * len + i] =
+                static_cast<double>(dy[off + ch * s + i]) * static_cast<double>(x[off + ch * s + i]) * (p / d);
+            base[ch * len + i] = p;
+          }
+      };
+      if (positive) {
+        with_lrn_beta(beta, powers);
+      } else {
+        for (int64_t ch = 0; ch < c; ++ch)
+          for (int64_t i = 0; i < len; ++i) {
+            const LrnPowers pw = lrn_powers(base[ch * len + i], beta);
+            term[ch * len + i] =
+                static_cast<double>(dy[off + ch * s + i]) * static_cast<double>(x[off + ch * s + i]) * pw.q;
+            base[ch * len + i] = pw.p;
+          }
+      }
       // Channel j is in the window of c for c in [j - (size - 1) / 2, j + size / 2].
       for (int64_t j = 0; j < c; ++j) {
         const int64_t lo = std::max<int64_t>(0, j - (size - 1) / 2);
