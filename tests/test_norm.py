@@ -1171,7 +1171,8 @@ def test_weight_norm_identical_for_one_and_two_threads(threads):
 LRN_SHAPES = [(1, 1, 1, 1), (2, 7, 3, 3), (3, 16, 5, 5), (2, 5, 7), (1, 3, 2, 2, 2)]
 LRN_SIZES = [1, 2, 3, 5, 20]  # 20 is more than every C above
 # (alpha, beta, k): the defaults, where the window barely matters, and strong ones.
-LRN_PARAMS = [(1e-4, 0.75, 1.0), (0.5, 0.6, 2.0)]
+LRN_PARAMS = [(1e-4, 0.75, 1.0), (0.5, 0.6, 2.0), (0.5, 0.75, 2.0), (0.3, 1.0, 0.5), (2.0, 0.5, 0.25)]
+LRN_IDS = ["default", "strong", "strong beta 3/4", "beta 1", "beta 1/2"]  # 3/4, 1/2, 1: the CPU's square-root forms
 
 
 def lrn_all(device, name, args, *params):
@@ -1183,7 +1184,7 @@ def lrn_all(device, name, args, *params):
 @pytest.mark.parametrize("shape", LRN_SHAPES)
 @pytest.mark.parametrize("size", LRN_SIZES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("params", LRN_PARAMS, ids=["default", "strong"])
+@pytest.mark.parametrize("params", LRN_PARAMS, ids=LRN_IDS)
 def test_local_response_norm_matches_reference(device, shape, size, dtype, params):
     rng = np.random.default_rng(seed_of("lrn", shape, size, params))
     x = (rng.standard_normal(shape) * 2).astype(dtype)
@@ -1195,7 +1196,7 @@ def test_local_response_norm_matches_reference(device, shape, size, dtype, param
 @pytest.mark.parametrize("shape", LRN_SHAPES)
 @pytest.mark.parametrize("size", LRN_SIZES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("params", LRN_PARAMS, ids=["default", "strong"])
+@pytest.mark.parametrize("params", LRN_PARAMS, ids=LRN_IDS)
 def test_local_response_norm_backward_matches_reference(device, shape, size, dtype, params):
     rng = np.random.default_rng(seed_of("lrn_backward", shape, size, params))
     x = (rng.standard_normal(shape) * 2).astype(dtype)
@@ -1281,7 +1282,7 @@ def test_local_response_norm_zero_size(device, shape):
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 7])
-@pytest.mark.parametrize("params", LRN_PARAMS, ids=["default", "strong"])
+@pytest.mark.parametrize("params", LRN_PARAMS, ids=LRN_IDS)
 def test_local_response_norm_gradcheck(device, size, params):
     rng = np.random.default_rng(seed_of("lrn_grad", size, params))
     x = rng.standard_normal((2, 5, 2, 3))

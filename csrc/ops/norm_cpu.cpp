@@ -1275,11 +1275,14 @@ void lrn_base(double* base, const T* x, int64_t c, int64_t s, int64_t s0, int64_
 }
 }  // namespace
 
-// d^-beta for beta = 0.75 (torch's default), 0.5 and 1 by square roots and a division, which
-// vectorize (within ~2 ulp of double; std::pow per element cost ~10 ns: the forward took 13 ns per
-// element on one Zen 4 core against 2.3 for NumPy's power), std::pow for other betas.
+// d^-beta for float32 results and beta = 0.75 (torch's default), 0.5 and 1 by square roots and a
+// division, which vectorize (within ~2 ulp of double, below float's rounding: the float32 results
+// kept their bits in a dump; std::pow per element cost ~10 ns: the forward took 13 ns per element
+// on one Zen 4 core against 2.3 for NumPy's power), std::pow for float64 results (whose tests hold
+// them to a few ulps of NumPy's pow) and other betas.
 enum class LrnBeta { kThreeQuarters, kHalf, kOne, kOther };
-inline LrnBeta lrn_beta_case(double beta) {
+template <typename T> inline LrnBeta lrn_beta_case(double beta) {
+  if (!std::is_same_v<T, float>) return LrnBeta::kOther;
   return beta == 0.75 ? LrnBeta::kThreeQuarters
          : beta == 0.5 ? LrnBeta::kHalf
          : beta == 1.0 ? LrnBeta::kOne
@@ -1296,9 +1299,9 @@ template <LrnBeta kCase> inline double lrn_neg_pow(double d, double beta) {
     return std::pow(d, -beta);
 }
 
-// f(std::integral_constant<LrnBeta, case>) for beta's case.
-template <class F> void with_lrn_beta(double beta, F&& f) {
-  switch (lrn_beta_case(beta)) {
+// f(std::integral_constant<LrnBeta, kase>).
+template <class F> void with_lrn_beta(LrnBeta kase, F&& f) {
+  switch (kase) {
     case LrnBeta::kThreeQuarters: return f(std::integral_constant<LrnBeta, LrnBeta::kThreeQuarters>());
     case LrnBeta::kHalf: return f(std::integral_constant<LrnBeta, LrnBeta::kHalf>());
     case LrnBeta::kOne: return f(std::integral_constant<LrnBeta, LrnBeta::kOne>());
@@ -1310,7 +1313,7 @@ template <typename T>
 void local_response_norm(T* y, const T* x, int64_t n, int64_t c, int64_t s, int64_t size, double alpha, double beta,
                          double k, Stream) {
   const int64_t spans = ceil_div(s, kLrnSpan);
-  with_lrn_beta(beta, [&](auto beta_case) {
+  with_lrn_beta(lrn_beta_case<T>(beta), [&](auto beta_case) {
     constexpr LrnBeta kCase = decltype(beta_case)::value;
     parallel_for(n * spans, 1, c * kLrnSpan * size, [&](int64_t t0, int64_t t1) {
       Buffer<double> base = scratch<double>(c * kLrnSpan);
@@ -1346,7 +1349,8 @@ void local_response_norm_backward(T* dx, const T* dy, const T* x, int64_t n, int
       // d^-beta and d^(-beta-1) as lrn_powers gives them; for the betas of lrn_neg_pow and a span
       // whose d are all finite and positive (always, for k > 0), p = lrn_neg_pow, q = p / d in a
       // loop that vectorizes.
-      bool positive = lrn_beta_case(beta) != LrnBeta::kOther;
+      const LrnBeta kase = lrn_beta_case<T>(beta);
+      bool positive = kase != LrnBeta::kOther;
       for (int64_t e = 0; e < c * len && positive; ++e) positive = base[e] > 0.0 && base[e] < INFINITY;
       const auto powers = [&](auto beta_case) {
         constexpr LrnBeta kCase = decltype(beta_case)::value;
@@ -1359,11 +1363,16 @@ void local_response_norm_backward(T* dx, const T* dy, const T* x, int64_t n, int
           }
       };
       if (positive) {
-        with_lrn_beta(beta, powers);
+        with_lrn_beta(kase, powers);
       } else {
         for (int64_t ch = 0; ch < c; ++ch)
           for (int64_t i = 0; i < len; ++i) {
-            const LrnPowers pw = lrn_powers(base[ch * len + i], beta);
+            // float64: d^(-beta-1) by std::pow, not p / d: the backward's two terms cancel where
+            // alpha x^2 is large against k (a 1-element (2, 0.5, 0.25) case was 25x NumPy's error
+            // with p / d's second rounding).
+            const double d = base[ch * len + i];
+            const LrnPowers pw = std::is_same_v<T, float> ? lrn_powers(d, beta)
+                                                          : LrnPowers{std::pow(d, -beta), std::pow(d, -beta - 1.0)};
             term[ch * len + i] =
                 static_cast<double>(dy[off + ch * s + i]) * static_cast<double>(x[off + ch * s + i]) * pw.q;
             base[ch * len + i] = pw.p;
