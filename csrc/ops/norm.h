@@ -89,16 +89,14 @@ template <typename T> FDNN_HD inline T layer_norm_dx(T g, T xhat, T inv_std, T m
 FDNN_HD inline int64_t lrn_window_lo(int64_t c, int64_t size) { return c - size / 2; }
 FDNN_HD inline int64_t lrn_window_hi(int64_t c, int64_t size) { return c + (size - 1) / 2; }
 
-// d^-beta and d^(-beta-1) of a base d. The second is d^-beta / d where that is exact enough (d
-// finite and > 0); at d = 0 or inf (k = 0, overflowing squares) the quotient would be inf / inf
-// or 0 / 0 where the power itself is 0 or inf, so it is taken by pow there, as the reference does.
+// d^-beta and d^(-beta-1) of a base d, both by pow as the reference takes them. (d^-beta / d for
+// the second was off by its extra rounding, which the backward's two terms, cancelling where
+// alpha x^2 is large against k, turned into 25x NumPy's float64 error in a 1-element case; and at
+// d = 0 or inf it is inf / inf or 0 / 0.)
 struct LrnPowers {
   double p, q;
 };
-FDNN_HD inline LrnPowers lrn_powers(double d, double beta) {
-  const double p = pow(d, -beta);
-  return {p, (d > 0.0 && d < INFINITY) ? p / d : pow(d, -beta - 1.0)};
-}
+FDNN_HD inline LrnPowers lrn_powers(double d, double beta) { return {pow(d, -beta), pow(d, -beta - 1.0)}; }
 
 // ---- entry points (norm_cpu.cpp, norm_cuda.cu) ----
 

@@ -1346,11 +1346,12 @@ void local_response_norm_backward(T* dx, const T* dy, const T* x, int64_t n, int
       const int64_t img = t / spans, s0 = (t % spans) * kLrnSpan, len = std::min(kLrnSpan, s - s0);
       const int64_t off = img * c * s + s0;
       lrn_base(base.get(), x + img * c * s, c, s, s0, len, size, alpha, k);
-      // d^-beta and d^(-beta-1) as lrn_powers gives them; for the betas of lrn_neg_pow and a span
-      // whose d are all finite and positive (always, for k > 0), p = lrn_neg_pow, q = p / d in a
-      // loop that vectorizes.
+      // d^-beta and d^(-beta-1): for float32 results and a span whose d are all finite and
+      // positive (always, for k > 0), p = lrn_neg_pow and q = p / d (in a loop that vectorizes for
+      // the betas of lrn_neg_pow; a pow fewer than lrn_powers for the others; the float32 results
+      // as with lrn_powers' two pows); lrn_powers otherwise.
       const LrnBeta kase = lrn_beta_case<T>(beta);
-      bool positive = kase != LrnBeta::kOther;
+      bool positive = std::is_same_v<T, float>;
       for (int64_t e = 0; e < c * len && positive; ++e) positive = base[e] > 0.0 && base[e] < INFINITY;
       const auto powers = [&](auto beta_case) {
         constexpr LrnBeta kCase = decltype(beta_case)::value;
@@ -1367,12 +1368,7 @@ void local_response_norm_backward(T* dx, const T* dy, const T* x, int64_t n, int
       } else {
         for (int64_t ch = 0; ch < c; ++ch)
           for (int64_t i = 0; i < len; ++i) {
-            // float64: d^(-beta-1) by std::pow, not p / d: the backward's two terms cancel where
-            // alpha x^2 is large against k (a 1-element (2, 0.5, 0.25) case was 25x NumPy's error
-            // with p / d's second rounding).
-            const double d = base[ch * len + i];
-            const LrnPowers pw = std::is_same_v<T, float> ? lrn_powers(d, beta)
-                                                          : LrnPowers{std::pow(d, -beta), std::pow(d, -beta - 1.0)};
+            const LrnPowers pw = lrn_powers(base[ch * len + i], beta);
             term[ch * len + i] =
                 static_cast<double>(dy[off + ch * s + i]) * static_cast<double>(x[off + ch * s + i]) * pw.q;
             base[ch * len + i] = pw.p;
