@@ -647,6 +647,79 @@ def test_identical_results_for_one_and_two_threads(threads):
         np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.parametrize("k", list(range(1, 18)))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_narrow_rows_match_reference(device, k, dtype):
+    """Rows of 1..17 columns (the CPU takes rows of fewer than 16 columns 16 rows at a time,
+    across rows): against the reference for 1, 15, 16, 17 and 37 rows (groups and their tails),
+    logits of any scale, and each row's result bitwise the same as that row alone."""
+    rng = np.random.default_rng(seed_of("narrow softmax", k, np.dtype(dtype).name))
+    for n, scale, offset in ((1, 3, 0), (15, 1, 0), (16, 30, -5), (17, 3, 1e4), (37, 1e3, -3e4)):
+        x = (rng.standard_normal((n, k)) * scale + offset).astype(dtype)
+        dy = rng.standard_normal((n, k)).astype(dtype)
+        x_d, dy_d = to_device(device, x, dy)
+        for name, back in (("softmax", "softmax_backward"), ("log_softmax", "log_softmax_backward")):
+            msg = f"{name} n={n} k={k}"
+            y = getattr(ops, name)(x_d)
+            assert_close(y, getattr(reference, name)(x), getattr(reference, name)(*wider(x)), err_msg=msg)
+            y_ref = getattr(reference, name)(x)
+            dx = getattr(ops, back)(dy_d, to_device(device, y_ref))
+            assert_close(dx, getattr(reference, back)(dy, y_ref), getattr(reference, back)(*wider(dy, y_ref)),
+                         err_msg=msg)
+            for r in (0, n // 2, n - 1):
+                np.testing.assert_array_equal(to_numpy(getattr(ops, name)(x_d[r:r + 1]))[0], to_numpy(y)[r],
+                                              err_msg=msg)
+                np.testing.assert_array_equal(
+                    to_numpy(getattr(ops, back)(dy_d[r:r + 1], to_device(device, y_ref[r:r + 1])))[0],
+                    to_numpy(dx)[r], err_msg=msg)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("k", [1, 2, 3, 10, 15, 17])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_narrow_rows_with_nonfinite_values(device, k, dtype):
+    """NaN, +inf and -inf logits in narrow rows (one per row, a row all -inf, a row of +inf and
+    -inf, huge finite values), among finite rows of the same 16-row group: the same NaN and inf
+    positions and zeros as the reference, and the finite rows still match it."""
+    rng = np.random.default_rng(seed_of("narrow nonfinite", k))
+    x = (rng.standard_normal((21, k)) * 3).astype(dtype)
+    x[1, k // 2] = np.nan
+    x[3, 0] = np.inf
+    x[5, k - 1] = -np.inf
+    x[7] = -np.inf
+    x[9, 0], x[9, k - 1] = np.inf, -np.inf
+    x[11] = np.finfo(dtype).max
+    x[13, 0] = -np.finfo(dtype).max
+    dy = rng.standard_normal((21, k)).astype(dtype)
+    dy[15, 0] = np.nan
+    dy[17, k - 1] = np.inf
+    finite = [r for r in range(21) if r not in (1, 3, 5, 7, 9, 11, 13, 15, 17)]
+    for name, back in (("softmax", "softmax_backward"), ("log_softmax", "log_softmax_backward")):
+        y = to_numpy(getattr(ops, name)(to_device(device, x)))
+        ref_y = getattr(reference, name)(x)
+        assert_same_nonfinite(y, ref_y)
+        np.testing.assert_array_equal(y[np.isfinite(ref_y)] == 0, ref_y[np.isfinite(ref_y)] == 0)
+        assert_close(y[finite], ref_y[finite], getattr(reference, name)(*wider(x[finite])), err_msg=name)
+        assert_same_nonfinite(getattr(ops, back)(*to_device(device, dy, ref_y)), getattr(reference, back)(dy, ref_y))
+
+
+@pytest.mark.parametrize("k", [3, 10])
+def test_narrow_rows_identical_for_one_and_two_threads(threads, k):
+    """Narrow rows over several of the pool's row blocks (whose starts are not multiples of 16)."""
+    rng = np.random.default_rng(seed_of("narrow threads", k))
+    n = 3 * 16384 // k + 5
+    for dtype in DTYPES:
+        x = (rng.standard_normal((n, k)) * 4).astype(dtype)
+        dy = rng.standard_normal((n, k)).astype(dtype)
+        results = []
+        for count in (1, 2):
+            threads(count)
+            p, lp = ops.softmax(x), ops.log_softmax(x)
+            results.append([p, lp, ops.softmax_backward(dy, p), ops.log_softmax_backward(dy, lp)])
+        for one, two in zip(*results):
+            np.testing.assert_array_equal(one, two)
+
+
 def _out_at(n, k, offset_bytes):
     """A C-contiguous float32 (n, k) array starting offset_bytes past a 64-byte line, filled with 7."""
     buffer = np.empty(n * k + 32, np.float32)
