@@ -9,6 +9,9 @@ import numpy as np
 from harness import Case, streaming_passes
 
 SHAPES = [(256, 10), (4096, 1000), ((16384, 4096), "cuda")]
+# softmax / log_softmax alone: 10 classes (the CPU's across-rows path for rows under 16 columns)
+# and 100 and 1000 (the per-row paths), 262144 elements each.
+SOFTMAX_SHAPES = [(26214, 10), (2621, 100), (262, 1000)]
 
 
 def _reference(xp, z, labels, eps):
@@ -24,6 +27,15 @@ def _reference(xp, z, labels, eps):
     d -= eps / k
     d[rows, labels] -= 1 - eps
     return loss, d / n
+
+
+def _softmax_reference(xp, z, log):
+    """softmax / log_softmax over the last axis as a user writes it in NumPy or CuPy."""
+    shifted = z - z.max(axis=-1, keepdims=True)
+    if log:
+        return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+    e = xp.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _ordinary_store_copy(x, y):
@@ -91,4 +103,17 @@ def cases(dev):
                     ops.softmax_cross_entropy_with_grad(z, l, smoothing="all", out=d)
 
             out.append(Case("xent", f"fwd+bwd compute floor {n}x{k} (rows in cache)", {"fusednn": in_cache}))
+    for n, k in dev.sizes(SOFTMAX_SHAPES):
+        x = dev.array(np.random.default_rng(1).standard_normal((n, k), np.float32) * 3)
+        xt = dev.tensor(x) if torch is not None else None
+        for name, log in (("softmax", False), ("log_softmax", True)):
+            torch_fn = None
+            if torch is not None:
+                tf = torch.log_softmax if log else torch.softmax
+                torch_fn = lambda xt=xt, tf=tf: tf(xt, dim=-1)  # noqa: E731
+            out.append(Case("xent", f"{name} {n}x{k}", {
+                "fusednn": lambda x=x, f=getattr(ops, name): f(x),
+                "numpy": lambda x=x, log=log: _softmax_reference(xp, x, log),
+                "torch": torch_fn,
+            }, bytes=2.0 * x.nbytes))  # x read once, the output written once
     return out
