@@ -237,7 +237,6 @@ def test_avg_pooling_wide_rows_with_nan_and_inf(device, kernel, stride, padding,
                      reference.avg_pool2d(*wider(x), kernel, stride, padding, cip))
 
 
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kernel, stride, padding", POOL_CASES)
 def test_pooling_matches_reference(device, kernel, stride, padding, dtype):

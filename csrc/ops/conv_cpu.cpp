@@ -666,7 +666,8 @@ FDNN_MULTIVERSION void max_pool_row_inside(T* FDNN_RESTRICT y, int64_t* FDNN_RES
 
 // Average pooling's window sums of one output row whose windows lie inside the input (ow in
 // [o0, o1), rows h0 .. h0 + kh - 1), in double, each window's elements added in row-major order
-// from 0 (the general loop's order, so the same bits), over a chunk of outputs so that the
+// from 0 (the general loop's order, so the same values; a NaN's sign may differ where a window
+// adds a NaN to the NaN of inf - inf), over a chunk of outputs so that the
 // compiler vectorizes across ow. kStride: the stride along W as a constant (1 or 2: contiguous
 // loads, or even/odd lanes), 0 for s.sw at run time. Each sum is divided by kh kw. (The general
 // loop, one window at a time with its bounds, took 1.17 ns per float32 input element for 2x2
