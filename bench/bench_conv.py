@@ -5,8 +5,10 @@ where it can) vs PyTorch on the same device (oneDNN on the CPU), in one run.
 - 3x3 convolutions with padding 1, bias and ReLU: forward, then the backward of all three
   gradients (the first layer, with one input channel, skips dx in every implementation, as a
   first layer does); the "flops" are the GEMMs' 2 N OH OW C_out K per product (forward, dw, dx).
-- 2x2 max pooling of (128, 64, 28, 28): forward (values and indices) + backward; the bytes are the
-  minimal traffic (x read, y and the int64 indices written; dy and the indices read, dx written).
+- Pooling of (128, 64, 28, 28), forward + backward: 2x2 max (values and indices) and average,
+  and 3x3 at stride 2 with padding 1 (a ResNet stem's), max and average; the bytes are the
+  minimal traffic (x read, y and max's int64 indices written; dy and the indices read, dx
+  written).
 - One CNN training epoch (conv32-bn-relu-pool, conv64-bn-relu-pool, linear 10; AdamW; batch 128)
   on random 1x28x28 samples against the same model in torch. The epoch is cut to EPOCH_SAMPLES
   (3,840 samples = 30 batches, not MNIST's 60,000) so that the family runs in about 90 s on 2
@@ -60,33 +62,38 @@ def _conv_case(dev, n, c, h, co):
     }, flops=2.0 * macs * (3 if input_grad else 2), repeat=3 if dev.quick else 7, warmup=1)
 
 
-def _pool_case(dev):
+def _pool_case(dev, kind, kernel, stride, padding):
+    """Max ("max": values and int64 indices) or average pooling, forward + backward."""
     from fusednn import ops, reference
     torch = dev.torch
     shape = POOL if not dev.quick else (16,) + POOL[1:]
     x = dev.array(np.random.default_rng(1).standard_normal(shape, np.float32))
 
-    def fusednn_step():
-        y, idx = ops.max_pool2d(x, 2)
-        return ops.max_pool2d_backward(y, idx, x.shape)
-
-    def reference_step():
-        y, idx = reference.max_pool2d(x, 2)
-        return reference.max_pool2d_backward(y, idx, x.shape)
+    def step(lib):
+        if kind == "max":
+            y, idx = lib.max_pool2d(x, kernel, stride, padding)
+            return lib.max_pool2d_backward(y, idx, x.shape)
+        y = lib.avg_pool2d(x, kernel, stride, padding)
+        return lib.avg_pool2d_backward(y, x.shape, kernel, stride, padding)
 
     torch_step = None
     if torch is not None:
         F = torch.nn.functional
         xt = dev.tensor(x).requires_grad_()
+        pool = F.max_pool2d if kind == "max" else F.avg_pool2d
 
         def torch_step():
-            y = F.max_pool2d(xt, 2)
+            y = pool(xt, kernel, stride, padding)
             return torch.autograd.grad(y, xt, y.detach())
 
     e = int(np.prod(shape))
-    traffic = 4 * e + (4 + 8) * e / 4 + (4 + 8) * e / 4 + 4 * e  # x; y, idx; dy, idx; dx
-    return Case("conv", f"maxpool2x2 fwd+bwd {shape}", {
-        "fusednn": fusednn_step, "numpy": None if dev.cuda else reference_step, "torch": torch_step,
+    oh = (shape[2] + 2 * padding - kernel) // stride + 1
+    o = e // (shape[2] * shape[3]) * oh * oh
+    out_bytes = 4 + 8 if kind == "max" else 4  # y (and idx) per output
+    traffic = 4 * e + out_bytes * o + out_bytes * o + 4 * e  # x; y (idx); dy (idx); dx
+    name = f"{kind}pool{kernel}x{kernel}" + (f"/{stride}" if stride != kernel else "") + (f" pad {padding}" if padding else "")
+    return Case("conv", f"{name} fwd+bwd {shape}", {
+        "fusednn": lambda: step(ops), "numpy": None if dev.cuda else (lambda: step(reference)), "torch": torch_step,
     }, bytes=traffic, repeat=3 if dev.quick else 9)
 
 
@@ -172,7 +179,11 @@ def report(dev, peaks):
 
 def cases(dev):
     out = [_conv_case(dev, *shape) for shape in (CONVS[:1] if dev.quick else CONVS)]
-    out.append(_pool_case(dev))
+    out.append(_pool_case(dev, "max", 2, 2, 0))
+    if not dev.quick:
+        out.append(_pool_case(dev, "avg", 2, 2, 0))
+        out.append(_pool_case(dev, "max", 3, 2, 1))  # a ResNet stem's pooling
+        out.append(_pool_case(dev, "avg", 3, 2, 1))
     n = QUICK_EPOCH_SAMPLES if dev.quick else EPOCH_SAMPLES
     x, y, batches = _epoch_data(n)
     out.append(Case("conv", f"CNN epoch {n} samples b{BATCH} AdamW", {
