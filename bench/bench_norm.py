@@ -1,5 +1,6 @@
 """Batch norm and layer norm, training forward + backward: fusednn vs the reference (NumPy's or
-CuPy's mean/var, as a user writes it) vs PyTorch on the same device."""
+CuPy's mean/var, as a user writes it) vs PyTorch on the same device; and local response norm
+(forward + backward, against the NumPy reference and torch's)."""
 
 import numpy as np
 
@@ -174,4 +175,30 @@ def cases(dev):
 
         out.append(Case("norm", f"layer_norm fwd+bwd compute floor {'x'.join(map(str, shape))} (rows in cache)",
                         {"fusednn": ln_in_cache}))
+    if not dev.quick:
+        out.append(_lrn_case(dev))
     return out
+
+
+def _lrn_case(dev):
+    """Local response norm forward + backward (size 5, torch's alpha, beta 0.75 and k) of
+    (16, 64, 28, 28) float32: bound by the powers d^-beta, not by memory."""
+    from fusednn import ops, reference
+    torch = dev.torch
+    rng = np.random.default_rng(5)
+    x = dev.array(rng.standard_normal((16, 64, 28, 28), np.float32))
+    dy = dev.array(rng.standard_normal((16, 64, 28, 28), np.float32))
+
+    def step(lib):
+        lib.local_response_norm(x, 5)
+        return lib.local_response_norm_backward(dy, x, 5)
+
+    torch_step = None
+    if torch is not None:
+        xt = dev.tensor(x).requires_grad_()
+        dyt = dev.tensor(dy)
+
+        def torch_step():
+            return torch.autograd.grad(torch.nn.functional.local_response_norm(xt, 5), xt, dyt)
+    return Case("norm", "local_response_norm fwd+bwd 16x64x28x28 size 5", {
+        "fusednn": lambda: step(ops), "numpy": None if dev.cuda else (lambda: step(reference)), "torch": torch_step})
