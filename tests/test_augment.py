@@ -101,6 +101,31 @@ def test_float32_bilinear_several_planes_match_reference(device, width, fill):
     assert_close(got, want, reference.augment(x.astype(np.float64), p, fill=fill), kind="transcendental")
 
 
+# Nearest on float32 CPU takes every plane of a sample at once, 16 columns at a time (a last partial
+# run for widths that are not multiples of 16, widths below 8, 1x1 images), for C = 1 to 4: the
+# reference's pixels bit for bit (one tap each, brightness in double), with NaN and inf pixels,
+# fills 0, -0, 0.5 and NaN, and samples whose half-integer shifts put source points exactly half way
+# between pixels (rounded half to even).
+@pytest.mark.parametrize("shape", [(3, 1, 1, 1), (4, 1, 7, 5), (3, 2, 9, 13), (3, 3, 8, 28), (2, 4, 11, 37),
+                                   (2, 1, 6, 16), (2, 3, 5, 24)], ids=str)
+@pytest.mark.parametrize("fill", [0.0, -0.0, 0.5, math.nan], ids=["0", "-0", "0.5", "nan"])
+def test_float32_nearest_all_planes_match_reference_bitwise(device, shape, fill):
+    x = images(shape, np.float32, ("nearest planes", shape))
+    flat = x.reshape(-1)
+    flat[::7], flat[3::11], flat[5::13] = np.nan, np.inf, -0.0
+    spec = {"degrees": 40, "translate": 0.2, "scale": (0.7, 1.3), "brightness": 0.3}
+    p = params_for(shape[0], spec, shape, seed=seed_of("nearest planes", shape))
+    p["angle"][1:] = 0.0
+    p["scale"][1:] = 1.0
+    p["translate_x"][1:], p["translate_y"][1:] = 1.5, -0.5
+    got = ops.augment(to_device(device, x), p, interpolation="nearest", fill=fill)
+    want = reference.augment(x, p, interpolation="nearest", fill=fill)
+    if device == "cpu":
+        assert np.array_equal(bits(got), bits(want))
+    else:
+        assert_close(got, want, kind="transcendental")
+
+
 # Several planes are sampled on quad planes while those fit in a thread's kept planes, on one padded
 # plane per channel beyond (1 x 3 x 300 x 310): either way each channel has the bits of a one-plane
 # call (whose path is the same for every size).

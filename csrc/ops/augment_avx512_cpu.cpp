@@ -1,8 +1,10 @@
 // Bilinear and nearest sampling of augment with AVX-512F intrinsics (GCC 12 does not vectorize the
 // gathers of augment_cpu.cpp's scalar row loop under its generic tuning):
 // - augment_bilinear_row_avx512 and augment_nearest_row_avx512: rows of 8 output pixels at a time,
-//   in double, with gathers at indices clamped into the image (float64 images, nearest sampling,
-//   and float32 bilinear planes too large for the padded path);
+//   in double, with gathers at indices clamped into the image (float64 images, and float32
+//   bilinear planes too large for the padded path);
+// - augment_nearest_f32_avx512: float32 nearest, 16 output pixels of a row at a time for all
+//   planes, one masked gather per plane;
 // - augment_bilinear_f32_avx512: float32 bilinear, 16 output pixels at a time over padded planes
 //   (quad planes for several channels), two groups of 16 side by side, coordinates in double,
 //   weights and blend in float.
@@ -118,6 +120,108 @@ __attribute__((target("avx512f,avx2,fma"))) int64_t augment_nearest_row_avx512(T
     store8(out + col, _mm512_mask_blend_pd(in, fill, v));
   }
   return done;
+}
+
+namespace {
+// The source points of 8 columns px of a row for nearest sampling, rounded half to even. kVector:
+// as augment_nearest_row_avx512 computes them, m0 px + a with a = m1 y + m2 (one fused
+// multiply-add); otherwise as augment_geometry's scalar loop, compiled with GCC's contraction
+// (-ffp-contract=fast): fma(m0, px, m1 y) + m2 (a = m1 y, m2 added after; a stand-alone compile
+// of that expression under the same flags and target clones matched this form on 640000 of
+// 640000 random maps, and neither the unfused sum nor the other fused forms).
+struct NearestMap {
+  __m512d m0, m2, m3, m5, w, h;
+};
+template <bool kVector>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline __mmask8 nearest8(const NearestMap& k, __m512d px,
+                                                                                   __m512d a, __m512d b,
+                                                                                   __m256i* index) {
+  const __m512d zero = _mm512_setzero_pd();
+  __m512d sx = _mm512_fmadd_pd(k.m0, px, a), sy = _mm512_fmadd_pd(k.m3, px, b);
+  if constexpr (!kVector) {
+    sx = _mm512_add_pd(sx, k.m2);
+    sy = _mm512_add_pd(sy, k.m5);
+  }
+  const __m512d fx = _mm512_roundscale_pd(sx, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512d fy = _mm512_roundscale_pd(sy, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // Inside the image (NaN compares false): the pixel index fy W + fx (exact in double); 0 outside.
+  const __mmask8 in = _mm512_cmp_pd_mask(fx, zero, _CMP_GE_OQ) & _mm512_cmp_pd_mask(fx, k.w, _CMP_LT_OQ) &
+                      _mm512_cmp_pd_mask(fy, zero, _CMP_GE_OQ) & _mm512_cmp_pd_mask(fy, k.h, _CMP_LT_OQ);
+  *index = _mm512_cvttpd_epi32(_mm512_maskz_mov_pd(in, _mm512_fmadd_pd(fy, k.w, fx)));
+  return in;
+}
+
+// 16 floats times `brightness` in double, rounded back to float.
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline __m512 times_in_double(__m512 v,
+                                                                                        __m512d brightness) {
+  const __m512d lo = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), brightness);
+  const __m512d hi =
+      _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))), brightness);
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(lo))),
+                                             _mm256_castps_pd(_mm512_cvtpd_ps(hi)), 1));
+}
+
+// 8 columns col8 .. col8 + 7 of a row (those below W): columns below 8 floor(W / 8) as
+// augment_nearest_row_avx512, the others as augment_geometry (nearest8); `valid` gets the
+// columns below W.
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline __mmask8 nearest_cols8(
+    const NearestMap& k, int64_t col8, int64_t W, int64_t done, __m512d a, __m512d b, __m512d a_tail, __m512d b_tail,
+    __m256i* index, __mmask8* valid) {
+  const __m512d px = _mm512_add_pd(_mm512_set1_pd(static_cast<double>(col8)), _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0));
+  if (col8 + 8 <= done) {
+    *valid = 0xFF;
+    return nearest8<true>(k, px, a, b, index);
+  }
+  *valid = col8 < W ? static_cast<__mmask8>((1u << (W - col8 < 8 ? W - col8 : 8)) - 1u) : 0;
+  return nearest8<false>(k, px, a_tail, b_tail, index) & *valid;
+}
+}  // namespace
+
+// Float32 images, nearest: every plane of one sample, 16 columns of a row at a time: their source
+// points, the rounding (half to even), the inside test and the pixel index once for all C planes
+// (augment_nearest_row_avx512 did them again per plane, 8 at a time, and augment_geometry the
+// last W mod 8 columns one by one); each plane then takes 16 scalar loads (fill where the point
+// is outside) and the brightness in double. Each column's arithmetic is the one it had before
+// (nearest_cols8: the vector form for columns below 8 floor(W / 8), augment_geometry's compiled
+// form for the rest); brightness multiplies in double and rounds to float, as augment_one did
+// after those, so the bits are the same.
+__attribute__((target("avx512f,avx2,fma"))) void augment_nearest_f32_avx512(float* y, const float* x,
+                                                                             const AugmentSample& s,
+                                                                             const AugmentShape& g) {
+  const int64_t C = g.c, H = g.h, W = g.w, hw = H * W;
+  const int64_t done = W / 8 * 8;
+  NearestMap k;
+  k.m0 = _mm512_set1_pd(s.m[0]);
+  k.m2 = _mm512_set1_pd(s.m[2]);
+  k.m3 = _mm512_set1_pd(s.m[3]);
+  k.m5 = _mm512_set1_pd(s.m[5]);
+  k.w = _mm512_set1_pd(static_cast<double>(W));
+  k.h = _mm512_set1_pd(static_cast<double>(H));
+  const __m512 fill = _mm512_set1_ps(static_cast<float>(g.fill));
+  const bool bright = s.brightness != 1.0;
+  const __m512d brightness = _mm512_set1_pd(s.brightness);
+  for (int64_t row = 0; row < H; ++row) {
+    const double py = static_cast<double>(row);
+    // a, b fused as GCC contracts augment_nearest_row_avx512's m1 y + m2 (its bits; an explicit
+    // fused multiply-add, as the separate product m1 y below would otherwise be reused unfused).
+    const __m512d vy = _mm512_set1_pd(py);
+    const __m512d a = _mm512_fmadd_pd(_mm512_set1_pd(s.m[1]), vy, k.m2);
+    const __m512d b = _mm512_fmadd_pd(_mm512_set1_pd(s.m[4]), vy, k.m5);
+    const __m512d a_tail = _mm512_mul_pd(_mm512_set1_pd(s.m[1]), vy), b_tail = _mm512_mul_pd(_mm512_set1_pd(s.m[4]), vy);
+    for (int64_t col = 0; col < W; col += 16) {
+      __m256i i_lo, i_hi;
+      __mmask8 v_lo, v_hi;
+      const __mmask8 in_lo = nearest_cols8(k, col, W, done, a, b, a_tail, b_tail, &i_lo, &v_lo);
+      const __mmask8 in_hi = nearest_cols8(k, col + 8, W, done, a, b, a_tail, b_tail, &i_hi, &v_hi);
+      const __mmask16 in = static_cast<__mmask16>(in_lo | (static_cast<unsigned>(in_hi) << 8));
+      const __mmask16 store = static_cast<__mmask16>(v_lo | (static_cast<unsigned>(v_hi) << 8));
+      const __m512i index = _mm512_inserti64x4(_mm512_castsi256_si512(i_lo), i_hi, 1);
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const __m512 v = _mm512_mask_i32gather_ps(fill, in, index, x + ch * hw, 4);
+        _mm512_mask_storeu_ps(y + ch * hw + row * W + col, store, bright ? times_in_double(v, brightness) : v);
+      }
+    }
+  }
 }
 
 namespace {
@@ -605,8 +709,6 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
     bilinear_planes<false, false>(k, H, W, coords);
 }
 
-template int64_t augment_nearest_row_avx512<float>(float*, const float*, int64_t, const AugmentSample&,
-                                                   const AugmentShape&);
 template int64_t augment_nearest_row_avx512<double>(double*, const double*, int64_t, const AugmentSample&,
                                                     const AugmentShape&);
 template int64_t augment_bilinear_row_avx512<float>(float*, const float*, int64_t, const AugmentSample&,

@@ -22,6 +22,7 @@ int64_t augment_bilinear_row_avx512(T* out, const T* plane, int64_t row, const A
 template <typename T>
 int64_t augment_nearest_row_avx512(T* out, const T* plane, int64_t row, const AugmentSample& s,
                                    const AugmentShape& g);
+void augment_nearest_f32_avx512(float* y, const float* x, const AugmentSample& s, const AugmentShape& g);
 void augment_bilinear_f32_avx512(float* y, const float* x, const AugmentSample& s, const AugmentShape& g,
                                  float* pad, const double* coords, int64_t border_max, bool quad_planes,
                                  int64_t* layout);
@@ -313,6 +314,9 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
       add_normals_f32_avx512(y, x, count, stream.k0, stream.k1, stream.o0, stream.o1, 0, s.brightness, s.noise_mean,
                              s.noise_std);
       geometry_done = noise_done = true;
+    } else if (kAugmentAvx512 && !s.identity_map && g.nearest && hw < (int64_t{1} << 31)) {
+      augment_nearest_f32_avx512(y, x, s, g);  // nearest: every plane at once
+      geometry_done = true;
     } else if (!s.identity_map && pad != nullptr) {
       augment_bilinear_f32_avx512(y, x, s, g, pad, coords, bilinear_f32_border_max(g), bilinear_f32_quads(g),
                                   layout);
@@ -336,11 +340,13 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
       for (int64_t row = 0; row < g.h; ++row) {
         int64_t start = 0;
 #if defined(__x86_64__)
-        if (kAugmentAvx512 && hw < (int64_t{1} << 31)) {
-          start = augment_nearest_row_avx512(out + row * g.w, plane, row, s, g);
-          if (s.brightness != 1.0)
-            for (int64_t col = 0; col < start; ++col)
-              out[row * g.w + col] = static_cast<T>(static_cast<double>(out[row * g.w + col]) * s.brightness);
+        if constexpr (std::is_same_v<T, double>) {  // float32 took augment_nearest_f32_avx512 above
+          if (kAugmentAvx512 && hw < (int64_t{1} << 31)) {
+            start = augment_nearest_row_avx512(out + row * g.w, plane, row, s, g);
+            if (s.brightness != 1.0)
+              for (int64_t col = 0; col < start; ++col)
+                out[row * g.w + col] = static_cast<T>(static_cast<double>(out[row * g.w + col]) * s.brightness);
+          }
         }
 #endif
         for (int64_t col = start; col < g.w; ++col) out[row * g.w + col] = augment_geometry(plane, row, col, s, g);
