@@ -238,6 +238,26 @@ def test_avg_pooling_wide_rows_with_nan_and_inf(device, kernel, stride, padding,
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", [1, 2, 3, (2, 3), (3, 1)])
+@pytest.mark.parametrize("hw", [(6, 6), (7, 11), (3, 4)], ids=str)
+def test_avg_pooling_backward_of_tiling_windows(device, dtype, kernel, hw):
+    # stride = kernel, no padding (the CPU writes dx rows directly): rows and columns past the
+    # last window stay 0, and dx is exactly dy / (kh kw) spread over each window.
+    rng = np.random.default_rng(seed_of("avg pool tiled", dtype, kernel, hw))
+    x = rng.standard_normal((2, 3) + hw).astype(dtype)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    y = reference.avg_pool2d(x, kernel)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dy.reshape(-1)[::5] = -0.0
+    got = to_numpy(ops.avg_pool2d_backward(to_device(device, dy), x.shape, kernel))
+    want = np.zeros_like(x)
+    oh, ow = y.shape[2:]
+    want[:, :, :oh * kh, :ow * kw] = np.repeat(np.repeat(dy / dtype(kh * kw), kh, axis=2), kw, axis=3)
+    np.testing.assert_array_equal(got, want)
+    assert_close(got, reference.avg_pool2d_backward(dy, x.shape, kernel))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kernel, stride, padding", POOL_CASES)
 def test_pooling_matches_reference(device, kernel, stride, padding, dtype):
     rng = np.random.default_rng(seed_of("pool", kernel, stride, padding, dtype))

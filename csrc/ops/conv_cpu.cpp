@@ -862,9 +862,50 @@ template <typename T> void avg_pool2d(T* y, const T* x, const PoolShape& s, bool
   });
 }
 
+// One dx row of avg_pool2d_backward for windows that tile the input (stride = kernel, no
+// padding): dx[iw] = 0 + g[iw / kw] for the columns the windows cover, 0 past them; the value
+// the general loop's one addition to the zeroed plane gives (-0 included). kKw: kw as a constant
+// (2: a loop that vectorizes), 0 for kw at run time.
+template <typename T, int kKw>
+FDNN_MULTIVERSION void avg_pool_tiled_row(T* FDNN_RESTRICT row, const T* FDNN_RESTRICT g, int64_t ow, int64_t kw_rt,
+                                          int64_t w) {
+  const int64_t kw = kKw > 0 ? kKw : kw_rt;
+  if constexpr (kKw > 0) {
+    for (int64_t iw = 0; iw < ow * kw; ++iw) row[iw] = T(0) + g[iw / kw];
+  } else {
+    for (int64_t o = 0; o < ow; ++o)
+      for (int64_t j = 0; j < kw; ++j) row[o * kw + j] = T(0) + g[o];
+  }
+  for (int64_t iw = ow * kw; iw < w; ++iw) row[iw] = T(0);
+}
+
 template <typename T>
 void avg_pool2d_backward(T* dx, const T* dy, const PoolShape& s, bool count_include_pad, Stream) {
   const int64_t out = s.oh * s.ow, in = s.h * s.w;
+  if (s.sh == s.kh && s.sw == s.kw && s.ph == 0 && s.pw == 0) {
+    // Windows that tile the input: each dx element gets at most one window's share, so the rows
+    // are written directly (the general loop's scatter: 1.25 ns per float32 input element for
+    // 2x2 windows on one Zen 4 core, against 0.23 for max pooling's backward).
+    const T count = T(s.kh * s.kw);
+    parallel_for(s.planes, planes_per_task(in + out), in + out, [&](int64_t a, int64_t b) {
+      std::vector<T> g(static_cast<size_t>(s.ow));
+      for (int64_t pl = a; pl < b; ++pl) {
+        T* plane = dx + pl * in;
+        for (int64_t oh = 0; oh < s.oh; ++oh) {
+          for (int64_t ow = 0; ow < s.ow; ++ow) g[ow] = dy[pl * out + oh * s.ow + ow] / count;
+          for (int64_t i = 0; i < s.kh; ++i) {
+            T* row = plane + (oh * s.kh + i) * s.w;
+            if (s.kw == 2)
+              avg_pool_tiled_row<T, 2>(row, g.data(), s.ow, 2, s.w);
+            else
+              avg_pool_tiled_row<T, 0>(row, g.data(), s.ow, s.kw, s.w);
+          }
+        }
+        std::fill(plane + s.oh * s.kh * s.w, plane + in, T(0));  // rows past the windows
+      }
+    });
+    return;
+  }
   parallel_for(s.planes, planes_per_task(in + out * s.kh * s.kw), in + out * s.kh * s.kw, [&](int64_t a, int64_t b) {
     for (int64_t pl = a; pl < b; ++pl) {
       T* plane = dx + pl * in;
