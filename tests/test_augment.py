@@ -432,6 +432,34 @@ def test_erasing_writes_the_rectangle_only(device):
     assert p["erase"].mean() > 0.5
 
 
+# Erasing with value="random" writes the normals of the sample's stream (noise_seed, offset 1):
+# element e of the sample takes word e % 4 of Philox block e / 4, as ops.gaussian_noise draws them
+# (float32 on AVX-512F CPUs: the rectangle's rows drawn in registers, 256 elements at a time from a
+# block boundary; rows up to 300 wide, starting anywhere within a block). float32: equality of
+# values (the noise adds its normals to 0, which turns a normal -0 into +0).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(6, 1, 28, 28), (4, 3, 7, 13), (3, 2, 30, 300), (5, 1, 2, 3)], ids=str)
+def test_random_erasing_is_the_erase_stream(device, dtype, shape):
+    x = images(shape, dtype, ("erase stream", shape))
+    p = params_for(shape[0], {"erase": 1.0, "erase_value": "random", "erase_scale": (0.2, 1.0),
+                              "erase_ratio": (0.1, 10.0)}, shape, seed=seed_of("erase stream", shape))
+    got = to_numpy(ops.augment(to_device(device, x), p))
+    c, h, w = shape[1:]
+    erased = 0
+    for i in range(shape[0]):
+        box = np.zeros((h, w), bool)
+        t, l_ = p["erase_top"][i], p["erase_left"][i]
+        box[t:t + p["erase_height"][i], l_:l_ + p["erase_width"][i]] = p["erase"][i]
+        z = ops.gaussian_noise(np.zeros((c, h, w), dtype), 1.0, seed=int(p["noise_seed"][i]), offset=1)
+        if dtype == np.float32:
+            assert np.array_equal(got[i][:, box], z[:, box])
+        else:  # float64: gaussian_noise's own loop may round a normal's last bits differently
+            assert_close(got[i][:, box], z[:, box], kind="transcendental")
+        assert np.array_equal(bits(got[i][:, ~box]), bits(x[i][:, ~box]))
+        erased += box.sum()
+    assert erased > 0
+
+
 @pytest.mark.parametrize("shape, spec", [
     ((256, 3, 16, 16), dict(FULL, erase_value="random")),
     # Rows not a multiple of 16 wide; the photometric samples (identity map, no contrast) in one pass.

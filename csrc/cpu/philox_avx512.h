@@ -25,6 +25,9 @@ void philox_rounds_avx512(uint32_t* c, uint32_t k0, uint32_t k1);
 void add_normals_f32_avx512(float* y, const float* x, int64_t n, uint32_t k0, uint32_t k1, uint32_t o0, uint32_t o1,
                             uint64_t j0, double scale, double mean, double std);
 
+// y[i] = z_i for i in [0, n): the float standard normals of add_normals_f32_avx512 alone
+// (augment's random erasing).
+void normals_f32_avx512(float* y, int64_t n, uint32_t k0, uint32_t k1, uint32_t o0, uint32_t o1, uint64_t j0);
 // Whether the CPU runs the dropout functions below (AVX-512F and BMI2).
 bool dropout_avx512_supported();
 

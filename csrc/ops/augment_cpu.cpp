@@ -385,6 +385,24 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
           for (int64_t col = c0; col < c1; ++col) out[col] = value;
           continue;
         }
+        const int64_t e0 = c * hw + row * g.w + c0;
+#if defined(__x86_64__)
+        if constexpr (std::is_same_v<T, float>) {
+          if (kAugmentAvx512) {
+            // The normals of blocks e0 / 4 .. in registers (cpu/philox_avx512.h, the same bits as
+            // augment_normals), 256 elements at a time from a block boundary.
+            const PhiloxStream stream(s.noise_seed, kAugmentEraseOffset);
+            alignas(64) float z[256];
+            for (int64_t e = e0 / 4 * 4; e < e0 + (c1 - c0); e += 256) {
+              const int64_t m = std::min<int64_t>(256, e0 + (c1 - c0) - e);
+              normals_f32_avx512(z, m, stream.k0, stream.k1, stream.o0, stream.o1, static_cast<uint64_t>(e / 4));
+              const int64_t from = std::max(e, e0);
+              std::copy(z + (from - e), z + m, out + c0 + (from - e0));
+            }
+            continue;
+          }
+        }
+#endif
         // Element e takes word e % 4 of block e / 4's normals: one block's four for up to four
         // neighbours (drawing the block for each element: 2.0 against 1.07 ms of one-thread CPU
         // time for a Compose erasing every 512x1x28x28 sample with value="random", Zen 4).
