@@ -647,12 +647,13 @@ def test_identical_results_for_one_and_two_threads(threads):
         np.testing.assert_array_equal(one, two)
 
 
-@pytest.mark.parametrize("k", list(range(1, 18)))
+@pytest.mark.parametrize("k", [*range(1, 18), 23, 24, 31, 32])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_narrow_rows_match_reference(device, k, dtype):
-    """Rows of 1..17 columns (the CPU takes rows of fewer than 16 columns 16 rows at a time,
-    across rows): against the reference for 1, 15, 16, 17 and 37 rows (groups and their tails),
-    logits of any scale, and each row's result bitwise the same as that row alone."""
+    """Rows of 1..17, 23, 24, 31, 32 columns (the CPU takes narrow rows 16 rows at a time, across
+    rows: the forward below 24 float32 or 32 float64 columns, the backward below 16): against
+    the reference for 1, 15, 16, 17 and 37 rows (groups and their tails), logits of any scale,
+    and each row's result bitwise the same as that row alone."""
     rng = np.random.default_rng(seed_of("narrow softmax", k, np.dtype(dtype).name))
     for n, scale, offset in ((1, 3, 0), (15, 1, 0), (16, 30, -5), (17, 3, 1e4), (37, 1e3, -3e4)):
         x = (rng.standard_normal((n, k)) * scale + offset).astype(dtype)
@@ -675,7 +676,7 @@ def test_narrow_rows_match_reference(device, k, dtype):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize("k", [1, 2, 3, 10, 15, 17])
+@pytest.mark.parametrize("k", [1, 2, 3, 10, 15, 17, 23, 31])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_narrow_rows_with_nonfinite_values(device, k, dtype):
     """NaN, +inf and -inf logits in narrow rows (one per row, a row all -inf, a row of +inf and

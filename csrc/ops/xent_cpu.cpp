@@ -120,20 +120,27 @@ template <typename T> inline double exp_shifted(T* FDNN_RESTRICT e, const T* FDN
   return blocked_sum_vector_tail<T>(k, [&](int64_t j) { return exp_nonpositive(z[j] - m); });
 }
 
-// Narrow rows (k < kTailWidth, e.g. the 10 class probabilities of an MNIST model): vectorized
-// across rows instead of along them. A group of kNarrowRows rows is transposed into t[j][l] =
-// x[r + l][j] (L1, on the stack), and every pass runs as a vector loop over the group's rows l
-// for each column j in order: each row's max, exp and sums are the per-row loop's operations,
-// the sums taken sequentially over j. In float32 these are the bits of softmax_rows and
-// softmax_backward_rows (whose x86-64-v4 loops sum fewer than kTailWidth floats sequentially,
-// one scalar exp per element; checked on 1..15 columns, NaN and inf included); in float64 too
-// for k < 8, while from k = 8 on the per-row loops had summed in vector partials, so float64
-// outputs of 8..15 columns may differ from theirs in the last bits. The lanes past the last row
-// of a range hold 0 and are not stored. One-thread CPU time per element on a Zen 4 core,
-// 262144 elements in 10 columns: float32 softmax 7.65 -> 0.80 ns, log_softmax 8.6 -> 1.2 (its 16
-// scalar logs per group remain), softmax_backward 1.35 -> 0.82, log_softmax_backward 2.06 -> 1.10;
-// float64 6.3 -> 1.7, 7.2 -> 2.0, 0.96-1.6 -> 0.89, 3.1 -> 1.8.
+// Narrow rows (e.g. the 10 class probabilities of an MNIST model): vectorized across rows
+// instead of along them. A group of kNarrowRows rows is transposed into t[j][l] = x[r + l][j]
+// (L1, on the stack), and every pass runs as a vector loop over the group's rows l for each
+// column j in order: each row's max, exp and sums are the per-row loop's operations, the sums
+// taken sequentially over j. Below kTailWidth columns in float32 these are the bits of the
+// portable softmax_rows and softmax_backward_rows (whose x86-64-v4 loops sum fewer than
+// kTailWidth floats sequentially, one scalar exp per element; checked on 1..15 columns, NaN and
+// inf included), in float64 too below 8 columns; wider rows (float64 from 8 columns, the
+// forward's float32 from 16) may differ from the per-row loops in the sums' last bits. The lanes
+// past the last row of a range hold 0 and are not stored. One-thread CPU time per element on a
+// Zen 4 core, 262144 elements in 10 columns: float32 softmax 7.65 -> 0.80 ns, log_softmax 8.6 ->
+// 1.2 (its 16 scalar logs per group remain), softmax_backward 1.35 -> 0.82, log_softmax_backward
+// 2.06 -> 1.10; float64 6.3 -> 1.7, 7.2 -> 2.0, 0.96-1.6 -> 0.89, 3.1 -> 1.8. Against the per-row
+// loops (float32 with AVX-512) the forward also wins at 16..23 float32 columns (17: 1.53 ->
+// 0.82 ns) and 16..31 float64 columns (17: 4.2 -> 1.75), not at 24 and more float32 columns;
+// the backward loses from 16 columns on (float32 24 columns 0.71 -> 1.0 ns).
 constexpr int64_t kNarrowRows = 16;
+constexpr int64_t kNarrowColumns = 32;
+// The forward passes take rows of fewer than narrow_columns<T> columns across rows, the backward
+// passes rows of fewer than kTailWidth: the widths where it measured faster than the per-row loops.
+template <typename T> constexpr int64_t narrow_columns = std::is_same_v<T, float> ? 24 : kNarrowColumns;
 
 // t[j][l] = src[l k + j] for the group's b rows (0 past them), and back: with k a constant the
 // compiler unrolls the copies (a loop over a run-time k cost as much as the exps it saved).
@@ -153,7 +160,8 @@ template <int K, typename T> inline void narrow_store(T* FDNN_RESTRICT dst, cons
     for (int64_t j = 0; j < K; ++j) dst[l * K + j] = t[j][l];
 }
 #define FDNN_NARROW_CASES(F) \
-  F(1) F(2) F(3) F(4) F(5) F(6) F(7) F(8) F(9) F(10) F(11) F(12) F(13) F(14) F(15)
+  F(1) F(2) F(3) F(4) F(5) F(6) F(7) F(8) F(9) F(10) F(11) F(12) F(13) F(14) F(15) F(16) F(17) F(18) F(19) F(20) \
+  F(21) F(22) F(23) F(24) F(25) F(26) F(27) F(28) F(29) F(30) F(31)
 template <typename T>
 inline void narrow_load(T (*FDNN_RESTRICT t)[kNarrowRows], const T* FDNN_RESTRICT src, int64_t k, int64_t b) {
   switch (k) {
@@ -180,7 +188,7 @@ template <typename T>
 FDNN_MULTIVERSION void softmax_narrow_rows(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, int64_t r0, int64_t r1,
                                            int64_t k, bool log) {
   constexpr int64_t B = kNarrowRows;
-  alignas(64) T buf[2][kTailWidth][B];
+  alignas(64) T buf[2][kNarrowColumns][B];
   alignas(64) T mx[B], sum[B], c[B];
   if (r0 < r1) narrow_load(buf[0], x + r0 * k, k, std::min(B, r1 - r0));
   for (int64_t r = r0, i = 0; r < r1; r += B, ++i) {
@@ -665,7 +673,7 @@ FDNN_AVX512 void softmax_rows_avx512(float* y, const float* x, int64_t r0, int64
 
 template <typename T> void softmax(T* y, const T* x, int64_t n, int64_t k, Stream) {
   parallel_for(n, rows_per_block(k), k, [&](int64_t r0, int64_t r1) {
-    if (k < kTailWidth)
+    if (k < narrow_columns<T>)
       softmax_narrow_rows(y, x, r0, r1, k, false);
     else
       softmax_rows(y, x, r0, r1, k, false);
@@ -673,7 +681,7 @@ template <typename T> void softmax(T* y, const T* x, int64_t n, int64_t k, Strea
 }
 template <typename T> void log_softmax(T* y, const T* x, int64_t n, int64_t k, Stream) {
   parallel_for(n, rows_per_block(k), k, [&](int64_t r0, int64_t r1) {
-    if (k < kTailWidth)
+    if (k < narrow_columns<T>)
       softmax_narrow_rows(y, x, r0, r1, k, true);
     else
       softmax_rows(y, x, r0, r1, k, true);
