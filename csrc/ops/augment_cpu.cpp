@@ -378,7 +378,36 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
     const int64_t r0 = std::max<int64_t>(s.erase_top, 0), r1 = std::min<int64_t>(s.erase_top + s.erase_height, g.h);
     const int64_t c0 = std::max<int64_t>(s.erase_left, 0), c1 = std::min<int64_t>(s.erase_left + s.erase_width, g.w);
     const T value = static_cast<T>(s.erase_value);
-    for (int64_t c = 0; c < g.c; ++c)
+    bool spans_done = false;
+#if defined(__x86_64__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (kAugmentAvx512 && s.erase_random && g.w <= c1 - c0 + 64) {
+        // Rows not much narrower than the image: the normals of each plane's whole span, first to
+        // last erased element (rows and what lies between), 256 at a time from a block boundary,
+        // each chunk's erased part copied (per row, each call draws at least 8 blocks: one-thread
+        // CPU time above a constant erase value, Zen 4: ~3.4 ns an erased pixel on 512x1x28x28
+        // with RandomErasing(1.0)'s ~12-pixel rows, ~2.2 ns this way; 256x3x32x32 3.0 -> 2.1).
+        const PhiloxStream stream(s.noise_seed, kAugmentEraseOffset);
+        alignas(64) float z[256];
+        for (int64_t c = 0; c < g.c; ++c) {
+          const int64_t first = c * hw + r0 * g.w + c0, last = c * hw + (r1 - 1) * g.w + c1;
+          int64_t row = r0;
+          for (int64_t e = first / 4 * 4; e < last; e += 256) {
+            const int64_t m = std::min<int64_t>(256, last - e);
+            normals_f32_avx512(z, m, stream.k0, stream.k1, stream.o0, stream.o1, static_cast<uint64_t>(e / 4));
+            for (; row < r1; ++row) {  // the erased rows' parts within elements [e, e + m)
+              const int64_t rs = c * hw + row * g.w + c0, re = rs + (c1 - c0);
+              const int64_t from = std::max(rs, e), to = std::min(re, e + m);
+              if (from < to) std::copy(z + (from - e), z + (to - e), y + from);
+              if (re > e + m) break;  // the row goes on in the next chunk
+            }
+          }
+        }
+        spans_done = true;
+      }
+    }
+#endif
+    for (int64_t c = 0; c < (spans_done ? 0 : g.c); ++c)
       for (int64_t row = r0; row < r1; ++row) {
         T* out = y + c * hw + row * g.w;
         if (!s.erase_random) {
