@@ -141,6 +141,22 @@ def test_float32_bilinear_planes_have_the_bits_of_one_plane_calls(shape, fill):
         assert np.array_equal(one[:, 0].view(np.uint32), got[:, c].view(np.uint32)), f"channel {c}"
 
 
+# float64 bilinear with several planes computes each group of 8 columns' weights once for all
+# planes (AVX-512F CPUs), the last W mod 8 columns per plane: each channel has the bits of a
+# one-plane call, brightness and fill included.
+@pytest.mark.parametrize("shape", [(3, 2, 7, 5), (2, 3, 9, 19), (2, 4, 6, 24)], ids=str)
+@pytest.mark.parametrize("fill", [0.0, math.nan])
+def test_float64_bilinear_planes_have_the_bits_of_one_plane_calls(shape, fill):
+    x = images(shape, np.float64, ("planes64", shape))
+    x.reshape(-1)[::11] = np.nan
+    p = params_for(shape[0], {"degrees": 30, "translate": 0.2, "scale": (0.7, 1.3), "brightness": 0.3}, shape,
+                   seed=seed_of("planes64", shape))
+    got = ops.augment(x, p, fill=fill)
+    for c in range(shape[1]):
+        one = ops.augment(np.ascontiguousarray(x[:, c:c + 1]), p, fill=fill)
+        assert np.array_equal(bits(one[:, 0]), bits(got[:, c])), f"channel {c}"
+
+
 # The float32 CPU loop keeps each thread's padded planes, border of fill included, from one call to
 # the next while the image size and the fill's bits stay the same: calls that alternate fills (+0,
 # -0, 0.25), sizes and tested / untested borders give the bits of the same calls run in the

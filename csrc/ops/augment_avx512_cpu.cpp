@@ -2,7 +2,8 @@
 // gathers of augment_cpu.cpp's scalar row loop under its generic tuning):
 // - augment_bilinear_row_avx512 and augment_nearest_row_avx512: rows of 8 output pixels at a time,
 //   in double, with gathers (float64: scalar loads) at indices clamped into the image (float64
-//   images, and float32 bilinear planes too large for the padded path);
+//   images, and float32 bilinear planes too large for the padded path); augment_bilinear_f64_avx512
+//   the same for all planes of a float64 sample at once (several planes);
 // - augment_nearest_f32_avx512: float32 nearest, 16 output pixels of a row at a time for all
 //   planes, one masked gather per plane;
 // - augment_bilinear_f32_avx512: float32 bilinear, 16 output pixels at a time over padded planes
@@ -97,6 +98,66 @@ __attribute__((target("avx512f,avx2,fma"))) int64_t augment_bilinear_row_avx512(
     const __m512d v =
         _mm512_mask_blend_pd(wy0, _mm512_fmadd_pd(wy, bottom, _mm512_mul_pd(_mm512_sub_pd(one, wy), top)), top);
     store8(out + col, _mm512_mask_blend_pd(ok, fill, v));
+  }
+  return done;
+}
+
+// float64 bilinear: columns [0, 8 floor(W / 8)) of every row of every plane, brightness applied
+// (returns 8 floor(W / 8)): augment_bilinear_row_avx512's arithmetic, each group of 8 columns'
+// source points, weights, masks and indices computed once for all C planes.
+__attribute__((target("avx512f,avx2,fma"))) int64_t augment_bilinear_f64_avx512(double* y, const double* x,
+                                                                                 const AugmentSample& s,
+                                                                                 const AugmentShape& g) {
+  const int64_t done = g.w / 8 * 8, hw = g.h * g.w;
+  const __m512d m0 = _mm512_set1_pd(s.m[0]), m3 = _mm512_set1_pd(s.m[3]);
+  const __m512d w = _mm512_set1_pd(static_cast<double>(g.w)), h = _mm512_set1_pd(static_cast<double>(g.h));
+  const __m512d minus_one = _mm512_set1_pd(-1.0), zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
+  const __m512d fill = _mm512_set1_pd(g.fill);
+  const bool bright = s.brightness != 1.0;
+  const __m512d brightness = _mm512_set1_pd(s.brightness);
+  const __m256i width = _mm256_set1_epi32(static_cast<int>(g.w));
+  const __m256i last_col = _mm256_set1_epi32(static_cast<int>(g.w - 1));
+  const __m256i last_row = _mm256_set1_epi32(static_cast<int>(g.h - 1)), zero_i = _mm256_setzero_si256();
+  const __m256i one_i = _mm256_set1_epi32(1);
+  const __m512d lane = _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0);
+  for (int64_t row = 0; row < g.h; ++row) {
+    const double py = static_cast<double>(row);
+    const __m512d a = _mm512_set1_pd(s.m[1] * py + s.m[2]), b = _mm512_set1_pd(s.m[4] * py + s.m[5]);
+    for (int64_t col = 0; col < done; col += 8) {
+      const __m512d px = _mm512_add_pd(_mm512_set1_pd(static_cast<double>(col)), lane);
+      const __m512d sx_all = _mm512_fmadd_pd(m0, px, a), sy_all = _mm512_fmadd_pd(m3, px, b);
+      const __mmask8 ok = _mm512_cmp_pd_mask(sx_all, minus_one, _CMP_GT_OQ) &
+                          _mm512_cmp_pd_mask(sx_all, w, _CMP_LT_OQ) &
+                          _mm512_cmp_pd_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sy_all, h, _CMP_LT_OQ);
+      const __m512d sx = _mm512_mask_blend_pd(ok, zero, sx_all), sy = _mm512_mask_blend_pd(ok, zero, sy_all);
+      const __m512d x0 = _mm512_roundscale_pd(sx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+      const __m512d y0 = _mm512_roundscale_pd(sy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+      const __m512d wx = _mm512_sub_pd(sx, x0), wy = _mm512_sub_pd(sy, y0);
+      const __mmask8 in_c0 = _mm512_cmp_pd_mask(x0, zero, _CMP_GE_OQ);
+      const __mmask8 in_c1 = _mm512_cmp_pd_mask(_mm512_add_pd(x0, one), w, _CMP_LT_OQ);
+      const __mmask8 in_r0 = _mm512_cmp_pd_mask(y0, zero, _CMP_GE_OQ);
+      const __mmask8 in_r1 = _mm512_cmp_pd_mask(_mm512_add_pd(y0, one), h, _CMP_LT_OQ);
+      const __m256i c0 = _mm512_cvttpd_epi32(x0), r0 = _mm512_cvttpd_epi32(y0);
+      const __m256i ca = _mm256_max_epi32(c0, zero_i), cb = _mm256_min_epi32(_mm256_add_epi32(c0, one_i), last_col);
+      const __m256i ra = _mm256_mullo_epi32(_mm256_max_epi32(r0, zero_i), width);
+      const __m256i rb = _mm256_mullo_epi32(_mm256_min_epi32(_mm256_add_epi32(r0, one_i), last_row), width);
+      const __m256i i00 = _mm256_add_epi32(ra, ca), i01 = _mm256_add_epi32(ra, cb);
+      const __m256i i10 = _mm256_add_epi32(rb, ca), i11 = _mm256_add_epi32(rb, cb);
+      const __mmask8 wx0 = _mm512_cmp_pd_mask(wx, zero, _CMP_EQ_OQ), wy0 = _mm512_cmp_pd_mask(wy, zero, _CMP_EQ_OQ);
+      const __m512d ux = _mm512_sub_pd(one, wx), uy = _mm512_sub_pd(one, wy);
+      for (int64_t ch = 0; ch < g.c; ++ch) {
+        const double* plane = x + ch * hw;
+        const __m512d t00 = _mm512_mask_blend_pd(in_c0 & in_r0, fill, gather8(plane, i00));
+        const __m512d t01 = _mm512_mask_blend_pd(in_c1 & in_r0, fill, gather8(plane, i01));
+        const __m512d t10 = _mm512_mask_blend_pd(in_c0 & in_r1, fill, gather8(plane, i10));
+        const __m512d t11 = _mm512_mask_blend_pd(in_c1 & in_r1, fill, gather8(plane, i11));
+        const __m512d top = _mm512_mask_blend_pd(wx0, _mm512_fmadd_pd(wx, t01, _mm512_mul_pd(ux, t00)), t00);
+        const __m512d bottom = _mm512_mask_blend_pd(wx0, _mm512_fmadd_pd(wx, t11, _mm512_mul_pd(ux, t10)), t10);
+        const __m512d v = _mm512_mask_blend_pd(wy0, _mm512_fmadd_pd(wy, bottom, _mm512_mul_pd(uy, top)), top);
+        const __m512d o = _mm512_mask_blend_pd(ok, fill, v);
+        _mm512_storeu_pd(y + ch * hw + row * g.w + col, bright ? _mm512_mul_pd(o, brightness) : o);
+      }
+    }
   }
   return done;
 }

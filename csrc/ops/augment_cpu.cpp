@@ -22,6 +22,7 @@ int64_t augment_bilinear_row_avx512(T* out, const T* plane, int64_t row, const A
 template <typename T>
 int64_t augment_nearest_row_avx512(T* out, const T* plane, int64_t row, const AugmentSample& s,
                                    const AugmentShape& g);
+int64_t augment_bilinear_f64_avx512(double* y, const double* x, const AugmentSample& s, const AugmentShape& g);
 void augment_nearest_f32_avx512(float* y, const float* x, const AugmentSample& s, const AugmentShape& g);
 void augment_bilinear_f32_avx512(float* y, const float* x, const AugmentSample& s, const AugmentShape& g,
                                  float* pad, const double* coords, int64_t border_max, bool quad_planes,
@@ -110,14 +111,15 @@ FDNN_MULTIVERSION void add_noise(T* FDNN_RESTRICT y, int64_t count, uint64_t key
 // point whose four taps are all outside is `fill`.
 template <typename T>
 FDNN_MULTIVERSION void bilinear_row(T* FDNN_RESTRICT out, const T* FDNN_RESTRICT plane, int64_t row,
-                                    const AugmentSample& s, const AugmentShape& g) {
+                                    const AugmentSample& s, const AugmentShape& g, int64_t done = -1) {
   const double py = static_cast<double>(row), w = static_cast<double>(g.w), h = static_cast<double>(g.h);
   const double fill = g.fill;
   const int64_t width = g.w, height = g.h;
   const double a = s.m[1] * py + s.m[2], b = s.m[4] * py + s.m[5];
-  int64_t start = 0;
+  int64_t start = done < 0 ? 0 : done;
 #if defined(__x86_64__)
-  if (kAugmentAvx512 && g.h * g.w < (int64_t{1} << 31)) start = augment_bilinear_row_avx512(out, plane, row, s, g);
+  if (done < 0 && kAugmentAvx512 && g.h * g.w < (int64_t{1} << 31))
+    start = augment_bilinear_row_avx512(out, plane, row, s, g);
 #endif
 #pragma omp simd
   for (int64_t col = start; col < width; ++col) {
@@ -144,7 +146,8 @@ FDNN_MULTIVERSION void bilinear_row(T* FDNN_RESTRICT out, const T* FDNN_RESTRICT
   if (s.brightness != 1.0) {
     const double brightness = s.brightness;
 #pragma omp simd
-    for (int64_t col = 0; col < width; ++col) out[col] = static_cast<T>(static_cast<double>(out[col]) * brightness);
+    for (int64_t col = done < 0 ? 0 : done; col < width; ++col)
+      out[col] = static_cast<T>(static_cast<double>(out[col]) * brightness);
   }
 }
 
@@ -301,6 +304,7 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
   double gray = 0.0;
   const bool noise = s.noise_std != 0.0 || s.noise_mean != 0.0;
   bool geometry_done = false, noise_done = false;
+  int64_t bilinear_done = -1;  // >= 0: columns [0, bilinear_done) of every row already resampled
   if (!s.identity_map && integer_axis_map(s)) {
     integer_map_planes(y, x, s, g, pad != nullptr);
     geometry_done = true;
@@ -322,6 +326,13 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
                                   layout);
       geometry_done = true;
     }
+  } else if constexpr (std::is_same_v<T, double>) {
+    if (!geometry_done && kAugmentAvx512 && !s.identity_map && !g.nearest && g.c > 1 && hw < (int64_t{1} << 31)) {
+      // Bilinear, several planes: the columns below 8 floor(W / 8) of every plane at once, the
+      // rest by bilinear_row. (One plane stays with bilinear_row: this way measured 1.57 -> 2.24 ms
+      // of one-thread CPU time on RandomShift(0.1) of 512x1x28x28, Zen 4.)
+      bilinear_done = augment_bilinear_f64_avx512(y, x, s, g);
+    }
   }
 #endif
   for (int64_t c = 0; c < g.c; ++c) {
@@ -335,7 +346,7 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
 #pragma omp simd
       for (int64_t i = 0; i < hw; ++i) out[i] = static_cast<T>(static_cast<double>(plane[i]) * brightness);
     } else if (!s.identity_map && !g.nearest) {
-      for (int64_t row = 0; row < g.h; ++row) bilinear_row(out + row * g.w, plane, row, s, g);
+      for (int64_t row = 0; row < g.h; ++row) bilinear_row(out + row * g.w, plane, row, s, g, bilinear_done);
     } else {  // nearest
       for (int64_t row = 0; row < g.h; ++row) {
         int64_t start = 0;
