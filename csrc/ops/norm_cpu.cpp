@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/activation.h"
@@ -1276,10 +1277,12 @@ void lrn_base(double* base, const T* x, int64_t c, int64_t s, int64_t s0, int64_
 }  // namespace
 
 // d^-beta for float32 results and beta = 0.75 (torch's default), 0.5 and 1 by square roots and a
-// division, which vectorize (within ~2 ulp of double, below float's rounding: the float32 results
-// kept their bits in a dump; std::pow per element cost ~10 ns: the forward took 13 ns per element
-// on one Zen 4 core against 2.3 for NumPy's power), std::pow for float64 results (whose tests hold
-// them to a few ulps of NumPy's pow) and other betas.
+// division, which vectorize (within ~2 ulp of double for every positive d, d^-0.75 as
+// 1 / (sqrt(d) sqrt(sqrt(d))) so that no product leaves double's range: float32 results as with
+// std::pow but for the last bit where the backward's terms cancel; std::pow per element cost
+// ~10 ns: the forward took 13 ns per element on one Zen 4 core against 2.3 for NumPy's power),
+// std::pow for float64 results (whose tests hold them to a few ulps of NumPy's pow) and other
+// betas.
 enum class LrnBeta { kThreeQuarters, kHalf, kOne, kOther };
 template <typename T> inline LrnBeta lrn_beta_case(double beta) {
   if (!std::is_same_v<T, float>) return LrnBeta::kOther;
@@ -1289,8 +1292,10 @@ template <typename T> inline LrnBeta lrn_beta_case(double beta) {
                        : LrnBeta::kOther;
 }
 template <LrnBeta kCase> inline double lrn_neg_pow(double d, double beta) {
-  if constexpr (kCase == LrnBeta::kThreeQuarters)
-    return 1.0 / std::sqrt(d * std::sqrt(d));
+  if constexpr (kCase == LrnBeta::kThreeQuarters) {
+    const double r = std::sqrt(d);
+    return 1.0 / (r * std::sqrt(r));
+  }
   else if constexpr (kCase == LrnBeta::kHalf)
     return 1.0 / std::sqrt(d);
   else if constexpr (kCase == LrnBeta::kOne)
@@ -1342,37 +1347,38 @@ void local_response_norm_backward(T* dx, const T* dy, const T* x, int64_t n, int
   const double coef = 2.0 * alpha * beta / static_cast<double>(size);
   parallel_for(n * spans, 1, 2 * c * kLrnSpan * size, [&](int64_t t0, int64_t t1) {
     Buffer<double> base = scratch<double>(c * kLrnSpan), term = scratch<double>(c * kLrnSpan);
+    std::vector<std::pair<int64_t, double>> special;  // (element, d) with d not finite and > 0
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t img = t / spans, s0 = (t % spans) * kLrnSpan, len = std::min(kLrnSpan, s - s0);
       const int64_t off = img * c * s + s0;
       lrn_base(base.get(), x + img * c * s, c, s, s0, len, size, alpha, k);
-      // d^-beta and d^(-beta-1): for float32 results and a span whose d are all finite and
-      // positive (always, for k > 0), p = lrn_neg_pow and q = p / d (in a loop that vectorizes for
-      // the betas of lrn_neg_pow; a pow fewer than lrn_powers for the others; the float32 results
-      // as with lrn_powers' two pows); lrn_powers otherwise.
-      const LrnBeta kase = lrn_beta_case<T>(beta);
-      bool positive = std::is_same_v<T, float>;
-      for (int64_t e = 0; e < c * len && positive; ++e) positive = base[e] > 0.0 && base[e] < INFINITY;
-      const auto powers = [&](auto beta_case) {
-        constexpr LrnBeta kCase = decltype(beta_case)::value;
-        for (int64_t ch = 0; ch < c; ++ch)
-          for (int64_t i = 0; i < len; ++i) {
-            const double d = base[ch * len + i], p = lrn_neg_pow<kCase>(d, beta);
-            term[ch * len + i] =
-                static_cast<double>(dy[off + ch * s + i]) * static_cast<double>(x[off + ch * s + i]) * (p / d);
-            base[ch * len + i] = p;
-          }
+      // d^-beta and d^(-beta-1) of each element. float32 results: p = lrn_neg_pow and q = p / d
+      // (a loop that vectorizes for the betas of lrn_neg_pow, and a pow fewer than lrn_powers for
+      // the others), then lrn_powers for the elements whose d is 0, negative, inf or NaN (k <= 0,
+      // inf or NaN inputs), where p / d would be 0 / 0 or inf / inf. float64: lrn_powers.
+      const auto powers_of = [&](int64_t e, double d) {
+        const LrnPowers pw = lrn_powers(d, beta);
+        term[e] = static_cast<double>(dy[off + e / len * s + e % len]) *
+                  static_cast<double>(x[off + e / len * s + e % len]) * pw.q;
+        base[e] = pw.p;
       };
-      if (positive) {
-        with_lrn_beta(kase, powers);
+      if constexpr (std::is_same_v<T, float>) {
+        special.clear();  // those d, before base holds p
+        for (int64_t e = 0; e < c * len; ++e)
+          if (!(base[e] > 0.0 && base[e] < INFINITY)) special.push_back({e, base[e]});
+        with_lrn_beta(lrn_beta_case<T>(beta), [&](auto beta_case) {
+          constexpr LrnBeta kCase = decltype(beta_case)::value;
+          for (int64_t ch = 0; ch < c; ++ch)
+            for (int64_t i = 0; i < len; ++i) {
+              const double d = base[ch * len + i], p = lrn_neg_pow<kCase>(d, beta);
+              term[ch * len + i] =
+                  static_cast<double>(dy[off + ch * s + i]) * static_cast<double>(x[off + ch * s + i]) * (p / d);
+              base[ch * len + i] = p;
+            }
+        });
+        for (const auto& [e, d] : special) powers_of(e, d);
       } else {
-        for (int64_t ch = 0; ch < c; ++ch)
-          for (int64_t i = 0; i < len; ++i) {
-            const LrnPowers pw = lrn_powers(base[ch * len + i], beta);
-            term[ch * len + i] =
-                static_cast<double>(dy[off + ch * s + i]) * static_cast<double>(x[off + ch * s + i]) * pw.q;
-            base[ch * len + i] = pw.p;
-          }
+        for (int64_t e = 0; e < c * len; ++e) powers_of(e, base[e]);
       }
       // Channel j is in the window of c for c in [j - (size - 1) / 2, j + size / 2].
       for (int64_t j = 0; j < c; ++j) {
