@@ -1274,6 +1274,25 @@ def test_local_response_norm_backward_where_the_divisor_is_zero_or_infinite(devi
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("beta", [0.5, 0.75, 1.0, 0.6])
+def test_local_response_norm_elements_do_not_depend_on_a_special_neighbour(device, beta):
+    # With k = 0 a zero input makes its d = 0 (p and q by pow there): the other elements' results
+    # keep their bits, and a tiny k (d ~ 1e-220, beyond float's range) gives 0 for zero inputs.
+    rng = np.random.default_rng(seed_of("lrn special", beta))
+    x = (rng.standard_normal((1, 6, 16, 16)) * 1e3).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    x2 = x.copy()
+    x2[:, :, 0, 0] = 0
+    others = np.ones(x.shape, bool)
+    others[:, :, 0, 0] = False
+    for size in (1, 3):
+        a = to_numpy(ops.local_response_norm_backward(*on_device(device, dy, x), size, 1.0, beta, 0.0))
+        b = to_numpy(ops.local_response_norm_backward(*on_device(device, dy, x2), size, 1.0, beta, 0.0))
+        np.testing.assert_array_equal(a[others].view(np.uint32), b[others].view(np.uint32))
+    zeros = to_device(device, np.zeros((1, 3, 1, 1), np.float32))
+    np.testing.assert_array_equal(to_numpy(ops.local_response_norm(zeros, 3, 1e-4, beta, 1e-220)), 0)
+
+
 @pytest.mark.parametrize("shape", [(0, 3, 2), (2, 0, 2), (2, 3, 0), (0, 0, 0)])
 def test_local_response_norm_zero_size(device, shape):
     x = np.ones(shape, np.float32)
