@@ -9,7 +9,7 @@ import numpy as np
 from harness import Case, streaming_passes
 
 SHAPES = [(256, 10), (4096, 1000), ((16384, 4096), "cuda")]
-# softmax / log_softmax alone: 10 classes (the CPU's across-rows path for rows under 16 columns)
+# softmax / log_softmax alone: 10 classes (the CPU's across-rows path: forward under 24 float32 columns)
 # and 100 and 1000 (the per-row paths), 262144 elements each.
 SOFTMAX_SHAPES = [(26214, 10), (2621, 100), (262, 1000)]
 

@@ -127,7 +127,8 @@ template <typename T> inline double exp_shifted(T* FDNN_RESTRICT e, const T* FDN
 // taken sequentially over j. Below kTailWidth columns in float32 these are the bits of the
 // portable softmax_rows and softmax_backward_rows (whose x86-64-v4 loops sum fewer than
 // kTailWidth floats sequentially, one scalar exp per element; checked on 1..15 columns, NaN and
-// inf included), in float64 too below 8 columns; wider rows (float64 from 8 columns, the
+// inf included), in float64 too below 8 columns (but for the sign of a NaN in a row that holds
+// both a NaN and an inf); wider rows (float64 from 8 columns, the
 // forward's float32 from 16) may differ from the per-row loops in the sums' last bits. The lanes
 // past the last row of a range hold 0 and are not stored. One-thread CPU time per element on a
 // Zen 4 core, 262144 elements in 10 columns: float32 softmax 7.65 -> 0.80 ns, log_softmax 8.6 ->
@@ -638,9 +639,10 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
 #if FDNN_XENT_AVX512
 // softmax_rows of float32 with the AVX-512 paths: the cross-entropy's max and exp passes
 // (row_max_avx512, exp_pass_avx512: the same exp bits, the sum in 16 float partials per block of
-// kSumBlock, added in double) and the output pass in 16-lane vectors, the last one masked. The
-// portable loop's sums over a few tens of floats ran mostly scalar (17 columns: 6.5 ns per
-// element, against 1.4 for 16), and its bits differ from these in the sums' last bits.
+// kSumBlock, added in double) and the output pass in 16-lane vectors, the last one masked, for
+// rows of 24 columns or more (narrower ones take the across-rows path). The portable loop's sums
+// over a few tens of floats ran mostly scalar (17 columns: 6.5 ns per element, against 1.4 for
+// 16, before that path covered 17-23), and its bits differ from these in the sums' last bits.
 FDNN_AVX512 void softmax_rows_avx512(float* y, const float* x, int64_t r0, int64_t r1, int64_t k, bool log) {
   for (int64_t r = r0; r < r1; ++r) {
     const float* z = x + r * k;
