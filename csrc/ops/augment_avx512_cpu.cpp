@@ -583,13 +583,16 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void flat_pair
 }
 
 // The sample's pixels as bilinear_planes, by rows when W is a multiple of 16 (two groups of 16 of
-// a row at a time, a last group alone), else flat_pairs.
+// a row at a time, a last group alone), else flat_pairs (several planes: one plane's flat path is
+// bilinear_planes' own, so kOne comes here only with W a multiple of 16).
 template <bool kTested, bool kQuads, bool kOne>
 __attribute__((target("avx512f,avx2,fma"), noinline)) void planes_in_pairs(const BilinearF32& k, int64_t H,
                                                                            int64_t W, const double* coords) {
-  if (W % 16 != 0) {
-    flat_pairs<kTested, kQuads, kOne>(k, H * W, coords);
-    return;
+  if constexpr (!kOne) {
+    if (W % 16 != 0) {
+      flat_pairs<kTested, kQuads, false>(k, H * W, coords);
+      return;
+    }
   }
   for (int64_t row = 0; row < H; ++row) {
     const __m512d py = _mm512_set1_pd(static_cast<double>(row));
@@ -667,7 +670,7 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void fill_run(
 // in `pad` from one sample to the next while B does (`layout`: the current B, 0 for none).
 // Brightness (when not 1) multiplies in float. The source point of pixel (x, y) is
 // m0 x + (m1 y + m2) (and m3 x + (m4 y + m5)), in double with the multiply-adds fused:
-// - W a multiple of 16: row by row, 16 columns at a time (two groups at a time, bilinear_planes);
+// - W a multiple of 16: row by row, 16 columns at a time (two groups at a time, planes_in_pairs);
 // - otherwise 16 pixels at a time in C order over the whole plane (no lanes wasted at the ends of
 //   rows), each pixel's column and row read from `coords` (H W + 16 columns, then H W + 16 rows,
 //   as doubles, each group of 16 as its pixels A then B; those past the image are the last

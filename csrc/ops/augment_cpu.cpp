@@ -1,6 +1,7 @@
 // CPU augmentation: the samples are split into fixed blocks (depending only on the sizes) spread
-// over the thread pool; each sample is computed by one thread in element order (its contrast mean
-// too), so the output does not depend on the thread count.
+// over the thread pool; each sample is computed by one thread in a fixed order (its contrast mean
+// in 8 interleaved partial sums, plane_sum_in_double), so the output does not depend on the
+// thread count.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
