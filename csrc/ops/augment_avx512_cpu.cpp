@@ -248,8 +248,8 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __mmask8 neare
 // Float32 images, nearest: every plane of one sample, 16 columns of a row at a time: their source
 // points, the rounding (half to even), the inside test and the pixel index once for all C planes
 // (augment_nearest_row_avx512 did them again per plane, 8 at a time, and augment_geometry the
-// last W mod 8 columns one by one); each plane then takes 16 scalar loads (fill where the point
-// is outside) and the brightness in double. Each column's arithmetic is the one it had before
+// last W mod 8 columns one by one); each plane then takes one masked gather (fill in the lanes
+// outside) and the brightness in double. Each column's arithmetic is the one it had before
 // (nearest_cols8: the vector form for columns below 8 floor(W / 8), augment_geometry's compiled
 // form for the rest); brightness multiplies in double and rounds to float, as augment_one did
 // after those, so the bits are the same.
