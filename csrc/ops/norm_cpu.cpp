@@ -68,21 +68,22 @@ template <typename T> bool stream_rows(int64_t elements) {
 // row was a new DRAM page for each chunk, and the forward ran at a third of the bandwidth.)
 // Each column's sum adds the rows in the same order either way, so the bits are the same.
 
-// Mean and M2 per channel of rows [r0, r1) into pm, pm2 (c each): the block mean, then the sum
-// of squared deviations from it, both in double (the block's rows are re-read from cache).
+// Rows [r0, r1) added into the column sums pm, row by row. This and the next two are always
+// inlined, so that each multiversioned caller compiles them for its own ISA (as the loops they
+// replace were: the same multiply-add contraction, the same bits).
 template <typename T>
-FDNN_MULTIVERSION void column_block_stats(double* FDNN_RESTRICT pm, double* FDNN_RESTRICT pm2,
-                                          const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
-  const double inv = 1.0 / static_cast<double>(r1 - r0);
-  std::fill(pm, pm + c, 0.0);
-  std::fill(pm2, pm2 + c, 0.0);
+__attribute__((always_inline)) inline void add_rows(double* FDNN_RESTRICT pm, const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* row = x + r * c;
 #pragma omp simd
     for (int64_t j = 0; j < c; ++j) pm[j] += static_cast<double>(row[j]);
   }
-#pragma omp simd
-  for (int64_t j = 0; j < c; ++j) pm[j] *= inv;
+}
+
+// The squared deviations of rows [r0, r1) from the column means pm added into pm2, row by row.
+template <typename T>
+__attribute__((always_inline)) inline void add_squared_deviations(double* FDNN_RESTRICT pm2, const double* FDNN_RESTRICT pm,
+                                   const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* row = x + r * c;
 #pragma omp simd
@@ -91,6 +92,20 @@ FDNN_MULTIVERSION void column_block_stats(double* FDNN_RESTRICT pm, double* FDNN
       pm2[j] += dev * dev;
     }
   }
+}
+
+// Mean and M2 per channel of rows [r0, r1) into pm, pm2 (c each): the block mean, then the sum
+// of squared deviations from it, both in double (the block's rows are re-read from cache).
+template <typename T>
+FDNN_MULTIVERSION void column_block_stats(double* FDNN_RESTRICT pm, double* FDNN_RESTRICT pm2,
+                                          const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
+  const double inv = 1.0 / static_cast<double>(r1 - r0);
+  std::fill(pm, pm + c, 0.0);
+  std::fill(pm2, pm2 + c, 0.0);
+  add_rows(pm, x, r0, r1, c);
+#pragma omp simd
+  for (int64_t j = 0; j < c; ++j) pm[j] *= inv;
+  add_squared_deviations(pm2, pm, x, r0, r1, c);
 }
 
 // y = act((x - mean) * a + beta) for rows [r0, r1), a = inv_std * gamma per column. The
@@ -111,12 +126,9 @@ FDNN_MULTIVERSION void normalize_columns(T* FDNN_RESTRICT y, const T* FDNN_RESTR
 // sums in double: a product in T overflowed for |dy| near the float range where the sum is
 // finite), row by row as column_block_stats.
 template <typename T>
-FDNN_MULTIVERSION void column_block_grads(double* FDNN_RESTRICT sdy, double* FDNN_RESTRICT sdyx,
-                                          const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
-                                          const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std, int64_t r0,
-                                          int64_t r1, int64_t c) {
-  std::fill(sdy, sdy + c, 0.0);
-  std::fill(sdyx, sdyx + c, 0.0);
+__attribute__((always_inline)) inline void add_column_grads(double* FDNN_RESTRICT sdy, double* FDNN_RESTRICT sdyx, const T* FDNN_RESTRICT dy,
+                             const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std,
+                             int64_t r0, int64_t r1, int64_t c) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* g = dy + r * c;
     const T* xr = x + r * c;
@@ -126,6 +138,15 @@ FDNN_MULTIVERSION void column_block_grads(double* FDNN_RESTRICT sdy, double* FDN
       sdyx[j] += static_cast<double>(g[j]) * static_cast<double>(normalized(xr[j], mean[j], inv_std[j]));
     }
   }
+}
+template <typename T>
+FDNN_MULTIVERSION void column_block_grads(double* FDNN_RESTRICT sdy, double* FDNN_RESTRICT sdyx,
+                                          const T* FDNN_RESTRICT dy, const T* FDNN_RESTRICT x,
+                                          const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std, int64_t r0,
+                                          int64_t r1, int64_t c) {
+  std::fill(sdy, sdy + c, 0.0);
+  std::fill(sdyx, sdyx + c, 0.0);
+  add_column_grads(sdy, sdyx, dy, x, mean, inv_std, r0, r1, c);
 }
 
 // dx = k_dy dy - k_xhat xhat - k_0 per column for rows [r0, r1).
@@ -181,11 +202,7 @@ FDNN_MULTIVERSION void column_block_stats_quads(double* FDNN_RESTRICT pm, double
       pm[j] = s;
     }
   }
-  for (; r < r1; ++r) {
-    const T* row = x + r * c;
-#pragma omp simd
-    for (int64_t j = 0; j < c; ++j) pm[j] += static_cast<double>(row[j]);
-  }
+  add_rows(pm, x, r, r1, c);
 #pragma omp simd
   for (int64_t j = 0; j < c; ++j) pm[j] *= inv;
   for (r = r0; r + 4 <= r1; r += 4) {
@@ -205,14 +222,7 @@ FDNN_MULTIVERSION void column_block_stats_quads(double* FDNN_RESTRICT pm, double
       pm2[j] = q;
     }
   }
-  for (; r < r1; ++r) {
-    const T* row = x + r * c;
-#pragma omp simd
-    for (int64_t j = 0; j < c; ++j) {
-      const double dev = static_cast<double>(row[j]) - pm[j];
-      pm2[j] += dev * dev;
-    }
-  }
+  add_squared_deviations(pm2, pm, x, r, r1, c);
 }
 
 // normalize_columns over four rows at a time.
@@ -264,15 +274,7 @@ FDNN_MULTIVERSION void column_block_grads_quads(double* FDNN_RESTRICT sdy, doubl
       sdyx[j] = s2;
     }
   }
-  for (; r < r1; ++r) {
-    const T* g = dy + r * c;
-    const T* xr = x + r * c;
-#pragma omp simd
-    for (int64_t j = 0; j < c; ++j) {
-      sdy[j] += static_cast<double>(g[j]);
-      sdyx[j] += static_cast<double>(g[j]) * static_cast<double>(normalized(xr[j], mean[j], inv_std[j]));
-    }
-  }
+  add_column_grads(sdy, sdyx, dy, x, mean, inv_std, r, r1, c);
 }
 
 // bn_dx_columns over four rows at a time.
