@@ -254,6 +254,18 @@ __attribute__((target("avx512f"), always_inline)) inline void add16(float* y, co
   _mm512_mask_storeu_ps(y, keep, _mm512_add_ps(v, t));
 }
 
+// The normals of a last step of `left` <= 64 elements (blocks j0 ..): 4 registers above 32
+// elements, else 2; returns how many.
+__attribute__((target("avx512f"), always_inline)) inline int last_step_normals(__m512 z[4], PhiloxHead& h,
+                                                                                uint64_t j0, int64_t left) {
+  if (left > 32) {
+    normal_lanes<2>(z, h, j0);
+    return 4;
+  }
+  normal_lanes<1>(z, h, j0);
+  return 2;
+}
+
 }  // namespace
 
 __attribute__((target("avx512f"))) void add_normals_f32_avx512(float* y, const float* x, int64_t n, uint32_t k0,
@@ -280,12 +292,7 @@ __attribute__((target("avx512f"))) void add_normals_f32_avx512(float* y, const f
   }
   if (i0 < n) {
     __m512 z[4];
-    const int regs = n - i0 > 32 ? 4 : 2;
-    if (regs == 4) {
-      normal_lanes<2>(z, head, j0);
-    } else {
-      normal_lanes<1>(z, head, j0);
-    }
+    const int regs = last_step_normals(z, head, j0, n - i0);
     for (int r = 0; r < regs; ++r) {
       const int64_t left = n - i0 - 16 * r;
       if (left <= 0) break;
@@ -312,12 +319,7 @@ __attribute__((target("avx512f"))) void normals_f32_avx512(float* y, int64_t n, 
   }
   if (i0 < n) {
     __m512 z[4];
-    const int regs = n - i0 > 32 ? 4 : 2;
-    if (regs == 4) {
-      normal_lanes<2>(z, head, j0);
-    } else {
-      normal_lanes<1>(z, head, j0);
-    }
+    const int regs = last_step_normals(z, head, j0, n - i0);
     for (int r = 0; r < regs && n - i0 - 16 * r > 0; ++r) store(y + i0 + 16 * r, n - i0 - 16 * r, z[r]);
   }
 }
