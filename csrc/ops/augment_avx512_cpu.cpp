@@ -50,6 +50,82 @@ template <> __attribute__((target("avx512f,avx2,fma"))) inline void store8<doubl
 }
 }  // namespace
 
+namespace {
+
+// A bilinear plane's constants for 8 output pixels at a time in double (augment_bilinear_row_avx512,
+// augment_bilinear_f64_avx512).
+struct Bilinear8 {
+  __m512d m0, m3, w, h;
+  __m256i width, last_col, last_row;
+  explicit Bilinear8(const AugmentSample& s, const AugmentShape& g) __attribute__((target("avx512f,avx2,fma")))
+      : m0(_mm512_set1_pd(s.m[0])), m3(_mm512_set1_pd(s.m[3])), w(_mm512_set1_pd(static_cast<double>(g.w))),
+        h(_mm512_set1_pd(static_cast<double>(g.h))), width(_mm256_set1_epi32(static_cast<int>(g.w))),
+        last_col(_mm256_set1_epi32(static_cast<int>(g.w - 1))), last_row(_mm256_set1_epi32(static_cast<int>(g.h - 1))) {}
+};
+
+// The 8 pixels (col .. col + 7, row) whose row terms are a = m1 y + m2, b = m4 y + m5: which are
+// inside (ok), their weights (and 1 - weight), whether each weight is 0, and their four taps'
+// indices clamped into the image with the masks of the taps inside (the others are fill).
+struct Taps8 {
+  __mmask8 ok, in00, in01, in10, in11, wx0, wy0;
+  __m512d wx, wy, ux, uy;
+  __m256i i00, i01, i10, i11;
+};
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline Taps8 taps8(const Bilinear8& k, __m512d a, __m512d b,
+                                                                              int64_t col) {
+  const __m512d minus_one = _mm512_set1_pd(-1.0), zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
+  const __m256i zero_i = _mm256_setzero_si256(), one_i = _mm256_set1_epi32(1);
+  const __m512d px = _mm512_add_pd(_mm512_set1_pd(static_cast<double>(col)), _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0));
+  const __m512d sx_all = _mm512_fmadd_pd(k.m0, px, a), sy_all = _mm512_fmadd_pd(k.m3, px, b);
+  Taps8 t;
+  t.ok = _mm512_cmp_pd_mask(sx_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sx_all, k.w, _CMP_LT_OQ) &
+         _mm512_cmp_pd_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sy_all, k.h, _CMP_LT_OQ);
+  const __m512d sx = _mm512_mask_blend_pd(t.ok, zero, sx_all), sy = _mm512_mask_blend_pd(t.ok, zero, sy_all);
+  const __m512d x0 = _mm512_roundscale_pd(sx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512d y0 = _mm512_roundscale_pd(sy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  t.wx = _mm512_sub_pd(sx, x0);
+  t.wy = _mm512_sub_pd(sy, y0);
+  t.ux = _mm512_sub_pd(one, t.wx);
+  t.uy = _mm512_sub_pd(one, t.wy);
+  t.wx0 = _mm512_cmp_pd_mask(t.wx, zero, _CMP_EQ_OQ);
+  t.wy0 = _mm512_cmp_pd_mask(t.wy, zero, _CMP_EQ_OQ);
+  const __mmask8 in_c0 = _mm512_cmp_pd_mask(x0, zero, _CMP_GE_OQ);
+  const __mmask8 in_c1 = _mm512_cmp_pd_mask(_mm512_add_pd(x0, one), k.w, _CMP_LT_OQ);
+  const __mmask8 in_r0 = _mm512_cmp_pd_mask(y0, zero, _CMP_GE_OQ);
+  const __mmask8 in_r1 = _mm512_cmp_pd_mask(_mm512_add_pd(y0, one), k.h, _CMP_LT_OQ);
+  t.in00 = in_c0 & in_r0;
+  t.in01 = in_c1 & in_r0;
+  t.in10 = in_c0 & in_r1;
+  t.in11 = in_c1 & in_r1;
+  const __m256i c0 = _mm512_cvttpd_epi32(x0), r0 = _mm512_cvttpd_epi32(y0);
+  // Indices clamped into the image (every gather in bounds); the taps outside are fill.
+  const __m256i ca = _mm256_max_epi32(c0, zero_i), cb = _mm256_min_epi32(_mm256_add_epi32(c0, one_i), k.last_col);
+  const __m256i ra = _mm256_mullo_epi32(_mm256_max_epi32(r0, zero_i), k.width);
+  const __m256i rb = _mm256_mullo_epi32(_mm256_min_epi32(_mm256_add_epi32(r0, one_i), k.last_row), k.width);
+  t.i00 = _mm256_add_epi32(ra, ca);
+  t.i01 = _mm256_add_epi32(ra, cb);
+  t.i10 = _mm256_add_epi32(rb, ca);
+  t.i11 = _mm256_add_epi32(rb, cb);
+  return t;
+}
+
+// The bilinear values of a plane at the 8 pixels of `t` (a tap of weight 0 left out), fill where
+// a pixel is outside.
+template <typename T>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline __m512d blend8(const Taps8& t, const T* plane,
+                                                                                 __m512d fill) {
+  const __m512d t00 = _mm512_mask_blend_pd(t.in00, fill, gather8(plane, t.i00));
+  const __m512d t01 = _mm512_mask_blend_pd(t.in01, fill, gather8(plane, t.i01));
+  const __m512d t10 = _mm512_mask_blend_pd(t.in10, fill, gather8(plane, t.i10));
+  const __m512d t11 = _mm512_mask_blend_pd(t.in11, fill, gather8(plane, t.i11));
+  const __m512d top = _mm512_mask_blend_pd(t.wx0, _mm512_fmadd_pd(t.wx, t01, _mm512_mul_pd(t.ux, t00)), t00);
+  const __m512d bottom = _mm512_mask_blend_pd(t.wx0, _mm512_fmadd_pd(t.wx, t11, _mm512_mul_pd(t.ux, t10)), t10);
+  const __m512d v = _mm512_mask_blend_pd(t.wy0, _mm512_fmadd_pd(t.wy, bottom, _mm512_mul_pd(t.uy, top)), top);
+  return _mm512_mask_blend_pd(t.ok, fill, v);
+}
+
+}  // namespace
+
 // Columns [0, 8 floor(W / 8)) of output row `row` of a bilinear plane (brightness not applied);
 // returns how many columns it wrote. The plane has fewer than 2^31 pixels (the caller checks).
 template <typename T>
@@ -58,47 +134,10 @@ __attribute__((target("avx512f,avx2,fma"))) int64_t augment_bilinear_row_avx512(
                                                                                  const AugmentShape& g) {
   const int64_t done = g.w / 8 * 8;
   const double py = static_cast<double>(row);
-  const __m512d m0 = _mm512_set1_pd(s.m[0]), m3 = _mm512_set1_pd(s.m[3]);
+  const Bilinear8 k(s, g);
   const __m512d a = _mm512_set1_pd(s.m[1] * py + s.m[2]), b = _mm512_set1_pd(s.m[4] * py + s.m[5]);
-  const __m512d w = _mm512_set1_pd(static_cast<double>(g.w)), h = _mm512_set1_pd(static_cast<double>(g.h));
-  const __m512d minus_one = _mm512_set1_pd(-1.0), zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
   const __m512d fill = _mm512_set1_pd(g.fill);
-  const __m256i width = _mm256_set1_epi32(static_cast<int>(g.w));
-  const __m256i last_col = _mm256_set1_epi32(static_cast<int>(g.w - 1));
-  const __m256i last_row = _mm256_set1_epi32(static_cast<int>(g.h - 1)), zero_i = _mm256_setzero_si256();
-  const __m256i one_i = _mm256_set1_epi32(1);
-  const __m512d lane = _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0);
-  for (int64_t col = 0; col < done; col += 8) {
-    const __m512d px = _mm512_add_pd(_mm512_set1_pd(static_cast<double>(col)), lane);
-    const __m512d sx_all = _mm512_fmadd_pd(m0, px, a), sy_all = _mm512_fmadd_pd(m3, px, b);
-    const __mmask8 ok = _mm512_cmp_pd_mask(sx_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sx_all, w, _CMP_LT_OQ) &
-                        _mm512_cmp_pd_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sy_all, h, _CMP_LT_OQ);
-    const __m512d sx = _mm512_mask_blend_pd(ok, zero, sx_all), sy = _mm512_mask_blend_pd(ok, zero, sy_all);
-    const __m512d x0 = _mm512_roundscale_pd(sx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    const __m512d y0 = _mm512_roundscale_pd(sy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    const __m512d wx = _mm512_sub_pd(sx, x0), wy = _mm512_sub_pd(sy, y0);
-    const __mmask8 in_c0 = _mm512_cmp_pd_mask(x0, zero, _CMP_GE_OQ);
-    const __mmask8 in_c1 = _mm512_cmp_pd_mask(_mm512_add_pd(x0, one), w, _CMP_LT_OQ);
-    const __mmask8 in_r0 = _mm512_cmp_pd_mask(y0, zero, _CMP_GE_OQ);
-    const __mmask8 in_r1 = _mm512_cmp_pd_mask(_mm512_add_pd(y0, one), h, _CMP_LT_OQ);
-    const __m256i c0 = _mm512_cvttpd_epi32(x0), r0 = _mm512_cvttpd_epi32(y0);
-    // Indices clamped into the image (every gather in bounds); the taps outside are fill.
-    const __m256i ca = _mm256_max_epi32(c0, zero_i), cb = _mm256_min_epi32(_mm256_add_epi32(c0, one_i), last_col);
-    const __m256i ra = _mm256_mullo_epi32(_mm256_max_epi32(r0, zero_i), width);
-    const __m256i rb = _mm256_mullo_epi32(_mm256_min_epi32(_mm256_add_epi32(r0, one_i), last_row), width);
-    const __m512d t00 = _mm512_mask_blend_pd(in_c0 & in_r0, fill, gather8(plane, _mm256_add_epi32(ra, ca)));
-    const __m512d t01 = _mm512_mask_blend_pd(in_c1 & in_r0, fill, gather8(plane, _mm256_add_epi32(ra, cb)));
-    const __m512d t10 = _mm512_mask_blend_pd(in_c0 & in_r1, fill, gather8(plane, _mm256_add_epi32(rb, ca)));
-    const __m512d t11 = _mm512_mask_blend_pd(in_c1 & in_r1, fill, gather8(plane, _mm256_add_epi32(rb, cb)));
-    const __mmask8 wx0 = _mm512_cmp_pd_mask(wx, zero, _CMP_EQ_OQ), wy0 = _mm512_cmp_pd_mask(wy, zero, _CMP_EQ_OQ);
-    const __m512d top =
-        _mm512_mask_blend_pd(wx0, _mm512_fmadd_pd(wx, t01, _mm512_mul_pd(_mm512_sub_pd(one, wx), t00)), t00);
-    const __m512d bottom =
-        _mm512_mask_blend_pd(wx0, _mm512_fmadd_pd(wx, t11, _mm512_mul_pd(_mm512_sub_pd(one, wx), t10)), t10);
-    const __m512d v =
-        _mm512_mask_blend_pd(wy0, _mm512_fmadd_pd(wy, bottom, _mm512_mul_pd(_mm512_sub_pd(one, wy), top)), top);
-    store8(out + col, _mm512_mask_blend_pd(ok, fill, v));
-  }
+  for (int64_t col = 0; col < done; col += 8) store8(out + col, blend8(taps8(k, a, b, col), plane, fill));
   return done;
 }
 
@@ -109,52 +148,17 @@ __attribute__((target("avx512f,avx2,fma"))) int64_t augment_bilinear_f64_avx512(
                                                                                  const AugmentSample& s,
                                                                                  const AugmentShape& g) {
   const int64_t done = g.w / 8 * 8, hw = g.h * g.w;
-  const __m512d m0 = _mm512_set1_pd(s.m[0]), m3 = _mm512_set1_pd(s.m[3]);
-  const __m512d w = _mm512_set1_pd(static_cast<double>(g.w)), h = _mm512_set1_pd(static_cast<double>(g.h));
-  const __m512d minus_one = _mm512_set1_pd(-1.0), zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
+  const Bilinear8 k(s, g);
   const __m512d fill = _mm512_set1_pd(g.fill);
   const bool bright = s.brightness != 1.0;
   const __m512d brightness = _mm512_set1_pd(s.brightness);
-  const __m256i width = _mm256_set1_epi32(static_cast<int>(g.w));
-  const __m256i last_col = _mm256_set1_epi32(static_cast<int>(g.w - 1));
-  const __m256i last_row = _mm256_set1_epi32(static_cast<int>(g.h - 1)), zero_i = _mm256_setzero_si256();
-  const __m256i one_i = _mm256_set1_epi32(1);
-  const __m512d lane = _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0);
   for (int64_t row = 0; row < g.h; ++row) {
     const double py = static_cast<double>(row);
     const __m512d a = _mm512_set1_pd(s.m[1] * py + s.m[2]), b = _mm512_set1_pd(s.m[4] * py + s.m[5]);
     for (int64_t col = 0; col < done; col += 8) {
-      const __m512d px = _mm512_add_pd(_mm512_set1_pd(static_cast<double>(col)), lane);
-      const __m512d sx_all = _mm512_fmadd_pd(m0, px, a), sy_all = _mm512_fmadd_pd(m3, px, b);
-      const __mmask8 ok = _mm512_cmp_pd_mask(sx_all, minus_one, _CMP_GT_OQ) &
-                          _mm512_cmp_pd_mask(sx_all, w, _CMP_LT_OQ) &
-                          _mm512_cmp_pd_mask(sy_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sy_all, h, _CMP_LT_OQ);
-      const __m512d sx = _mm512_mask_blend_pd(ok, zero, sx_all), sy = _mm512_mask_blend_pd(ok, zero, sy_all);
-      const __m512d x0 = _mm512_roundscale_pd(sx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-      const __m512d y0 = _mm512_roundscale_pd(sy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-      const __m512d wx = _mm512_sub_pd(sx, x0), wy = _mm512_sub_pd(sy, y0);
-      const __mmask8 in_c0 = _mm512_cmp_pd_mask(x0, zero, _CMP_GE_OQ);
-      const __mmask8 in_c1 = _mm512_cmp_pd_mask(_mm512_add_pd(x0, one), w, _CMP_LT_OQ);
-      const __mmask8 in_r0 = _mm512_cmp_pd_mask(y0, zero, _CMP_GE_OQ);
-      const __mmask8 in_r1 = _mm512_cmp_pd_mask(_mm512_add_pd(y0, one), h, _CMP_LT_OQ);
-      const __m256i c0 = _mm512_cvttpd_epi32(x0), r0 = _mm512_cvttpd_epi32(y0);
-      const __m256i ca = _mm256_max_epi32(c0, zero_i), cb = _mm256_min_epi32(_mm256_add_epi32(c0, one_i), last_col);
-      const __m256i ra = _mm256_mullo_epi32(_mm256_max_epi32(r0, zero_i), width);
-      const __m256i rb = _mm256_mullo_epi32(_mm256_min_epi32(_mm256_add_epi32(r0, one_i), last_row), width);
-      const __m256i i00 = _mm256_add_epi32(ra, ca), i01 = _mm256_add_epi32(ra, cb);
-      const __m256i i10 = _mm256_add_epi32(rb, ca), i11 = _mm256_add_epi32(rb, cb);
-      const __mmask8 wx0 = _mm512_cmp_pd_mask(wx, zero, _CMP_EQ_OQ), wy0 = _mm512_cmp_pd_mask(wy, zero, _CMP_EQ_OQ);
-      const __m512d ux = _mm512_sub_pd(one, wx), uy = _mm512_sub_pd(one, wy);
+      const Taps8 t = taps8(k, a, b, col);
       for (int64_t ch = 0; ch < g.c; ++ch) {
-        const double* plane = x + ch * hw;
-        const __m512d t00 = _mm512_mask_blend_pd(in_c0 & in_r0, fill, gather8(plane, i00));
-        const __m512d t01 = _mm512_mask_blend_pd(in_c1 & in_r0, fill, gather8(plane, i01));
-        const __m512d t10 = _mm512_mask_blend_pd(in_c0 & in_r1, fill, gather8(plane, i10));
-        const __m512d t11 = _mm512_mask_blend_pd(in_c1 & in_r1, fill, gather8(plane, i11));
-        const __m512d top = _mm512_mask_blend_pd(wx0, _mm512_fmadd_pd(wx, t01, _mm512_mul_pd(ux, t00)), t00);
-        const __m512d bottom = _mm512_mask_blend_pd(wx0, _mm512_fmadd_pd(wx, t11, _mm512_mul_pd(ux, t10)), t10);
-        const __m512d v = _mm512_mask_blend_pd(wy0, _mm512_fmadd_pd(wy, bottom, _mm512_mul_pd(uy, top)), top);
-        const __m512d o = _mm512_mask_blend_pd(ok, fill, v);
+        const __m512d o = blend8(t, x + ch * hw, fill);
         _mm512_storeu_pd(y + ch * hw + row * g.w + col, bright ? _mm512_mul_pd(o, brightness) : o);
       }
     }
