@@ -291,6 +291,30 @@ void integer_map_planes(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const Augm
     }
 }
 
+#if defined(__x86_64__)
+// Columns [c0, c1) of rows [ra, rb) of plane c (float32, AVX-512F) get the erase stream's normals
+// (element e: word e % 4 of block e / 4, as augment_normals): drawn in registers
+// (cpu/philox_avx512.h, the same bits) over the span from the first of those elements to the
+// last, 256 at a time from a block boundary, each chunk's erased parts copied.
+void erase_rows_with_normals(float* y, const PhiloxStream& stream, const AugmentShape& g, int64_t c, int64_t ra,
+                             int64_t rb, int64_t c0, int64_t c1) {
+  const int64_t hw = g.h * g.w;
+  const int64_t first = c * hw + ra * g.w + c0, last = c * hw + (rb - 1) * g.w + c1;
+  alignas(64) float z[256];
+  int64_t row = ra;
+  for (int64_t e = first / 4 * 4; e < last; e += 256) {
+    const int64_t m = std::min<int64_t>(256, last - e);
+    normals_f32_avx512(z, m, stream.k0, stream.k1, stream.o0, stream.o1, static_cast<uint64_t>(e / 4));
+    for (; row < rb; ++row) {  // the erased rows' parts within elements [e, e + m)
+      const int64_t rs = c * hw + row * g.w + c0, re = rs + (c1 - c0);
+      const int64_t from = std::max(rs, e), to = std::min(re, e + m);
+      if (from < to) std::copy(z + (from - e), z + (to - e), y + from);
+      if (re > e + m) break;  // the row goes on in the next chunk
+    }
+  }
+}
+#endif
+
 // One sample, in the order of augment_finish_quad (augment.h): geometry and brightness with the
 // gray sum, then contrast, noise and clipping as whole-sample loops, then the erased rectangle.
 // `pad`: room for C padded planes of (H + 2 b) x (W + 2 b) floats, twice that for quad planes
@@ -390,60 +414,31 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
     const int64_t r0 = std::max<int64_t>(s.erase_top, 0), r1 = std::min<int64_t>(s.erase_top + s.erase_height, g.h);
     const int64_t c0 = std::max<int64_t>(s.erase_left, 0), c1 = std::min<int64_t>(s.erase_left + s.erase_width, g.w);
     const T value = static_cast<T>(s.erase_value);
-    bool spans_done = false;
+    bool normals_done = false;
 #if defined(__x86_64__)
     if constexpr (std::is_same_v<T, float>) {
-      if (kAugmentAvx512 && s.erase_random && g.w <= c1 - c0 + 64) {
-        // Rows not much narrower than the image: the normals of each plane's whole span, first to
-        // last erased element (rows and what lies between), 256 at a time from a block boundary,
-        // each chunk's erased part copied (per row, each call draws at least 8 blocks: one-thread
-        // CPU time above a constant erase value, Zen 4: ~3.4 ns an erased pixel on 512x1x28x28
-        // with RandomErasing(1.0)'s ~12-pixel rows, ~2.2 ns this way; 256x3x32x32 3.0 -> 2.1).
+      if (kAugmentAvx512 && s.erase_random) {
+        // Rows not much narrower than the image: one span per plane, its rows and what lies
+        // between (per row, each span draws at least 8 blocks: one-thread CPU time above a
+        // constant erase value, Zen 4: ~3.4 ns an erased pixel on 512x1x28x28 with
+        // RandomErasing(1.0)'s ~12-pixel rows, ~2.2 ns this way; 256x3x32x32 3.0 -> 2.1); else
+        // one span per row.
         const PhiloxStream stream(s.noise_seed, kAugmentEraseOffset);
-        alignas(64) float z[256];
-        for (int64_t c = 0; c < g.c; ++c) {
-          const int64_t first = c * hw + r0 * g.w + c0, last = c * hw + (r1 - 1) * g.w + c1;
-          int64_t row = r0;
-          for (int64_t e = first / 4 * 4; e < last; e += 256) {
-            const int64_t m = std::min<int64_t>(256, last - e);
-            normals_f32_avx512(z, m, stream.k0, stream.k1, stream.o0, stream.o1, static_cast<uint64_t>(e / 4));
-            for (; row < r1; ++row) {  // the erased rows' parts within elements [e, e + m)
-              const int64_t rs = c * hw + row * g.w + c0, re = rs + (c1 - c0);
-              const int64_t from = std::max(rs, e), to = std::min(re, e + m);
-              if (from < to) std::copy(z + (from - e), z + (to - e), y + from);
-              if (re > e + m) break;  // the row goes on in the next chunk
-            }
-          }
-        }
-        spans_done = true;
+        const bool whole_planes = g.w <= c1 - c0 + 64;
+        for (int64_t c = 0; c < g.c; ++c)
+          for (int64_t row = r0; row < r1; row = whole_planes ? r1 : row + 1)
+            erase_rows_with_normals(y, stream, g, c, row, whole_planes ? r1 : row + 1, c0, c1);
+        normals_done = true;
       }
     }
 #endif
-    for (int64_t c = 0; c < (spans_done ? 0 : g.c); ++c)
+    for (int64_t c = 0; c < (normals_done ? 0 : g.c); ++c)
       for (int64_t row = r0; row < r1; ++row) {
         T* out = y + c * hw + row * g.w;
         if (!s.erase_random) {
           for (int64_t col = c0; col < c1; ++col) out[col] = value;
           continue;
         }
-        const int64_t e0 = c * hw + row * g.w + c0;
-#if defined(__x86_64__)
-        if constexpr (std::is_same_v<T, float>) {
-          if (kAugmentAvx512) {
-            // The normals of blocks e0 / 4 .. in registers (cpu/philox_avx512.h, the same bits as
-            // augment_normals), 256 elements at a time from a block boundary.
-            const PhiloxStream stream(s.noise_seed, kAugmentEraseOffset);
-            alignas(64) float z[256];
-            for (int64_t e = e0 / 4 * 4; e < e0 + (c1 - c0); e += 256) {
-              const int64_t m = std::min<int64_t>(256, e0 + (c1 - c0) - e);
-              normals_f32_avx512(z, m, stream.k0, stream.k1, stream.o0, stream.o1, static_cast<uint64_t>(e / 4));
-              const int64_t from = std::max(e, e0);
-              std::copy(z + (from - e), z + m, out + c0 + (from - e0));
-            }
-            continue;
-          }
-        }
-#endif
         // Element e takes word e % 4 of block e / 4's normals: one block's four for up to four
         // neighbours (drawing the block for each element: 2.0 against 1.07 ms of one-thread CPU
         // time for a Compose erasing every 512x1x28x28 sample with value="random", Zen 4).
