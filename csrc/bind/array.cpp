@@ -95,15 +95,15 @@ TensorView output_array(py::handle obj, const char* name, DType dtype, const std
 
 namespace {
 
-// The owner of a pooled block: the base object of the array built on it.
+// The owner of a pooled block: the base object of the array built on its data.
 struct PooledBlock {
-  void* ptr;
+  void* data;
   size_t bytes;
 };
 
 void release_pooled_block(void* owner) {
   auto* block = static_cast<PooledBlock*>(owner);
-  pooled_release(block->ptr, block->bytes);
+  pooled_release(block->data, block->bytes);
   delete block;
 }
 
@@ -119,7 +119,7 @@ TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& s
     // when the array and every view of it are gone.
     auto* block = new PooledBlock{nullptr, bytes};
     try {
-      block->ptr = pooled_allocate(bytes);
+      block->data = pooled_allocate(bytes);
     } catch (...) {
       delete block;
       throw;
@@ -132,7 +132,7 @@ TensorView new_array(py::object& obj, DType dtype, const std::vector<int64_t>& s
       stride *= s[i];
     }
     const py::dtype dt = dtype == DType::float32 ? py::dtype::of<float>() : py::dtype::of<double>();
-    obj = py::array(dt, s, strides, block->ptr, owner);
+    obj = py::array(dt, s, strides, block->data, owner);
   } else {
     // (Not through a default-constructed py::array: that is an empty array of its own.)
     obj = dtype == DType::float32 ? py::array(py::array_t<float>(s)) : py::array(py::array_t<double>(s));

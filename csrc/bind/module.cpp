@@ -64,10 +64,13 @@ PYBIND11_MODULE(_C, m) {
         d["hits"] = st.hits;
         d["misses"] = st.misses;
         d["min_pooled_bytes"] = fdnn::kMinPooledBytes;
+        d["data_offset"] = fdnn::kPooledDataOffset;
         return d;
       },
       "The pool of large output blocks: its limit, the idle bytes and blocks it holds, and how many "
-      "allocations it served from idle blocks (hits) and from new mappings (misses).");
+      "allocations it served from idle blocks (hits) and from new mappings (misses); min_pooled_bytes "
+        "(smaller outputs come from NumPy's allocator) and data_offset (where a pooled array starts past "
+        "a 2 MiB boundary: where NumPy's own large arrays start modulo a page).");
   m.def("_gemm_kernel", &fdnn::gemm_kernel,
         "The GEMM kernel setting: 'auto' (by the product's size), 'fusednn-avx512' or 'openblas'.");
   m.def("_gemm_kernel_for", &fdnn::gemm_kernel_for, py::arg("m"), py::arg("n"), py::arg("k"),

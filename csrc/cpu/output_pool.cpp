@@ -14,8 +14,11 @@ namespace {
 
 constexpr size_t kHugePage = size_t(2) << 20;
 
-// Blocks are whole huge pages: a size class is the byte count rounded up to 2 MiB.
-size_t size_class(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
+// Blocks are whole huge pages: a size class is the byte count (with the data offset in front)
+// rounded up to 2 MiB.
+size_t size_class(size_t bytes) {
+  return (kPooledDataOffset + bytes + kHugePage - 1) / kHugePage * kHugePage;
+}
 
 size_t default_limit() {
   const char* env = std::getenv("FUSEDNN_OUTPUT_POOL_MB");
@@ -70,23 +73,26 @@ Pool& pool() {
 void* pooled_allocate(size_t bytes) {
   const size_t cls = size_class(bytes);
   Pool& p = pool();
+  void* block = nullptr;
   {
     std::lock_guard<std::mutex> lock(p.mutex);
     auto it = p.idle.find(cls);
     if (it != p.idle.end()) {
-      void* block = it->second;
+      block = it->second;
       p.idle.erase(it);
       p.idle_bytes -= cls;
       ++p.hits;
-      return block;
+    } else {
+      ++p.misses;
     }
-    ++p.misses;
   }
-  return map_block(cls);
+  if (block == nullptr) block = map_block(cls);
+  return static_cast<char*>(block) + kPooledDataOffset;
 }
 
-void pooled_release(void* ptr, size_t bytes) {
+void pooled_release(void* data, size_t bytes) {
   const size_t cls = size_class(bytes);
+  void* ptr = static_cast<char*>(data) - kPooledDataOffset;
   Pool& p = pool();
   std::lock_guard<std::mutex> lock(p.mutex);
   if (cls > p.limit) {
