@@ -14,11 +14,11 @@ namespace {
 
 constexpr size_t kHugePage = size_t(2) << 20;
 
-// Blocks are whole huge pages: a size class is the byte count (with the data offset in front)
-// rounded up to 2 MiB.
-size_t size_class(size_t bytes) {
-  return (kPooledDataOffset + bytes + kHugePage - 1) / kHugePage * kHugePage;
-}
+// A size class is the byte count rounded up to 2 MiB; its blocks are that and one 4 KiB page
+// more, which the data offset pushes the end of an array of whole huge pages into (4 KiB, not a
+// whole huge page more).
+constexpr size_t kPage = 4096;
+size_t size_class(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage + kPage; }
 
 size_t default_limit() {
   const char* env = std::getenv("FUSEDNN_OUTPUT_POOL_MB");
@@ -30,7 +30,7 @@ size_t default_limit() {
   return size_t(512) << 20;
 }
 
-// A 2 MiB-aligned anonymous mapping of `bytes` (a multiple of 2 MiB), with huge pages asked for.
+// A 2 MiB-aligned anonymous mapping of `bytes` (a multiple of 4 KiB), with huge pages asked for.
 void* map_block(size_t bytes) {
   const size_t padded = bytes + kHugePage;
   void* raw = mmap(nullptr, padded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -3,8 +3,8 @@
 // A fresh 16-64 MB output costs more to fault in than to compute: on the 2-core Zen 4 VM of
 // issue 19, relu into a new 64 MB array took 12-25 ms (and now and then 120-300 ms) against
 // 5-8 ms into an existing one, nearly all of it in page faults. So outputs of at least
-// kMinPooledBytes come from page-aligned blocks (transparent huge pages requested with
-// madvise) that go back to a pool when the NumPy array that owns them is freed, and the next
+// kMinPooledBytes come from 2 MiB-aligned blocks (transparent huge pages requested with
+// madvise; the data kPooledDataOffset bytes in) that go back to a pool when the NumPy array that owns them is freed, and the next
 // output of the same size class reuses a block whose pages are already there.
 //
 // Reuse is never visible: a block returns to the pool only when the last reference to its
@@ -25,8 +25,9 @@ struct OutputPoolStats {
 };
 
 // The data of a pooled output starts this many bytes past a 2 MiB boundary: where glibc's
-// malloc puts the data of a block it maps on its own (behind the chunk's 16-byte header), which
-// every NumPy array of 32 MiB or more is (smaller ones may come from the heap, at any offset). A
+// malloc puts the data of a block it maps on its own (behind the chunk's 16-byte header), as it
+// usually does for NumPy arrays of 32 MiB or more (smaller ones, and large ones that fit a free
+// chunk of the heap, may lie at any 16-byte offset). A
 // kernel then finds the large arrays of a call at the same offsets modulo a page whether they came
 // from NumPy or from the pool, and some kernels depend on that: dropout fwd+bwd on 16M float32
 // from NumPy arrays took 3.5-3.6 ms of one thread's CPU time into 2 MiB-aligned outputs against
