@@ -8,7 +8,10 @@
 // Conventions (docs/data.md): pixel (row r, column c) has its center at (x, y) = (c, r); the
 // affine map acts about the image center ((W - 1) / 2, (H - 1) / 2) as torchvision's
 // F.affine does on tensors; the output pixel p takes the input at M p, M being the inverse map
-// (flips folded in) that augment_sample() builds. Order per sample: geometry, brightness,
+// (flips folded in) that augment_sample() builds. M acts on coordinates relative to the center
+// (augment_dx, augment_dy: exact in double), so the points it sends to integers exactly (the
+// center under any map, every pixel under flips, integer shifts and 90-degree turns) come out
+// exact whether or not a compiler fuses its multiply-adds. Order per sample: geometry, brightness,
 // contrast (about the mean gray level of the result), noise, clip, erase.
 #pragma once
 
@@ -27,7 +30,8 @@ namespace fdnn {
 
 // One sample's parameters as the kernels use them (built on the host by augment_sample()).
 struct AugmentSample {
-  double m[6];           // inverse map: source x = m0 x + m1 y + m2, source y = m3 x + m4 y + m5
+  double m[6];           // inverse map, (dx, dy) the pixel's offset from the image center:
+                         // source x = m0 dx + (m1 dy + m2), source y = m3 dx + (m4 dy + m5)
   double brightness;     // factor (1: unchanged)
   double contrast;       // factor (1: unchanged)
   double noise_mean, noise_std;
@@ -50,7 +54,8 @@ struct AugmentRaw {
 
 // torchvision's _get_inverse_affine_matrix (center c, angle a clockwise on screen, translation t,
 // scale s, shear (sx, sy)): M = C RSS^-1 C^-1 T^-1 with RSS = R(a) S(s) SHy(sy) SHx(sx); then
-// the flips, applied to the input before the affine map, are folded in: x -> (W - 1) - x.
+// the flips, applied to the input before the affine map, are folded in: x -> (W - 1) - x. M is
+// kept as it acts on p - c: the linear part and (m2, m5) = c - RSS^-1 t, the source of the center.
 inline AugmentSample augment_sample(const AugmentRaw& r, int64_t h, int64_t w) {
   const double deg = 0.017453292519943295769236907684886;  // pi / 180
   const double rot = r.angle * deg, sx = r.shear_x * deg, sy = r.shear_y * deg;
@@ -72,7 +77,7 @@ inline AugmentSample augment_sample(const AugmentRaw& r, int64_t h, int64_t w) {
   m[1] = -b / r.scale;
   m[3] = -c / r.scale;
   m[4] = a / r.scale;
-  const double ux = -cx - r.translate_x, uy = -cy - r.translate_y;
+  const double ux = -r.translate_x, uy = -r.translate_y;
   m[2] = m[0] * ux + m[1] * uy + cx;
   m[5] = m[3] * ux + m[4] * uy + cy;
   if (r.hflip) {  // source x' = (W - 1) - x
@@ -85,7 +90,7 @@ inline AugmentSample augment_sample(const AugmentRaw& r, int64_t h, int64_t w) {
     m[4] = -m[4];
     m[5] = static_cast<double>(h - 1) - m[5];
   }
-  s.identity_map = m[0] == 1.0 && m[1] == 0.0 && m[2] == 0.0 && m[3] == 0.0 && m[4] == 1.0 && m[5] == 0.0;
+  s.identity_map = m[0] == 1.0 && m[1] == 0.0 && m[2] == cx && m[3] == 0.0 && m[4] == 1.0 && m[5] == cy;
   s.brightness = r.brightness;
   s.contrast = r.contrast;
   s.noise_mean = r.noise_mean;
@@ -114,6 +119,15 @@ struct AugmentShape {
   double gray_weight[3];  // contrast's gray level: luma weights for C == 3
 };
 
+// A pixel's column and row relative to the image center ((W - 1) / 2, (H - 1) / 2): the
+// coordinates that AugmentSample::m acts on (exact: multiples of 1/2).
+FDNN_HD inline double augment_dx(int64_t col, int64_t w) {
+  return static_cast<double>(col) - 0.5 * static_cast<double>(w - 1);
+}
+FDNN_HD inline double augment_dy(int64_t row, int64_t h) {
+  return static_cast<double>(row) - 0.5 * static_cast<double>(h - 1);
+}
+
 // Input value of channel plane `x` (H x W) at integer (col, row), or fill outside.
 template <typename T>
 FDNN_HD inline double augment_tap(const T* x, int64_t col, int64_t row, const AugmentShape& g) {
@@ -131,9 +145,9 @@ FDNN_HD inline T augment_geometry(const T* plane, int64_t row, int64_t col, cons
   if (s.identity_map) {
     v = plane[row * g.w + col];
   } else {
-    const double px = static_cast<double>(col), py = static_cast<double>(row);
-    const double sx = s.m[0] * px + s.m[1] * py + s.m[2];
-    const double sy = s.m[3] * px + s.m[4] * py + s.m[5];
+    const double px = augment_dx(col, g.w), py = augment_dy(row, g.h);
+    const double sx = s.m[0] * px + (s.m[1] * py + s.m[2]);
+    const double sy = s.m[3] * px + (s.m[4] * py + s.m[5]);
     double out;
     if (g.nearest) {
       // Round half to even (as torch's grid_sample 'nearest' uses nearbyint).

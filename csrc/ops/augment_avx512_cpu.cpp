@@ -57,13 +57,15 @@ namespace {
 struct Bilinear8 {
   __m512d m0, m3, w, h;
   __m256i width, last_col, last_row;
+  int64_t image_w;
   explicit Bilinear8(const AugmentSample& s, const AugmentShape& g) __attribute__((target("avx512f,avx2,fma")))
       : m0(_mm512_set1_pd(s.m[0])), m3(_mm512_set1_pd(s.m[3])), w(_mm512_set1_pd(static_cast<double>(g.w))),
         h(_mm512_set1_pd(static_cast<double>(g.h))), width(_mm256_set1_epi32(static_cast<int>(g.w))),
-        last_col(_mm256_set1_epi32(static_cast<int>(g.w - 1))), last_row(_mm256_set1_epi32(static_cast<int>(g.h - 1))) {}
+        last_col(_mm256_set1_epi32(static_cast<int>(g.w - 1))), last_row(_mm256_set1_epi32(static_cast<int>(g.h - 1))),
+        image_w(g.w) {}
 };
 
-// The 8 pixels (col .. col + 7, row) whose row terms are a = m1 y + m2, b = m4 y + m5: which are
+// The 8 pixels (col .. col + 7, row) whose row terms are a = m1 dy + m2, b = m4 dy + m5: which are
 // inside (ok), their weights (and 1 - weight), whether each weight is 0, and their four taps'
 // indices clamped into the image with the masks of the taps inside (the others are fill).
 struct Taps8 {
@@ -75,7 +77,7 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline Taps8 taps8(co
                                                                               int64_t col) {
   const __m512d minus_one = _mm512_set1_pd(-1.0), zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
   const __m256i zero_i = _mm256_setzero_si256(), one_i = _mm256_set1_epi32(1);
-  const __m512d px = _mm512_add_pd(_mm512_set1_pd(static_cast<double>(col)), _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0));
+  const __m512d px = _mm512_add_pd(_mm512_set1_pd(augment_dx(col, k.image_w)), _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0));
   const __m512d sx_all = _mm512_fmadd_pd(k.m0, px, a), sy_all = _mm512_fmadd_pd(k.m3, px, b);
   Taps8 t;
   t.ok = _mm512_cmp_pd_mask(sx_all, minus_one, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sx_all, k.w, _CMP_LT_OQ) &
@@ -133,7 +135,7 @@ __attribute__((target("avx512f,avx2,fma"))) int64_t augment_bilinear_row_avx512(
                                                                                  const AugmentSample& s,
                                                                                  const AugmentShape& g) {
   const int64_t done = g.w / 8 * 8;
-  const double py = static_cast<double>(row);
+  const double py = augment_dy(row, g.h);
   const Bilinear8 k(s, g);
   const __m512d a = _mm512_set1_pd(s.m[1] * py + s.m[2]), b = _mm512_set1_pd(s.m[4] * py + s.m[5]);
   const __m512d fill = _mm512_set1_pd(g.fill);
@@ -153,7 +155,7 @@ __attribute__((target("avx512f,avx2,fma"))) int64_t augment_bilinear_f64_avx512(
   const bool bright = s.brightness != 1.0;
   const __m512d brightness = _mm512_set1_pd(s.brightness);
   for (int64_t row = 0; row < g.h; ++row) {
-    const double py = static_cast<double>(row);
+    const double py = augment_dy(row, g.h);
     const __m512d a = _mm512_set1_pd(s.m[1] * py + s.m[2]), b = _mm512_set1_pd(s.m[4] * py + s.m[5]);
     for (int64_t col = 0; col < done; col += 8) {
       const Taps8 t = taps8(k, a, b, col);
@@ -172,7 +174,7 @@ __attribute__((target("avx512f,avx2,fma"))) int64_t augment_nearest_row_avx512(T
                                                                                 const AugmentSample& s,
                                                                                 const AugmentShape& g) {
   const int64_t done = g.w / 8 * 8;
-  const double py = static_cast<double>(row);
+  const double py = augment_dy(row, g.h);
   const __m512d m0 = _mm512_set1_pd(s.m[0]), m3 = _mm512_set1_pd(s.m[3]);
   const __m512d a = _mm512_set1_pd(s.m[1] * py + s.m[2]), b = _mm512_set1_pd(s.m[4] * py + s.m[5]);
   const __m512d w = _mm512_set1_pd(static_cast<double>(g.w)), h = _mm512_set1_pd(static_cast<double>(g.h));
@@ -180,7 +182,7 @@ __attribute__((target("avx512f,avx2,fma"))) int64_t augment_nearest_row_avx512(T
   const __m256i width = _mm256_set1_epi32(static_cast<int>(g.w));
   const __m512d lane = _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0);
   for (int64_t col = 0; col < done; col += 8) {
-    const __m512d px = _mm512_add_pd(_mm512_set1_pd(static_cast<double>(col)), lane);
+    const __m512d px = _mm512_add_pd(_mm512_set1_pd(augment_dx(col, g.w)), lane);
     const __m512d fx = _mm512_roundscale_pd(_mm512_fmadd_pd(m0, px, a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512d fy = _mm512_roundscale_pd(_mm512_fmadd_pd(m3, px, b), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     // Inside the image (NaN compares false): read there; every other lane reads pixel 0.
@@ -195,25 +197,17 @@ __attribute__((target("avx512f,avx2,fma"))) int64_t augment_nearest_row_avx512(T
 }
 
 namespace {
-// The source points of 8 columns px of a row for nearest sampling, rounded half to even. kVector:
-// as augment_nearest_row_avx512 computes them, m0 px + a with a = m1 y + m2 (one fused
-// multiply-add); otherwise as augment_geometry's scalar loop, compiled with GCC's contraction
-// (-ffp-contract=fast): fma(m0, px, m1 y) + m2 (a = m1 y, m2 added after; a stand-alone compile
-// of that expression under the same flags and target clones matched this form on 640000 of
-// 640000 random maps, and neither the unfused sum nor the other fused forms).
+// The source points of 8 columns px of a row for nearest sampling, rounded half to even: m0 px + a
+// with a = m1 dy + m2 (fused multiply-adds, as augment_nearest_row_avx512 and as GCC contracts
+// augment_geometry's m0 px + (m1 py + m2) in the FMA clones of augment_one).
 struct NearestMap {
-  __m512d m0, m2, m3, m5, w, h;
+  __m512d m0, m3, w, h;
 };
-template <bool kVector>
 __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __mmask8 nearest8(const NearestMap& k, __m512d px,
                                                                                    __m512d a, __m512d b,
                                                                                    __m256i* index) {
   const __m512d zero = _mm512_setzero_pd();
-  __m512d sx = _mm512_fmadd_pd(k.m0, px, a), sy = _mm512_fmadd_pd(k.m3, px, b);
-  if constexpr (!kVector) {
-    sx = _mm512_add_pd(sx, k.m2);
-    sy = _mm512_add_pd(sy, k.m5);
-  }
+  const __m512d sx = _mm512_fmadd_pd(k.m0, px, a), sy = _mm512_fmadd_pd(k.m3, px, b);
   const __m512d fx = _mm512_roundscale_pd(sx, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512d fy = _mm512_roundscale_pd(sy, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   // Inside the image (NaN compares false): the pixel index fy W + fx (exact in double); 0 outside.
@@ -233,19 +227,14 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __m512 times_i
                                              _mm256_castps_pd(_mm512_cvtpd_ps(hi)), 1));
 }
 
-// 8 columns col8 .. col8 + 7 of a row (those below W): columns below 8 floor(W / 8) as
-// augment_nearest_row_avx512, the others as augment_geometry (nearest8); `valid` gets the
-// columns below W.
+// 8 columns col8 .. col8 + 7 of a row (nearest8); `valid` gets those below W.
 __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __mmask8 nearest_cols8(
-    const NearestMap& k, int64_t col8, int64_t W, int64_t done, __m512d a, __m512d b, __m512d a_tail, __m512d b_tail,
-    __m256i* index, __mmask8* valid) {
-  const __m512d px = _mm512_add_pd(_mm512_set1_pd(static_cast<double>(col8)), _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0));
-  if (col8 + 8 <= done) {
-    *valid = 0xFF;
-    return nearest8<true>(k, px, a, b, index);
-  }
-  *valid = col8 < W ? static_cast<__mmask8>((1u << (W - col8 < 8 ? W - col8 : 8)) - 1u) : 0;
-  return nearest8<false>(k, px, a_tail, b_tail, index) & *valid;
+    const NearestMap& k, int64_t col8, int64_t W, __m512d a, __m512d b, __m256i* index, __mmask8* valid) {
+  const __m512d px = _mm512_add_pd(_mm512_set1_pd(augment_dx(col8, W)), _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0));
+  *valid = col8 + 8 <= W ? static_cast<__mmask8>(0xFF)
+           : col8 < W    ? static_cast<__mmask8>((1u << (W - col8)) - 1u)
+                         : static_cast<__mmask8>(0);
+  return nearest8(k, px, a, b, index) & *valid;
 }
 }  // namespace
 
@@ -253,38 +242,31 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline __mmask8 neare
 // points, the rounding (half to even), the inside test and the pixel index once for all C planes
 // (augment_nearest_row_avx512 did them again per plane, 8 at a time, and augment_geometry the
 // last W mod 8 columns one by one); each plane then takes one masked gather (fill in the lanes
-// outside) and the brightness in double. Each column's arithmetic is the one it had before
-// (nearest_cols8: the vector form for columns below 8 floor(W / 8), augment_geometry's compiled
-// form for the rest); brightness multiplies in double and rounds to float, as augment_one did
-// after those, so the bits are the same.
+// outside) and the brightness in double. Each column's arithmetic is augment_geometry's as the
+// FMA clones of augment_one compile it (nearest8); brightness multiplies in double and rounds to
+// float, as augment_one does, so the bits are the same.
 __attribute__((target("avx512f,avx2,fma"))) void augment_nearest_f32_avx512(float* y, const float* x,
                                                                              const AugmentSample& s,
                                                                              const AugmentShape& g) {
   const int64_t C = g.c, H = g.h, W = g.w, hw = H * W;
-  const int64_t done = W / 8 * 8;
   NearestMap k;
   k.m0 = _mm512_set1_pd(s.m[0]);
-  k.m2 = _mm512_set1_pd(s.m[2]);
   k.m3 = _mm512_set1_pd(s.m[3]);
-  k.m5 = _mm512_set1_pd(s.m[5]);
   k.w = _mm512_set1_pd(static_cast<double>(W));
   k.h = _mm512_set1_pd(static_cast<double>(H));
   const __m512 fill = _mm512_set1_ps(static_cast<float>(g.fill));
   const bool bright = s.brightness != 1.0;
   const __m512d brightness = _mm512_set1_pd(s.brightness);
   for (int64_t row = 0; row < H; ++row) {
-    const double py = static_cast<double>(row);
-    // a, b fused as GCC contracts augment_nearest_row_avx512's m1 y + m2 (its bits; an explicit
-    // fused multiply-add, as the separate product m1 y below would otherwise be reused unfused).
-    const __m512d vy = _mm512_set1_pd(py);
-    const __m512d a = _mm512_fmadd_pd(_mm512_set1_pd(s.m[1]), vy, k.m2);
-    const __m512d b = _mm512_fmadd_pd(_mm512_set1_pd(s.m[4]), vy, k.m5);
-    const __m512d a_tail = _mm512_mul_pd(_mm512_set1_pd(s.m[1]), vy), b_tail = _mm512_mul_pd(_mm512_set1_pd(s.m[4]), vy);
+    // a = m1 dy + m2, b = m4 dy + m5 fused, as GCC contracts them in augment_one's FMA clones.
+    const __m512d vy = _mm512_set1_pd(augment_dy(row, H));
+    const __m512d a = _mm512_fmadd_pd(_mm512_set1_pd(s.m[1]), vy, _mm512_set1_pd(s.m[2]));
+    const __m512d b = _mm512_fmadd_pd(_mm512_set1_pd(s.m[4]), vy, _mm512_set1_pd(s.m[5]));
     for (int64_t col = 0; col < W; col += 16) {
       __m256i i_lo, i_hi;
       __mmask8 v_lo, v_hi;
-      const __mmask8 in_lo = nearest_cols8(k, col, W, done, a, b, a_tail, b_tail, &i_lo, &v_lo);
-      const __mmask8 in_hi = nearest_cols8(k, col + 8, W, done, a, b, a_tail, b_tail, &i_hi, &v_hi);
+      const __mmask8 in_lo = nearest_cols8(k, col, W, a, b, &i_lo, &v_lo);
+      const __mmask8 in_hi = nearest_cols8(k, col + 8, W, a, b, &i_hi, &v_hi);
       const __mmask16 in = static_cast<__mmask16>(in_lo | (static_cast<unsigned>(in_hi) << 8));
       const __mmask16 store = static_cast<__mmask16>(v_lo | (static_cast<unsigned>(v_hi) << 8));
       const __m512i index = _mm512_inserti64x4(_mm512_castsi256_si512(i_lo), i_hi, 1);
@@ -301,6 +283,7 @@ namespace {
 // The float32 bilinear map's constants (augment_bilinear_f32_avx512).
 struct BilinearF32 {
   __m512d m0, m1, m2, m3, m4, m5;  // the map, in double
+  double cx, cy;                   // the image center (the map acts on offsets from it)
   __m512d wd, hd, wpd, wp1;        // W, H, Wp = W + 2B and B Wp + B (B: the padding's border)
   __m512 fillv, brightness;
   bool bright;
@@ -535,22 +518,23 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void group16x2
   }
 }
 
-// The weights of pixels col .. col + 15 of a row whose source points start at (a, b) = (m1 y +
-// m2, m4 y + m5): m0 x + a, m3 x + b (pixels A, then B).
+// The weights of pixels col .. col + 15 of a row whose source points start at (a, b) = (m1 dy +
+// m2, m4 dy + m5): m0 dx + a, m3 dx + b (pixels A, then B; dx = x - cx).
 template <bool kTested>
 __attribute__((target("avx512f,avx2,fma"), always_inline)) inline Weights16 row_weights(const BilinearF32& k,
                                                                                        __m512d a, __m512d b,
                                                                                        int64_t col) {
   const __m512d lane_lo = _mm512_set_pd(13, 12, 9, 8, 5, 4, 1, 0);  // pixels A and B
   const __m512d lane_hi = _mm512_set_pd(15, 14, 11, 10, 7, 6, 3, 2);
-  const __m512d c = _mm512_set1_pd(static_cast<double>(col));
+  const __m512d c = _mm512_set1_pd(static_cast<double>(col) - k.cx);
   const __m512d px_lo = _mm512_add_pd(c, lane_lo), px_hi = _mm512_add_pd(c, lane_hi);
   return weights16<kTested>(k, _mm512_fmadd_pd(k.m0, px_lo, a), _mm512_fmadd_pd(k.m0, px_hi, a),
                             _mm512_fmadd_pd(k.m3, px_lo, b), _mm512_fmadd_pd(k.m3, px_hi, b));
 }
 
 // The weights of the flat path's 16 pixels p .. p + 15 (bilinear_planes): their columns and rows
-// read from `cols` and `rows`, the source points m0 x + (m1 y + m2), m3 x + (m4 y + m5).
+// read from `cols` and `rows` (offsets from the center), the source points m0 dx + (m1 dy + m2),
+// m3 dx + (m4 dy + m5).
 template <bool kTested>
 __attribute__((target("avx512f,avx2,fma"), always_inline)) inline Weights16 flat_weights(const BilinearF32& k,
                                                                                         const double* cols,
@@ -599,7 +583,7 @@ __attribute__((target("avx512f,avx2,fma"), noinline)) void planes_in_pairs(const
     }
   }
   for (int64_t row = 0; row < H; ++row) {
-    const __m512d py = _mm512_set1_pd(static_cast<double>(row));
+    const __m512d py = _mm512_set1_pd(static_cast<double>(row) - k.cy);
     const __m512d a = _mm512_fmadd_pd(k.m1, py, k.m2), b = _mm512_fmadd_pd(k.m4, py, k.m5);
     int64_t col = 0;
     for (; col + 32 <= W; col += 32) {
@@ -673,7 +657,8 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void fill_run(
 // (group16: the same bits); otherwise B = 1 and every point is tested. The border's fill stays
 // in `pad` from one sample to the next while B does (`layout`: the current B, 0 for none).
 // Brightness (when not 1) multiplies in float. The source point of pixel (x, y) is
-// m0 x + (m1 y + m2) (and m3 x + (m4 y + m5)), in double with the multiply-adds fused:
+// m0 dx + (m1 dy + m2) (and m3 dx + (m4 dy + m5)), (dx, dy) = (x - cx, y - cy), in double with
+// the multiply-adds fused:
 // - W a multiple of 16: row by row, 16 columns at a time (two groups at a time, planes_in_pairs);
 // - otherwise 16 pixels at a time in C order over the whole plane (no lanes wasted at the ends of
 //   rows), each pixel's column and row read from `coords` (H W + 16 columns, then H W + 16 rows,
@@ -693,8 +678,8 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
   // -B <= sx < W - 1 + B (rows alike); a quarter pixel of margin covers the corners' rounding.
   double need = 0.0;
   for (int corner = 0; corner < 4; ++corner) {
-    const double px = corner & 1 ? static_cast<double>(W - 1) : 0.0;
-    const double py = corner & 2 ? static_cast<double>(H - 1) : 0.0;
+    const double px = augment_dx(corner & 1 ? W - 1 : 0, W);
+    const double py = augment_dy(corner & 2 ? H - 1 : 0, H);
     const double sx = s.m[0] * px + (s.m[1] * py + s.m[2]), sy = s.m[3] * px + (s.m[4] * py + s.m[5]);
     const double e[4] = {-sx, sx - static_cast<double>(W - 2), -sy, sy - static_cast<double>(H - 2)};
     for (double v : e) need = v > need || v != v ? v : need;  // NaN stays
@@ -761,6 +746,8 @@ __attribute__((target("avx512f,avx2,fma"))) void augment_bilinear_f32_avx512(flo
   k.m3 = _mm512_set1_pd(s.m[3]);
   k.m4 = _mm512_set1_pd(s.m[4]);
   k.m5 = _mm512_set1_pd(s.m[5]);
+  k.cx = 0.5 * static_cast<double>(W - 1);  // static_cast<double>(col) - cx is augment_dx(col, W)
+  k.cy = 0.5 * static_cast<double>(H - 1);
   k.wd = _mm512_set1_pd(static_cast<double>(W));
   k.hd = _mm512_set1_pd(static_cast<double>(H));
   k.wpd = _mm512_set1_pd(static_cast<double>(Wp));

@@ -113,7 +113,7 @@ FDNN_MULTIVERSION void add_noise(T* FDNN_RESTRICT y, int64_t count, uint64_t key
 template <typename T>
 FDNN_MULTIVERSION void bilinear_row(T* FDNN_RESTRICT out, const T* FDNN_RESTRICT plane, int64_t row,
                                     const AugmentSample& s, const AugmentShape& g, int64_t done = -1) {
-  const double py = static_cast<double>(row), w = static_cast<double>(g.w), h = static_cast<double>(g.h);
+  const double py = augment_dy(row, g.h), w = static_cast<double>(g.w), h = static_cast<double>(g.h);
   const double fill = g.fill;
   const int64_t width = g.w, height = g.h;
   const double a = s.m[1] * py + s.m[2], b = s.m[4] * py + s.m[5];
@@ -124,7 +124,7 @@ FDNN_MULTIVERSION void bilinear_row(T* FDNN_RESTRICT out, const T* FDNN_RESTRICT
 #endif
 #pragma omp simd
   for (int64_t col = start; col < width; ++col) {
-    const double px = static_cast<double>(col);
+    const double px = augment_dx(col, g.w);
     const double sx = s.m[0] * px + a;
     const double sy = s.m[3] * px + b;
     const bool ok = sx > -1.0 && sx < w && sy > -1.0 && sy < h;
@@ -189,7 +189,8 @@ struct KeptPad {
 };
 thread_local KeptPad kept_pad;
 
-// Columns, then rows, of pixels 0 .. H W + 15 of an H x W image, each group of 16 as its pixels
+// Columns, then rows (augment_dx, augment_dy: relative to the image center), of pixels
+// 0 .. H W + 15 of an H x W image, each group of 16 as its pixels
 // A then its pixels B (augment_avx512_cpu.cpp's weights16); the pixels past the image repeat the
 // last one, so the lanes of a last partial group (computed, not stored) read taps within the
 // padded plane. The table of augment_bilinear_f32_avx512's flat path (W not a multiple of 16),
@@ -200,8 +201,8 @@ void fill_flat_coords(std::vector<double>& coords, int64_t h, int64_t w) {
   for (int64_t p = 0; p < hw + 16; ++p) {
     const int64_t j = p % 16, in_group = j < 8 ? 4 * (j / 2) + j % 2 : 4 * ((j - 8) / 2) + 2 + j % 2;
     const int64_t q = std::min(p - j + in_group, hw - 1);
-    coords[static_cast<size_t>(p)] = static_cast<double>(q % w);
-    coords[static_cast<size_t>(hw + 16 + p)] = static_cast<double>(q / w);
+    coords[static_cast<size_t>(p)] = augment_dx(q % w, w);
+    coords[static_cast<size_t>(hw + 16 + p)] = augment_dy(q / w, h);
   }
 }
 
@@ -239,28 +240,35 @@ template <typename T> double plane_sum_in_double(const T* FDNN_RESTRICT v, int64
   return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
+// The source column of output column 0 (row: of row 0) under a map with m0 = +-1 and m1 = 0 (m4,
+// m3): m0 (0 - cx) + m2, exact where it is an integer below 2^40 (cx a multiple of 1/2).
+inline double source_of_first_col(const AugmentSample& s, int64_t w) { return s.m[0] * augment_dx(0, w) + s.m[2]; }
+inline double source_of_first_row(const AugmentSample& s, int64_t h) { return s.m[4] * augment_dy(0, h) + s.m[5]; }
+
 // Whether the map sends every pixel to an integer source point along the axes: flips and integer
-// shifts (m1 = m3 = 0, m0 and m4 = +-1, m2 and m5 integers below 2^40). Bilinear and nearest
-// sampling both copy such a map's source pixels (their taps of weight 0 are not read) and give
-// fill where the point is outside, so integer_map_planes gives their bits without resampling.
-inline bool integer_axis_map(const AugmentSample& s) {
+// shifts (m1 = m3 = 0, m0 and m4 = +-1, the source of pixel (0, 0) integers below 2^40). Bilinear and nearest sampling both copy such a map's source pixels (their taps of
+// weight 0 are not read) and give fill where the point is outside, so integer_map_planes gives
+// their bits without resampling.
+inline bool integer_axis_map(const AugmentSample& s, const AugmentShape& g) {
   const auto unit = [](double v) { return v == 1.0 || v == -1.0; };
   const auto whole = [](double v) { return std::fabs(v) < 0x1p40 && v == std::floor(v); };
-  return s.m[1] == 0.0 && s.m[3] == 0.0 && unit(s.m[0]) && unit(s.m[4]) && whole(s.m[2]) && whole(s.m[5]);
+  return s.m[1] == 0.0 && s.m[3] == 0.0 && unit(s.m[0]) && unit(s.m[4]) && whole(source_of_first_col(s, g.w)) &&
+         whole(source_of_first_row(s, g.h));
 }
 
 // Every plane of one sample under an integer_axis_map: output pixel (row, col) is input pixel
-// (m4 row + m5, m0 col + m2), or fill outside the image, times brightness: in float where the
-// sample would have taken augment_bilinear_f32_avx512 (`float_brightness`, its blend's multiply),
-// otherwise in double as bilinear_row and augment_geometry. A flip of a 28x28 plane is a reversed
-// row copy instead of a bilinear pass (one-thread Compose of RandomHorizontalFlip(0.5) alone on
-// 512x1x28x28: 0.44 -> 0.11 ms on Zen 4).
+// (m4 row + sy0, m0 col + sx0), (sx0, sy0) the source of pixel (0, 0), or fill outside the image,
+// times brightness: in float where the sample would have taken augment_bilinear_f32_avx512
+// (`float_brightness`, its blend's multiply), otherwise in double as bilinear_row and
+// augment_geometry. A flip of a 28x28 plane is a reversed row copy instead of a bilinear pass
+// (one-thread Compose of RandomHorizontalFlip(0.5) alone on 512x1x28x28: 0.44 -> 0.11 ms on Zen 4).
 template <typename T>
 void integer_map_planes(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x, const AugmentSample& s, const AugmentShape& g,
                         bool float_brightness) {
   const int64_t H = g.h, W = g.w, hw = H * W;
   const int64_t dx = s.m[0] > 0.0 ? 1 : -1, dy = s.m[4] > 0.0 ? 1 : -1;
-  const int64_t sx0 = static_cast<int64_t>(s.m[2]), sy0 = static_cast<int64_t>(s.m[5]);
+  const int64_t sx0 = static_cast<int64_t>(source_of_first_col(s, W));
+  const int64_t sy0 = static_cast<int64_t>(source_of_first_row(s, H));
   const double brightness = s.brightness;
   const float brightness_f = static_cast<float>(brightness);
   const auto bright = [&](T v) -> T {
@@ -330,7 +338,7 @@ FDNN_MULTIVERSION void augment_one(T* FDNN_RESTRICT y, const T* FDNN_RESTRICT x,
   const bool noise = s.noise_std != 0.0 || s.noise_mean != 0.0;
   bool geometry_done = false, noise_done = false;
   int64_t bilinear_done = -1;  // >= 0: columns [0, bilinear_done) of every row already resampled
-  if (!s.identity_map && integer_axis_map(s)) {
+  if (!s.identity_map && integer_axis_map(s, g)) {
     integer_map_planes(y, x, s, g, pad != nullptr);
     geometry_done = true;
   }

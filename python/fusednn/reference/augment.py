@@ -68,6 +68,16 @@ def augment_params(n, spec, *, seed, offset=0, image_shape, same_on_batch=False)
 def inverse_affine_matrix(angle, translate_x, translate_y, scale, shear_x, shear_y, hflip, vflip, height, width):
     """The 2x3 map from output pixel (x, y) to input coordinates: torchvision's
     ``_get_inverse_affine_matrix`` about the center ((W-1)/2, (H-1)/2), then the flips."""
+    m = _centered_inverse_map(angle, translate_x, translate_y, scale, shear_x, shear_y, hflip, vflip, height, width)
+    cx, cy = 0.5 * (width - 1), 0.5 * (height - 1)
+    m[0, 2] -= m[0, 0] * cx + m[0, 1] * cy
+    m[1, 2] -= m[1, 0] * cx + m[1, 1] * cy
+    return m
+
+
+def _centered_inverse_map(angle, translate_x, translate_y, scale, shear_x, shear_y, hflip, vflip, height, width):
+    """inverse_affine_matrix acting on offsets from the center: input point = m @ (x - cx, y - cy,
+    1), as the kernels compute it (so that points mapped to integers exactly stay exact)."""
     rot, sx, sy = math.radians(angle), math.radians(shear_x), math.radians(shear_y)
     cx, cy = 0.5 * (width - 1), 0.5 * (height - 1)
     a = math.cos(rot - sy) / math.cos(sy)
@@ -75,7 +85,7 @@ def inverse_affine_matrix(angle, translate_x, translate_y, scale, shear_x, shear
     c = math.sin(rot - sy) / math.cos(sy)
     d = -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot)
     m = [d / scale, -b / scale, 0.0, -c / scale, a / scale, 0.0]
-    ux, uy = -cx - translate_x, -cy - translate_y
+    ux, uy = -translate_x, -translate_y
     m[2] = m[0] * ux + m[1] * uy + cx
     m[5] = m[3] * ux + m[4] * uy + cy
     if hflip:
@@ -86,11 +96,12 @@ def inverse_affine_matrix(angle, translate_x, translate_y, scale, shear_x, shear
 
 
 def _resample(img, m, nearest, fill):
-    """img (C, H, W) float64 sampled at m @ (x, y, 1) for every output pixel."""
+    """img (C, H, W) float64 sampled at m @ (x - cx, y - cy, 1) for every output pixel (x, y)."""
     c, h, w = img.shape
-    ys, xs = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
-    sx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
-    sy = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+    ys, xs = np.meshgrid(np.arange(h, dtype=np.float64) - 0.5 * (h - 1), np.arange(w, dtype=np.float64) - 0.5 * (w - 1),
+                         indexing="ij")
+    sx = m[0, 0] * xs + (m[0, 1] * ys + m[0, 2])
+    sy = m[1, 0] * xs + (m[1, 1] * ys + m[1, 2])
 
     def tap(col, row):
         inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
@@ -135,9 +146,9 @@ def augment(x, params, *, image_shape=None, interpolation="bilinear", fill=0.0, 
     y = np.empty_like(images)
     for i in range(n):
         p = {k: v[i] for k, v in params.items()}
-        m = inverse_affine_matrix(p["angle"], p["translate_x"], p["translate_y"], p["scale"], p["shear_x"],
+        m = _centered_inverse_map(p["angle"], p["translate_x"], p["translate_y"], p["scale"], p["shear_x"],
                                   p["shear_y"], p["hflip"], p["vflip"], h, w)
-        if np.array_equal(m, [[1, 0, 0], [0, 1, 0]]):
+        if np.array_equal(m, [[1, 0, 0.5 * (w - 1)], [0, 1, 0.5 * (h - 1)]]):  # the identity
             v = images[i].copy()
         else:
             v = _resample(images[i].astype(np.float64), m, interpolation == "nearest", fill).astype(dt)
