@@ -155,6 +155,29 @@ def sgemm_peak(repeat=5, size=3072):
     return 2.0 * size**3 / t / 1e9
 
 
+def thread_scaling(repeat=40):
+    """How much faster a compute-bound fusednn kernel runs on all of fusednn's threads than on one:
+    ops.gaussian_noise (Philox and Box-Muller) over 400K float32 held in cache, medians of
+    `repeat` calls each. Near the thread count when the machine runs every thread; this VM at times
+    does not run its second vCPU for seconds, and then every 2-thread row takes one thread's time
+    (about 1.0 here). run.py prints it before and after the cases."""
+    import fusednn
+    from fusednn import ops
+    x = np.random.default_rng(0).random(400_000, dtype=np.float32)
+    y = np.empty_like(x)
+    threads = fusednn.get_num_threads()
+
+    def call():
+        ops.gaussian_noise(x, 0.05, seed=1, out=y)
+
+    try:
+        fusednn.set_num_threads(1)
+        one = median_seconds(call, repeat, warmup=3, settle=0.0)
+    finally:
+        fusednn.set_num_threads(threads)
+    return one / median_seconds(call, repeat, warmup=3, settle=0.0)
+
+
 class BandwidthProbe:
     """The in-place memory roof: GB/s of `x *= a` over a float32 array of `megabytes` MB, split
     over one thread per core (NumPy releases the GIL in ufuncs), counting each byte read and

@@ -22,7 +22,7 @@ except ImportError:
 
 import fusednn  # noqa: E402
 from harness import (DRAM_FACTOR, HEADER, BandwidthProbe, Device, cuda_ceilings, cuda_median_seconds,  # noqa: E402
-                     l3_cache_bytes, median_seconds, run_cases, sgemm_peak)
+                     l3_cache_bytes, median_seconds, run_cases, sgemm_peak, thread_scaling)
 
 FAMILIES = ["linear", "xent", "norm", "dropout", "activation", "gather", "optim", "rnn", "augment", "conv", "train",
             "train_contention"]
@@ -97,7 +97,11 @@ def main(argv=None):
               f"{peaks['bandwidth_gbytes']:.1f} GB/s (x *= a over {mb} MB, read + write) | L3 {l3 / 2**20:.0f} MiB "
               f"(OS report): memory-bound cases stream >= {DRAM_FACTOR}x that per call"
               f"{' (not in --quick)' if args.quick else ''}; each memory-bound row's % is of the roof measured "
-              "again just before and after it (the larger)\n")
+              "again just before and after it (the larger)")
+        peaks["thread_scaling_start"] = thread_scaling()
+        print(f"threads: a compute-bound kernel in cache ran {peaks['thread_scaling_start']:.2f}x faster on "
+              f"{threads} threads than on 1 (printed again after the cases: near 1 when this machine ran "
+              "one thread at a time, as a VM whose host does not run all its vCPUs does)\n")
         timer = median_seconds
     print(HEADER)
     results = []
@@ -107,6 +111,10 @@ def main(argv=None):
         results += run_cases(getattr(module, list_name)(dev), args.repeat, peaks, timer=timer, roof_probe=roof_probe)
         if list_name == "cases" and hasattr(module, "report"):  # a family's own summary after its rows
             results += module.report(dev, peaks)
+    if not dev.cuda:
+        peaks["thread_scaling_end"] = thread_scaling()
+        print(f"\nthreads after the cases: {peaks['thread_scaling_end']:.2f}x on {threads} threads against 1 "
+              f"(before: {peaks['thread_scaling_start']:.2f}x)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"build_info": info, "device": args.device, "quick": args.quick, "threads": threads,
