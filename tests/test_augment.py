@@ -345,13 +345,23 @@ def test_center_maps_to_itself_exactly(device, dtype, shape, interpolation, fill
     assert_close(got, want, kind="transcendental")
 
 
-def test_rotation_by_90_degrees_is_clockwise(device):
-    x = images((2, 1, 7, 7), np.float64, ("rot90",))
-    p = params_for(2, {}, x.shape)
-    p["angle"][:] = [90.0, -90.0]
-    got = to_numpy(ops.augment(to_device(device, x), p))
-    np.testing.assert_allclose(got[0, 0], np.rot90(x[0, 0], k=-1), atol=1e-12)
-    np.testing.assert_allclose(got[1, 0], np.rot90(x[1, 0], k=1), atol=1e-12)
+# Quarter turns are clockwise and exact: the cosine and sine of a multiple of 90 degrees are 0 and
+# +-1 (libm's cos(pi / 2) is 6.1e-17, which once put source points 1e-15 off the pixels, and a
+# NaN fill into 6 of a 7 x 7 image's pixels).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [7, 6, 16, 1])
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+def test_quarter_turns_are_clockwise_and_exact(device, dtype, size, interpolation):
+    angles = [90.0, -90.0, 180.0, 270.0, -450.0, 360.0]
+    x = images((len(angles), 2, size, size), dtype, ("rot90", size))
+    x[:, :, 0, -1] = np.nan  # a NaN pixel moves with the turn and goes nowhere else
+    p = params_for(len(angles), {}, x.shape)
+    p["angle"][:] = angles
+    got = to_numpy(ops.augment(to_device(device, x), p, interpolation=interpolation, fill=math.nan))
+    for i, k in enumerate([-1, 1, 2, 1, 1, 0]):
+        np.testing.assert_array_equal(bits(got[i]), bits(np.rot90(x[i], k=k, axes=(1, 2))))
+    want = reference.augment(x, p, interpolation=interpolation, fill=math.nan)
+    np.testing.assert_array_equal(bits(want), bits(got))
 
 
 def test_bilinear_matches_scipy_affine_transform_on_interior_pixels(device):

@@ -10,9 +10,10 @@
 // F.affine does on tensors; the output pixel p takes the input at M p, M being the inverse map
 // (flips folded in) that augment_sample() builds. M acts on coordinates relative to the center
 // (augment_dx, augment_dy: exact in double), so the points it sends to integers exactly (the
-// center under any map, every pixel under flips, integer shifts and 90-degree turns) come out
-// exact whether or not a compiler fuses its multiply-adds. Order per sample: geometry, brightness,
-// contrast (about the mean gray level of the result), noise, clip, erase.
+// center under any map; every pixel under flips, integer shifts, and quarter turns when W - H is
+// even, whose cosine and sine are exact: augment_cos_sin) come out exact whether or not a
+// compiler fuses its multiply-adds. Order per sample: geometry, brightness, contrast (about the
+// mean gray level of the result), noise, clip, erase.
 #pragma once
 
 #include <cmath>
@@ -38,7 +39,7 @@ struct AugmentSample {
   double erase_value;
   int64_t erase_top, erase_left, erase_height, erase_width;  // erase_height == 0: no erasing
   uint64_t noise_seed;   // Philox key of this sample's per-pixel noise
-  int32_t identity_map;  // m is exactly the identity: the geometric step copies
+  int32_t identity_map;  // m is exactly the identity map (m2, m5 = cx, cy): the geometric step copies
   int32_t erase_random;  // erase with standard normal noise instead of erase_value
 };
 
@@ -52,21 +53,42 @@ struct AugmentRaw {
   uint64_t noise_seed;
 };
 
+// The cosine and sine of an angle given in degrees and in radians (as the caller rounded it):
+// exactly 0 and +-1 at multiples of 90 degrees, where libm's cos(pi / 2) is 6.1e-17, so that a
+// quarter turn sends pixel centers to pixel centers exactly; libm's values of `radians` otherwise.
+inline void augment_cos_sin(double degrees, double radians, double& c, double& s) {
+  const double quarters = degrees / 90.0;
+  if (std::fabs(quarters) < 0x1p31 && std::floor(quarters) == quarters) {
+    constexpr double kCos[4] = {1.0, 0.0, -1.0, 0.0}, kSin[4] = {0.0, 1.0, 0.0, -1.0};
+    const int k = static_cast<int>(static_cast<int64_t>(quarters) & 3);  // -1 & 3 = 3: 270 degrees
+    c = kCos[k];
+    s = kSin[k];
+  } else {
+    c = std::cos(radians);
+    s = std::sin(radians);
+  }
+}
+
 // torchvision's _get_inverse_affine_matrix (center c, angle a clockwise on screen, translation t,
 // scale s, shear (sx, sy)): M = C RSS^-1 C^-1 T^-1 with RSS = R(a) S(s) SHy(sy) SHx(sx); then
 // the flips, applied to the input before the affine map, are folded in: x -> (W - 1) - x. M is
 // kept as it acts on p - c: the linear part and (m2, m5) = c - RSS^-1 t, the source of the center.
+// The cosine and sine of a multiple of 90 degrees are exact (augment_cos_sin).
 inline AugmentSample augment_sample(const AugmentRaw& r, int64_t h, int64_t w) {
   const double deg = 0.017453292519943295769236907684886;  // pi / 180
   const double rot = r.angle * deg, sx = r.shear_x * deg, sy = r.shear_y * deg;
   const double cx = 0.5 * static_cast<double>(w - 1), cy = 0.5 * static_cast<double>(h - 1);
   // Each function value once (libm calls are most of a sample's setup); without shear, rot - sy is
   // rot (sy = +-0, rot != 0), cos(sy) = 1 and tan(sx) = sx: the same values without the calls.
-  const double rot_sy = rot - sy;
-  const double cos_rs = std::cos(rot_sy), sin_rs = std::sin(rot_sy);
+  double cos_rs, sin_rs, cos_r, sin_r;
+  augment_cos_sin(r.angle - r.shear_y, rot - sy, cos_rs, sin_rs);
   const double cos_sy = sy == 0.0 ? 1.0 : std::cos(sy), tan_sx = sx == 0.0 ? sx : std::tan(sx);
-  const bool same = sy == 0.0 && rot != 0.0;
-  const double cos_r = same ? cos_rs : std::cos(rot), sin_r = same ? sin_rs : std::sin(rot);
+  if (sy == 0.0 && rot != 0.0) {
+    cos_r = cos_rs;
+    sin_r = sin_rs;
+  } else {
+    augment_cos_sin(r.angle, rot, cos_r, sin_r);
+  }
   const double a = cos_rs / cos_sy;
   const double b = -cos_rs * tan_sx / cos_sy - sin_r;
   const double c = sin_rs / cos_sy;

@@ -246,9 +246,10 @@ inline double source_of_first_col(const AugmentSample& s, int64_t w) { return s.
 inline double source_of_first_row(const AugmentSample& s, int64_t h) { return s.m[4] * augment_dy(0, h) + s.m[5]; }
 
 // Whether the map sends every pixel to an integer source point along the axes: flips and integer
-// shifts (m1 = m3 = 0, m0 and m4 = +-1, the source of pixel (0, 0) integers below 2^40). Bilinear and nearest sampling both copy such a map's source pixels (their taps of
-// weight 0 are not read) and give fill where the point is outside, so integer_map_planes gives
-// their bits without resampling.
+// shifts (m1 = m3 = 0, m0 and m4 = +-1, the source of pixel (0, 0) integers below 2^40).
+// Bilinear and nearest sampling both copy such a map's source pixels (their taps of weight 0 are
+// not read) and give fill where the point is outside, so integer_map_planes gives their bits
+// without resampling.
 inline bool integer_axis_map(const AugmentSample& s, const AugmentShape& g) {
   const auto unit = [](double v) { return v == 1.0 || v == -1.0; };
   const auto whole = [](double v) { return std::fabs(v) < 0x1p40 && v == std::floor(v); };

@@ -80,10 +80,12 @@ def _centered_inverse_map(angle, translate_x, translate_y, scale, shear_x, shear
     1), as the kernels compute it (so that points mapped to integers exactly stay exact)."""
     rot, sx, sy = math.radians(angle), math.radians(shear_x), math.radians(shear_y)
     cx, cy = 0.5 * (width - 1), 0.5 * (height - 1)
-    a = math.cos(rot - sy) / math.cos(sy)
-    b = -math.cos(rot - sy) * math.tan(sx) / math.cos(sy) - math.sin(rot)
-    c = math.sin(rot - sy) / math.cos(sy)
-    d = -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot)
+    cos_rs, sin_rs = _cos_sin(angle - shear_y, rot - sy)
+    cos_r, sin_r = _cos_sin(angle, rot)
+    a = cos_rs / math.cos(sy)
+    b = -cos_rs * math.tan(sx) / math.cos(sy) - sin_r
+    c = sin_rs / math.cos(sy)
+    d = -sin_rs * math.tan(sx) / math.cos(sy) + cos_r
     m = [d / scale, -b / scale, 0.0, -c / scale, a / scale, 0.0]
     ux, uy = -translate_x, -translate_y
     m[2] = m[0] * ux + m[1] * uy + cx
@@ -93,6 +95,16 @@ def _centered_inverse_map(angle, translate_x, translate_y, scale, shear_x, shear
     if vflip:
         m[3], m[4], m[5] = -m[3], -m[4], (height - 1) - m[5]
     return np.array(m).reshape(2, 3)
+
+
+def _cos_sin(degrees, radians):
+    """cos and sin of an angle given in degrees and in radians: exactly 0 and +-1 at multiples of
+    90 degrees (math.cos(math.pi / 2) is 6.1e-17), so quarter turns map pixel centers exactly."""
+    quarters = degrees / 90.0
+    if abs(quarters) < 2**31 and math.floor(quarters) == quarters:
+        k = int(quarters) % 4
+        return (1.0, 0.0, -1.0, 0.0)[k], (0.0, 1.0, 0.0, -1.0)[k]
+    return math.cos(radians), math.sin(radians)
 
 
 def _resample(img, m, nearest, fill):
