@@ -131,3 +131,37 @@ def test_the_initial_count_is_omp_num_threads_else_the_cpus_the_process_may_use(
     assert count({"OMP_NUM_THREADS": "3"}) == 3
     assert count({"OMP_NUM_THREADS": "2,1"}) == 2  # a nesting list: its first entry, as libgomp
     assert count({"OMP_NUM_THREADS": "zero"}) == 1  # not a positive integer: the CPU count
+
+
+_WORKER_CPUS = """
+import json, os, numpy as np, fusednn
+from fusednn import ops
+fusednn.set_num_threads(2)
+x = np.ones(2**24, np.float32)
+for _ in range(20):
+    ops.relu(x)
+caller = os.sched_getaffinity(0)
+workers = [t for t in os.listdir("/proc/self/task")
+           if open(f"/proc/self/task/{t}/comm").read().strip() == "fusednn-worker"]
+print(json.dumps([len(workers), sorted(caller), sorted(os.sched_getaffinity(int(workers[0])))]))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two CPUs")
+def test_workers_keep_off_the_callers_cpu_unless_told_not_to():
+    """The worker runs on one CPU of the caller's mask (the one the caller did not run on at its
+    last job; the caller is never pinned); FUSEDNN_PIN_THREADS=0 leaves it on the whole mask."""
+    import json
+    import subprocess
+    import sys
+
+    def run(**extra_env):
+        return json.loads(subprocess.run([sys.executable, "-c", _WORKER_CPUS], env={**os.environ, **extra_env},
+                                         capture_output=True, text=True, check=True, timeout=60).stdout)
+
+    count, caller, worker = run()
+    assert count == 1 and len(caller) == len(os.sched_getaffinity(0)) >= 2
+    assert len(worker) == 1 and set(worker) < set(caller)
+    count, caller, worker = run(FUSEDNN_PIN_THREADS="0")
+    assert count == 1 and worker == caller

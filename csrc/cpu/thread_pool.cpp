@@ -13,12 +13,22 @@
 //   in alternation, and the allocating ops ran 15-45% slower on 2 threads.) The partition into
 //   blocks, and so every result, stays the same whoever runs a block;
 // - a pthread_atfork child handler drops the pool (its threads do not exist in the child), and
-//   the child's first parallel loop starts a new one.
+//   the child's first parallel loop starts a new one;
+// - on Linux, workers keep off the caller's CPU (avoid_caller_cpu): worker k runs on the k-th of
+//   the pool's CPUs other than the one the caller ran on when it published the job (re-pinned
+//   only when that CPU changed); the caller is never pinned (threads it starts later inherit its
+//   mask). FUSEDNN_PIN_THREADS=0 leaves the workers alone. Why: this project's VMs run a guest
+//   scheduler that packs woken threads onto busy vCPUs (sched_vcpu_pack); a worker woken from
+//   its sleep landed on the caller's vCPU and the two took turns on one for seconds at a time
+//   (docs/design.md, "Threads and determinism", has the numbers).
 // A loop started inside a loop (from a block) or while another thread's loop holds the pool
 // runs on its calling thread.
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+
+#include <cstring>
+#include <vector>
 
 #include <algorithm>
 #include <atomic>
@@ -66,6 +76,53 @@ inline void cpu_relax() {
 #endif
 }
 
+// The CPUs the workers may be placed on: the affinity mask of the thread that starts the pool;
+// none (workers left alone) on other systems or with FUSEDNN_PIN_THREADS=0.
+std::vector<int> pool_cpus() {
+  std::vector<int> cpus;
+#if defined(__linux__)
+  const char* env = std::getenv("FUSEDNN_PIN_THREADS");
+  if (env && std::strcmp(env, "0") == 0) return cpus;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+#endif
+  return cpus;
+}
+
+// The CPU the calling thread runs on (-1 unknown).
+int current_cpu() {
+#if defined(__linux__)
+  return sched_getcpu();
+#else
+  return -1;
+#endif
+}
+
+// Pins `thread` (worker `id`, 1, 2, ...) to the id-th of `cpus` other than `caller_cpu`, or lets
+// it run on all of `cpus` when there are not that many. Advice: a failure leaves the thread where
+// it is.
+void avoid_caller_cpu(pthread_t thread, const std::vector<int>& cpus, int id, int caller_cpu) {
+#if defined(__linux__)
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  int seen = 0;
+  for (int c : cpus) {
+    if (c == caller_cpu) continue;
+    if (++seen == id) {
+      CPU_SET(c, &set);
+      break;
+    }
+  }
+  if (seen < id)
+    for (int c : cpus) CPU_SET(c, &set);
+  pthread_setaffinity_np(thread, sizeof(set), &set);
+#else
+  (void)thread, (void)cpus, (void)id, (void)caller_cpu;
+#endif
+}
+
 // Spins until done() or for kSpin; returns done().
 template <class Done> bool spin_until(Done done) {
   const auto start = std::chrono::steady_clock::now();
@@ -90,6 +147,7 @@ struct Job {
   void* context;
   int64_t n_blocks;
   int helpers_wanted;                // workers that may join (threads - 1)
+  int caller_cpu = -1;               // where the caller ran when it published the job
   int helpers_joined = 0;            // under Pool::mutex
   std::unique_ptr<Range[]> ranges;   // one per participant: 0 the caller, 1.. the workers
   std::atomic<bool> failed{false};   // stop handing out blocks
@@ -136,6 +194,7 @@ class Pool {
   void run(Job& job) {
     job.helpers_wanted = std::min(job.helpers_wanted, grow(job.helpers_wanted));
     job.split();
+    if (!cpus_.empty()) job.caller_cpu = current_cpu();
     bool wake;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -171,15 +230,27 @@ class Pool {
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     const uint64_t seen = generation_.load(std::memory_order_relaxed);  // before the job is published
+    if (workers_ == 0) cpus_ = pool_cpus();
+    // Placed off the caller's CPU from the start (a new thread too was put on the busy one).
+    const int caller_cpu = cpus_.empty() ? -1 : current_cpu();
     try {
-      for (; workers_ < workers; ++workers_) std::thread([this, seen] { work(seen); }).detach();
+      for (; workers_ < workers; ++workers_) {
+        const int id = workers_ + 1;
+        std::thread worker([this, seen, id, caller_cpu] { work(seen, id, caller_cpu); });
+#if defined(__linux__)
+        pthread_setname_np(worker.native_handle(), "fusednn-worker");
+        if (caller_cpu >= 0) avoid_caller_cpu(worker.native_handle(), cpus_, id, caller_cpu);
+#endif
+        worker.detach();
+      }
     } catch (const std::system_error&) {
     }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return workers_;
   }
 
-  void work(uint64_t seen) {
+  // avoided: the caller CPU this worker was last placed away from (-1: none).
+  void work(uint64_t seen, int id, int avoided) {
     t_in_loop = true;
     for (;;) {
       if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
@@ -195,6 +266,10 @@ class Pool {
       const int self = ++job->helpers_joined;
       active_.fetch_add(1, std::memory_order_relaxed);
       lock.unlock();
+      if (job->caller_cpu >= 0 && job->caller_cpu != avoided) {
+        avoid_caller_cpu(pthread_self(), cpus_, id, job->caller_cpu);
+        avoided = job->caller_cpu;
+      }
       job->run_blocks(self);
       lock.lock();
       if (active_.fetch_sub(1, std::memory_order_release) == 1 && caller_waiting_) done_.notify_one();
@@ -210,6 +285,7 @@ class Pool {
   int sleepers_ = 0;                     // under mutex_
   bool caller_waiting_ = false;          // under mutex_
   int workers_ = 0;                      // under submit
+  std::vector<int> cpus_;                // pool_cpus() when the first worker started (then read only)
 };
 
 std::atomic<Pool*> g_pool{nullptr};
