@@ -11,9 +11,10 @@ parameter arrays (~70-90 us in Python), hence no faster than the fused call) aga
   torchvision applied once to the whole batch with parameters shared by the batch (less work,
   and not the same thing).
 The full cases also report the fastest of their 15 calls of fusednn against the fastest of the
-scipy loop's ("[best of 15]"): on the 2-vCPU VM of 2026-12-07 the host at times did not run the
-second vCPU for seconds, and the median of a 2-thread call was then one thread's time (so the
-median rows of one run could read 50x and of the next 25x).
+scipy loop's ("[best of 15]"): on the 2-vCPU VM of 2026-12-07 the median of a 2-thread call was
+at times one thread's time for seconds (so the median rows of one run could read 50x and of the
+next 25x): its scheduler stacked the pool's worker on the caller's vCPU, which the workers now
+avoid (csrc/cpu/thread_pool.cpp).
 The full cases also time ``ops.gaussian_noise`` over the same batch ("gaussian_noise alone"): the
 per-pixel normals (Philox + Box-Muller, bits fixed) that the call must draw: 30% (28x28) and 45%
 (3x32x32) of its time in the quiet 2-thread run of 2026-12-07.

@@ -119,8 +119,8 @@ class Case:
     # stretches 50% slower) then slows every implementation alike.
     interleave: bool = False
     # Also report the fastest of the timed calls of each implementation, on a row of its own
-    # ("[best of n]"), for cases whose medians this VM makes bimodal: its second vCPU is at times
-    # not run by the host for seconds, and a 2-thread call then takes one thread's time.
+    # ("[best of n]"), for cases whose medians this VM made bimodal: its scheduler at times stacked
+    # the two threads on one vCPU for seconds, and a 2-thread call then took one thread's time.
     best_of: bool = False
 
 
@@ -158,9 +158,10 @@ def sgemm_peak(repeat=5, size=3072):
 def thread_scaling(repeat=40):
     """How much faster a compute-bound fusednn kernel runs on all of fusednn's threads than on one:
     ops.gaussian_noise (Philox and Box-Muller) over 400K float32 held in cache, medians of
-    `repeat` calls each. Near the thread count when the machine runs every thread; this VM at times
-    does not run its second vCPU for seconds, and then every 2-thread row takes one thread's time
-    (about 1.0 here). run.py prints it before and after the cases."""
+    `repeat` calls each. Near the thread count when the threads run side by side; near 1 when
+    they take turns on one CPU (this VM's scheduler stacked woken threads on the busy vCPU until
+    the pool's workers kept off the caller's CPU), and then every 2-thread row takes one thread's
+    time. run.py prints it before and after the cases."""
     import fusednn
     from fusednn import ops
     x = np.random.default_rng(0).random(400_000, dtype=np.float32)

@@ -101,7 +101,7 @@ def main(argv=None):
         peaks["thread_scaling_start"] = thread_scaling()
         print(f"threads: a compute-bound kernel in cache ran {peaks['thread_scaling_start']:.2f}x faster on "
               f"{threads} threads than on 1 (printed again after the cases: near 1 when this machine ran "
-              "one thread at a time, as a VM whose host does not run all its vCPUs does)\n")
+              "one thread at a time: the threads then took turns on one CPU)\n")
         timer = median_seconds
     print(HEADER)
     results = []
