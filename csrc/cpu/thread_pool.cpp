@@ -14,10 +14,11 @@
 //   blocks, and so every result, stays the same whoever runs a block;
 // - a pthread_atfork child handler drops the pool (its threads do not exist in the child), and
 //   the child's first parallel loop starts a new one;
-// - on Linux, workers keep off the caller's CPU (avoid_caller_cpu): worker k runs on the k-th of
-//   the pool's CPUs other than the one the caller ran on when it published the job (re-pinned
-//   only when that CPU changed); the caller is never pinned (threads it starts later inherit its
-//   mask). FUSEDNN_PIN_THREADS=0 leaves the workers alone. Why: this project's VMs run a guest
+// - on Linux, workers keep off the caller's CPU (avoid_caller_cpu): a worker may run on the
+//   process's CPUs other than the one the caller ran on when it published the job (set again only
+//   when that CPU changed; left alone when the process has no other CPU); the caller is never
+//   pinned (threads it starts later inherit its mask). FUSEDNN_PIN_THREADS=0 leaves the workers
+//   alone. Why: this project's VMs run a guest
 //   scheduler that packs woken threads onto busy vCPUs (sched_vcpu_pack); a worker woken from
 //   its sleep landed on the caller's vCPU and the two took turns on one for seconds at a time
 //   (docs/design.md, "Threads and determinism", has the numbers).
@@ -26,15 +27,14 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-
-#include <cstring>
-#include <vector>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -76,19 +76,14 @@ inline void cpu_relax() {
 #endif
 }
 
-// The CPUs the workers may be placed on: the affinity mask of the thread that starts the pool;
-// none (workers left alone) on other systems or with FUSEDNN_PIN_THREADS=0.
-std::vector<int> pool_cpus() {
-  std::vector<int> cpus;
+// Whether workers keep off the caller's CPU: Linux, unless FUSEDNN_PIN_THREADS=0.
+bool keep_off_caller_cpu() {
 #if defined(__linux__)
   const char* env = std::getenv("FUSEDNN_PIN_THREADS");
-  if (env && std::strcmp(env, "0") == 0) return cpus;
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
-  for (int c = 0; c < CPU_SETSIZE; ++c)
-    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  return !(env && std::strcmp(env, "0") == 0);
+#else
+  return false;
 #endif
-  return cpus;
 }
 
 // The CPU the calling thread runs on (-1 unknown).
@@ -100,26 +95,17 @@ int current_cpu() {
 #endif
 }
 
-// Pins `thread` (worker `id`, 1, 2, ...) to the id-th of `cpus` other than `caller_cpu`, or lets
-// it run on all of `cpus` when there are not that many. Advice: a failure leaves the thread where
-// it is.
-void avoid_caller_cpu(pthread_t thread, const std::vector<int>& cpus, int id, int caller_cpu) {
+// Lets `thread` (a worker) run on the process's CPUs (its main thread's mask, which taskset and
+// os.sched_setaffinity narrow) other than `caller_cpu`; leaves it alone when there is no other.
+// Advice: a failure leaves the thread where it is.
+void avoid_caller_cpu(pthread_t thread, int caller_cpu) {
 #if defined(__linux__)
   cpu_set_t set;
-  CPU_ZERO(&set);
-  int seen = 0;
-  for (int c : cpus) {
-    if (c == caller_cpu) continue;
-    if (++seen == id) {
-      CPU_SET(c, &set);
-      break;
-    }
-  }
-  if (seen < id)
-    for (int c : cpus) CPU_SET(c, &set);
-  pthread_setaffinity_np(thread, sizeof(set), &set);
+  if (sched_getaffinity(getpid(), sizeof(set), &set) != 0) return;
+  if (caller_cpu >= 0 && caller_cpu < CPU_SETSIZE) CPU_CLR(caller_cpu, &set);
+  if (CPU_COUNT(&set) > 0) pthread_setaffinity_np(thread, sizeof(set), &set);
 #else
-  (void)thread, (void)cpus, (void)id, (void)caller_cpu;
+  (void)thread, (void)caller_cpu;
 #endif
 }
 
@@ -194,7 +180,7 @@ class Pool {
   void run(Job& job) {
     job.helpers_wanted = std::min(job.helpers_wanted, grow(job.helpers_wanted));
     job.split();
-    if (!cpus_.empty()) job.caller_cpu = current_cpu();
+    if (keep_off_) job.caller_cpu = current_cpu();
     bool wake;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -230,16 +216,14 @@ class Pool {
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     const uint64_t seen = generation_.load(std::memory_order_relaxed);  // before the job is published
-    if (workers_ == 0) cpus_ = pool_cpus();
     // Placed off the caller's CPU from the start (a new thread too was put on the busy one).
-    const int caller_cpu = cpus_.empty() ? -1 : current_cpu();
+    const int caller_cpu = keep_off_ ? current_cpu() : -1;
     try {
       for (; workers_ < workers; ++workers_) {
-        const int id = workers_ + 1;
-        std::thread worker([this, seen, id, caller_cpu] { work(seen, id, caller_cpu); });
+        std::thread worker([this, seen, caller_cpu] { work(seen, caller_cpu); });
 #if defined(__linux__)
         pthread_setname_np(worker.native_handle(), "fusednn-worker");
-        if (caller_cpu >= 0) avoid_caller_cpu(worker.native_handle(), cpus_, id, caller_cpu);
+        if (caller_cpu >= 0) avoid_caller_cpu(worker.native_handle(), caller_cpu);
 #endif
         worker.detach();
       }
@@ -250,7 +234,7 @@ class Pool {
   }
 
   // avoided: the caller CPU this worker was last placed away from (-1: none).
-  void work(uint64_t seen, int id, int avoided) {
+  void work(uint64_t seen, int avoided) {
     t_in_loop = true;
     for (;;) {
       if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
@@ -267,7 +251,7 @@ class Pool {
       active_.fetch_add(1, std::memory_order_relaxed);
       lock.unlock();
       if (job->caller_cpu >= 0 && job->caller_cpu != avoided) {
-        avoid_caller_cpu(pthread_self(), cpus_, id, job->caller_cpu);
+        avoid_caller_cpu(pthread_self(), job->caller_cpu);
         avoided = job->caller_cpu;
       }
       job->run_blocks(self);
@@ -285,7 +269,7 @@ class Pool {
   int sleepers_ = 0;                     // under mutex_
   bool caller_waiting_ = false;          // under mutex_
   int workers_ = 0;                      // under submit
-  std::vector<int> cpus_;                // pool_cpus() when the first worker started (then read only)
+  const bool keep_off_ = keep_off_caller_cpu();
 };
 
 std::atomic<Pool*> g_pool{nullptr};
