@@ -94,20 +94,6 @@ __attribute__((always_inline)) inline void add_squared_deviations(double* FDNN_R
   }
 }
 
-// Mean and M2 per channel of rows [r0, r1) into pm, pm2 (c each): the block mean, then the sum
-// of squared deviations from it, both in double (the block's rows are re-read from cache).
-template <typename T>
-FDNN_MULTIVERSION void column_block_stats(double* FDNN_RESTRICT pm, double* FDNN_RESTRICT pm2,
-                                          const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
-  const double inv = 1.0 / static_cast<double>(r1 - r0);
-  std::fill(pm, pm + c, 0.0);
-  std::fill(pm2, pm2 + c, 0.0);
-  add_rows(pm, x, r0, r1, c);
-#pragma omp simd
-  for (int64_t j = 0; j < c; ++j) pm[j] *= inv;
-  add_squared_deviations(pm2, pm, x, r0, r1, c);
-}
-
 // y = act((x - mean) * a + beta) for rows [r0, r1), a = inv_std * gamma per column. The
 // activation is a template constant, so that the loop vectorizes either way.
 template <typename T, bool Relu>
@@ -182,15 +168,17 @@ template <typename T> bool bn_quads(int64_t n, int64_t c) {
   return n * c * static_cast<int64_t>(sizeof(T)) <= kQuadMaxBytes;
 }
 
-// column_block_stats over four rows at a time.
-template <typename T>
-FDNN_MULTIVERSION void column_block_stats_quads(double* FDNN_RESTRICT pm, double* FDNN_RESTRICT pm2,
-                                                const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
+// Mean and M2 per channel of rows [r0, r1) into pm, pm2 (c each): the block mean, then the sum
+// of squared deviations from it, both in double (the block's rows are re-read from cache); with
+// kQuads four rows at a time (the rows left over, and every row without kQuads, one at a time).
+template <typename T, bool kQuads>
+FDNN_MULTIVERSION void column_block_stats(double* FDNN_RESTRICT pm, double* FDNN_RESTRICT pm2,
+                                          const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
   const double inv = 1.0 / static_cast<double>(r1 - r0);
   std::fill(pm, pm + c, 0.0);
   std::fill(pm2, pm2 + c, 0.0);
   int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
+  for (; kQuads && r + 4 <= r1; r += 4) {
     const T *x0 = x + r * c, *x1 = x0 + c, *x2 = x1 + c, *x3 = x2 + c;
 #pragma omp simd
     for (int64_t j = 0; j < c; ++j) {
@@ -205,7 +193,7 @@ FDNN_MULTIVERSION void column_block_stats_quads(double* FDNN_RESTRICT pm, double
   add_rows(pm, x, r, r1, c);
 #pragma omp simd
   for (int64_t j = 0; j < c; ++j) pm[j] *= inv;
-  for (r = r0; r + 4 <= r1; r += 4) {
+  for (r = r0; kQuads && r + 4 <= r1; r += 4) {
     const T *x0 = x + r * c, *x1 = x0 + c, *x2 = x1 + c, *x3 = x2 + c;
 #pragma omp simd
     for (int64_t j = 0; j < c; ++j) {
@@ -1061,7 +1049,7 @@ void batch_norm(T* y, T* mean, T* inv_std, T* running_mean, T* running_var, cons
       const int64_t rpb = rows_per_partial(n, c, 32768);
       const int64_t blocks = ceil_div(n, rpb);
       Buffer<double> pm = scratch<double>(blocks * c), pm2 = scratch<double>(blocks * c);
-      auto stats = bn_quads<T>(n, c) ? &column_block_stats_quads<T> : &column_block_stats<T>;
+      auto stats = bn_quads<T>(n, c) ? &column_block_stats<T, true> : &column_block_stats<T, false>;
       parallel_for(n, rpb, 2 * c, [&](int64_t r0, int64_t r1) {
         const int64_t b = r0 / rpb;
         stats(pm.get() + b * c, pm2.get() + b * c, x, r0, r1, c);
