@@ -1,4 +1,4 @@
-"""The portable loops that a CPU without AVX-512 runs, tested on a machine that has AVX-512.
+"""The code paths that other CPUs run, tested on a machine that would take a faster one.
 
 Where the CPU has AVX-512F, fusednn's hand-written AVX-512 paths take over (the GEMM's
 micro-kernel; dropout's and augment's Philox, augment's bilinear rows, layer norm, the softmax-CE
@@ -6,6 +6,9 @@ exp pass, the direct convolution), so the loops that every other CPU runs would 
 ``FUSEDNN_DISABLE_AVX512=1`` turns those paths off when the module loads; this file runs the
 test files of the families that have them again, in a subprocess with the variable set.
 (The sanitizer job runs the same list with the same variable itself: see .ci/sanitize.)
+Without AVX-512 (or with it turned off), CPUs with AVX2 run hand-written AVX2 Philox rounds
+(dropout, noise, augment's noise); ``FUSEDNN_DISABLE_AVX2=1`` turns those off too, and the
+families that use them are run again with both variables set: the generic Philox loops.
 """
 import os
 import subprocess
@@ -21,7 +24,12 @@ TESTS = Path(__file__).resolve().parent
 FAMILY_TEST_FILES = ["test_gemm.py", "test_linear.py", "test_rnn.py", "test_conv.py", "test_dropout.py",
                      "test_augment.py", "test_transforms.py", "test_norm.py", "test_xent.py"]
 
-needs_avx512 = pytest.mark.skipif(not fusednn.build_info()["avx512_paths"],
+# The test files of the families with an AVX2 path (the Philox rounds).
+AVX2_FAMILY_TEST_FILES = ["test_dropout.py", "test_augment.py", "test_transforms.py"]
+
+INFO = fusednn.build_info()
+HAS_AVX2 = INFO["isa_path_selected"].startswith(("x86-64-v4", "x86-64-v3"))
+needs_avx512 = pytest.mark.skipif(not INFO["avx512_paths"],
                                   reason="no AVX-512 paths run here: the main test run already takes the portable loops")
 
 
@@ -43,3 +51,22 @@ def test_the_portable_loops_pass_the_family_tests():
     r = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", *(str(TESTS / f) for f in FAMILY_TEST_FILES)],
              FUSEDNN_DISABLE_AVX512="1")
     assert r.returncode == 0, f"with FUSEDNN_DISABLE_AVX512=1:\n{r.stdout[-6000:]}\n{r.stderr[-2000:]}"
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="this CPU has no AVX2")
+@pytest.mark.parametrize("avx512_value", ["1", "0"])
+@pytest.mark.parametrize("value, disabled", [("1", True), ("yes", True), ("0", False), ("", False)])
+def test_the_avx2_variable_switches_the_avx2_paths_where_avx512_ones_do_not_run(avx512_value, value, disabled):
+    r = _run(["-c", "import fusednn; i = fusednn.build_info(); print(i['avx512_paths'], i['avx2_paths'])"],
+             FUSEDNN_DISABLE_AVX512=avx512_value, FUSEDNN_DISABLE_AVX2=value)
+    assert r.returncode == 0, r.stderr
+    avx512, avx2 = r.stdout.split()
+    assert avx2 == str(not disabled and avx512 == "False")
+
+
+@pytest.mark.skipif(not (INFO["avx512_paths"] or INFO["avx2_paths"]),
+                    reason="no hand-written Philox path runs here: the main test run already takes the generic loops")
+def test_the_generic_philox_loops_pass_the_family_tests():
+    r = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", *(str(TESTS / f) for f in AVX2_FAMILY_TEST_FILES)],
+             FUSEDNN_DISABLE_AVX512="1", FUSEDNN_DISABLE_AVX2="1")
+    assert r.returncode == 0, f"with FUSEDNN_DISABLE_AVX512=1 FUSEDNN_DISABLE_AVX2=1:\n{r.stdout[-6000:]}\n{r.stderr[-2000:]}"

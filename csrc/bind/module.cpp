@@ -38,6 +38,7 @@ PYBIND11_MODULE(_C, m) {
     d["isa_paths_compiled"] = fdnn::isa_paths_compiled();
     d["isa_path_selected"] = fdnn::isa_path_selected();
     d["avx512_paths"] = fdnn::avx512_paths_enabled();
+    d["avx2_paths"] = fdnn::avx2_paths_enabled();
     d["threads"] = "fusednn thread pool (spins up to 50 us after a loop, then sleeps; fork-safe)";
     d["blas"] = std::string("scipy-openblas32: ") + fdnn::blas_config();
     d["blas_core"] = fdnn::blas_core();

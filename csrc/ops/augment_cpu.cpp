@@ -11,6 +11,7 @@
 #include "common/avx512_paths.h"
 #include "common/isa.h"
 #include "common/parallel.h"
+#include "cpu/philox_avx2.h"
 #include "cpu/philox_avx512.h"
 #include "ops/augment.h"
 
@@ -39,6 +40,9 @@ constexpr int kNoiseChunk = 64;  // elements whose Philox words (16 blocks) are 
 // lowering of the 16-lane loop below uses 64-bit lane products, vpmullq), and the bilinear rows
 // of augment_avx512_cpu.cpp.
 const bool kAugmentAvx512 = avx512_paths_enabled();
+// Elsewhere with AVX2: the Philox rounds of cpu/philox_avx2.h (the x86-64-v3 clone of the loop
+// below emulates the 64-bit products).
+const bool kAugmentAvx2 = avx2_paths_enabled();
 #endif
 
 // y[e] += mean + std * z_e for e in [0, count): the words of 16 Philox blocks at a time (a loop
@@ -60,7 +64,7 @@ FDNN_MULTIVERSION void add_noise(T* FDNN_RESTRICT y, int64_t count, uint64_t key
   for (int64_t e0 = 0; e0 < count; e0 += kNoiseChunk) {
     const uint64_t j0 = static_cast<uint64_t>(e0 / 4);
 #if defined(__x86_64__)
-    if (kAugmentAvx512) {
+    if (kAugmentAvx512 || kAugmentAvx2) {
       alignas(64) uint32_t c[64];
       for (int l = 0; l < 16; ++l) {
         c[l] = static_cast<uint32_t>(j0 + l);
@@ -68,7 +72,11 @@ FDNN_MULTIVERSION void add_noise(T* FDNN_RESTRICT y, int64_t count, uint64_t key
         c[32 + l] = stream.o0;
         c[48 + l] = stream.o1;
       }
-      philox_rounds_avx512(c, stream.k0, stream.k1);
+      if (kAugmentAvx512) {
+        philox_rounds_avx512(c, stream.k0, stream.k1);
+      } else {
+        philox_rounds_avx2(c, stream.k0, stream.k1);
+      }
       std::memcpy(w0, c, sizeof(w0));
       std::memcpy(w1, c + 16, sizeof(w1));
       std::memcpy(w2, c + 32, sizeof(w2));

@@ -11,6 +11,7 @@
 #include "common/avx512_paths.h"
 #include "common/isa.h"
 #include "common/parallel.h"
+#include "cpu/philox_avx2.h"
 #include "cpu/philox_avx512.h"
 #include "cpu/stream_store.h"
 #include "ops/dropout.h"
@@ -62,6 +63,7 @@ __attribute__((always_inline)) inline void store_element_order(uint32_t* FDNN_RE
 
 #if defined(__x86_64__)
 const bool kPhiloxAvx512 = avx512_paths_enabled();
+const bool kPhiloxAvx2 = avx2_paths_enabled();
 #endif
 
 // The 64 words of elements [i0, i0 + 64), in element order (i0 a multiple of 64).
@@ -69,6 +71,12 @@ __attribute__((always_inline)) inline void chunk_words(uint32_t* FDNN_RESTRICT w
   // i0 is a multiple of 64, so the low counter word of the first block is a multiple of 16 and
   // adding the lane index never carries.
   const uint64_t j0 = static_cast<uint64_t>(i0) / 4;
+#if defined(__x86_64__)
+  if (kPhiloxAvx2) {  // before the vector setup below, which the AVX2 clone builds with scalar stores
+    philox_words_avx2(w, s.k0, s.k1, s.o0, s.o1, j0);
+    return;
+  }
+#endif
   const u32x16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   u32x16 c0 = lane + static_cast<uint32_t>(j0);
   u32x16 c1 = u32x16{} + static_cast<uint32_t>(j0 >> 32);

@@ -17,7 +17,9 @@ def build_info() -> dict:
     Keys: ``version``, ``compiler``, ``isa_paths_compiled`` (code paths of our vectorized
     loops), ``isa_path_selected`` (the one this CPU runs), ``avx512_paths`` (whether the
     hand-written AVX-512 kernels run: the CPU has AVX-512F and the environment variable
-    ``FUSEDNN_DISABLE_AVX512`` was unset or ``0`` at import), ``threads`` (the thread runtime:
+    ``FUSEDNN_DISABLE_AVX512`` was unset or ``0`` at import), ``avx2_paths`` (whether the
+    hand-written AVX2 kernels run instead: not where the AVX-512 ones do, the CPU has AVX2 and
+    ``FUSEDNN_DISABLE_AVX2`` was unset or ``0`` at import), ``threads`` (the thread runtime:
     fusednn's own pool), ``blas``, ``blas_core`` (the BLAS kernel set chosen for this CPU), ``gemm_kernel``
     (the GEMMs' kernel choice: ``"auto"`` on CPUs with AVX-512F, fusednn's own kernel below
     2^31 multiply-adds and OpenBLAS above, else ``"openblas"``), ``num_threads``,
