@@ -72,10 +72,16 @@ FDNN_HD inline double vexp(double x) {
   p = p * r + 1.0 / 6.0;
   p = p * r + 0.5;
   p = p * r * r + r + 1.0;
-  const int64_t ni = static_cast<int64_t>(n);
-  const int64_t n1 = ni >> 1, n2 = ni - n1;
-  const double s1 = detail::bit_cast<double>(static_cast<int64_t>(static_cast<uint64_t>(n1 + 1023) << 52));
-  const double s2 = detail::bit_cast<double>(static_cast<int64_t>(static_cast<uint64_t>(n2 + 1023) << 52));
+  // 2^n as 2^n1 2^n2, n1 = n / 2 rounded to nearest, and each power's exponent field read off
+  // the shifter sum's low bits (the integer m sits there as m + 1.5 * 2^52): no conversion of
+  // double to int64 and no 64-bit arithmetic shift, which AVX2 lacks (its clone of a loop over
+  // vexp had stayed scalar). The powers multiply p exactly, so the split does not matter.
+  const double n1 = (n * 0.5 + shifter) - shifter, n2 = n - n1;
+  const int64_t shifter_bits = detail::bit_cast<int64_t>(shifter);
+  const double s1 = detail::bit_cast<double>(static_cast<int64_t>(
+      static_cast<uint64_t>(detail::bit_cast<int64_t>(n1 + shifter) - shifter_bits + 1023) << 52));
+  const double s2 = detail::bit_cast<double>(static_cast<int64_t>(
+      static_cast<uint64_t>(detail::bit_cast<int64_t>(n2 + shifter) - shifter_bits + 1023) << 52));
   double result = p * s1 * s2;
   result = x < lo ? 0.0 : result;
   result = x > hi ? __builtin_inf() : result;
