@@ -31,7 +31,7 @@ int64_t rows_per_block(int64_t k) { return std::max<int64_t>(1, 16384 / std::max
 constexpr int64_t kSumBlock = 1024;
 constexpr int kXentRowSlot = 40;  // common/scratch.h thread_scratch slot of xent_rows' exp row
 
-template <typename T, class Term> inline double blocked_sum(int64_t k, Term term) {
+template <typename T, class Term> FDNN_CLONE_INLINE double blocked_sum(int64_t k, Term term) {
   double total = 0.0;
   for (int64_t j0 = 0; j0 < k; j0 += kSumBlock) {
     const int64_t j1 = std::min(k, j0 + kSumBlock);
@@ -53,7 +53,7 @@ constexpr int64_t kTailWidth = 16;
 template <typename T> inline int64_t vector_tail_start(int64_t j0, int64_t j1) {
   return std::is_same_v<T, float> && j1 - j0 >= kTailWidth ? j0 + (j1 - j0) / kTailWidth * kTailWidth : j1;
 }
-template <typename T, class Term> inline double blocked_sum_vector_tail(int64_t k, Term term) {
+template <typename T, class Term> FDNN_CLONE_INLINE double blocked_sum_vector_tail(int64_t k, Term term) {
   double total = 0.0;
   for (int64_t j0 = 0; j0 < k; j0 += kSumBlock) {
     const int64_t j1 = std::min(k, j0 + kSumBlock);
@@ -73,7 +73,7 @@ template <typename T, class Term> inline double blocked_sum_vector_tail(int64_t 
   return total;
 }
 
-template <typename T> inline T row_max(const T* FDNN_RESTRICT z, int64_t k) {
+template <typename T> FDNN_CLONE_INLINE T row_max(const T* FDNN_RESTRICT z, int64_t k) {
   T m = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : m)
   for (int64_t j = 0; j < k; ++j) m = z[j] > m ? z[j] : m;
@@ -110,7 +110,7 @@ inline float exp_nonpositive(float x) {
 inline double exp_nonpositive(double x) { return vexp(x); }
 
 // e_j = exp(z_j - m) into e (may be null); returns sum_j e_j.
-template <typename T> inline double exp_shifted(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m, int64_t k) {
+template <typename T> FDNN_CLONE_INLINE double exp_shifted(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m, int64_t k) {
   if (e)
     return blocked_sum_vector_tail<T>(k, [&](int64_t j) {
       const T v = exp_nonpositive(z[j] - m);
@@ -341,7 +341,7 @@ template <typename T> double others_weight_sum(const T* weight, int64_t k, int64
 // e_j = exp(z_j - m) into e; returns sum_j e_j, and sum_j (z_j - m) in dev (both blocked as
 // blocked_sum): the smoothing term's sum comes out of the same pass.
 template <typename T>
-inline double exp_shifted_dev(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m, int64_t k, double& dev) {
+FDNN_CLONE_INLINE double exp_shifted_dev(T* FDNN_RESTRICT e, const T* FDNN_RESTRICT z, T m, int64_t k, double& dev) {
   double total = 0.0, total_dev = 0.0;
   for (int64_t j0 = 0; j0 < k; j0 += kSumBlock) {
     const int64_t j1 = std::min(k, j0 + kSumBlock);
