@@ -5,10 +5,11 @@ micro-kernel; dropout's and augment's Philox, augment's bilinear rows, layer nor
 exp pass, the direct convolution), so the loops that every other CPU runs would go untested here.
 ``FUSEDNN_DISABLE_AVX512=1`` turns those paths off when the module loads; this file runs the
 test files of the families that have them again, in a subprocess with the variable set.
-(The sanitizer job runs the same list with the same variable itself: see .ci/sanitize.)
 Without AVX-512 (or with it turned off), CPUs with AVX2 run hand-written AVX2 Philox rounds
-(dropout, noise, augment's noise); ``FUSEDNN_DISABLE_AVX2=1`` turns those off too, and the
-families that use them are run again with both variables set: the generic Philox loops.
+(dropout, noise, augment's noise), so in that run those families take the AVX2 rounds;
+``FUSEDNN_DISABLE_AVX2=1`` turns those off too, and the families that use them are run again
+with both variables set: the generic Philox loops.
+(The sanitizer job runs the same lists with the same variables itself: see .ci/sanitize.)
 """
 import os
 import subprocess
@@ -28,7 +29,18 @@ FAMILY_TEST_FILES = ["test_gemm.py", "test_linear.py", "test_rnn.py", "test_conv
 AVX2_FAMILY_TEST_FILES = ["test_dropout.py", "test_augment.py", "test_transforms.py"]
 
 INFO = fusednn.build_info()
-HAS_AVX2 = INFO["isa_path_selected"].startswith(("x86-64-v4", "x86-64-v3"))
+
+
+def _cpu_flags():
+    """The CPU's feature flags (Linux), or None where /proc/cpuinfo cannot tell."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+
+
+FLAGS = _cpu_flags()
 needs_avx512 = pytest.mark.skipif(not INFO["avx512_paths"],
                                   reason="no AVX-512 paths run here: the main test run already takes the portable loops")
 
@@ -53,7 +65,7 @@ def test_the_portable_loops_pass_the_family_tests():
     assert r.returncode == 0, f"with FUSEDNN_DISABLE_AVX512=1:\n{r.stdout[-6000:]}\n{r.stderr[-2000:]}"
 
 
-@pytest.mark.skipif(not HAS_AVX2, reason="this CPU has no AVX2")
+@pytest.mark.skipif(FLAGS is None or "avx2" not in FLAGS, reason="this CPU has no AVX2 (or /proc/cpuinfo cannot tell)")
 @pytest.mark.parametrize("avx512_value", ["1", "0"])
 @pytest.mark.parametrize("value, disabled", [("1", True), ("yes", True), ("0", False), ("", False)])
 def test_the_avx2_variable_switches_the_avx2_paths_where_avx512_ones_do_not_run(avx512_value, value, disabled):
@@ -62,6 +74,7 @@ def test_the_avx2_variable_switches_the_avx2_paths_where_avx512_ones_do_not_run(
     assert r.returncode == 0, r.stderr
     avx512, avx2 = r.stdout.split()
     assert avx2 == str(not disabled and avx512 == "False")
+    assert avx512 == str(avx512_value == "0" and "avx512f" in FLAGS), "FUSEDNN_DISABLE_AVX2 changed the AVX-512 paths"
 
 
 @pytest.mark.skipif(not (INFO["avx512_paths"] or INFO["avx2_paths"]),

@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__)
 namespace fdnn {
 
 // Callers check avx2_paths_enabled() (common/avx512_paths.h) first.
@@ -20,7 +20,8 @@ void philox_rounds_avx2(uint32_t* c, uint32_t k0, uint32_t k1);
 
 // w[0, 64) = the words of Philox blocks j0 .. j0 + 15 of the stream with key (k0, k1) and offset
 // words (o0, o1), in element order (w[4 l + t] = word t of block j0 + l; the counter of block j
-// is (j, j >> 32, o0, o1)).
+// is (j, j >> 32, o0, o1), the low word's carry into the high one included, although dropout's
+// j0 is a multiple of 16 and never carries within a call).
 void philox_words_avx2(uint32_t* w, uint32_t k0, uint32_t k1, uint32_t o0, uint32_t o1, uint64_t j0);
 
 }  // namespace fdnn

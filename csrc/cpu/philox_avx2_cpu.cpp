@@ -1,7 +1,7 @@
 // See cpu/philox_avx2.h.
 #include "cpu/philox_avx2.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__)
 #include <immintrin.h>
 
 #include "common/philox.h"

@@ -1,7 +1,7 @@
 // CPU dropout and noise. On AVX-512F CPUs dropout, its masks and float32 noise run the fused
-// kernels of cpu/philox_avx512.h (Philox on 64-bit lanes, 32 blocks a step). Elsewhere the Philox
-// rounds run on 16 counters at once in GCC vector types (one AVX-512 register, or two AVX2 / four
-// SSE registers in the other ISA clones); the 64 words are transposed to element order and
+// kernels of cpu/philox_avx512.h (Philox on 64-bit lanes, 32 blocks a step). Elsewhere the words
+// of 16 Philox blocks at a time come from cpu/philox_avx2.h's intrinsics on AVX2 CPUs, and from
+// GCC vector types otherwise (FUSEDNN_DISABLE_AVX2, or no AVX2); in element order, they are
 // applied to 64 contiguous elements.
 #include <algorithm>
 #include <cmath>
@@ -30,8 +30,9 @@ constexpr int64_t kPhiloxElementsPerTask = 16 * 1024;
 constexpr int64_t kStreamedElementsPerTask = 256 * 1024;
 
 // Sixteen Philox counters at once in GCC vector types, which each ISA clone lowers to its own
-// registers (one zmm on AVX-512, two ymm on AVX2, four xmm on the baseline). The arithmetic is
-// philox4x32_10's (common/philox.h), lane by lane; tests check both against the known answers.
+// registers (four xmm on the baseline; the AVX2 clone's lowering was slow: cpu/philox_avx2.h). The
+// arithmetic is philox4x32_10's (common/philox.h), lane by lane; tests check both against the
+// known answers.
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
 typedef uint64_t u64x8 __attribute__((vector_size(64)));
 
