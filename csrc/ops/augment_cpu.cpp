@@ -40,8 +40,9 @@ constexpr int kNoiseChunk = 64;  // elements whose Philox words (16 blocks) are 
 // lowering of the 16-lane loop below uses 64-bit lane products, vpmullq), and the bilinear rows
 // of augment_avx512_cpu.cpp.
 const bool kAugmentAvx512 = avx512_paths_enabled();
-// Elsewhere with AVX2: the Philox rounds of cpu/philox_avx2.h (the x86-64-v3 clone of the loop
-// below emulates the 64-bit products).
+// Elsewhere with AVX2: the Philox rounds of cpu/philox_avx2.h (brightness and noise over
+// 512x1x28x28 float32 on one Zen 3 core: 1.5-1.6 ms against 2.2-2.4 with the loop below's
+// x86-64-v3 clone, 2026-12-07).
 const bool kAugmentAvx2 = avx2_paths_enabled();
 #endif
 
