@@ -9,6 +9,9 @@ import pytest
 import fusednn
 from fusednn import cli, data
 
+# One worker runs all of this file's tests, so that the module's training run happens once (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("cli_predict")
+
 TRAIN = ["train", "--no-progress", "--epochs", "3", "--hidden", "16", "--patience", "3"]
 
 

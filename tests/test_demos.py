@@ -10,6 +10,8 @@ import pytest
 from fusednn import cli, demos
 
 _RESULTS = {}
+# One worker runs all of this file's tests, so that each demo runs once (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("demos")
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,10 @@ needs_avx512 = pytest.mark.skipif(not INFO["avx512_paths"],
                                   reason="no AVX-512 paths run here: the main test run already takes the portable loops")
 
 
+# The nested test runs: two workers each, whatever the core count (the outer run has its own).
+NESTED_PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2"]
+
+
 def _run(code_or_args, **env):
     return subprocess.run([sys.executable, *code_or_args], env={**os.environ, **env}, capture_output=True,
                           text=True, cwd=TESTS.parent, timeout=1200)
@@ -60,7 +64,7 @@ def test_the_variable_switches_the_avx512_paths(value, expected):
 
 @needs_avx512
 def test_the_portable_loops_pass_the_family_tests():
-    r = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", *(str(TESTS / f) for f in FAMILY_TEST_FILES)],
+    r = _run([*NESTED_PYTEST, *(str(TESTS / f) for f in FAMILY_TEST_FILES)],
              FUSEDNN_DISABLE_AVX512="1")
     assert r.returncode == 0, f"with FUSEDNN_DISABLE_AVX512=1:\n{r.stdout[-6000:]}\n{r.stderr[-2000:]}"
 
@@ -80,6 +84,6 @@ def test_the_avx2_variable_switches_the_avx2_paths_where_avx512_ones_do_not_run(
 @pytest.mark.skipif(not (INFO["avx512_paths"] or INFO["avx2_paths"]),
                     reason="no hand-written Philox path runs here: the main test run already takes the generic loops")
 def test_the_generic_philox_loops_pass_the_family_tests():
-    r = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", *(str(TESTS / f) for f in AVX2_FAMILY_TEST_FILES)],
+    r = _run([*NESTED_PYTEST, *(str(TESTS / f) for f in AVX2_FAMILY_TEST_FILES)],
              FUSEDNN_DISABLE_AVX512="1", FUSEDNN_DISABLE_AVX2="1")
     assert r.returncode == 0, f"with FUSEDNN_DISABLE_AVX512=1 FUSEDNN_DISABLE_AVX2=1:\n{r.stdout[-6000:]}\n{r.stderr[-2000:]}"

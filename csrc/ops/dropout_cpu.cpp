@@ -30,7 +30,8 @@ constexpr int64_t kPhiloxElementsPerTask = 16 * 1024;
 constexpr int64_t kStreamedElementsPerTask = 256 * 1024;
 
 // Sixteen Philox counters at once in GCC vector types, which each ISA clone lowers to its own
-// registers (four xmm on the baseline; the AVX2 clone's lowering was slow: cpu/philox_avx2.h). The
+// registers (where FUSEDNN_DISABLE_AVX2 is set or the CPU lacks AVX2; the AVX2 clone's lowering
+// was slow: cpu/philox_avx2.h). The
 // arithmetic is philox4x32_10's (common/philox.h), lane by lane; tests check both against the
 // known answers.
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
