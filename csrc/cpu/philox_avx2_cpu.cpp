@@ -61,11 +61,11 @@ __attribute__((target("avx2"))) void philox_words_avx2(uint32_t* w, uint32_t k0,
   for (int r = 0; r < 2; ++r) {
     // Block j0 + 8 r + l: its 64-bit counter's low word may carry into the high one.
     const uint64_t first = j0 + 8 * static_cast<uint64_t>(r);
-    const __m256i lo = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(first))), lane);
+    const __m256i first_lo = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(first)));
+    const __m256i lo = _mm256_add_epi32(first_lo, lane);
     // Lanes whose low word wrapped past 2^32 - 1 (lo < first's low word, unsigned) carry one.
     const __m256i bias = _mm256_set1_epi32(static_cast<int>(0x80000000u));
-    const __m256i wrapped = _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(first))), bias),
-                                               _mm256_xor_si256(lo, bias));
+    const __m256i wrapped = _mm256_cmpgt_epi32(_mm256_xor_si256(first_lo, bias), _mm256_xor_si256(lo, bias));
     c0[r] = lo;
     c1[r] = _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(first >> 32))), wrapped);
     c2[r] = _mm256_set1_epi32(static_cast<int>(o0));

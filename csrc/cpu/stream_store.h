@@ -19,6 +19,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common/isa.h"
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <emmintrin.h>
 #define FDNN_HAS_STREAM_STORE 1
@@ -40,7 +42,7 @@ inline bool stream_output(int64_t bytes) { return FDNN_HAS_STREAM_STORE && bytes
 // vec4 of the first or the last four, so that every element comes out of the same vector
 // arithmetic. scalar(i) gives element i where out is not float-aligned or n < 4.
 template <class Scalar, class Vec4>
-__attribute__((always_inline)) inline void stream_loop(float* out, int64_t n, Scalar scalar, Vec4 vec4) {
+FDNN_CLONE_INLINE void stream_loop(float* out, int64_t n, Scalar scalar, Vec4 vec4) {
   const uintptr_t address = reinterpret_cast<uintptr_t>(out);
   if (address % sizeof(float) != 0 || n < 4) {
     for (int64_t i = 0; i < n; ++i) out[i] = scalar(i);

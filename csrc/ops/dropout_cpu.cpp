@@ -31,15 +31,14 @@ constexpr int64_t kStreamedElementsPerTask = 256 * 1024;
 
 // Sixteen Philox counters at once in GCC vector types, which each ISA clone lowers to its own
 // registers (where FUSEDNN_DISABLE_AVX2 is set or the CPU lacks AVX2; the AVX2 clone's lowering
-// was slow: cpu/philox_avx2.h). The
-// arithmetic is philox4x32_10's (common/philox.h), lane by lane; tests check both against the
-// known answers.
+// was slow: cpu/philox_avx2.h). The arithmetic is philox4x32_10's (common/philox.h), lane by
+// lane; tests check both against the known answers.
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
 typedef uint64_t u64x8 __attribute__((vector_size(64)));
 
 // High and low 32-bit halves of a * m in every lane (32x32 -> 64-bit products of the even and
 // the odd lanes, recombined).
-__attribute__((always_inline)) inline void mulhilo(u32x16 a, uint32_t m, u32x16& hi, u32x16& lo) {
+FDNN_CLONE_INLINE void mulhilo(u32x16 a, uint32_t m, u32x16& hi, u32x16& lo) {
   const u64x8 low_mask = u64x8{} + 0xffffffffull;
   const u64x8 a64 = reinterpret_cast<u64x8>(a);
   const u64x8 even = (a64 & low_mask) * static_cast<uint64_t>(m);
@@ -49,7 +48,7 @@ __attribute__((always_inline)) inline void mulhilo(u32x16 a, uint32_t m, u32x16&
 }
 
 // Block l's words c0[l] c1[l] c2[l] c3[l] are elements 4l .. 4l+3: transposed into w[0, 64).
-__attribute__((always_inline)) inline void store_element_order(uint32_t* FDNN_RESTRICT w, u32x16 c0, u32x16 c1,
+FDNN_CLONE_INLINE void store_element_order(uint32_t* FDNN_RESTRICT w, u32x16 c0, u32x16 c1,
                                                                u32x16 c2, u32x16 c3) {
   const u32x16 lo_pairs = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
   const u32x16 hi_pairs = lo_pairs + 8;
@@ -69,7 +68,7 @@ const bool kPhiloxAvx2 = avx2_paths_enabled();
 #endif
 
 // The 64 words of elements [i0, i0 + 64), in element order (i0 a multiple of 64).
-__attribute__((always_inline)) inline void chunk_words(uint32_t* FDNN_RESTRICT w, const PhiloxStream& s, int64_t i0) {
+FDNN_CLONE_INLINE void chunk_words(uint32_t* FDNN_RESTRICT w, const PhiloxStream& s, int64_t i0) {
   // i0 is a multiple of 64, so the low counter word of the first block is a multiple of 16 and
   // adding the lane index never carries.
   const uint64_t j0 = static_cast<uint64_t>(i0) / 4;

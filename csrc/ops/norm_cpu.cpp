@@ -72,7 +72,7 @@ template <typename T> bool stream_rows(int64_t elements) {
 // inlined, so that each multiversioned caller compiles them for its own ISA (as the loops they
 // replace were: the same multiply-add contraction, the same bits).
 template <typename T>
-__attribute__((always_inline)) inline void add_rows(double* FDNN_RESTRICT pm, const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
+FDNN_CLONE_INLINE void add_rows(double* FDNN_RESTRICT pm, const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* row = x + r * c;
 #pragma omp simd
@@ -82,7 +82,7 @@ __attribute__((always_inline)) inline void add_rows(double* FDNN_RESTRICT pm, co
 
 // The squared deviations of rows [r0, r1) from the column means pm added into pm2, row by row.
 template <typename T>
-__attribute__((always_inline)) inline void add_squared_deviations(double* FDNN_RESTRICT pm2, const double* FDNN_RESTRICT pm,
+FDNN_CLONE_INLINE void add_squared_deviations(double* FDNN_RESTRICT pm2, const double* FDNN_RESTRICT pm,
                                    const T* FDNN_RESTRICT x, int64_t r0, int64_t r1, int64_t c) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* row = x + r * c;
@@ -112,7 +112,7 @@ FDNN_MULTIVERSION void normalize_columns(T* FDNN_RESTRICT y, const T* FDNN_RESTR
 // sums in double: a product in T overflowed for |dy| near the float range where the sum is
 // finite), row by row as column_block_stats.
 template <typename T>
-__attribute__((always_inline)) inline void add_column_grads(double* FDNN_RESTRICT sdy, double* FDNN_RESTRICT sdyx, const T* FDNN_RESTRICT dy,
+FDNN_CLONE_INLINE void add_column_grads(double* FDNN_RESTRICT sdy, double* FDNN_RESTRICT sdyx, const T* FDNN_RESTRICT dy,
                              const T* FDNN_RESTRICT x, const T* FDNN_RESTRICT mean, const T* FDNN_RESTRICT inv_std,
                              int64_t r0, int64_t r1, int64_t c) {
   for (int64_t r = r0; r < r1; ++r) {
