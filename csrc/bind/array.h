@@ -33,6 +33,8 @@ inline std::optional<TensorView> optional_input_array(py::handle obj, const char
   if (obj.is_none()) return std::nullopt;
   return input_array(obj, name, keep);
 }
+// The data of an optional array, or null.
+template <typename T> T* ptr_or_null(const std::optional<TensorView>& t) { return t ? t->ptr<T>() : nullptr; }
 
 // An array the kernel writes into: must be a NumPy array of exactly this dtype and shape,
 // C-contiguous, aligned and writable.

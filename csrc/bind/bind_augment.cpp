@@ -154,6 +154,13 @@ py::object augment_py(py::object x_obj, py::object c_obj, py::object h_obj, py::
 // translate (fx, fy), scale (lo, hi), shear (xlo, xhi, ylo, yhi), hflip, vflip, erase
 // probabilities, brightness (lo, hi), contrast (lo, hi), noise, noise_mean, erase_scale (lo,
 // hi), log erase_ratio (lo, hi), erase_value, erase_random (0 or 1): 25 numbers.
+// lo + (hi - lo) u, the Python formula's bits also where the compiler could contract it into a
+// multiply-add (a FUSEDNN_NATIVE build with FMA): a function of its own, not inlined into callers
+// with other options.
+__attribute__((optimize("fp-contract=off"))) double uniform_between(double lo, double hi, double u) {
+  return lo + (hi - lo) * u;
+}
+
 struct ParamsDraw {
   PhiloxStream stream;
   bool same_on_batch;
@@ -212,7 +219,7 @@ struct ParamsDraw {
         }
         for (int s = 0; s < 36; ++s) u[s] = static_cast<double>(words[s]) * 2.3283064365386963e-10;  // 2^-32
       }
-      auto uniform = [&](int slot, double lo, double hi) { return lo + (hi - lo) * u[slot]; };
+      auto uniform = [&](int slot, double lo, double hi) { return uniform_between(lo, hi, u[slot]); };
       AugmentRaw& r = out[i - i0];
       r.angle = uniform(0, spec[0], spec[1]);
       r.translate_x = uniform(1, tx_lo, tx_hi);

@@ -11,8 +11,6 @@
 namespace fdnn::bind {
 namespace {
 
-template <typename T> T* ptr_or_null(const std::optional<TensorView>& t) { return t ? t->ptr<T>() : nullptr; }
-
 std::string repr_str(py::handle h) { return py::repr(h).cast<std::string>(); }
 
 // A 1-D per-feature parameter (gamma, beta, mean, inv_std, g) of length len, or None.

@@ -13,8 +13,6 @@ namespace {
 
 const char* cell_name(RnnCell cell) { return cell == RnnCell::lstm ? "LSTM" : "GRU"; }
 
-template <typename T> T* ptr_or_null(const std::optional<TensorView>& t) { return t ? t->ptr<T>() : nullptr; }
-
 struct Checked {
   RnnSizes s;
   DType dtype;
