@@ -155,9 +155,12 @@ py::object augment_py(py::object x_obj, py::object c_obj, py::object h_obj, py::
 // probabilities, brightness (lo, hi), contrast (lo, hi), noise, noise_mean, erase_scale (lo,
 // hi), log erase_ratio (lo, hi), erase_value, erase_random (0 or 1): 25 numbers.
 // lo + (hi - lo) u, the Python formula's bits also where the compiler could contract it into a
-// multiply-add (a FUSEDNN_NATIVE build with FMA): a function of its own, not inlined into callers
-// with other options.
+// multiply-add (a FUSEDNN_NATIVE build with FMA): a function of its own, which GCC does not inline
+// into callers with other options (Clang takes the pragma).
 __attribute__((optimize("fp-contract=off"))) double uniform_between(double lo, double hi, double u) {
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
   return lo + (hi - lo) * u;
 }
 

@@ -84,8 +84,6 @@ ConvShape conv_shape(const TensorView& x, const TensorView& w, py::handle stride
   return s;
 }
 
-template <typename T> T* data_or_null(const std::optional<TensorView>& t) { return t ? t->ptr<T>() : nullptr; }
-
 py::object conv2d_py(py::object x_obj, py::object w_obj, py::object b_obj, py::object stride, py::object padding,
                      py::object dilation, py::object groups, py::object activation, py::object out) {
   const Stream stream = call_stream();
@@ -106,7 +104,7 @@ py::object conv2d_py(py::object x_obj, py::object w_obj, py::object b_obj, py::o
     py::gil_scoped_release release;
     dispatch(x.dtype, [&](auto t) {
       using T = decltype(t);
-      conv2d<T>(y.ptr<T>(), x.ptr<T>(), w.ptr<T>(), data_or_null<T>(b), s, act, stream);
+      conv2d<T>(y.ptr<T>(), x.ptr<T>(), w.ptr<T>(), ptr_or_null<T>(b), s, act, stream);
     });
   }
   return out;
@@ -145,8 +143,8 @@ py::tuple conv2d_backward_py(py::object dy_obj, py::object x_obj, py::object w_o
     py::gil_scoped_release release;
     dispatch(x.dtype, [&](auto t) {
       using T = decltype(t);
-      conv2d_backward<T>(data_or_null<T>(dx), dw.ptr<T>(), data_or_null<T>(db), dy.ptr<T>(), x.ptr<T>(), w.ptr<T>(),
-                         data_or_null<T>(y), s, act, stream);
+      conv2d_backward<T>(ptr_or_null<T>(dx), dw.ptr<T>(), ptr_or_null<T>(db), dy.ptr<T>(), x.ptr<T>(), w.ptr<T>(),
+                         ptr_or_null<T>(y), s, act, stream);
     });
   }
   return py::make_tuple(outs[0], outs[1], outs[2]);

@@ -38,8 +38,6 @@ void check_rows_out(const TensorView& t, const char* name, const LinearShapes& s
   check_dim(t, name, 1, s.out, "one column per output feature, w.shape[0]");
 }
 
-template <typename T> T* data_or_null(const std::optional<TensorView>& t) { return t ? t->ptr<T>() : nullptr; }
-
 py::object linear_py(py::object x_obj, py::object w_obj, py::object b_obj, py::object activation, py::object out) {
   const Stream stream = call_stream();
   KeepAlive keep;
@@ -56,10 +54,10 @@ py::object linear_py(py::object x_obj, py::object w_obj, py::object b_obj, py::o
   {
     py::gil_scoped_release release;
     if (x.dtype == DType::float32)
-      linear<float>(y.ptr<float>(), x.ptr<float>(), w.ptr<float>(), data_or_null<float>(b), s.n, s.in, s.out, act,
+      linear<float>(y.ptr<float>(), x.ptr<float>(), w.ptr<float>(), ptr_or_null<float>(b), s.n, s.in, s.out, act,
                     stream);
     else
-      linear<double>(y.ptr<double>(), x.ptr<double>(), w.ptr<double>(), data_or_null<double>(b), s.n, s.in, s.out,
+      linear<double>(y.ptr<double>(), x.ptr<double>(), w.ptr<double>(), ptr_or_null<double>(b), s.n, s.in, s.out,
                      act, stream);
   }
   return out;
@@ -96,11 +94,11 @@ py::tuple linear_backward_py(py::object dy_obj, py::object x_obj, py::object w_o
   {
     py::gil_scoped_release release;
     if (x.dtype == DType::float32)
-      linear_backward<float>(data_or_null<float>(dx), dw.ptr<float>(), data_or_null<float>(db), dy.ptr<float>(),
-                             x.ptr<float>(), w.ptr<float>(), data_or_null<float>(y), s.n, s.in, s.out, act, stream);
+      linear_backward<float>(ptr_or_null<float>(dx), dw.ptr<float>(), ptr_or_null<float>(db), dy.ptr<float>(),
+                             x.ptr<float>(), w.ptr<float>(), ptr_or_null<float>(y), s.n, s.in, s.out, act, stream);
     else
-      linear_backward<double>(data_or_null<double>(dx), dw.ptr<double>(), data_or_null<double>(db),
-                              dy.ptr<double>(), x.ptr<double>(), w.ptr<double>(), data_or_null<double>(y), s.n, s.in,
+      linear_backward<double>(ptr_or_null<double>(dx), dw.ptr<double>(), ptr_or_null<double>(db),
+                              dy.ptr<double>(), x.ptr<double>(), w.ptr<double>(), ptr_or_null<double>(y), s.n, s.in,
                               s.out, act, stream);
   }
   return py::make_tuple(outs[0], outs[1], outs[2]);
