@@ -591,6 +591,44 @@ FDNN_MULTIVERSION void layer_norm_backward_rows(T* FDNN_RESTRICT dx, double* FDN
 }
 
 #if FDNN_NORM_AVX512
+// ---- what the float32 layer-norm paths with intrinsics share (AVX-512F and AVX2 below) ----
+
+// Below this M2 per column the squares (x - mu)^2 may have lost their accuracy to float's
+// subnormal range (|x - mu| < 2^-63): the row is redone in double. With a tiny eps (any eps > 0
+// is accepted) a row of spread ~1e-25 gave M2 0, inv_std inf and y NaN. Constant rows take the
+// double path too (M2 0 either way).
+constexpr double kMinFloatM2 = 0x1p-100;
+
+// The backward's fallbacks for float partials that overflowed (|dy| near the float range, where
+// the sum in double is finite, as the generic loops' sums are): the same rounded terms as the
+// vector loops (g = dy * gamma and xhat in float), each added in double (the double product of
+// two floats is exact). Whether one runs depends only on the data, so the results stay
+// thread-count invariant.
+void row_sums_in_double(double& sum_g, double& sum_gx, const float* dy, const float* x, const float* gamma, float mu,
+                        float is, int64_t d) {
+  sum_g = 0.0;
+  sum_gx = 0.0;
+  for (int64_t j = 0; j < d; ++j) {
+    const float g = gamma ? dy[j] * gamma[j] : dy[j];  // rounded: converted before the addition
+    const float xhat = (x[j] - mu) * is;
+    sum_g += static_cast<double>(g);
+    sum_gx += static_cast<double>(g) * static_cast<double>(xhat);
+  }
+}
+
+void column_sums_in_double(double* pg, double* pb, const float* dy, const float* x, const float* mean,
+                           const float* inv_std, int64_t r0, int64_t r1, int64_t d) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* g = dy + r * d;
+    const float* xr = x + r * d;
+    for (int64_t j = 0; j < d; ++j) {
+      const float xhat = (xr[j] - mean[r]) * inv_std[r];
+      pb[j] += static_cast<double>(g[j]);
+      pg[j] += static_cast<double>(g[j]) * static_cast<double>(xhat);
+    }
+  }
+}
+
 // ---- layer norm on float32 with AVX-512F (where the CPU has it, for every row count) ----
 //
 // The generic loops above took 3.4-3.9 ms (forward) and 6.6-8.2 ms (backward) of one Zen 4 core
@@ -696,7 +734,7 @@ FDNN_AVX512_INLINE void store_row_avx512(float* out, int64_t n, bool stream, boo
 // took 3.1-4.0 ms of one core for the forward against 2.5 at offset 0 or below; run backward
 // there, 2.2-2.4 at every offset (one-thread CPU time, 2026-12-07, under contention).
 constexpr uintptr_t kAliasBytes = 1024;
-FDNN_AVX512_INLINE bool store_backward(const float* out, const float* a, const float* b, const float* c) {
+inline bool store_backward(const float* out, const float* a, const float* b, const float* c) {
   bool ahead = false, behind = false;
   for (const float* in : {a, b, c}) {
     if (!in) continue;
@@ -770,11 +808,6 @@ FDNN_AVX512_INLINE double row_sum_in_double(const float* x, int64_t d) {
   return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s[0], s[1]), _mm512_add_pd(s[2], s[3])));
 }
 
-// Below this M2 per column the squares (x - mu)^2 may have lost their accuracy to float's
-// subnormal range (|x - mu| < 2^-63): the row is redone in double. With a tiny eps (any eps > 0
-// is accepted) a row of spread ~1e-25 gave M2 0, inv_std inf and y NaN. Constant rows take the
-// double path too (M2 0 either way).
-constexpr double kMinFloatM2 = 0x1p-100;
 
 // Mean and M2 of a row in two passes: the mean from the sum in double (row_sum_in_double; from
 // float partials, even corrected by sum(x - mu), it was up to 40x NumPy float32's own error off
@@ -901,10 +934,7 @@ FDNN_AVX512_INLINE void add_partials(double* pg, double* pb, const float* cb, co
   }
 }
 
-// The fallbacks for float partials that overflowed (|dy| near the float range, where the sum in
-// double is finite, as the generic loops' sums are): the same rounded terms as the vector loops
-// (g = dy * gamma and xhat in float), each added in double. Whether one runs depends only on the
-// data, so the results stay thread-count invariant.
+// Whether the column partials c[0, d) are all finite (else the fallbacks above run).
 FDNN_AVX512 bool all_finite(const float* c, int64_t d) {
   __mmask16 bad = 0;
   for (int64_t j = 0; j < d; j += 16) {
@@ -912,31 +942,6 @@ FDNN_AVX512 bool all_finite(const float* c, int64_t d) {
     bad |= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_NEQ_UQ);  // inf - inf, NaN
   }
   return bad == 0;
-}
-
-FDNN_AVX512 void row_sums_in_double(double& sum_g, double& sum_gx, const float* dy, const float* x, const float* gamma,
-                                    float mu, float is, int64_t d) {
-  sum_g = 0.0;
-  sum_gx = 0.0;
-  for (int64_t j = 0; j < d; ++j) {
-    const float g = gamma ? dy[j] * gamma[j] : dy[j];  // rounded: converted before the addition
-    const float xhat = (x[j] - mu) * is;
-    sum_g += static_cast<double>(g);
-    sum_gx += static_cast<double>(g) * static_cast<double>(xhat);
-  }
-}
-
-FDNN_AVX512 void column_sums_in_double(double* pg, double* pb, const float* dy, const float* x, const float* mean,
-                                       const float* inv_std, int64_t r0, int64_t r1, int64_t d) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* g = dy + r * d;
-    const float* xr = x + r * d;
-    for (int64_t j = 0; j < d; ++j) {
-      const float xhat = (xr[j] - mean[r]) * inv_std[r];
-      pb[j] += static_cast<double>(g[j]);
-      pg[j] += static_cast<double>(g[j]) * static_cast<double>(xhat);
-    }
-  }
 }
 
 // Layer norm backward of rows [r0, r1) of `rows` into dx and the block's column partials pg
@@ -989,6 +994,291 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
     }
     if (all_finite(c, kColumnScratch(padded))) {
       add_partials(pg, pb, cb, cg, d);
+    } else {  // a float partial may have overflowed: this block's columns again in double
+      column_sums_in_double(pg, pb, dy, x, mean, inv_std, s0, s1, d);
+    }
+  }
+  if (stream) stream_fence();
+}
+
+// ---- layer norm on float32 with AVX2 and FMA (x86-64 CPUs without AVX-512F, or with its paths off) ----
+//
+// The AVX-512 section's method, 8 floats wide: the forward's mean from the row's sum in double,
+// its M2 from float partials of at most 16 terms per lane (kSumSpanAvx2 columns in 4 accumulators),
+// the backward's row sums likewise (kGradSpanAvx2 columns in 2 accumulators each), its column sums
+// float partials over kColRows rows in the pass that writes dx, added into the block's double
+// partial row; the same fallbacks in double. Rows run from their start, 8 floats at a time, the
+// last partial vector masked; streamed outputs are written with streaming stores (32 bytes where
+// aligned, else two 16-byte halves) where the row starts on 16 bytes, ordinary stores otherwise.
+// The generic loops on AVX2 sum every term in double, in one vector accumulator (the reductions
+// wait on the adds' latency): 8192 x 1024 forward + backward with out= took 11.3 ms at two
+// threads on a Zen 3 EPYC, against a 4.9 ms streaming floor and 7.9 ms with the rows in cache.
+// Compiled without multiply-add contraction (FDNN_NORM_AVX2): every multiply-add is written
+// out, and g = dy * gamma stays rounded where g - mean_g must cancel exactly.
+#define FDNN_NORM_AVX2 __attribute__((target("avx2,fma"), optimize("fp-contract=off")))
+#define FDNN_NORM_AVX2_INLINE __attribute__((target("avx2,fma"), optimize("fp-contract=off"), always_inline)) inline
+
+bool norm_avx2() {
+  static const bool enabled = avx2_paths_enabled() && __builtin_cpu_supports("fma");
+  return enabled;
+}
+
+constexpr int64_t kSumSpanAvx2 = 512;   // forward: columns per float partial (4 accumulators of 8)
+constexpr int64_t kGradSpanAvx2 = 256;  // backward: columns per float partial (2 accumulators of 8 each)
+
+// The lanes [0, min(count, 8)) of a vector, as the mask of maskload and maskstore.
+FDNN_NORM_AVX2_INLINE __m256i first_lanes8(int64_t count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(count, 8))),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+// p[0, 8) (Full), or its lanes in m and 0 elsewhere.
+template <bool Full> FDNN_NORM_AVX2_INLINE __m256 load8(const float* p, __m256i m) {
+  if constexpr (Full) return _mm256_loadu_ps(p);
+  else return _mm256_maskload_ps(p, m);
+}
+template <bool Full> FDNN_NORM_AVX2_INLINE void store8(float* p, __m256i m, __m256 v) {
+  if constexpr (Full) _mm256_storeu_ps(p, v);
+  else _mm256_maskstore_ps(p, m, v);
+}
+
+FDNN_NORM_AVX2_INLINE double reduce_pd(__m256d v) {
+  const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+FDNN_NORM_AVX2_INLINE __m256d add_halves_pd(__m256d acc, __m256 v) {
+  acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+  return _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+}
+
+// The sum of a row in double: 4 floats converted at a time and added into 4 accumulators (a
+// multiply-add by 1, exact as the addition), the last d % 16 one by one.
+FDNN_NORM_AVX2_INLINE double row_sum_in_double_avx2(const float* x, int64_t d) {
+  const __m256d one = _mm256_set1_pd(1.0);
+  __m256d s[4];
+  for (int k = 0; k < 4; ++k) s[k] = _mm256_setzero_pd();
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16)
+    for (int k = 0; k < 4; ++k) s[k] = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + j + 4 * k)), one, s[k]);
+  double tail = 0.0;
+  for (; j < d; ++j) tail += static_cast<double>(x[j]);
+  return reduce_pd(_mm256_add_pd(_mm256_add_pd(s[0], s[1]), _mm256_add_pd(s[2], s[3]))) + tail;
+}
+
+// sum((x - mu)^2) over a row as float partials over kSumSpanAvx2 columns added into double.
+FDNN_NORM_AVX2_INLINE double ln_squared_deviations_avx2(const float* x, int64_t d, float mu) {
+  const __m256 vmu = _mm256_set1_ps(mu);
+  __m256d s = _mm256_setzero_pd();
+  for (int64_t c0 = 0; c0 < d; c0 += kSumSpanAvx2) {
+    const int64_t c1 = std::min(d, c0 + kSumSpanAvx2);
+    __m256 a[4];
+    for (int k = 0; k < 4; ++k) a[k] = _mm256_setzero_ps();
+    int64_t j = c0;
+    for (; j + 32 <= c1; j += 32)
+      for (int k = 0; k < 4; ++k) {
+        const __m256 e = _mm256_sub_ps(_mm256_loadu_ps(x + j + 8 * k), vmu);
+        a[k] = _mm256_fmadd_ps(e, e, a[k]);
+      }
+    for (int k = 0; j < c1; j += 8, ++k) {  // at most 4 vectors
+      const __m256i m = first_lanes8(c1 - j);
+      const __m256 e = _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(x + j, m), vmu), _mm256_castsi256_ps(m));
+      a[k] = _mm256_fmadd_ps(e, e, a[k]);
+    }
+    for (int k = 0; k < 4; ++k) s = add_halves_pd(s, a[k]);
+  }
+  return reduce_pd(s);
+}
+
+// Mean and M2 of a row, as ln_forward_row_stats.
+FDNN_NORM_AVX2_INLINE MeanM2 ln_forward_row_stats_avx2(const float* x, int64_t d) {
+  const double sum = row_sum_in_double_avx2(x, d);
+  const double mean = layer_norm_mean(sum, d);
+  const float mu = static_cast<float>(mean);
+  const double dev = sum - static_cast<double>(d) * static_cast<double>(mu);  // sum(x - mu)
+  const double m2 = ln_squared_deviations_avx2(x, d, mu) - dev * layer_norm_mean(dev, d);
+  if (!std::isfinite(mean) || !std::isfinite(m2) || !(m2 >= kMinFloatM2 * static_cast<double>(d)))
+    return plane_stats(x, d);
+  return {static_cast<double>(d), mean, m2};
+}
+
+// out[j, j + 8) = v with streaming stores: 32 bytes where aligned, else two 16-byte halves.
+FDNN_NORM_AVX2_INLINE void stream8(float* out, __m256 v) {
+  if (reinterpret_cast<uintptr_t>(out) % 32 == 0) {
+    _mm256_stream_ps(out, v);
+  } else {
+    _mm_stream_ps(out, _mm256_castps256_ps128(v));
+    _mm_stream_ps(out + 4, _mm256_extractf128_ps(v, 1));
+  }
+}
+
+// out[j] = f.at<Full>(j, m) for j in [0, n) in vectors of 8 from out's start, the last partial
+// vector through the mask m of its lanes; streaming stores where stream and out is 16-byte
+// aligned. backward: the same vectors from the row's end to its start (store_backward). On a Zen
+// 3 EPYC, 8192 x 1024 at two threads with y 48 bytes past x modulo 4096, the forward took 3.8-4.0
+// ms running forward and 3.4-3.9 backward, against 3.4-3.7 with y at x's offset; the backward's dx
+// loop (whose inputs the row's first pass has just loaded) lost from running backward: 6.5-8.4
+// against 4.8-5.4 ms, so it always runs forward (2026-12-07).
+template <class F>
+FDNN_NORM_AVX2_INLINE void store_row_avx2(float* out, int64_t n, bool stream, bool backward, const F& f) {
+  const __m256i all = _mm256_set1_epi32(-1);
+  const int64_t full = n / 8 * 8;
+  stream = stream && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  auto whole = [&](int64_t j) {
+    if (stream) {
+      stream8(out + j, f.template at<true>(j, all));
+    } else {
+      _mm256_storeu_ps(out + j, f.template at<true>(j, all));
+    }
+  };
+  auto part = [&]() {
+    const __m256i m = first_lanes8(n - full);
+    _mm256_maskstore_ps(out + full, m, f.template at<false>(full, m));
+  };
+  if (backward) {
+    if (full < n) part();
+    for (int64_t j = full - 8; j >= 0; j -= 8) whole(j);
+  } else {
+    for (int64_t j = 0; j < full; j += 8) whole(j);
+    if (full < n) part();
+  }
+}
+
+// y = act(xhat * gamma + beta) of one row, xhat = (x - mean) * inv_std (a multiply-add).
+template <bool Relu> struct LnForwardAvx2 {
+  const float *x, *gamma, *beta;
+  __m256 mu, is;
+  template <bool Full> FDNN_NORM_AVX2_INLINE __m256 at(int64_t j, __m256i m) const {
+    const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(load8<Full>(x + j, m), mu), is);
+    const __m256 g = gamma ? load8<Full>(gamma + j, m) : _mm256_set1_ps(1.0f);
+    const __m256 b = beta ? load8<Full>(beta + j, m) : _mm256_setzero_ps();
+    const __m256 v = _mm256_fmadd_ps(xhat, g, b);
+    return Relu ? _mm256_max_ps(_mm256_setzero_ps(), v) : v;  // 0 > v ? 0 : v, as relu()
+  }
+};
+
+template <bool Relu>
+FDNN_NORM_AVX2 void layer_norm_rows_avx2(float* y, float* mean, float* inv_std, const float* x, const float* gamma,
+                                         const float* beta, int64_t r0, int64_t r1, int64_t d, double eps,
+                                         bool stream) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * d;
+    const MeanM2 st = ln_forward_row_stats_avx2(xr, d);
+    const float mu = static_cast<float>(st.mean);
+    const float is = static_cast<float>(inv_std_of(st.m2 / static_cast<double>(d), eps));
+    mean[r] = mu;
+    inv_std[r] = is;
+    store_row_avx2(y + r * d, d, stream, store_backward(y + r * d, xr, gamma, beta),
+                   LnForwardAvx2<Relu>{xr, gamma, beta, _mm256_set1_ps(mu), _mm256_set1_ps(is)});
+  }
+  if (stream) stream_fence();
+}
+
+// One vector of a row's first pass: the row sums of g = dy * gamma (rounded) and g * xhat into a,
+// b (the lanes outside m add zeros).
+template <bool Full>
+FDNN_NORM_AVX2_INLINE void ln_backward_step_avx2(__m256& a, __m256& b, const float* dy, const float* x,
+                                                 const float* gamma, __m256 mu, __m256 is, int64_t j, __m256i m) {
+  const __m256 dyv = load8<Full>(dy + j, m);
+  const __m256 g = gamma ? _mm256_mul_ps(dyv, load8<Full>(gamma + j, m)) : dyv;
+  __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(load8<Full>(x + j, m), mu), is);
+  if constexpr (!Full) xhat = _mm256_and_ps(xhat, _mm256_castsi256_ps(m));
+  a = _mm256_add_ps(a, g);
+  b = _mm256_fmadd_ps(g, xhat, b);
+}
+
+// dx = inv_std * ((g - mean_g) - xhat * mean_gx) of one row, and the float column partials
+// cb[j] += dy, cg[j] += dy * xhat; next_dy, next_x (null past the last row): the row
+// kPrefetchRows ahead, fetched into L2 meanwhile, as LnDxVec.
+struct LnDxAvx2 {
+  const float *dy, *x, *gamma, *next_dy, *next_x;
+  float *cb, *cg;
+  __m256 mu, is, mg, mgx;
+  template <bool Full> FDNN_NORM_AVX2_INLINE __m256 at(int64_t j, __m256i m) const {
+    if (next_dy && j % 16 == 0) {  // a 64-byte line of each
+      _mm_prefetch(reinterpret_cast<const char*>(next_dy + j), _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(next_x + j), _MM_HINT_T1);
+    }
+    const __m256 dyv = load8<Full>(dy + j, m);
+    const __m256 g = gamma ? _mm256_mul_ps(dyv, load8<Full>(gamma + j, m)) : dyv;
+    const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(load8<Full>(x + j, m), mu), is);
+    store8<Full>(cb + j, m, _mm256_add_ps(load8<Full>(cb + j, m), dyv));
+    store8<Full>(cg + j, m, _mm256_fmadd_ps(dyv, xhat, load8<Full>(cg + j, m)));
+    return _mm256_mul_ps(is, _mm256_fnmadd_ps(xhat, mgx, _mm256_sub_ps(g, mg)));
+  }
+};
+
+// Whether c[0, n) (n a multiple of 8) is all finite.
+FDNN_NORM_AVX2 bool all_finite_avx2(const float* c, int64_t n) {
+  __m256 bad = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n; j += 8) {
+    const __m256 v = _mm256_loadu_ps(c + j);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(v, v), _mm256_setzero_ps(), _CMP_NEQ_UQ));  // inf, NaN
+  }
+  return _mm256_movemask_ps(bad) == 0;
+}
+
+// pb[j] += cb[j], pg[j] += cg[j] (double += float), j in [0, d).
+FDNN_NORM_AVX2 void add_partials_avx2(double* pg, double* pb, const float* cb, const float* cg, int64_t d) {
+  int64_t j = 0;
+  for (; j + 4 <= d; j += 4) {
+    _mm256_storeu_pd(pb + j, _mm256_add_pd(_mm256_loadu_pd(pb + j), _mm256_cvtps_pd(_mm_loadu_ps(cb + j))));
+    _mm256_storeu_pd(pg + j, _mm256_add_pd(_mm256_loadu_pd(pg + j), _mm256_cvtps_pd(_mm_loadu_ps(cg + j))));
+  }
+  for (; j < d; ++j) {
+    pb[j] += static_cast<double>(cb[j]);
+    pg[j] += static_cast<double>(cg[j]);
+  }
+}
+
+// Floats of scratch for the AVX2 backward's column partials cb, cg (padded columns each), cg 64
+// bytes past cb's end: at cb + padded, for d a multiple of 1024, each load of cg waited on the store
+// to cb just before it (the same address modulo 4096).
+constexpr int64_t kColumnScratchAvx2(int64_t d) { return 2 * ((d + 7) / 8 * 8) + 16; }
+
+// Layer norm backward of rows [r0, r1) of `rows` into dx and the block's column partials pg
+// (dy * xhat), pb (dy); c: kColumnScratchAvx2(d) floats of scratch.
+FDNN_NORM_AVX2 void layer_norm_backward_rows_avx2(float* dx, double* pg, double* pb, const float* dy, const float* x,
+                                                  const float* gamma, const float* mean, const float* inv_std,
+                                                  int64_t r0, int64_t r1, int64_t rows, int64_t d, float* c,
+                                                  bool stream) {
+  const int64_t n_scratch = kColumnScratchAvx2(d);
+  float* cb = c;
+  float* cg = c + (n_scratch - 16) / 2 + 16;
+  const __m256i all = _mm256_set1_epi32(-1);
+  std::fill(pg, pg + d, 0.0);
+  std::fill(pb, pb + d, 0.0);
+  for (int64_t s0 = r0; s0 < r1; s0 += kColRows) {
+    std::fill(c, c + n_scratch, 0.0f);
+    const int64_t s1 = std::min(r1, s0 + kColRows);
+    for (int64_t r = s0; r < s1; ++r) {
+      const float* g = dy + r * d;
+      const float* xr = x + r * d;
+      const __m256 mu = _mm256_set1_ps(mean[r]), is = _mm256_set1_ps(inv_std[r]);
+      __m256d sg = _mm256_setzero_pd(), sgx = _mm256_setzero_pd();
+      for (int64_t c0 = 0; c0 < d; c0 += kGradSpanAvx2) {
+        const int64_t c1 = std::min(d, c0 + kGradSpanAvx2);
+        __m256 a[2], b[2];
+        for (int k = 0; k < 2; ++k) a[k] = b[k] = _mm256_setzero_ps();
+        int64_t j = c0;
+        for (; j + 16 <= c1; j += 16)
+          for (int k = 0; k < 2; ++k) ln_backward_step_avx2<true>(a[k], b[k], g, xr, gamma, mu, is, j + 8 * k, all);
+        for (int k = 0; j < c1; j += 8, ++k)  // at most 2 vectors
+          ln_backward_step_avx2<false>(a[k], b[k], g, xr, gamma, mu, is, j, first_lanes8(c1 - j));
+        sg = add_halves_pd(sg, _mm256_add_ps(a[0], a[1]));
+        sgx = add_halves_pd(sgx, _mm256_add_ps(b[0], b[1]));
+      }
+      double sum_g = reduce_pd(sg), sum_gx = reduce_pd(sgx);
+      if (!std::isfinite(sum_g) || !std::isfinite(sum_gx))  // a float partial may have overflowed
+        row_sums_in_double(sum_g, sum_gx, g, xr, gamma, mean[r], inv_std[r], d);
+      const float mg = static_cast<float>(layer_norm_mean(sum_g, d));
+      const float mgx = static_cast<float>(layer_norm_mean(sum_gx, d));
+      const bool ahead = r + kPrefetchRows < rows;
+      store_row_avx2(dx + r * d, d, stream, false,
+                     LnDxAvx2{g, xr, gamma, ahead ? g + kPrefetchRows * d : nullptr,
+                              ahead ? xr + kPrefetchRows * d : nullptr, cb, cg, mu, is, _mm256_set1_ps(mg),
+                              _mm256_set1_ps(mgx)});
+    }
+    if (all_finite_avx2(c, n_scratch)) {
+      add_partials_avx2(pg, pb, cb, cg, d);
     } else {  // a float partial may have overflowed: this block's columns again in double
       column_sums_in_double(pg, pb, dy, x, mean, inv_std, s0, s1, d);
     }
@@ -1188,6 +1478,13 @@ void layer_norm(T* y, T* mean, T* inv_std, const T* x, const T* gamma, const T* 
       });
       return;
     }
+    if (norm_avx2()) {
+      auto rows_avx2 = relu ? &layer_norm_rows_avx2<true> : &layer_norm_rows_avx2<false>;
+      parallel_for(rows, rows_per_block(d, 16384), 2 * d, [&](int64_t r0, int64_t r1) {
+        rows_avx2(y, mean, inv_std, x, gamma, beta, r0, r1, d, eps, stream);
+      });
+      return;
+    }
   }
 #endif
   parallel_for(rows, rows_per_block(d, 16384), 2 * d,
@@ -1209,6 +1506,12 @@ void layer_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
         const Buffer<float> columns = scratch<float>(kColumnScratch(ceil_div(d, int64_t(16)) * 16));
         layer_norm_backward_rows_avx512(dx, pg.get() + b * d, pb.get() + b * d, dy, x, gamma, mean, inv_std, r0, r1,
                                         rows, d, columns.get(), stream);
+        return;
+      }
+      if (norm_avx2()) {
+        const Buffer<float> columns = scratch<float>(kColumnScratchAvx2(d));
+        layer_norm_backward_rows_avx2(dx, pg.get() + b * d, pb.get() + b * d, dy, x, gamma, mean, inv_std, r0, r1,
+                                      rows, d, columns.get(), stream);
         return;
       }
     }
