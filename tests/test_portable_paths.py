@@ -25,8 +25,8 @@ TESTS = Path(__file__).resolve().parent
 FAMILY_TEST_FILES = ["test_gemm.py", "test_linear.py", "test_rnn.py", "test_conv.py", "test_dropout.py",
                      "test_augment.py", "test_transforms.py", "test_norm.py", "test_xent.py"]
 
-# The test files of the families with an AVX2 path (the Philox rounds; layer norm).
-AVX2_FAMILY_TEST_FILES = ["test_dropout.py", "test_augment.py", "test_transforms.py", "test_norm.py"]
+# The test files of the families with an AVX2 path (the Philox rounds; layer norm; softmax-CE).
+AVX2_FAMILY_TEST_FILES = ["test_dropout.py", "test_augment.py", "test_transforms.py", "test_norm.py", "test_xent.py"]
 
 INFO = fusednn.build_info()
 

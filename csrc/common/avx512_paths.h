@@ -2,8 +2,9 @@
 // paths of dropout, augment, norm, softmax-CE and conv): the CPU has AVX-512F and the environment
 // variable FUSEDNN_DISABLE_AVX512 is unset, empty or "0" when the module first asks. Where they
 // do not, the hand-written AVX2 paths (the Philox rounds of dropout and augment's noise,
-// cpu/philox_avx2.h; float32 layer norm, with FMA too) run where the CPU has AVX2 and FUSEDNN_DISABLE_AVX2 is likewise unset;
-// everything else takes the portable loops. The tests set the variables in a subprocess so that
+// cpu/philox_avx2.h; float32 layer norm and cross-entropy where the CPU has FMA too) run where
+// the CPU has AVX2 and FUSEDNN_DISABLE_AVX2 is likewise unset; everything else takes the portable
+// loops. The tests set the variables in a subprocess so that
 // each path is also exercised on machines that would take a faster one.
 // (The FDNN_MULTIVERSION clones of common/isa.h are chosen by the loader and are not affected.)
 #pragma once

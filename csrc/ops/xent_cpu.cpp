@@ -29,6 +29,9 @@ int64_t rows_per_block(int64_t k) { return std::max<int64_t>(1, 16384 / std::max
 
 // Row sums (xent.h): blocks of kSumBlock terms summed in T (vectorized), block sums in double.
 constexpr int64_t kSumBlock = 1024;
+
+// The float32 max, exp and gradient passes in intrinsics (AVX-512F or AVX2, below; xent_passes).
+struct XentPasses;
 constexpr int kXentRowSlot = 40;  // common/scratch.h thread_scratch slot of xent_rows' exp row
 
 template <typename T, class Term> FDNN_CLONE_INLINE double blocked_sum(int64_t k, Term term) {
@@ -484,6 +487,160 @@ FDNN_AVX512 float grad_pass_avx512(float* d, int64_t k, float c_p, float c_w, in
   }
   return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
 }
+
+// ---- the same three float32 passes with AVX2 and FMA (CPUs without AVX-512F, or with its paths off) ----
+//
+// exp_nonpositive on 8 lanes, 2^n built from the shifter sum's low bits (t = x log2(e) + 1.5 2^23
+// holds n in its low mantissa bits, so bits(t) << 23 is n << 23 modulo 2^32): for x >= lo the
+// exp_nonpositive of the x86-64-v3 loop (the same multiply-adds, and p 2^n one rounding), 0
+// below lo, NaN for NaN; so the same exp bits as every other path. The sums are blocked as
+// exp_pass_avx512's: 16 float partials per kSumBlock (two vectors, element j in lane (j - j0) % 16),
+// added into double in the same tree, so the losses have the AVX-512 path's bits. On a Zen 3
+// EPYC the generic x86-64-v3 loops took ~1.0 ns per element of one core for 512 x 1000
+// forward + backward in cache, the exp pass ~0.55 of it (2026-12-07).
+#define FDNN_XENT_AVX2 __attribute__((target("avx2,fma")))
+#define FDNN_XENT_AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) inline
+
+bool xent_avx2() {
+  static const bool enabled = avx2_paths_enabled() && __builtin_cpu_supports("fma");
+  return enabled;
+}
+
+FDNN_XENT_AVX2_INLINE __m256 exp_nonpositive8(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.33654f), shifter = _mm256_set1_ps(12582912.0f);
+  const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);  // x >= lo or NaN
+  const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), shifter);
+  const __m256 n = _mm256_sub_ps(t, shifter);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(1.9875691500e-4f), r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.0f));
+  const __m256i scale = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(t), 23), _mm256_set1_epi32(127 << 23));
+  return _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(scale)));
+}
+
+// The lanes [0, min(count, 8)) of a vector, as the mask of maskload and maskstore.
+FDNN_XENT_AVX2_INLINE __m256i first_lanes8(int64_t count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(count, 8))),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// The sum of 16 float partials (lo: lanes 0-7, hi: 8-15) in double, in sum_lanes' tree.
+FDNN_XENT_AVX2_INLINE double sum_lanes(__m256 lo, __m256 hi) {
+  const __m256d a = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(lo)), _mm256_cvtps_pd(_mm256_castps256_ps128(hi)));
+  const __m256d b = _mm256_add_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1)));
+  const __m256d c = _mm256_add_pd(b, a);  // the halves of the 8 lane pairs
+  const __m128d e = _mm_add_pd(_mm256_extractf128_pd(c, 1), _mm256_castpd256_pd128(c));
+  return _mm_cvtsd_f64(_mm_add_sd(e, _mm_unpackhi_pd(e, e)));
+}
+
+// exp_pass_avx512 with AVX2.
+FDNN_XENT_AVX2 double exp_pass_avx2(float* e, const float* z, float m, int64_t k, double* dev) {
+  const __m256 vm = _mm256_set1_ps(m);
+  double total = 0.0, total_dev = 0.0;
+  for (int64_t j0 = 0; j0 < k; j0 += kSumBlock) {
+    const int64_t j1 = std::min(k, j0 + kSumBlock);
+    __m256 s[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, sd[2] = {s[0], s[0]};
+    int64_t j = j0;
+    for (; j + 16 <= j1; j += 16)
+      for (int h = 0; h < 2; ++h) {
+        const __m256 v = _mm256_sub_ps(_mm256_loadu_ps(z + j + 8 * h), vm);
+        const __m256 ev = exp_nonpositive8(v);
+        if (e) _mm256_storeu_ps(e + j + 8 * h, ev);
+        s[h] = _mm256_add_ps(s[h], ev);
+        if (dev) sd[h] = _mm256_add_ps(sd[h], v);
+      }
+    for (int h = 0; j < j1; j += 8, ++h) {  // at most 2 vectors, the last one partial
+      const __m256i lanes = first_lanes8(j1 - j);
+      const __m256 in = _mm256_castsi256_ps(lanes);
+      const __m256 v = _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(z + j, lanes), vm), in);
+      const __m256 ev = _mm256_and_ps(exp_nonpositive8(v), in);
+      if (e) _mm256_maskstore_ps(e + j, lanes, ev);
+      s[h] = _mm256_add_ps(s[h], ev);
+      if (dev) sd[h] = _mm256_add_ps(sd[h], v);
+    }
+    total += sum_lanes(s[0], s[1]);
+    if (dev) total_dev += sum_lanes(sd[0], sd[1]);
+  }
+  if (dev) *dev = total_dev;
+  return total;
+}
+
+// row_max_avx512 with AVX2 (lanes past the row -inf).
+FDNN_XENT_AVX2 float row_max_avx2(const float* z, int64_t k) {
+  const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  __m256 m[4] = {neg_inf, neg_inf, neg_inf, neg_inf};
+  int64_t j = 0;
+  for (; j + 32 <= k; j += 32)
+    for (int q = 0; q < 4; ++q) m[q] = _mm256_max_ps(_mm256_loadu_ps(z + j + 8 * q), m[q]);  // z > m ? z : m
+  for (; j < k; j += 8) {
+    const __m256i lanes = first_lanes8(k - j);
+    const __m256 v = _mm256_blendv_ps(neg_inf, _mm256_maskload_ps(z + j, lanes), _mm256_castsi256_ps(lanes));
+    m[0] = _mm256_max_ps(v, m[0]);
+  }
+  __m256 a = _mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3]));
+  __m128 b = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  b = _mm_max_ps(b, _mm_movehl_ps(b, b));
+  b = _mm_max_ss(b, _mm_shuffle_ps(b, b, 1));
+  return _mm_cvtss_f32(b);
+}
+
+// grad_pass_avx512 with AVX2: d_j = c_p e_j - c_w (one rounding), d_label = v_label, stores 32-byte
+// aligned from d's first boundary on (a scalar head before it, a masked tail); with next, the
+// max of next[0, k) in the same loop (returned; -inf without next).
+FDNN_XENT_AVX2 float grad_pass_avx2(float* d, int64_t k, float c_p, float c_w, int64_t label, float v_label,
+                                    const float* next) {
+  const __m256 vp = _mm256_set1_ps(c_p), vw = _mm256_set1_ps(c_w);
+  const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  __m256 m0 = neg_inf, m1 = neg_inf;
+  float m_head = -std::numeric_limits<float>::infinity();
+  const uintptr_t address = reinterpret_cast<uintptr_t>(d);
+  const int64_t head = address % sizeof(float) ? 0 : std::min<int64_t>(k, (32 - address % 32) % 32 / sizeof(float));
+  for (int64_t j = 0; j < head; ++j) {
+    d[j] = std::fma(c_p, d[j], -c_w);
+    if (next) m_head = next[j] > m_head ? next[j] : m_head;
+  }
+  int64_t j = head;
+  for (; j + 16 <= k; j += 16) {
+    _mm256_storeu_ps(d + j, _mm256_fmsub_ps(vp, _mm256_loadu_ps(d + j), vw));
+    _mm256_storeu_ps(d + j + 8, _mm256_fmsub_ps(vp, _mm256_loadu_ps(d + j + 8), vw));
+    if (next) {
+      m0 = _mm256_max_ps(_mm256_loadu_ps(next + j), m0);
+      m1 = _mm256_max_ps(_mm256_loadu_ps(next + j + 8), m1);
+    }
+  }
+  for (; j < k; j += 8) {
+    const __m256i lanes = first_lanes8(k - j);
+    _mm256_maskstore_ps(d + j, lanes, _mm256_fmsub_ps(vp, _mm256_maskload_ps(d + j, lanes), vw));
+    if (next)
+      m1 = _mm256_max_ps(_mm256_blendv_ps(neg_inf, _mm256_maskload_ps(next + j, lanes), _mm256_castsi256_ps(lanes)), m1);
+  }
+  d[label] = v_label;
+  if (!next) return -std::numeric_limits<float>::infinity();
+  const __m256 a = _mm256_max_ps(m0, m1);
+  __m128 b = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  b = _mm_max_ps(b, _mm_movehl_ps(b, b));
+  b = _mm_max_ss(b, _mm_shuffle_ps(b, b, 1));
+  const float m = _mm_cvtss_f32(b);
+  return m_head > m ? m_head : m;
+}
+
+// The float32 passes with intrinsics that this CPU runs (null: the portable loops).
+struct XentPasses {
+  float (*row_max)(const float* z, int64_t k);
+  double (*exp_pass)(float* e, const float* z, float m, int64_t k, double* dev);
+  float (*grad_pass)(float* d, int64_t k, float c_p, float c_w, int64_t label, float v_label, const float* next);
+};
+const XentPasses* xent_passes() {
+  static const XentPasses avx512{row_max_avx512, exp_pass_avx512, grad_pass_avx512};
+  static const XentPasses avx2{row_max_avx2, exp_pass_avx2, grad_pass_avx2};
+  static const XentPasses* const chosen = xent_avx512() ? &avx512 : xent_avx2() ? &avx2 : nullptr;
+  return chosen;
+}
 #endif
 
 // Rows [r0, r1). float32 with the AVX-512 paths: the max, exp and gradient passes in
@@ -522,18 +679,18 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
                                  const T* FDNN_RESTRICT logits, const int64_t* FDNN_RESTRICT labels,
                                  const T* FDNN_RESTRICT weight, double w_sum, int64_t r0, int64_t r1, int64_t k,
                                  int64_t ignore_index, XentTarget t, double scale) {
-  bool avx = false;
+  [[maybe_unused]] const XentPasses* simd = nullptr;
 #if FDNN_XENT_AVX512
-  if constexpr (std::is_same_v<T, float>) avx = xent_avx512();
+  if constexpr (std::is_same_v<T, float>) simd = xent_passes();
 #endif
-  // The AVX-512 gradient pass d_j = c_p e_j - c_w, where the weights do not enter it.
-  const bool fast_grad = avx && dlogits && !(weight && t.b != 0.0);
+  // The intrinsics' gradient pass d_j = c_p e_j - c_w, where the weights do not enter it.
+  const bool fast_grad = simd && dlogits && !(weight && t.b != 0.0);
   // The portable exp passes always store exp(z_j - m): into the dlogits row, or for a loss-only
   // call into a row of per-thread scratch, so that both calls run the same loop and their losses
   // have the same bits (the compiler vectorized a storing and a non-storing version of the
-  // reduction differently: the x86-64-v4 clone's losses differed in the last bit). The AVX-512
-  // exp pass is the same loop with or without its stores.
-  T* row = dlogits || avx ? nullptr : thread_scratch<T, kXentRowSlot>(k);
+  // reduction differently: the x86-64-v4 clone's losses differed in the last bit). The
+  // intrinsics' exp passes are the same loop with or without their stores.
+  T* row = dlogits || simd ? nullptr : thread_scratch<T, kXentRowSlot>(k);
   T m_next = 0;
   bool have_next = false;  // m_next is row r's max (taken by row r - 1's gradient pass)
   for (int64_t r = r0; r < r1; ++r) {
@@ -550,7 +707,7 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
     T m;
 #if FDNN_XENT_AVX512
     if constexpr (std::is_same_v<T, float>)
-      m = have_next ? m_next : avx ? row_max_avx512(z, k) : row_max(z, k);
+      m = have_next ? m_next : simd ? simd->row_max(z, k) : row_max(z, k);
     else
 #endif
       m = row_max(z, k);
@@ -566,8 +723,8 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
     double s;
 #if FDNN_XENT_AVX512
     if constexpr (std::is_same_v<T, float>) {
-      if (avx)
-        s = exp_pass_avx512(d, z, m, k, by_dev ? &dev : nullptr);
+      if (simd)
+        s = simd->exp_pass(d, z, m, k, by_dev ? &dev : nullptr);
       else
         s = by_dev ? exp_shifted_dev(e, z, m, k, dev) : exp_shifted(e, z, m, k);
     } else
@@ -619,7 +776,7 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
           continue;
         }
         const float* next = r + 1 < r1 ? z + k : nullptr;
-        m_next = grad_pass_avx512(d, k, c_p, c_w, label, std::fma(c_p, e_y, -c_y), next);
+        m_next = simd->grad_pass(d, k, c_p, c_w, label, std::fma(c_p, e_y, -c_y), next);
         have_next = next != nullptr;
         continue;
       }
