@@ -719,11 +719,11 @@ def _at_offset(like, offset):
 
 @pytest.mark.parametrize("shape", [(4096, 1024), (300, 1040), (40, 1041), (64, 1024), (7, 33)])
 def test_layer_norm_out_address_does_not_change_results(shape):
-    """The float32 AVX-512 loops store a row from its end to its start where the output lies, modulo
-    4096, just past an input (csrc/ops/norm_cpu.cpp, store_backward), and from its start otherwise;
-    (4096, 1024) is streamed (16 MiB outputs), 1040 columns move each row's offset modulo 4096. The
-    results (y, mean, inv_std, dx, dgamma, dbeta) are the same bits for y and dx at every address
-    relative to x, dy, gamma and beta as in the allocating calls."""
+    """The float32 AVX-512 loops (and the AVX2 forward) store a row from its end to its start where
+    the output lies, modulo 4096, just past an input (csrc/ops/norm_cpu.cpp, store_backward), and
+    from its start otherwise; (4096, 1024) is streamed (16 MiB outputs), 1040 columns move each
+    row's offset modulo 4096. The results (y, mean, inv_std, dx, dgamma, dbeta) are the same bits
+    for y and dx at every address relative to x, dy, gamma and beta as in the allocating calls."""
     rng = np.random.default_rng(seed_of("ln out address", *shape))
     x, gamma, beta = make_ln(shape, rng, np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)

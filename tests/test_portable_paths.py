@@ -5,10 +5,10 @@ micro-kernel; dropout's and augment's Philox, augment's bilinear rows, layer nor
 exp pass, the direct convolution), so the loops that every other CPU runs would go untested here.
 ``FUSEDNN_DISABLE_AVX512=1`` turns those paths off when the module loads; this file runs the
 test files of the families that have them again, in a subprocess with the variable set.
-Without AVX-512 (or with it turned off), CPUs with AVX2 run hand-written AVX2 Philox rounds
-(dropout, noise, augment's noise), so in that run those families take the AVX2 rounds;
-``FUSEDNN_DISABLE_AVX2=1`` turns those off too, and the families that use them are run again
-with both variables set: the generic Philox loops.
+Without AVX-512 (or with it turned off), CPUs with AVX2 run hand-written AVX2 paths (the Philox
+rounds of dropout, noise and augment's noise; float32 layer norm and softmax-CE), so in that run
+those families take them; ``FUSEDNN_DISABLE_AVX2=1`` turns those off too, and the families that
+use them are run again with both variables set: the generic loops.
 (The sanitizer job runs the same lists with the same variables itself: see .ci/sanitize.)
 """
 import os
@@ -82,8 +82,8 @@ def test_the_avx2_variable_switches_the_avx2_paths_where_avx512_ones_do_not_run(
 
 
 @pytest.mark.skipif(not (INFO["avx512_paths"] or INFO["avx2_paths"]),
-                    reason="no hand-written Philox path runs here: the main test run already takes the generic loops")
-def test_the_generic_philox_loops_pass_the_family_tests():
+                    reason="no hand-written SIMD path runs here: the main test run already takes the generic loops")
+def test_the_generic_loops_of_the_avx2_families_pass_their_tests():
     r = _run([*NESTED_PYTEST, *(str(TESTS / f) for f in AVX2_FAMILY_TEST_FILES)],
              FUSEDNN_DISABLE_AVX512="1", FUSEDNN_DISABLE_AVX2="1")
     assert r.returncode == 0, f"with FUSEDNN_DISABLE_AVX512=1 FUSEDNN_DISABLE_AVX2=1:\n{r.stdout[-6000:]}\n{r.stderr[-2000:]}"

@@ -980,10 +980,11 @@ def test_smoothing_term_with_the_label_logit_far_below_the_others(device, smooth
 
 @pytest.mark.parametrize("k", [1, 15, 16, 17, 33, 1000])
 def test_each_row_has_the_bits_of_a_one_row_call(k):
-    """On the CPU a row's max is taken by the previous row's gradient pass (float32 AVX-512) and the
-    gradient is stored from dlogits' first 64-byte boundary on: every row of a call, at any offset
-    of out, with the label at any column, next to ignored rows and rows of NaN, NaN and +inf, or -inf, has the bits
-    of the same row computed alone (reduction "none" and "sum" scale no row by the others)."""
+    """On the CPU a row's max is taken by the previous row's gradient pass (float32 AVX-512 and
+    AVX2) and the gradient is stored from dlogits' first 64-byte (AVX2: 32-byte) boundary on: every
+    row of a call, at any offset of out, with the label at any column, next to ignored rows and
+    rows of NaN, NaN and +inf, or -inf, has the bits of the same row computed alone (reduction
+    "none" and "sum" scale no row by the others)."""
     rng = np.random.default_rng(seed_of("rows alone", k))
     n = 40
     logits = (rng.standard_normal((n, k)) * 3).astype(np.float32)

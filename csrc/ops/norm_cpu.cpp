@@ -1,8 +1,8 @@
 // CPU normalization kernels, over the formulas of ops/norm.h. Reductions accumulate in double
 // over fixed blocks merged in block order, so results do not depend on the thread count; each
 // block is small enough to stay in cache between its passes, so x is read from memory once per
-// kernel pass. (Layer norm on float32 with AVX-512 sums float partials of at most 16 terms per
-// lane before they go into double, the forward's M2 and the backward: see its section.)
+// kernel pass. (Layer norm on float32 with AVX-512 or AVX2 sums float partials of at most 16
+// terms per lane before they go into double, the forward's M2 and the backward: see its sections.)
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -724,7 +724,8 @@ FDNN_AVX512_INLINE void store_row_avx512(float* out, int64_t n, bool stream, boo
   }
 }
 
-// Whether a row's store loop (store_row_avx512) runs from the row's end to its start. A store
+// Whether a row's store loop (store_row_avx512, and store_row_avx2 in the forward) runs from the
+// row's end to its start. A store
 // that falls, modulo 4096, just ahead of the addresses the loop loads next makes those loads wait
 // for it (their low 12 address bits match: 4K aliasing); a loop in the other direction moves its
 // loads away from its stores. Stores at out + j and loads at in + j with out - in = delta (mod 4096)
@@ -1007,8 +1008,8 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
 // its M2 from float partials of at most 16 terms per lane (kSumSpanAvx2 columns in 4 accumulators),
 // the backward's row sums likewise (kGradSpanAvx2 columns in 2 accumulators each), its column sums
 // float partials over kColRows rows in the pass that writes dx, added into the block's double
-// partial row; the same fallbacks in double. Rows run from their start, 8 floats at a time, the
-// last partial vector masked; streamed outputs are written with streaming stores (32 bytes where
+// partial row; the same fallbacks in double. Rows are stored in vectors of 8 from their start
+// (the forward's from their end where store_backward says so), the last partial vector masked; streamed outputs are written with streaming stores (32 bytes where
 // aligned, else two 16-byte halves) where the row starts on 16 bytes, ordinary stores otherwise.
 // The generic loops on AVX2 sum every term in double, in one vector accumulator (the reductions
 // wait on the adds' latency): 8192 x 1024 forward + backward with out= took 11.3 ms at two
@@ -1117,28 +1118,28 @@ FDNN_NORM_AVX2_INLINE void stream8(float* out, __m256 v) {
 // ms running forward and 3.4-3.9 backward, against 3.4-3.7 with y at x's offset; the backward's dx
 // loop (whose inputs the row's first pass has just loaded) lost from running backward: 6.5-8.4
 // against 4.8-5.4 ms, so it always runs forward (2026-12-07).
+template <class F> FDNN_NORM_AVX2_INLINE void store_whole8(float* out, int64_t j, bool stream, const F& f) {
+  const __m256 v = f.template at<true>(j, _mm256_set1_epi32(-1));
+  if (stream) {
+    stream8(out + j, v);
+  } else {
+    _mm256_storeu_ps(out + j, v);
+  }
+}
+template <class F> FDNN_NORM_AVX2_INLINE void store_part8(float* out, int64_t j, int64_t count, const F& f) {
+  const __m256i m = first_lanes8(count);
+  _mm256_maskstore_ps(out + j, m, f.template at<false>(j, m));
+}
 template <class F>
 FDNN_NORM_AVX2_INLINE void store_row_avx2(float* out, int64_t n, bool stream, bool backward, const F& f) {
-  const __m256i all = _mm256_set1_epi32(-1);
   const int64_t full = n / 8 * 8;
   stream = stream && reinterpret_cast<uintptr_t>(out) % 16 == 0;
-  auto whole = [&](int64_t j) {
-    if (stream) {
-      stream8(out + j, f.template at<true>(j, all));
-    } else {
-      _mm256_storeu_ps(out + j, f.template at<true>(j, all));
-    }
-  };
-  auto part = [&]() {
-    const __m256i m = first_lanes8(n - full);
-    _mm256_maskstore_ps(out + full, m, f.template at<false>(full, m));
-  };
   if (backward) {
-    if (full < n) part();
-    for (int64_t j = full - 8; j >= 0; j -= 8) whole(j);
+    if (full < n) store_part8(out, full, n - full, f);
+    for (int64_t j = full - 8; j >= 0; j -= 8) store_whole8(out, j, stream, f);
   } else {
-    for (int64_t j = 0; j < full; j += 8) whole(j);
-    if (full < n) part();
+    for (int64_t j = 0; j < full; j += 8) store_whole8(out, j, stream, f);
+    if (full < n) store_part8(out, full, n - full, f);
   }
 }
 
@@ -1193,7 +1194,7 @@ struct LnDxAvx2 {
   float *cb, *cg;
   __m256 mu, is, mg, mgx;
   template <bool Full> FDNN_NORM_AVX2_INLINE __m256 at(int64_t j, __m256i m) const {
-    if (next_dy && j % 16 == 0) {  // a 64-byte line of each
+    if (next_dy && j % 16 == 0) {  // every 64 bytes (a row's last line, where it is not aligned, is left)
       _mm_prefetch(reinterpret_cast<const char*>(next_dy + j), _MM_HINT_T1);
       _mm_prefetch(reinterpret_cast<const char*>(next_x + j), _MM_HINT_T1);
     }

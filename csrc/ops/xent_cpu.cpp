@@ -496,8 +496,8 @@ FDNN_AVX512 float grad_pass_avx512(float* d, int64_t k, float c_p, float c_w, in
 // below lo, NaN for NaN; so the same exp bits as every other path. The sums are blocked as
 // exp_pass_avx512's: 16 float partials per kSumBlock (two vectors, element j in lane (j - j0) % 16),
 // added into double in the same tree, so the losses have the AVX-512 path's bits. On a Zen 3
-// EPYC the generic x86-64-v3 loops took ~1.0 ns per element of one core for 512 x 1000
-// forward + backward in cache, the exp pass ~0.55 of it (2026-12-07).
+// EPYC, one core, 512 x 1000 forward + backward in cache: the generic x86-64-v3 loops 0.72-0.75 ns
+// per element (the exp pass about half of it), these passes 0.63-0.65 (2026-12-07).
 #define FDNN_XENT_AVX2 __attribute__((target("avx2,fma")))
 #define FDNN_XENT_AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) inline
 
@@ -643,8 +643,8 @@ const XentPasses* xent_passes() {
 }
 #endif
 
-// Rows [r0, r1). float32 with the AVX-512 paths: the max, exp and gradient passes in
-// intrinsics, the gradient pass also taking the next row's max (one loop over the row less):
+// Rows [r0, r1). float32 with the AVX-512 or AVX2 paths (xent_passes): the max, exp and gradient
+// passes in intrinsics, the gradient pass also taking the next row's max (one loop over the row less):
 // one-thread CPU time on a Zen 4 core, 16896 x 1000 in cache 6.98 -> 6.07 ms, 16778 x 1000 from
 // DRAM 7.90 -> 7.31 ms.
 // The weighted gradient with smoothing keeps the portable loop.
