@@ -20,6 +20,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+#include "cpu/avx2.h"
 #include "cpu/avx512.h"
 #define FDNN_NORM_AVX512 1
 #else
@@ -1016,8 +1017,8 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
 // threads on a Zen 3 EPYC, against a 4.9 ms streaming floor and 7.9 ms with the rows in cache.
 // Compiled without multiply-add contraction (FDNN_NORM_AVX2): every multiply-add is written
 // out, and g = dy * gamma stays rounded where g - mean_g must cancel exactly.
-#define FDNN_NORM_AVX2 __attribute__((target("avx2,fma"), optimize("fp-contract=off")))
-#define FDNN_NORM_AVX2_INLINE __attribute__((target("avx2,fma"), optimize("fp-contract=off"), always_inline)) inline
+#define FDNN_NORM_AVX2 FDNN_AVX2 __attribute__((optimize("fp-contract=off")))
+#define FDNN_NORM_AVX2_INLINE FDNN_AVX2_INLINE __attribute__((optimize("fp-contract=off")))
 
 bool norm_avx2() {
   static const bool enabled = avx2_paths_enabled() && __builtin_cpu_supports("fma");
@@ -1027,11 +1028,6 @@ bool norm_avx2() {
 constexpr int64_t kSumSpanAvx2 = 512;   // forward: columns per float partial (4 accumulators of 8)
 constexpr int64_t kGradSpanAvx2 = 256;  // backward: columns per float partial (2 accumulators of 8 each)
 
-// The lanes [0, min(count, 8)) of a vector, as the mask of maskload and maskstore.
-FDNN_NORM_AVX2_INLINE __m256i first_lanes8(int64_t count) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(count, 8))),
-                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 // p[0, 8) (Full), or its lanes in m and 0 elsewhere.
 template <bool Full> FDNN_NORM_AVX2_INLINE __m256 load8(const float* p, __m256i m) {
   if constexpr (Full) return _mm256_loadu_ps(p);

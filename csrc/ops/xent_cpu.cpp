@@ -16,6 +16,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+#include "cpu/avx2.h"
 #include "cpu/avx512.h"
 #define FDNN_XENT_AVX512 1
 #else
@@ -498,15 +499,13 @@ FDNN_AVX512 float grad_pass_avx512(float* d, int64_t k, float c_p, float c_w, in
 // added into double in the same tree, so the losses have the AVX-512 path's bits. On a Zen 3
 // EPYC, one core, 512 x 1000 forward + backward in cache: the generic x86-64-v3 loops 0.72-0.75 ns
 // per element (the exp pass about half of it), these passes 0.63-0.65 (2026-12-07).
-#define FDNN_XENT_AVX2 __attribute__((target("avx2,fma")))
-#define FDNN_XENT_AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) inline
 
 bool xent_avx2() {
   static const bool enabled = avx2_paths_enabled() && __builtin_cpu_supports("fma");
   return enabled;
 }
 
-FDNN_XENT_AVX2_INLINE __m256 exp_nonpositive8(__m256 x) {
+FDNN_AVX2_INLINE __m256 exp_nonpositive8(__m256 x) {
   const __m256 lo = _mm256_set1_ps(-87.33654f), shifter = _mm256_set1_ps(12582912.0f);
   const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);  // x >= lo or NaN
   const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), shifter);
@@ -523,14 +522,8 @@ FDNN_XENT_AVX2_INLINE __m256 exp_nonpositive8(__m256 x) {
   return _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(scale)));
 }
 
-// The lanes [0, min(count, 8)) of a vector, as the mask of maskload and maskstore.
-FDNN_XENT_AVX2_INLINE __m256i first_lanes8(int64_t count) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(count, 8))),
-                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 // The sum of 16 float partials (lo: lanes 0-7, hi: 8-15) in double, in sum_lanes' tree.
-FDNN_XENT_AVX2_INLINE double sum_lanes(__m256 lo, __m256 hi) {
+FDNN_AVX2_INLINE double sum_lanes(__m256 lo, __m256 hi) {
   const __m256d a = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(lo)), _mm256_cvtps_pd(_mm256_castps256_ps128(hi)));
   const __m256d b = _mm256_add_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1)));
   const __m256d c = _mm256_add_pd(b, a);  // the halves of the 8 lane pairs
@@ -539,7 +532,7 @@ FDNN_XENT_AVX2_INLINE double sum_lanes(__m256 lo, __m256 hi) {
 }
 
 // exp_pass_avx512 with AVX2.
-FDNN_XENT_AVX2 double exp_pass_avx2(float* e, const float* z, float m, int64_t k, double* dev) {
+FDNN_AVX2 double exp_pass_avx2(float* e, const float* z, float m, int64_t k, double* dev) {
   const __m256 vm = _mm256_set1_ps(m);
   double total = 0.0, total_dev = 0.0;
   for (int64_t j0 = 0; j0 < k; j0 += kSumBlock) {
@@ -571,7 +564,7 @@ FDNN_XENT_AVX2 double exp_pass_avx2(float* e, const float* z, float m, int64_t k
 }
 
 // row_max_avx512 with AVX2 (lanes past the row -inf).
-FDNN_XENT_AVX2 float row_max_avx2(const float* z, int64_t k) {
+FDNN_AVX2 float row_max_avx2(const float* z, int64_t k) {
   const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   __m256 m[4] = {neg_inf, neg_inf, neg_inf, neg_inf};
   int64_t j = 0;
@@ -582,17 +575,13 @@ FDNN_XENT_AVX2 float row_max_avx2(const float* z, int64_t k) {
     const __m256 v = _mm256_blendv_ps(neg_inf, _mm256_maskload_ps(z + j, lanes), _mm256_castsi256_ps(lanes));
     m[0] = _mm256_max_ps(v, m[0]);
   }
-  __m256 a = _mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3]));
-  __m128 b = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  b = _mm_max_ps(b, _mm_movehl_ps(b, b));
-  b = _mm_max_ss(b, _mm_shuffle_ps(b, b, 1));
-  return _mm_cvtss_f32(b);
+  return max_lanes8(_mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])));
 }
 
 // grad_pass_avx512 with AVX2: d_j = c_p e_j - c_w (one rounding), d_label = v_label, stores 32-byte
 // aligned from d's first boundary on (a scalar head before it, a masked tail); with next, the
 // max of next[0, k) in the same loop (returned; -inf without next).
-FDNN_XENT_AVX2 float grad_pass_avx2(float* d, int64_t k, float c_p, float c_w, int64_t label, float v_label,
+FDNN_AVX2 float grad_pass_avx2(float* d, int64_t k, float c_p, float c_w, int64_t label, float v_label,
                                     const float* next) {
   const __m256 vp = _mm256_set1_ps(c_p), vw = _mm256_set1_ps(c_w);
   const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
@@ -621,11 +610,7 @@ FDNN_XENT_AVX2 float grad_pass_avx2(float* d, int64_t k, float c_p, float c_w, i
   }
   d[label] = v_label;
   if (!next) return -std::numeric_limits<float>::infinity();
-  const __m256 a = _mm256_max_ps(m0, m1);
-  __m128 b = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  b = _mm_max_ps(b, _mm_movehl_ps(b, b));
-  b = _mm_max_ss(b, _mm_shuffle_ps(b, b, 1));
-  const float m = _mm_cvtss_f32(b);
+  const float m = max_lanes8(_mm256_max_ps(m0, m1));
   return m_head > m ? m_head : m;
 }
 
@@ -679,7 +664,7 @@ FDNN_MULTIVERSION void xent_rows(double* FDNN_RESTRICT row_loss, T* FDNN_RESTRIC
                                  const T* FDNN_RESTRICT logits, const int64_t* FDNN_RESTRICT labels,
                                  const T* FDNN_RESTRICT weight, double w_sum, int64_t r0, int64_t r1, int64_t k,
                                  int64_t ignore_index, XentTarget t, double scale) {
-  [[maybe_unused]] const XentPasses* simd = nullptr;
+  const XentPasses* simd = nullptr;
 #if FDNN_XENT_AVX512
   if constexpr (std::is_same_v<T, float>) simd = xent_passes();
 #endif
