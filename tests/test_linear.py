@@ -13,11 +13,11 @@ from fusednn.testing import numerical_gradient
 DTYPES = [np.float32, np.float64]
 ACTIVATIONS = [None, "relu"]
 # (N, in, out): 1x1, one row, one column, odd sizes, sizes off the SIMD widths, large; more
-# rows than a work unit of the AVX-512 kernel takes (144) and a longer k than one of its
-# packed blocks (512).
+# rows than a work unit of the own kernels takes (144) and a longer k than one of their
+# k-blocks (512).
 SHAPES = [(1, 1, 1), (1, 7, 5), (9, 1, 3), (6, 4, 1), (17, 33, 15), (31, 64, 129), (128, 784, 256),
           (257, 300, 513), (150, 1100, 40), (256, 1000, 9)]
-GEMM_KERNELS = [k for k in ("fusednn-avx512", "openblas") if _C._gemm_kernel_available(k)]
+GEMM_KERNELS = [k for k in ("fusednn-avx512", "fusednn-avx2", "openblas") if _C._gemm_kernel_available(k)]
 # (device, CPU GEMM kernel): the CPU once per kernel, the GPU once.
 BACKENDS = [("cpu", k) for k in GEMM_KERNELS] + [(d, None) for d in DEVICES if d != "cpu"]
 

@@ -6,9 +6,12 @@ exp pass, the direct convolution), so the loops that every other CPU runs would 
 ``FUSEDNN_DISABLE_AVX512=1`` turns those paths off when the module loads; this file runs the
 test files of the families that have them again, in a subprocess with the variable set.
 Without AVX-512 (or with it turned off), CPUs with AVX2 run hand-written AVX2 paths (the Philox
-rounds of dropout, noise and augment's noise; float32 layer norm and softmax-CE), so in that run
-those families take them; ``FUSEDNN_DISABLE_AVX2=1`` turns those off too, and the families that
-use them are run again with both variables set: the generic loops.
+rounds of dropout, noise and augment's noise; the GEMM kernel; float32 layer norm and
+softmax-CE), so in that run those families take them; ``FUSEDNN_DISABLE_AVX2=1`` turns those off
+too, and the families that use them are run again with both variables set: the generic loops.
+(Of the GEMM's families, test_gemm.py and test_conv.py are run again: conv's products take
+OpenBLAS only where the CPU has no own kernel, while test_linear.py runs every case with each
+kernel setting, and test_rnn.py its recurrent products, in every run.)
 (The sanitizer job runs the same lists with the same variables itself: see .ci/sanitize.)
 """
 import os
@@ -25,8 +28,10 @@ TESTS = Path(__file__).resolve().parent
 FAMILY_TEST_FILES = ["test_gemm.py", "test_linear.py", "test_rnn.py", "test_conv.py", "test_dropout.py",
                      "test_augment.py", "test_transforms.py", "test_norm.py", "test_xent.py"]
 
-# The test files of the families with an AVX2 path (the Philox rounds; layer norm; softmax-CE).
-AVX2_FAMILY_TEST_FILES = ["test_dropout.py", "test_augment.py", "test_transforms.py", "test_norm.py", "test_xent.py"]
+# The test files of the families with an AVX2 path (the Philox rounds; the GEMM; layer norm;
+# softmax-CE).
+AVX2_FAMILY_TEST_FILES = ["test_gemm.py", "test_conv.py", "test_dropout.py", "test_augment.py", "test_transforms.py",
+                          "test_norm.py", "test_xent.py"]
 
 INFO = fusednn.build_info()
 

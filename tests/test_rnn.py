@@ -245,7 +245,7 @@ def gemm_kernel():
 @pytest.mark.parametrize("cell, B, H", [("lstm", 32, 201), ("gru", 13, 37), ("lstm", 1, 1)])
 def test_recurrent_products_have_the_gemms_bits(threads, gemm_kernel, kernel, cell, B, H, dtype):
     """The steps' recurrent products read W_hh packed once per sequence (cpu/gemm.h's
-    gemm_pack_b) where the AVX-512 kernel runs them: they must give the plain GEMM's bits
+    gemm_pack_b) where an own kernel (AVX-512 or AVX2) runs them: they must give the plain GEMM's bits
     (ops.linear; linear_backward's dx) under each kernel setting, at 1 and 2 threads, over partial
     panels and several k-blocks. gemms_only runs the drivers without the pointwise passes, so the
     last product stays in the caller's work array (forward: its first B x G*H values) and the

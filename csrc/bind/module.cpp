@@ -73,14 +73,16 @@ PYBIND11_MODULE(_C, m) {
         "(smaller outputs come from NumPy's allocator) and data_offset (where a pooled array starts past "
         "a 2 MiB boundary: where NumPy's own large arrays start modulo a page).");
   m.def("_gemm_kernel", &fdnn::gemm_kernel,
-        "The GEMM kernel setting: 'auto' (by the product's size), 'fusednn-avx512' or 'openblas'.");
+        "The GEMM kernel setting: 'auto' (by the product's size), the CPU's own kernel ('fusednn-avx512' or "
+        "'fusednn-avx2') or 'openblas'.");
   m.def("_gemm_kernel_for", &fdnn::gemm_kernel_for, py::arg("m"), py::arg("n"), py::arg("k"),
         "The GEMM kernel an m x n x k product runs with the current setting.");
   m.def("_gemm_kernel_available", &fdnn::gemm_kernel_available, py::arg("kernel"),
-        "Whether this CPU can run the GEMM kernel setting 'auto', 'fusednn-avx512' or 'openblas'.");
+        "Whether this CPU can run the GEMM kernel setting 'auto', 'fusednn-avx512', 'fusednn-avx2' or "
+        "'openblas' (at most one of the own kernels: AVX-512F's, or else AVX2 + FMA's).");
   m.def("_set_gemm_kernel", &fdnn::set_gemm_kernel, py::arg("kernel"),
-        "Switch the GEMM kernel (for tests and benchmarks): 'openblas', or 'fusednn-avx512' or 'auto' where the "
-        "CPU has AVX-512F.");
+        "Switch the GEMM kernel (for tests and benchmarks): 'openblas', or the CPU's own kernel "
+        "('fusednn-avx512' or 'fusednn-avx2') or 'auto' where it has one.");
 
   fdnn::bind::bind_all(m);
 }

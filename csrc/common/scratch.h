@@ -24,7 +24,7 @@ template <typename T> Buffer<T> scratch(int64_t count) {
 
 // Per-thread scratch of at least `count` elements that grows as needed and lives as long as its
 // thread, for kernels called many times (a fresh buffer each call would fault its pages in
-// again). Slot tells apart the buffers that are live at the same time (gemm: 0-2; conv: 16-26; linear: 30, 31; xent: 40).
+// again). Slot tells apart the buffers that are live at the same time (gemm: 0-3; conv: 16-26; linear: 30, 31; xent: 40).
 template <typename T, int Slot> T* thread_scratch(int64_t count) {
   thread_local Buffer<T> buffer;
   thread_local int64_t size = 0;

@@ -1,4 +1,4 @@
-// gemm (cpu/gemm.h): the kernel choice, and the OpenBLAS kernel for CPUs without AVX-512F.
+// gemm (cpu/gemm.h): the kernel choice, and the OpenBLAS kernel.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -14,16 +14,29 @@
 namespace fdnn {
 namespace {
 
-const char kOwnKernel[] = "fusednn-avx512";
 const char kBlasKernel[] = "openblas";
 const char kAutoKernel[] = "auto";
 
+// The own kernel this CPU runs: AVX-512F's, AVX2's or none (common/avx512_paths.h decides).
+enum class OwnKernel { avx512, avx2, none };
+
+OwnKernel own_kernel() {
+  static const OwnKernel own = gemm_avx512_supported() ? OwnKernel::avx512
+                               : gemm_avx2_supported() ? OwnKernel::avx2
+                                                       : OwnKernel::none;
+  return own;
+}
+
+const char* own_kernel_name() {
+  return own_kernel() == OwnKernel::avx512 ? "fusednn-avx512" : own_kernel() == OwnKernel::avx2 ? "fusednn-avx2" : "";
+}
+
 enum class Kernel { own, blas, by_size };
 
-// The kernel choice: by size on CPUs with AVX-512F (gemm.h's rule), OpenBLAS elsewhere; the
-// tests and benchmarks switch it.
+// The kernel choice: by size where the CPU has an own kernel (gemm.h's rule), OpenBLAS
+// elsewhere; the tests and benchmarks switch it.
 std::atomic<Kernel>& kernel_choice() {
-  static std::atomic<Kernel> choice{gemm_avx512_supported() ? Kernel::by_size : Kernel::blas};
+  static std::atomic<Kernel> choice{own_kernel() != OwnKernel::none ? Kernel::by_size : Kernel::blas};
   return choice;
 }
 
@@ -82,10 +95,12 @@ void gemm_with_packed_b(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_
     if (relu) relu_rows(c, m, n, n);
     return;
   }
-  if (own_kernel_for(m, n, k))
+  if (!own_kernel_for(m, n, k))
+    gemm_blas<T>(trans_a, trans_b, m, n, k, a, b, c, bias, relu);
+  else if (own_kernel() == OwnKernel::avx512)
     gemm_avx512<T>(trans_a, trans_b, m, n, k, a, b, packed, c, bias, relu);
   else
-    gemm_blas<T>(trans_a, trans_b, m, n, k, a, b, c, bias, relu);
+    gemm_avx2<T>(trans_a, trans_b, m, n, k, a, b, packed, c, bias, relu);
 }
 
 template <typename T>
@@ -95,23 +110,41 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* 
 }
 
 template <typename T> int64_t gemm_packed_b_size(int64_t n, int64_t k) {
-  return gemm_avx512_supported() && n > 0 && k > 0 ? gemm_avx512_packed_b_size<T>(n, k) : 0;
+  if (n <= 0 || k <= 0) return 0;
+  switch (own_kernel()) {
+    case OwnKernel::avx512:
+      return gemm_avx512_packed_b_size<T>(n, k);
+    case OwnKernel::avx2:
+      return gemm_avx2_packed_b_size<T>(n, k);
+    case OwnKernel::none:
+      break;
+  }
+  return 0;
 }
 
 template <typename T> void gemm_pack_b(bool trans_b, int64_t n, int64_t k, const T* b, T* packed) {
   if (reinterpret_cast<uintptr_t>(packed) % 64 != 0)
     throw std::invalid_argument("gemm_pack_b: packed must be 64-byte aligned");
-  if (gemm_packed_b_size<T>(n, k) > 0) gemm_avx512_pack_b<T>(trans_b, n, k, b, packed);
+  if (gemm_packed_b_size<T>(n, k) == 0) return;
+  if (own_kernel() == OwnKernel::avx512)
+    gemm_avx512_pack_b<T>(trans_b, n, k, b, packed);
+  else
+    gemm_avx2_pack_b<T>(trans_b, n, k, b, packed);
+}
+
+bool gemm_reads_packed_b(int64_t m, int64_t n, int64_t k) {
+  return m > 0 && n > 0 && k > 0 && own_kernel() != OwnKernel::none && own_kernel_for(m, n, k);
 }
 
 bool gemm_kernel_available(const std::string& name) {
-  return name == kBlasKernel || ((name == kOwnKernel || name == kAutoKernel) && gemm_avx512_supported());
+  return name == kBlasKernel ||
+         (own_kernel() != OwnKernel::none && (name == own_kernel_name() || name == kAutoKernel));
 }
 
 std::string gemm_kernel() {
   switch (kernel_choice().load()) {
     case Kernel::own:
-      return kOwnKernel;
+      return own_kernel_name();
     case Kernel::blas:
       return kBlasKernel;
     case Kernel::by_size:
@@ -122,16 +155,17 @@ std::string gemm_kernel() {
 
 std::string gemm_kernel_for(int64_t m, int64_t n, int64_t k) {
   if (m <= 0 || n <= 0 || k <= 0) return "none";
-  return own_kernel_for(m, n, k) ? kOwnKernel : kBlasKernel;
+  return own_kernel_for(m, n, k) ? own_kernel_name() : kBlasKernel;
 }
 
 void set_gemm_kernel(const std::string& name) {
   if (!gemm_kernel_available(name))
     throw ValueError(std::string("kernel: expected '") + kBlasKernel + "'" +
-                     (gemm_avx512_supported() ? std::string(", '") + kOwnKernel + "' or '" + kAutoKernel + "'"
-                                              : std::string()) +
+                     (own_kernel() != OwnKernel::none
+                          ? std::string(", '") + own_kernel_name() + "' or '" + kAutoKernel + "'"
+                          : std::string()) +
                      " (the GEMM kernels this CPU can run), got '" + name + "'");
-  kernel_choice().store(name == kOwnKernel ? Kernel::own : name == kBlasKernel ? Kernel::blas : Kernel::by_size);
+  kernel_choice().store(name == kBlasKernel ? Kernel::blas : name == kAutoKernel ? Kernel::by_size : Kernel::own);
 }
 
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*, const float*,

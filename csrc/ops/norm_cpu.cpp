@@ -810,7 +810,6 @@ FDNN_AVX512_INLINE double row_sum_in_double(const float* x, int64_t d) {
   return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s[0], s[1]), _mm512_add_pd(s[2], s[3])));
 }
 
-
 // Mean and M2 of a row in two passes: the mean from the sum in double (row_sum_in_double; from
 // float partials, even corrected by sum(x - mu), it was up to 40x NumPy float32's own error off
 // the exact one: x - mu rounds the same way for every x of a binade), then the deviations
@@ -1019,11 +1018,6 @@ FDNN_AVX512 void layer_norm_backward_rows_avx512(float* dx, double* pg, double* 
 // out, and g = dy * gamma stays rounded where g - mean_g must cancel exactly.
 #define FDNN_NORM_AVX2 FDNN_AVX2 __attribute__((optimize("fp-contract=off")))
 #define FDNN_NORM_AVX2_INLINE FDNN_AVX2_INLINE __attribute__((optimize("fp-contract=off")))
-
-bool norm_avx2() {
-  static const bool enabled = avx2_paths_enabled() && __builtin_cpu_supports("fma");
-  return enabled;
-}
 
 constexpr int64_t kSumSpanAvx2 = 512;   // forward: columns per float partial (4 accumulators of 8)
 constexpr int64_t kGradSpanAvx2 = 256;  // backward: columns per float partial (2 accumulators of 8 each)
@@ -1475,7 +1469,7 @@ void layer_norm(T* y, T* mean, T* inv_std, const T* x, const T* gamma, const T* 
       });
       return;
     }
-    if (norm_avx2()) {
+    if (avx2_fma_paths_enabled()) {
       auto rows_avx2 = relu ? &layer_norm_rows_avx2<true> : &layer_norm_rows_avx2<false>;
       parallel_for(rows, rows_per_block(d, 16384), 2 * d, [&](int64_t r0, int64_t r1) {
         rows_avx2(y, mean, inv_std, x, gamma, beta, r0, r1, d, eps, stream);
@@ -1505,7 +1499,7 @@ void layer_norm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, co
                                         rows, d, columns.get(), stream);
         return;
       }
-      if (norm_avx2()) {
+      if (avx2_fma_paths_enabled()) {
         const Buffer<float> columns = scratch<float>(kColumnScratchAvx2(d));
         layer_norm_backward_rows_avx2(dx, pg.get() + b * d, pb.get() + b * d, dy, x, gamma, mean, inv_std, r0, r1,
                                       rows, d, columns.get(), stream);

@@ -271,7 +271,7 @@ template <typename T>
 Buffer<T> rnn_pack_recurrent(bool backward, const T* w_hh, int64_t batch, int64_t hidden, int64_t gh, Stream) {
   const int64_t n = backward ? hidden : gh, k = backward ? gh : hidden;
   const int64_t size = gemm_packed_b_size<T>(n, k);
-  if (size == 0 || gemm_kernel_for(batch, n, k) != "fusednn-avx512") return Buffer<T>();
+  if (size == 0 || !gemm_reads_packed_b(batch, n, k)) return Buffer<T>();
   Buffer<T> packed = scratch<T>(size);
   gemm_pack_b<T>(/*trans_b=*/!backward, n, k, w_hh, packed.get());
   return packed;

@@ -500,11 +500,6 @@ FDNN_AVX512 float grad_pass_avx512(float* d, int64_t k, float c_p, float c_w, in
 // EPYC, one core, 512 x 1000 forward + backward in cache: the generic x86-64-v3 loops 0.72-0.75 ns
 // per element (the exp pass about half of it), these passes 0.63-0.65 (2026-12-07).
 
-bool xent_avx2() {
-  static const bool enabled = avx2_paths_enabled() && __builtin_cpu_supports("fma");
-  return enabled;
-}
-
 FDNN_AVX2_INLINE __m256 exp_nonpositive8(__m256 x) {
   const __m256 lo = _mm256_set1_ps(-87.33654f), shifter = _mm256_set1_ps(12582912.0f);
   const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);  // x >= lo or NaN
@@ -623,7 +618,7 @@ struct XentPasses {
 const XentPasses* xent_passes() {
   static const XentPasses avx512{row_max_avx512, exp_pass_avx512, grad_pass_avx512};
   static const XentPasses avx2{row_max_avx2, exp_pass_avx2, grad_pass_avx2};
-  static const XentPasses* const chosen = xent_avx512() ? &avx512 : xent_avx2() ? &avx2 : nullptr;
+  static const XentPasses* const chosen = xent_avx512() ? &avx512 : avx2_fma_paths_enabled() ? &avx2 : nullptr;
   return chosen;
 }
 #endif
