@@ -36,10 +36,12 @@ def test_the_size_rule_is_the_default():
 @needs_own_kernel
 def test_auto_picks_by_the_number_of_multiply_adds(kernel):
     kernel("auto")
+    bound = 2**31 if OWN_KERNEL == "fusednn-avx512" else 2**30  # the own kernel's, in multiply-adds
     assert _C._gemm_kernel_for(128, 512, 784) == OWN_KERNEL  # the MLP's products
     assert _C._gemm_kernel_for(1, 1, 1) == OWN_KERNEL
-    assert _C._gemm_kernel_for(1024, 1024, 1024) == OWN_KERNEL  # 2^30
-    assert _C._gemm_kernel_for(2048, 1024, 1024) == "openblas"  # 2^31: the rule's bound
+    assert _C._gemm_kernel_for(bound // (512 * 512) - 1, 512, 512) == OWN_KERNEL  # just below
+    assert _C._gemm_kernel_for(bound // (512 * 512), 512, 512) == "openblas"  # the bound
+    assert _C._gemm_kernel_for(2048, 1024, 1024) == "openblas"  # 2^31
     assert _C._gemm_kernel_for(1024, 1024, 4096) == "openblas"  # a large batch's weight gradient
     assert _C._gemm_kernel_for(0, 10, 10) == "none"
     assert _C._gemm_kernel_for(5, 0, 3) == "none"

@@ -9,13 +9,16 @@
 // Two kinds of kernel: fusednn's own (gemm_kernel.inc, compiled for AVX-512F in
 // gemm_avx512_cpu.cpp and for AVX2 + FMA in gemm_avx2_cpu.cpp; a CPU runs at most one of them,
 // as common/avx512_paths.h decides) and OpenBLAS over a fixed tiling of C (gemm_cpu.cpp). Where
-// the CPU runs an own kernel, the product's size picks one ("auto"): the own kernel below
-// kOwnKernelMaxMacs multiply-adds (m n k), OpenBLAS at and above it; elsewhere OpenBLAS.
+// the CPU runs an own kernel, the product's size picks one ("auto"): the own kernel below a
+// number of multiply-adds (m n k), kOwnKernelMaxMacs for AVX-512's and kOwnAvx2KernelMaxMacs
+// for AVX2's, OpenBLAS at and above it; elsewhere OpenBLAS.
 // - AVX-512 (Zen 4): the own kernel was 2-14% faster than OpenBLAS on the training shapes (batch
 //   128-1024, widths 256-1024), OpenBLAS 4-9% faster at 4096 x 1024 x 1024, 2048^3 and the TN
 //   product with k = 4096 of a large batch's weight gradient.
-// - AVX2 (Zen 3, against OpenBLAS's Haswell kernel): the own kernel 4-20% faster on the training
-//   shapes, within 3% from 256 x 1024 x 1024 to 2^31, OpenBLAS 0-15% faster above.
+// - AVX2 (Zen 3, against OpenBLAS's Haswell kernel, 2 threads, fwd+bwd): the own kernel 4-20%
+//   faster on the training shapes (2^23-2^26), 4% faster at 256 x 1024 x 1024 (2^28), a tie at
+//   2^29, 0.5-5% slower at 2^30 (1024^3, 512 x 2048 x 1024; medians of 25 paired runs), 3-15%
+//   slower at 2^32-2^33.
 // The choice depends on the sizes only, so the result does not depend on the thread count
 // either: every element is computed by the same instructions in the same order whichever thread
 // computes it. Both own kernels compute each element the same way (gemm_kernel.inc): the same
@@ -48,7 +51,8 @@ void gemm_with_packed_b(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_
 // kernel): where it does not, packing is wasted work.
 bool gemm_reads_packed_b(int64_t m, int64_t n, int64_t k);
 
-constexpr double kOwnKernelMaxMacs = 2147483648.0;  // 2^31 multiply-adds
+constexpr double kOwnKernelMaxMacs = 2147483648.0;      // 2^31 multiply-adds
+constexpr double kOwnAvx2KernelMaxMacs = 1073741824.0;  // 2^30
 
 // The kernel settings gemm can run: "auto" (the rule above) and the own kernel of the CPU
 // ("fusednn-avx512" or "fusednn-avx2"), where it has one, and "openblas".

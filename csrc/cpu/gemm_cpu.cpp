@@ -49,7 +49,8 @@ bool own_kernel_for(int64_t m, int64_t n, int64_t k) {
     case Kernel::by_size:
       break;
   }
-  return static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < kOwnKernelMaxMacs;
+  const double macs = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  return macs < (own_kernel() == OwnKernel::avx512 ? kOwnKernelMaxMacs : kOwnAvx2KernelMaxMacs);
 }
 
 // ---- the OpenBLAS kernel: single-threaded BLAS calls on a fixed tiling of C (blas.h), with

@@ -22,7 +22,8 @@ def build_info() -> dict:
     ``FUSEDNN_DISABLE_AVX2`` was unset or ``0`` at import), ``threads`` (the thread runtime:
     fusednn's own pool), ``blas``, ``blas_core`` (the BLAS kernel set chosen for this CPU), ``gemm_kernel``
     (the GEMMs' kernel choice: ``"auto"`` on CPUs with AVX-512F or AVX2 + FMA, fusednn's own
-    kernel below 2^31 multiply-adds and OpenBLAS above, else ``"openblas"``), ``num_threads``,
+    kernel below 2^31, respectively 2^30, multiply-adds and OpenBLAS above, else
+    ``"openblas"``), ``num_threads``,
     ``cuda`` (whether the CUDA module ``fusednn._C_cuda`` is built and loads) and, when it is,
     ``cuda_build`` (its CUDA runtime and cuBLASLt versions and GPU architectures).
     """
