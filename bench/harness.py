@@ -118,9 +118,10 @@ class Case:
     # other, for cases of seconds: a machine whose speed drifts over tens of seconds (seen here:
     # stretches 50% slower) then slows every implementation alike.
     interleave: bool = False
-    # Also report the fastest of the timed calls of each implementation, on a row of its own
+    # Also report the fastest of the timed calls of each implementation, on rows of their own
     # ("[best of n]"), for cases whose medians this VM made bimodal: its scheduler at times stacked
-    # the two threads on one vCPU for seconds, and a 2-thread call then took one thread's time.
+    # the two threads on one vCPU for seconds, and a 2-thread call then took one thread's time
+    # (with interleave, each round's calls are the same rounds' as the medians').
     best_of: bool = False
 
 
@@ -264,10 +265,9 @@ def cuda_median_seconds(fn, repeat, warmup=2, settle=0.0):
     return float(np.median(times))
 
 
-def interleaved_median_seconds(fns, repeat, warmup=1, settle=0.25):
-    """Median wall time of each fn() over `repeat` rounds that call every fn once, in turn,
-    after `warmup` such rounds; `settle` seconds of sleep before each call, as in
-    median_seconds."""
+def interleaved_call_seconds(fns, repeat, warmup=1, settle=0.25):
+    """Wall times of each fn() over `repeat` rounds that call every fn once, in turn, after
+    `warmup` such rounds; `settle` seconds of sleep before each call, as in call_seconds."""
     for _ in range(warmup):
         for fn in fns.values():
             time.sleep(settle)
@@ -279,7 +279,7 @@ def interleaved_median_seconds(fns, repeat, warmup=1, settle=0.25):
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(t)) for name, t in times.items()}
+    return times
 
 
 def cuda_ceilings():
@@ -326,13 +326,14 @@ def run_cases(cases, repeat, peaks, timer=median_seconds, roof_probe=None):
     results = []
     for case in cases:
         before = roof_probe.measure(3) if roof_probe is not None and case.bytes else None
-        if case.interleave and timer is median_seconds:
+        if (case.interleave or case.best_of) and timer is median_seconds:
+            calls = {impl: None for impl in case.impls}
             present = {impl: fn for impl, fn in case.impls.items() if fn is not None}
-            times = {impl: None for impl in case.impls}
-            times.update(interleaved_median_seconds(present, case.repeat or repeat, case.warmup))
-        elif case.best_of and timer is median_seconds:
-            calls = {impl: None if fn is None else call_seconds(fn, case.repeat or repeat, case.warmup)
-                     for impl, fn in case.impls.items()}
+            if case.interleave:
+                calls.update(interleaved_call_seconds(present, case.repeat or repeat, case.warmup))
+            else:
+                calls.update({impl: call_seconds(fn, case.repeat or repeat, case.warmup)
+                              for impl, fn in present.items()})
             times = {impl: None if t is None else float(np.median(t)) for impl, t in calls.items()}
             best = {impl: None if t is None else min(t) for impl, t in calls.items()}
         else:
@@ -341,10 +342,10 @@ def run_cases(cases, repeat, peaks, timer=median_seconds, roof_probe=None):
                 times[impl] = None if fn is None else timer(fn, case.repeat or repeat, case.warmup)
         local_roof = max(before, roof_probe.measure(3)) if before is not None else None
         rows = _rows(case, times, peaks, local_roof)
-        if case.best_of and timer is median_seconds and not case.interleave:
+        if case.best_of and timer is median_seconds:
             n = case.repeat or repeat
             best_case = dataclasses.replace(case, name=f"{case.name} [best of {n}]")
-            rows += _rows(best_case, best, peaks, local_roof)[:1]  # fusednn's fastest call against the others'
+            rows += _rows(best_case, best, peaks, local_roof)  # each fusednn path's fastest call against the others'
         for row in rows:
             results.append(row)
             print(format_row(row), flush=True)
