@@ -146,17 +146,30 @@ def test_an_output_the_caller_holds_is_never_overwritten():
     np.testing.assert_array_equal(view, before)  # a view keeps its array out of reuse
 
 
-def test_reused_buffers_give_the_same_training_as_fresh_arrays():
-    """The same steps with buffer reuse and with the reuse defeated (every output held)."""
+def test_reused_buffers_give_the_same_training_as_fresh_arrays(monkeypatch):
+    """The same steps with buffer reuse and with none: in the second model's steps every buffer
+    a layer, the loss or the optimizer asks for is a new array (ReusableBuffers.get replaced), so
+    a reused array overwritten while still in use would change only the first model's numbers."""
+    from fusednn.nn.buffers import ReusableBuffers
     _, step_reused = _mlp_step_setup("batch")
     _, step_fresh = _mlp_step_setup("batch")
-    hold = []
+    reuse = ReusableBuffers.get
+    fresh_calls = []
+
+    def fresh(self, slot, shape, dtype, xp=np):
+        fresh_calls.append(slot)
+        return xp.empty(shape, dtype)
     for k in range(8):
         logits_a, loss_a = step_reused(k)
-        logits_b, loss_b = step_fresh(k)
-        hold.append(logits_b)
+        monkeypatch.setattr(ReusableBuffers, "get", fresh)
+        try:
+            logits_b, loss_b = step_fresh(k)
+        finally:
+            monkeypatch.setattr(ReusableBuffers, "get", reuse)
         assert loss_a == loss_b
         np.testing.assert_array_equal(logits_a, logits_b)
+    # Every layer's output and input gradient and the loss's gradient came from the replacement.
+    assert {"y", "dx", "grad"} <= set(fresh_calls) and len(fresh_calls) >= 8 * 10, sorted(set(fresh_calls))
 
 
 def test_fit_epochs_allocate_only_per_batch_data_and_metrics():
