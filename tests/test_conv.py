@@ -20,7 +20,7 @@ CONV_SHAPES = [
     (2, 4, 6, 6, 4, 3, 3, 1, 1, 1, 4),            # depthwise
     (2, 6, 5, 5, 12, 3, 3, (1, 2), 3, 1, 3),      # channel multiplier 4 per group, padding > kernel
     (1, 2, 3, 3, 2, 2, 2, 3, 0, 1, 1),            # a stride larger than the kernel
-    # More output positions than a CPU backward block (256), whose edges split output rows.
+    # More output positions than a CPU block (256) over the batch, in blocks of whole images.
     (6, 3, 13, 11, 5, 3, 3, 1, 1, 1, 1),
     (5, 2, 21, 23, 3, 3, 3, 2, 1, 1, 1),
     # Images of more than 256 positions, cut into parts: same width (one shifted copy per kernel
@@ -90,8 +90,8 @@ def test_conv2d_out_and_input_grad(device):
 
 
 def test_conv2d_many_blocks_and_threads(threads):
-    """A batch whose rows span several scratch blocks (rows x K > 2^20 elements): the same as the
-    reference, and bitwise the same on 1 and 2 threads."""
+    """A batch whose positions span many blocks (of 256 positions: 40 tasks here): the same as
+    the reference, and bitwise the same on 1 and 2 threads."""
     rng = np.random.default_rng(2)
     x = rng.standard_normal((40, 16, 16, 16)).astype(np.float32)
     w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
@@ -137,23 +137,28 @@ BLOCKINGS = [
 @pytest.mark.parametrize("shape", BLOCKINGS)
 def test_conv2d_blockings_match_reference_and_threads(threads, shape):
     """Every way the CPU cuts the positions into blocks and tasks: the same as the reference,
-    and bitwise the same on 1 and 2 threads (forward, dx, dw, db; with and without dx)."""
+    and bitwise the same on 1 and 2 threads (forward, dx, dw, db; with and without dx). The
+    thread comparison runs on the batch repeated 8 times, so that every shape's task loop has
+    the work to use the pool (some batches alone are below kMinParallelWork)."""
     n, c, h, w_, co, stride, padding, groups = shape
     rng = np.random.default_rng(seed_of("conv_blockings", shape))
     kw = dict(stride=stride, padding=padding, groups=groups, activation="relu")
     x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
     w = rng.standard_normal((co, c // groups, 3, 3)).astype(np.float32)
     b = rng.standard_normal(co).astype(np.float32)
+
+    def forward_and_backward(x):
+        y = ops.conv2d(x, w, b, **kw)
+        dy = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
+        return (y, dy, *ops.conv2d_backward(dy, x, w, y, **kw),
+                *ops.conv2d_backward(dy, x, w, y, input_grad=False, **kw)[1:])
     results = []
     for t in (1, 2):
         threads(t)
-        y = ops.conv2d(x, w, b, **kw)
-        dy = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
-        results.append((y, *ops.conv2d_backward(dy, x, w, y, **kw),
-                        *ops.conv2d_backward(dy, x, w, y, input_grad=False, **kw)[1:]))
+        results.append(forward_and_backward(np.concatenate([x] * 8)))
     for one, two in zip(*results):
         assert np.array_equal(one, two)
-    y, dx, dw, db, dw_only, db_only = results[0]
+    y, dy, dx, dw, db, dw_only, db_only = forward_and_backward(x)
     assert np.array_equal(dw, dw_only) and np.array_equal(db, db_only)
     xw, ww, bw, dyw = wider(x, w, b, dy)
     yw = reference.conv2d(xw, ww, bw, **kw)

@@ -52,9 +52,11 @@ def test_out_and_strided_x(device):
 
 
 def test_the_thread_count_does_not_change_the_result(threads):
+    # 2000 rows of 100: 200,000 elements, above the work from which parallel_for uses the pool
+    # (kMinParallelWork, 2^15, in csrc/common/parallel.h)
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((400, 300)).astype(np.float32)[:, ::3]
-    index = rng.integers(0, 400, 257)
+    x = rng.standard_normal((4000, 300)).astype(np.float32)[:, ::3]
+    index = rng.integers(0, 4000, 2000)
     results = []
     for n in (1, 2):
         threads(n)

@@ -561,13 +561,23 @@ def test_bad_optimize_arguments(kwargs, error, match):
         study.optimize("branin", n_trials=2)
 
 
-def test_grid_study_ends_with_its_grid_and_timeout_ends_a_study():
+def test_grid_study_ends_with_its_grid_and_timeout_ends_a_study(monkeypatch):
     study = hpo.Study(sampler=hpo.GridSearch(F.BRANIN_SPACE, resolution=2), storage=":memory:", name="g")
     study.optimize(F.branin)
     assert len(study.trials) == 4
+    # The deadline on a clock that each trial moves 1 s on: trials start at 0, 1, 2 and 3 s, and
+    # none at 4 s, past the 3.5 s timeout (no wall-clock time involved).
+    import types
+    from fusednn.hpo import study as study_module
+    clock = [100.0]
+    monkeypatch.setattr(study_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0], time=lambda: clock[0]))
+
+    def one_second_objective(config, trial):
+        clock[0] += 1.0
+        return F.branin(config)
     timed = hpo.Study(sampler=hpo.RandomSearch(F.BRANIN_SPACE), storage=":memory:", name="t")
-    timed.optimize(F.branin, timeout=0.2)
-    assert len(timed.trials) >= 1
+    timed.optimize(one_second_objective, timeout=3.5)
+    assert len(timed.trials) == 4 and all(t.status == "complete" for t in timed.trials)
 
 
 def test_trial_bad_reports():

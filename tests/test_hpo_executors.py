@@ -19,10 +19,19 @@ from fusednn.hpo.executors import available_cores
 
 
 def worker_objective(config, trial):
-    """Records where it ran and with how many fusednn threads."""
+    """Records how many fusednn threads it ran with. Each trial leaves a marker file, then waits
+    until two trials have started (at most 30 s: then it records that it ran alone): the first
+    trial goes on only once another one runs beside it, which a serial executor never allows."""
     import fusednn
     trial.user_attrs["threads"] = fusednn.get_num_threads()
-    time.sleep(0.15)
+    markers = os.environ["FUSEDNN_TEST_MARKERS"]
+    open(os.path.join(markers, str(trial.number)), "w").close()
+    deadline = time.monotonic() + 30
+    while len(os.listdir(markers)) < 2:
+        if time.monotonic() > deadline:
+            trial.user_attrs["alone"] = True
+            break
+        time.sleep(0.002)
     return F.branin(config)
 
 
@@ -32,7 +41,10 @@ def dying_objective(config, trial):
     return F.branin(config)
 
 
-def test_the_process_executor_runs_trials_in_parallel_workers(tmp_path):
+def test_the_process_executor_runs_trials_in_parallel_workers(tmp_path, monkeypatch):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv("FUSEDNN_TEST_MARKERS", str(markers))  # the workers inherit it
     serial = hpo.Study(sampler=hpo.RandomSearch(F.BRANIN_SPACE), storage=":memory:", name="s", seed=5)
     serial.optimize(F.branin, n_trials=6)
     study = hpo.Study(sampler=hpo.RandomSearch(F.BRANIN_SPACE), storage=str(tmp_path / "p.db"), name="p", seed=5)
@@ -43,10 +55,8 @@ def test_the_process_executor_runs_trials_in_parallel_workers(tmp_path):
     workers = {t.worker for t in trials}
     assert len(workers) == 2 and str(os.getpid()) not in {w.split(":")[1] for w in workers}
     assert {t.attrs["threads"] for t in trials} == {max(1, available_cores() // 2)}
-    # with 2 workers, the 6 jobs of 0.15 s overlap
-    starts = sorted(t.started for t in trials)
-    finishes = sorted(t.finished for t in trials)
-    assert any(s < f for s, f in zip(starts[1:], finishes[:-1]))
+    assert not any(t.attrs.get("alone") for t in trials)  # two trials ran at once
+    assert sorted(os.listdir(markers)) == sorted(str(t.number) for t in trials)
 
 
 def test_a_dead_worker_fails_its_trial_and_the_study_goes_on():
@@ -95,27 +105,33 @@ def test_without_ray_the_error_names_the_extra(monkeypatch):
     study = hpo.Study(sampler=hpo.RandomSearch(F.BRANIN_SPACE), storage=":memory:")
     with pytest.raises(ImportError, match=r"fusednn\[ray\]"):
         study.optimize(F.branin, n_trials=1, executor="ray")
+
+
+def test_ray_executor_bad_address():
+    pytest.importorskip("ray")
     with pytest.raises(TypeError, match="address"):
-        monkeypatch.delitem(sys.modules, "ray")
-        pytest.importorskip("ray")
         hpo.RayExecutor(address=5)
 
 
 _DRIVER = textwrap.dedent("""
-    import json, os, sys, time
+    import json, os, signal, sys
     from fusednn import hpo
     from fusednn.hpo import functions as F
+
+    KILL = sys.argv[2:] == ["kill"]
 
     def objective(config, trial):
         # like hpo.fit_trial: state and history in the checkpoint; the whole history is reported
         path = os.path.join(trial.checkpoint_dir, "state.json")
         history = json.load(open(path)) if os.path.exists(path) else []
         for epoch in range(len(history) + 1, trial.budget + 1):
-            time.sleep(0.02)
             history.append(F.branin(config) + 10.0 / epoch)
             with open(path + ".tmp", "w") as f:
                 json.dump(history, f)
             os.replace(path + ".tmp", path)
+            if KILL and trial.budget == 3 and epoch == 2:
+                # the first promoted job, between its checkpointed epochs: the driver dies here
+                os.kill(os.getpid(), signal.SIGKILL)
         for epoch, value in enumerate(history, 1):
             trial.report(epoch, value)
 
@@ -131,31 +147,14 @@ def test_a_study_resumes_after_sigkill_of_its_driver(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(_DRIVER)
     db = str(tmp_path / "study.db")
-    proc = subprocess.Popen([sys.executable, str(script), db], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    snapshot = None
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-            if not os.path.exists(db):
-                continue
-            try:
-                con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-                rows = con.execute("SELECT number, status, value, config, finished FROM trials").fetchall()
-                con.close()
-            except sqlite3.OperationalError:  # the schema is being created
-                continue
-            if sum(r[1] in ("paused", "complete") for r in rows) >= 6 and any(r[1] == "running" for r in rows):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                snapshot = rows
-                break
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert snapshot is not None, f"the driver ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    assert proc.returncode == -signal.SIGKILL
+    # The first run kills itself (SIGKILL, no cleanup) in the first promoted job of Hyperband's
+    # first bracket, after that job's second epoch is checkpointed: always at the same point.
+    killed = subprocess.run([sys.executable, str(script), db, "kill"], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    snapshot = con.execute("SELECT number, status, value, config, finished FROM trials").fetchall()
+    con.close()
+    assert sum(r[1] == "paused" for r in snapshot) >= 8 and sum(r[1] == "running" for r in snapshot) == 1, snapshot
     result = subprocess.run([sys.executable, str(script), db], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "done 17" in result.stdout  # Hyperband(9, 3): brackets of 9, 5 and 3 configurations

@@ -120,6 +120,8 @@ def test_mse_value_and_gradient(device, reduction, dtype):
     assert type(value) is float and type(loss(y_d, t_d)) is float
     assert_close(np.array([value, loss(y_d, t_d)], dtype), np.array([expected, expected], dtype))
     assert grad.dtype == dtype and grad.shape == y.shape
+    scale = 1.0 / y.size if reduction == "mean" else 1.0
+    assert_close(grad, (2 * scale * (y.astype(np.float64) - t)).astype(dtype))
     if dtype == np.float64:
         assert_grad_matches_finite_differences(device, loss, y, t)
 

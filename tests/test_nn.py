@@ -118,10 +118,11 @@ def test_dropout_modes(device, xp, mode):
 def test_dropout_masks_follow_the_model_stream(device):
     a, b = (nn.MLP([8, 16, 4], dropout=0.5, seed=5).to(device) for _ in range(2))
     x = to_device(device, _x((10, 8), dtype=np.float32))
-    np.testing.assert_array_equal(to_numpy(a(x, training=True)), to_numpy(b(x, training=True)))
+    first = to_numpy(a(x, training=True)).copy()
+    np.testing.assert_array_equal(first, to_numpy(b(x, training=True)))
     assert a.rng.offset == 10 * 16
-    first = a(x, training=True)
-    assert not np.array_equal(to_numpy(first), to_numpy(b(x, training=False)))
+    second = to_numpy(a(x, training=True))  # the next 160 counters: another mask
+    assert not np.array_equal(second, first)
     a.rng.offset = b.rng.offset = 0
     np.testing.assert_array_equal(to_numpy(a(x, training=True)), to_numpy(b(x, training=True)))
 
@@ -155,11 +156,41 @@ def test_layer_gradients(make):
     assert gradcheck(make(), [x])
 
 
+class _EvalMode:
+    """A layer whose forward runs in evaluation mode (gradcheck runs a layer's forward with
+    training=True), with its parameters and gradients."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer.forward(x, training=False)
+
+    def backward(self, dy):
+        return self.layer.backward(dy)
+
+    def named_parameters(self):
+        return self.layer.named_parameters()
+
+    def named_gradients(self):
+        return self.layer.named_gradients()
+
+    def zero_grad(self):
+        self.layer.zero_grad()
+
+
 def test_batchnorm_eval_and_2d_gradients():
     bn = _randomize(nn.BatchNorm1d(4, dtype=np.float64))
+    bn.buffers["running_mean"][...] = [0.3, -0.2, 0.1, 0.0]
     bn.buffers["running_var"][...] = [0.5, 1.0, 2.0, 3.0]
-    bn.eval()
-    assert gradcheck(bn, [_x((5, 4))])
+    before = [b.copy() for b in (bn.buffers["running_mean"], bn.buffers["running_var"])]
+    x = _x((5, 4))
+    assert gradcheck(_EvalMode(bn), [x])
+    # The running statistics were used and left alone: y = (x - mean) / sqrt(var + eps) gamma + beta.
+    for b, kept in zip((bn.buffers["running_mean"], bn.buffers["running_var"]), before):
+        np.testing.assert_array_equal(b, kept)
+    want = (x - before[0]) / np.sqrt(before[1] + bn.eps) * bn.p["weight"] + bn.p["bias"]
+    assert_close(bn.forward(x, training=False), want)
     assert gradcheck(_randomize(nn.BatchNorm2d(3, dtype=np.float64)), [_x((3, 3, 2, 2))])
 
 

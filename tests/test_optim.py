@@ -426,7 +426,7 @@ def test_centered_rmsprop_clamps_its_variance_at_zero(impl, dtype, momentum, dev
 
 # ---- norms, clipping, scaling ----
 
-NORM_SHAPES = [(3, 4), (1,), (0,), (4097,), (70_000,), (2, 3, 5)]  # 70000: more than one 65536 chunk
+NORM_SHAPES = [(3, 4), (1,), (0,), (4097,), (70_000,), (2, 3, 5)]  # 70000: several 16384-element chunks
 
 
 def norm_arrays(dtype, key, device="cpu"):

@@ -197,8 +197,11 @@ def test_clip_grad_norm_and_value(device):
     for g, c in zip(grads, host):
         assert_close(g, c * (1.0 / (total + 1e-6)))
     # Below max_norm: unchanged.
+    clipped = [to_numpy(g).copy() for g in grads]
     assert_close(np.float64(optim.clip_grad_norm(grads, 100.0)), np.float64(total / (total + 1e-6)))
-    host = [to_numpy(g).copy() for g in grads]
+    for g, c in zip(grads, clipped):
+        np.testing.assert_array_equal(to_numpy(g), c)
+    host = clipped
     inf_norm = optim.clip_grad_norm(grads, 10.0, norm_type=np.inf)
     assert inf_norm == max(np.abs(g).max() for g in host)
     optim.clip_grad_value(grads, 0.01)
