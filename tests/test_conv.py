@@ -455,8 +455,17 @@ def _direct(shape):
 
 
 def test_direct_shapes_straddle_the_thresholds():
+    """The shapes sit on both sides of the thresholds, and the CPU takes the direct path exactly
+    where this file's copy of the rule says, on a CPU with AVX-512F (elsewhere never: the
+    direct-path tests then check the im2col path on the same shapes)."""
+    from fusednn import _C
     taken = [_direct(s) for s in DIRECT_SHAPES]
     assert sum(taken) >= 8 and not all(taken)
+    avx512 = fusednn.build_info()["avx512_paths"]
+    for shape, direct in zip(DIRECT_SHAPES, taken):
+        n, c, h, w, co, kh, kw, stride, padding, dilation = shape
+        x, wt = np.zeros((n, c, h, w), np.float32), np.zeros((co, c, kh, kw), np.float32)
+        assert _C._conv_direct_applies(x, wt, stride, padding, dilation) == (direct and avx512), shape
 
 
 def _direct_case(shape, dtype, rng):

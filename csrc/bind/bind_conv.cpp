@@ -338,6 +338,17 @@ py::object global_avg_pool2d_backward_py(py::object dy_obj, py::object input_sha
   return dx_obj;
 }
 
+#ifndef FDNN_CUDA_BINDINGS
+// Whether the CPU's conv2d takes the direct path (conv_direct_cpu.cpp) for these arguments.
+bool conv_direct_applies_py(py::object x_obj, py::object w_obj, py::object stride, py::object padding,
+                            py::object dilation, py::object groups) {
+  KeepAlive keep;
+  const TensorView x = input_array(x_obj, "x", keep);
+  const TensorView w = input_array(w_obj, "w", keep);
+  return conv_direct_applies(conv_shape(x, w, stride, padding, dilation, groups));
+}
+#endif
+
 }  // namespace
 
 void bind_conv(py::module_& m) {
@@ -348,6 +359,12 @@ void bind_conv(py::module_& m) {
         py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
         py::arg("activation") = py::none(), py::arg("bias") = true, py::arg("input_grad") = true,
         py::arg("out") = py::none(), "(dx, dw, db) of conv2d.");
+#ifndef FDNN_CUDA_BINDINGS  // the direct path is the CPU's
+  m.def("_conv_direct_applies", &conv_direct_applies_py, py::arg("x"), py::arg("w"), py::arg("stride") = 1,
+        py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
+        "Whether the CPU's conv2d and conv2d_backward take the direct path (no im2col, no GEMM) for these "
+        "arguments (for tests).");
+#endif
   m.def("max_pool2d", &max_pool2d_py, py::arg("x"), py::arg("kernel_size"), py::arg("stride") = py::none(),
         py::arg("padding") = 0, "(y, indices) of 2-D max pooling.");
   m.def("max_pool2d_backward", &max_pool2d_backward_py, py::arg("dy"), py::arg("indices"), py::arg("input_shape"),
