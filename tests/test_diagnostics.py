@@ -152,6 +152,7 @@ def test_landscape_at_zero_is_the_loss_and_at_one_the_end_models():
 def test_filter_normalized_direction_has_the_filters_norms_and_no_bias_part():
     model = nn.MLP([5, 6, 3], seed=0)
     direction = diagnostics.filter_normalized_direction(model, seed=4)
+    assert len(direction) == len(list(model.named_parameters()))
     for (name, p), d in zip(model.named_parameters(), direction):
         assert d.shape == p.shape
         if p.ndim == 1:
@@ -200,6 +201,8 @@ def test_mc_dropout_varies_is_a_function_of_the_seed_and_restores_the_model():
     assert np.array_equal(mean, samples.mean(axis=0))
     again, _ = diagnostics.mc_dropout_predict(model, x, samples=20, seed=3)
     assert np.array_equal(mean, again)
+    other, _ = diagnostics.mc_dropout_predict(model, x, samples=20, seed=4)
+    assert not np.array_equal(mean, other)
     probs, _ = diagnostics.mc_dropout_predict(model, x, samples=4, probabilities=True)
     # the passes' softmax is float32
     assert_close(probs.sum(axis=1).astype(np.float32), np.ones(32, np.float32), kind="transcendental")

@@ -231,14 +231,21 @@ def test_sequence_data():
 # ---- training ----
 
 def test_fit_with_clipping_learns_adding_problem_short():
-    from fusednn.train import fit
+    from fusednn.train import Callback, fit
     x, y = data.adding_problem(512, 10, seed=0)
     model = nn.Sequential(nn.LSTM(2, 16, batch_first=True, rng=0), nn.LastStep(), nn.Linear(16, 1, rng=1))
     opt = Adam(model.parameter_groups(), lr=0.01, max_grad_norm=0.5)
-    history = fit(model, MSELoss(), opt, (x, y), epochs=12, batch_size=32, verbose=0, metrics=())
+    norms = []
+
+    class RecordNorms(Callback):  # the gradient norm of every step, before clipping
+        def on_batch_end(self, trainer, batch, logs):
+            norms.append(opt.last_grad_norm)
+    history = fit(model, MSELoss(), opt, (x, y), epochs=12, batch_size=32, verbose=0, metrics=(),
+                  callbacks=[RecordNorms()])
     losses = history.history["loss"] if hasattr(history, "history") else history["loss"]
     assert losses[-1] < 0.5 * losses[0]
-    assert opt.last_grad_norm is not None and np.isfinite(opt.last_grad_norm)
+    assert len(norms) == 12 * 16 and np.all(np.isfinite(norms))
+    assert max(norms) > 0.5  # the clipping bound was reached: some steps were scaled down
 
 
 def test_cli_models_build_recurrent_nets():
