@@ -177,6 +177,30 @@ def assert_close(actual, expected, expected_wide=None, *, kind="elementwise", er
                               f"(NumPy's own error {float(ref_err):.3g})")
 
 
+class LayerWithForward:
+    """``layer`` for fusednn.gradcheck with another forward, ``forward(layer, x)`` (e.g. in
+    evaluation mode, or reseeding its dropout first): the layer's backward, parameters and
+    gradients otherwise."""
+
+    def __init__(self, layer, forward):
+        self.layer, self._forward = layer, forward
+
+    def forward(self, x):
+        return self._forward(self.layer, x)
+
+    def backward(self, dy):
+        return self.layer.backward(dy)
+
+    def named_parameters(self):
+        return self.layer.named_parameters()
+
+    def named_gradients(self):
+        return self.layer.named_gradients()
+
+    def zero_grad(self):
+        self.layer.zero_grad()
+
+
 # ----------------------------------------------------------------------------------------------
 # Fixtures and options.
 # ----------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fusednn
-from conftest import HAVE_CUDA, assert_close, to_device, to_numpy, wider
+from conftest import HAVE_CUDA, LayerWithForward, assert_close, to_device, to_numpy, wider
 from fusednn import nn, optim
 from fusednn import reference as ref
 from fusednn.gradcheck import gradcheck
@@ -156,36 +156,14 @@ def test_layer_gradients(make):
     assert gradcheck(make(), [x])
 
 
-class _EvalMode:
-    """A layer whose forward runs in evaluation mode (gradcheck runs a layer's forward with
-    training=True), with its parameters and gradients."""
-
-    def __init__(self, layer):
-        self.layer = layer
-
-    def forward(self, x):
-        return self.layer.forward(x, training=False)
-
-    def backward(self, dy):
-        return self.layer.backward(dy)
-
-    def named_parameters(self):
-        return self.layer.named_parameters()
-
-    def named_gradients(self):
-        return self.layer.named_gradients()
-
-    def zero_grad(self):
-        self.layer.zero_grad()
-
-
 def test_batchnorm_eval_and_2d_gradients():
     bn = _randomize(nn.BatchNorm1d(4, dtype=np.float64))
     bn.buffers["running_mean"][...] = [0.3, -0.2, 0.1, 0.0]
     bn.buffers["running_var"][...] = [0.5, 1.0, 2.0, 3.0]
     before = [b.copy() for b in (bn.buffers["running_mean"], bn.buffers["running_var"])]
     x = _x((5, 4))
-    assert gradcheck(_EvalMode(bn), [x])
+    # (gradcheck runs a layer's forward in training mode)
+    assert gradcheck(LayerWithForward(bn, lambda layer, x: layer.forward(x, training=False)), [x])
     # The running statistics were used and left alone: y = (x - mean) / sqrt(var + eps) gamma + beta.
     for b, kept in zip((bn.buffers["running_mean"], bn.buffers["running_var"]), before):
         np.testing.assert_array_equal(b, kept)

@@ -3,7 +3,7 @@ sequence data sets, and training them through fit (clipping by norm) and the CLI
 
 import numpy as np
 import pytest
-from conftest import GRADCHECK_ATOL, GRADCHECK_RTOL, assert_close, to_device, to_numpy
+from conftest import GRADCHECK_ATOL, GRADCHECK_RTOL, LayerWithForward, assert_close, to_device, to_numpy
 
 import fusednn
 from fusednn import data, nn, reference
@@ -48,24 +48,11 @@ def test_stack_matches_reference_layers(device, kind, batch_first):
     assert_close(dx, d.transpose(1, 0, 2) if batch_first else d, kind="transcendental")
 
 
-class _Reseeded:
-    """A layer whose every forward uses the same dropout masks (gradcheck perturbs and reruns)."""
-
-    def __init__(self, layer):
-        self.layer = layer
-
-    def forward(self, x, training=True):
-        self.layer.seed(3)
-        return self.layer.forward(x, training)
-
-    def backward(self, dy):
-        return self.layer.backward(dy)
-
-    def named_parameters(self):
-        return self.layer.named_parameters()
-
-    def named_gradients(self):
-        return self.layer.named_gradients()
+def _reseeded(layer, x):
+    """The layer's training forward with the same dropout masks every time (gradcheck perturbs
+    and reruns)."""
+    layer.seed(3)
+    return layer.forward(x, True)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -73,7 +60,7 @@ def test_layer_gradcheck(kind):
     m = _layer(kind, 2, 3, num_layers=2, batch_first=True, dropout=0.3, recurrent_dropout=0.3, weight_drop=0.3,
                layer_norm=True, rng=0, dtype=np.float64)
     x = np.random.default_rng(1).standard_normal((2, 3, 2))
-    fusednn.gradcheck(_Reseeded(m), x, rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
+    fusednn.gradcheck(LayerWithForward(m, _reseeded), x, rtol=GRADCHECK_RTOL, atol=GRADCHECK_ATOL)
 
 
 def test_naive_mode_layer_and_eval():
