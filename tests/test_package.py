@@ -25,7 +25,7 @@ def test_build_info_reports_the_build():
         assert key in info, key
     assert info["isa_path_selected"] in info["isa_paths_compiled"]
     assert "OpenBLAS" in info["blas"]
-    assert info["cuda"] is False
+    assert isinstance(info["cuda"], bool)  # True where the CUDA module imports
 
 
 def test_set_and_get_num_threads(threads):
@@ -43,10 +43,11 @@ def test_set_num_threads_rejects_non_positive(bad):
 
 
 def test_imports_with_no_library_path_and_honours_omp_num_threads():
-    env = {"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1"}
+    # 3: not the default anywhere it matters (the CPUs the process may run on)
+    env = {"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "3"}
     code = "import fusednn; print(fusednn.get_num_threads())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "1"
+    assert out.stdout.strip() == "3"
 
 
 def test_cupy_arrays_without_cuda_module_get_a_clear_error():

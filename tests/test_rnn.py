@@ -398,5 +398,9 @@ def test_torch_weight_exchange(cell):
     assert_close(out["y"], y.detach().numpy(), kind="transcendental")
     assert_close(grads["x"], x.grad.numpy(), kind="transcendental")
     assert_close(grads["h0"], h0.grad.numpy()[0], kind="transcendental")
+    assert_close(out["h_n"], hn.detach().numpy()[0], kind="transcendental")
+    if cell == "lstm":
+        assert_close(out["c_n"], cn.detach().numpy()[0], kind="transcendental")
+        assert_close(grads["c0"], c0.grad.numpy()[0], kind="transcendental")
     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
         assert_close(grads[name], getattr(mod, name + "_l0").grad.numpy(), kind="transcendental", err_msg=name)

@@ -108,8 +108,13 @@ def test_grid_search_over_a_scaler_parameter():
     x, y = _sample()
     search = GridSearchCV(make_pipeline(data.StandardScaler(), LogisticRegression()),
                           {"standardscaler__eps": [0.0, 0.5]}, cv=2).fit(x, y)
-    assert search.best_params_["standardscaler__eps"] in (0.0, 0.5)
-    assert search.best_estimator_.named_steps["standardscaler"].n_features_in_ == 4
+    best = search.best_estimator_.named_steps["standardscaler"]
+    assert best.eps == search.best_params_["standardscaler__eps"] and best.n_features_in_ == 4
+    # each candidate's score is that of the pipeline fitted by hand with its eps
+    from sklearn.model_selection import cross_val_score
+    for eps, score in zip(search.cv_results_["param_standardscaler__eps"], search.cv_results_["mean_test_score"]):
+        by_hand = cross_val_score(make_pipeline(data.StandardScaler(eps=eps), LogisticRegression()), x, y, cv=2)
+        assert score == by_hand.mean(), eps
 
 
 def test_params_are_stored_as_given_and_set_params_is_checked():
