@@ -25,7 +25,12 @@ def test_build_info_reports_the_build():
         assert key in info, key
     assert info["isa_path_selected"] in info["isa_paths_compiled"]
     assert "OpenBLAS" in info["blas"]
-    assert isinstance(info["cuda"], bool)  # True where the CUDA module imports
+    try:  # True exactly where the CUDA module imports (False on this CPU-only build)
+        importlib.import_module("fusednn._C_cuda")
+        has_cuda_module = True
+    except ImportError:
+        has_cuda_module = False
+    assert info["cuda"] is has_cuda_module and ("cuda_build" in info) is has_cuda_module
 
 
 def test_set_and_get_num_threads(threads):
